@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Prepare a fresh Debian 12 machine (as root) for building and testing ebpf.fleet.
+# Idempotent: a second run with nothing missing changes nothing and takes a second.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${VENV:-$ROOT/.venv}"
+SANITY_VENV="${SANITY_VENV:-$ROOT/.venv-sanity}"
+REQUIREMENTS="$ROOT/requirements/controller.txt"
+
+# Debian packages: the BPF toolchain, the kernel-facing tools, bcc and the
+# system Python's bindings that modules reach through Ansible's respawn.
+DEB_PACKAGES=(
+    clang llvm libbpf-dev libbpf1 bpftool gcc-multilib
+    iproute2 ethtool nftables xdp-tools tcpdump iputils-ping
+    python3-bpfcc linux-headers-amd64 python3-pyroute2
+    python3-venv python3-dev rsync make git shellcheck
+)
+
+log() { printf '[setup] %s\n' "$*"; }
+
+missing_packages() {
+    local pkg
+    for pkg in "${DEB_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || echo "$pkg"
+    done
+}
+
+install_debian_packages() {
+    local missing
+    missing="$(missing_packages | tr '\n' ' ')"
+    if [ -z "${missing// /}" ]; then
+        log "Debian packages present"
+        return
+    fi
+    log "installing Debian packages: $missing"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # shellcheck disable=SC2086
+    apt-get install -y -qq --no-install-recommends $missing >/dev/null
+}
+
+# bcc compiles against the running kernel's headers. Debian ships headers for
+# its own kernel series; link them when the running kernel has none.
+link_kernel_headers() {
+    local moddir="/lib/modules/$(uname -r)"
+    if [ -e "$moddir/build/include" ]; then
+        return
+    fi
+    local headers
+    headers="$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sort -V | tail -n 1 || true)"
+    if [ -z "$headers" ]; then
+        log "no Debian kernel headers found; bcc compilation will be unavailable"
+        return
+    fi
+    log "linking $headers as kernel headers for $(uname -r)"
+    mkdir -p "$moddir"
+    ln -sfn "$headers" "$moddir/build"
+    ln -sfn "$headers" "$moddir/source"
+}
+
+mount_bpffs() {
+    if ! mountpoint -q /sys/fs/bpf; then
+        log "mounting bpffs at /sys/fs/bpf"
+        mount -t bpf bpf /sys/fs/bpf
+    fi
+}
+
+create_venv() {
+    local stamp="$VENV/.requirements.sha256"
+    local want
+    want="$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+        log "virtualenv $VENV up to date"
+        return
+    fi
+    log "creating virtualenv $VENV from $REQUIREMENTS"
+    /usr/bin/python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check -r "$REQUIREMENTS" 2> >(grep -v "Location 'file" >&2)
+    echo "$want" > "$stamp"
+}
+
+# ansible-test sanity runs in a venv of its own with the requirements that
+# ansible-test pins for itself (its --venv mode would download pip from a
+# host outside the package registries).
+create_sanity_venv() {
+    local reqdir stamp want
+    reqdir="$("$VENV/bin/python" -c 'import ansible_test, os; print(os.path.join(os.path.dirname(ansible_test.__file__), "_data", "requirements"))')"
+    stamp="$SANITY_VENV/.requirements.sha256"
+    want="$(cat "$REQUIREMENTS" "$reqdir"/sanity.*.txt | sha256sum | cut -d' ' -f1)"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+        log "sanity virtualenv $SANITY_VENV up to date"
+        return
+    fi
+    log "creating sanity virtualenv $SANITY_VENV"
+    /usr/bin/python3 -m venv "$SANITY_VENV"
+    local core
+    core="$(grep -E '^ansible-core==' "$REQUIREMENTS")"
+    local args=()
+    for f in "$reqdir"/sanity.*.txt; do args+=(-r "$f"); done
+    "$SANITY_VENV/bin/pip" install -q --disable-pip-version-check "$core" "${args[@]}" 2> >(grep -v "Location 'file" >&2)
+    echo "$want" > "$stamp"
+}
+
+install_pip_bootstrap() {
+    local version cache
+    version="$(grep -oP "pip='\K[0-9.]+" "$("$SANITY_VENV/bin/python" -c 'import ansible_test, os; print(os.path.join(os.path.dirname(ansible_test.__file__), "_internal", "python_requirements.py"))')")"
+    cache="$HOME/.ansible/test/cache/get_pip_${version//./_}.py"
+    if ! cmp -s "$ROOT/scripts/ansible_test_get_pip.py" "$cache"; then
+        log "installing ansible-test's pip bootstrap stand-in at $cache"
+        mkdir -p "$(dirname "$cache")"
+        cp "$ROOT/scripts/ansible_test_get_pip.py" "$cache"
+    fi
+}
+
+install_debian_packages
+link_kernel_headers
+mount_bpffs
+create_venv
+create_sanity_venv
+install_pip_bootstrap
+log "done"
