@@ -84,6 +84,26 @@ class Codec:
     def describe(self) -> str:
         return "%d bytes" % self.size
 
+    def encode_many(self, values: list, where) -> list:
+        """Encode a list; where(i) names item i for errors (built only on error)."""
+        enc = self.encode
+        out = []
+        for idx, value in enumerate(values):
+            try:
+                out.append(enc(value, ""))
+            except CodecError as exc:
+                raise CodecError(where(idx), exc.reason)
+        return out
+
+
+def _bulk(codec: Codec, fast, values: list, where) -> list:
+    """Run fast(values) (a tight loop for plain strings); on any failure, find the bad item with codec.encode."""
+    try:
+        return fast(values)
+    except (ValueError, TypeError, OSError, IndexError, AttributeError):
+        pass
+    return Codec.encode_many(codec, values, where)
+
 
 def _parse_hex(text: str, size: int, where: str) -> bytes:
     digits = text[2:] if text[:2] in ("0x", "0X") else text
@@ -221,6 +241,10 @@ class Ipv4Codec(Codec):
     def decode(self, data):
         return socket.inet_ntop(socket.AF_INET, data)
 
+    def encode_many(self, values, where):
+        pton, family = socket.inet_pton, socket.AF_INET
+        return _bulk(self, lambda vals: [pton(family, v) for v in vals], values, where)
+
 
 class Ipv6Codec(Codec):
     size = 16
@@ -236,6 +260,10 @@ class Ipv6Codec(Codec):
 
     def decode(self, data):
         return socket.inet_ntop(socket.AF_INET6, data)
+
+    def encode_many(self, values, where):
+        pton, family = socket.inet_pton, socket.AF_INET6
+        return _bulk(self, lambda vals: [pton(family, v) for v in vals], values, where)
 
 
 class MacCodec(Codec):
@@ -480,7 +508,7 @@ class LpmCodec(Codec):
         except OSError:
             raise CodecError(where, "%r is not an %s CIDR: bad address %r" % (value, self.describe()[:4], addr))
         if sep:
-            if not plen.isdigit() or int(plen) > self.max_len:
+            if not (plen.isascii() and plen.isdigit()) or int(plen) > self.max_len:
                 raise CodecError(where, "%r: prefix length %r is not 0..%d" % (value, plen, self.max_len))
             length = int(plen)
             if length < self.max_len:
@@ -493,6 +521,32 @@ class LpmCodec(Codec):
         else:
             length = self.max_len
         return self._head.pack(length) + packed + b"\0" * self._pad
+
+    def encode_many(self, values, where):
+        return _bulk(self, self._fast, values, where)
+
+    def _fast(self, values: list) -> list:
+        # the same checks as encode(), in one tight loop over plain strings
+        max_len = self.max_len
+        heads = [self._head.pack(n) for n in range(max_len + 1)]
+        masks = [(1 << (max_len - n)) - 1 for n in range(max_len + 1)]
+        pton, family, from_bytes = socket.inet_pton, self.family, int.from_bytes
+        pad = b"\0" * self._pad
+        out = []
+        append = out.append
+        for value in values:
+            addr, sep, plen = value.partition("/")
+            packed = pton(family, addr)
+            if sep:
+                if not (plen.isascii() and plen.isdigit()):
+                    raise ValueError(value)
+                length = int(plen)
+                if length > max_len or from_bytes(packed, "big") & masks[length]:
+                    raise ValueError(value)
+            else:
+                length = max_len
+            append(heads[length] + packed + pad if pad else heads[length] + packed)
+        return out
 
     def decode(self, data):
         length = self._head.unpack_from(data)[0]

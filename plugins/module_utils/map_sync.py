@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import ctypes
 import json
+import operator
 import os
+import threading
 from dataclasses import dataclass, field
 
 from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
@@ -136,33 +138,40 @@ def encode_entries(codec: MapCodec, entries, where: str = "entries", default_val
 
 
 def read_lines(path: str):
-    """(line number, text) of a plain list: one key per line, blank lines and # comments skipped."""
-    with open(path, encoding="utf-8") as handle:
-        for num, line in enumerate(handle, 1):
-            if "#" in line:
-                line = line.split("#", 1)[0]
-            line = line.strip()
-            if line:
-                yield num, line
+    """(line numbers, keys) of a plain list: one key per line, blank lines and # comments skipped."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CodecError("entries_file", "cannot read %s: %s" % (path, exc))
+    lines = text.splitlines()
+    if "#" in text:
+        lines = [line.split("#", 1)[0] for line in lines]
+    lines = [line.strip() for line in lines]
+    if "" not in lines:
+        return None, lines
+    numbers = [num for num, line in enumerate(lines, 1) if line]
+    return numbers, [line for line in lines if line]
 
 
 def encode_lines(codec: MapCodec, path: str, default_value=None, keys_only: bool = False,
                  value_encoder=None) -> dict:
-    enc_key = codec.key.encode
+    """{key bytes: value bytes} for a plain list file; every line gets default_value."""
     value = None if keys_only else (value_encoder or codec.encode_value)(default_value, "value")
-    keys = {}
-    try:
-        for num, line in read_lines(path):
-            try:
-                kb = enc_key(line, "")
-            except CodecError as exc:
-                raise CodecError("%s line %d" % (path, num), exc.reason)
-            if kb in keys:
-                raise CodecError("%s line %d" % (path, num), "key %r is given twice" % line)
-            keys[kb] = num
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CodecError("entries_file", "cannot read %s: %s" % (path, exc))
-    return dict.fromkeys(keys, value)
+    numbers, lines = read_lines(path)
+
+    def where(idx):
+        return "%s line %d" % (path, numbers[idx] if numbers else idx + 1)
+
+    keys = codec.key.encode_many(lines, where)
+    out = dict.fromkeys(keys, value)
+    if len(out) != len(keys):
+        seen = set()
+        for idx, key in enumerate(keys):
+            if key in seen:
+                raise CodecError(where(idx), "key %r is given twice" % lines[idx])
+            seen.add(key)
+    return out
 
 
 def load_file(path: str, fmt: str = "auto"):
@@ -191,6 +200,53 @@ def load_file(path: str, fmt: str = "auto"):
 
 # ---------------------------------------------------------------- current contents and the plan
 
+class Reader(threading.Thread):
+    """Reads the map's current contents in the background (the syscalls release the GIL), so that
+    reading the kernel and encoding the desired entries overlap on two CPUs."""
+
+    def __init__(self, fd: int, codec: MapCodec):
+        super().__init__(daemon=True)
+        self.fd = fd
+        self.codec = codec
+        self.raw = None
+        self.error = None
+
+    def run(self):
+        try:
+            self.raw = read_raw(self.fd, self.codec)
+        except Exception as exc:  # pylint: disable=broad-except  # re-raised in result()
+            self.error = exc
+
+    def result(self, desired: dict = None, mode: str = "") -> dict:
+        """The current contents; None when a sync to desired would change nothing (checked without
+        building the dict of the current contents, the costly part for a million entries)."""
+        self.join()
+        if self.error is not None:
+            raise self.error
+        if mode == "sync" and desired is not None and self.codec.map_type not in UNDELETABLE_MAPS \
+                and same_as(self.codec, self.raw, desired):
+            return None
+        return current_from_raw(self.codec, *self.raw)
+
+
+def same_as(codec: MapCodec, raw, desired: dict) -> bool:
+    """True when the raw (keys, values, count) read from the kernel hold exactly desired."""
+    keys, values, count = raw
+    if count != len(desired):
+        return False
+    if not count:
+        return True
+    ks, vs = codec.key_size, codec.value_buf_size
+    key_list = [keys[i:i + ks] for i in range(0, ks * count, ks)]
+    uniform = _uniform(desired)
+    if uniform is not None:
+        if values != uniform * count:
+            return False
+        return all(map(desired.__contains__, key_list))
+    value_list = [values[i:i + vs] for i in range(0, vs * count, vs)]
+    return all(map(operator.eq, map(desired.get, key_list), value_list))
+
+
 @dataclass
 class Plan:
     write: list = field(default_factory=list)      # keys to add or change
@@ -207,7 +263,10 @@ class Plan:
 
 def read_current(fd: int, codec: MapCodec) -> dict:
     """{key bytes: value bytes}; for arrays, all-zero elements count as absent."""
-    keys, values, count = read_raw(fd, codec)
+    return current_from_raw(codec, *read_raw(fd, codec))
+
+
+def current_from_raw(codec: MapCodec, keys: bytes, values: bytes, count: int) -> dict:
     ks, vs = codec.key_size, codec.value_buf_size
     current = dict(zip([keys[i:i + ks] for i in range(0, ks * count, ks)],
                        [values[i:i + vs] for i in range(0, vs * count, vs)]))
@@ -219,8 +278,12 @@ def read_current(fd: int, codec: MapCodec) -> dict:
 
 def plan(current: dict, desired: dict, mode: str) -> Plan:
     result = Plan(desired=desired, current=current)
+    # nothing to do: decided by comparisons that run in C
     if mode == "absent":
-        result.removed = [k for k in desired if k in current]
+        if not current.keys().isdisjoint(desired.keys()):
+            result.removed = [k for k in desired if k in current]
+        return result
+    if (mode in ("sync", "clear") and current == desired) or (mode == "merge" and desired.items() <= current.items()):
         return result
     get = current.get
     result.write = [k for k, v in desired.items() if get(k) != v]
@@ -258,8 +321,9 @@ def apply(fd: int, codec: MapCodec, the_plan: Plan, progs: ProgRefs = None, chun
                     applied += 1
         if the_plan.write:
             desired = the_plan.desired
+            uniform = _uniform(desired) if progs is None else None
             for part in _chunks(the_plan.write, chunk):
-                values = [desired[k] for k in part]
+                values = [uniform] * len(part) if uniform is not None else [desired[k] for k in part]
                 if progs is not None:
                     values = [progs.fd_bytes(v) for v in values]
                 applied += _update(fd, map_type, part, values)
@@ -268,6 +332,18 @@ def apply(fd: int, codec: MapCodec, the_plan: Plan, progs: ProgRefs = None, chun
         raise SyncError("%s after %d of %d elements were applied; a re-run continues from the map's state"
                         % (exc, applied, len(the_plan.removed) + len(the_plan.write)), applied)
     return applied
+
+
+def _uniform(desired: dict):
+    """The one value every desired entry has (a plain list file), or None."""
+    if not desired:
+        return None
+    first = next(iter(desired.values()))
+    values = desired.values()
+    # identity first: encode_lines gives every key the same object
+    if all(v is first for v in values):
+        return first
+    return None
 
 
 def _update(fd: int, map_type: str, keys: list, values: list) -> int:

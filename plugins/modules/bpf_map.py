@@ -322,11 +322,19 @@ def _run_fd(module: AnsibleModule, fd: int, path: str, mode: str) -> dict:
     progs = map_sync.ProgRefs() if info["type"] == "prog_array" else None
     try:
         codec = MapCodec.for_fd(target_fd)
+        reader = map_sync.Reader(target_fd, codec)
+        reader.start()
         try:
             desired = desired_entries(module, codec, mode, progs)
         except CodecError as exc:
             module.fail_json(msg="invalid entry, nothing was written: %s" % exc, applied=0)
-        current = map_sync.read_current(target_fd, codec)
+        try:
+            current = reader.result(desired, "sync" if mode == "sync" and outer_info is None else "")
+        except libbpf.BpfError as exc:
+            module.fail_json(msg="cannot read %s: %s" % (path, exc), applied=0)
+        if current is None:
+            # a sync that changes nothing, found by comparing the bytes read with the desired ones
+            current = desired
         if outer_info is None:
             the_plan = map_sync.plan(current, desired, mode)
         else:
