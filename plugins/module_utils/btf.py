@@ -267,7 +267,7 @@ class _Reader:
         elif kind == KIND_ARRAY:
             item.type_id, item.index_type_id, item.nelems = self._take(_3U32)
         elif kind in (KIND_STRUCT, KIND_UNION):
-            for _ in range(vlen):
+            for _idx in range(vlen):
                 m_name, m_type, m_off = self._take(_3U32)
                 if kind_flag:
                     bit_offset, bitfield = m_off & 0xFFFFFF, m_off >> 24
@@ -275,20 +275,20 @@ class _Reader:
                     bit_offset, bitfield = m_off, 0
                 item.members.append(Member(_string(self.strings, m_name), m_type, bit_offset, bitfield))
         elif kind == KIND_ENUM:
-            for _ in range(vlen):
+            for _idx in range(vlen):
                 m_name, val = self._take(_ENUM)
                 if not kind_flag:
                     val &= 0xFFFFFFFF
                 item.members.append(Member(_string(self.strings, m_name), value=val))
         elif kind == KIND_ENUM64:
-            for _ in range(vlen):
+            for _idx in range(vlen):
                 m_name, lo, hi = self._take(_3U32)
                 val = (hi << 32) | lo
                 if kind_flag and val >= 1 << 63:
                     val -= 1 << 64
                 item.members.append(Member(_string(self.strings, m_name), value=val))
         elif kind == KIND_FUNC_PROTO:
-            for _ in range(vlen):
+            for _idx in range(vlen):
                 m_name, m_type = self._take(_2U32)
                 item.members.append(Member(_string(self.strings, m_name), m_type))
         elif kind == KIND_FUNC:
@@ -296,7 +296,7 @@ class _Reader:
         elif kind == KIND_VAR:
             (item.linkage,) = self._take(_U32)
         elif kind == KIND_DATASEC:
-            for _ in range(vlen):
+            for _idx in range(vlen):
                 v_type, v_off, v_size = self._take(_3U32)
                 item.members.append(Member("", v_type, v_off * 8, size=v_size))
         elif kind == KIND_DECL_TAG:
@@ -307,4 +307,3 @@ class _Reader:
         else:
             raise BtfError("unknown BTF kind %d at type %d" % (kind, type_id))
         return item
-

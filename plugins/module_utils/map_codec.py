@@ -318,7 +318,7 @@ class EnumCodec(Codec):
             self.order.append((short, m.value))
 
     def names(self) -> list:
-        return [n for n, _ in self.order]
+        return [pair[0] for pair in self.order]
 
     def describe(self):
         return "enum %s (%s)" % (self.type_name, ", ".join(self.names()))
@@ -444,7 +444,7 @@ class StructCodec(Codec):
                 continue
             sub = "%s.%s" % (where, fname) if where else fname
             if len(spec) == 3:
-                _, offset, codec = spec
+                offset, codec = spec[1], spec[2]
                 item = value[fname]
                 if isinstance(item, dict) and set(item) == {"hex"} and not isinstance(codec, StructCodec):
                     data = _parse_hex(item["hex"], codec.size, sub)
@@ -452,7 +452,7 @@ class StructCodec(Codec):
                     data = codec.encode(item, sub)
                 buf[offset:offset + codec.size] = data
             else:
-                _, bit_off, nbits, signed = spec
+                bit_off, nbits, signed = spec[1], spec[2], spec[3]
                 num = _to_int(value[fname], sub, "an integer")
                 low, high = (-(1 << (nbits - 1)), (1 << (nbits - 1)) - 1) if signed else (0, (1 << nbits) - 1)
                 if num < low or num > high:

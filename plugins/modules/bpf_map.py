@@ -21,7 +21,7 @@ description:
     map; a new inner map is filled and swapped into slot 0 with one update, so a packet sees the whole old set or
     the whole new set.
 version_added: "0.1.0"
-author: ebpf.fleet contributors
+author: ebpf.fleet contributors (@ebpf-fleet)
 extends_documentation_fragment:
   - ebpf.fleet.attributes
 attributes:
@@ -50,8 +50,8 @@ options:
     type: path
   entries:
     description:
-      - The entries, as a dict of key to value, or a list whose items are C({key: ..., value: ...}), a one-item
-        dict C(key: value), or a bare key.
+      - "The entries, as a dict of key to value, or a list whose items are C({key: ..., value: ...}), a one-item
+        dict C(key: value), or a bare key."
       - A missing or null value means I(value) (all zero bytes when I(value) is not given).
       - Mutually exclusive with I(entries_file).
     type: raw

@@ -82,8 +82,8 @@ def test_lpm_trie_cidr_keys_merge_sync_absent(pin_root, loaded, run_module):
     ok(run_module("bpf_map", args))
     assert as_dict(entries_of(pin_root, "prefixes_v4")) == {"10.0.0.0/8": "drop", "192.0.2.0/24": "pass"}
     # merge leaves others and changes one
-    res = ok(run_module("bpf_map", target(pin_root, "prefixes_v4", entries={"192.0.2.0/24": "drop",
-                                                                           "198.51.100.7": "drop"})))
+    merge = {"192.0.2.0/24": "drop", "198.51.100.7": "drop"}
+    res = ok(run_module("bpf_map", target(pin_root, "prefixes_v4", entries=merge)))
     assert res["counts"] == {"added": 1, "changed": 1, "removed": 0, "unchanged": 1, "desired": 2, "before": 2}
     assert as_dict(entries_of(pin_root, "prefixes_v4")) == {
         "10.0.0.0/8": "drop", "192.0.2.0/24": "drop", "198.51.100.7/32": "drop"}
