@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark: ebpf.fleet.bpf_map syncing 10k / 100k / 1M entries, against one bpftool command per entry.
 
 For a hash (key fleet_ipv4_t) and an LPM trie (key struct fleet_lpm_v4) from
