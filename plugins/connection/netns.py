@@ -14,7 +14,7 @@ description:
     C(/sys/fs/bpf) and the rest of the controller's file system stay visible (C(ip netns exec) would remount
     C(/sys) and hide bpffs).
   - Files are copied locally, as with the C(local) connection.
-author: ebpf.fleet contributors
+author: ebpf.fleet developers (@ebpf-fleet)
 version_added: 0.1.0
 options:
   netns:
