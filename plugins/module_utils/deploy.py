@@ -95,7 +95,7 @@ def _hooks_of(req: Request) -> list:
     """Interfaces this run touches: the requested ones plus those the deployment is recorded on."""
     names = list(req.interfaces) if req.state == "present" else []
     for hook_id in records.list_hooks(req.state_dir):
-        hook, _, ifname = hook_id.partition("@")
+        hook, _sep, ifname = hook_id.partition("@")
         if hook != req.hook or ifname in names:
             continue
         rec = records.read_hook(req.state_dir, hook_id) or {}

@@ -50,7 +50,7 @@ def sha256_file(path: str) -> str:
 
 def log_tail(log: str, lines: int = LOG_TAIL_LINES) -> str:
     """The last lines of a verifier log (the failing instruction and the reason are at the end)."""
-    kept = [line for line in (log or "").rstrip().splitlines()]
+    kept = (log or "").rstrip().splitlines()
     return "\n".join(kept[-lines:])
 
 

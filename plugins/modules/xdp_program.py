@@ -15,7 +15,7 @@ description:
     upgrade (one bpf_link update), and state-preserving (compatible maps are reused from their pins).
   - A program that fails the verifier fails the task with the end of the verifier log; nothing changes.
 version_added: "0.1.0"
-author: ebpf.fleet contributors
+author: ebpf.fleet contributors (@ebpf-fleet)
 extends_documentation_fragment:
   - ebpf.fleet.attributes
   - ebpf.fleet.deployment

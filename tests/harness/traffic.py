@@ -66,10 +66,10 @@ class UdpFlow:
     def stop(self):
         """Stop the sender, let the receiver drain, then stop it; returns (sent, received)."""
         self.sender.send_signal(signal.SIGINT)
-        sent_out, _ = self.sender.communicate(timeout=60)
+        sent_out, _err = self.sender.communicate(timeout=60)
         time.sleep(0.5)
         self.receiver.send_signal(signal.SIGINT)
-        recv_out, _ = self.receiver.communicate(timeout=60)
+        recv_out, _err = self.receiver.communicate(timeout=60)
         return int(sent_out.split()[-1]), int(recv_out.split()[-1])
 
     def result(self):

@@ -91,14 +91,14 @@ def test_fifty_replaces_under_traffic_let_no_packet_through(lab, run_module):
 def test_map_state_survives_an_upgrade(lab, run_module):
     res = run_module("xdp_program", lab.args(name="guard", object=obj("xdp_drop_udp")), netns=lab.rx)
     assert res.changed, res
-    sent, _ = udp_count(lab.tx, lab.rx, "10.77.0.2", PORT, duration=0.3)
+    sent, _received = udp_count(lab.tx, lab.rx, "10.77.0.2", PORT, duration=0.3)
     pin = os.path.join(lab.pin_root, "guard", "maps", "drops")
 
     def drops():
         fd = libbpf.obj_get(pin)
         with libbpf.fd_closing(fd):
             cpus = libbpf.num_possible_cpus()
-            _k, values, n = libbpf.map_lookup_batch(fd, 4, 16 * cpus, 2)
+            _keys, values, n = libbpf.map_lookup_batch(fd, 4, 16 * cpus, 2)
             return sum(int.from_bytes(values[i * 16:i * 16 + 8], "little") for i in range(n * cpus))
     before = drops()
     assert before >= sent > 0
@@ -113,8 +113,8 @@ def test_incompatible_map_fails_unless_replacement_allowed(lab, run_module):
     res = run_module("xdp_program", lab.args(name="guard", object=obj("xdp_drop_udp_bigmap")), netns=lab.rx)
     assert res.failed and "drops" in res["msg"] and "max_entries" in res["msg"]
     assert xdp_prog_id(lab.rx) == first_id
-    res = run_module("xdp_program", lab.args(name="guard", object=obj("xdp_drop_udp_bigmap"),
-                                              replace_incompatible_maps=True), netns=lab.rx)
+    args = lab.args(name="guard", object=obj("xdp_drop_udp_bigmap"), replace_incompatible_maps=True)
+    res = run_module("xdp_program", args, netns=lab.rx)
     assert res.changed and not res.failed, res
     fd = libbpf.obj_get(os.path.join(lab.pin_root, "guard", "maps", "drops"))
     with libbpf.fd_closing(fd):
