@@ -26,6 +26,7 @@ YES, NO, UNKNOWN = "yes", "no", "unknown"
 JIT_SYSCTL = "/proc/sys/net/core/bpf_jit_enable"
 VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
 CLONE_NEWNET = 0x40000000
+PROG_TYPE_SOCKET_FILTER = 1
 XDP_PASS = 2
 TCX_NEXT = -1
 LOOPBACK_IFINDEX = 1  # in a new network namespace, lo is always ifindex 1
@@ -61,6 +62,28 @@ def parse_jit(text) -> dict:
     if value == "0":
         return answer(NO, "%s = 0 (programs run in the interpreter)" % JIT_SYSCTL)
     return answer(UNKNOWN, "%s holds %r" % (JIT_SYSCTL, value))
+
+
+def jit_probe() -> dict:
+    """Load a trivial program and look whether the kernel JIT-compiled it (works in any network namespace,
+    where the bpf_jit_enable sysctl, which only the initial namespace has, is missing)."""
+    try:
+        fd = libbpf.prog_load_insns(PROG_TYPE_SOCKET_FILTER, "fleet_jit_probe", libbpf.return_insns(0))
+    except (OSError, libbpf.LibbpfMissing) as exc:
+        return answer(UNKNOWN, "a probe program did not load: %s" % exc)
+    with libbpf.fd_closing(fd):
+        info = libbpf.prog_info(fd)
+    if info["jited_prog_len"] > 0:
+        return answer(YES, "a probe program was JIT-compiled (%d bytes of machine code)" % info["jited_prog_len"])
+    return answer(NO, "a probe program was not JIT-compiled (it runs in the interpreter)")
+
+
+def jit_fact() -> dict:
+    """The sysctl when this network namespace has it (the initial one), else the load probe."""
+    sysctl = _read(JIT_SYSCTL)
+    if sysctl is not None:
+        return parse_jit(sysctl)
+    return jit_probe()
 
 
 def _read(path: str):
@@ -207,7 +230,7 @@ def facts() -> dict:
         "release": release,
         "version": ".".join(str(part) for part in parse_release(release)),
         "bpf_syscall": syscall,
-        "jit_enabled": parse_jit(_read(JIT_SYSCTL)),
+        "jit_enabled": jit_fact() if syscall["supported"] == YES else parse_jit(_read(JIT_SYSCTL)),
         "vmlinux_btf": answer(YES, "%s exists" % VMLINUX_BTF) if btf else answer(
             NO, "%s is missing (kernel built without CONFIG_DEBUG_INFO_BTF)" % VMLINUX_BTF),
         "bpffs": bpffs_fact(),
