@@ -24,7 +24,7 @@ description:
   - Runs in the network namespace of the module process, so a lab host entered with
     C(nsenter --net=/run/netns/NAME) reports its own interfaces.
 author:
-  - ebpf.fleet contributors
+  - ebpf.fleet developers (@ebpf-fleet)
 extends_documentation_fragment:
   - ebpf.fleet.attributes
   - ebpf.fleet.attributes.platform
@@ -274,7 +274,7 @@ from ansible_collections.ebpf.fleet.plugins.module_utils import netlink
 from ansible_collections.ebpf.fleet.plugins.module_utils import xdp_drivers
 from ansible_collections.ebpf.fleet.plugins.module_utils import xdp_hook
 
-YES, NO, UNKNOWN = kernel.YES, kernel.NO, kernel.UNKNOWN
+YES = kernel.YES
 PROBE_PROG_NAME = "fleet_xdp_probe"
 XDP_PASS = 2
 
@@ -447,7 +447,7 @@ def apply_probe(report: dict, probe: dict) -> None:
     if probe["status"] == "confirmed":
         report["native"] = {"supported": YES, "reason": "probe: " + probe["reason"]}
     elif probe["status"] == "refused":
-        report["native"] = {"supported": NO, "reason": "probe: " + probe["reason"]}
+        report["native"] = {"supported": kernel.NO, "reason": "probe: " + probe["reason"]}
     else:
         return
     report["recommended_mode"], report["verdict"] = xdp_drivers.recommend(report["native"], report["generic"])
