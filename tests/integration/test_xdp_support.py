@@ -154,3 +154,20 @@ def test_probe_is_skipped_in_check_mode(lab, run_module):
     for name in ("va", "br0"):
         assert res["interfaces"][name]["probe"] == {"status": "skipped", "reason": "check mode"}
     assert res["interfaces"]["va"]["native"]["supported"] == "yes"
+
+
+def test_tap_is_native_while_tun_is_not(lab, run_module):
+    lab.ip("tuntap", "add", "dev", "tap0", "mode", "tap")
+    res = run_module("xdp_support", {"interfaces": ["tap0", "tun0"]}, netns=lab)
+    assert res["interfaces"]["tap0"]["bus_info"] == "tap"
+    assert res["interfaces"]["tap0"]["native"]["supported"] == "yes"
+    assert res["interfaces"]["tun0"]["native"]["supported"] == "no"
+
+
+def test_veth_becomes_a_redirect_target_once_its_peer_has_a_program(lab, run_module):
+    before = run_module("xdp_support", {"interfaces": ["va"]}, netns=lab)["interfaces"]["va"]
+    assert "ndo_xmit" not in before["xdp_features"]
+    assert any("REDIRECT target" in quirk for quirk in before["quirks"])
+    lab.run(["ip", "link", "set", "dev", "vb", "xdpdrv", "obj", paths.bpf_object("xdp_count"), "sec", "xdp"])
+    after = run_module("xdp_support", {"interfaces": ["va"]}, netns=lab)["interfaces"]["va"]
+    assert "ndo_xmit" in after["xdp_features"]
