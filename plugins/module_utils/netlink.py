@@ -26,6 +26,7 @@ except ImportError as exc:  # pragma: no cover - reported by modules through mis
 
 PYROUTE2_PACKAGE = "pyroute2 (Debian: python3-pyroute2)"
 
+
 class LinkNotFound(LookupError):
     """An interface that does not exist in this network namespace."""
 
