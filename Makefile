@@ -50,7 +50,7 @@ bpf: setup $(BPF_OBJS)
 # ansible-test needs the collection under ansible_collections/<ns>/<name>; give it a clean copy.
 sanity: setup
 	@rm -rf $(SANITY_COPY) && mkdir -p $(SANITY_COPY)
-	@rsync -a --exclude .git --exclude .venv --exclude build --exclude '__pycache__' $(ROOT)/ $(SANITY_COPY)/
+	@rsync -a --exclude .git --exclude .venv --exclude .venv-sanity --exclude build --exclude '__pycache__' $(ROOT)/ $(SANITY_COPY)/
 	@# its own git repo: ansible-test lists files with git, and build/ is ignored by ours
 	@cd $(SANITY_COPY) && git init -q && git add -A
 	@if [ -n "$$(cat tests/sanity/ignore-*.txt)" ]; then echo "sanity ignore files must stay empty"; exit 1; fi

@@ -43,12 +43,13 @@ install_debian_packages() {
 # bcc compiles against the running kernel's headers. Debian ships headers for
 # its own kernel series; link them when the running kernel has none.
 link_kernel_headers() {
-    local moddir="/lib/modules/$(uname -r)"
+    local moddir
+    moddir="/lib/modules/$(uname -r)"
     if [ -e "$moddir/build/include" ]; then
         return
     fi
     local headers
-    headers="$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sort -V | tail -n 1 || true)"
+    headers="$(find /usr/src -maxdepth 1 -name 'linux-headers-*-amd64' -type d | sort -V | tail -n 1)"
     if [ -z "$headers" ]; then
         log "no Debian kernel headers found; bcc compilation will be unavailable"
         return

@@ -8,9 +8,10 @@ deployment so that a deployment is removed by removing its folder:
 
     <pin_root>/<deployment>/maps/<map>        data maps, kept across upgrades
     <pin_root>/<deployment>/progs/<hook>@<if>  program instance on one hook
-    <pin_root>/.hooks/<hook>@<if>/...         the hook's link and chain, shared
+    <pin_root>/_hooks/<hook>@<if>/...         the hook's link and chain, shared
                                               by the deployments on that hook
 
+bpffs refuses names that contain a dot, so no pin or folder name has one.
 Pins are created mode 0600, folders 0700, owned by the user running the
 module (root).
 """
@@ -26,7 +27,8 @@ import shutil
 
 BPFFS_DEFAULT = "/sys/fs/bpf"
 PIN_ROOT_DEFAULT = "/sys/fs/bpf/ebpf_fleet"
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# bpffs refuses names with a dot (reserved by the kernel), so names never carry one.
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
 class BpffsError(RuntimeError):
@@ -90,10 +92,10 @@ def makedirs(path: str) -> None:
 
 
 def check_name(field: str, value: str) -> str:
-    """Names become pin folders: letters, digits, '_', '.', '-', at most 64."""
+    """Names become pin folders: letters, digits, '_', '-', at most 64 (bpffs allows no dots)."""
     if not isinstance(value, str) or not NAME_PATTERN.match(value):
         raise ValueError("%s=%r is not a valid name: expected 1 to 64 characters of letters, digits, "
-                         "'_', '.' or '-', starting with a letter or digit" % (field, value))
+                         "'_' or '-' (no dots: bpffs refuses them), starting with a letter or digit" % (field, value))
     return value
 
 
@@ -102,7 +104,7 @@ def pin(fd: int, path: str) -> None:
     from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf  # pylint: disable=import-outside-toplevel
 
     makedirs(os.path.dirname(path))
-    tmp = "%s.tmp%d" % (path, os.getpid())
+    tmp = "%s_tmp%d" % (path, os.getpid())
     unpin(tmp)
     libbpf.obj_pin(fd, tmp)
     os.chmod(tmp, 0o600)
@@ -144,4 +146,4 @@ def prog_pin(pin_root: str, name: str, hook: str, ifname: str) -> str:
 
 
 def hook_dir(pin_root: str, hook: str, ifname: str) -> str:
-    return os.path.join(pin_root, ".hooks", hook_id(hook, ifname))
+    return os.path.join(pin_root, "_hooks", hook_id(hook, ifname))

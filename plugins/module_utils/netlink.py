@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: ebpf.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Links and their XDP state through rtnetlink (pyroute2).
+"""Links and their XDP state through rtnetlink (pyroute2; XDP state through libbpf, see xdp_hook).
 
 Works in the network namespace of the calling process, so a module run with
 `nsenter --net=...` (a lab host) sees that namespace's links. Reads netlink
@@ -11,6 +11,9 @@ only, never sysfs (sysfs shows the namespace that mounted it).
 from __future__ import annotations
 
 import socket
+
+from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils import xdp_hook
 
 try:
     from pyroute2 import IPRoute
@@ -22,9 +25,6 @@ except ImportError as exc:  # pragma: no cover - reported by modules through mis
     PYROUTE2_IMPORT_ERROR = exc
 
 PYROUTE2_PACKAGE = "pyroute2 (Debian: python3-pyroute2)"
-
-# IFLA_XDP_ATTACHED values
-XDP_ATTACHED_MODES = {0: None, 1: "native", 2: "generic", 3: "offload", 4: "multi"}
 
 
 class LinkNotFound(LookupError):
@@ -44,20 +44,12 @@ def _attr(msg, name, default=None):
     return default if value is None else value
 
 
-def _xdp_state(msg) -> dict:
-    """{'mode': native|generic|offload|multi|None, 'prog_id', 'native_id', 'generic_id', 'offload_id'}."""
-    xdp = msg.get_attr("IFLA_XDP")
-    state = {"mode": None, "prog_id": 0, "native_id": 0, "generic_id": 0, "offload_id": 0}
-    if xdp is None:
-        return state
-    state["mode"] = XDP_ATTACHED_MODES.get(_attr(xdp, "IFLA_XDP_ATTACHED", 0), "unknown")
-    state["prog_id"] = _attr(xdp, "IFLA_XDP_PROG_ID", 0)
-    state["native_id"] = _attr(xdp, "IFLA_XDP_DRV_PROG_ID", 0)
-    state["generic_id"] = _attr(xdp, "IFLA_XDP_SKB_PROG_ID", 0)
-    state["offload_id"] = _attr(xdp, "IFLA_XDP_HW_PROG_ID", 0)
-    if state["mode"] in ("native", "generic", "offload") and not state[state["mode"] + "_id"]:
-        state[state["mode"] + "_id"] = state["prog_id"]
-    return state
+def _xdp_state(ifindex: int) -> dict:
+    """The XDP program attached now, through libbpf's query (pyroute2 0.7 mis-decodes IFLA_XDP)."""
+    try:
+        return xdp_hook.query(ifindex)
+    except (libbpf.BpfError, libbpf.LibbpfMissing) as exc:
+        return {"mode": "unknown", "prog_id": 0, "native_id": 0, "generic_id": 0, "offload_id": 0, "error": str(exc)}
 
 
 def _link_record(msg) -> dict:
@@ -78,7 +70,7 @@ def _link_record(msg) -> dict:
         "num_rx_queues": _attr(msg, "IFLA_NUM_RX_QUEUES", 0),
         "link_ifindex": _attr(msg, "IFLA_LINK", 0),
         "master_ifindex": _attr(msg, "IFLA_MASTER", 0),
-        "xdp": _xdp_state(msg),
+        "xdp": _xdp_state(msg["index"]),
     }
 
 
@@ -113,17 +105,3 @@ def ifindex(ifname: str) -> int:
 
 def xdp_state(ifname: str) -> dict:
     return link(ifname)["xdp"]
-
-
-def xdp_set_fd(ifname: str, prog_fd: int, flags: int, expected_fd: int = None) -> None:
-    """Attach (or with prog_fd=-1 detach) an XDP program through netlink.
-
-    With expected_fd and XDP_FLAGS_REPLACE in flags the kernel swaps only if
-    that program is still attached, atomically.
-    """
-    require_pyroute2()
-    kwargs = {"xdp_fd": prog_fd, "xdp_flags": flags}
-    if expected_fd is not None:
-        kwargs["xdp_expected_fd"] = expected_fd
-    with IPRoute() as ipr:
-        ipr.link("set", index=ifindex(ifname), **kwargs)

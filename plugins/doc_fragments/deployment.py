@@ -1,0 +1,96 @@
+# -*- coding: utf-8 -*-
+# Copyright: ebpf.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+
+class ModuleDocFragment:
+    """Options shared by xdp_program and tc_program (one deployment of one program)."""
+
+    DOCUMENTATION = r"""
+options:
+  name:
+    description:
+      - The deployment's name; its pins are under O(pin_root)/O(name) and its record under O(state_dir)/O(name).
+      - Letters, digits, V(_), V(.) and V(-), at most 64 characters.
+    type: str
+    required: true
+  state:
+    description:
+      - V(present) loads and attaches the program; V(absent) removes this deployment's programs, pins and
+        records, and rebuilds the chains of the other programs on its interfaces atomically.
+    type: str
+    choices: [present, absent]
+    default: present
+  interfaces:
+    description:
+      - Interfaces to attach to. Interfaces the deployment was attached to before and that are not listed any
+        more lose it.
+    type: list
+    elements: str
+    default: []
+  object:
+    description:
+      - A compiled BPF ELF object on the host. Exactly one of O(object) and O(src) with O(state=present).
+    type: path
+  src:
+    description:
+      - A C source file, compiled as O(compiler) says.
+      - With O(compiler=controller) the path is on the controller (the action plugin compiles and copies the object).
+    type: path
+  compiler:
+    description:
+      - Where O(src) is compiled. V(controller) runs clang on the controller (action plugin), V(host) runs clang on
+        the managed host, V(bcc) is reserved for bcc on the host.
+    type: str
+    choices: [controller, host, bcc]
+    default: controller
+  program:
+    description:
+      - The program's function name or section name in the object; may be empty when the object holds one program.
+    type: str
+    default: ""
+  defines:
+    description:
+      - Preprocessor definitions for O(src) (C(-DKEY=VALUE); a null value gives C(-DKEY)).
+    type: dict
+    default: {}
+  include_dirs:
+    description:
+      - Include folders for O(src) (C(-I)).
+    type: list
+    elements: path
+    default: []
+  priority:
+    description:
+      - Order among the programs on one hook of an interface; lower runs first (ties by name).
+    type: int
+    default: 50
+  pin_root:
+    description:
+      - Folder on bpffs for the collection's pins (mounted at /sys/fs/bpf when missing).
+    type: path
+    default: /sys/fs/bpf/ebpf_fleet
+  state_dir:
+    description:
+      - Folder for the deployment records (object copy, checksum, options) from which a host can restore itself.
+    type: path
+    default: /var/lib/ebpf_fleet
+  replace_incompatible_maps:
+    description:
+      - When an upgrade declares a map that differs from the pinned one (type, key or value size, max entries,
+        flags), replace it with a new empty map after the swap. Without it the task fails and changes nothing.
+      - Compatible maps are always kept, with their contents.
+    type: bool
+    default: false
+notes:
+  - The first program of an interface's chain is attached with a bpf_link (or a clsact filter); the others are
+    reached by tail calls through a program array (C(fleet/chain.h)). Every change builds a new chain beside the
+    running one and swaps it in atomically.
+  - Objects that do not include C(fleet/chain.h) can only run alone or last in a chain.
+requirements:
+  - libbpf 1.x (Debian package libbpf1)
+  - pyroute2
+  - clang on the host for O(compiler=host)
+"""

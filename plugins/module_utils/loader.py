@@ -1,0 +1,195 @@
+# -*- coding: utf-8 -*-
+# Copyright: ebpf.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Open, inspect and load one program of a BPF ELF object with libbpf.
+
+A loaded *instance* is one program of an object, loaded for one position of
+one hook's chain: ``fleet_chain_slot`` (in .rodata) set to its position, the
+object's ``fleet_chain`` map replaced by that generation's chain map and its
+data maps replaced by the deployment's existing maps (pins) where given.
+The caller owns the returned file descriptors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+
+from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils import btf_rodata
+
+CHAIN_MAP = "fleet_chain"
+SLOT_VAR = "fleet_chain_slot"
+CHAIN_MAX_DEFAULT = 8
+LOG_TAIL_LINES = 40
+LAYOUT_KEYS = ("type", "key_size", "value_size", "max_entries", "map_flags")
+
+PROG_TYPES_FOR_HOOK = {
+    "xdp": ("xdp",),
+    "tc_ingress": ("sched_cls", "sched_act"),
+    "tc_egress": ("sched_cls", "sched_act"),
+}
+
+
+class LoadError(RuntimeError):
+    """A load that failed; ``log`` holds the end of the verifier's log."""
+
+    def __init__(self, message: str, log: str = ""):
+        super().__init__(message)
+        self.log = log
+
+
+def sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 16), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def log_tail(log: str, lines: int = LOG_TAIL_LINES) -> str:
+    """The last lines of a verifier log (the failing instruction and the reason are at the end)."""
+    kept = (log or "").rstrip().splitlines()
+    return "\n".join(kept[-lines:])
+
+
+@dataclass
+class ObjectInfo:
+    path: str
+    sha256: str
+    program: str
+    section: str
+    prog_type: str
+    maps: dict = field(default_factory=dict)     # data maps: name -> layout
+    has_chain: bool = False
+    has_slot: bool = False
+    chain_max: int = CHAIN_MAX_DEFAULT
+
+
+def _pick_program(obj, program: str, path: str):
+    progs = obj.programs()
+    if not progs:
+        raise LoadError("object %s holds no program" % path)
+    if program:
+        for prog in progs:
+            if prog.name == program:
+                return prog
+        for prog in progs:
+            if prog.section == program:
+                return prog
+        raise LoadError("program=%r is not in %s; programs there: %s" % (
+            program, path, ", ".join("%s (section %s)" % (p.name, p.section) for p in progs)))
+    if len(progs) > 1:
+        raise LoadError("object %s holds several programs (%s): set program to one of them" % (
+            path, ", ".join(p.name for p in progs)))
+    return progs[0]
+
+
+def inspect(path: str, program: str = "", hook: str = "") -> ObjectInfo:
+    """What an object declares (its chosen program, data maps, chain support), without loading."""
+    if not os.path.isfile(path):
+        raise LoadError("object=%r does not exist or is not a file" % path)
+    try:
+        obj = libbpf.BpfObject.open(path)
+    except libbpf.BpfError as exc:
+        raise LoadError("cannot open %s as a BPF ELF object: %s" % (path, exc), exc.log)
+    try:
+        prog = _pick_program(obj, program, path)
+        info = ObjectInfo(path=path, sha256=sha256_file(path), program=prog.name, section=prog.section,
+                          prog_type=prog.type)
+        if hook and prog.type not in PROG_TYPES_FOR_HOOK[hook]:
+            raise LoadError("program %r in %s has type %s (section %r); hook %s expects %s" % (
+                prog.name, path, prog.type, prog.section, hook, " or ".join(PROG_TYPES_FOR_HOOK[hook])))
+        for item in obj.maps():
+            if item.internal:
+                continue
+            if item.name == CHAIN_MAP:
+                info.has_chain = item.type == "prog_array"
+                info.chain_max = item.max_entries
+                continue
+            info.maps[item.name] = item.layout()
+        rodata = obj.rodata()
+        if rodata is not None:
+            info.has_slot = btf_rodata.var_offset(obj.btf_raw(), SLOT_VAR) is not None
+        return info
+    finally:
+        obj.close()
+
+
+def incompatible(layout: dict, live: dict) -> list:
+    """The layout fields where a pinned map differs from what the object declares."""
+    return ["%s %s != %s" % (key, live.get(key), layout.get(key))
+            for key in LAYOUT_KEYS if live.get(key) != layout.get(key)]
+
+
+def _set_slot(obj, slot: int) -> None:
+    rodata = obj.rodata()
+    if rodata is None:
+        return
+    where = btf_rodata.var_offset(obj.btf_raw(), SLOT_VAR)
+    if where is None:
+        return
+    offset, size = where
+    view = rodata.initial_value()
+    if view is None or offset + size > len(view):
+        raise LoadError("cannot set %s: .rodata is smaller than its BTF says" % SLOT_VAR)
+    for i, byte in enumerate(int(slot).to_bytes(size, "little")):
+        view[offset + i] = byte
+
+
+@dataclass
+class Instance:
+    prog_fd: int
+    prog_id: int
+    tag: str
+    name: str
+    new_maps: dict = field(default_factory=dict)   # map name -> fd of maps created by this load
+
+    def close(self) -> None:
+        for fd in [self.prog_fd] + list(self.new_maps.values()):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.new_maps = {}
+
+
+def load_instance(info: ObjectInfo, slot: int, chain_fd: int, map_fds: dict, ifindex: int = 0) -> Instance:
+    """Load info.program for chain position ``slot``; map_fds (name -> fd) are reused."""
+    try:
+        obj = libbpf.BpfObject.open(info.path)
+    except libbpf.BpfError as exc:
+        raise LoadError("cannot open %s: %s" % (info.path, exc), exc.log)
+    try:
+        prog = _pick_program(obj, info.program, info.path)
+        for other in obj.programs():
+            if other.name != prog.name:
+                other.set_autoload(False)
+        if ifindex:
+            prog.set_ifindex(ifindex)
+        _set_slot(obj, slot)
+        for item in obj.maps():
+            if item.internal:
+                continue
+            if item.name == CHAIN_MAP and chain_fd >= 0:
+                item.reuse_fd(chain_fd)
+            elif item.name in map_fds:
+                item.reuse_fd(map_fds[item.name])
+        try:
+            obj.load()
+        except libbpf.BpfError as exc:
+            tail = log_tail(exc.log or "\n".join(obj.messages()))
+            raise LoadError("loading program %r of %s failed: %s\nverifier log (end):\n%s" % (
+                prog.name, os.path.basename(info.path), exc, tail), tail)
+        prog_fd = os.dup(prog.fd)
+        pinfo = libbpf.prog_info(prog_fd)
+        new_maps = {}
+        for item in obj.maps():
+            if item.internal or item.name == CHAIN_MAP or item.name in map_fds:
+                continue
+            new_maps[item.name] = os.dup(item.fd)
+        return Instance(prog_fd=prog_fd, prog_id=pinfo["id"], tag=pinfo["tag"], name=pinfo["name"],
+                        new_maps=new_maps)
+    finally:
+        obj.close()

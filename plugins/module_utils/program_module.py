@@ -1,0 +1,193 @@
+# -*- coding: utf-8 -*-
+# Copyright: ebpf.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The body shared by the xdp_program and tc_program modules: options, compile on the host, plan, apply."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+from ansible.module_utils.basic import missing_required_lib
+
+from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs
+from ansible_collections.ebpf.fleet.plugins.module_utils import deploy
+from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils import loader
+from ansible_collections.ebpf.fleet.plugins.module_utils import netlink
+from ansible_collections.ebpf.fleet.plugins.module_utils import records
+
+COMPILERS = ["controller", "host", "bcc"]
+
+
+def common_argument_spec() -> dict:
+    return dict(
+        name=dict(type="str", required=True),
+        state=dict(type="str", default="present", choices=["present", "absent"]),
+        interfaces=dict(type="list", elements="str", default=[]),
+        object=dict(type="path"),
+        src=dict(type="path"),
+        compiler=dict(type="str", default="controller", choices=COMPILERS),
+        program=dict(type="str", default=""),
+        defines=dict(type="dict", default={}),
+        include_dirs=dict(type="list", elements="path", default=[]),
+        priority=dict(type="int", default=50),
+        pin_root=dict(type="path", default=bpffs.PIN_ROOT_DEFAULT),
+        state_dir=dict(type="path", default=records.STATE_DIR_DEFAULT),
+        replace_incompatible_maps=dict(type="bool", default=False),
+    )
+
+
+def clang_command(clang: str, src: str, out: str, defines: dict, include_dirs: list, arch: str) -> list:
+    cmd = [clang, "-O2", "-g", "-target", "bpf", "-c", src, "-o", out, "-I/usr/include/%s-linux-gnu" % arch]
+    for folder in include_dirs:
+        cmd.append("-I%s" % folder)
+    for key, value in sorted(defines.items()):
+        cmd.append("-D%s" % key if value is None or value is True else "-D%s=%s" % (key, value))
+    return cmd
+
+
+def compile_on_host(module, src: str, workdir: str) -> str:
+    clang = module.get_bin_path("clang", required=True)
+    out = os.path.join(workdir, os.path.splitext(os.path.basename(src))[0] + ".o")
+    cmd = clang_command(clang, src, out, module.params["defines"], module.params["include_dirs"], os.uname().machine)
+    rc, _stdout, stderr = module.run_command(cmd, environ_update={"LC_ALL": "C"})
+    if rc != 0:
+        module.fail_json(msg="compiling src=%s with clang failed (rc %d)" % (src, rc), stderr=stderr, cmd=cmd)
+    return out
+
+
+def _validate(module, hook: str) -> None:
+    params = module.params
+    try:
+        bpffs.check_name("name", params["name"])
+        if "." in params["name"]:
+            raise ValueError("name=%r: bpffs refuses '.' in pin names; use letters, digits, '_' or '-'" % params["name"])
+        for ifname in params["interfaces"]:
+            if not ifname or len(ifname) > 15 or "/" in ifname or "@" in ifname:
+                raise ValueError("interfaces: %r is not an interface name (1 to 15 characters, no '/' or '@')" % ifname)
+    except ValueError as exc:
+        module.fail_json(msg=str(exc))
+    if params["state"] == "present":
+        if not params["interfaces"]:
+            module.fail_json(msg="interfaces: state=present needs at least one interface")
+        if bool(params["object"]) == bool(params["src"]):
+            module.fail_json(msg="exactly one of object or src is required with state=present (got %s)" % (
+                "both" if params["object"] else "neither"))
+        if params["src"] and params["compiler"] == "controller":
+            module.fail_json(msg="src with compiler=controller is compiled by the action plugin ebpf.fleet.%s; "
+                                 "run the module through Ansible, or set compiler: host" % (
+                                     "xdp_program" if hook == "xdp" else "tc_program"))
+    if not 0 <= params["priority"] <= 1000000:
+        module.fail_json(msg="priority=%d: expected an integer from 0 to 1000000" % params["priority"])
+
+
+def run(module, hook: str, mode: str = "", tc_attach: str = "auto", allow_fallback: bool = False) -> None:
+    """Plan and apply one deployment; exits the module."""
+    if not netlink.HAS_PYROUTE2:
+        module.fail_json(msg=missing_required_lib(netlink.PYROUTE2_PACKAGE), exception=str(netlink.PYROUTE2_IMPORT_ERROR))
+    if not libbpf.available():
+        module.fail_json(msg="libbpf 1.x is required (Debian package %s)" % libbpf.LIBBPF_PACKAGE)
+    _validate(module, hook)
+    params = module.params
+    workdir = tempfile.mkdtemp(prefix="ebpf_fleet_")
+    try:
+        _run(module, hook, mode, tc_attach, allow_fallback, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _run(module, hook, mode, tc_attach, allow_fallback, workdir):
+    params = module.params
+    req = deploy.Request(name=params["name"], hook=hook, state=params["state"], interfaces=params["interfaces"],
+                         program=params["program"], priority=params["priority"], mode=mode or "",
+                         tc_attach=tc_attach, allow_generic_fallback=allow_fallback,
+                         replace_incompatible_maps=params["replace_incompatible_maps"],
+                         pin_root=params["pin_root"], state_dir=params["state_dir"])
+    try:
+        bpffs.ensure_pin_root(req.pin_root)
+    except bpffs.BpffsError as exc:
+        module.fail_json(msg="pin_root: %s" % exc)
+    info = None
+    with records.locked(req.state_dir):
+        old = records.read_deployment(req.state_dir, req.name)
+        if old and old.get("hook") and old.get("hook") != hook:
+            module.fail_json(msg="name=%s is already a deployment on hook %s; pick another name" % (req.name, old["hook"]))
+        if req.state == "present":
+            obj = params["object"]
+            if params["src"] and params["compiler"] == "host":
+                obj = compile_on_host(module, params["src"], workdir)
+            elif params["src"] and params["compiler"] == "bcc":
+                module.fail_json(msg="compiler=bcc is not available in this version of the module")
+            try:
+                info = loader.inspect(obj, params["program"], hook)
+            except loader.LoadError as exc:
+                module.fail_json(msg="object: %s" % exc, verifier_log=exc.log)
+        try:
+            plans = deploy.plan(req, info)
+        except deploy.DeployError as exc:
+            module.fail_json(msg=str(exc))
+        maps_report = deploy.check_maps(req, info) if info is not None else {}
+        if maps_report.get("incompatible") and not req.replace_incompatible_maps:
+            module.fail_json(msg="maps of deployment %s are incompatible with the new object: %s; set "
+                                 "replace_incompatible_maps: true to replace them (their contents are lost)" % (
+                                     req.name, "; ".join("%s (%s)" % (m["map"], ", ".join(m["differences"]))
+                                                         for m in maps_report["incompatible"])),
+                             maps=maps_report)
+        record_changed = False
+        if req.state == "present":
+            record_changed = not old or old.get("object_sha256") != info.sha256 or \
+                old.get("interfaces") != req.interfaces or old.get("priority") != req.priority or \
+                old.get("program") != info.program or old.get("mode") != (mode or None) or \
+                old.get("pin_root") != req.pin_root
+        else:
+            record_changed = bool(old) or os.path.isdir(bpffs.deployment_dir(req.pin_root, req.name))
+        changed = record_changed or any(hp.action != "none" for hp in plans)
+        result = {"changed": changed, "name": req.name, "hook": hook, "state": req.state,
+                  "attachments": {}, "maps": maps_report}
+        diff = {"before": {}, "after": {}}
+        for hp in plans:
+            diff["before"][hp.state.hook_id] = deploy.describe(hp.before, hp.state.mode)
+            diff["after"][hp.state.hook_id] = deploy.describe(hp.after, hp.mode, pending=req.name)
+        warnings = []
+        if changed and not module.check_mode:
+            try:
+                results = deploy.apply(req, info, plans, maps_report)
+            except (loader.LoadError, deploy.DeployError) as exc:
+                module.fail_json(msg=str(exc), verifier_log=getattr(exc, "log", ""), changed=False)
+            except libbpf.BpfError as exc:
+                module.fail_json(msg="kernel refused: %s" % exc, changed=False)
+            except Exception as exc:  # pylint: disable=broad-except
+                if exc.__class__.__name__ == "NoNativeXdp":
+                    module.fail_json(msg="mode=%s: an interface has no native XDP support (%s); use mode: generic, "
+                                         "or mode: auto with allow_generic_fallback: true" % (mode, exc), changed=False)
+                raise
+            for hook_id, res in results.items():
+                if res.get("fallback"):
+                    warnings.append("%s: no native XDP, fell back to generic mode" % hook_id)
+                if res.get("reattached"):
+                    warnings.append("%s: the attach mode or method changed, the chain was re-attached" % hook_id)
+            result["results"] = results
+            if req.state == "present":
+                record = dict(interfaces=req.interfaces, hook=hook, mode=mode or None, priority=req.priority,
+                              program=info.program, pin_root=req.pin_root, defines=params["defines"],
+                              source=params["src"], source_sha256=loader.sha256_file(params["src"]) if params["src"]
+                              and os.path.isfile(params["src"]) else None, tc_attach=tc_attach if hook != "xdp" else None,
+                              allow_generic_fallback=allow_fallback, compiler=params["compiler"] if params["src"] else None)
+                result["record"] = records.write_deployment(req.state_dir, req.name, record, info.object_path
+                                                            if hasattr(info, "object_path") else info.path, info.sha256)
+            else:
+                deploy.remove_pins(req)
+                records.remove_deployment(req.state_dir, req.name)
+            for hp in plans:
+                diff["after"][hp.state.hook_id] = deploy.describe(hp.after, hp.mode)
+        for hp in plans:
+            result["attachments"][hp.state.ifname] = {
+                "hook": hp.state.hook, "mode": hp.mode or None, "method": hp.method or None, "action": hp.action,
+                "chain": [dict(e.as_dict(), position=i + 1) for i, e in enumerate(hp.after)]}
+        if module._diff:
+            result["diff"] = diff
+        for warning in warnings:
+            module.warn(warning)
+        module.exit_json(**result)

@@ -1,0 +1,153 @@
+# -*- coding: utf-8 -*-
+# Copyright: ebpf.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Records of deployments on the host, from which a host can restore itself.
+
+    <state_dir>/<name>/deployment.json   options, object checksum, versions, timestamps
+    <state_dir>/<name>/object.o          the object that is loaded
+    <state_dir>/<name>/object.o.sha256   its checksum (sha256sum format)
+    <state_dir>/.hooks/<hook>@<if>.json  the order of one hook's chain (bpffs holds only pins,
+                                         so the chain's description lives here)
+    <state_dir>/.lock                    serialises runs on one host
+
+Every file is written to a temporary name and renamed, so a reader sees the
+old record or the new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+import time
+
+STATE_DIR_DEFAULT = "/var/lib/ebpf_fleet"
+RECORD_FILE = "deployment.json"
+OBJECT_FILE = "object.o"
+RECORD_VERSION = 1
+
+
+def _atomic_write(path: str, data: bytes, mode: int = 0o600) -> None:
+    folder = os.path.dirname(path)
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.rename(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str, data: dict) -> None:
+    _atomic_write(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_json(path: str):
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:
+        raise ValueError("record %s is not valid JSON: %s" % (path, exc))
+
+
+def deployment_dir(state_dir: str, name: str) -> str:
+    return os.path.join(state_dir, name)
+
+
+def object_path(state_dir: str, name: str) -> str:
+    return os.path.join(state_dir, name, OBJECT_FILE)
+
+
+def read_deployment(state_dir: str, name: str):
+    return read_json(os.path.join(state_dir, name, RECORD_FILE))
+
+
+def list_deployments(state_dir: str) -> list:
+    if not os.path.isdir(state_dir):
+        return []
+    return sorted(entry for entry in os.listdir(state_dir)
+                  if not entry.startswith(".") and os.path.isfile(os.path.join(state_dir, entry, RECORD_FILE)))
+
+
+def write_deployment(state_dir: str, name: str, record: dict, object_src: str, sha256: str) -> dict:
+    """Copy the object (when it changed) and write the record; returns the record written."""
+    folder = deployment_dir(state_dir, name)
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    dest = object_path(state_dir, name)
+    if os.path.abspath(object_src) != os.path.abspath(dest):
+        tmp = dest + ".tmp%d" % os.getpid()
+        shutil.copyfile(object_src, tmp)
+        os.chmod(tmp, 0o600)
+        os.rename(tmp, dest)
+    _atomic_write(dest + ".sha256", ("%s  %s\n" % (sha256, OBJECT_FILE)).encode())
+    old = read_deployment(state_dir, name) or {}
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    record = dict(record)
+    record["record_version"] = RECORD_VERSION
+    record["name"] = name
+    record["object_sha256"] = sha256
+    record["object"] = dest
+    record["created"] = old.get("created", now)
+    record["updated"] = now
+    versions = list(old.get("versions", []))
+    if not versions or versions[-1].get("sha256") != sha256:
+        versions.append({"sha256": sha256, "deployed": now})
+    record["versions"] = versions[-10:]
+    record["version"] = len(versions)
+    write_json(os.path.join(folder, RECORD_FILE), record)
+    return record
+
+
+def remove_deployment(state_dir: str, name: str) -> bool:
+    folder = deployment_dir(state_dir, name)
+    if not os.path.isdir(folder):
+        return False
+    shutil.rmtree(folder)
+    return True
+
+
+def hook_record_path(state_dir: str, hook_id: str) -> str:
+    return os.path.join(state_dir, ".hooks", hook_id + ".json")
+
+
+def read_hook(state_dir: str, hook_id: str):
+    return read_json(hook_record_path(state_dir, hook_id))
+
+
+def write_hook(state_dir: str, hook_id: str, data: dict) -> None:
+    write_json(hook_record_path(state_dir, hook_id), data)
+
+
+def remove_hook(state_dir: str, hook_id: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(hook_record_path(state_dir, hook_id))
+
+
+def list_hooks(state_dir: str) -> list:
+    folder = os.path.join(state_dir, ".hooks")
+    if not os.path.isdir(folder):
+        return []
+    return sorted(entry[:-5] for entry in os.listdir(folder) if entry.endswith(".json") and not entry.startswith("."))
+
+
+@contextlib.contextmanager
+def locked(state_dir: str):
+    """An exclusive lock on the host's state (one run changes hooks at a time)."""
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    fd = os.open(os.path.join(state_dir, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
