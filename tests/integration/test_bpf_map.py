@@ -30,9 +30,7 @@ def loaded(pin_root):
 
 
 def pin(fd, path):
-    # pin() renames from a "<path>.tmpPID" name, which bpffs refuses (no '.' in names): pin directly
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    libbpf.obj_pin(fd, path)
+    bpffs.pin(fd, path)
 
 
 def target(pin_root, map_name, **args):
