@@ -46,12 +46,22 @@ struct {
 	__type(value, struct fleet_lb_backend);
 } lb_backends SEC(".maps");
 
+/* Per-CPU LRU lists (BPF_F_NO_COMMON_LRU): no shared lock on insert. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 	__uint(max_entries, FLEET_LB_CONNTRACK_ENTRIES);
-	__type(key, struct fleet_lb_flow);
+	__type(key, struct fleet_lb_flow4);
 	__type(value, struct fleet_lb_conn);
-} lb_conntrack SEC(".maps");
+} lb_conntrack_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
+	__uint(max_entries, FLEET_LB_CONNTRACK_ENTRIES);
+	__type(key, struct fleet_lb_flow6);
+	__type(value, struct fleet_lb_conn);
+} lb_conntrack_v6 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -95,6 +105,13 @@ static __always_inline int lb_pass(struct xdp_md *ctx, enum fleet_lb_stat why, _
 {
 	lb_count(&lb_stats, why, bytes);
 	return fleet_xdp_next(ctx, XDP_PASS);
+}
+
+/* The flow hash (fleet/hash.h): computed only when a pick or the outer header needs it. */
+static __always_inline __u32 lb_hash(const struct fleet_pkt *pkt, int nwords)
+{
+	return fleet_flow_hash(pkt->saddr.v6w, pkt->daddr.v6w, nwords,
+			       (__u32)pkt->sport | ((__u32)pkt->dport << 16), pkt->l4_proto);
 }
 
 /* The backend id at the flow's Maglev slot of the VIP's ring, or NONE. */
@@ -211,14 +228,16 @@ int xdp_lb(struct xdp_md *ctx)
 	void *end = (void *)(long)ctx->data_end;
 	__u64 bytes = end - data;
 	struct fleet_pkt pkt = {};
-	struct fleet_lb_flow flow = {};
+	struct fleet_lb_flow4 flow4 = {};
+	struct fleet_lb_flow6 flow6 = {};
+	void *ct, *flow;
 	struct fleet_lb_vip *vip;
 	struct fleet_lb_config *cfg;
 	struct fleet_lb_backend *be;
-	struct fleet_lb_conn *conn, fresh = {};
-	__u32 zero = 0, hash, ring_size, backend = FLEET_LB_BACKEND_NONE;
+	struct fleet_lb_conn *conn = NULL, fresh = {};
+	__u32 zero = 0, hash = 0, ring_size, backend = FLEET_LB_BACKEND_NONE;
 	__u64 now, timeout;
-	int nwords, rc, insert = 1;
+	int nwords, rc, insert = 1, hashed = 0;
 
 	rc = fleet_parse_packet(data, end, &pkt);
 	if (rc < 0)
@@ -234,16 +253,26 @@ int xdp_lb(struct xdp_md *ctx)
 		struct fleet_lb_vip4_key key = { .vip = pkt.daddr.v4, .port = pkt.dport, .proto = pkt.l4_proto };
 
 		vip = bpf_map_lookup_elem(&lb_vips_v4, &key);
-		flow.src[0] = pkt.saddr.v4;
-		flow.dst[0] = pkt.daddr.v4;
+		flow4.src = pkt.saddr.v4;
+		flow4.dst = pkt.daddr.v4;
+		flow4.sport = pkt.sport;
+		flow4.dport = pkt.dport;
+		flow4.proto = pkt.l4_proto;
+		ct = &lb_conntrack_v4;
+		flow = &flow4;
 		nwords = 1;
 	} else {
 		struct fleet_lb_vip6_key key = { .port = pkt.dport, .proto = pkt.l4_proto };
 
 		__builtin_memcpy(&key.vip, pkt.daddr.v6, 16);
 		vip = bpf_map_lookup_elem(&lb_vips_v6, &key);
-		__builtin_memcpy(flow.src, pkt.saddr.v6, 16);
-		__builtin_memcpy(flow.dst, pkt.daddr.v6, 16);
+		__builtin_memcpy(&flow6.src, pkt.saddr.v6, 16);
+		__builtin_memcpy(&flow6.dst, pkt.daddr.v6, 16);
+		flow6.sport = pkt.sport;
+		flow6.dport = pkt.dport;
+		flow6.proto = pkt.l4_proto;
+		ct = &lb_conntrack_v6;
+		flow = &flow6;
 		nwords = 4;
 	}
 	if (!vip)
@@ -253,19 +282,15 @@ int xdp_lb(struct xdp_md *ctx)
 		return XDP_ABORTED;
 	lb_count(&lb_vip_stats, vip->id, bytes);
 
-	flow.sport = pkt.sport;
-	flow.dport = pkt.dport;
-	flow.proto = pkt.l4_proto;
-	flow.family = nwords;
-	hash = fleet_flow_hash(flow.src, flow.dst, nwords, (__u32)pkt.sport | ((__u32)pkt.dport << 16),
-			       pkt.l4_proto);
 	ring_size = cfg->ring_size ? cfg->ring_size : FLEET_LB_DEFAULT_RING_SIZE;
 
 	if (pkt.l4_proto == IPPROTO_TCP && (pkt.tcp_flags & 0x12) == 0x02) {
-		/* SYN: a new connection; whatever the table says is stale */
+		/* SYN: a new connection; whatever the table says is stale (an entry
+		 * of this 5-tuple is overwritten in place below) */
 		lb_count(&lb_stats, FLEET_LB_STAT_SYN, bytes);
+		conn = bpf_map_lookup_elem(ct, flow);
 	} else {
-		conn = bpf_map_lookup_elem(&lb_conntrack, &flow);
+		conn = bpf_map_lookup_elem(ct, flow);
 		if (conn) {
 			if (pkt.l4_proto == IPPROTO_UDP) {
 				now = bpf_ktime_get_ns();
@@ -291,6 +316,8 @@ int xdp_lb(struct xdp_md *ctx)
 		}
 	}
 pick:
+	hash = lb_hash(&pkt, nwords);
+	hashed = 1;
 	backend = lb_maglev_pick(vip, ring_size, hash);
 	be = bpf_map_lookup_elem(&lb_backends, &backend);
 	if (!be || be->family == FLEET_LB_FAMILY_NONE) {
@@ -300,12 +327,17 @@ pick:
 	if (insert) {
 		fresh.backend = backend;
 		fresh.last_seen_ns = pkt.l4_proto == IPPROTO_UDP ? bpf_ktime_get_ns() : 0;
-		bpf_map_update_elem(&lb_conntrack, &flow, &fresh, BPF_ANY);
+		if (conn)
+			*conn = fresh; /* this CPU's copy, in place: no new LRU node */
+		else
+			bpf_map_update_elem(ct, flow, &fresh, BPF_ANY);
 	}
 
 forward:
 	lb_count(&lb_backend_stats, backend, bytes);
 	if (vip->mode == FLEET_LB_MODE_IPIP) {
+		if (!hashed)
+			hash = lb_hash(&pkt, nwords);
 		if (lb_encap(ctx, &pkt, be, cfg, hash) < 0) {
 			lb_count(&lb_stats, FLEET_LB_STAT_DROP_ENCAP, bytes);
 			return XDP_DROP;

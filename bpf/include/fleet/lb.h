@@ -9,7 +9,7 @@
  *   lb_vips_v4 / lb_vips_v6  HASH   (vip, port, proto) -> id, ring row, mode
  *   lb_ring                  ARRAY  ring * ring_size + slot -> backend id
  *   lb_backends              ARRAY  backend id -> family, MAC, address
- *   lb_conntrack             LRU_PERCPU_HASH  5-tuple -> backend id, last seen
+ *   lb_conntrack_v4 / _v6    LRU_PERCPU_HASH  5-tuple -> backend id, last seen
  *   lb_config                ARRAY[1]  ring size, LB MAC, tunnel sources, UDP timeout
  *   lb_vip_stats / lb_backend_stats / lb_stats   PERCPU_ARRAY of fleet_counter
  */
@@ -106,15 +106,23 @@ struct fleet_lb_config {
 	struct fleet_lpm_v6 tunnel_src_v6; /* outer IPv6 source: this prefix, low 32 bits from the flow hash */
 };
 
-/* Connection-table key: the flow's 5-tuple (IPv4 in word 0 of the addresses). */
-struct fleet_lb_flow {
-	__u32 src[4];
-	__u32 dst[4];
-	__be16 sport;
-	__be16 dport;
+/* Connection-table keys: the flow's 5-tuple (a short key for IPv4: cheaper to hash). */
+struct fleet_lb_flow4 {
+	fleet_ipv4_t src;
+	fleet_ipv4_t dst;
+	fleet_port_t sport;
+	fleet_port_t dport;
 	__u8 proto;
-	__u8 family;
-	__u16 pad;
+	__u8 pad[3];
+};
+
+struct fleet_lb_flow6 {
+	fleet_ipv6_t src;
+	fleet_ipv6_t dst;
+	fleet_port_t sport;
+	fleet_port_t dport;
+	__u8 proto;
+	__u8 pad[3];
 };
 
 struct fleet_lb_conn {

@@ -48,9 +48,10 @@ def backend_value(value):
 class LB:
     """A loaded xdp_lb with its maps written from declarations; predicts backends like the data plane."""
 
-    def __init__(self, vips, ring_size=1009, rows=8, **config):
+    def __init__(self, vips, ring_size=1009, rows=8, max_backends=4096, **config):
         self.ring_size = ring_size
-        self.prog = LoadedProgram(paths.bpf_object("xdp_lb"), "xdp_lb", max_entries={"lb_ring": rows * ring_size})
+        sizes = {"lb_ring": rows * ring_size, "lb_backends": max_backends, "lb_backend_stats": max_backends}
+        self.prog = LoadedProgram(paths.bpf_object("xdp_lb"), "xdp_lb", max_entries=sizes)
         self.config(**config)
         self.entries = None
         self.apply(vips)
@@ -108,9 +109,10 @@ class LB:
         return self.prog.percpu_u64_sums("lb_backend_stats", struct.pack("<I", bid))
 
     def flush_conntrack(self):
-        fd = self.prog.map_fd("lb_conntrack")
-        for key in list(libbpf.map_keys(fd, 40)):
-            libbpf.map_delete(fd, key)
+        for name, key_size in (("lb_conntrack_v4", 16), ("lb_conntrack_v6", 40)):
+            fd = self.prog.map_fd(name)
+            for key in list(libbpf.map_keys(fd, key_size)):
+                libbpf.map_delete(fd, key)
 
 
 def pin_to_one_cpu():

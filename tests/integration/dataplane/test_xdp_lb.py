@@ -453,5 +453,6 @@ def test_map_layouts_match_the_helpers_byte_encoding(shared_lb):
     sizes = {m.name: (m.key_size, m.value_size) for m in obj.maps()}
     assert sizes["lb_vips_v4"] == (12, 12) and sizes["lb_vips_v6"] == (24, 12)
     assert sizes["lb_backends"] == (4, 32) and sizes["lb_config"] == (4, 44)
-    assert sizes["lb_conntrack"] == (40, 16) and sizes["lb_stats"] == (4, 16)
-    assert obj.map("lb_conntrack").type == "lru_percpu_hash"
+    assert sizes["lb_conntrack_v4"] == (16, 16) and sizes["lb_conntrack_v6"] == (40, 16)
+    assert sizes["lb_stats"] == (4, 16)
+    assert obj.map("lb_conntrack_v4").type == obj.map("lb_conntrack_v6").type == "lru_percpu_hash"
