@@ -221,62 +221,20 @@ static __always_inline int lb_encap(struct xdp_md *ctx, const struct fleet_pkt *
 	return lb_encap_write(ctx, l2, 22, be, cfg, smac, hash, tos, inner_len, inner_proto);
 }
 
-SEC("xdp")
-int xdp_lb(struct xdp_md *ctx)
+/* A packet for a VIP: backend from the connection table or Maglev, then forward.
+ * Called once per family with a constant map, so each lookup is a direct call. */
+static __always_inline int lb_balance(struct xdp_md *ctx, struct fleet_pkt *pkt, struct fleet_lb_vip *vip,
+				      void *ct, void *flow, int nwords, __u64 bytes)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
-	__u64 bytes = end - data;
-	struct fleet_pkt pkt = {};
-	struct fleet_lb_flow4 flow4 = {};
-	struct fleet_lb_flow6 flow6 = {};
-	void *ct, *flow;
-	struct fleet_lb_vip *vip;
 	struct fleet_lb_config *cfg;
 	struct fleet_lb_backend *be;
 	struct fleet_lb_conn *conn = NULL, fresh = {};
 	__u32 zero = 0, hash = 0, ring_size, backend = FLEET_LB_BACKEND_NONE;
 	__u64 now, timeout;
-	int nwords, rc, insert = 1, hashed = 0;
+	int insert = 1, hashed = 0;
 
-	rc = fleet_parse_packet(data, end, &pkt);
-	if (rc < 0)
-		return lb_pass(ctx, FLEET_LB_STAT_PASS_UNPARSED, bytes);
-	if (pkt.l3_proto != ETH_P_IP && pkt.l3_proto != ETH_P_IPV6)
-		return lb_pass(ctx, FLEET_LB_STAT_PASS_NON_VIP, bytes);
-	if (pkt.frag != FLEET_FRAG_NONE)
-		return lb_pass(ctx, FLEET_LB_STAT_PASS_FRAGMENT, bytes);
-	if (pkt.l4_proto != IPPROTO_TCP && pkt.l4_proto != IPPROTO_UDP)
-		return lb_pass(ctx, FLEET_LB_STAT_PASS_NON_VIP, bytes);
-
-	if (pkt.l3_proto == ETH_P_IP) {
-		struct fleet_lb_vip4_key key = { .vip = pkt.daddr.v4, .port = pkt.dport, .proto = pkt.l4_proto };
-
-		vip = bpf_map_lookup_elem(&lb_vips_v4, &key);
-		flow4.src = pkt.saddr.v4;
-		flow4.dst = pkt.daddr.v4;
-		flow4.sport = pkt.sport;
-		flow4.dport = pkt.dport;
-		flow4.proto = pkt.l4_proto;
-		ct = &lb_conntrack_v4;
-		flow = &flow4;
-		nwords = 1;
-	} else {
-		struct fleet_lb_vip6_key key = { .port = pkt.dport, .proto = pkt.l4_proto };
-
-		__builtin_memcpy(&key.vip, pkt.daddr.v6, 16);
-		vip = bpf_map_lookup_elem(&lb_vips_v6, &key);
-		__builtin_memcpy(&flow6.src, pkt.saddr.v6, 16);
-		__builtin_memcpy(&flow6.dst, pkt.daddr.v6, 16);
-		flow6.sport = pkt.sport;
-		flow6.dport = pkt.dport;
-		flow6.proto = pkt.l4_proto;
-		ct = &lb_conntrack_v6;
-		flow = &flow6;
-		nwords = 4;
-	}
-	if (!vip)
-		return lb_pass(ctx, FLEET_LB_STAT_PASS_NON_VIP, bytes);
 	cfg = bpf_map_lookup_elem(&lb_config, &zero);
 	if (!cfg)
 		return XDP_ABORTED;
@@ -284,7 +242,7 @@ int xdp_lb(struct xdp_md *ctx)
 
 	ring_size = cfg->ring_size ? cfg->ring_size : FLEET_LB_DEFAULT_RING_SIZE;
 
-	if (pkt.l4_proto == IPPROTO_TCP && (pkt.tcp_flags & 0x12) == 0x02) {
+	if (pkt->l4_proto == IPPROTO_TCP && (pkt->tcp_flags & 0x12) == 0x02) {
 		/* SYN: a new connection; whatever the table says is stale (an entry
 		 * of this 5-tuple is overwritten in place below) */
 		lb_count(&lb_stats, FLEET_LB_STAT_SYN, bytes);
@@ -292,7 +250,7 @@ int xdp_lb(struct xdp_md *ctx)
 	} else {
 		conn = bpf_map_lookup_elem(ct, flow);
 		if (conn) {
-			if (pkt.l4_proto == IPPROTO_UDP) {
+			if (pkt->l4_proto == IPPROTO_UDP) {
 				now = bpf_ktime_get_ns();
 				timeout = cfg->udp_timeout_ms ? cfg->udp_timeout_ms : FLEET_LB_DEFAULT_UDP_TIMEOUT_MS;
 				if (now - conn->last_seen_ns > timeout * 1000000ULL) {
@@ -308,7 +266,7 @@ int xdp_lb(struct xdp_md *ctx)
 				goto forward;
 			}
 			/* the backend is gone: pick again */
-		} else if (pkt.tcp_flags & 0x04) {
+		} else if (pkt->tcp_flags & 0x04) {
 			lb_count(&lb_stats, FLEET_LB_STAT_RST, bytes);
 			insert = 0;
 		} else {
@@ -316,7 +274,7 @@ int xdp_lb(struct xdp_md *ctx)
 		}
 	}
 pick:
-	hash = lb_hash(&pkt, nwords);
+	hash = lb_hash(pkt, nwords);
 	hashed = 1;
 	backend = lb_maglev_pick(vip, ring_size, hash);
 	be = bpf_map_lookup_elem(&lb_backends, &backend);
@@ -326,7 +284,7 @@ pick:
 	}
 	if (insert) {
 		fresh.backend = backend;
-		fresh.last_seen_ns = pkt.l4_proto == IPPROTO_UDP ? bpf_ktime_get_ns() : 0;
+		fresh.last_seen_ns = pkt->l4_proto == IPPROTO_UDP ? bpf_ktime_get_ns() : 0;
 		if (conn)
 			*conn = fresh; /* this CPU's copy, in place: no new LRU node */
 		else
@@ -337,8 +295,8 @@ forward:
 	lb_count(&lb_backend_stats, backend, bytes);
 	if (vip->mode == FLEET_LB_MODE_IPIP) {
 		if (!hashed)
-			hash = lb_hash(&pkt, nwords);
-		if (lb_encap(ctx, &pkt, be, cfg, hash) < 0) {
+			hash = lb_hash(pkt, nwords);
+		if (lb_encap(ctx, pkt, be, cfg, hash) < 0) {
 			lb_count(&lb_stats, FLEET_LB_STAT_DROP_ENCAP, bytes);
 			return XDP_DROP;
 		}
@@ -356,6 +314,49 @@ forward:
 	}
 	lb_count(&lb_stats, FLEET_LB_STAT_TX, bytes);
 	return XDP_TX;
+}
+
+SEC("xdp")
+int xdp_lb(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	__u64 bytes = end - data;
+	struct fleet_pkt pkt = {};
+	struct fleet_lb_vip *vip;
+	int rc;
+
+	rc = fleet_parse_packet(data, end, &pkt);
+	if (rc < 0)
+		return lb_pass(ctx, FLEET_LB_STAT_PASS_UNPARSED, bytes);
+	if (pkt.l3_proto != ETH_P_IP && pkt.l3_proto != ETH_P_IPV6)
+		return lb_pass(ctx, FLEET_LB_STAT_PASS_NON_VIP, bytes);
+	if (pkt.frag != FLEET_FRAG_NONE)
+		return lb_pass(ctx, FLEET_LB_STAT_PASS_FRAGMENT, bytes);
+	if (pkt.l4_proto != IPPROTO_TCP && pkt.l4_proto != IPPROTO_UDP)
+		return lb_pass(ctx, FLEET_LB_STAT_PASS_NON_VIP, bytes);
+
+	if (pkt.l3_proto == ETH_P_IP) {
+		struct fleet_lb_vip4_key key = { .vip = pkt.daddr.v4, .port = pkt.dport, .proto = pkt.l4_proto };
+		struct fleet_lb_flow4 flow = { .src = pkt.saddr.v4, .dst = pkt.daddr.v4, .sport = pkt.sport,
+					       .dport = pkt.dport, .proto = pkt.l4_proto };
+
+		vip = bpf_map_lookup_elem(&lb_vips_v4, &key);
+		if (!vip)
+			return lb_pass(ctx, FLEET_LB_STAT_PASS_NON_VIP, bytes);
+		return lb_balance(ctx, &pkt, vip, &lb_conntrack_v4, &flow, 1, bytes);
+	} else {
+		struct fleet_lb_vip6_key key = { .port = pkt.dport, .proto = pkt.l4_proto };
+		struct fleet_lb_flow6 flow = { .sport = pkt.sport, .dport = pkt.dport, .proto = pkt.l4_proto };
+
+		__builtin_memcpy(&key.vip, pkt.daddr.v6, 16);
+		vip = bpf_map_lookup_elem(&lb_vips_v6, &key);
+		if (!vip)
+			return lb_pass(ctx, FLEET_LB_STAT_PASS_NON_VIP, bytes);
+		__builtin_memcpy(&flow.src, pkt.saddr.v6, 16);
+		__builtin_memcpy(&flow.dst, pkt.daddr.v6, 16);
+		return lb_balance(ctx, &pkt, vip, &lb_conntrack_v6, &flow, 4, bytes);
+	}
 }
 
 FLEET_XDP_RUN_CONFIG(xdp_lb, 50);
