@@ -79,7 +79,7 @@ def build_table(backends, size: int = DEFAULT_RING_SIZE, min_slots: int = MIN_SL
     """
     if not is_prime(size):
         raise MaglevError("ring size %r: expected a prime number (e.g. 65537)" % (size,))
-    names = [name for name, _ in backends]
+    names = [entry[0] for entry in backends]
     if len(set(names)) != len(names):
         raise MaglevError("backends: names must be unique, got %r" % (names,))
     for name, weight in backends:
@@ -268,10 +268,42 @@ def lb_entries(vips: list, ring_size: int = DEFAULT_RING_SIZE, backend_ids: dict
         out["lb_backends"].append((backend_ids[key], value))
     for ident, addr, port, proto, mode, backends in plans:
         vid = vip_ids[ident]
-        table = build_table([(key, weight) for key, weight, _, _ in backends], ring_size)
-        ids = [backend_ids[key] for key, _, _, _ in backends]
+        table = build_table([(entry[0], entry[1]) for entry in backends], ring_size)
+        ids = [backend_ids[entry[0]] for entry in backends]
         out["lb_ring"][vid] = [BACKEND_NONE if i == BACKEND_NONE else ids[i] for i in table]
         mapname = "lb_vips_v%d" % addr.version
         out[mapname].append(({"vip": str(addr), "port": port, "proto": proto},
                              {"id": vid, "ring": vid, "mode": mode}))
     return out
+
+
+def lb_config(ring_size: int = DEFAULT_RING_SIZE, udp_timeout_ms: int = 0, lb_mac: str = "00:00:00:00:00:00",
+              tunnel_src_v4: str = "0.0.0.0/0", tunnel_src_v6: str = "::/0") -> dict:
+    """The lb_config entry (key 0) in operator notation: ring size, UDP timeout, source MAC, tunnel sources.
+
+    tunnel_src_v4 / _v6: prefixes the outer source of IPIP / IP6IP6 is taken from (host bits from the flow
+    hash, so the backends' NICs spread flows over their queues); 0.0.0.0/0 or ::/0 means not configured.
+    """
+    if not is_prime(ring_size):
+        raise MaglevError("ring_size %r: expected a prime number (e.g. 65537)" % (ring_size,))
+    if not isinstance(udp_timeout_ms, int) or isinstance(udp_timeout_ms, bool) or not 0 <= udp_timeout_ms < 1 << 32:
+        raise MaglevError("udp_timeout_ms %r: expected an integer 0..4294967295 (0: 30 s)" % (udp_timeout_ms,))
+    nets = {}
+    for field, value, version in (("tunnel_src_v4", tunnel_src_v4, 4), ("tunnel_src_v6", tunnel_src_v6, 6)):
+        try:
+            net = ipaddress.ip_network(str(value), strict=False)
+        except ValueError:
+            net = None
+        if net is None or net.version != version:
+            example = "10.255.0.0/16" if version == 4 else "fd00::/96"
+            raise MaglevError("%s %r: expected an IPv%d prefix like %s" % (field, value, version, example))
+        nets[field] = str(net)
+    return {"ring_size": ring_size, "udp_timeout_ms": udp_timeout_ms, "lb_mac": _mac(lb_mac, "lb_mac"), **nets}
+
+
+def ring_entries(row: int, ids: list, ring_size: int):
+    """(key, value) pairs of lb_ring for one VIP's ring row: key row * ring_size + slot."""
+    if len(ids) != ring_size:
+        raise MaglevError("ring row %d: expected %d backend ids, got %d" % (row, ring_size, len(ids)))
+    base = row * ring_size
+    return [(base + slot, backend) for slot, backend in enumerate(ids)]

@@ -23,7 +23,6 @@ from harness import paths  # noqa: E402
 sys.path.insert(0, paths.COLLECTIONS)
 
 from harness.progtest import LoadedProgram  # noqa: E402
-import lb_helpers  # noqa: E402
 from lb_helpers import LB  # noqa: E402
 from scapy.layers.inet import IP, TCP  # noqa: E402
 from scapy.layers.inet6 import IPv6  # noqa: E402
@@ -54,7 +53,7 @@ def mean_ns(fd, packets):
 def measure(prog_fd, floor_fd, packets):
     """(program ns, floor ns): medians over alternating rounds of CALLS single calls."""
     progs, floors = [], []
-    for _ in range(ROUNDS):
+    for dummy in range(ROUNDS):
         floors.append(mean_ns(floor_fd, packets))
         progs.append(mean_ns(prog_fd, packets))
     return statistics.median(progs), statistics.median(floors)
@@ -67,7 +66,7 @@ def measure_repeat(prog_fd, floor_fd, packet):
     """(program ns, floor ns) with repeat > 1: valid only when the program's output takes the same path
     again (a DSR conntrack hit: new MACs only; a non-VIP pass: unchanged)."""
     progs, floors = [], []
-    for _ in range(3):
+    for dummy in range(3):
         floors.append(libbpf.prog_test_run(floor_fd, packet, repeat=REPEAT).duration_ns)
         progs.append(libbpf.prog_test_run(prog_fd, packet, repeat=REPEAT).duration_ns)
     return statistics.median(progs), statistics.median(floors)
@@ -90,7 +89,7 @@ def classes(lb, target, v6=False):
     rng = random.Random(5)
     established = [frame(target, 40000, "A", v6)]
     lb.run(established[0])  # inserted: every later call is a connection-table hit
-    syn = [frame(target, rng.randrange(1024, 65536), "S", v6) for _ in range(256)]
+    syn = [frame(target, rng.randrange(1024, 65536), "S", v6) for dummy in range(256)]
     miss = [frame(target, 1024 + i, "A", v6) for i in range(CALLS)]
     non_vip = [frame("2001:db8::dead" if v6 else "203.0.113.99", 40000, "A", v6)]
     return [("VIP, conntrack hit", established, "tx"), ("VIP, SYN (Maglev, insert)", syn, "tx"),
@@ -147,7 +146,7 @@ def main():
             text = handle.read()
         if START in text and END in text:
             head, rest = text.split(START, 1)
-            _, tail = rest.split(END, 1)
+            tail = rest.split(END, 1)[1]
             with open(DOC, "w") as handle:
                 handle.write(head + START + "\n" + table + "\n" + END + tail)
             print("table written into %s" % DOC)

@@ -17,7 +17,7 @@ def synthetic_flows(count, seed=7):
     rng = random.Random(seed)
     vip = maglev.flow_words("192.0.2.10", "192.0.2.10", 0, 0, 6)[1]
     out = []
-    for _ in range(count):
+    for dummy in range(count):
         src = rng.getrandbits(32)
         ports = rng.getrandbits(16) | 0xBB01 << 16  # random source port, destination port 443
         out.append(maglev.hash_words((src, vip, ports, 6)))
@@ -72,7 +72,7 @@ def test_every_slot_is_filled_and_slot_counts_follow_weights():
     backends = [("a", 1), ("b", 2), ("c", 3), ("d", 4)]
     table = maglev.build_table(backends)
     assert len(table) == RING and min(table) >= 0
-    for i, (_, weight) in enumerate(backends):
+    for i, (dummy, weight) in enumerate(backends):
         assert abs(table.count(i) / RING - weight / 10) < 0.001
 
 
@@ -179,3 +179,19 @@ def test_lb_entries_keep_backend_ids_stable_and_map_the_ring_to_ids():
 def test_lb_entries_refuse_bad_declarations_naming_field_and_value(vip, match):
     with pytest.raises(maglev.MaglevError, match=match):
         maglev.lb_entries([vip], ring_size=1009)
+
+
+def test_lb_config_is_written_in_operator_notation_and_checked():
+    cfg = maglev.lb_config(udp_timeout_ms=5000, lb_mac="02:00:00:00:FF:01", tunnel_src_v4="10.255.0.0/16")
+    assert cfg == {"ring_size": 65537, "udp_timeout_ms": 5000, "lb_mac": "02:00:00:00:ff:01",
+                   "tunnel_src_v4": "10.255.0.0/16", "tunnel_src_v6": "::/0"}
+    with pytest.raises(maglev.MaglevError, match="tunnel_src_v6 '10.0.0.0/8': expected an IPv6 prefix"):
+        maglev.lb_config(tunnel_src_v6="10.0.0.0/8")
+    with pytest.raises(maglev.MaglevError, match="udp_timeout_ms -1"):
+        maglev.lb_config(udp_timeout_ms=-1)
+
+
+def test_ring_entries_place_a_row_at_row_times_ring_size():
+    assert maglev.ring_entries(2, [7, 8, 9], 3) == [(6, 7), (7, 8), (8, 9)]
+    with pytest.raises(maglev.MaglevError, match="expected 3 backend ids, got 2"):
+        maglev.ring_entries(0, [1, 2], 3)

@@ -82,8 +82,8 @@ def lb(shared_lb):
 def fresh_lb(cpu):
     made = []
 
-    def make(vips=VIPS, **kwargs):
-        made.append(LB(vips, **kwargs))
+    def make(vips=None, **kwargs):
+        made.append(LB(vips or VIPS, **kwargs))
         return made[-1]
     yield make
     for item in made:
@@ -185,7 +185,7 @@ def test_checksum_verifier_catches_a_bad_outer_checksum():
 # ------------------------------------------------------------ forwarded packets
 
 FORWARD = [
-    ("v4-tcp-syn-dsr", lambda: tcp4(), "dsr", 14, "syn"),
+    ("v4-tcp-syn-dsr", tcp4, "dsr", 14, "syn"),
     ("v4-tcp-syn-dsr-port2", lambda: tcp4(sport=1), "dsr", 14, "syn"),
     ("v4-tcp-syn-dsr-port3", lambda: tcp4(sport=65535), "dsr", 14, "syn"),
     ("v4-tcp-syn-dsr-src2", lambda: tcp4(src="203.0.113.200"), "dsr", 14, "syn"),
@@ -193,7 +193,7 @@ FORWARD = [
     ("v4-tcp-pshack-dsr-miss", lambda: tcp4(flags="PA", sport=5555), "dsr", 14, "ct_miss"),
     ("v4-tcp-fin-dsr", lambda: tcp4(flags="FA", sport=5556), "dsr", 14, "ct_miss"),
     ("v4-tcp-rst-dsr", lambda: tcp4(flags="R", sport=5557), "dsr", 14, "rst"),
-    ("v4-udp-dsr", lambda: udp4(), "dsr", 14, "ct_miss"),
+    ("v4-udp-dsr", udp4, "dsr", 14, "ct_miss"),
     ("v4-udp-dsr-port2", lambda: udp4(sport=53), "dsr", 14, "ct_miss"),
     ("v4-vlan-dsr", lambda: tcp4(vlans=(100,)), "dsr", 18, "syn"),
     ("v4-qinq-dsr", lambda: tcp4(vlans=(100, 200)), "dsr", 22, "syn"),
@@ -208,7 +208,7 @@ FORWARD = [
     ("v4-tcp-ipip-options", lambda: tcp4(dst="192.0.2.20", options=[IPOption_RR(routers=["1.2.3.4"])]),
      "ipip", 14, "syn"),
     ("v4-in-v6-ipip", lambda: tcp4(dst="192.0.2.30", tos=0x20), "ipip", 14, "syn"),
-    ("v6-tcp-syn-dsr", lambda: tcp6(), "dsr", 14, "syn"),
+    ("v6-tcp-syn-dsr", tcp6, "dsr", 14, "syn"),
     ("v6-tcp-ack-dsr", lambda: tcp6(flags="A", sport=3), "dsr", 14, "ct_miss"),
     ("v6-vlan-dsr", lambda: tcp6(vlans=(42,)), "dsr", 18, "syn"),
     ("v6-hbh-dsr", lambda: tcp6(ext=[IPv6ExtHdrHopByHop()]), "dsr", 14, "syn"),
@@ -217,13 +217,13 @@ FORWARD = [
     ("v6-tcp-ip6ip6", lambda: tcp6(dst="2001:db8::20", dport=443, tc=0x28, fl=0x12345), "ipip", 14, "syn"),
     ("v6-tcp-ip6ip6-ext", lambda: tcp6(dst="2001:db8::20", dport=443, ext=[IPv6ExtHdrDestOpt()]), "ipip", 14, "syn"),
     ("v6-tcp-ip6ip6-qinq", lambda: tcp6(dst="2001:db8::20", dport=443, vlans=(1, 2)), "ipip", 22, "syn"),
-    ("v6-udp-ip6ip6", lambda: udp6(), "ipip", 14, "ct_miss"),
+    ("v6-udp-ip6ip6", udp6, "ipip", 14, "ct_miss"),
 ]
 
 
 @pytest.mark.parametrize("name, build, mode, l2len, path", FORWARD, ids=[c[0] for c in FORWARD])
-def test_vip_packet_is_forwarded_to_the_maglev_backend_with_correct_bytes_and_counters(lb, name, build, mode,
-                                                                                      l2len, path):
+def test_vip_packet_is_forwarded_to_the_maglev_backend_with_correct_bytes_and_counters(
+        lb, name, build, mode, l2len, path):
     pkt = build()
     data = raw(pkt)
     src, dst, sport, dport, proto = flow_of(pkt)
@@ -264,7 +264,7 @@ PASS = [
      "pass_fragment"),
     ("three-vlan-tags", lambda: eth() / Dot1AD(vlan=1) / Dot1Q(vlan=2) / Dot1Q(vlan=3) / IP(src=C4, dst="192.0.2.10")
      / TCP(dport=80), "pass_unparsed"),
-    ("v6-too-many-ext-headers", lambda: tcp6(ext=[IPv6ExtHdrDestOpt() for _ in range(7)]), "pass_unparsed"),
+    ("v6-too-many-ext-headers", lambda: tcp6(ext=[IPv6ExtHdrDestOpt() for dummy in range(7)]), "pass_unparsed"),
     ("v4-ihl-below-5", lambda: Ether(raw(tcp4())[:14] + bytes([0x44]) + raw(tcp4())[15:]), "pass_unparsed"),
     ("v4-version-6-in-v4-ethertype", lambda: Ether(raw(tcp4())[:14] + bytes([0x65]) + raw(tcp4())[15:]),
      "pass_unparsed"),
@@ -308,7 +308,7 @@ def _boundaries(pkt):
     return data, sorted(cuts)
 
 
-TRUNCATE = [("v4-tcp", lambda: tcp4(flags="A")), ("v4-udp", lambda: udp4()), ("v6-tcp", lambda: tcp6()),
+TRUNCATE = [("v4-tcp", lambda: tcp4(flags="A")), ("v4-udp", udp4), ("v6-tcp", tcp6),
             ("v4-qinq-tcp", lambda: tcp4(vlans=(1, 2))), ("v6-ext-tcp", lambda: tcp6(ext=[IPv6ExtHdrHopByHop()])),
             ("v4-options-tcp", lambda: tcp4(options=[IPOption_RR(routers=["1.2.3.4"])]))]
 
@@ -436,7 +436,7 @@ def test_c_and_python_flow_hashes_pick_the_same_backend_on_a_full_size_ring(fres
              "backends": [be("10.9.0.%d" % i, "02:00:00:09:00:%02x" % i) for i in range(1, 41)]}]
     lb = fresh_lb(vips, ring_size=maglev.DEFAULT_RING_SIZE, rows=1)
     rng = random.Random(11)
-    for _ in range(300):
+    for dummy in range(300):
         sport = rng.randrange(1, 65536)
         if family == "ipv4":
             src = str(ipaddress.IPv4Address(rng.getrandbits(32)))

@@ -19,7 +19,6 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from harness import paths  # noqa: E402
-import lb_helpers  # noqa: E402
 from lb_helpers import LB  # noqa: E402
 
 from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf  # noqa: E402
