@@ -20,11 +20,12 @@ from scapy.packet import Raw, raw
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness.progtest import XDP_DROP, XDP_PASS, XDP_TX  # noqa: E402
+from harness import paths  # noqa: E402
+from harness.progtest import XDP_DROP, XDP_PASS, XDP_TX, LoadedProgram  # noqa: E402
 import lb_helpers  # noqa: E402
 from lb_helpers import LB, LB_MAC  # noqa: E402
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import maglev  # noqa: E402
+from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf, maglev  # noqa: E402
 
 pytestmark = pytest.mark.kernel
 
@@ -456,3 +457,44 @@ def test_map_layouts_match_the_helpers_byte_encoding(shared_lb):
     assert sizes["lb_conntrack_v4"] == (16, 16) and sizes["lb_conntrack_v6"] == (40, 16)
     assert sizes["lb_stats"] == (4, 16)
     assert obj.map("lb_conntrack_v4").type == obj.map("lb_conntrack_v6").type == "lru_percpu_hash"
+
+
+def test_ipip_outer_source_and_flow_label_spread_flows_within_the_tunnel_prefixes(lb):
+    sources4, sources6, labels = set(), set(), set()
+    for sport in range(3000, 3064):
+        out4 = Ether(lb.run(raw(tcp4(dst="192.0.2.20", sport=sport))).data)
+        sources4.add(out4[IP].src)
+        out6 = Ether(lb.run(raw(tcp6(dst="2001:db8::20", dport=443, sport=sport))).data)
+        sources6.add(out6[IPv6].src)
+        labels.add(out6[IPv6].fl)
+    assert len(sources4) >= 60 and all(ipaddress.ip_address(s) in ipaddress.ip_network("10.255.0.0/16")
+                                       for s in sources4)
+    assert len(sources6) >= 60 and all(ipaddress.ip_address(s) in ipaddress.ip_network("fd00:ffff::/96")
+                                       for s in sources6)
+    assert len(labels) >= 60
+
+
+@pytest.mark.parametrize("build, vip, port", [(tcp6, "2001:db8::10", 80), (udp6, "2001:db8::20", 53)],
+                         ids=["v6-tcp", "v6-udp"])
+def test_ipv6_established_flow_keeps_its_backend_when_the_ring_changes(fresh_lb, build, vip, port):
+    lb = fresh_lb()
+    kwargs = {"flags": "A"} if build is tcp6 else {}
+    pkt = raw(build(sport=777, **kwargs))
+    first = chosen_backend(lb, lb.run(pkt))
+    ids = {bid for bid, value in lb.entries["lb_backends"] if value["family"] == "ipv6"} - {first}
+    point_ring_at(lb, vip, port, "tcp" if build is tcp6 else "udp", min(ids))
+    before = lb.stats()
+    assert chosen_backend(lb, lb.run(pkt)) == first
+    assert _deltas(before, lb.stats())["ct_hit"][0] == 1
+
+
+def test_non_vip_packets_continue_the_xdp_chain_and_vip_packets_do_not(lb):
+    with LoadedProgram(paths.bpf_object("xdp_count"), "xdp_count") as nxt:
+        lb.prog.update("fleet_chain", struct.pack("<I", 1), struct.pack("<I", nxt.prog_fd))
+        try:
+            assert lb.run(raw(tcp4(dst="192.0.2.99"))).retval == XDP_PASS
+            assert nxt.percpu_u64_sums("hits", struct.pack("<I", 0))[0] == 1
+            assert lb.run(raw(tcp4())).retval == XDP_TX
+            assert nxt.percpu_u64_sums("hits", struct.pack("<I", 0))[0] == 1
+        finally:
+            libbpf.map_delete(lb.prog.map_fd("fleet_chain"), struct.pack("<I", 1))
