@@ -183,7 +183,9 @@ static __always_inline int lb_encap(struct xdp_md *ctx, const struct fleet_pkt *
 			return -1;
 		outer_len = sizeof(struct iphdr);
 	} else {
-		if (!(cfg->tunnel_src_v6.addr.addr[0] | cfg->tunnel_src_v6.addr.addr[1]))
+		const __u32 *w = (const __u32 *)&cfg->tunnel_src_v6.addr;
+
+		if (!(w[0] | w[1] | w[2] | w[3]))
 			return -1;
 		outer_len = sizeof(struct ipv6hdr);
 	}
