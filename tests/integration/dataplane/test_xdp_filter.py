@@ -1,0 +1,202 @@
+"""xdp_filter, packet by packet through BPF_PROG_TEST_RUN.
+
+Each case is an input frame, the expected XDP verdict, and the counters that
+must move (verdict, reason and, when a rule decided, that rule) by exactly one
+packet of the frame's length. The filter never rewrites, so the output bytes
+must equal the input.
+"""
+
+import os
+import struct
+
+import pytest
+
+from harness.progtest import XDP_DROP, XDP_PASS, XDP_REDIRECT
+
+from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
+
+from dataplane_btf import ipv4, lpm
+from filter_fixture import Filter, delta
+from packets import (AH, DSTOPT, HBH, ICMP, IP, IPOption_RR, ROUTING, TCP, UDP, Dot1Q, IPv6, Raw, arp, eth, frag4, frag6,
+                     icmp4, icmp6_echo, icmp6_ns, opts4, raw, tcp4, tcp6, udp4, udp6)
+
+pytestmark = pytest.mark.kernel
+
+ALLOW = {"default_verdict": "pass", "malformed": "drop"}
+DENY = {"default_verdict": "drop", "malformed": "drop"}
+NOBODY4, NOBODY6 = "192.0.2.200", "2001:db8::200"
+
+
+def cfg(base, **extra):
+    out = dict(base)
+    out.update(extra)
+    return out
+
+
+# (id, config, frame, expected XDP return, verdict counted, reason, rule id or None)
+CASES = [
+    # policy modes
+    ("default-allow-passes-unknown", ALLOW, udp4(NOBODY4), XDP_PASS, "pass", "default", None),
+    ("default-deny-drops-unknown", DENY, udp4(NOBODY4), XDP_DROP, "drop", "default", None),
+    ("default-allow-v6", ALLOW, udp6(NOBODY6), XDP_PASS, "pass", "default", None),
+    ("default-deny-v6", DENY, udp6(NOBODY6), XDP_DROP, "drop", "default", None),
+    # exact sources
+    ("exact-deny-v4", ALLOW, udp4("192.0.2.66"), XDP_DROP, "drop", "source", 1),
+    ("exact-deny-v4-even-to-allowed-port", ALLOW, tcp4("192.0.2.66", 80), XDP_DROP, "drop", "source", 1),
+    ("exact-allow-v4-in-default-deny", DENY, udp4("192.0.2.77"), XDP_PASS, "pass", "source", 2),
+    ("exact-allow-v4-beats-port-drop", DENY, udp4("192.0.2.77", 53), XDP_PASS, "pass", "source", 2),
+    ("exact-deny-v6", ALLOW, udp6("2001:db8::66"), XDP_DROP, "drop", "source", 3),
+    ("exact-allow-v6-in-default-deny", DENY, tcp6("2001:db8::77", 9), XDP_PASS, "pass", "source", 4),
+    # prefixes
+    ("prefix-deny-v4", ALLOW, udp4("198.51.100.5"), XDP_DROP, "drop", "source", 5),
+    ("prefix-longest-match-allows", DENY, udp4("198.51.100.200"), XDP_PASS, "pass", "source", 6),
+    ("prefix-edge-low", ALLOW, udp4("198.51.100.0"), XDP_DROP, "drop", "source", 5),
+    ("prefix-edge-high", DENY, udp4("198.51.100.255"), XDP_PASS, "pass", "source", 6),
+    ("prefix-outside", ALLOW, udp4("198.51.101.1"), XDP_PASS, "pass", "default", None),
+    ("prefix-deny-v6", ALLOW, udp6("2001:db8:bad::1"), XDP_DROP, "drop", "source", 8),
+    ("prefix-longest-match-v6", DENY, udp6("2001:db8:bad:1::9"), XDP_PASS, "pass", "source", 9),
+    ("prefix-outside-v6", DENY, udp6("2001:db8:bae::1"), XDP_DROP, "drop", "default", None),
+    # ports
+    ("tcp-80-pass-in-default-deny", DENY, tcp4(NOBODY4, 80), XDP_PASS, "pass", "port", 10),
+    ("udp-53-drop-in-default-allow", ALLOW, udp4(NOBODY4, 53), XDP_DROP, "drop", "port", 11),
+    ("tcp-53-not-udp-rule", ALLOW, tcp4(NOBODY4, 53), XDP_PASS, "pass", "default", None),
+    ("udp-80-not-tcp-rule", DENY, udp4(NOBODY4, 80), XDP_DROP, "drop", "default", None),
+    ("tcp-443-v6", DENY, tcp6(NOBODY6, 443), XDP_PASS, "pass", "port", 12),
+    ("udp-53-v6", ALLOW, udp6(NOBODY6, 53), XDP_DROP, "drop", "port", 11),
+    ("tcp-with-options-80", DENY, raw(eth() / IP(src=NOBODY4, dst="192.0.2.1") /
+                                      TCP(dport=80, options=[("MSS", 1460), ("WScale", 7), ("NOP", None)])),
+     XDP_PASS, "pass", "port", 10),
+    ("tcp-rst-80", DENY, tcp4(NOBODY4, 80, flags="R"), XDP_PASS, "pass", "port", 10),
+    # ICMP
+    ("icmp-echo-request-dropped", ALLOW, icmp4(NOBODY4, 8), XDP_DROP, "drop", "port", 13),
+    ("icmp-echo-reply-passed", DENY, icmp4(NOBODY4, 0), XDP_PASS, "pass", "port", 15),
+    ("icmp-unreachable-default", DENY, icmp4(NOBODY4, 3, 1), XDP_DROP, "drop", "default", None),
+    ("icmp-unreachable-allow", ALLOW, icmp4(NOBODY4, 3, 4), XDP_PASS, "pass", "default", None),
+    ("icmpv6-echo-passed", DENY, icmp6_echo(NOBODY6), XDP_PASS, "pass", "port", 14),
+    ("icmpv6-ns-default-deny", DENY, icmp6_ns(NOBODY6), XDP_DROP, "drop", "default", None),
+    ("icmp-from-denied-source", DENY, icmp4("192.0.2.66", 0), XDP_DROP, "drop", "source", 1),
+    # management list
+    ("mgmt-ssh-in-default-deny", DENY, tcp4("10.9.1.1", 22), XDP_PASS, "pass", "mgmt", None),
+    ("mgmt-wins-over-exact-deny", DENY, tcp4("10.9.0.5", 22), XDP_PASS, "pass", "mgmt", None),
+    ("mgmt-wins-over-rate-limit", cfg(DENY, rate_pps=1, burst_packets=0, clock_ns=1),
+     tcp4("10.9.1.2", 22), XDP_PASS, "pass", "mgmt", None),
+    ("mgmt-source-other-port-not-mgmt", DENY, tcp4("10.9.1.1", 23), XDP_DROP, "drop", "default", None),
+    ("mgmt-denied-host-other-port", ALLOW, tcp4("10.9.0.5", 23), XDP_DROP, "drop", "source", 16),
+    ("mgmt-port-from-outsider", DENY, tcp4(NOBODY4, 22), XDP_DROP, "drop", "default", None),
+    ("mgmt-port-udp-not-mgmt", DENY, udp4("10.9.1.1", 22), XDP_DROP, "drop", "default", None),
+    ("mgmt-v6", DENY, tcp6("fd00:9::1", 22), XDP_PASS, "pass", "mgmt", None),
+    ("mgmt-v6-outsider", DENY, tcp6("fd00:a::1", 22), XDP_DROP, "drop", "default", None),
+    ("mgmt-match-any", cfg(DENY, mgmt_match="any"), udp4("10.9.1.1", 5000), XDP_PASS, "pass", "mgmt", None),
+    ("mgmt-match-any-outsider", cfg(DENY, mgmt_match="any"), udp4(NOBODY4, 5000), XDP_DROP, "drop", "default",
+     None),
+    ("mgmt-wins-over-ip-options-drop", cfg(DENY, ip_options="drop"),
+     raw(eth() / IP(src="10.9.1.1", dst="192.0.2.1", options=[IPOption_RR()]) / TCP(dport=22)),
+     XDP_PASS, "pass", "mgmt", None),
+    # VLAN
+    ("vlan1-port-rule", ALLOW, udp4(NOBODY4, 53, vlans=1), XDP_DROP, "drop", "port", 11),
+    ("vlan2-port-rule", DENY, tcp4(NOBODY4, 80, vlans=2), XDP_PASS, "pass", "port", 10),
+    ("vlan2-qinq-88a8", DENY, raw(eth(2, qinq=True) / IP(src=NOBODY4, dst="192.0.2.1") / TCP(dport=80)),
+     XDP_PASS, "pass", "port", 10),
+    ("vlan1-source-deny-v6", ALLOW, udp6("2001:db8::66", vlans=1), XDP_DROP, "drop", "source", 3),
+    ("vlan3-too-deep-dropped", ALLOW, udp4(NOBODY4, vlans=3), XDP_DROP, "drop", "too_deep", None),
+    ("vlan3-too-deep-rules-default", cfg(ALLOW, malformed="rules"), udp4(NOBODY4, vlans=3), XDP_PASS, "pass",
+     "too_deep", None),
+    ("arp-passes", DENY, arp(), XDP_PASS, "pass", "non_ip", None),
+    ("arp-in-vlan-passes", DENY, arp(1), XDP_PASS, "pass", "non_ip", None),
+    ("arp-dropped-when-told", cfg(ALLOW, non_ip="drop"), arp(), XDP_DROP, "drop", "non_ip", None),
+    # IPv6 extension headers
+    ("v6-hbh-dstopt-reach-port", DENY, tcp6(NOBODY6, 80, ext=(HBH(), DSTOPT())), XDP_PASS, "pass", "port", 10),
+    ("v6-routing-reach-port", ALLOW, udp6(NOBODY6, 53, ext=(ROUTING(addresses=["2001:db8::9"]),)), XDP_DROP,
+     "drop", "port", 11),
+    ("v6-ah-reach-port", DENY, tcp6(NOBODY6, 80, ext=(AH(nh=6, payloadlen=4, spi=1, icv=b"\0" * 12),)),
+     XDP_PASS, "pass", "port", 10),
+    ("v6-six-ext-headers", DENY, tcp6(NOBODY6, 80, ext=(HBH(), DSTOPT(), ROUTING(), DSTOPT(), DSTOPT(),
+                                                         DSTOPT())), XDP_PASS, "pass", "port", 10),
+    ("v6-seven-ext-headers-too-deep", ALLOW, tcp6(NOBODY6, 80, ext=(HBH(),) + (DSTOPT(),) * 6), XDP_DROP,
+     "drop", "too_deep", None),
+    ("v6-ext-headers-policy-drop", cfg(ALLOW, ip_options="drop"), tcp6(NOBODY6, 80, ext=(HBH(),)), XDP_DROP,
+     "drop", "ip_options", None),
+    ("v6-ext-headers-policy-pass", cfg(DENY, ip_options="pass"), udp6(NOBODY6, 9, ext=(DSTOPT(),)), XDP_PASS,
+     "pass", "ip_options", None),
+    # IPv4 options
+    ("v4-options-rules", DENY, opts4(NOBODY4, 80), XDP_PASS, "pass", "port", 10),
+    ("v4-options-drop", cfg(ALLOW, ip_options="drop"), opts4(NOBODY4, 80), XDP_DROP, "drop", "ip_options", None),
+    ("v4-options-pass", cfg(DENY, ip_options="pass"), opts4(NOBODY4, 9), XDP_PASS, "pass", "ip_options", None),
+    # fragments
+    ("v4-first-fragment-port-rule", ALLOW, frag4(NOBODY4, UDP(dport=53)), XDP_DROP, "drop", "port", 11),
+    ("v4-first-fragment-tcp80", DENY, frag4(NOBODY4, TCP(dport=80)), XDP_PASS, "pass", "port", 10),
+    ("v4-later-fragment-drop", cfg(ALLOW, fragments="drop"), frag4(NOBODY4, None, 3), XDP_DROP, "drop",
+     "fragment", None),
+    ("v4-last-fragment-drop", cfg(ALLOW, fragments="drop"), frag4(NOBODY4, None, 3, more=False), XDP_DROP, "drop",
+     "fragment", None),
+    ("v4-later-fragment-pass", cfg(DENY, fragments="pass"), frag4(NOBODY4, None, 3), XDP_PASS, "pass",
+     "fragment", None),
+    ("v4-later-fragment-rules-default", ALLOW, frag4(NOBODY4, None, 3), XDP_PASS, "pass", "default", None),
+    ("v4-later-fragment-rules-source", ALLOW, frag4("192.0.2.66", None, 3), XDP_DROP, "drop", "source", 1),
+    ("v6-first-fragment-port-rule", ALLOW, frag6(NOBODY6, UDP(dport=53)), XDP_DROP, "drop", "port", 11),
+    ("v6-later-fragment-drop", cfg(ALLOW, fragments="drop"), frag6(NOBODY6, None, 5), XDP_DROP, "drop",
+     "fragment", None),
+    ("v6-later-fragment-pass", cfg(DENY, fragments="pass"), frag6(NOBODY6, None, 5), XDP_PASS, "pass",
+     "fragment", None),
+    ("v6-later-fragment-rules-source", DENY, frag6("2001:db8::77", None, 5), XDP_PASS, "pass", "source", 4),
+    # malformed
+    ("v4-ihl-4", ALLOW, raw(eth() / IP(src=NOBODY4, dst="192.0.2.1", ihl=4) / UDP()), XDP_DROP, "drop",
+     "malformed", None),
+    ("v4-version-5", ALLOW, raw(eth() / IP(src=NOBODY4, dst="192.0.2.1", version=5) / UDP()), XDP_DROP, "drop",
+     "malformed", None),
+    ("v4-total-length-below-header", ALLOW, raw(eth() / IP(src=NOBODY4, dst="192.0.2.1", len=10) / UDP()),
+     XDP_DROP, "drop", "malformed", None),
+    ("v4-total-length-past-frame", ALLOW, raw(eth() / IP(src=NOBODY4, dst="192.0.2.1", len=400) / UDP()),
+     XDP_DROP, "drop", "truncated", None),
+    ("tcp-doff-4", ALLOW, raw(eth() / IP(src=NOBODY4, dst="192.0.2.1") / TCP(dataofs=4)), XDP_DROP, "drop",
+     "malformed", None),
+    ("udp-length-4", ALLOW, raw(eth() / IP(src=NOBODY4, dst="192.0.2.1") / UDP(len=4)), XDP_DROP, "drop",
+     "malformed", None),
+    ("v6-version-4", ALLOW, raw(eth() / IPv6(src=NOBODY6, dst="2001:db8::1", version=4) / UDP()), XDP_DROP, "drop",
+     "malformed", None),
+    ("v6-payload-length-past-frame", ALLOW, raw(eth() / IPv6(src=NOBODY6, dst="2001:db8::1", plen=900) / UDP()),
+     XDP_DROP, "drop", "truncated", None),
+    ("malformed-policy-pass", cfg(DENY, malformed="pass"), raw(eth() / IP(src=NOBODY4, ihl=4) / UDP()), XDP_PASS,
+     "pass", "malformed", None),
+    ("malformed-policy-rules-deny", cfg(DENY, malformed="rules"), raw(eth() / IP(src=NOBODY4, ihl=4) / UDP()),
+     XDP_DROP, "drop", "malformed", None),
+    ("ethernet-padding-ok", DENY, raw(eth() / IP(src=NOBODY4, dst="192.0.2.1") / TCP(dport=80) / Raw(b"\0" * 30)),
+     XDP_PASS, "pass", "port", 10),
+    ("ethernet-header-only", ALLOW, raw(eth())[:12] + b"\x08\x00", XDP_DROP, "drop", "truncated", None),
+    # redirect (empty devmap slot: the fallback is XDP_PASS)
+    ("redirect-source-prefix", ALLOW, udp4("203.0.113.9"), XDP_PASS, "redirect", "source", 7),
+    ("redirect-port", ALLOW, tcp4(NOBODY4, 8080), XDP_PASS, "redirect", "port", 17),
+    ("redirect-default", cfg(ALLOW, default_verdict="redirect", redirect_slot=3), udp4(NOBODY4), XDP_PASS,
+     "redirect", "default", None),
+]
+
+
+@pytest.fixture(scope="module")
+def flt():
+    prog = Filter()
+    prog.load_reference_rules()
+    yield prog
+    prog.close()
+
+
+def run_case(flt, config, frame):
+    flt.configure(**config)
+    before = flt.counters()
+    result = flt.run(frame)
+    return result, delta(before, flt.counters())
+
+
+def expected_delta(frame, verdict, reason, rule):
+    one = (1, len(frame))
+    out = {("verdict", verdict): one, ("reason", reason): one}
+    if rule is not None:
+        out[("rule", rule)] = one
+    return out
+
+
+@pytest.mark.parametrize("name,config,frame,retval,verdict,reason,rule", CASES, ids=[c[0] for c in CASES])
+def test_filter_case(flt, name, config, frame, retval, verdict, reason, rule):
+    result, moved = run_case(flt, config, frame)
+    assert result.retval == retval, name
+    assert result.data == frame  # the filter never rewrites
+    assert moved == expected_delta(frame, verdict, reason, rule)
