@@ -200,3 +200,174 @@ def test_filter_case(flt, name, config, frame, retval, verdict, reason, rule):
     assert result.retval == retval, name
     assert result.data == frame  # the filter never rewrites
     assert moved == expected_delta(frame, verdict, reason, rule)
+
+
+# ---------------------------------------------------------------- truncation at every header byte
+
+SWEEP_FRAMES = {
+    "tcp4": tcp4(NOBODY4, 80),
+    "udp4-vlan1": udp4(NOBODY4, 53, vlans=1),
+    "tcp4-vlan2": tcp4(NOBODY4, 80, vlans=2),
+    "tcp4-ip-options": opts4(NOBODY4, 80),
+    "icmp4": icmp4(NOBODY4, 8),
+    "udp6": udp6(NOBODY6, 53),
+    "tcp6-hbh-routing-dstopt": tcp6(NOBODY6, 80, ext=(HBH(), ROUTING(addresses=["2001:db8::9"]), DSTOPT())),
+    "tcp6-ah": tcp6(NOBODY6, 80, ext=(AH(nh=6, payloadlen=4, spi=1, icv=b"\0" * 12),)),
+    "udp6-first-fragment": frag6(NOBODY6, UDP(dport=53)),
+    "icmp6": icmp6_echo(NOBODY6),
+}
+
+
+@pytest.mark.parametrize("kind", list(SWEEP_FRAMES))
+def test_filter_truncated_at_every_byte_is_dropped_and_counted(flt, kind):
+    """Every cut of the frame from the end of the MAC addresses to one byte short is 'truncated'."""
+    frame = SWEEP_FRAMES[kind]
+    flt.configure(**ALLOW)
+    whole = flt.run(frame)
+    assert whole.retval == XDP_PASS or kind in ("udp4-vlan1", "icmp4", "udp6", "udp6-first-fragment")
+    before = flt.counters()
+    cuts = range(14, len(frame))
+    for cut in cuts:
+        result = flt.run(frame[:cut])
+        assert result.retval == XDP_DROP, "%s cut at %d passed" % (kind, cut)
+    moved = delta(before, flt.counters())
+    total = (len(cuts), sum(cuts))
+    assert moved == {("verdict", "drop"): total, ("reason", "truncated"): total}
+
+
+def test_filter_truncated_follows_malformed_policy(flt):
+    frame = tcp4(NOBODY4, 80)[:40]
+    flt.configure(**cfg(DENY, malformed="pass"))
+    assert flt.run(frame).retval == XDP_PASS
+    flt.configure(**cfg(ALLOW, malformed="rules"))
+    assert flt.run(frame).retval == XDP_PASS
+    flt.configure(**cfg(DENY, malformed="rules"))
+    assert flt.run(frame).retval == XDP_DROP
+
+
+# ---------------------------------------------------------------- the classic policy
+
+def test_classic_policy_pass_tcp80_drop_udp53_drop_rest_counted_per_cpu():
+    """'pass TCP to port 80, drop UDP to port 53, drop everything else, count passes and drops per CPU'."""
+    prog = Filter()
+    try:
+        prog.configure(default_verdict="drop")
+        fd = prog.inner_fd("filter_ports")
+        libbpf.map_update(fd, prog.port_key("tcp", 80), prog.rule("pass", 1))
+        libbpf.map_update(fd, prog.port_key("udp", 53), prog.rule("drop", 2))
+        os.close(fd)
+        traffic = [tcp4(NOBODY4, 80)] * 5 + [udp4(NOBODY4, 53)] * 3 + [tcp4(NOBODY4, 22), udp4(NOBODY4, 80),
+                                                                        icmp4(NOBODY4), tcp6(NOBODY6, 80)]
+        verdicts = [prog.run(frame).retval for frame in traffic]
+        assert verdicts == [XDP_PASS] * 5 + [XDP_DROP] * 6 + [XDP_PASS]
+        # per CPU: one value per possible CPU, their sum is the total
+        stride = 16
+        for name, packets in (("pass", 6), ("drop", 6)):
+            raw_value = prog.lookup("filter_verdicts", struct.pack("<I", prog.verdict[name]))
+            per_cpu = [struct.unpack_from("<QQ", raw_value, cpu * stride) for cpu in range(prog.ncpus)]
+            assert len(per_cpu) == libbpf.num_possible_cpus()
+            assert sum(p for p, _ in per_cpu) == packets
+        assert prog.percpu_u64_sums("filter_rule_stats", struct.pack("<I", 1))[0] == 6  # TCP/80 over IPv4 and IPv6
+        assert prog.percpu_u64_sums("filter_rule_stats", struct.pack("<I", 2))[0] == 3
+    finally:
+        prog.close()
+
+
+# ---------------------------------------------------------------- atomic rule-set swap
+
+def test_rule_set_swap_replaces_the_whole_source_list_in_one_update(flt):
+    flt.configure(**ALLOW)
+    assert flt.run(udp4("192.0.2.66")).retval == XDP_DROP
+    assert flt.run(udp4("192.0.2.201")).retval == XDP_PASS
+    old_fd = flt.inner_fd("filter_src_v4")
+    new_fd = flt.new_rule_set("filter_src_v4", {ipv4("192.0.2.201"): flt.rule("drop", 18),
+                                                ipv4("192.0.2.202"): flt.rule("drop", 18)})
+    try:
+        flt.swap("filter_src_v4", new_fd)
+        assert flt.run(udp4("192.0.2.66")).retval == XDP_PASS
+        assert flt.run(udp4("192.0.2.201")).retval == XDP_DROP
+        assert flt.run(udp4("192.0.2.202")).retval == XDP_DROP
+        assert flt.percpu_u64_sums("filter_rule_stats", struct.pack("<I", 18))[0] == 2
+    finally:
+        flt.swap("filter_src_v4", old_fd)
+        os.close(new_fd)
+        os.close(old_fd)
+    assert flt.run(udp4("192.0.2.66")).retval == XDP_DROP
+    assert flt.run(udp4("192.0.2.201")).retval == XDP_PASS
+
+
+def test_rule_set_swap_of_prefixes_and_ports(flt):
+    flt.configure(**DENY)
+    old_pfx, old_ports = flt.inner_fd("filter_pfx_v4"), flt.inner_fd("filter_ports")
+    new_pfx = flt.new_rule_set("filter_pfx_v4", {lpm("192.0.2.0/24"): flt.rule("pass", 19)})
+    new_ports = flt.new_rule_set("filter_ports", {flt.port_key("udp", 9999): flt.rule("pass", 19)})
+    try:
+        assert flt.run(udp4("192.0.2.210", 9999)).retval == XDP_DROP
+        flt.swap("filter_pfx_v4", new_pfx)
+        assert flt.run(udp4("192.0.2.210", 1)).retval == XDP_PASS
+        assert flt.run(udp4("198.51.100.200", 1)).retval == XDP_DROP  # the old /25 allow is gone
+        flt.swap("filter_ports", new_ports)
+        assert flt.run(udp4(NOBODY4.replace("192.0.2", "192.0.3"), 9999)).retval == XDP_PASS
+        assert flt.run(tcp4("192.0.3.1", 80)).retval == XDP_DROP  # tcp/80 left with the old set
+    finally:
+        flt.swap("filter_pfx_v4", old_pfx)
+        flt.swap("filter_ports", old_ports)
+        for fd in (new_pfx, new_ports, old_pfx, old_ports):
+            os.close(fd)
+
+
+# ---------------------------------------------------------------- token buckets over simulated time
+
+SEC = 1_000_000_000
+T0 = 1000 * SEC
+
+
+@pytest.fixture
+def fresh():
+    prog = Filter()
+    yield prog
+    prog.close()
+
+
+def test_rate_limit_packets_burst_then_refill(fresh):
+    steps = [(0, XDP_PASS), (0, XDP_PASS), (0, XDP_PASS), (0, XDP_DROP), (SEC // 4, XDP_DROP),
+             (SEC // 2, XDP_PASS), (SEC // 2, XDP_DROP), (SEC, XDP_PASS), (10 * SEC, XDP_PASS),
+             (10 * SEC, XDP_PASS), (10 * SEC, XDP_PASS), (10 * SEC, XDP_DROP)]
+    got = []
+    for offset, _want in steps:
+        fresh.configure(default_verdict="pass", rate_pps=2, burst_packets=3, clock_ns=T0 + offset)
+        got.append(fresh.run(udp4("192.0.2.150")).retval)
+    assert got == [want for _off, want in steps]
+    assert fresh.percpu_u64_sums("filter_reasons", struct.pack("<I", fresh.reason["rate_limited"]))[0] == 4
+
+
+def test_rate_limit_slow_rate_checked_often_loses_no_fraction(fresh):
+    """100 pps, burst 1, a packet every ms for 100 ms: 1 + 10 pass, not fewer."""
+    passed = 0
+    for ms in range(101):
+        fresh.configure(default_verdict="pass", rate_pps=100, burst_packets=1, clock_ns=T0 + ms * 1_000_000)
+        passed += fresh.run(udp4("192.0.2.151")).retval == XDP_PASS
+    assert passed == 11
+
+
+def test_rate_limit_bytes_per_second(fresh):
+    frame = udp4("192.0.2.152")  # 60 bytes
+    assert len(frame) == 60
+    steps = [(0, XDP_PASS), (0, XDP_PASS), (0, XDP_DROP), (SEC // 100, XDP_DROP), (3 * SEC // 100, XDP_PASS),
+             (3 * SEC // 100, XDP_DROP)]
+    got = []
+    for offset, _want in steps:
+        fresh.configure(default_verdict="pass", rate_bps=1000, burst_bytes=150, clock_ns=T0 + offset)
+        got.append(fresh.run(frame).retval)
+    assert got == [want for _off, want in steps]
+
+
+def test_rate_limit_is_per_source_and_skips_allowed_sources(fresh):
+    fd = fresh.inner_fd("filter_src_v4")
+    libbpf.map_update(fd, ipv4("192.0.2.77"), fresh.rule("pass", 2))
+    os.close(fd)
+    fresh.configure(default_verdict="pass", rate_pps=1, burst_packets=1, clock_ns=T0)
+    assert [fresh.run(udp4("192.0.2.160")).retval for _ in range(2)] == [XDP_PASS, XDP_DROP]
+    assert [fresh.run(udp4("192.0.2.161")).retval for _ in range(2)] == [XDP_PASS, XDP_DROP]
+    assert [fresh.run(udp6("2001:db8::161")).retval for _ in range(2)] == [XDP_PASS, XDP_DROP]
+    assert [fresh.run(udp4("192.0.2.77")).retval for _ in range(3)] == [XDP_PASS] * 3
