@@ -94,14 +94,14 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, FLEET_VERDICT_MAX);
-	__type(key, enum fleet_verdict);
+	__type(key, __u32); /* enum fleet_verdict */
 	__type(value, struct fleet_counter);
 } filter_verdicts SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, FLEET_FILTER_REASON_MAX);
-	__type(key, enum fleet_filter_reason);
+	__type(key, __u32); /* enum fleet_filter_reason */
 	__type(value, struct fleet_counter);
 } filter_reasons SEC(".maps");
 
@@ -111,6 +111,11 @@ struct {
 	__type(key, __u32);
 	__type(value, struct fleet_counter);
 } filter_rule_stats SEC(".maps");
+
+/* Array keys must be plain integers; these keep the enums that name the
+ * counters' keys in the object's BTF, for user space. */
+volatile const enum fleet_verdict fleet_filter_verdict_btf;
+volatile const enum fleet_filter_reason fleet_filter_reason_btf;
 
 static __always_inline void fleet_count(void *map, __u32 key, __u64 bytes)
 {

@@ -1,0 +1,81 @@
+"""tc_egress loaded with a reference class table, and __sk_buff context images built from vmlinux BTF."""
+
+import functools
+import struct
+
+from harness import paths
+from harness.progtest import LoadedProgram
+
+from dataplane_btf import ObjectBtf, lpm, port
+
+# class id -> class fields
+CLASSES = {
+    0: {"action": "pass"},
+    1: {"action": "pass", "set_dscp": 1, "dscp": 46, "priority": 6},   # EF
+    2: {"action": "drop"},
+    3: {"action": "pass", "set_dscp": 1, "dscp": 10},                  # AF11
+    4: {"action": "pass", "limit": "drop", "rate_bps": 1000, "burst_bytes": 150},
+    5: {"action": "pass", "limit": "pace", "rate_bps": 1_000_000, "horizon_ns": 1_000_000},
+    6: {"action": "pass", "set_dscp": 1, "dscp": 34},                  # AF41
+    7: {"action": "pass", "set_dscp": 1, "dscp": 0},
+}
+DST_V4 = {"198.51.100.0/24": (2, 0, 0), "198.51.100.128/25": (1, 0, 0), "203.0.113.0/24": (1, "udp", 5060)}
+DST_V6 = {"2001:db8:dead::/48": (2, 0, 0), "2001:db8:beef::/48": (3, 0, 0)}
+PORTS = {("tcp", 443): 3, ("udp", 53): 7, ("tcp", 25): 2}
+MARKS = {0x10: 6, 0x20: 2, 0x30: 4, 0x40: 5}
+
+
+@functools.lru_cache(maxsize=1)
+def kernel_btf() -> ObjectBtf:
+    with open("/sys/kernel/btf/vmlinux", "rb") as handle:
+        return ObjectBtf(handle.read())
+
+
+def skb_ctx(mark: int = 0, tstamp: int = 0) -> bytes:
+    """A struct __sk_buff image for BPF_PROG_TEST_RUN (the fields the kernel accepts as input)."""
+    return kernel_btf().pack("__sk_buff", mark=mark, tstamp=tstamp)
+
+
+def skb_field(ctx: bytes, name: str) -> int:
+    return kernel_btf().unpack("__sk_buff", ctx)[name]
+
+
+class Egress(LoadedProgram):
+    def __init__(self):
+        super().__init__(paths.bpf_object("tc_egress"), "tc_egress")
+        self.btf = ObjectBtf(self.obj.btf_raw())
+        self.outcome = self.btf.enum("fleet_egress_outcome")
+        self.stride = self.outcome["outcomes"]
+
+    def configure(self, **fields):
+        self.update("egress_config", struct.pack("<I", 0), self.btf.pack("fleet_egress_config", **fields))
+
+    def set_class(self, class_id: int, **fields):
+        self.update("egress_classes", struct.pack("<I", class_id), self.btf.pack("fleet_egress_class", **fields))
+
+    def reset_bucket(self, class_id: int):
+        self.update("egress_buckets", struct.pack("<I", class_id), bytes(self.obj.map("egress_buckets").value_size))
+
+    def load_reference(self):
+        self.configure(default_class=0)
+        for class_id, fields in CLASSES.items():
+            self.set_class(class_id, **fields)
+        for table, name in ((DST_V4, "egress_dst_v4"), (DST_V6, "egress_dst_v6")):
+            for cidr, (class_id, proto, num) in table.items():
+                self.update(name, lpm(cidr), self.btf.pack("fleet_egress_rule", class_id=class_id, proto=proto,
+                                                           port=port(num)))
+        for (proto, num), class_id in PORTS.items():
+            self.update("egress_ports", self.btf.pack("fleet_port_key", proto=proto, port=port(num)),
+                        self.btf.pack("fleet_egress_class_ref", class_id=class_id))
+        for mark, class_id in MARKS.items():
+            self.update("egress_marks", struct.pack("<I", mark), self.btf.pack("fleet_egress_class_ref",
+                                                                               class_id=class_id))
+
+    def counters(self) -> dict:
+        out = {}
+        for class_id in CLASSES:
+            for name, val in self.outcome.items():
+                if val < self.stride:
+                    key = struct.pack("<I", class_id * self.stride + val)
+                    out[(class_id, name)] = self.percpu_u64_sums("egress_stats", key)
+        return out
