@@ -23,20 +23,26 @@ struct {
 } filter_config SEC(".maps");
 
 /* Inner map templates and the initial (empty) rule sets. */
-#define FLEET_INNER(name, maptype, ktype)                         \
+#define FLEET_INNER(name, maptype, ktype, vtype)                  \
 	struct name {                                             \
 		__uint(type, maptype);                            \
 		__uint(max_entries, FLEET_FILTER_INNER_MAX);      \
 		__uint(map_flags, BPF_F_NO_PREALLOC);             \
 		__type(key, ktype);                               \
-		__type(value, struct fleet_filter_rule);          \
+		__type(value, vtype);                             \
 	}
 
-FLEET_INNER(filter_src_v4_set, BPF_MAP_TYPE_HASH, fleet_ipv4_t) filter_src_v4_0 SEC(".maps");
-FLEET_INNER(filter_src_v6_set, BPF_MAP_TYPE_HASH, fleet_ipv6_t) filter_src_v6_0 SEC(".maps");
-FLEET_INNER(filter_pfx_v4_set, BPF_MAP_TYPE_LPM_TRIE, struct fleet_lpm_v4) filter_pfx_v4_0 SEC(".maps");
-FLEET_INNER(filter_pfx_v6_set, BPF_MAP_TYPE_LPM_TRIE, struct fleet_lpm_v6) filter_pfx_v6_0 SEC(".maps");
-FLEET_INNER(filter_ports_set, BPF_MAP_TYPE_HASH, struct fleet_port_key) filter_ports_0 SEC(".maps");
+FLEET_INNER(filter_v4_set, BPF_MAP_TYPE_HASH, struct fleet_lpm_v4, struct fleet_stride_entry) filter_v4_0 SEC(".maps");
+FLEET_INNER(filter_src_v4_set, BPF_MAP_TYPE_HASH, fleet_ipv4_t, struct fleet_filter_rule) filter_src_v4_0 SEC(".maps");
+FLEET_INNER(filter_src_v6_set, BPF_MAP_TYPE_HASH, fleet_ipv6_t, struct fleet_filter_rule) filter_src_v6_0 SEC(".maps");
+FLEET_INNER(filter_pfx_v4_set, BPF_MAP_TYPE_LPM_TRIE, struct fleet_lpm_v4, struct fleet_filter_rule) filter_pfx_v4_0 SEC(".maps");
+FLEET_INNER(filter_pfx_v6_set, BPF_MAP_TYPE_LPM_TRIE, struct fleet_lpm_v6, struct fleet_filter_rule) filter_pfx_v6_0 SEC(".maps");
+struct filter_ports_set {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct fleet_port_rules);
+} filter_ports_0 SEC(".maps");
 
 #define FLEET_OUTER(name, inner)                                  \
 	struct {                                                  \
@@ -46,6 +52,7 @@ FLEET_INNER(filter_ports_set, BPF_MAP_TYPE_HASH, struct fleet_port_key) filter_p
 		__array(values, struct inner);                    \
 	} name SEC(".maps") = { .values = { [0] = &name##_0 } }
 
+FLEET_OUTER(filter_v4, filter_v4_set);
 FLEET_OUTER(filter_src_v4, filter_src_v4_set);
 FLEET_OUTER(filter_src_v6, filter_src_v6_set);
 FLEET_OUTER(filter_pfx_v4, filter_pfx_v4_set);
@@ -91,19 +98,13 @@ struct {
 	__type(value, __u32);
 } filter_redirect SEC(".maps");
 
+/* key: reason * FLEET_VERDICT_MAX + verdict; user space sums per verdict or per reason */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, FLEET_VERDICT_MAX);
-	__type(key, __u32); /* enum fleet_verdict */
+	__uint(max_entries, FLEET_FILTER_REASON_MAX * FLEET_VERDICT_MAX);
+	__type(key, __u32);
 	__type(value, struct fleet_counter);
-} filter_verdicts SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, FLEET_FILTER_REASON_MAX);
-	__type(key, __u32); /* enum fleet_filter_reason */
-	__type(value, struct fleet_counter);
-} filter_reasons SEC(".maps");
+} filter_stats SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -116,6 +117,8 @@ struct {
  * counters' keys in the object's BTF, for user space. */
 volatile const enum fleet_verdict fleet_filter_verdict_btf;
 volatile const enum fleet_filter_reason fleet_filter_reason_btf;
+volatile const enum fleet_stride_flags fleet_stride_flags_btf;
+volatile const enum fleet_port_flags fleet_port_flags_btf;
 
 static __always_inline void fleet_count(void *map, __u32 key, __u64 bytes)
 {
@@ -128,6 +131,16 @@ static __always_inline void fleet_count(void *map, __u32 key, __u64 bytes)
 }
 
 static __always_inline struct fleet_filter_rule *fleet_inner_lookup(void *outer, void *key)
+{
+	__u32 zero = 0;
+	void *inner = bpf_map_lookup_elem(outer, &zero);
+
+	if (!inner)
+		return 0;
+	return bpf_map_lookup_elem(inner, key);
+}
+
+static __always_inline void *fleet_inner_lookup_any(void *outer, void *key)
 {
 	__u32 zero = 0;
 	void *inner = bpf_map_lookup_elem(outer, &zero);
@@ -161,13 +174,67 @@ static __always_inline int fleet_is_mgmt(const struct fleet_filter_config *cfg, 
 	}
 }
 
-static __always_inline struct fleet_filter_rule *fleet_source_rule(const struct fleet_pkt *pkt)
+/* The stride table: the /16 block, then /24, then /32, while "deeper" says
+ * there is more; the last "match" on the way is the longest prefix. Rules
+ * are copied out (the verifier refuses selects between map pointers). */
+static __always_inline int fleet_stride_step(void *table, struct fleet_lpm_v4 *k, struct fleet_filter_rule *best,
+					     int *found)
+{
+	struct fleet_stride_entry *e = bpf_map_lookup_elem(table, k);
+	__u32 flags;
+
+	if (!e)
+		return 0;
+	flags = e->flags;
+	if (flags & FLEET_STRIDE_MATCH) {
+		best->action = e->rule.action;
+		best->rule_id = e->rule.rule_id;
+		best->redirect_slot = e->rule.redirect_slot;
+		*found = 1;
+	}
+	return flags & FLEET_STRIDE_DEEPER;
+}
+
+static __always_inline int fleet_stride_v4(__be32 addr, struct fleet_filter_rule *out)
+{
+	struct fleet_lpm_v4 k = { .prefixlen = 16, .addr = addr & bpf_htonl(0xffff0000) };
+	__u32 zero = 0;
+	int found = 0;
+	void *table;
+
+	table = bpf_map_lookup_elem(&filter_v4, &zero);
+	if (!table)
+		return 0;
+	if (!fleet_stride_step(table, &k, out, &found))
+		return found;
+	k.prefixlen = 24;
+	k.addr = addr & bpf_htonl(0xffffff00);
+	if (!fleet_stride_step(table, &k, out, &found))
+		return found;
+	k.prefixlen = 32;
+	k.addr = addr;
+	fleet_stride_step(table, &k, out, &found);
+	return found;
+}
+
+static __always_inline int fleet_copy_rule(struct fleet_filter_rule *r, struct fleet_filter_rule *out)
+{
+	if (!r)
+		return 0;
+	*out = *r;
+	return 1;
+}
+
+static __always_inline int fleet_source_rule(const struct fleet_filter_config *cfg, const struct fleet_pkt *pkt,
+					     struct fleet_filter_rule *out)
 {
 	struct fleet_filter_rule *r;
 
 	if (pkt->l3_proto == ETH_P_IP) {
 		struct fleet_lpm_v4 k = { .prefixlen = 32, .addr = pkt->saddr.v4 };
 
+		if (cfg->v4_lookup == FLEET_V4_LOOKUP_TABLE)
+			return fleet_stride_v4(pkt->saddr.v4, out);
 		r = fleet_inner_lookup(&filter_src_v4, &k.addr);
 		if (!r)
 			r = fleet_inner_lookup(&filter_pfx_v4, &k);
@@ -179,7 +246,32 @@ static __always_inline struct fleet_filter_rule *fleet_source_rule(const struct 
 		if (!r)
 			r = fleet_inner_lookup(&filter_pfx_v6, &k);
 	}
-	return r;
+	return fleet_copy_rule(r, out);
+}
+
+static __always_inline int fleet_port_rule(const struct fleet_pkt *pkt, struct fleet_filter_rule *out)
+{
+	struct fleet_port_rules *e;
+	__u32 index;
+
+	if (pkt->l4_proto == IPPROTO_ICMP || pkt->l4_proto == IPPROTO_ICMPV6)
+		index = pkt->icmp_type;
+	else
+		index = bpf_ntohs(pkt->dport);
+	e = fleet_inner_lookup_any(&filter_ports, &index);
+	if (!e || !e->set)
+		return 0;
+	switch (pkt->l4_proto) {
+	case IPPROTO_TCP:
+		return (e->set & FLEET_PORT_TCP) && fleet_copy_rule(&e->tcp, out);
+	case IPPROTO_UDP:
+		return (e->set & FLEET_PORT_UDP) && fleet_copy_rule(&e->udp, out);
+	case IPPROTO_ICMP:
+		return (e->set & FLEET_PORT_ICMP) && fleet_copy_rule(&e->icmp, out);
+	case IPPROTO_ICMPV6:
+		return (e->set & FLEET_PORT_ICMPV6) && fleet_copy_rule(&e->icmpv6, out);
+	}
+	return 0;
 }
 
 /* 1 when the source is over its rate; consumes a token otherwise. */
@@ -239,7 +331,7 @@ int xdp_filter(struct xdp_md *ctx)
 	__u64 bytes = end - data;
 	__u32 zero = 0, reason, redirect_slot;
 	struct fleet_filter_config *cfg;
-	struct fleet_filter_rule *rule = 0;
+	struct fleet_filter_rule rule = {};
 	struct fleet_pkt pkt = {};
 	enum fleet_verdict verdict;
 	int rc;
@@ -279,8 +371,7 @@ int xdp_filter(struct xdp_md *ctx)
 		verdict = fleet_apply_policy(cfg->ip_options, cfg->default_verdict);
 		goto out;
 	}
-	rule = fleet_source_rule(&pkt);
-	if (rule) {
+	if (fleet_source_rule(cfg, &pkt, &rule)) {
 		reason = FLEET_FILTER_REASON_SOURCE;
 		goto rule_out;
 	}
@@ -289,28 +380,20 @@ int xdp_filter(struct xdp_md *ctx)
 		verdict = FLEET_VERDICT_DROP;
 		goto out;
 	}
-	if (pkt.frag != FLEET_FRAG_LATER) {
-		struct fleet_port_key pk = { .proto = pkt.l4_proto, .port = pkt.dport };
-
-		if (pkt.l4_proto == IPPROTO_ICMP || pkt.l4_proto == IPPROTO_ICMPV6)
-			pk.port = bpf_htons(pkt.icmp_type);
-		rule = fleet_inner_lookup(&filter_ports, &pk);
-		if (rule) {
-			reason = FLEET_FILTER_REASON_PORT;
-			goto rule_out;
-		}
+	if (pkt.frag != FLEET_FRAG_LATER && fleet_port_rule(&pkt, &rule)) {
+		reason = FLEET_FILTER_REASON_PORT;
+		goto rule_out;
 	}
 	reason = FLEET_FILTER_REASON_DEFAULT;
 	verdict = cfg->default_verdict;
 	goto out;
 
 rule_out:
-	verdict = rule->action;
-	redirect_slot = rule->redirect_slot;
-	fleet_count(&filter_rule_stats, rule->rule_id & (FLEET_FILTER_RULES_MAX - 1), bytes);
+	verdict = rule.action;
+	redirect_slot = rule.redirect_slot;
+	fleet_count(&filter_rule_stats, rule.rule_id & (FLEET_FILTER_RULES_MAX - 1), bytes);
 out:
-	fleet_count(&filter_reasons, reason, bytes);
-	fleet_count(&filter_verdicts, verdict, bytes);
+	fleet_count(&filter_stats, reason * FLEET_VERDICT_MAX + verdict, bytes);
 	if (verdict == FLEET_VERDICT_DROP)
 		return XDP_DROP;
 	if (verdict == FLEET_VERDICT_REDIRECT)

@@ -12,11 +12,17 @@
  *                                        -> pass, always
  *   3. later fragment                    -> config.fragments
  *      IP options / IPv6 ext headers     -> config.ip_options
- *   4. source rule: exact address (hash) first, then the longest prefix
- *      (LPM trie); action pass (allow list) or drop (deny list) or redirect
+ *   4. source rule, the longest match: action pass (allow list), drop (deny
+ *      list) or redirect. IPv4, config.v4_lookup "table" (the default): the
+ *      stride table filter_v4 (one hash map, keys /16, /24 and /32, see
+ *      plugins/module_utils/filter_tables.py), at most three lookups and
+ *      usually one; "lpm": the exact hash filter_src_v4, then the LPM trie
+ *      filter_pfx_v4. IPv6: the exact hash filter_src_v6, then the LPM trie
+ *      filter_pfx_v6.
  *   5. per-source token bucket (config.rate_*), when enabled
- *   6. destination port rule (proto, port); ICMP rules use the ICMP type as
- *      the port
+ *   6. destination port rule: filter_ports is an array indexed by the port
+ *      number (host order), each entry holding a rule per protocol; ICMP and
+ *      ICMPv6 rules sit at the index of the ICMP type
  *   7. config.default_verdict (default-allow or default-deny)
  * A fleet_policy of "rules" means: no special treatment, carry on with the
  * rules (for malformed packets that cannot be matched: the default verdict).
@@ -51,13 +57,25 @@ enum fleet_proto {
 	FLEET_PROTO_ICMPV6 = 58,
 };
 
+enum fleet_v4_lookup {
+	FLEET_V4_LOOKUP_TABLE = 0, /* filter_v4 stride table */
+	FLEET_V4_LOOKUP_LPM = 1,   /* filter_src_v4 exact hash + filter_pfx_v4 LPM trie */
+};
+
+/* A filter_v4 entry: "match": rule covers the whole block; "deeper": entries
+ * for longer blocks exist below this one. */
+enum fleet_stride_flags {
+	FLEET_STRIDE_MATCH = 1,
+	FLEET_STRIDE_DEEPER = 2,
+};
+
 /* Which packets from a management source always pass. */
 enum fleet_mgmt_match {
 	FLEET_MGMT_MATCH_PORTS = 0, /* TCP to a destination port set in filter_mgmt_ports (index: port number) */
 	FLEET_MGMT_MATCH_ANY = 1,   /* everything from the source */
 };
 
-/* Why a packet got its verdict: the index of filter_reasons. */
+/* Why a packet got its verdict. filter_stats key: reason * FLEET_VERDICT_MAX + verdict. */
 enum fleet_filter_reason {
 	FLEET_FILTER_REASON_DEFAULT = 0,
 	FLEET_FILTER_REASON_MGMT = 1,
@@ -82,7 +100,7 @@ struct fleet_filter_config {
 	enum fleet_policy malformed;        /* truncated, impossible fields, too many tags/headers */
 	__u32 redirect_slot;                /* filter_redirect key for the "redirect" default */
 	enum fleet_mgmt_match mgmt_match;   /* ports: TCP to a port of filter_mgmt_ports; any: all traffic */
-	__u32 pad;
+	enum fleet_v4_lookup v4_lookup;
 	__u64 rate_pps;                     /* per source; 0: no packet limit */
 	__u64 burst_packets;
 	__u64 rate_bps;                     /* bytes per second; 0: no byte limit */
@@ -90,18 +108,41 @@ struct fleet_filter_config {
 	__u64 clock_ns;                     /* tests only: when not 0, the time the buckets see */
 };
 
-/* Value of the source maps (exact and prefix) and of the port map. */
+/* A rule: the value of the source maps, part of the stride and port entries. */
 struct fleet_filter_rule {
 	enum fleet_verdict action;
 	__u32 rule_id;       /* index of filter_rule_stats */
 	__u32 redirect_slot; /* filter_redirect key when action is redirect */
 };
 
-/* Key of the port map. ICMP/ICMPv6 rules put the ICMP type in port. */
+/* Value of filter_v4 (key: struct fleet_lpm_v4 with prefixlen 16, 24 or 32). */
+struct fleet_stride_entry {
+	struct fleet_filter_rule rule;
+	enum fleet_stride_flags flags;
+};
+
+/* Key of port-keyed hash maps (tc_egress). */
 struct fleet_port_key {
 	enum fleet_proto proto;
 	fleet_port_t port;
 	__u16 pad;
+};
+
+/* Which rules of a filter_ports entry are set. */
+enum fleet_port_flags {
+	FLEET_PORT_TCP = 1,
+	FLEET_PORT_UDP = 2,
+	FLEET_PORT_ICMP = 4,   /* index: ICMP type */
+	FLEET_PORT_ICMPV6 = 8, /* index: ICMPv6 type */
+};
+
+/* filter_ports[port] (an array: one lookup without hashing). */
+struct fleet_port_rules {
+	struct fleet_filter_rule tcp;
+	struct fleet_filter_rule udp;
+	struct fleet_filter_rule icmp;
+	struct fleet_filter_rule icmpv6;
+	enum fleet_port_flags set;
 };
 
 /* Per-source token bucket (filter_buckets, LRU). Tokens are whole packets or

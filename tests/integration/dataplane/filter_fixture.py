@@ -12,9 +12,9 @@ from harness.progtest import LoadedProgram
 
 from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
 
-from dataplane_btf import ObjectBtf, ipv4, ipv6, lpm, port
+from ansible_collections.ebpf.fleet.plugins.module_utils import filter_tables
 
-BPF_F_NO_PREALLOC = 1
+from dataplane_btf import ObjectBtf, ipv4, ipv6, lpm, port
 
 # source -> (action, rule id, redirect slot)
 EXACT_V4 = {"192.0.2.66": ("drop", 1), "192.0.2.77": ("pass", 2), "10.9.0.5": ("drop", 16)}
@@ -32,20 +32,49 @@ MGMT_PORTS = [22]
 class Filter(LoadedProgram):
     """xdp_filter with helpers to write its config and rules by name."""
 
-    def __init__(self):
-        super().__init__(paths.bpf_object("xdp_filter"), "xdp_filter")
+    def __init__(self, v4_lookup: str = "table", path: str = None):
+        super().__init__(path or paths.bpf_object("xdp_filter"), "xdp_filter")
         self.btf = ObjectBtf(self.obj.btf_raw())
         self.verdict = self.btf.enum("fleet_verdict")
         self.reason = self.btf.enum("fleet_filter_reason")
+        self.v4_lookup = v4_lookup
 
     def configure(self, **fields):
+        fields.setdefault("v4_lookup", self.v4_lookup)
         self.update("filter_config", struct.pack("<I", 0), self.btf.pack("fleet_filter_config", **fields))
+
+    def stride_entries(self, rules: dict) -> dict:
+        """filter_v4 keys and values (bytes) for {address or CIDR: rule tuple}, through filter_tables."""
+        flag_bits = self.btf.enum("fleet_stride_flags")
+        out = {}
+        for (level, block), (rule, flags) in filter_tables.expand_v4_raw(rules).items():
+            value = self.btf.pack("fleet_stride_entry", rule=self.rule(*rule) if rule else bytes(12),
+                                  flags=sum(flag_bits[f] for f in flags))
+            out[struct.pack("<I", level) + block.to_bytes(4, "big")] = value
+        return out
+
+    def fill(self, outer: str, entries: dict):
+        """Write entries into the rule set currently in outer's slot (batch)."""
+        fd = self.inner_fd(outer)
+        try:
+            if entries:
+                keys, values = list(entries), list(entries.values())
+                libbpf.map_update_batch(fd, b"".join(keys), b"".join(values), len(keys))
+        finally:
+            os.close(fd)
 
     def rule(self, action, rule_id, redirect_slot=0) -> bytes:
         return self.btf.pack("fleet_filter_rule", action=action, rule_id=rule_id, redirect_slot=redirect_slot)
 
-    def port_key(self, proto, num) -> bytes:
-        return self.btf.pack("fleet_port_key", proto=proto, port=port(num))
+    def port_entries(self, rules: dict) -> dict:
+        """filter_ports keys and values for {(proto, port or ICMP type): rule tuple}."""
+        bits = self.btf.enum("fleet_port_flags")
+        by_index = {}
+        for (proto, num), rule in rules.items():
+            fields = by_index.setdefault(num, {"set": 0})
+            fields[proto] = self.rule(*rule)
+            fields["set"] |= bits[proto]
+        return {struct.pack("<I", num): self.btf.pack("fleet_port_rules", **fields) for num, fields in by_index.items()}
 
     def inner_fd(self, outer: str) -> int:
         """The fd of the rule set currently in the outer map's slot."""
@@ -54,6 +83,9 @@ class Filter(LoadedProgram):
         return libbpf.map_fd_by_id(map_id)
 
     def load_reference_rules(self):
+        v4 = dict(EXACT_V4)
+        v4.update(PREFIX_V4)
+        self.fill("filter_v4", self.stride_entries(v4))
         for outer, table, keyf in (("filter_src_v4", EXACT_V4, ipv4), ("filter_src_v6", EXACT_V6, ipv6),
                                    ("filter_pfx_v4", PREFIX_V4, lpm), ("filter_pfx_v6", PREFIX_V6, lpm)):
             fd = self.inner_fd(outer)
@@ -62,12 +94,7 @@ class Filter(LoadedProgram):
                     libbpf.map_update(fd, keyf(addr), self.rule(*rule))
             finally:
                 os.close(fd)
-        fd = self.inner_fd("filter_ports")
-        try:
-            for (proto, num), rule in PORTS.items():
-                libbpf.map_update(fd, self.port_key(proto, num), self.rule(*rule))
-        finally:
-            os.close(fd)
+        self.fill("filter_ports", self.port_entries(PORTS))
         for cidr in MGMT_V4:
             self.update("filter_mgmt_v4", lpm(cidr), struct.pack("<I", 1))
         for cidr in MGMT_V6:
@@ -82,8 +109,10 @@ class Filter(LoadedProgram):
             info = libbpf.map_info(cur)
         finally:
             os.close(cur)
+        if info["type"] == "array":  # arrays in one outer map must have the same size
+            max_entries = info["max_entries"]
         fd = libbpf.map_create(info["type"], "swap", info["key_size"], info["value_size"], max_entries,
-                               map_flags=BPF_F_NO_PREALLOC)
+                               map_flags=info["map_flags"])
         for key, value in entries.items():
             libbpf.map_update(fd, key, value)
         return fd
@@ -94,12 +123,15 @@ class Filter(LoadedProgram):
     def counters(self) -> dict:
         """Every counter, summed over CPUs: {('verdict', name): (pkts, bytes), ('reason', ..), ('rule', id)}."""
         out = {}
-        for name, val in self.verdict.items():
-            if name != "max":
-                out[("verdict", name)] = self.percpu_u64_sums("filter_verdicts", struct.pack("<I", val))
-        for name, val in self.reason.items():
-            if name != "max":
-                out[("reason", name)] = self.percpu_u64_sums("filter_reasons", struct.pack("<I", val))
+        width = self.verdict["max"]
+        for rname, rval in self.reason.items():
+            for vname, vval in self.verdict.items():
+                if rname == "max" or vname == "max":
+                    continue
+                pkts, nbytes = self.percpu_u64_sums("filter_stats", struct.pack("<I", rval * width + vval))
+                for key in (("verdict", vname), ("reason", rname)):
+                    old = out.get(key, (0, 0))
+                    out[key] = (old[0] + pkts, old[1] + nbytes)
         for rule_id in range(1, 20):
             out[("rule", rule_id)] = self.percpu_u64_sums("filter_rule_stats", struct.pack("<I", rule_id))
         return out

@@ -171,9 +171,10 @@ CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def flt():
-    prog = Filter()
+@pytest.fixture(scope="module", params=["table", "lpm"])
+def flt(request):
+    """The filter with the reference rules, once per IPv4 source lookup (stride table, LPM trie)."""
+    prog = Filter(v4_lookup=request.param)
     prog.load_reference_rules()
     yield prog
     prog.close()
@@ -252,10 +253,7 @@ def test_classic_policy_pass_tcp80_drop_udp53_drop_rest_counted_per_cpu():
     prog = Filter()
     try:
         prog.configure(default_verdict="drop")
-        fd = prog.inner_fd("filter_ports")
-        libbpf.map_update(fd, prog.port_key("tcp", 80), prog.rule("pass", 1))
-        libbpf.map_update(fd, prog.port_key("udp", 53), prog.rule("drop", 2))
-        os.close(fd)
+        prog.fill("filter_ports", prog.port_entries({("tcp", 80): ("pass", 1), ("udp", 53): ("drop", 2)}))
         traffic = [tcp4(NOBODY4, 80)] * 5 + [udp4(NOBODY4, 53)] * 3 + [tcp4(NOBODY4, 22), udp4(NOBODY4, 80),
                                                                         icmp4(NOBODY4), tcp6(NOBODY6, 80)]
         verdicts = [prog.run(frame).retval for frame in traffic]
@@ -263,10 +261,14 @@ def test_classic_policy_pass_tcp80_drop_udp53_drop_rest_counted_per_cpu():
         # per CPU: one value per possible CPU, their sum is the total
         stride = 16
         for name, packets in (("pass", 6), ("drop", 6)):
-            raw_value = prog.lookup("filter_verdicts", struct.pack("<I", prog.verdict[name]))
-            per_cpu = [struct.unpack_from("<QQ", raw_value, cpu * stride) for cpu in range(prog.ncpus)]
+            per_cpu = [0] * prog.ncpus
+            for reason in ("port", "default"):
+                key = prog.reason[reason] * prog.verdict["max"] + prog.verdict[name]
+                raw_value = prog.lookup("filter_stats", struct.pack("<I", key))
+                for cpu in range(prog.ncpus):
+                    per_cpu[cpu] += struct.unpack_from("<QQ", raw_value, cpu * stride)[0]
             assert len(per_cpu) == libbpf.num_possible_cpus()
-            assert sum(p for p, _ in per_cpu) == packets
+            assert sum(per_cpu) == packets
         assert prog.percpu_u64_sums("filter_rule_stats", struct.pack("<I", 1))[0] == 6  # TCP/80 over IPv4 and IPv6
         assert prog.percpu_u64_sums("filter_rule_stats", struct.pack("<I", 2))[0] == 3
     finally:
@@ -279,17 +281,22 @@ def test_rule_set_swap_replaces_the_whole_source_list_in_one_update(flt):
     flt.configure(**ALLOW)
     assert flt.run(udp4("192.0.2.66")).retval == XDP_DROP
     assert flt.run(udp4("192.0.2.201")).retval == XDP_PASS
-    old_fd = flt.inner_fd("filter_src_v4")
-    new_fd = flt.new_rule_set("filter_src_v4", {ipv4("192.0.2.201"): flt.rule("drop", 18),
-                                                ipv4("192.0.2.202"): flt.rule("drop", 18)})
+    outer = "filter_v4" if flt.v4_lookup == "table" else "filter_src_v4"
+    new_rules = {"192.0.2.201": ("drop", 18), "192.0.2.202": ("drop", 18)}
+    if outer == "filter_v4":
+        entries = flt.stride_entries(new_rules)
+    else:
+        entries = {ipv4(addr): flt.rule(*rule) for addr, rule in new_rules.items()}
+    old_fd = flt.inner_fd(outer)
+    new_fd = flt.new_rule_set(outer, entries)
     try:
-        flt.swap("filter_src_v4", new_fd)
+        flt.swap(outer, new_fd)
         assert flt.run(udp4("192.0.2.66")).retval == XDP_PASS
         assert flt.run(udp4("192.0.2.201")).retval == XDP_DROP
         assert flt.run(udp4("192.0.2.202")).retval == XDP_DROP
         assert flt.percpu_u64_sums("filter_rule_stats", struct.pack("<I", 18))[0] == 2
     finally:
-        flt.swap("filter_src_v4", old_fd)
+        flt.swap(outer, old_fd)
         os.close(new_fd)
         os.close(old_fd)
     assert flt.run(udp4("192.0.2.66")).retval == XDP_DROP
@@ -298,19 +305,26 @@ def test_rule_set_swap_replaces_the_whole_source_list_in_one_update(flt):
 
 def test_rule_set_swap_of_prefixes_and_ports(flt):
     flt.configure(**DENY)
-    old_pfx, old_ports = flt.inner_fd("filter_pfx_v4"), flt.inner_fd("filter_ports")
-    new_pfx = flt.new_rule_set("filter_pfx_v4", {lpm("192.0.2.0/24"): flt.rule("pass", 19)})
-    new_ports = flt.new_rule_set("filter_ports", {flt.port_key("udp", 9999): flt.rule("pass", 19)})
+    outer = "filter_v4" if flt.v4_lookup == "table" else "filter_pfx_v4"
+    if outer == "filter_v4":
+        entries = flt.stride_entries({"192.0.2.0/24": ("pass", 19)})
+    else:
+        entries = {lpm("192.0.2.0/24"): flt.rule("pass", 19)}
+    old_pfx, old_ports = flt.inner_fd(outer), flt.inner_fd("filter_ports")
+    new_pfx = flt.new_rule_set(outer, entries)
+    new_ports = flt.new_rule_set("filter_ports", flt.port_entries({("udp", 9999): ("pass", 19)}))
     try:
         assert flt.run(udp4("192.0.2.210", 9999)).retval == XDP_DROP
-        flt.swap("filter_pfx_v4", new_pfx)
+        flt.swap(outer, new_pfx)
         assert flt.run(udp4("192.0.2.210", 1)).retval == XDP_PASS
         assert flt.run(udp4("198.51.100.200", 1)).retval == XDP_DROP  # the old /25 allow is gone
+        if outer == "filter_v4":  # the stride table holds exact addresses too: they went with the old set
+            assert flt.run(udp4("192.0.2.66", 1)).retval == XDP_PASS
         flt.swap("filter_ports", new_ports)
         assert flt.run(udp4(NOBODY4.replace("192.0.2", "192.0.3"), 9999)).retval == XDP_PASS
         assert flt.run(tcp4("192.0.3.1", 80)).retval == XDP_DROP  # tcp/80 left with the old set
     finally:
-        flt.swap("filter_pfx_v4", old_pfx)
+        flt.swap(outer, old_pfx)
         flt.swap("filter_ports", old_ports)
         for fd in (new_pfx, new_ports, old_pfx, old_ports):
             os.close(fd)
@@ -338,7 +352,7 @@ def test_rate_limit_packets_burst_then_refill(fresh):
         fresh.configure(default_verdict="pass", rate_pps=2, burst_packets=3, clock_ns=T0 + offset)
         got.append(fresh.run(udp4("192.0.2.150")).retval)
     assert got == [want for _off, want in steps]
-    assert fresh.percpu_u64_sums("filter_reasons", struct.pack("<I", fresh.reason["rate_limited"]))[0] == 4
+    assert fresh.counters()[("reason", "rate_limited")][0] == 4
 
 
 def test_rate_limit_slow_rate_checked_often_loses_no_fraction(fresh):
@@ -363,9 +377,7 @@ def test_rate_limit_bytes_per_second(fresh):
 
 
 def test_rate_limit_is_per_source_and_skips_allowed_sources(fresh):
-    fd = fresh.inner_fd("filter_src_v4")
-    libbpf.map_update(fd, ipv4("192.0.2.77"), fresh.rule("pass", 2))
-    os.close(fd)
+    fresh.fill("filter_v4", fresh.stride_entries({"192.0.2.77": ("pass", 2)}))
     fresh.configure(default_verdict="pass", rate_pps=1, burst_packets=1, clock_ns=T0)
     assert [fresh.run(udp4("192.0.2.160")).retval for _ in range(2)] == [XDP_PASS, XDP_DROP]
     assert [fresh.run(udp4("192.0.2.161")).retval for _ in range(2)] == [XDP_PASS, XDP_DROP]
