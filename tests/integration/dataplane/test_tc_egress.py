@@ -6,6 +6,7 @@ frame: built by scapy from the input with the new DSCP and a checksum scapy
 computes itself, so an incremental update that is off by one bit fails.
 """
 
+import os
 import random
 
 import pytest
@@ -186,3 +187,63 @@ def test_egress_truncated_at_every_byte_passes_untouched(egress, kind):
         result = egress.run(frame[:cut], ctx=skb_ctx())
         assert result.retval == TC_ACT_OK and result.data == frame[:cut], "%s cut at %d" % (kind, cut)
     assert delta(before, egress.counters()) == {(0, "pass"): (len(cuts), sum(cuts))}
+
+
+# ---------------------------------------------------------------- end to end on veth
+
+def test_egress_on_veth_marks_dscp_and_drops_real_traffic(netns):
+    """A TCX egress link on the sender's veth: the receiver sees DSCP EF (ECN kept, checksum valid) on
+    UDP/5001, untouched UDP/5002, and nothing for the blocked destination."""
+    import socket  # pylint: disable=import-outside-toplevel
+
+    from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf  # pylint: disable=import-outside-toplevel
+    from dataplane_lab import attach, drain, entered, packet_socket, udp_socket  # pylint: disable=import-outside-toplevel
+    from dataplane_btf import lpm, port  # pylint: disable=import-outside-toplevel
+
+    ns_a, ns_b = netns("ea"), netns("eb")
+    ns_a.veth("va", "vb", peer_ns=ns_b, addr_a="10.0.1.1/24", addr_b="10.0.1.2/24")
+    ns_b.ip("addr", "add", "10.0.1.3/24", "dev", "vb")
+    prog = Egress()
+    link = None
+    try:
+        prog.configure(default_class=0)
+        prog.set_class(0, action="pass")
+        prog.set_class(1, action="pass", set_dscp=1, dscp=46)
+        prog.set_class(2, action="drop")
+        prog.update("egress_ports", prog.btf.pack("fleet_port_key", proto="udp", port=port(5001)),
+                    prog.btf.pack("fleet_egress_class_ref", class_id=1))
+        prog.update("egress_dst_v4", lpm("10.0.1.3/32"), prog.btf.pack("fleet_egress_rule", class_id=2))
+        link = attach(ns_a, prog.prog_fd, "va", libbpf.ATTACH_TCX_EGRESS)
+        sniffer = packet_socket(ns_b, "vb")
+        rx1, rx2 = udp_socket(ns_b, "10.0.1.2", 5001), udp_socket(ns_b, "10.0.1.2", 5002)
+        rx3 = udp_socket(ns_b, "10.0.1.3", 5001)
+        with entered(ns_a):
+            tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            tx.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, 0x01)  # ECT(1): must survive the rewrite
+            for i in range(10):
+                tx.sendto(b"ef%d" % i, ("10.0.1.2", 5001))
+                tx.sendto(b"be%d" % i, ("10.0.1.2", 5002))
+                tx.sendto(b"blocked%d" % i, ("10.0.1.3", 5001))
+            tx.close()
+        got1, got2, got3 = drain(rx1), drain(rx2), drain(rx3)
+        frames = [Ether(f) for f in drain(sniffer)]
+        for sock in (rx1, rx2, rx3, sniffer):
+            sock.close()
+
+        assert len(got1) == 10 and len(got2) == 10 and got3 == []
+        udp = [f for f in frames if IP in f and UDP in f]
+        ef = [f for f in udp if f[UDP].dport == 5001 and f[IP].dst == "10.0.1.2"]
+        be = [f for f in udp if f[UDP].dport == 5002]
+        assert len(ef) == 10 and all(f[IP].tos == (46 << 2) | 1 for f in ef)
+        assert len(be) == 10 and all(f[IP].tos == 1 for f in be)
+        assert not [f for f in udp if f[IP].dst == "10.0.1.3"]
+        for frame in ef:
+            check = frame[IP].chksum
+            del frame[IP].chksum
+            assert IP(raw(frame[IP])).chksum == check
+        stats = prog.counters()
+        assert stats[(1, "pass")][0] == 10 and stats[(2, "drop")][0] == 10
+    finally:
+        if link is not None:
+            os.close(link)
+        prog.close()
