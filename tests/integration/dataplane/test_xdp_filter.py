@@ -457,3 +457,21 @@ def test_filter_on_veth_drops_and_passes_real_traffic(netns):
         if link is not None:
             os.close(link)
         prog.close()
+
+
+def test_redirect_rule_returns_xdp_redirect_when_the_devmap_slot_is_set(netns):
+    from dataplane_lab import entered  # pylint: disable=import-outside-toplevel
+
+    ns = netns("rd")
+    ns.veth("ra", "rb")
+    prog = Filter()
+    try:
+        prog.load_reference_rules()
+        prog.configure(**ALLOW)
+        with entered(ns):  # a devmap resolves ifindexes in the namespace of the writer
+            prog.update("filter_redirect", struct.pack("<I", 1), struct.pack("<I", ns.ifindex("rb")))
+        assert prog.run(udp4("203.0.113.9")).retval == XDP_REDIRECT  # source prefix rule -> slot 1
+        assert prog.run(tcp4(NOBODY4, 8080)).retval == XDP_PASS  # port rule -> slot 2, empty: fallback
+        assert prog.counters()[("verdict", "redirect")][0] == 2
+    finally:
+        prog.close()
