@@ -356,20 +356,15 @@ int xdp_filter(struct xdp_md *ctx)
 		verdict = cfg->non_ip;
 		goto out;
 	}
-	if (fleet_is_mgmt(cfg, &pkt)) {
-		reason = FLEET_FILTER_REASON_MGMT;
-		verdict = FLEET_VERDICT_PASS;
-		goto out;
-	}
 	if (pkt.frag == FLEET_FRAG_LATER && cfg->fragments != FLEET_POLICY_RULES) {
 		reason = FLEET_FILTER_REASON_FRAGMENT;
 		verdict = fleet_apply_policy(cfg->fragments, cfg->default_verdict);
-		goto out;
+		goto ip_out;
 	}
 	if (pkt.ip_options && cfg->ip_options != FLEET_POLICY_RULES) {
 		reason = FLEET_FILTER_REASON_IP_OPTIONS;
 		verdict = fleet_apply_policy(cfg->ip_options, cfg->default_verdict);
-		goto out;
+		goto ip_out;
 	}
 	if (fleet_source_rule(cfg, &pkt, &rule)) {
 		reason = FLEET_FILTER_REASON_SOURCE;
@@ -378,7 +373,7 @@ int xdp_filter(struct xdp_md *ctx)
 	if ((cfg->rate_pps || cfg->rate_bps) && fleet_rate_limited(cfg, &pkt, bytes)) {
 		reason = FLEET_FILTER_REASON_RATE_LIMITED;
 		verdict = FLEET_VERDICT_DROP;
-		goto out;
+		goto ip_out;
 	}
 	if (pkt.frag != FLEET_FRAG_LATER && fleet_port_rule(&pkt, &rule)) {
 		reason = FLEET_FILTER_REASON_PORT;
@@ -386,12 +381,25 @@ int xdp_filter(struct xdp_md *ctx)
 	}
 	reason = FLEET_FILTER_REASON_DEFAULT;
 	verdict = cfg->default_verdict;
-	goto out;
+	goto ip_out;
 
 rule_out:
 	verdict = rule.action;
 	redirect_slot = rule.redirect_slot;
+	if (verdict != FLEET_VERDICT_PASS && fleet_is_mgmt(cfg, &pkt)) {
+		reason = FLEET_FILTER_REASON_MGMT;
+		verdict = FLEET_VERDICT_PASS;
+		goto out;
+	}
 	fleet_count(&filter_rule_stats, rule.rule_id & (FLEET_FILTER_RULES_MAX - 1), bytes);
+	goto out;
+ip_out:
+	/* The management list wins over every verdict but pass; it is only
+	 * consulted then, which keeps it off the allow path. */
+	if (verdict != FLEET_VERDICT_PASS && fleet_is_mgmt(cfg, &pkt)) {
+		reason = FLEET_FILTER_REASON_MGMT;
+		verdict = FLEET_VERDICT_PASS;
+	}
 out:
 	fleet_count(&filter_stats, reason * FLEET_VERDICT_MAX + verdict, bytes);
 	if (verdict == FLEET_VERDICT_DROP)

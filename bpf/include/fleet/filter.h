@@ -7,23 +7,25 @@
  *
  * Decision order for an IP packet (first match wins):
  *   1. malformed / truncated / too deep  -> config.malformed
- *   2. management list (source prefix in filter_mgmt_v4/v6 and, unless
- *      config.mgmt_match is "any", TCP to a port of filter_mgmt_ports)
- *                                        -> pass, always
- *   3. later fragment                    -> config.fragments
+ *   2. later fragment                    -> config.fragments
  *      IP options / IPv6 ext headers     -> config.ip_options
- *   4. source rule, the longest match: action pass (allow list), drop (deny
+ *   3. source rule, the longest match: action pass (allow list), drop (deny
  *      list) or redirect. IPv4, config.v4_lookup "table" (the default): the
  *      stride table filter_v4 (one hash map, keys /16, /24 and /32, see
  *      plugins/module_utils/filter_tables.py), at most three lookups and
  *      usually one; "lpm": the exact hash filter_src_v4, then the LPM trie
  *      filter_pfx_v4. IPv6: the exact hash filter_src_v6, then the LPM trie
  *      filter_pfx_v6.
- *   5. per-source token bucket (config.rate_*), when enabled
- *   6. destination port rule: filter_ports is an array indexed by the port
+ *   4. per-source token bucket (config.rate_*), when enabled -> drop
+ *   5. destination port rule: filter_ports is an array indexed by the port
  *      number (host order), each entry holding a rule per protocol; ICMP and
  *      ICMPv6 rules sit at the index of the ICMP type
- *   7. config.default_verdict (default-allow or default-deny)
+ *   6. config.default_verdict (default-allow or default-deny)
+ * The management list always wins: whenever steps 2-6 give anything but
+ * pass, a packet from a source in filter_mgmt_v4/v6 (and, unless
+ * config.mgmt_match is "any", TCP to a port set in filter_mgmt_ports) passes
+ * and is counted under reason "mgmt". (Checking it only then keeps it off the
+ * allow path; management traffic does spend its source's tokens.)
  * A fleet_policy of "rules" means: no special treatment, carry on with the
  * rules (for malformed packets that cannot be matched: the default verdict).
  */

@@ -57,11 +57,27 @@ def send_live_frames(ns, tx_prog_fd: int, ifname: str, frame: bytes, count: int)
     BPF_F_TEST_XDP_LIVE_FRAMES mode; returns the seconds it took."""
     with entered(ns):
         ifindex = socket.if_nametoindex(ifname)
-        ctx = struct.pack("<IIIIII", 0, 0, 0, ifindex, 0, 0)
         start = time.perf_counter()
-        libbpf.prog_test_run(tx_prog_fd, frame, repeat=count, ctx=ctx, flags=libbpf.BPF_F_TEST_XDP_LIVE_FRAMES,
-                             batch_size=64)
+        _live_run(tx_prog_fd, frame, struct.pack("<IIIIII", 0, len(frame), 0, ifindex, 0, 0), count)
         return time.perf_counter() - start
+
+
+def _live_run(prog_fd: int, frame: bytes, ctx: bytes, count: int):
+    """BPF_PROG_TEST_RUN in live-frames mode: the kernel refuses data_out and ctx_out there, which
+    libbpf.prog_test_run always passes with a ctx, so the options are filled here."""
+    data = ctypes.create_string_buffer(frame, len(frame))
+    ctx_in = ctypes.create_string_buffer(ctx, len(ctx))
+    opts = libbpf.TestRunOpts(sz=ctypes.sizeof(libbpf.TestRunOpts))
+    opts.data_in = ctypes.addressof(data)
+    opts.data_size_in = len(frame)
+    opts.ctx_in = ctypes.addressof(ctx_in)
+    opts.ctx_size_in = len(ctx)
+    opts.repeat = count
+    opts.flags = libbpf.BPF_F_TEST_XDP_LIVE_FRAMES
+    opts.batch_size = 64
+    ret = libbpf.lib().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts))
+    if ret < 0:
+        raise libbpf.BpfError("bpf_prog_test_run_opts(live frames)", -ret)
 
 
 def packet_socket(ns, ifname: str) -> socket.socket:
@@ -99,6 +115,7 @@ class Counter(threading.Thread):
         super().__init__(daemon=True)
         self.sock, self.match = sock, match
         self.seen = self.matched = 0
+        self.first = self.last = 0.0
         self.stop = threading.Event()
 
     def run(self):
@@ -110,5 +127,8 @@ class Counter(threading.Thread):
             except socket.timeout:
                 continue
             self.seen += 1
+            self.last = time.perf_counter()
+            if not self.first:
+                self.first = self.last
             if match(data):
                 self.matched += 1
