@@ -33,11 +33,11 @@ struct {
 } egress_buckets SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, FLEET_EGRESS_RULES_MAX);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct fleet_lpm_v4);
-	__type(value, struct fleet_egress_rule);
+	__type(value, struct fleet_egress_stride_entry);
 } egress_dst_v4 SEC(".maps");
 
 struct {
@@ -71,12 +71,49 @@ struct {
 
 /* Keeps enum fleet_egress_outcome in the object's BTF for user space. */
 volatile const enum fleet_egress_outcome fleet_egress_outcome_btf;
+volatile const enum fleet_stride_flags fleet_egress_stride_flags_btf;
+
+/* One level of the stride table (see filter_tables.py): copies the rule when
+ * the entry matches; returns whether longer entries exist below. */
+static __always_inline int fleet_egress_step(struct fleet_lpm_v4 *k, struct fleet_egress_rule *best, int *found)
+{
+	struct fleet_egress_stride_entry *e = bpf_map_lookup_elem(&egress_dst_v4, k);
+	__u32 flags;
+
+	if (!e)
+		return 0;
+	flags = e->flags;
+	if (flags & FLEET_STRIDE_MATCH) {
+		best->class_id = e->rule.class_id;
+		best->proto = e->rule.proto;
+		best->port = e->rule.port;
+		*found = 1;
+	}
+	return flags & FLEET_STRIDE_DEEPER;
+}
+
+static __always_inline int fleet_egress_dst_v4(__be32 addr, struct fleet_egress_rule *out)
+{
+	struct fleet_lpm_v4 k = { .prefixlen = 16, .addr = addr & bpf_htonl(0xffff0000) };
+	int found = 0;
+
+	if (!fleet_egress_step(&k, out, &found))
+		return found;
+	k.prefixlen = 24;
+	k.addr = addr & bpf_htonl(0xffffff00);
+	if (!fleet_egress_step(&k, out, &found))
+		return found;
+	k.prefixlen = 32;
+	k.addr = addr;
+	fleet_egress_step(&k, out, &found);
+	return found;
+}
 
 static __always_inline __u32 fleet_egress_classify(struct __sk_buff *skb, const struct fleet_egress_config *cfg,
 						   const struct fleet_pkt *pkt)
 {
 	struct fleet_egress_class_ref *ref;
-	struct fleet_egress_rule *rule;
+	struct fleet_egress_rule found = {}, *rule = 0;
 	__u32 mark = skb->mark;
 
 	if (mark) {
@@ -85,9 +122,8 @@ static __always_inline __u32 fleet_egress_classify(struct __sk_buff *skb, const 
 			return ref->class_id;
 	}
 	if (pkt->l3_proto == ETH_P_IP) {
-		struct fleet_lpm_v4 k = { .prefixlen = 32, .addr = pkt->daddr.v4 };
-
-		rule = bpf_map_lookup_elem(&egress_dst_v4, &k);
+		if (fleet_egress_dst_v4(pkt->daddr.v4, &found))
+			rule = &found;
 	} else if (pkt->l3_proto == ETH_P_IPV6) {
 		struct fleet_lpm_v6 k = { .prefixlen = 128 };
 

@@ -5,8 +5,10 @@
  * A packet is put in a class by, in order:
  *   1. its skb mark, when egress_marks has it (set earlier: by a socket, by
  *      nftables, or by an ingress program);
- *   2. the longest destination prefix in egress_dst_v4/v6 whose rule's
- *      proto/port (0: any) match;
+ *   2. the longest destination prefix, when its rule's proto/port (0: any)
+ *      match: IPv4 in the stride table egress_dst_v4 (keys /16, /24, /32,
+ *      filled by plugins/module_utils/filter_tables.py as for xdp_filter),
+ *      IPv6 in the LPM trie egress_dst_v6;
  *   3. its destination port in egress_ports;
  *   4. egress_config.default_class.
  * The class (egress_classes) decides: pass or drop (the ACL), the DSCP to
@@ -51,12 +53,18 @@ struct fleet_egress_class {
 	__u64 horizon_ns;              /* pace: the furthest departure accepted */
 };
 
-/* Value of egress_dst_v4 / egress_dst_v6 (keys: fleet_lpm_v4/v6 CIDRs). */
+/* Value of egress_dst_v6 (key: fleet_lpm_v6 CIDR), part of egress_dst_v4's. */
 struct fleet_egress_rule {
 	__u32 class_id;
 	enum fleet_proto proto;        /* 0: any protocol */
 	fleet_port_t port;             /* 0: any port */
 	__u16 pad;
+};
+
+/* Value of egress_dst_v4 (key: fleet_lpm_v4 with prefixlen 16, 24 or 32). */
+struct fleet_egress_stride_entry {
+	struct fleet_egress_rule rule;
+	enum fleet_stride_flags flags;
 };
 
 /* Value of egress_ports (key: struct fleet_port_key) and egress_marks (key: __u32 mark). */

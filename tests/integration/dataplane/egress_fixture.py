@@ -6,6 +6,8 @@ import struct
 from harness import paths
 from harness.progtest import LoadedProgram
 
+from ansible_collections.ebpf.fleet.plugins.module_utils import filter_tables
+
 from dataplane_btf import ObjectBtf, lpm, port
 
 # class id -> class fields
@@ -60,16 +62,31 @@ class Egress(LoadedProgram):
         self.configure(default_class=0)
         for class_id, fields in CLASSES.items():
             self.set_class(class_id, **fields)
-        for table, name in ((DST_V4, "egress_dst_v4"), (DST_V6, "egress_dst_v6")):
-            for cidr, (class_id, proto, num) in table.items():
-                self.update(name, lpm(cidr), self.btf.pack("fleet_egress_rule", class_id=class_id, proto=proto,
-                                                           port=port(num)))
+        for key, value in self.dst_v4_entries(DST_V4).items():
+            self.update("egress_dst_v4", key, value)
+        for cidr, (class_id, proto, num) in DST_V6.items():
+            self.update("egress_dst_v6", lpm(cidr), self.btf.pack("fleet_egress_rule", class_id=class_id, proto=proto,
+                                                                  port=port(num)))
         for (proto, num), class_id in PORTS.items():
             self.update("egress_ports", self.btf.pack("fleet_port_key", proto=proto, port=port(num)),
                         self.btf.pack("fleet_egress_class_ref", class_id=class_id))
         for mark, class_id in MARKS.items():
             self.update("egress_marks", struct.pack("<I", mark), self.btf.pack("fleet_egress_class_ref",
                                                                                class_id=class_id))
+
+    def dst_v4_entries(self, rules: dict) -> dict:
+        """egress_dst_v4 keys and values for {CIDR: (class id, proto or 0, port or 0)}, through filter_tables."""
+        bits = self.btf.enum("fleet_stride_flags")
+        out, cache = {}, {}
+        for (level, block), (rule, flags) in filter_tables.expand_v4_raw(rules).items():
+            ck = (rule, tuple(sorted(flags)))
+            if ck not in cache:
+                packed = bytes(12)
+                if rule:
+                    packed = self.btf.pack("fleet_egress_rule", class_id=rule[0], proto=rule[1], port=port(rule[2]))
+                cache[ck] = self.btf.pack("fleet_egress_stride_entry", rule=packed, flags=sum(bits[f] for f in flags))
+            out[struct.pack("<I", level) + block.to_bytes(4, "big")] = cache[ck]
+        return out
 
     def counters(self) -> dict:
         out = {}
