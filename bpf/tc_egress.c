@@ -209,7 +209,7 @@ int tc_egress(struct __sk_buff *skb)
 		return fleet_tc_next(skb, TC_ACT_OK);
 	if (cls->action == FLEET_VERDICT_DROP) {
 		fleet_egress_count(class_id, FLEET_EGRESS_DROP, bytes);
-		return TC_ACT_SHOT;
+		return fleet_tc_next(skb, TC_ACT_SHOT);
 	}
 	if (cls->limit != FLEET_EGRESS_LIMIT_NONE && cls->rate_bps) {
 		bucket = bpf_map_lookup_elem(&egress_buckets, &class_id);
@@ -240,7 +240,7 @@ int tc_egress(struct __sk_buff *skb)
 		bpf_spin_unlock(&bucket->lock);
 		if (outcome == FLEET_EGRESS_RATE_LIMITED || outcome == FLEET_EGRESS_OVER_HORIZON) {
 			fleet_egress_count(class_id, outcome, bytes);
-			return TC_ACT_SHOT;
+			return fleet_tc_next(skb, TC_ACT_SHOT);
 		}
 		if (outcome == FLEET_EGRESS_PACED)
 			skb->tstamp = departure;

@@ -403,9 +403,9 @@ ip_out:
 out:
 	fleet_count(&filter_stats, reason * FLEET_VERDICT_MAX + verdict, bytes);
 	if (verdict == FLEET_VERDICT_DROP)
-		return XDP_DROP;
-	if (verdict == FLEET_VERDICT_REDIRECT)
-		return bpf_redirect_map(&filter_redirect, redirect_slot, XDP_PASS);
+		return fleet_xdp_next(ctx, XDP_DROP);
+	if (verdict == FLEET_VERDICT_REDIRECT) /* an empty slot falls back to pass (and the chain) */
+		return fleet_xdp_next(ctx, bpf_redirect_map(&filter_redirect, redirect_slot, XDP_PASS));
 	return fleet_xdp_next(ctx, XDP_PASS);
 }
 
