@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark of xdp_filter and tc_egress (run by `make bench`; not a test).
 
 1. ns per packet through BPF_PROG_TEST_RUN for each packet class, beside a
@@ -42,7 +41,7 @@ from harness.progtest import LoadedProgram  # noqa: E402
 
 from ansible_collections.ebpf.fleet.plugins.module_utils import filter_tables, libbpf  # noqa: E402
 
-from dataplane_btf import lpm, port  # noqa: E402
+from dataplane_btf import lpm  # noqa: E402
 from egress_fixture import Egress, skb_ctx  # noqa: E402
 from filter_fixture import Filter  # noqa: E402
 from packets import IP, TCP, UDP, eth, raw, tcp4, udp4, udp6  # noqa: E402
@@ -120,13 +119,13 @@ class Tables:
 def time_repeat(prog, frame: bytes, repeat: int, rounds: int) -> float:
     """Best of `rounds` runs of `repeat` iterations (the machine is shared: the minimum is the cost, the
     rest is interference)."""
-    return min(prog.run(frame, repeat=repeat).duration_ns for _ in range(rounds))
+    return min(prog.run(frame, repeat=repeat).duration_ns for _round in range(rounds))
 
 
 def time_pair(floor, prog, frame: bytes, repeat: int, rounds: int):
     """Floor and program timed alternately on the same frame, best of each."""
     floor_ns, prog_ns = [], []
-    for _ in range(rounds):
+    for _round in range(rounds):
         floor_ns.append(floor.run(frame, repeat=repeat).duration_ns)
         prog_ns.append(prog.run(frame, repeat=repeat).duration_ns)
     return min(floor_ns), min(prog_ns)
@@ -135,7 +134,7 @@ def time_pair(floor, prog, frame: bytes, repeat: int, rounds: int):
 def time_calls(prog, frame: bytes, calls: int, ctx: bytes = b"") -> float:
     """ns of single runs (one call per packet, as the kernel timed each): the mean of the faster half,
     which drops the calls that another process interrupted."""
-    runs = sorted(prog.run(frame, ctx=ctx).duration_ns for _ in range(calls))
+    runs = sorted(prog.run(frame, ctx=ctx).duration_ns for _round in range(calls))
     return statistics.mean(runs[:len(runs) // 2])
 
 
@@ -156,9 +155,9 @@ def bench_filter_classes(args):
     tables = Tables(flt)
     entries = tables.load(random_v4(10_000), random_v4(10_000, PREFIX_LENGTHS))
     flt.fill("filter_src_v6", {bytes.fromhex("20010db8%024x" % RNG.getrandbits(96)): flt.rule("drop", 3)
-                               for _ in range(1000)})
+                               for _round in range(1000)})
     flt.fill("filter_pfx_v6", {struct.pack("<I", 48) + bytes.fromhex("2a00%08x" % RNG.getrandbits(32)) + bytes(10):
-                               flt.rule("drop", 4) for _ in range(1000)})
+                               flt.rule("drop", 4) for _round in range(1000)})
     flt.fill("filter_ports", flt.port_entries({("tcp", 80): ("pass", 5), ("udp", 53): ("drop", 6)}))
     classes = [
         ("allow: default policy, UDP", udp4(ALLOW_SRC, 9999), "pass", {}),
@@ -222,7 +221,7 @@ def bench_egress_classes(args):
     classes[2] = (classes[2][0], raw(eth() / IPv6(src="2001:db8::10", dst="2001:db8:beef::1") / UDP(dport=9)), 0,
                   None)
     rows, results = [], {}
-    for name, frame, mark, _ in classes:
+    for name, frame, mark, _unused in classes:
         ctx = skb_ctx(mark=mark)
         fctx = skb_ctx()
         floor_ns = time_calls(floor, frame, args.calls, fctx)
@@ -254,7 +253,7 @@ def bench_growth(args):
         # a source inside a random loaded prefix (hit) and random sources (mostly misses)
         hits = [udp4(str(ipaddress.IPv4Network(p)[1]), 9999) for p in RNG.sample(prefixes, 16)]
         misses = [udp4(str(ipaddress.IPv4Address(RNG.getrandbits(32) & 0x7FFFFFFF | 0x01000000)), 9999)
-                  for _ in range(16)]
+                  for _round in range(16)]
         floor_ns = min(time_repeat(floor, f, args.repeat // 4, 3) for f in misses[:4])
         row = [size]
         for mode in ("table", "lpm"):
@@ -298,7 +297,7 @@ def bench_live(args):
         # (0) the generator's own cost: an XDP_DROP program on vb
         drop_prog = LoadedProgram(paths.bpf_object("floor_xdp_drop"), "floor_xdp_drop")
         link = attach(ns_b, drop_prog.prog_fd, "vb", libbpf.ATTACH_XDP)
-        secs = min(send_live_frames(ns_a, gen.prog_fd, "va", frame, count) for _ in range(rounds))
+        secs = min(send_live_frames(ns_a, gen.prog_fd, "va", frame, count) for _round in range(rounds))
         os.close(link)
         drop_prog.close()
         per_frame["floor"] = secs / count
@@ -309,7 +308,7 @@ def bench_live(args):
         flt.configure(default_verdict="pass")
         flt.fill("filter_v4", flt.stride_entries({"10.0.2.66": ("drop", 1)}))
         link = attach(ns_b, flt.prog_fd, "vb", libbpf.ATTACH_XDP)
-        secs = min(send_live_frames(ns_a, gen.prog_fd, "va", frame, count) for _ in range(rounds))
+        secs = min(send_live_frames(ns_a, gen.prog_fd, "va", frame, count) for _round in range(rounds))
         time.sleep(0.2)
         dropped = flt.percpu_u64_sums("filter_rule_stats", struct.pack("<I", 1))[0] // rounds
         os.close(link)
@@ -318,9 +317,10 @@ def bench_live(args):
 
         # (b) nftables, netdev ingress on vb (frames reach the stack through an XDP_PASS program)
         link = attach(ns_b, pass_prog.prog_fd, "vb", libbpf.ATTACH_XDP)
-        _nft(ns_b, "-f", "-", stdin="table netdev bench {\n chain ingress {\n  type filter hook ingress device vb "
-                                     "priority 0; policy accept;\n  ip saddr 10.0.2.66 counter drop\n }\n}\n")
-        secs_nft = min(send_live_frames(ns_a, gen.prog_fd, "va", frame, count) for _ in range(rounds))
+        nft_rules = ("table netdev bench {\n chain ingress {\n  type filter hook ingress device vb priority 0;"
+                     " policy accept;\n  ip saddr 10.0.2.66 counter drop\n }\n}\n")
+        _nft(ns_b, "-f", "-", stdin=nft_rules)
+        secs_nft = min(send_live_frames(ns_a, gen.prog_fd, "va", frame, count) for _round in range(rounds))
         time.sleep(0.2)
         ruleset = json.loads(_nft(ns_b, "-j", "list", "table", "netdev", "bench"))
         exprs = [item["rule"]["expr"] for item in ruleset["nftables"] if "rule" in item][0]

@@ -47,7 +47,7 @@ def test_random_tables_agree_with_a_longest_prefix_match(seed):
         rules[str(ipaddress.IPv4Network((base, plen), strict=False))] = i
     table = filter_tables.expand_v4_raw(rules)
     probes = [str(ipaddress.IPv4Network(p)[rng.randrange(ipaddress.IPv4Network(p).num_addresses)]) for p in rules]
-    probes += [str(ipaddress.IPv4Address(rng.getrandbits(32) & 0x0A3FFFFF | 0x0A000000)) for _ in range(500)]
+    probes += [str(ipaddress.IPv4Address(rng.getrandbits(32) & 0x0A3FFFFF | 0x0A000000)) for _probe in range(500)]
     for address in probes:
         assert filter_tables.lookup_v4(table, address) == longest_match(rules, address), address
 

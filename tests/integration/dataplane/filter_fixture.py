@@ -14,7 +14,7 @@ from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
 
 from ansible_collections.ebpf.fleet.plugins.module_utils import filter_tables
 
-from dataplane_btf import ObjectBtf, ipv4, ipv6, lpm, port
+from dataplane_btf import ObjectBtf, ipv4, ipv6, lpm
 
 # source -> (action, rule id, redirect slot)
 EXACT_V4 = {"192.0.2.66": ("drop", 1), "192.0.2.77": ("pass", 2), "10.9.0.5": ("drop", 16)}

@@ -88,13 +88,20 @@ CASES = [
     ("arp-untouched", Ether(arp()), 0, TC_ACT_OK, 0, "pass", None),
     ("truncated-untouched", Ether(raw(v4("198.51.100.200", UDP(dport=9)))[:38]), 0, TC_ACT_OK, 0, "pass", None),
 ]
-_rng = random.Random(5)
-for _i in range(16):
-    _dst = "192.0.2.%d" % _rng.randrange(1, 255)
-    CASES.append(("checksum-random-%d" % _i, eth() / IP(src="10.%d.%d.%d" % tuple(_rng.randrange(256) for _ in "abc"),
-                                                      dst=_dst, tos=_rng.randrange(256), ttl=_rng.randrange(1, 256),
-                                                      id=_rng.randrange(65536)) / TCP(dport=443),
-                  0, TC_ACT_OK, 3, "pass", 10))
+
+
+def _random_checksum_cases(count):
+    rng = random.Random(5)
+    out = []
+    for i in range(count):
+        src = "10.%d.%d.%d" % (rng.randrange(256), rng.randrange(256), rng.randrange(256))
+        pkt = eth() / IP(src=src, dst="192.0.2.%d" % rng.randrange(1, 255), tos=rng.randrange(256),
+                         ttl=rng.randrange(1, 256), id=rng.randrange(65536)) / TCP(dport=443)
+        out.append(("checksum-random-%d" % i, pkt, 0, TC_ACT_OK, 3, "pass", 10))
+    return out
+
+
+CASES += _random_checksum_cases(16)
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +161,7 @@ def test_egress_pacing_sets_departure_times_until_the_horizon(egress):
     egress.reset_bucket(5)
     egress.configure(default_class=0, clock_ns=T0)
     stamps, verdicts = [], []
-    for _ in range(19):
+    for _step in range(19):
         result = egress.run(frame, ctx=skb_ctx(mark=0x40))
         verdicts.append(result.retval)
         stamps.append(skb_field(result.ctx, "tstamp"))
