@@ -49,10 +49,10 @@ struct {
 } egress_dst_v6 SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
-	__type(key, struct fleet_port_key);
-	__type(value, struct fleet_egress_class_ref);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct fleet_egress_port_classes);
 } egress_ports SEC(".maps");
 
 struct {
@@ -72,6 +72,7 @@ struct {
 /* Keeps enum fleet_egress_outcome in the object's BTF for user space. */
 volatile const enum fleet_egress_outcome fleet_egress_outcome_btf;
 volatile const enum fleet_stride_flags fleet_egress_stride_flags_btf;
+volatile const enum fleet_port_flags fleet_egress_port_flags_btf;
 
 /* One level of the stride table (see filter_tables.py): copies the rule when
  * the entry matches; returns whether longer entries exist below. */
@@ -134,12 +135,14 @@ static __always_inline __u32 fleet_egress_classify(struct __sk_buff *skb, const 
 	}
 	if (rule && (!rule->proto || rule->proto == pkt->l4_proto) && (!rule->port || rule->port == pkt->dport))
 		return rule->class_id;
-	if (pkt->l4_proto && pkt->frag != FLEET_FRAG_LATER) {
-		struct fleet_port_key pk = { .proto = pkt->l4_proto, .port = pkt->dport };
+	if ((pkt->l4_proto == IPPROTO_TCP || pkt->l4_proto == IPPROTO_UDP) && pkt->frag != FLEET_FRAG_LATER) {
+		__u32 index = bpf_ntohs(pkt->dport);
+		struct fleet_egress_port_classes *pc = bpf_map_lookup_elem(&egress_ports, &index);
 
-		ref = bpf_map_lookup_elem(&egress_ports, &pk);
-		if (ref)
-			return ref->class_id;
+		if (pc && pkt->l4_proto == IPPROTO_TCP && (pc->set & FLEET_PORT_TCP))
+			return pc->tcp;
+		if (pc && pkt->l4_proto == IPPROTO_UDP && (pc->set & FLEET_PORT_UDP))
+			return pc->udp;
 	}
 	return cfg->default_class;
 }

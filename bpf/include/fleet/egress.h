@@ -9,7 +9,8 @@
  *      match: IPv4 in the stride table egress_dst_v4 (keys /16, /24, /32,
  *      filled by plugins/module_utils/filter_tables.py as for xdp_filter),
  *      IPv6 in the LPM trie egress_dst_v6;
- *   3. its destination port in egress_ports;
+ *   3. its destination port in egress_ports (an array indexed by the port
+ *      number, a class per protocol: one lookup, no hashing);
  *   4. egress_config.default_class.
  * The class (egress_classes) decides: pass or drop (the ACL), the DSCP to
  * write (ECN bits kept; IPv4 checksum updated incrementally), the
@@ -67,7 +68,14 @@ struct fleet_egress_stride_entry {
 	enum fleet_stride_flags flags;
 };
 
-/* Value of egress_ports (key: struct fleet_port_key) and egress_marks (key: __u32 mark). */
+/* egress_ports[port number]: the class of TCP and of UDP traffic to that port. */
+struct fleet_egress_port_classes {
+	__u32 tcp;
+	__u32 udp;
+	enum fleet_port_flags set; /* tcp, udp */
+};
+
+/* Value of egress_marks (key: __u32 mark). */
 struct fleet_egress_class_ref {
 	__u32 class_id;
 };

@@ -67,12 +67,21 @@ class Egress(LoadedProgram):
         for cidr, (class_id, proto, num) in DST_V6.items():
             self.update("egress_dst_v6", lpm(cidr), self.btf.pack("fleet_egress_rule", class_id=class_id, proto=proto,
                                                                   port=port(num)))
-        for (proto, num), class_id in PORTS.items():
-            self.update("egress_ports", self.btf.pack("fleet_port_key", proto=proto, port=port(num)),
-                        self.btf.pack("fleet_egress_class_ref", class_id=class_id))
+        self.set_ports(PORTS)
         for mark, class_id in MARKS.items():
             self.update("egress_marks", struct.pack("<I", mark), self.btf.pack("fleet_egress_class_ref",
                                                                                class_id=class_id))
+
+    def set_ports(self, rules: dict):
+        """egress_ports entries for {(proto, port): class id}."""
+        bits = self.btf.enum("fleet_port_flags")
+        by_port = {}
+        for (proto, num), class_id in rules.items():
+            fields = by_port.setdefault(num, {"set": 0})
+            fields[proto] = class_id
+            fields["set"] |= bits[proto]
+        for num, fields in by_port.items():
+            self.update("egress_ports", struct.pack("<I", num), self.btf.pack("fleet_egress_port_classes", **fields))
 
     def dst_v4_entries(self, rules: dict) -> dict:
         """egress_dst_v4 keys and values for {CIDR: (class id, proto or 0, port or 0)}, through filter_tables."""

@@ -205,7 +205,6 @@ def test_egress_on_veth_marks_dscp_and_drops_real_traffic(netns):
 
     from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf  # pylint: disable=import-outside-toplevel
     from dataplane_lab import attach, drain, entered, packet_socket, udp_socket  # pylint: disable=import-outside-toplevel
-    from dataplane_btf import port  # pylint: disable=import-outside-toplevel
 
     ns_a, ns_b = netns("ea"), netns("eb")
     ns_a.veth("va", "vb", peer_ns=ns_b, addr_a="10.0.1.1/24", addr_b="10.0.1.2/24")
@@ -217,8 +216,7 @@ def test_egress_on_veth_marks_dscp_and_drops_real_traffic(netns):
         prog.set_class(0, action="pass")
         prog.set_class(1, action="pass", set_dscp=1, dscp=46)
         prog.set_class(2, action="drop")
-        prog.update("egress_ports", prog.btf.pack("fleet_port_key", proto="udp", port=port(5001)),
-                    prog.btf.pack("fleet_egress_class_ref", class_id=1))
+        prog.set_ports({("udp", 5001): 1})
         for key, value in prog.dst_v4_entries({"10.0.1.3/32": (2, 0, 0)}).items():
             prog.update("egress_dst_v4", key, value)
         link = attach(ns_a, prog.prog_fd, "va", libbpf.ATTACH_TCX_EGRESS)
