@@ -662,12 +662,15 @@ def prog_test_run(prog_fd: int, data: bytes, repeat: int = 1, ctx: bytes = b"", 
     """BPF_PROG_TEST_RUN: run the program on data; returns verdict, output bytes, ns per run.
 
     ctx is an xdp_md / __sk_buff image for programs that read it (ingress ifindex, mark).
+    With BPF_F_TEST_XDP_LIVE_FRAMES the frames are really transmitted (XDP_TX/REDIRECT), repeat
+    times, batch_size at a time; nothing comes back but the return code.
     """
+    live = bool(flags & BPF_F_TEST_XDP_LIVE_FRAMES)  # the kernel refuses data_out and ctx_out then
     in_buf = ctypes.create_string_buffer(data, len(data))
     out_size = data_out_size or (len(data) + 512)
-    out_buf = None if flags & BPF_F_TEST_XDP_LIVE_FRAMES else ctypes.create_string_buffer(out_size)
+    out_buf = None if live else ctypes.create_string_buffer(out_size)
     ctx_in = ctypes.create_string_buffer(ctx, len(ctx)) if ctx else None
-    ctx_out = ctypes.create_string_buffer(len(ctx)) if ctx else None
+    ctx_out = ctypes.create_string_buffer(len(ctx)) if ctx and not live else None
     opts = TestRunOpts(sz=ctypes.sizeof(TestRunOpts))
     opts.data_in = ctypes.addressof(in_buf)
     opts.data_size_in = len(data)
@@ -677,6 +680,7 @@ def prog_test_run(prog_fd: int, data: bytes, repeat: int = 1, ctx: bytes = b"", 
     if ctx:
         opts.ctx_in = ctypes.addressof(ctx_in)
         opts.ctx_size_in = len(ctx)
+    if ctx_out is not None:
         opts.ctx_out = ctypes.addressof(ctx_out)
         opts.ctx_size_out = len(ctx)
     opts.repeat = repeat
@@ -684,7 +688,7 @@ def prog_test_run(prog_fd: int, data: bytes, repeat: int = 1, ctx: bytes = b"", 
     opts.batch_size = batch_size
     _check(lib().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts)), "bpf_prog_test_run_opts")
     data_out = out_buf.raw[:opts.data_size_out] if out_buf is not None else b""
-    ctx_res = ctx_out.raw[:opts.ctx_size_out] if ctx else b""
+    ctx_res = ctx_out.raw[:opts.ctx_size_out] if ctx_out is not None else b""
     return TestRunResult(opts.retval, data_out, opts.duration, ctx_res)
 
 

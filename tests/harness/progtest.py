@@ -66,6 +66,7 @@ class LoadedProgram:
         return tuple(sums)
 
 
-def xdp_md(ingress_ifindex: int = 0, rx_queue_index: int = 0) -> bytes:
-    """An xdp_md context image for test runs that read the ingress interface or queue."""
-    return struct.pack("<IIIIII", 0, 0, 0, ingress_ifindex, rx_queue_index, 0)
+def xdp_md(frame_len: int, ingress_ifindex: int = 0, rx_queue_index: int = 0) -> bytes:
+    """An xdp_md context image (data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex)
+    for test runs that read the ingress interface or queue; data_end must be the frame's length."""
+    return struct.pack("<IIIIII", 0, frame_len, 0, ingress_ifindex, rx_queue_index, 0)

@@ -11,11 +11,11 @@ import contextlib
 import ctypes
 import os
 import socket
-import struct
 import threading
 import time
 
 from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
+from harness.progtest import xdp_md
 
 CLONE_NEWNET = 0x40000000
 ETH_P_ALL = 0x0003
@@ -58,26 +58,12 @@ def send_live_frames(ns, tx_prog_fd: int, ifname: str, frame: bytes, count: int)
     with entered(ns):
         ifindex = socket.if_nametoindex(ifname)
         start = time.perf_counter()
-        _live_run(tx_prog_fd, frame, struct.pack("<IIIIII", 0, len(frame), 0, ifindex, 0, 0), count)
+        _live_run(tx_prog_fd, frame, xdp_md(len(frame), ifindex), count)
         return time.perf_counter() - start
 
 
 def _live_run(prog_fd: int, frame: bytes, ctx: bytes, count: int):
-    """BPF_PROG_TEST_RUN in live-frames mode: the kernel refuses data_out and ctx_out there, which
-    libbpf.prog_test_run always passes with a ctx, so the options are filled here."""
-    data = ctypes.create_string_buffer(frame, len(frame))
-    ctx_in = ctypes.create_string_buffer(ctx, len(ctx))
-    opts = libbpf.TestRunOpts(sz=ctypes.sizeof(libbpf.TestRunOpts))
-    opts.data_in = ctypes.addressof(data)
-    opts.data_size_in = len(frame)
-    opts.ctx_in = ctypes.addressof(ctx_in)
-    opts.ctx_size_in = len(ctx)
-    opts.repeat = count
-    opts.flags = libbpf.BPF_F_TEST_XDP_LIVE_FRAMES
-    opts.batch_size = 64
-    ret = libbpf.lib().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts))
-    if ret < 0:
-        raise libbpf.BpfError("bpf_prog_test_run_opts(live frames)", -ret)
+    libbpf.prog_test_run(prog_fd, frame, repeat=count, ctx=ctx, flags=libbpf.BPF_F_TEST_XDP_LIVE_FRAMES, batch_size=64)
 
 
 def packet_socket(ns, ifname: str) -> socket.socket:
