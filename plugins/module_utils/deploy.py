@@ -237,7 +237,7 @@ def apply(req: Request, info, plans: list, maps_report: dict) -> dict:
                                         entries=gen.entries, mode=hp.mode, method=hp.method,
                                         qdisc_created=res.get("qdisc_created", hp.state.qdisc_created))
             for entry, inst in zip(gen.entries, gen.instances):
-                chain.pin(inst.prog_fd, bpffs.prog_pin(req.pin_root, entry.deployment, hp.state.hook, hp.state.ifname))
+                bpffs.pin(inst.prog_fd, bpffs.prog_pin(req.pin_root, entry.deployment, hp.state.hook, hp.state.ifname))
             for gone in {e.deployment for e in hp.before} - {e.deployment for e in gen.entries}:
                 bpffs.unpin(bpffs.prog_pin(req.pin_root, gone, hp.state.hook, hp.state.ifname))
             records.write_hook(req.state_dir, hp.state.hook_id, new_state.record(req.pin_root))
@@ -246,7 +246,7 @@ def apply(req: Request, info, plans: list, maps_report: dict) -> dict:
         # data maps created by this run, and maps replaced or dropped by an upgrade
         for dep, fds in mapset.new.items():
             for map_name, fd in fds.items():
-                chain.pin(fd, bpffs.map_pin(req.pin_root, dep, map_name))
+                bpffs.pin(fd, bpffs.map_pin(req.pin_root, dep, map_name))
         for map_name in maps_report.get("obsolete", []):
             bpffs.unpin(bpffs.map_pin(req.pin_root, req.name, map_name))
     finally:

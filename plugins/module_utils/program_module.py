@@ -112,6 +112,10 @@ def _run(module, hook, mode, tc_attach, allow_fallback, workdir):
     info = None
     with records.locked(req.state_dir):
         old = records.read_deployment(req.state_dir, req.name)
+        if old and old.get("hook") and old.get("hook") != hook and req.state == "absent" and \
+                hook.startswith("tc_") and old["hook"].startswith("tc_"):
+            # absent needs no direction: the record knows it
+            hook = req.hook = old["hook"]
         if old and old.get("hook") and old.get("hook") != hook:
             module.fail_json(msg="name=%s is already a deployment on hook %s; pick another name" % (req.name, old["hook"]))
         if req.state == "present":
@@ -140,7 +144,8 @@ def _run(module, hook, mode, tc_attach, allow_fallback, workdir):
             record_changed = not old or old.get("object_sha256") != info.sha256 or \
                 old.get("interfaces") != req.interfaces or old.get("priority") != req.priority or \
                 old.get("program") != info.program or old.get("mode") != (mode or None) or \
-                old.get("pin_root") != req.pin_root
+                old.get("pin_root") != req.pin_root or \
+                (hook != "xdp" and old.get("tc_attach") != tc_attach)
         else:
             record_changed = bool(old) or os.path.isdir(bpffs.deployment_dir(req.pin_root, req.name))
         changed = record_changed or any(hp.action != "none" for hp in plans)
