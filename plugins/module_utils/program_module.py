@@ -72,10 +72,11 @@ def _validate(module, hook: str) -> None:
     if params["state"] == "present":
         if not params["interfaces"]:
             module.fail_json(msg="interfaces: state=present needs at least one interface")
-        if bool(params["object"]) == bool(params["src"]):
+        compiled_by_action = params["object"] and params["src"] and params["compiler"] == "controller"
+        if bool(params["object"]) == bool(params["src"]) and not compiled_by_action:
             module.fail_json(msg="exactly one of object or src is required with state=present (got %s)" % (
                 "both" if params["object"] else "neither"))
-        if params["src"] and params["compiler"] == "controller":
+        if params["src"] and params["compiler"] == "controller" and not params["object"]:
             module.fail_json(msg="src with compiler=controller is compiled by the action plugin ebpf.fleet.%s; "
                                  "run the module through Ansible, or set compiler: host" % (
                                      "xdp_program" if hook == "xdp" else "tc_program"))
