@@ -30,7 +30,11 @@ COLLECTION_INCLUDE = os.path.join(COLLECTION_ROOT, "bpf", "include")
 
 def clang_args(clang: str, src: str, out: str, defines: dict, include_dirs: list, arch: str) -> list:
     """clang's argument list: the same flags as the host compile path and `make bpf` (without -Werror)."""
-    cmd = [clang, "-O2", "-g", "-target", "bpf", "-c", src, "-o", out]
+    cmd = [clang, "-O2", "-g", "-target", "bpf", "-c", src, "-o", out,
+           # paths in the debug info and BTF relative to the source's folder and the collection: the same
+           # source gives the same object (and checksum) on every controller, wherever it is checked out
+           "-fdebug-prefix-map=%s=." % os.path.dirname(os.path.abspath(src)),
+           "-fdebug-prefix-map=%s=ebpf_fleet" % COLLECTION_ROOT]
     for folder in list(include_dirs) + [COLLECTION_INCLUDE]:
         cmd.append("-I%s" % folder)
     cmd.append("-I/usr/include/%s-linux-gnu" % arch)

@@ -86,6 +86,12 @@ def test_query_reduces_the_result(lab, run_module):
     res = run_module("bpf_info", dict(lab.base, interfaces=["vb"],
                                       query="interfaces.vb.xdp.programs[].[position, deployment, via]"), netns=lab.rx)
     assert res["query_result"] == [[1, "count", "xdp_link"], [2, "guard", "tail_call"]], res
+    # TC programs on a TCX link, found through BPF_PROG_QUERY
+    assert run_module("tc_program", dict(lab.base, name="eguard", object=obj("tc_drop_udp"), interfaces=["vb"],
+                                         direction="egress", attach="tcx"), netns=lab.rx).changed
+    res = run_module("bpf_info", dict(lab.base, interfaces=["vb"],
+                                      query="interfaces.vb.tc_egress[].[via, deployment, managed]"), netns=lab.rx)
+    assert res["query_result"] == [["tcx", "eguard", True]], res
 
 
 def test_bad_query_and_unknown_interface_fail_clearly(lab, run_module):
