@@ -17,10 +17,13 @@
 #ifndef VERSION
 #define VERSION 1
 #endif
+#ifndef DROP_SLOTS
+#define DROP_SLOTS 2
+#endif
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 2);
+	__uint(max_entries, DROP_SLOTS);
 	__type(key, __u32);
 	__type(value, struct fleet_counter);
 } drops SEC(".maps");

@@ -236,7 +236,8 @@ static __always_inline int fleet_parse_l4(struct hdr_cursor *c, void *end, struc
 
 /* Parse a whole frame. Returns 0 when every header up to L4 was read (or the
  * packet is not IP: check pkt->l3_proto), or a negative FLEET_PARSE_* code
- * with pkt filled as far as the parse got. Non-first fragments stop at L3. */
+ * with pkt filled as far as the parse got. Non-first fragments stop at L3.
+ * The caller zeroes pkt first (struct fleet_pkt pkt = {};). */
 static __always_inline int fleet_parse_packet(void *data, void *end, struct fleet_pkt *pkt)
 {
 	struct hdr_cursor c = { .pos = data };

@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* tc_egress: the layouts of its maps, written once (user space reads them
+ * from BTF).
+ *
+ * A packet is put in a class by, in order:
+ *   1. its skb mark, when egress_marks has it (set earlier: by a socket, by
+ *      nftables, or by an ingress program);
+ *   2. the longest destination prefix, when its rule's proto/port (0: any)
+ *      match: IPv4 in the stride table egress_dst_v4 (keys /16, /24, /32,
+ *      filled by plugins/module_utils/filter_tables.py as for xdp_filter),
+ *      IPv6 in the LPM trie egress_dst_v6;
+ *   3. its destination port in egress_ports (an array indexed by the port
+ *      number, a class per protocol: one lookup, no hashing);
+ *   4. egress_config.default_class.
+ * The class (egress_classes) decides: pass or drop (the ACL), the DSCP to
+ * write (ECN bits kept; IPv4 checksum updated incrementally), the
+ * skb priority, and a token bucket in bytes per second that either drops
+ * or paces (earliest departure time in skb->tstamp, for the fq qdisc).
+ */
+#ifndef FLEET_EGRESS_H
+#define FLEET_EGRESS_H
+
+#include "fleet/types.h"
+#include "fleet/filter.h"
+
+#define FLEET_EGRESS_CLASSES 64
+#define FLEET_EGRESS_RULES_MAX 65536
+
+enum fleet_egress_outcome {
+	FLEET_EGRESS_PASS = 0,
+	FLEET_EGRESS_DROP = 1,         /* the class's action is drop (ACL) */
+	FLEET_EGRESS_RATE_LIMITED = 2, /* over the class rate, limit "drop" */
+	FLEET_EGRESS_PACED = 3,        /* sent with a departure time in the future */
+	FLEET_EGRESS_OVER_HORIZON = 4, /* pacing would delay it past the horizon: dropped */
+	FLEET_EGRESS_OUTCOMES = 8,     /* stride of egress_stats: key = class * 8 + outcome */
+};
+
+enum fleet_egress_limit {
+	FLEET_EGRESS_LIMIT_NONE = 0,
+	FLEET_EGRESS_LIMIT_DROP = 1,
+	FLEET_EGRESS_LIMIT_PACE = 2,
+};
+
+/* egress_classes[class id] */
+struct fleet_egress_class {
+	enum fleet_verdict action;     /* pass or drop */
+	enum fleet_egress_limit limit;
+	__u8 set_dscp;                 /* not 0: write dscp */
+	__u8 dscp;                     /* 0..63 */
+	__u16 pad;
+	__u32 priority;                /* not 0: skb->priority */
+	__u64 rate_bps;                /* bytes per second */
+	__u64 burst_bytes;
+	__u64 horizon_ns;              /* pace: the furthest departure accepted */
+};
+
+/* Value of egress_dst_v6 (key: fleet_lpm_v6 CIDR), part of egress_dst_v4's. */
+struct fleet_egress_rule {
+	__u32 class_id;
+	enum fleet_proto proto;        /* 0: any protocol */
+	fleet_port_t port;             /* 0: any port */
+	__u16 pad;
+};
+
+/* Value of egress_dst_v4 (key: fleet_lpm_v4 with prefixlen 16, 24 or 32). */
+struct fleet_egress_stride_entry {
+	struct fleet_egress_rule rule;
+	enum fleet_stride_flags flags;
+};
+
+/* egress_ports[port number]: the class of TCP and of UDP traffic to that port. */
+struct fleet_egress_port_classes {
+	__u32 tcp;
+	__u32 udp;
+	enum fleet_port_flags set; /* tcp, udp */
+};
+
+/* Value of egress_marks (key: __u32 mark). */
+struct fleet_egress_class_ref {
+	__u32 class_id;
+};
+
+struct fleet_egress_config {
+	__u32 default_class;
+	__u32 pad;
+	__u64 clock_ns;                /* tests only: when not 0, the time the buckets see */
+};
+
+/* Shared by all CPUs, under its lock. */
+struct fleet_egress_bucket {
+	struct bpf_spin_lock lock;
+	__u32 pad;
+	__u64 stamp;
+	__u64 tokens;
+	__u64 next_departure;
+};
+
+#endif

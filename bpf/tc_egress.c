@@ -1,0 +1,259 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* tc_egress: egress ACL, DSCP marking, per-class rate limits and pacing.
+ * See fleet/egress.h for the classification order and the map layouts. */
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include "fleet/types.h"
+#include "fleet/parsing.h"
+#include "fleet/chain.h"
+#include "fleet/csum.h"
+#include "fleet/egress.h"
+#include "fleet/ratelimit.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fleet_egress_config);
+} egress_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FLEET_EGRESS_CLASSES);
+	__type(key, __u32);
+	__type(value, struct fleet_egress_class);
+} egress_classes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FLEET_EGRESS_CLASSES);
+	__type(key, __u32);
+	__type(value, struct fleet_egress_bucket);
+} egress_buckets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, FLEET_EGRESS_RULES_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct fleet_lpm_v4);
+	__type(value, struct fleet_egress_stride_entry);
+} egress_dst_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, FLEET_EGRESS_RULES_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct fleet_lpm_v6);
+	__type(value, struct fleet_egress_rule);
+} egress_dst_v6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct fleet_egress_port_classes);
+} egress_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct fleet_egress_class_ref);
+} egress_marks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, FLEET_EGRESS_CLASSES * FLEET_EGRESS_OUTCOMES);
+	__type(key, __u32);
+	__type(value, struct fleet_counter);
+} egress_stats SEC(".maps");
+
+/* Keeps enum fleet_egress_outcome in the object's BTF for user space. */
+volatile const enum fleet_egress_outcome fleet_egress_outcome_btf;
+volatile const enum fleet_stride_flags fleet_egress_stride_flags_btf;
+volatile const enum fleet_port_flags fleet_egress_port_flags_btf;
+
+/* One level of the stride table (see filter_tables.py): copies the rule when
+ * the entry matches; returns whether longer entries exist below. */
+static __always_inline int fleet_egress_step(struct fleet_lpm_v4 *k, struct fleet_egress_rule *best, int *found)
+{
+	struct fleet_egress_stride_entry *e = bpf_map_lookup_elem(&egress_dst_v4, k);
+	__u32 flags;
+
+	if (!e)
+		return 0;
+	flags = e->flags;
+	if (flags & FLEET_STRIDE_MATCH) {
+		best->class_id = e->rule.class_id;
+		best->proto = e->rule.proto;
+		best->port = e->rule.port;
+		*found = 1;
+	}
+	return flags & FLEET_STRIDE_DEEPER;
+}
+
+static __always_inline int fleet_egress_dst_v4(__be32 addr, struct fleet_egress_rule *out)
+{
+	struct fleet_lpm_v4 k = { .prefixlen = 16, .addr = addr & bpf_htonl(0xffff0000) };
+	int found = 0;
+
+	if (!fleet_egress_step(&k, out, &found))
+		return found;
+	k.prefixlen = 24;
+	k.addr = addr & bpf_htonl(0xffffff00);
+	if (!fleet_egress_step(&k, out, &found))
+		return found;
+	k.prefixlen = 32;
+	k.addr = addr;
+	fleet_egress_step(&k, out, &found);
+	return found;
+}
+
+static __always_inline __u32 fleet_egress_classify(struct __sk_buff *skb, const struct fleet_egress_config *cfg,
+						   const struct fleet_pkt *pkt)
+{
+	struct fleet_egress_class_ref *ref;
+	struct fleet_egress_rule found = {}, *rule = 0;
+	__u32 mark = skb->mark;
+
+	if (mark) {
+		ref = bpf_map_lookup_elem(&egress_marks, &mark);
+		if (ref)
+			return ref->class_id;
+	}
+	if (pkt->l3_proto == ETH_P_IP) {
+		if (fleet_egress_dst_v4(pkt->daddr.v4, &found))
+			rule = &found;
+	} else if (pkt->l3_proto == ETH_P_IPV6) {
+		struct fleet_lpm_v6 k = { .prefixlen = 128 };
+
+		__builtin_memcpy(k.addr.addr, pkt->daddr.v6, 16);
+		rule = bpf_map_lookup_elem(&egress_dst_v6, &k);
+	} else {
+		return cfg->default_class;
+	}
+	if (rule && (!rule->proto || rule->proto == pkt->l4_proto) && (!rule->port || rule->port == pkt->dport))
+		return rule->class_id;
+	if ((pkt->l4_proto == IPPROTO_TCP || pkt->l4_proto == IPPROTO_UDP) && pkt->frag != FLEET_FRAG_LATER) {
+		__u32 index = bpf_ntohs(pkt->dport);
+		struct fleet_egress_port_classes *pc = bpf_map_lookup_elem(&egress_ports, &index);
+
+		if (pc && pkt->l4_proto == IPPROTO_TCP && (pc->set & FLEET_PORT_TCP))
+			return pc->tcp;
+		if (pc && pkt->l4_proto == IPPROTO_UDP && (pc->set & FLEET_PORT_UDP))
+			return pc->udp;
+	}
+	return cfg->default_class;
+}
+
+/* Write the DSCP, keep ECN; IPv4 header checksum updated incrementally. */
+static __always_inline void fleet_set_dscp(void *data, void *end, const struct fleet_pkt *pkt, __u8 dscp)
+{
+	__u8 *b = data + (pkt->l3_off & 0xff); /* bounded: at most Ethernet + 2 tags */
+
+	if ((void *)(b + sizeof(struct iphdr)) > end)
+		return;
+	if (pkt->l3_proto == ETH_P_IP) {
+		struct iphdr *iph = (void *)b;
+		__u16 old = *(__u16 *)b, new;
+		__u8 tos = (dscp << 2) | (iph->tos & 3);
+
+		if (tos == iph->tos)
+			return;
+		iph->tos = tos;
+		new = *(__u16 *)b;
+		fleet_csum_replace2(&iph->check, old, new);
+	} else if (pkt->l3_proto == ETH_P_IPV6) {
+		__u16 word = ((__u16)b[0] << 8) | b[1];
+
+		word = (word & ~0x0fc0) | ((__u16)(dscp & 0x3f) << 6);
+		b[0] = word >> 8;
+		b[1] = word & 0xff;
+	}
+}
+
+static __always_inline void fleet_egress_count(__u32 class_id, __u32 outcome, __u64 bytes)
+{
+	__u32 key = (class_id & (FLEET_EGRESS_CLASSES - 1)) * FLEET_EGRESS_OUTCOMES + outcome;
+	struct fleet_counter *c = bpf_map_lookup_elem(&egress_stats, &key);
+
+	if (c) {
+		c->packets++;
+		c->bytes += bytes;
+	}
+}
+
+SEC("tc")
+int tc_egress(struct __sk_buff *skb)
+{
+	struct fleet_egress_config *cfg;
+	struct fleet_egress_class *cls;
+	struct fleet_egress_bucket *bucket;
+	struct fleet_pkt pkt = {};
+	__u32 zero = 0, class_id, outcome = FLEET_EGRESS_PASS;
+	__u64 bytes = skb->len, now = 0, departure = 0;
+	void *data, *end;
+
+	cfg = bpf_map_lookup_elem(&egress_config, &zero);
+	if (!cfg)
+		return fleet_tc_next(skb, TC_ACT_OK);
+	/* headers in the linear part (GSO/paged skbs from the stack) */
+	if (skb->data_end - skb->data < 128 && skb->len > skb->data_end - skb->data)
+		bpf_skb_pull_data(skb, skb->len < 128 ? skb->len : 128);
+	data = (void *)(long)skb->data;
+	end = (void *)(long)skb->data_end;
+
+	if (fleet_parse_packet(data, end, &pkt) < 0)
+		pkt.l3_proto = 0; /* unparsed: default class, no rewrite */
+	class_id = fleet_egress_classify(skb, cfg, &pkt) & (FLEET_EGRESS_CLASSES - 1);
+	cls = bpf_map_lookup_elem(&egress_classes, &class_id);
+	if (!cls)
+		return fleet_tc_next(skb, TC_ACT_OK);
+	if (cls->action == FLEET_VERDICT_DROP) {
+		fleet_egress_count(class_id, FLEET_EGRESS_DROP, bytes);
+		return fleet_tc_next(skb, TC_ACT_SHOT);
+	}
+	if (cls->limit != FLEET_EGRESS_LIMIT_NONE && cls->rate_bps) {
+		bucket = bpf_map_lookup_elem(&egress_buckets, &class_id);
+		if (!bucket)
+			return fleet_tc_next(skb, TC_ACT_OK);
+		now = cfg->clock_ns ? cfg->clock_ns : bpf_ktime_get_ns();
+		bpf_spin_lock(&bucket->lock);
+		if (cls->limit == FLEET_EGRESS_LIMIT_DROP) {
+			if (!bucket->stamp) {
+				bucket->stamp = now;
+				bucket->tokens = cls->burst_bytes;
+			}
+			fleet_bucket_refill(&bucket->tokens, &bucket->stamp, now, cls->rate_bps, cls->burst_bytes);
+			if (bucket->tokens < bytes)
+				outcome = FLEET_EGRESS_RATE_LIMITED;
+			else
+				bucket->tokens -= bytes;
+		} else {
+			departure = bucket->next_departure > now ? bucket->next_departure : now;
+			if (departure - now > cls->horizon_ns) {
+				outcome = FLEET_EGRESS_OVER_HORIZON;
+			} else {
+				bucket->next_departure = departure + bytes * FLEET_NSEC / cls->rate_bps;
+				if (departure > now)
+					outcome = FLEET_EGRESS_PACED;
+			}
+		}
+		bpf_spin_unlock(&bucket->lock);
+		if (outcome == FLEET_EGRESS_RATE_LIMITED || outcome == FLEET_EGRESS_OVER_HORIZON) {
+			fleet_egress_count(class_id, outcome, bytes);
+			return fleet_tc_next(skb, TC_ACT_SHOT);
+		}
+		if (outcome == FLEET_EGRESS_PACED)
+			skb->tstamp = departure;
+	}
+	if (cls->priority)
+		skb->priority = cls->priority;
+	if (cls->set_dscp && pkt.l3_proto)
+		fleet_set_dscp(data, end, &pkt, cls->dscp);
+	fleet_egress_count(class_id, outcome, bytes);
+	return fleet_tc_next(skb, TC_ACT_OK);
+}
+
+char _license[] SEC("license") = "GPL";

@@ -1,0 +1,91 @@
+# -*- coding: utf-8 -*-
+# Copyright: ebpf.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Turn the operator's IPv4 source rules (addresses and CIDRs) into xdp_filter's stride table.
+
+xdp_filter looks IPv4 sources up in one hash map (``filter_v4``) in at most
+three steps instead of walking an LPM trie: the /16 block of the address, then
+its /24 block, then the address itself. Every rule is expanded to the next
+level at or below its prefix length (a /12 becomes sixteen /16 entries, a /20
+sixteen /24 entries, a /27 thirty-two /32 entries), the longest prefix winning
+where expansions overlap. An entry carries the rule that covers its whole
+block (flag ``match``) and says whether longer entries exist below it (flag
+``deeper``), so a lookup stops at the first level with nothing below.
+
+Keys are written as CIDRs (``fleet_lpm_v4``), values as
+``{"rule": <the rule>, "flags": ["match", "deeper"]}``, which is the notation
+the bpf_map module writes through the map's BTF.
+
+    entries = expand_v4({"10.0.0.0/8": {"action": "drop", "rule_id": 1},
+                         "10.1.2.3": {"action": "pass", "rule_id": 2}})
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+LEVELS = (16, 24, 32)
+FLAG_MATCH = "match"
+FLAG_DEEPER = "deeper"
+
+
+class FilterTableError(ValueError):
+    """A rule the table cannot hold (names the rule and what was expected)."""
+
+
+def _level(prefixlen: int) -> int:
+    for level in LEVELS:
+        if prefixlen <= level:
+            return level
+    raise FilterTableError("prefix length %d is longer than 32" % prefixlen)
+
+
+def expand_v4_raw(rules: dict) -> dict:
+    """{(level, int network): [rule or None, set of flags]} for rules keyed by address or CIDR."""
+    parsed = []
+    for text, rule in rules.items():
+        try:
+            net = ipaddress.IPv4Network(str(text), strict=False)
+        except ValueError as exc:
+            raise FilterTableError("source %r: expected an IPv4 address or CIDR (%s)" % (text, exc)) from None
+        parsed.append((net.prefixlen, int(net.network_address), rule))
+    # shortest first: a longer prefix overwrites the blocks it shares with a shorter one
+    parsed.sort(key=lambda item: item[0])
+    table = {}
+    for prefixlen, base, rule in parsed:
+        level = _level(prefixlen)
+        step = 1 << (32 - level)
+        for block in range(base, base + (1 << (32 - prefixlen)), step):
+            entry = table.setdefault((level, block), [None, set()])
+            entry[0] = rule
+            entry[1].add(FLAG_MATCH)
+    for level, parent in ((32, 24), (24, 16)):
+        mask = (0xFFFFFFFF << (32 - parent)) & 0xFFFFFFFF
+        for (lvl, block) in [key for key in table if key[0] == level]:
+            entry = table.setdefault((parent, block & mask), [None, set()])
+            entry[1].add(FLAG_DEEPER)
+    return table
+
+
+def expand_v4(rules: dict) -> list:
+    """The table as bpf_map entries: [{"key": "10.1.0.0/16", "value": {"rule": ..., "flags": [...]}}]."""
+    out = []
+    for (level, block), (rule, flags) in sorted(expand_v4_raw(rules).items()):
+        out.append({"key": "%s/%d" % (ipaddress.IPv4Address(block), level),
+                    "value": {"rule": rule, "flags": sorted(flags)}})
+    return out
+
+
+def lookup_v4(table: dict, address: str):
+    """What xdp_filter finds for address in an expand_v4_raw() table (for tests and dry runs)."""
+    addr = int(ipaddress.IPv4Address(address))
+    best = None
+    for level in LEVELS:
+        entry = table.get((level, addr & ((0xFFFFFFFF << (32 - level)) & 0xFFFFFFFF)))
+        if entry is None:
+            break
+        if FLAG_MATCH in entry[1]:
+            best = entry[0]
+        if FLAG_DEEPER not in entry[1]:
+            break
+    return best

@@ -1,0 +1,829 @@
+# -*- coding: utf-8 -*-
+# Copyright: ebpf.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Map keys and values between the operator's notation and bytes, through the map's BTF.
+
+A codec is compiled once per BTF type and then converts many entries:
+
+    codec = MapCodec.for_fd(map_fd)
+    key = codec.encode_key("10.0.0.0/8")       # bytes, key_size long
+    value = codec.encode_value("drop")          # bytes (for per-CPU maps: every CPU's copy)
+    codec.decode_key(key), codec.decode_value(value)
+
+Notation (see bpf/include/fleet/types.h and docs/maps.md):
+
+- typedef ``fleet_ipv4_t`` "192.0.2.1", ``fleet_ipv6_t`` "2001:db8::1",
+  ``fleet_mac_t`` "02:00:00:00:00:01", ``fleet_port_t`` / ``__be16`` / ``__be32`` /
+  ``__be64`` integers stored in network order;
+- a struct whose first member is ``__u32 prefixlen`` followed by an address is an
+  LPM key written as a CIDR ("10.0.0.0/8"); a prefix with host bits set is an
+  error (it would silently merge with another entry otherwise);
+- an enum by the name of a value without the common prefix, case-insensitive
+  (FLEET_VERDICT_DROP -> "drop"); an enum whose type name ends in ``_flags``
+  takes a list of names OR-ed together; integers are accepted too;
+- structs as dicts by member name (unknown member -> error listing the valid
+  ones; missing members -> 0); a struct of one member also takes that
+  member's value directly;
+- integers with range checks; arrays as lists; ``char`` arrays as strings; bool;
+- raw bytes in memory order as an escape hatch for any whole key or value, and
+  for maps without BTF: a string "0x0a000001" or ``{"hex": "0a000001"}``.
+  ``{"hex": ...}`` also works for any struct member.
+- ``null`` for a value means all zero bytes.
+
+Per-CPU maps take one value for every CPU, or ``{"per_cpu": [v0, v1, ...]}`` (a
+plain list works too when the value type is not itself a list); reads give the
+sum of numeric members over CPUs (``per_cpu="sum"``) or the list (``"list"``).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import struct
+
+from ansible_collections.ebpf.fleet.plugins.module_utils import btf as btf_mod
+from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
+
+FD_VALUE_MAPS = frozenset({"prog_array", "array_of_maps", "hash_of_maps", "perf_event_array", "cgroup_array"})
+DEVICE_MAPS = frozenset({"devmap", "devmap_hash"})
+ARRAY_MAPS = frozenset({"array", "percpu_array", "prog_array", "perf_event_array", "cgroup_array",
+                        "array_of_maps", "devmap", "cpumap", "xskmap"})
+# map types whose elements cannot be deleted: "absent" means all-zero there
+UNDELETABLE_MAPS = frozenset({"array", "percpu_array"})
+BATCH_LOOKUP_MAPS = frozenset({"hash", "lru_hash", "percpu_hash", "lru_percpu_hash", "array",
+                               "percpu_array", "lpm_trie"})
+BATCH_DELETE_MAPS = frozenset({"hash", "lru_hash", "percpu_hash", "lru_percpu_hash", "lpm_trie"})
+
+BE_TYPEDEFS = {"__be16": 2, "__be32": 4, "__be64": 8, "fleet_port_t": 2}
+
+
+class CodecError(ValueError):
+    """An entry that does not fit the type: where (e.g. 'entries[3].value.port') and why."""
+
+    def __init__(self, where: str, message: str):
+        self.where = where
+        self.reason = message
+        super().__init__("%s: %s" % (where, message) if where else message)
+
+
+# ---------------------------------------------------------------- codecs
+
+class Codec:
+    """Bytes of one fixed size <-> notation."""
+
+    size = 0
+    is_list = False
+
+    def encode(self, value, where: str) -> bytes:
+        raise NotImplementedError
+
+    def decode(self, data: bytes):
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return "%d bytes" % self.size
+
+    def encode_many(self, values: list, where) -> list:
+        """Encode a list; where(i) names item i for errors (built only on error)."""
+        enc = self.encode
+        out = []
+        for idx, value in enumerate(values):
+            try:
+                out.append(enc(value, ""))
+            except CodecError as exc:
+                raise CodecError(where(idx), exc.reason)
+        return out
+
+
+def _bulk(codec: Codec, fast, values: list, where) -> list:
+    """Run fast(values) (a tight loop for plain strings); on any failure, find the bad item with codec.encode."""
+    try:
+        return fast(values)
+    except (ValueError, TypeError, OSError, IndexError, AttributeError):
+        pass
+    return Codec.encode_many(codec, values, where)
+
+
+def _parse_hex(text: str, size: int, where: str) -> bytes:
+    digits = text[2:] if text[:2] in ("0x", "0X") else text
+    digits = digits.replace(" ", "").replace(":", "")
+    try:
+        data = bytes.fromhex(digits)
+    except ValueError:
+        raise CodecError(where, "%r is not hex bytes" % text)
+    if len(data) != size:
+        raise CodecError(where, "%r is %d bytes; expected %d bytes (%d hex digits)" % (text, len(data), size, size * 2))
+    return data
+
+
+def _hex_of(data: bytes) -> str:
+    return "0x" + data.hex()
+
+
+class HexCodec(Codec):
+    """Raw bytes only (no BTF, or a type without a notation)."""
+
+    def __init__(self, size: int, what: str = ""):
+        self.size = size
+        self.what = what
+
+    def encode(self, value, where):
+        if isinstance(value, dict) and set(value) == {"hex"}:
+            value = value["hex"]
+        if isinstance(value, str):
+            return _parse_hex(value, self.size, where)
+        if isinstance(value, int) and not isinstance(value, bool) and self.size in (1, 2, 4, 8):
+            return IntCodec(self.size, False).encode(value, where)
+        raise CodecError(where, "expected raw bytes as a hex string of %d bytes (\"0x...\")%s, got %r"
+                         % (self.size, " for %s" % self.what if self.what else "", value))
+
+    def decode(self, data):
+        return _hex_of(data)
+
+    def describe(self):
+        return "hex bytes (%d)" % self.size
+
+
+_INT_FORMATS = {1: "B", 2: "H", 4: "I", 8: "Q"}
+
+
+def _to_int(value, where: str, what: str) -> int:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return int(text, 0)
+        except ValueError:
+            pass
+    raise CodecError(where, "expected %s, got %r" % (what, value))
+
+
+class IntCodec(Codec):
+    def __init__(self, size: int, signed: bool, big_endian: bool = False, name: str = ""):
+        self.size = size
+        self.signed = signed
+        self.order = "big" if big_endian else "little"
+        self.name = name
+        bits = size * 8
+        self.low = -(1 << (bits - 1)) if signed else 0
+        self.high = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
+        fmt = _INT_FORMATS.get(size)
+        if fmt:
+            self._struct = struct.Struct((">" if big_endian else "<") + (fmt.lower() if signed else fmt))
+        else:
+            self._struct = None
+
+    def describe(self):
+        return self.name or ("%s%d" % ("s" if self.signed else "u", self.size * 8))
+
+    def encode(self, value, where):
+        num = _to_int(value, where, "an integer (%s)" % self.describe())
+        if num < self.low or num > self.high:
+            raise CodecError(where, "%d is out of range for %s (%d..%d)" % (num, self.describe(), self.low, self.high))
+        if self._struct is not None:
+            return self._struct.pack(num)
+        return num.to_bytes(self.size, self.order, signed=self.signed)
+
+    def decode(self, data):
+        if self._struct is not None:
+            return self._struct.unpack(data)[0]
+        return int.from_bytes(data, self.order, signed=self.signed)
+
+
+class BoolCodec(Codec):
+    def __init__(self, size: int):
+        self.size = size
+
+    def describe(self):
+        return "bool"
+
+    def encode(self, value, where):
+        if isinstance(value, bool) or value in (0, 1):
+            return int(bool(value)).to_bytes(self.size, "little")
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
+            return int(value.lower() in ("true", "yes")).to_bytes(self.size, "little")
+        raise CodecError(where, "expected true or false, got %r" % (value,))
+
+    def decode(self, data):
+        return any(data)
+
+
+class FloatCodec(Codec):
+    def __init__(self, size: int):
+        self.size = size
+        self._struct = struct.Struct("<f" if size == 4 else "<d")
+
+    def encode(self, value, where):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return self._struct.pack(float(value))
+        raise CodecError(where, "expected a number, got %r" % (value,))
+
+    def decode(self, data):
+        return self._struct.unpack(data)[0]
+
+
+class Ipv4Codec(Codec):
+    size = 4
+
+    def describe(self):
+        return "IPv4 address"
+
+    def encode(self, value, where):
+        try:
+            return socket.inet_pton(socket.AF_INET, value)
+        except (OSError, TypeError):
+            raise CodecError(where, "%r is not an IPv4 address (expected e.g. \"192.0.2.1\")" % (value,))
+
+    def decode(self, data):
+        return socket.inet_ntop(socket.AF_INET, data)
+
+    def encode_many(self, values, where):
+        pton, family = socket.inet_pton, socket.AF_INET
+        return _bulk(self, lambda vals: [pton(family, v) for v in vals], values, where)
+
+
+class Ipv6Codec(Codec):
+    size = 16
+
+    def describe(self):
+        return "IPv6 address"
+
+    def encode(self, value, where):
+        try:
+            return socket.inet_pton(socket.AF_INET6, value)
+        except (OSError, TypeError):
+            raise CodecError(where, "%r is not an IPv6 address (expected e.g. \"2001:db8::1\")" % (value,))
+
+    def decode(self, data):
+        return socket.inet_ntop(socket.AF_INET6, data)
+
+    def encode_many(self, values, where):
+        pton, family = socket.inet_pton, socket.AF_INET6
+        return _bulk(self, lambda vals: [pton(family, v) for v in vals], values, where)
+
+
+class MacCodec(Codec):
+    size = 6
+
+    def describe(self):
+        return "MAC address"
+
+    def encode(self, value, where):
+        if isinstance(value, str):
+            parts = value.replace("-", ":").split(":")
+            if len(parts) == 6 and all(len(p) in (1, 2) for p in parts):
+                try:
+                    return bytes(int(p, 16) for p in parts)
+                except ValueError:
+                    pass
+        raise CodecError(where, "%r is not a MAC address (expected e.g. \"02:00:00:00:00:01\")" % (value,))
+
+    def decode(self, data):
+        return ":".join("%02x" % b for b in data)
+
+
+def _common_prefix(names: list) -> str:
+    if not names:
+        return ""
+    if len(names) == 1:
+        cut = names[0].rfind("_")
+        return names[0][:cut + 1] if cut >= 0 else ""
+    prefix = os.path.commonprefix(names)
+    cut = prefix.rfind("_")
+    prefix = prefix[:cut + 1] if cut >= 0 else ""
+    # never strip a whole name
+    if any(len(n) == len(prefix) for n in names):
+        return ""
+    return prefix
+
+
+class EnumCodec(Codec):
+    def __init__(self, size: int, signed: bool, members: list, type_name: str):
+        self.size = size
+        self.type_name = type_name
+        self.int = IntCodec(size, signed, name="enum %s" % type_name)
+        prefix = _common_prefix([m.name for m in members])
+        self.by_value = {}
+        self.lookup = {}
+        self.order = []
+        for m in members:
+            short = m.name[len(prefix):].lower()
+            self.by_value.setdefault(m.value, short)
+            self.lookup[short] = m.value
+            self.lookup[m.name.lower()] = m.value
+            self.order.append((short, m.value))
+
+    def names(self) -> list:
+        return [pair[0] for pair in self.order]
+
+    def describe(self):
+        return "enum %s (%s)" % (self.type_name, ", ".join(self.names()))
+
+    def _one(self, value, where) -> int:
+        if isinstance(value, str):
+            num = self.lookup.get(value.strip().lower())
+            if num is not None:
+                return num
+            try:
+                return int(value, 0)
+            except ValueError:
+                raise CodecError(where, "%r is not a value of enum %s: expected one of %s"
+                                 % (value, self.type_name, ", ".join(self.names())))
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise CodecError(where, "expected one of %s, got %r" % (", ".join(self.names()), value))
+
+    def encode(self, value, where):
+        return self.int.encode(self._one(value, where), where)
+
+    def decode(self, data):
+        num = self.int.decode(data)
+        return self.by_value.get(num, num)
+
+
+class FlagsCodec(EnumCodec):
+    is_list = True
+
+    def describe(self):
+        return "flags %s (a list of %s)" % (self.type_name, ", ".join(self.names()))
+
+    def encode(self, value, where):
+        items = value if isinstance(value, (list, tuple)) else ([] if value is None else [value])
+        num = 0
+        for idx, item in enumerate(items):
+            num |= self._one(item, "%s[%d]" % (where, idx) if isinstance(value, (list, tuple)) else where)
+        return self.int.encode(num & ((1 << (self.size * 8)) - 1) if num < 0 else num, where)
+
+    def decode(self, data):
+        num = self.int.decode(data)
+        out = []
+        for name, bit in self.order:
+            if bit and num & bit == bit:
+                out.append(name)
+                num &= ~bit
+        if num:
+            out.append(num)
+        return out
+
+
+class CharArrayCodec(Codec):
+    def __init__(self, size: int):
+        self.size = size
+
+    def describe(self):
+        return "string of at most %d bytes" % self.size
+
+    def encode(self, value, where):
+        if not isinstance(value, str):
+            raise CodecError(where, "expected a string, got %r" % (value,))
+        data = value.encode()
+        if len(data) > self.size:
+            raise CodecError(where, "%r is %d bytes; at most %d fit" % (value, len(data), self.size))
+        return data.ljust(self.size, b"\0")
+
+    def decode(self, data):
+        return data.split(b"\0", 1)[0].decode(errors="replace")
+
+
+class ArrayCodec(Codec):
+    is_list = True
+
+    def __init__(self, elem: Codec, count: int):
+        self.elem = elem
+        self.count = count
+        self.size = elem.size * count
+
+    def describe(self):
+        return "list of %d %s" % (self.count, self.elem.describe())
+
+    def encode(self, value, where):
+        if not isinstance(value, (list, tuple)):
+            raise CodecError(where, "expected a list of %d items (%s), got %r" % (self.count, self.elem.describe(), value))
+        if len(value) > self.count:
+            raise CodecError(where, "%d items given; the array holds %d" % (len(value), self.count))
+        out = b"".join(self.elem.encode(item, "%s[%d]" % (where, i)) for i, item in enumerate(value))
+        return out.ljust(self.size, b"\0")
+
+    def decode(self, data):
+        step = self.elem.size
+        return [self.elem.decode(data[i * step:(i + 1) * step]) for i in range(self.count)]
+
+
+class StructCodec(Codec):
+    def __init__(self, size: int, name: str, fields: list):
+        # fields: (name, byte offset, codec) or (name, bit offset, bits, signed) for bitfields
+        self.size = size
+        self.name = name
+        self.fields = fields
+        self.names = [f[0] for f in fields]
+
+    def describe(self):
+        return "struct %s {%s}" % (self.name or "(anon)", ", ".join(self.names))
+
+    def encode(self, value, where):
+        if not isinstance(value, dict) or (set(value) == {"hex"} and "hex" not in self.names):
+            if isinstance(value, dict):
+                return _parse_hex(value["hex"], self.size, where)
+            if len(self.fields) == 1 and len(self.fields[0]) == 3:
+                name, offset, codec = self.fields[0]
+                return codec.encode(value, where).rjust(offset + codec.size, b"\0").ljust(self.size, b"\0")
+            raise CodecError(where, "expected a dict with members %s, got %r" % (", ".join(self.names), value))
+        unknown = [k for k in value if k not in self.names]
+        if unknown:
+            raise CodecError(where, "unknown member %r of struct %s: valid members are %s"
+                             % (unknown[0], self.name or "(anon)", ", ".join(self.names)))
+        buf = bytearray(self.size)
+        bits = 0
+        for spec in self.fields:
+            fname = spec[0]
+            if fname not in value:
+                continue
+            sub = "%s.%s" % (where, fname) if where else fname
+            if len(spec) == 3:
+                offset, codec = spec[1], spec[2]
+                item = value[fname]
+                if isinstance(item, dict) and set(item) == {"hex"} and not isinstance(codec, StructCodec):
+                    data = _parse_hex(item["hex"], codec.size, sub)
+                else:
+                    data = codec.encode(item, sub)
+                buf[offset:offset + codec.size] = data
+            else:
+                bit_off, nbits, signed = spec[1], spec[2], spec[3]
+                num = _to_int(value[fname], sub, "an integer")
+                low, high = (-(1 << (nbits - 1)), (1 << (nbits - 1)) - 1) if signed else (0, (1 << nbits) - 1)
+                if num < low or num > high:
+                    raise CodecError(sub, "%d is out of range for a %d-bit field (%d..%d)" % (num, nbits, low, high))
+                bits |= (num & ((1 << nbits) - 1)) << bit_off
+        if bits:
+            whole = int.from_bytes(buf, "little") | bits
+            buf = bytearray(whole.to_bytes(self.size, "little"))
+        return bytes(buf)
+
+    def decode(self, data):
+        out = {}
+        whole = None
+        for spec in self.fields:
+            if len(spec) == 3:
+                fname, offset, codec = spec
+                out[fname] = codec.decode(data[offset:offset + codec.size])
+            else:
+                fname, bit_off, nbits, signed = spec
+                if whole is None:
+                    whole = int.from_bytes(data, "little")
+                num = (whole >> bit_off) & ((1 << nbits) - 1)
+                if signed and num >= 1 << (nbits - 1):
+                    num -= 1 << nbits
+                out[fname] = num
+        return out
+
+
+class LpmCodec(Codec):
+    """struct {__u32 prefixlen; <address>}: "10.0.0.0/8"."""
+
+    def __init__(self, size: int, addr_len: int, fallback: StructCodec):
+        self.size = size
+        self.addr_len = addr_len
+        self.family = socket.AF_INET if addr_len == 4 else socket.AF_INET6
+        self.max_len = addr_len * 8
+        self.fallback = fallback
+        self._head = struct.Struct("<I")
+        self._pad = size - 4 - addr_len
+
+    def describe(self):
+        return "%s CIDR" % ("IPv4" if self.addr_len == 4 else "IPv6")
+
+    def encode(self, value, where):
+        if isinstance(value, dict):
+            return self.fallback.encode(value, where)
+        if not isinstance(value, str):
+            raise CodecError(where, "expected a %s such as %s, got %r"
+                             % (self.describe(), "\"10.0.0.0/8\"" if self.addr_len == 4 else "\"2001:db8::/32\"", value))
+        addr, sep, plen = value.partition("/")
+        try:
+            packed = socket.inet_pton(self.family, addr)
+        except OSError:
+            raise CodecError(where, "%r is not an %s CIDR: bad address %r" % (value, self.describe()[:4], addr))
+        if sep:
+            if not (plen.isascii() and plen.isdigit()) or int(plen) > self.max_len:
+                raise CodecError(where, "%r: prefix length %r is not 0..%d" % (value, plen, self.max_len))
+            length = int(plen)
+            if length < self.max_len:
+                num = int.from_bytes(packed, "big")
+                host = num & ((1 << (self.max_len - length)) - 1)
+                if host:
+                    net = socket.inet_ntop(self.family, (num - host).to_bytes(self.addr_len, "big"))
+                    raise CodecError(where, "%r has host bits set: expected the network address, %s/%d"
+                                     % (value, net, length))
+        else:
+            length = self.max_len
+        return self._head.pack(length) + packed + b"\0" * self._pad
+
+    def encode_many(self, values, where):
+        return _bulk(self, self._fast, values, where)
+
+    def _fast(self, values: list) -> list:
+        # the same checks as encode(), in one tight loop over plain strings
+        max_len = self.max_len
+        heads = [self._head.pack(n) for n in range(max_len + 1)]
+        masks = [(1 << (max_len - n)) - 1 for n in range(max_len + 1)]
+        pton, family, from_bytes = socket.inet_pton, self.family, int.from_bytes
+        pad = b"\0" * self._pad
+        out = []
+        append = out.append
+        for value in values:
+            addr, sep, plen = value.partition("/")
+            packed = pton(family, addr)
+            if sep:
+                if not (plen.isascii() and plen.isdigit()):
+                    raise ValueError(value)
+                length = int(plen)
+                if length > max_len or from_bytes(packed, "big") & masks[length]:
+                    raise ValueError(value)
+            else:
+                length = max_len
+            append(heads[length] + packed + pad if pad else heads[length] + packed)
+        return out
+
+    def decode(self, data):
+        length = self._head.unpack_from(data)[0]
+        return "%s/%d" % (socket.inet_ntop(self.family, data[4:4 + self.addr_len]), length)
+
+
+class DeviceCodec(Codec):
+    """devmap values: an interface name (in the module's network namespace) or an ifindex."""
+
+    def __init__(self, inner: Codec):
+        self.inner = inner
+        self.size = inner.size
+
+    def describe(self):
+        return "interface name or ifindex"
+
+    def encode(self, value, where):
+        if isinstance(value, str) and not value.strip().isdigit() and not value.startswith("0x"):
+            try:
+                value = socket.if_nametoindex(value)
+            except OSError:
+                raise CodecError(where, "no interface named %r here" % value)
+        if isinstance(self.inner, StructCodec) and not isinstance(value, dict):
+            value = {self.inner.names[0]: value}
+        return self.inner.encode(value, where)
+
+    def decode(self, data):
+        ifindex = int.from_bytes(data[:4], "little")
+        try:
+            name = socket.if_indextoname(ifindex)
+        except OSError:
+            name = None
+        if self.size == 4:
+            return name or ifindex
+        out = self.inner.decode(data)
+        if isinstance(out, dict) and name:
+            out[self.inner.names[0]] = name
+        return out
+
+
+# ---------------------------------------------------------------- compiling codecs from BTF
+
+def _special(name: str):
+    if name == "fleet_ipv4_t":
+        return Ipv4Codec()
+    if name in ("fleet_ipv6_t", "fleet_ipv6"):
+        return Ipv6Codec()
+    if name in ("fleet_mac_t", "fleet_mac"):
+        return MacCodec()
+    if name in BE_TYPEDEFS:
+        return IntCodec(BE_TYPEDEFS[name], False, big_endian=True, name=name)
+    return None
+
+
+def compile_type(btf: btf_mod.Btf, type_id: int, depth: int = 0) -> Codec:
+    """A codec for BTF type type_id (typedef names first, then the underlying kind)."""
+    if depth > 32:
+        raise btf_mod.BtfError("type nesting deeper than 32 at type %d" % type_id)
+    item = btf.type(type_id)
+    while item.kind in btf_mod.QUALIFIERS or item.kind == btf_mod.KIND_TYPEDEF:
+        if item.kind == btf_mod.KIND_TYPEDEF:
+            special = _special(item.name)
+            if special is not None and special.size == btf.size_of(item.id):
+                return special
+        item = btf.type(item.type_id)
+    kind = item.kind
+    if kind == btf_mod.KIND_INT:
+        if item.encoding & btf_mod.INT_BOOL:
+            return BoolCodec(item.size)
+        return IntCodec(item.size, item.signed, name=item.name)
+    if kind in (btf_mod.KIND_ENUM, btf_mod.KIND_ENUM64):
+        cls = FlagsCodec if item.name.endswith("_flags") else EnumCodec
+        return cls(item.size, item.signed, item.members, item.name or "(anon)")
+    if kind == btf_mod.KIND_FLOAT and item.size in (4, 8):
+        return FloatCodec(item.size)
+    if kind == btf_mod.KIND_PTR:
+        return IntCodec(8, False, name="pointer")
+    if kind == btf_mod.KIND_ARRAY:
+        elem = btf.type(btf.resolve(item.type_id))
+        if elem.kind == btf_mod.KIND_INT and elem.size == 1 and (elem.encoding & btf_mod.INT_CHAR or elem.name == "char"):
+            return CharArrayCodec(item.nelems)
+        return ArrayCodec(compile_type(btf, item.type_id, depth + 1), item.nelems)
+    if kind in (btf_mod.KIND_STRUCT, btf_mod.KIND_UNION):
+        special = _special(item.name)
+        if special is not None and special.size == item.size:
+            return special
+        fields = []
+        for m in item.members:
+            if m.bitfield_size or m.bit_offset % 8:
+                mt = btf.type(btf.resolve(m.type_id))
+                nbits = m.bitfield_size or mt.size * 8
+                fields.append((m.name, m.bit_offset, nbits, mt.signed))
+                continue
+            sub = compile_type(btf, m.type_id, depth + 1)
+            if not m.name and isinstance(sub, StructCodec):
+                # an anonymous struct or union: its members are reached directly
+                for spec in sub.fields:
+                    if len(spec) == 3:
+                        fields.append((spec[0], spec[1] + m.bit_offset // 8, spec[2]))
+                    else:
+                        fields.append((spec[0], spec[1] + m.bit_offset, spec[2], spec[3]))
+                continue
+            fields.append((m.name, m.bit_offset // 8, sub))
+        # a union is a struct whose members overlap: every view is shown, any one may be written
+        codec = StructCodec(item.size, item.name, fields)
+        if kind == btf_mod.KIND_STRUCT:
+            return _lpm(btf, item, fields, codec) or codec
+        return codec
+    return HexCodec(btf.size_of(type_id), item.kind_name)
+
+
+def _lpm(btf, item, fields, codec):
+    if len(fields) != 2 or len(fields[0]) != 3 or len(fields[1]) != 3:
+        return None
+    (name0, off0, c0), (_name1, off1, c1) = fields
+    if name0 != "prefixlen" or off0 != 0 or not isinstance(c0, IntCodec) or c0.size != 4 or off1 != 4:
+        return None
+    if isinstance(c1, (Ipv4Codec, Ipv6Codec)) or (c1.size in (4, 16) and isinstance(c1, (IntCodec, ArrayCodec, HexCodec))):
+        return LpmCodec(item.size, c1.size, codec)
+    return None
+
+
+# ---------------------------------------------------------------- whole keys and values of a map
+
+def _raw_or(codec: Codec):
+    """Top-level encoder: "0x..." strings and {"hex": ...} are raw bytes, anything else goes to the codec."""
+    size = codec.size
+    enc = codec.encode
+
+    def encode(value, where):
+        if isinstance(value, str) and value[:2] in ("0x", "0X"):
+            return _parse_hex(value, size, where)
+        if isinstance(value, dict) and len(value) == 1 and "hex" in value:
+            return _parse_hex(value["hex"], size, where) if isinstance(value["hex"], str) else enc(value, where)
+        return enc(value, where)
+    return encode
+
+
+def _sum(values: list):
+    first = values[0]
+    if isinstance(first, bool) or not isinstance(first, (int, float, dict, list)):
+        return first
+    if isinstance(first, (int, float)):
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            return sum(values)
+        return first
+    if isinstance(first, dict):
+        return {k: _sum([v[k] for v in values]) for k in first}
+    if all(isinstance(v, list) and len(v) == len(first) for v in values):
+        if all(isinstance(x, (int, float)) and not isinstance(x, bool) for v in values for x in v):
+            return [_sum([v[i] for v in values]) for i in range(len(first))]
+    return first
+
+
+class MapCodec:
+    """Keys and values of one map: the codecs for both and the per-CPU layout."""
+
+    def __init__(self, info: dict, key: Codec, value: Codec, ncpus: int = 1):
+        self.info = info
+        self.map_type = info["type"]
+        self.key = key
+        self.value = value
+        self.key_size = info["key_size"]
+        self.value_size = info["value_size"]
+        self.per_cpu = self.map_type in libbpf.PERCPU_MAP_TYPES
+        self.ncpus = ncpus if self.per_cpu else 1
+        self.stride = (self.value_size + 7) // 8 * 8 if self.per_cpu else self.value_size
+        # the size of one element's value as the syscalls read and write it
+        self.value_buf_size = self.stride * self.ncpus if self.per_cpu else self.value_size
+        self._enc_key = _raw_or(key)
+        self._enc_value = _raw_or(value)
+        self.zero_value = b"\0" * self.value_buf_size
+
+    @classmethod
+    def build(cls, info: dict, btf_raw: bytes = b"", ncpus: int = 0) -> "MapCodec":
+        """Codecs from map info (libbpf.map_info) and the map's BTF blob (empty: raw hex)."""
+        key_codec = value_codec = None
+        if btf_raw and (info.get("btf_key_type_id") or info.get("btf_value_type_id")):
+            parsed = btf_mod.Btf.parse(btf_raw)
+            if info.get("btf_key_type_id"):
+                key_codec = compile_type(parsed, info["btf_key_type_id"])
+            if info.get("btf_value_type_id"):
+                value_codec = compile_type(parsed, info["btf_value_type_id"])
+        if key_codec is None or key_codec.size != info["key_size"]:
+            key_codec = _default_int(info["key_size"]) if info["type"] in ARRAY_MAPS else HexCodec(info["key_size"])
+        if value_codec is None or value_codec.size != info["value_size"]:
+            value_codec = (_default_int(info["value_size"]) if info["type"] in FD_VALUE_MAPS | DEVICE_MAPS
+                           else HexCodec(info["value_size"]))
+        if info["type"] in DEVICE_MAPS:
+            value_codec = DeviceCodec(value_codec)
+        if not ncpus and info["type"] in libbpf.PERCPU_MAP_TYPES:
+            ncpus = libbpf.num_possible_cpus()
+        return cls(info, key_codec, value_codec, ncpus or 1)
+
+    @classmethod
+    def for_fd(cls, map_fd: int) -> "MapCodec":
+        info = libbpf.map_info(map_fd)
+        raw = libbpf.btf_raw(info["btf_id"]) if info.get("btf_id") else b""
+        return cls.build(info, raw)
+
+    # -- encoding
+
+    def encode_key(self, value, where: str = "key") -> bytes:
+        return self._enc_key(value, where)
+
+    def encode_value(self, value, where: str = "value") -> bytes:
+        if value is None:
+            return self.zero_value
+        if not self.per_cpu:
+            return self._enc_value(value, where)
+        per_cpu = None
+        if isinstance(value, dict) and set(value) == {"per_cpu"}:
+            per_cpu = value["per_cpu"]
+            if not isinstance(per_cpu, list):
+                raise CodecError(where + ".per_cpu", "expected a list with one value per CPU")
+        elif isinstance(value, list) and not self.value.is_list:
+            per_cpu = value
+        if per_cpu is None:
+            one = self._enc_value(value, where).ljust(self.stride, b"\0")
+            return one * self.ncpus
+        if len(per_cpu) != self.ncpus:
+            raise CodecError(where, "%d per-CPU values given; this host has %d possible CPUs"
+                             % (len(per_cpu), self.ncpus))
+        return b"".join(self._enc_value(v, "%s[%d]" % (where, i)).ljust(self.stride, b"\0")
+                        for i, v in enumerate(per_cpu))
+
+    # -- decoding
+
+    def decode_key(self, data: bytes):
+        return self.key.decode(data)
+
+    def decode_value(self, data: bytes, per_cpu: str = "sum"):
+        if not self.per_cpu:
+            return self.value.decode(data)
+        size = self.value_size
+        values = [self.value.decode(data[i * self.stride:i * self.stride + size]) for i in range(self.ncpus)]
+        if per_cpu == "list":
+            return values
+        return _sum(values)
+
+
+def _default_int(size: int) -> Codec:
+    return IntCodec(size, False) if size in (1, 2, 4, 8) else HexCodec(size)
+
+
+# ---------------------------------------------------------------- reading a whole map
+
+def read_raw(map_fd: int, codec: MapCodec):
+    """All elements as (keys, values, count): two bytes objects, count elements of key_size /
+    value_buf_size each. Batch lookup where the map type has it, one element at a time otherwise."""
+    info = codec.info
+    if info["type"] in BATCH_LOOKUP_MAPS:
+        try:
+            return libbpf.map_lookup_batch(map_fd, codec.key_size, codec.value_buf_size, max(info["max_entries"], 1))
+        except libbpf.BpfError as exc:
+            if exc.errno not in (errno.EINVAL, errno.ENOTSUP, 524):
+                raise
+    keys, values = [], []
+    for key in libbpf.map_keys(map_fd, codec.key_size):
+        value = libbpf.map_lookup(map_fd, key, codec.value_buf_size)
+        if value is None:
+            continue
+        keys.append(key)
+        values.append(value)
+    return b"".join(keys), b"".join(values), len(keys)
+
+
+def split(data: bytes, size: int, count: int) -> list:
+    return [data[i:i + size] for i in range(0, size * count, size)]
+
+
+def read_entries(map_fd: int, per_cpu: str = "sum") -> list:
+    """Every element of the map in the operator's notation: [{"key": ..., "value": ...}].
+
+    per_cpu: "sum" (numeric members summed over CPUs) or "list" (one value per CPU)."""
+    codec = MapCodec.for_fd(map_fd)
+    keys, values, count = read_raw(map_fd, codec)
+    ks, vs = codec.key_size, codec.value_buf_size
+    return [{"key": codec.decode_key(keys[i * ks:(i + 1) * ks]),
+             "value": codec.decode_value(values[i * vs:(i + 1) * vs], per_cpu)} for i in range(count)]

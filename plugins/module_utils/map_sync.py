@@ -1,0 +1,403 @@
+# -*- coding: utf-8 -*-
+# Copyright: ebpf.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Bring a BPF map to a declared content: parse, plan, apply (used by the bpf_map module).
+
+Everything is compared as bytes: the desired entries are encoded once (every
+entry is validated before anything is written), the current contents are read
+with one batch lookup, and only the entries that go into the report are
+decoded back to the operator's notation. Writes and deletes go in batches of
+CHUNK elements; a failure reports how many elements were applied, and a
+re-run converges because the plan is always computed against what is in the
+kernel.
+
+Maps of maps with one slot (BPF_MAP_TYPE_ARRAY_OF_MAPS / HASH_OF_MAPS) hold a
+rule set that a program reads as one unit. For them the entries describe the
+inner map: a new inner map is created beside the current one (same type,
+sizes, flags and BTF types), filled completely, and put into slot 0 with one
+update, so a packet sees the whole old set or the whole new set.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import operator
+import os
+import threading
+from dataclasses import dataclass, field
+
+from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils.map_codec import (
+    BATCH_DELETE_MAPS, UNDELETABLE_MAPS, CodecError, MapCodec, read_raw)
+
+CHUNK = 65536
+MODES = ("merge", "sync", "absent", "clear")
+OUTER_MAPS = frozenset({"array_of_maps", "hash_of_maps"})
+SUPPORTED_MAPS = frozenset({"hash", "lru_hash", "percpu_hash", "lru_percpu_hash", "array", "percpu_array",
+                            "lpm_trie", "prog_array", "devmap", "devmap_hash", "array_of_maps", "hash_of_maps"})
+BATCH_UPDATE_MAPS = frozenset({"hash", "lru_hash", "percpu_hash", "lru_percpu_hash", "array", "percpu_array",
+                               "lpm_trie"})
+
+
+class SyncError(RuntimeError):
+    """A failure with what was already applied (0 when nothing was written)."""
+
+    def __init__(self, message: str, applied: int = 0):
+        self.applied = applied
+        super().__init__(message)
+
+
+def fd_kind(fd: int) -> str:
+    """'map', 'prog', 'link' or '' for a BPF fd, from /proc/self/fdinfo (info by fd cannot tell them apart)."""
+    try:
+        with open("/proc/self/fdinfo/%d" % fd, encoding="ascii", errors="replace") as handle:
+            text = handle.read()
+    except OSError:
+        return ""
+    for marker, kind in (("map_type:", "map"), ("prog_type:", "prog"), ("link_type:", "link")):
+        if marker in text:
+            return kind
+    return ""
+
+
+# ---------------------------------------------------------------- desired contents
+
+class ProgRefs:
+    """prog_array values: a program pin path or a program id; compared by id, written as fds."""
+
+    def __init__(self):
+        self.fds = {}
+
+    def encode(self, value, where: str) -> bytes:
+        if value is None:
+            raise CodecError(where, "a program array entry needs a value: a program pin path or id")
+        try:
+            if isinstance(value, str) and not value.strip().isdigit():
+                fd = libbpf.obj_get(value)
+            else:
+                fd = libbpf.prog_fd_by_id(int(value))
+            info = libbpf.prog_info(fd)
+        except (libbpf.BpfError, ValueError, TypeError) as exc:
+            raise CodecError(where, "%r is not a loaded program (expected a program pin path or id): %s" % (value, exc))
+        prog_id = info["id"].to_bytes(4, "little")
+        if prog_id in self.fds:
+            os.close(fd)
+        else:
+            self.fds[prog_id] = fd
+        return prog_id
+
+    def fd_bytes(self, id_bytes: bytes) -> bytes:
+        return self.fds[id_bytes].to_bytes(4, "little")
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds = {}
+
+
+def _items(entries, where: str):
+    """(where, key, value) for a dict of key -> value or a list of {key:, value:} (or bare keys)."""
+    if isinstance(entries, dict):
+        for key, value in entries.items():
+            yield "%s[%r]" % (where, key), key, value
+    elif isinstance(entries, list):
+        for idx, item in enumerate(entries):
+            sub = "%s[%d]" % (where, idx)
+            if isinstance(item, dict) and "key" in item and set(item) <= {"key", "value"}:
+                yield sub, item["key"], item.get("value")
+            elif isinstance(item, dict) and len(item) == 1 and "hex" not in item:
+                ((key, value),) = item.items()
+                yield sub, key, value
+            else:
+                yield sub, item, None
+    elif entries is not None:
+        raise CodecError(where, "expected a dict of key: value or a list of {key:, value:}, got %s"
+                         % type(entries).__name__)
+
+
+def encode_entries(codec: MapCodec, entries, where: str = "entries", default_value=None,
+                   keys_only: bool = False, value_encoder=None) -> dict:
+    """{key bytes: value bytes} for every entry; the first bad one raises CodecError naming it."""
+    out = {}
+    enc_key, enc_value = codec.encode_key, (value_encoder or codec.encode_value)
+    default = None
+    for sub, key, value in _items(entries, where):
+        kb = enc_key(key, sub + ".key" if isinstance(entries, list) else sub)
+        if kb in out:
+            raise CodecError(sub, "key %r is given twice" % (key,))
+        if keys_only:
+            out[kb] = None
+        elif value is None:
+            if default is None:
+                default = enc_value(default_value, "value")
+            out[kb] = default
+        else:
+            out[kb] = enc_value(value, sub + ".value" if isinstance(entries, list) else sub)
+    return out
+
+
+def read_lines(path: str):
+    """(line numbers, keys) of a plain list: one key per line, blank lines and # comments skipped."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CodecError("entries_file", "cannot read %s: %s" % (path, exc))
+    lines = text.splitlines()
+    if "#" in text:
+        lines = [line.split("#", 1)[0] for line in lines]
+    lines = [line.strip() for line in lines]
+    if "" not in lines:
+        return None, lines
+    numbers = [num for num, line in enumerate(lines, 1) if line]
+    return numbers, [line for line in lines if line]
+
+
+def encode_lines(codec: MapCodec, path: str, default_value=None, keys_only: bool = False,
+                 value_encoder=None) -> dict:
+    """{key bytes: value bytes} for a plain list file; every line gets default_value."""
+    value = None if keys_only else (value_encoder or codec.encode_value)(default_value, "value")
+    numbers, lines = read_lines(path)
+
+    def where(idx):
+        return "%s line %d" % (path, numbers[idx] if numbers else idx + 1)
+
+    keys = codec.key.encode_many(lines, where)
+    out = dict.fromkeys(keys, value)
+    if len(out) != len(keys):
+        seen = set()
+        for idx, key in enumerate(keys):
+            if key in seen:
+                raise CodecError(where(idx), "key %r is given twice" % lines[idx])
+            seen.add(key)
+    return out
+
+
+def load_file(path: str, fmt: str = "auto"):
+    """The entries of a YAML or JSON file, or None for a plain list (format 'lines')."""
+    if fmt == "auto":
+        ext = os.path.splitext(path)[1].lower()
+        fmt = {".json": "json", ".yml": "yaml", ".yaml": "yaml"}.get(ext, "lines")
+    if fmt == "lines":
+        return None, fmt
+    try:
+        with open(path, encoding="utf-8") as handle:
+            if fmt == "json":
+                return json.load(handle), fmt
+            import yaml  # pylint: disable=import-outside-toplevel
+            loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+            return yaml.load(handle, Loader=loader), fmt  # noqa: S506 - a safe loader
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CodecError("entries_file", "cannot read %s: %s" % (path, exc))
+    except ValueError as exc:
+        raise CodecError("entries_file", "%s is not valid JSON: %s" % (path, exc))
+    except ImportError:
+        raise CodecError("entries_file", "reading YAML needs PyYAML on the host; use a .json file or a plain list")
+    except Exception as exc:  # yaml.YAMLError without importing yaml at module level
+        raise CodecError("entries_file", "%s is not valid YAML: %s" % (path, exc))
+
+
+# ---------------------------------------------------------------- current contents and the plan
+
+class Reader(threading.Thread):
+    """Reads the map's current contents in the background (the syscalls release the GIL), so that
+    reading the kernel and encoding the desired entries overlap on two CPUs."""
+
+    def __init__(self, fd: int, codec: MapCodec):
+        super().__init__(daemon=True)
+        self.fd = fd
+        self.codec = codec
+        self.raw = None
+        self.error = None
+
+    def run(self):
+        try:
+            self.raw = read_raw(self.fd, self.codec)
+        except Exception as exc:  # pylint: disable=broad-except  # re-raised in result()
+            self.error = exc
+
+    def result(self, desired: dict = None, mode: str = "") -> dict:
+        """The current contents; None when a sync to desired would change nothing (checked without
+        building the dict of the current contents, the costly part for a million entries)."""
+        self.join()
+        if self.error is not None:
+            raise self.error
+        if mode == "sync" and desired is not None and self.codec.map_type not in UNDELETABLE_MAPS \
+                and same_as(self.codec, self.raw, desired):
+            return None
+        return current_from_raw(self.codec, *self.raw)
+
+
+def same_as(codec: MapCodec, raw, desired: dict) -> bool:
+    """True when the raw (keys, values, count) read from the kernel hold exactly desired."""
+    keys, values, count = raw
+    if count != len(desired):
+        return False
+    if not count:
+        return True
+    ks, vs = codec.key_size, codec.value_buf_size
+    key_list = [keys[i:i + ks] for i in range(0, ks * count, ks)]
+    uniform = _uniform(desired)
+    if uniform is not None:
+        if values != uniform * count:
+            return False
+        return all(map(desired.__contains__, key_list))
+    value_list = [values[i:i + vs] for i in range(0, vs * count, vs)]
+    return all(map(operator.eq, map(desired.get, key_list), value_list))
+
+
+@dataclass
+class Plan:
+    write: list = field(default_factory=list)      # keys to add or change
+    added: list = field(default_factory=list)
+    changed: list = field(default_factory=list)
+    removed: list = field(default_factory=list)    # keys to delete (or zero, for arrays)
+    desired: dict = field(default_factory=dict)
+    current: dict = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return not self.write and not self.removed
+
+
+def read_current(fd: int, codec: MapCodec) -> dict:
+    """{key bytes: value bytes}; for arrays, all-zero elements count as absent."""
+    return current_from_raw(codec, *read_raw(fd, codec))
+
+
+def current_from_raw(codec: MapCodec, keys: bytes, values: bytes, count: int) -> dict:
+    ks, vs = codec.key_size, codec.value_buf_size
+    current = dict(zip([keys[i:i + ks] for i in range(0, ks * count, ks)],
+                       [values[i:i + vs] for i in range(0, vs * count, vs)]))
+    if codec.map_type in UNDELETABLE_MAPS:
+        zero = codec.zero_value
+        current = {k: v for k, v in current.items() if v != zero}
+    return current
+
+
+def plan(current: dict, desired: dict, mode: str) -> Plan:
+    result = Plan(desired=desired, current=current)
+    # nothing to do: decided by comparisons that run in C
+    if mode == "absent":
+        if not current.keys().isdisjoint(desired.keys()):
+            result.removed = [k for k in desired if k in current]
+        return result
+    if (mode in ("sync", "clear") and current == desired) or (mode == "merge" and desired.items() <= current.items()):
+        return result
+    get = current.get
+    result.write = [k for k, v in desired.items() if get(k) != v]
+    if result.write:
+        result.added = [k for k in result.write if k not in current]
+        result.changed = [k for k in result.write if k in current] if len(result.added) != len(result.write) else []
+    if mode in ("sync", "clear"):
+        result.removed = [k for k in current if k not in desired]
+    return result
+
+
+# ---------------------------------------------------------------- applying
+
+def _chunks(seq: list, size: int):
+    for start in range(0, len(seq), size):
+        yield seq[start:start + size]
+
+
+def apply(fd: int, codec: MapCodec, the_plan: Plan, progs: ProgRefs = None, chunk: int = CHUNK) -> int:
+    """Delete, then write; returns the number of elements applied. Raises SyncError with the count."""
+    applied = 0
+    map_type = codec.map_type
+    try:
+        if the_plan.removed:
+            if map_type in UNDELETABLE_MAPS:
+                zero = codec.zero_value
+                for part in _chunks(the_plan.removed, chunk):
+                    applied += _update(fd, map_type, part, [zero] * len(part))
+            elif map_type in BATCH_DELETE_MAPS:
+                for part in _chunks(the_plan.removed, chunk):
+                    applied += libbpf.map_delete_batch(fd, b"".join(part), len(part))
+            else:
+                for key in the_plan.removed:
+                    libbpf.map_delete(fd, key)
+                    applied += 1
+        if the_plan.write:
+            desired = the_plan.desired
+            uniform = _uniform(desired) if progs is None else None
+            for part in _chunks(the_plan.write, chunk):
+                values = [uniform] * len(part) if uniform is not None else [desired[k] for k in part]
+                if progs is not None:
+                    values = [progs.fd_bytes(v) for v in values]
+                applied += _update(fd, map_type, part, values)
+    except libbpf.BpfError as exc:
+        applied += getattr(exc, "applied", 0) or 0
+        raise SyncError("%s after %d of %d elements were applied; a re-run continues from the map's state"
+                        % (exc, applied, len(the_plan.removed) + len(the_plan.write)), applied)
+    return applied
+
+
+def _uniform(desired: dict):
+    """The one value every desired entry has (a plain list file), or None."""
+    if not desired:
+        return None
+    first = next(iter(desired.values()))
+    values = desired.values()
+    # identity first: encode_lines gives every key the same object
+    if all(v is first for v in values):
+        return first
+    return None
+
+
+def _update(fd: int, map_type: str, keys: list, values: list) -> int:
+    if map_type in BATCH_UPDATE_MAPS:
+        return libbpf.map_update_batch(fd, b"".join(keys), b"".join(values), len(keys))
+    for key, value in zip(keys, values):
+        libbpf.map_update(fd, key, value)
+    return len(keys)
+
+
+# ---------------------------------------------------------------- maps of maps
+
+def inner_map_fd(outer_fd: int, outer_info: dict) -> int:
+    """The map in slot 0 of a one-slot outer map."""
+    slot = b"\0" * outer_info["key_size"]
+    inner_id = libbpf.map_lookup(outer_fd, slot, 4)
+    if inner_id is None:
+        raise SyncError("outer map %s has no inner map in slot 0: the deployment must install the first one"
+                        % outer_info["name"])
+    return libbpf.map_fd_by_id(int.from_bytes(inner_id, "little"))
+
+
+def create_like(info: dict) -> int:
+    """A new empty map with the type, sizes, flags and BTF types of info (libbpf.map_info)."""
+    opts = libbpf.MapCreateOpts(sz=ctypes.sizeof(libbpf.MapCreateOpts), map_flags=info["map_flags"])
+    btf_fd = -1
+    if info.get("btf_id"):
+        btf_fd = libbpf.btf_fd_by_id(info["btf_id"])
+        opts.btf_fd = btf_fd
+        opts.btf_key_type_id = info["btf_key_type_id"]
+        opts.btf_value_type_id = info["btf_value_type_id"]
+    try:
+        ret = libbpf.lib().bpf_map_create(libbpf.MAP_TYPE_IDS[info["type"]], info["name"].encode()[:15],
+                                          info["key_size"], info["value_size"], info["max_entries"],
+                                          ctypes.byref(opts))
+        if ret < 0:
+            raise libbpf.BpfError("bpf_map_create", -ret, info["name"])
+        return ret
+    finally:
+        if btf_fd >= 0:
+            os.close(btf_fd)
+
+
+def swap_inner(outer_fd: int, outer_info: dict, codec: MapCodec, desired: dict, chunk: int = CHUNK) -> dict:
+    """Fill a new inner map with desired and put it in slot 0 in one update; returns its info."""
+    new_fd = create_like(codec.info)
+    try:
+        full = Plan(write=list(desired), desired=desired)
+        try:
+            apply(new_fd, codec, full, chunk=chunk)
+        except SyncError as exc:
+            raise SyncError("filling the new inner map failed, the old one stays in place: %s" % exc, 0)
+        slot = b"\0" * outer_info["key_size"]
+        libbpf.map_update(outer_fd, slot, new_fd.to_bytes(4, "little"))
+        return libbpf.map_info(new_fd)
+    finally:
+        os.close(new_fd)

@@ -1,0 +1,401 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: ebpf.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: bpf_map
+short_description: Declare the contents of a pinned BPF map
+description:
+  - Brings a pinned BPF map to the declared contents. Keys and values are written in the operator's notation and
+    converted through the map's BTF (struct members by name, enums by name, IPv4/IPv6 addresses, CIDRs for LPM-trie
+    keys, MAC addresses, flags, arrays, strings); raw hex bytes work for any key or value and for maps without BTF.
+    See docs/maps.md for the notation.
+  - Reads the current contents with one batch lookup (one element at a time only for map types without batch
+    support), compares as bytes, and applies only the difference with batch updates and deletes.
+  - Every entry is validated before anything is written; one bad entry fails the task with its index or line and
+    the reason, and the map is untouched.
+  - For a one-slot array or hash of maps (a rule set a program reads as one unit) the entries describe the inner
+    map; a new inner map is filled and swapped into slot 0 with one update, so a packet sees the whole old set or
+    the whole new set.
+version_added: "0.1.0"
+author: ebpf.fleet contributors (@ebpf-fleet)
+extends_documentation_fragment:
+  - ebpf.fleet.attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+  platform:
+    support: full
+    platforms: linux
+options:
+  name:
+    description:
+      - Deployment that owns the map; the map is pinned at I(pin_root)/I(name)/maps/I(map).
+      - Give I(name) and I(map), or I(path).
+    type: str
+  map:
+    description: Name of the map in the deployment.
+    type: str
+  pin_root:
+    description: Folder on bpffs that holds the deployments' pins.
+    type: path
+    default: /sys/fs/bpf/ebpf_fleet
+  path:
+    description: Pin path of the map, instead of I(name) and I(map).
+    type: path
+  entries:
+    description:
+      - "The entries, as a dict of key to value, or a list whose items are C({key: ..., value: ...}), a one-item
+        dict C(key: value), or a bare key."
+      - A missing or null value means I(value) (all zero bytes when I(value) is not given).
+      - Mutually exclusive with I(entries_file).
+    type: raw
+  entries_file:
+    description:
+      - A file on the managed host with the entries (copy it there first, for example with M(ansible.builtin.copy)).
+      - C(.json) and C(.yml)/C(.yaml) files hold the same structure as I(entries); any other file is a plain list
+        of keys, one per line (for example CIDRs), with C(#) comments; every line gets I(value).
+    type: path
+  entries_format:
+    description: How to read I(entries_file); C(auto) decides by the file's extension.
+    type: str
+    choices: [auto, lines, json, yaml]
+    default: auto
+  value:
+    description: The value of entries that give none (every line of a plain list, null values).
+    type: raw
+  mode:
+    description:
+      - C(merge) adds and updates the given entries and leaves the others.
+      - C(sync) makes the map hold exactly the given entries.
+      - C(absent) deletes the given keys (values are ignored).
+      - C(clear) deletes every entry (for arrays, which cannot delete, every element becomes zero).
+    type: str
+    choices: [merge, sync, absent, clear]
+    default: merge
+  clear:
+    description: Empty the whole map (the same as I(mode=clear)).
+    type: bool
+    default: false
+  per_cpu:
+    description: How values of per-CPU maps are shown in the output, summed over CPUs or one per CPU.
+    type: str
+    choices: [sum, list]
+    default: sum
+  diff_limit:
+    description: At most this many added, changed and removed entries each are listed in the output.
+    type: int
+    default: 100
+notes:
+  - Arrays cannot delete elements; there an absent element is an all-zero one.
+  - For very large sets prefer a plain list or JSON file over YAML.
+"""
+
+EXAMPLES = r"""
+- name: Deny these prefixes (LPM trie keyed by struct fleet_lpm_v4)
+  ebpf.fleet.bpf_map:
+    name: filter
+    map: deny_v4
+    mode: sync
+    entries:
+      10.0.0.0/8: drop
+      192.0.2.0/24: drop
+
+- name: A virtual service, struct key and value by member name
+  ebpf.fleet.bpf_map:
+    name: lb
+    map: vips
+    entries:
+      - key: {vip: 192.0.2.10, port: 443, proto: 6}
+        value: {backend: 2001:db8::10, weight: 3}
+
+- name: A million-line block list copied from the controller
+  ebpf.fleet.bpf_map:
+    name: filter
+    map: deny_v4
+    entries_file: /var/lib/ebpf_fleet/deny_v4.txt
+    value: drop
+    mode: sync
+
+- name: Remove two keys
+  ebpf.fleet.bpf_map:
+    path: /sys/fs/bpf/ebpf_fleet/filter/maps/deny_v4
+    mode: absent
+    entries: [10.0.0.0/8, 192.0.2.0/24]
+
+- name: Empty a map
+  ebpf.fleet.bpf_map:
+    name: filter
+    map: deny_v4
+    clear: true
+"""
+
+RETURN = r"""
+map:
+  description: The map that was managed.
+  returned: success
+  type: dict
+  sample: {"path": "/sys/fs/bpf/ebpf_fleet/filter/maps/deny_v4", "id": 42, "type": "lpm_trie",
+           "key_size": 8, "value_size": 4, "max_entries": 1000000, "inner_map_id": null}
+counts:
+  description: How many entries were added, changed, removed and left alone, the desired count, and the count before.
+  returned: success
+  type: dict
+  sample: {"added": 2, "changed": 0, "removed": 1, "unchanged": 10, "desired": 12, "before": 11}
+applied:
+  description: Elements written or deleted in the kernel (0 in check mode or when nothing differed).
+  returned: always
+  type: int
+  sample: 3
+swapped:
+  description: True when a new inner map was filled and swapped into a map of maps.
+  returned: success
+  type: bool
+  sample: false
+changes:
+  description:
+    - Added, changed and removed entries in the operator's notation, at most I(diff_limit) of each.
+    - A changed entry holds its key and the value before and after.
+  returned: success
+  type: dict
+  sample: {"added": [{"key": "10.0.0.0/8", "value": "drop"}], "changed": [],
+           "removed": [{"key": "192.0.2.0/24", "value": "drop"}]}
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+try:
+    from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs, libbpf, map_sync
+    from ansible_collections.ebpf.fleet.plugins.module_utils.map_codec import CodecError, MapCodec
+    HAS_DEPS = True
+    DEPS_ERROR = None
+except ImportError as import_exc:  # pragma: no cover - the collection's own code is always there
+    HAS_DEPS = False
+    DEPS_ERROR = import_exc
+
+
+def argument_spec() -> dict:
+    return dict(
+        name=dict(type="str"),
+        map=dict(type="str"),
+        pin_root=dict(type="path", default="/sys/fs/bpf/ebpf_fleet"),
+        path=dict(type="path"),
+        entries=dict(type="raw"),
+        entries_file=dict(type="path"),
+        entries_format=dict(type="str", choices=["auto", "lines", "json", "yaml"], default="auto"),
+        value=dict(type="raw"),
+        mode=dict(type="str", choices=["merge", "sync", "absent", "clear"], default="merge"),
+        clear=dict(type="bool", default=False),
+        per_cpu=dict(type="str", choices=["sum", "list"], default="sum"),
+        diff_limit=dict(type="int", default=100),
+    )
+
+
+def build_module() -> AnsibleModule:
+    return AnsibleModule(
+        argument_spec=argument_spec(),
+        supports_check_mode=True,
+        mutually_exclusive=[("path", "name"), ("path", "map"), ("entries", "entries_file")],
+        required_together=[("name", "map")],
+        required_one_of=[("path", "name")],
+    )
+
+
+def map_path(params: dict) -> str:
+    if params["path"]:
+        return params["path"]
+    bpffs.check_name("map", params["map"])
+    return bpffs.map_pin(params["pin_root"], params["name"], params["map"])
+
+
+def _missing_map_message(path: str) -> str:
+    folder = os.path.dirname(path)
+    if os.path.isdir(folder):
+        names = sorted(os.listdir(folder))
+        return "map pin %s does not exist; maps in %s: %s" % (path, folder, ", ".join(names) or "none")
+    return "map pin %s does not exist (no folder %s: is the deployment loaded, and the pin_root right?)" % (path, folder)
+
+
+def _report(codec: MapCodec, the_plan, limit: int, per_cpu: str) -> dict:
+    dk, dv = codec.decode_key, codec.decode_value
+
+    def value_of(data):
+        return None if data is None else dv(data, per_cpu)
+
+    return {
+        "added": [{"key": dk(k), "value": value_of(the_plan.desired[k])} for k in the_plan.added[:limit]],
+        "changed": [{"key": dk(k), "before": value_of(the_plan.current[k]), "after": value_of(the_plan.desired[k])}
+                    for k in the_plan.changed[:limit]],
+        "removed": [{"key": dk(k), "value": value_of(the_plan.current.get(k))} for k in the_plan.removed[:limit]],
+    }
+
+
+def _diff_text(changes: dict, counts: dict) -> dict:
+    def line(key, value):
+        return "%s: %s" % (key, value)
+
+    before, after = [], []
+    for item in changes["removed"]:
+        before.append(line(item["key"], item["value"]))
+    for item in changes["changed"]:
+        before.append(line(item["key"], item["before"]))
+        after.append(line(item["key"], item["after"]))
+    for item in changes["added"]:
+        after.append(line(item["key"], item["value"]))
+    hidden_before = counts["removed"] + counts["changed"] - len(changes["removed"]) - len(changes["changed"])
+    hidden_after = counts["added"] + counts["changed"] - len(changes["added"]) - len(changes["changed"])
+    if hidden_before > 0:
+        before.append("... and %d more" % hidden_before)
+    if hidden_after > 0:
+        after.append("... and %d more" % hidden_after)
+    return {"before": "\n".join(before) + "\n" if before else "", "after": "\n".join(after) + "\n" if after else ""}
+
+
+def desired_entries(module: AnsibleModule, codec: MapCodec, mode: str, progs) -> dict:
+    params = module.params
+    keys_only = mode == "absent"
+    value_encoder = progs.encode if progs is not None else None
+    if mode == "clear":
+        if params["entries"] is not None or params["entries_file"]:
+            raise CodecError("clear", "clearing empties the map: do not give entries or entries_file")
+        return {}
+    if params["entries_file"]:
+        data, _fmt = map_sync.load_file(params["entries_file"], params["entries_format"])
+        if data is None:
+            return map_sync.encode_lines(codec, params["entries_file"], params["value"], keys_only, value_encoder)
+        return map_sync.encode_entries(codec, data, params["entries_file"], params["value"], keys_only, value_encoder)
+    return map_sync.encode_entries(codec, params["entries"], "entries", params["value"], keys_only, value_encoder)
+
+
+def run(module: AnsibleModule) -> dict:
+    params = module.params
+    mode = "clear" if params["clear"] else params["mode"]
+    if params["clear"] and params["mode"] not in ("merge", "clear"):
+        module.fail_json(msg="clear=true empties the map; it cannot be combined with mode=%s" % params["mode"])
+    if mode != "clear" and params["entries"] is None and not params["entries_file"]:
+        module.fail_json(msg="mode=%s needs entries or entries_file (to empty the map, use clear=true)" % mode)
+    if params["diff_limit"] < 0:
+        module.fail_json(msg="diff_limit=%d: expected 0 or more" % params["diff_limit"])
+    try:
+        path = map_path(params)
+    except ValueError as exc:
+        module.fail_json(msg=str(exc))
+    if not os.path.exists(path):
+        module.fail_json(msg=_missing_map_message(path), applied=0)
+    try:
+        fd = libbpf.obj_get(path)
+    except libbpf.BpfError as exc:
+        module.fail_json(msg="cannot open the pin %s: %s" % (path, exc), applied=0)
+    try:
+        return _run_fd(module, fd, path, mode)
+    finally:
+        os.close(fd)
+
+
+def _run_fd(module: AnsibleModule, fd: int, path: str, mode: str) -> dict:
+    params = module.params
+    try:
+        if map_sync.fd_kind(fd) != "map":
+            raise libbpf.BpfError("bpf_obj_get_info_by_fd", 22)
+        info = libbpf.map_info(fd)
+    except libbpf.BpfError:
+        module.fail_json(msg="%s is not a BPF map (a program or link is pinned there)" % path, applied=0)
+    if info["type"] not in map_sync.SUPPORTED_MAPS:
+        module.fail_json(msg="%s is a %s map, which has no key/value contents bpf_map can manage; supported types: %s"
+                         % (path, info["type"], ", ".join(sorted(map_sync.SUPPORTED_MAPS))), applied=0)
+    outer_info = None
+    target_fd = fd
+    if info["type"] in map_sync.OUTER_MAPS:
+        outer_info = info
+        try:
+            target_fd = map_sync.inner_map_fd(fd, info)
+        except (map_sync.SyncError, libbpf.BpfError) as exc:
+            module.fail_json(msg="%s: %s" % (path, exc), applied=0)
+        info = libbpf.map_info(target_fd)
+    progs = map_sync.ProgRefs() if info["type"] == "prog_array" else None
+    try:
+        codec = MapCodec.for_fd(target_fd)
+        reader = map_sync.Reader(target_fd, codec)
+        reader.start()
+        try:
+            desired = desired_entries(module, codec, mode, progs)
+        except CodecError as exc:
+            module.fail_json(msg="invalid entry, nothing was written: %s" % exc, applied=0)
+        try:
+            current = reader.result(desired, "sync" if mode == "sync" and outer_info is None else "")
+        except libbpf.BpfError as exc:
+            module.fail_json(msg="cannot read %s: %s" % (path, exc), applied=0)
+        if current is None:
+            # a sync that changes nothing, found by comparing the bytes read with the desired ones
+            current = desired
+        if outer_info is None:
+            the_plan = map_sync.plan(current, desired, mode)
+        else:
+            # the new inner map holds the whole resulting set
+            if mode == "merge":
+                target = dict(current)
+                target.update(desired)
+            elif mode == "absent":
+                target = {k: v for k, v in current.items() if k not in desired}
+            else:
+                target = desired
+            the_plan = map_sync.plan(current, target, "sync")
+        counts = {
+            "added": len(the_plan.added), "changed": len(the_plan.changed), "removed": len(the_plan.removed),
+            "desired": len(desired), "before": len(current),
+        }
+        counts["unchanged"] = len(current) - counts["changed"] - counts["removed"]
+        changes = _report(codec, the_plan, params["diff_limit"], params["per_cpu"])
+        result = {
+            "changed": not the_plan.empty,
+            "map": {"path": path, "id": (outer_info or info)["id"], "type": (outer_info or info)["type"],
+                    "key_size": info["key_size"], "value_size": info["value_size"],
+                    "max_entries": info["max_entries"],
+                    "inner_map_id": info["id"] if outer_info is not None else None},
+            "counts": counts,
+            "applied": 0,
+            "swapped": False,
+            "changes": changes,
+        }
+        if module._diff:
+            result["diff"] = _diff_text(changes, counts)
+        if the_plan.empty or module.check_mode:
+            return result
+        try:
+            if outer_info is not None:
+                new_info = map_sync.swap_inner(fd, outer_info, codec, the_plan.desired)
+                result["applied"] = len(the_plan.desired)
+                result["swapped"] = True
+                result["map"]["inner_map_id"] = new_info["id"]
+            else:
+                result["applied"] = map_sync.apply(target_fd, codec, the_plan, progs)
+        except map_sync.SyncError as exc:
+            module.fail_json(msg="%s: %s" % (path, exc), applied=exc.applied, counts=counts)
+        except libbpf.BpfError as exc:
+            module.fail_json(msg="%s: %s" % (path, exc), applied=0, counts=counts)
+        return result
+    finally:
+        if progs is not None:
+            progs.close()
+        if target_fd != fd:
+            os.close(target_fd)
+
+
+def main() -> None:
+    module = build_module()
+    if not HAS_DEPS:
+        module.fail_json(msg="the collection's module_utils could not be imported: %s" % DEPS_ERROR)
+    if not libbpf.available():
+        module.fail_json(msg="libbpf 1.x is required on the host (Debian/Ubuntu package %s)" % libbpf.LIBBPF_PACKAGE)
+    module.exit_json(**run(module))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,262 @@
+"""ebpf.fleet.bpf_map on real maps: every map type, every notation, the modes, check and diff, bad input."""
+
+import os
+import socket
+
+import pytest
+
+from harness import paths
+
+from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs, libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils.map_codec import read_entries
+
+pytestmark = pytest.mark.kernel
+
+DEPLOY = "maps"
+
+
+@pytest.fixture
+def loaded(pin_root):
+    """tests/bpf/map_types.o loaded, every map pinned at <pin_root>/maps/maps/<map>."""
+    obj = libbpf.BpfObject.open(paths.bpf_object("map_types"))
+    try:
+        obj.load()
+        for m in obj.maps():
+            if not m.internal:
+                pin(m.fd, bpffs.map_pin(pin_root, DEPLOY, m.name))
+        yield obj
+    finally:
+        obj.close()
+
+
+def pin(fd, path):
+    bpffs.pin(fd, path)
+
+
+def target(pin_root, map_name, **args):
+    out = {"name": DEPLOY, "map": map_name, "pin_root": pin_root}
+    out.update(args)
+    return out
+
+
+def entries_of(pin_root, map_name, per_cpu="sum"):
+    fd = libbpf.obj_get(bpffs.map_pin(pin_root, DEPLOY, map_name))
+    try:
+        return read_entries(fd, per_cpu)
+    finally:
+        os.close(fd)
+
+
+def as_dict(entries):
+    return {_hashable(e["key"]): e["value"] for e in entries}
+
+
+def _hashable(key):
+    return tuple(sorted(key.items())) if isinstance(key, dict) else key
+
+
+def ok(result):
+    assert not result.failed, result.get("msg") or result["_stderr"]
+    return result
+
+
+def test_hash_with_struct_key_and_value_round_trips_through_module_and_read(pin_root, loaded, run_module):
+    key = {"vip": "192.0.2.10", "port": 443, "proto": 6}
+    value = {"addr6": "2001:db8::10", "mac": "02:00:00:00:00:01", "weight": 3, "delta": -2, "name": "web",
+             "enabled": True, "verdict": "redirect", "flags": ["log", "count"], "mark": 7, "ports": [1, 2, 3],
+             "tiny": -1}
+    res = ok(run_module("bpf_map", target(pin_root, "vips", entries=[{"key": key, "value": value}])))
+    assert res.changed and res["counts"]["added"] == 1 and res["applied"] == 1
+    expected_key = dict(key, pad=0)
+    expected_value = dict(value, pad=[0, 0, 0])
+    assert res["changes"]["added"] == [{"key": expected_key, "value": expected_value}]
+    assert entries_of(pin_root, "vips") == [{"key": expected_key, "value": expected_value}]
+    again = ok(run_module("bpf_map", target(pin_root, "vips", entries=[{"key": key, "value": value}])))
+    assert not again.changed and again["applied"] == 0
+
+
+def test_lpm_trie_cidr_keys_merge_sync_absent(pin_root, loaded, run_module):
+    args = target(pin_root, "prefixes_v4", entries={"10.0.0.0/8": "drop", "192.0.2.0/24": "pass"})
+    ok(run_module("bpf_map", args))
+    assert as_dict(entries_of(pin_root, "prefixes_v4")) == {"10.0.0.0/8": "drop", "192.0.2.0/24": "pass"}
+    # merge leaves others and changes one
+    merge = {"192.0.2.0/24": "drop", "198.51.100.7": "drop"}
+    res = ok(run_module("bpf_map", target(pin_root, "prefixes_v4", entries=merge)))
+    assert res["counts"] == {"added": 1, "changed": 1, "removed": 0, "unchanged": 1, "desired": 2, "before": 2}
+    assert as_dict(entries_of(pin_root, "prefixes_v4")) == {
+        "10.0.0.0/8": "drop", "192.0.2.0/24": "drop", "198.51.100.7/32": "drop"}
+    # sync removes the rest
+    res = ok(run_module("bpf_map", target(pin_root, "prefixes_v4", mode="sync", entries={"10.0.0.0/8": "drop"})))
+    assert res["counts"]["removed"] == 2
+    assert as_dict(entries_of(pin_root, "prefixes_v4")) == {"10.0.0.0/8": "drop"}
+    # absent takes bare keys
+    res = ok(run_module("bpf_map", target(pin_root, "prefixes_v4", mode="absent", entries=["10.0.0.0/8", "1.0.0.0/8"])))
+    assert res.changed and res["counts"]["removed"] == 1
+    assert entries_of(pin_root, "prefixes_v4") == []
+    assert not run_module("bpf_map", target(pin_root, "prefixes_v4", mode="absent", entries=["10.0.0.0/8"])).changed
+
+
+def test_lpm_trie_lookup_in_the_kernel_matches_the_written_prefix(pin_root, loaded, run_module):
+    ok(run_module("bpf_map", target(pin_root, "prefixes_v6", entries={"2001:db8::/32": ["log", "tcp"]})))
+    fd = libbpf.obj_get(bpffs.map_pin(pin_root, DEPLOY, "prefixes_v6"))
+    try:
+        key = (128).to_bytes(4, "little") + socket.inet_pton(socket.AF_INET6, "2001:db8:1::5")
+        assert libbpf.map_lookup(fd, key, 4) == (1 | 4).to_bytes(4, "little")
+    finally:
+        os.close(fd)
+
+
+def test_lru_hash_and_plain_hash(pin_root, loaded, run_module):
+    ok(run_module("bpf_map", target(pin_root, "flows", entries={"2001:db8::1": 10, "::1": 2 ** 63})))
+    assert as_dict(entries_of(pin_root, "flows")) == {"2001:db8::1": 10, "::1": 2 ** 63}
+    ok(run_module("bpf_map", target(pin_root, "deny_v4", entries=["192.0.2.1", "192.0.2.2"], value="drop")))
+    assert as_dict(entries_of(pin_root, "deny_v4")) == {"192.0.2.1": "drop", "192.0.2.2": "drop"}
+
+
+def test_arrays_have_no_delete_so_absent_means_zero(pin_root, loaded, run_module):
+    res = ok(run_module("bpf_map", target(pin_root, "policy", entries={"1": "drop", "3": "redirect"})))
+    assert res["counts"]["added"] == 2
+    values = as_dict(entries_of(pin_root, "policy"))
+    assert len(values) == 8 and values[1] == "drop" and values[3] == "redirect" and values[0] == "pass"
+    res = ok(run_module("bpf_map", target(pin_root, "policy", mode="sync", entries={"3": "redirect"})))
+    assert res["counts"]["removed"] == 1 and as_dict(entries_of(pin_root, "policy"))[1] == "pass"
+    ok(run_module("bpf_map", target(pin_root, "macs", entries={"2": "02:aa:bb:cc:dd:ee"})))
+    assert as_dict(entries_of(pin_root, "macs"))[2] == "02:aa:bb:cc:dd:ee"
+    res = ok(run_module("bpf_map", target(pin_root, "policy", clear=True)))
+    assert res.changed and set(as_dict(entries_of(pin_root, "policy")).values()) == {"pass"}
+
+
+def test_per_cpu_array_and_hash_one_value_for_all_or_per_cpu(pin_root, loaded, run_module):
+    cpus = libbpf.num_possible_cpus()
+    ok(run_module("bpf_map", target(pin_root, "counters", entries={"0": {"packets": 2, "bytes": 100}})))
+    assert as_dict(entries_of(pin_root, "counters"))[0] == {"packets": 2 * cpus, "bytes": 100 * cpus}
+    assert as_dict(entries_of(pin_root, "counters", "list"))[0] == [{"packets": 2, "bytes": 100}] * cpus
+    per_cpu = list(range(1, cpus + 1))
+    res = ok(run_module("bpf_map", target(pin_root, "port_hits", entries={"443": {"per_cpu": per_cpu}},
+                                          per_cpu="list")))
+    assert res["changes"]["added"] == [{"key": 443, "value": per_cpu}]
+    assert entries_of(pin_root, "port_hits", "list") == [{"key": 443, "value": per_cpu}]
+    assert entries_of(pin_root, "port_hits") == [{"key": 443, "value": sum(per_cpu)}]
+    assert not run_module("bpf_map", target(pin_root, "port_hits", entries={"443": {"per_cpu": per_cpu}})).changed
+
+
+def test_prog_array_by_pin_path_and_devmap_by_interface_name(pin_root, loaded, run_module, netns):
+    prog_pin = os.path.join(pin_root, DEPLOY, "progs", "xdp@lo")
+    pin(loaded.program("map_types_prog").fd, prog_pin)
+    prog_id = libbpf.prog_info(loaded.program("map_types_prog").fd)["id"]
+    res = ok(run_module("bpf_map", target(pin_root, "jump", entries={"1": prog_pin})))
+    assert res.changed and entries_of(pin_root, "jump") == [{"key": 1, "value": prog_id}]
+    assert not run_module("bpf_map", target(pin_root, "jump", entries={"1": prog_id})).changed
+    ok(run_module("bpf_map", target(pin_root, "jump", mode="sync", entries={})))
+    assert entries_of(pin_root, "jump") == []
+
+    ns = netns("dm")
+    ns.veth("dma", "dmb")
+    res = ok(run_module("bpf_map", target(pin_root, "ports", entries={"0": "dma", "2": "dmb"}), netns=ns))
+    assert res["changes"]["added"] == [{"key": 0, "value": "dma"}, {"key": 2, "value": "dmb"}]
+    again = ok(run_module("bpf_map", target(pin_root, "ports", entries={"0": "dma", "2": "dmb"}), netns=ns))
+    assert not again.changed
+    assert len(entries_of(pin_root, "ports")) == 2
+
+
+def test_check_mode_reports_the_plan_and_writes_nothing(pin_root, loaded, run_module):
+    ok(run_module("bpf_map", target(pin_root, "deny_v4", entries={"192.0.2.1": "drop"})))
+    res = ok(run_module("bpf_map", target(pin_root, "deny_v4", mode="sync", entries={"192.0.2.9": "drop"}),
+                        check_mode=True, diff=True))
+    assert res.changed and res["applied"] == 0
+    assert res["counts"]["added"] == 1 and res["counts"]["removed"] == 1
+    assert res["diff"] == {"before": "192.0.2.1: drop\n", "after": "192.0.2.9: drop\n"}
+    assert as_dict(entries_of(pin_root, "deny_v4")) == {"192.0.2.1": "drop"}
+
+
+def test_diff_lists_changes_in_notation_and_caps_large_ones(pin_root, loaded, run_module):
+    ok(run_module("bpf_map", target(pin_root, "deny_v4", entries={"192.0.2.1": "drop"})))
+    res = ok(run_module("bpf_map", target(pin_root, "deny_v4", entries={"192.0.2.1": "pass"}), diff=True))
+    assert res["changes"]["changed"] == [{"key": "192.0.2.1", "before": "drop", "after": "pass"}]
+    assert res["diff"] == {"before": "192.0.2.1: drop\n", "after": "192.0.2.1: pass\n"}
+    many = {"10.0.%d.%d" % (i // 256, i % 256): "drop" for i in range(500)}
+    res = ok(run_module("bpf_map", target(pin_root, "deny_v4", entries=many, diff_limit=10), diff=True))
+    assert res["counts"]["added"] == 500 and len(res["changes"]["added"]) == 10
+    assert res["diff"]["after"].endswith("... and 490 more\n")
+
+
+def test_entries_file_plain_list_json_and_yaml(pin_root, loaded, run_module, tmp_path):
+    lines = tmp_path / "deny.txt"
+    lines.write_text("# block list\n10.0.0.0/8\n\n192.0.2.0/24  # docs\n")
+    ok(run_module("bpf_map", target(pin_root, "prefixes_v4", entries_file=str(lines), value="drop", mode="sync")))
+    assert as_dict(entries_of(pin_root, "prefixes_v4")) == {"10.0.0.0/8": "drop", "192.0.2.0/24": "drop"}
+    js = tmp_path / "e.json"
+    js.write_text('{"10.1.0.0/16": "pass"}')
+    ok(run_module("bpf_map", target(pin_root, "prefixes_v4", entries_file=str(js), mode="sync")))
+    assert as_dict(entries_of(pin_root, "prefixes_v4")) == {"10.1.0.0/16": "pass"}
+    yml = tmp_path / "e.yml"
+    yml.write_text("- key: 10.2.0.0/16\n  value: redirect\n- 10.3.0.0/16: drop\n")
+    ok(run_module("bpf_map", target(pin_root, "prefixes_v4", entries_file=str(yml), mode="sync")))
+    assert as_dict(entries_of(pin_root, "prefixes_v4")) == {"10.2.0.0/16": "redirect", "10.3.0.0/16": "drop"}
+
+
+def test_by_path_and_raw_hex(pin_root, loaded, run_module):
+    path = bpffs.map_pin(pin_root, DEPLOY, "deny_v4")
+    ok(run_module("bpf_map", {"path": path, "entries": {"0xc0000201": "0x01000000"}}))
+    assert entries_of(pin_root, "deny_v4") == [{"key": "192.0.2.1", "value": "drop"}]
+
+
+def test_map_without_btf_takes_hex(pin_root, run_module):
+    fd = libbpf.map_create("hash", "nobtf", 3, 2, 16)
+    try:
+        path = os.path.join(pin_root, "nobtf")
+        pin(fd, path)
+        ok(run_module("bpf_map", {"path": path, "entries": {"0xaabbcc": "0x0102"}}))
+        assert read_entries(fd) == [{"key": "0xaabbcc", "value": "0x0102"}]
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("map_name, args, message", [
+    ("vips", {"entries": [{"key": {"vip": "192.0.2.1"}, "value": {"wieght": 1}}]},
+     "entries[0].value: unknown member 'wieght' of struct backend: valid members are addr6, mac, weight"),
+    ("vips", {"entries": [{"key": {"vip": "192.0.2.1"}, "value": {"weight": 1}},
+                          {"key": {"vip": "192.0.2.2"}, "value": {"weight": 70000}}]},
+     "entries[1].value.weight: 70000 is out of range for unsigned short (0..65535)"),
+    ("prefixes_v4", {"entries": {"10.0.0.0/8": "drop", "10.0.0.1/8": "drop"}},
+     "'10.0.0.1/8' has host bits set: expected the network address, 10.0.0.0/8"),
+    ("prefixes_v4", {"entries": {"10.0.0.0/8": "drop", "10.0.0.0/40": "drop"}}, "prefix length '40' is not 0..32"),
+    ("deny_v4", {"entries": {"0x0a000001ff": "drop"}}, "is 5 bytes; expected 4 bytes (8 hex digits)"),
+    ("deny_v4", {"entries": {"192.0.2.1": "reject"}}, "expected one of pass, drop, redirect"),
+])
+def test_bad_input_fails_clearly_and_leaves_the_map_unchanged(pin_root, loaded, run_module, map_name, args, message):
+    seed = {"vips": [{"key": {"vip": "198.51.100.1"}, "value": {"weight": 9}}],
+            "prefixes_v4": {"172.16.0.0/12": "pass"}, "deny_v4": {"198.51.100.1": "pass"}}[map_name]
+    ok(run_module("bpf_map", target(pin_root, map_name, entries=seed)))
+    before = entries_of(pin_root, map_name)
+    res = run_module("bpf_map", target(pin_root, map_name, mode="sync", **args))
+    assert res.failed and message in res["msg"] and "nothing was written" in res["msg"]
+    assert res["applied"] == 0
+    assert entries_of(pin_root, map_name) == before
+
+
+def test_bad_line_of_a_file_names_the_line(pin_root, loaded, run_module, tmp_path):
+    lines = tmp_path / "deny.txt"
+    lines.write_text("10.0.0.0/8\n10.0.0.300/32\n")
+    res = run_module("bpf_map", target(pin_root, "prefixes_v4", entries_file=str(lines), value="drop"))
+    assert res.failed and "deny.txt line 2" in res["msg"] and "bad address '10.0.0.300'" in res["msg"]
+    assert entries_of(pin_root, "prefixes_v4") == []
+
+
+def test_missing_map_and_wrong_map_type_fail_clearly(pin_root, loaded, run_module):
+    res = run_module("bpf_map", target(pin_root, "nope", entries={}))
+    assert res.failed and "does not exist" in res["msg"] and "deny_v4" in res["msg"]
+    res = run_module("bpf_map", {"name": "ghost", "map": "x", "pin_root": pin_root, "entries": {}})
+    assert res.failed and "is the deployment loaded" in res["msg"]
+    fd = libbpf.map_create("ringbuf", "rb", 0, 0, 4096)
+    try:
+        path = os.path.join(pin_root, "rb")
+        pin(fd, path)
+        res = run_module("bpf_map", {"path": path, "entries": {}})
+        assert res.failed and "is a ringbuf map" in res["msg"] and "supported types" in res["msg"]
+    finally:
+        os.close(fd)
+    prog_pin = os.path.join(pin_root, "aprog")
+    pin(loaded.program("map_types_prog").fd, prog_pin)
+    res = run_module("bpf_map", {"path": prog_pin, "entries": {}})
+    assert res.failed and "is not a BPF map" in res["msg"]

@@ -1,0 +1,57 @@
+"""filter_tables: the stride table finds the longest matching prefix, as an LPM trie would."""
+
+import ipaddress
+import random
+
+import pytest
+
+from ansible_collections.ebpf.fleet.plugins.module_utils import filter_tables
+
+
+def longest_match(rules: dict, address: str):
+    addr = ipaddress.IPv4Address(address)
+    best, best_len = None, -1
+    for text, rule in rules.items():
+        net = ipaddress.IPv4Network(text, strict=False)
+        if addr in net and net.prefixlen > best_len:
+            best, best_len = rule, net.prefixlen
+    return best
+
+
+def test_levels_and_flags_of_a_small_table():
+    table = filter_tables.expand_v4_raw({"10.0.0.0/8": "a", "10.1.2.0/23": "b", "10.1.2.3": "c"})
+    assert len([k for k in table if k[0] == 16]) == 256
+    top = table[(16, int(ipaddress.IPv4Address("10.1.0.0")))]
+    assert top[0] == "a" and top[1] == {"match", "deeper"}
+    assert table[(24, int(ipaddress.IPv4Address("10.1.3.0")))] == ["b", {"match"}]
+    assert table[(24, int(ipaddress.IPv4Address("10.1.2.0")))] == ["b", {"match", "deeper"}]
+    assert table[(32, int(ipaddress.IPv4Address("10.1.2.3")))] == ["c", {"match"}]
+
+
+def test_entries_are_written_as_cidrs_with_flag_names():
+    entries = filter_tables.expand_v4({"192.0.2.7": {"action": "drop", "rule_id": 1}})
+    assert entries == [
+        {"key": "192.0.0.0/16", "value": {"rule": None, "flags": ["deeper"]}},
+        {"key": "192.0.2.0/24", "value": {"rule": None, "flags": ["deeper"]}},
+        {"key": "192.0.2.7/32", "value": {"rule": {"action": "drop", "rule_id": 1}, "flags": ["match"]}},
+    ]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_random_tables_agree_with_a_longest_prefix_match(seed):
+    rng = random.Random(seed)
+    rules = {}
+    for i in range(300):
+        plen = rng.choice([8, 12, 15, 16, 17, 20, 23, 24, 25, 28, 31, 32])
+        base = rng.getrandbits(32) & 0x0A3FFFFF | 0x0A000000  # stay in a corner so prefixes overlap
+        rules[str(ipaddress.IPv4Network((base, plen), strict=False))] = i
+    table = filter_tables.expand_v4_raw(rules)
+    probes = [str(ipaddress.IPv4Network(p)[rng.randrange(ipaddress.IPv4Network(p).num_addresses)]) for p in rules]
+    probes += [str(ipaddress.IPv4Address(rng.getrandbits(32) & 0x0A3FFFFF | 0x0A000000)) for _probe in range(500)]
+    for address in probes:
+        assert filter_tables.lookup_v4(table, address) == longest_match(rules, address), address
+
+
+def test_bad_source_names_the_value():
+    with pytest.raises(filter_tables.FilterTableError, match="'10.0.0.300'"):
+        filter_tables.expand_v4_raw({"10.0.0.300": 1})

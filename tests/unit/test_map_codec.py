@@ -1,0 +1,190 @@
+"""Keys and values between the operator's notation and bytes, through the BTF of a real compiled object.
+
+The fixture object tests/bpf/map_types.c is compiled here with clang and only
+opened (not loaded), so these tests need no BPF privileges.
+"""
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf, map_codec
+from ansible_collections.ebpf.fleet.plugins.module_utils.map_codec import CodecError
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+NCPUS = 2
+
+
+@pytest.fixture(scope="module")
+def codecs(tmp_path_factory):
+    if not shutil.which("clang"):
+        pytest.skip("clang is needed to compile the fixture")
+    obj_path = str(tmp_path_factory.mktemp("bpf") / "map_types.o")
+    arch = os.uname().machine
+    subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-Wall", "-Werror",
+                    "-I" + os.path.join(REPO, "bpf", "include"), "-I/usr/include/%s-linux-gnu" % arch,
+                    "-c", os.path.join(REPO, "tests", "bpf", "map_types.c"), "-o", obj_path], check=True)
+    out = {}
+    with libbpf.BpfObject.open(obj_path) as obj:
+        raw = obj.btf_raw()
+        for m in obj.maps():
+            info = m.layout()
+            info["btf_key_type_id"] = libbpf.lib().bpf_map__btf_key_type_id(m._ptr)
+            info["btf_value_type_id"] = libbpf.lib().bpf_map__btf_value_type_id(m._ptr)
+            out[m.name] = map_codec.MapCodec.build(info, raw, ncpus=NCPUS)
+    return out
+
+
+def roundtrip_key(codec, notation):
+    return codec.decode_key(codec.encode_key(notation))
+
+
+def roundtrip_value(codec, notation, per_cpu="sum"):
+    return codec.decode_value(codec.encode_value(notation), per_cpu)
+
+
+def test_struct_key_with_address_port_and_integer(codecs):
+    c = codecs["vips"]
+    key = {"vip": "192.0.2.10", "port": 443, "proto": 6}
+    data = c.encode_key(key)
+    assert data == bytes([192, 0, 2, 10, 0x01, 0xBB, 6, 0])
+    assert c.decode_key(data) == dict(key, pad=0)
+
+
+def test_struct_value_with_every_member_notation(codecs):
+    c = codecs["vips"]
+    value = {"addr6": "2001:db8::1", "mac": "02:00:00:00:00:01", "weight": 65535, "delta": -5,
+             "name": "web-1", "enabled": True, "verdict": "DROP", "flags": ["log", "TCP"],
+             "mark": 0x01020304, "ports": [80, 443], "tiny": -128}
+    data = c.encode_value(value)
+    assert len(data) == c.value_size
+    back = c.decode_value(data)
+    assert back["addr6"] == "2001:db8::1" and back["mac"] == "02:00:00:00:00:01"
+    assert back["weight"] == 65535 and back["delta"] == -5 and back["tiny"] == -128
+    assert back["name"] == "web-1" and back["enabled"] is True
+    assert back["verdict"] == "drop" and back["flags"] == ["log", "tcp"]
+    assert back["mark"] == 0x01020304 and back["ports"] == [80, 443, 0]
+    assert back["pad"] == [0, 0, 0]
+    # __be32 is stored in network order
+    mark_at = data.index(bytes([1, 2, 3, 4]))
+    assert mark_at > 0
+    # missing members are zero
+    assert c.decode_value(c.encode_value({"weight": 1}))["addr6"] == "::"
+
+
+def test_lpm_keys_are_cidrs_in_the_kernels_layout(codecs):
+    v4, v6 = codecs["prefixes_v4"], codecs["prefixes_v6"]
+    assert v4.encode_key("10.0.0.0/8") == bytes([8, 0, 0, 0, 10, 0, 0, 0])
+    assert roundtrip_key(v4, "192.0.2.1") == "192.0.2.1/32"
+    assert roundtrip_key(v4, "0.0.0.0/0") == "0.0.0.0/0"
+    assert roundtrip_key(v6, "2001:db8::/32") == "2001:db8::/32"
+    assert roundtrip_key(v4, {"prefixlen": 16, "addr": "10.1.0.0"}) == "10.1.0.0/16"
+
+
+@pytest.mark.parametrize("bad, reason", [
+    ("10.0.0.1/8", "host bits set: expected the network address, 10.0.0.0/8"),
+    ("10.0.0.0/33", "prefix length '33' is not 0..32"),
+    ("10.0.0/8", "bad address"),
+    ("nonsense", "bad address"),
+    (42, "expected a IPv4 CIDR"),
+])
+def test_bad_cidrs_fail_with_the_reason(codecs, bad, reason):
+    with pytest.raises(CodecError) as err:
+        codecs["prefixes_v4"].encode_key(bad, "entries[3].key")
+    assert reason in str(err.value) and "entries[3].key" in str(err.value)
+
+
+def test_enums_by_short_or_full_name_or_number(codecs):
+    c = codecs["policy"]
+    for notation in ("drop", "Drop", "FLEET_VERDICT_DROP", 1):
+        assert roundtrip_value(c, notation) == "drop"
+    assert roundtrip_value(c, 7) == 7
+    with pytest.raises(CodecError, match="expected one of pass, drop, redirect"):
+        c.encode_value("reject")
+
+
+def test_flags_enum_takes_a_list_or_one_name(codecs):
+    c = codecs["prefixes_v6"]
+    assert roundtrip_value(c, ["log", "count"]) == ["log", "count"]
+    assert roundtrip_value(c, "tcp") == ["tcp"]
+    assert roundtrip_value(c, []) == []
+    assert roundtrip_value(c, 9) == ["log", 8]
+
+
+def test_scalar_keys_and_values(codecs):
+    assert roundtrip_key(codecs["deny_v4"], "198.51.100.7") == "198.51.100.7"
+    assert codecs["deny_v4"].encode_key("198.51.100.7") == bytes([198, 51, 100, 7])
+    assert roundtrip_key(codecs["flows"], "2001:db8::7") == "2001:db8::7"
+    assert roundtrip_value(codecs["flows"], 2 ** 64 - 1) == 2 ** 64 - 1
+    assert roundtrip_value(codecs["macs"], "aa:bb:cc:dd:ee:ff") == "aa:bb:cc:dd:ee:ff"
+    assert roundtrip_key(codecs["policy"], "3") == 3  # JSON dict keys arrive as strings
+    assert codecs["port_hits"].encode_key(443) == b"\x01\xbb"
+
+
+@pytest.mark.parametrize("map_name, value, reason", [
+    ("flows", 2 ** 64, "out of range for unsigned long long (0..18446744073709551615)"),
+    ("flows", -1, "out of range"),
+    ("flows", "many", "expected an integer"),
+    ("vips", {"weight": 70000}, "weight: 70000 is out of range"),
+    ("vips", {"tiny": 128}, "tiny: 128 is out of range for signed char (-128..127)"),
+    ("vips", {"wieght": 1}, "unknown member 'wieght' of struct backend: valid members are addr6, mac, weight"),
+    ("vips", {"name": "x" * 9}, "at most 8 fit"),
+    ("vips", {"ports": [1, 2, 3, 4]}, "4 items given; the array holds 3"),
+    ("vips", {"mac": "02:00:00:00:00"}, "not a MAC address"),
+    ("vips", {"addr6": "2001:db8::g"}, "not an IPv6 address"),
+    ("vips", {"enabled": "maybe"}, "expected true or false"),
+    ("macs", "0x0102", "is 2 bytes; expected 6 bytes (12 hex digits)"),
+])
+def test_bad_values_fail_naming_where_and_why(codecs, map_name, value, reason):
+    with pytest.raises(CodecError) as err:
+        codecs[map_name].encode_value(value, "entries[0].value")
+    assert reason in str(err.value)
+    assert str(err.value).startswith("entries[0].value")
+
+
+def test_raw_hex_escape_hatch_for_whole_keys_values_and_members(codecs):
+    c = codecs["deny_v4"]
+    assert c.encode_key("0x0a000001") == bytes([10, 0, 0, 1])
+    assert c.encode_key({"hex": "0a000002"}) == bytes([10, 0, 0, 2])
+    assert c.encode_value("0x01000000") == bytes([1, 0, 0, 0])
+    value = codecs["vips"].encode_value({"mac": {"hex": "020000000001"}})
+    assert codecs["vips"].decode_value(value)["mac"] == "02:00:00:00:00:01"
+    with pytest.raises(CodecError, match="expected 4 bytes"):
+        c.encode_key("0x0a00000001")
+
+
+def test_maps_without_btf_take_and_give_hex():
+    info = {"type": "hash", "key_size": 3, "value_size": 2, "max_entries": 4}
+    c = map_codec.MapCodec.build(info)
+    assert c.decode_key(c.encode_key("0xaabbcc")) == "0xaabbcc"
+    assert c.decode_value(c.encode_value({"hex": "0102"})) == "0x0102"
+    with pytest.raises(CodecError, match="expected raw bytes as a hex string of 3 bytes"):
+        c.encode_key({"a": 1})
+
+
+def test_per_cpu_values_one_for_all_or_a_list_and_reads_sum_or_list(codecs):
+    c = codecs["counters"]
+    data = c.encode_value({"packets": 5, "bytes": 100})
+    assert len(data) == 16 * NCPUS
+    assert c.decode_value(data) == {"packets": 10, "bytes": 200}
+    assert c.decode_value(data, "list") == [{"packets": 5, "bytes": 100}] * NCPUS
+    data = c.encode_value({"per_cpu": [{"packets": 1}, {"packets": 2}]})
+    assert c.decode_value(data) == {"packets": 3, "bytes": 0}
+    hits = codecs["port_hits"]
+    assert hits.value_buf_size == 8 * NCPUS
+    assert roundtrip_value(hits, [4, 5], "list") == [4, 5]
+    assert roundtrip_value(hits, 4) == 8
+    with pytest.raises(CodecError, match="3 per-CPU values given; this host has 2 possible CPUs"):
+        hits.encode_value([1, 2, 3])
+
+
+def test_null_value_is_all_zero(codecs):
+    assert codecs["vips"].encode_value(None) == b"\0" * codecs["vips"].value_size
+
+
+def test_single_member_struct_takes_a_scalar(codecs):
+    # fleet_ipv6_t is a struct of one array: it has its own notation, but plain structs work the same
+    c = codecs["vips"]
+    assert c.decode_value(c.encode_value({"addr6": "::1"}))["addr6"] == "::1"
