@@ -13,7 +13,7 @@ options:
   name:
     description:
       - The deployment's name; its pins are under O(pin_root)/O(name) and its record under O(state_dir)/O(name).
-      - Letters, digits, V(_), V(.) and V(-), at most 64 characters.
+      - Letters, digits, V(_) and V(-), at most 64 characters (bpffs refuses dots in pin names).
     type: str
     required: true
   state:
@@ -32,7 +32,8 @@ options:
     default: []
   object:
     description:
-      - A compiled BPF ELF object on the host. Exactly one of O(object) and O(src) with O(state=present).
+      - A compiled BPF ELF object on the host. Exactly one of O(object) and O(src) with O(state=present)
+        (with O(compiler=controller) the action plugin sets O(object) to the object it compiled and copied).
     type: path
   src:
     description:
@@ -41,8 +42,13 @@ options:
     type: path
   compiler:
     description:
-      - Where O(src) is compiled. V(controller) runs clang on the controller (action plugin), V(host) runs clang on
-        the managed host, V(bcc) is reserved for bcc on the host.
+      - Where O(src) is compiled. V(controller) runs clang on the controller (action plugin; the collection's
+        C(bpf/include) is on the include path), V(host) runs clang on the managed host, V(bcc) compiles and loads
+        with bcc on the host (O(src) is a path on the host and O(program) names the C function).
+      - With V(bcc) the module respawns under the system Python, where bcc lives (Debian C(python3-bpfcc)), and
+        needs the running kernel's headers. A bcc program cannot include C(fleet/chain.h), so it runs alone or
+        last on an interface; its maps are new at each load, and the entries of the pinned maps of the same
+        layout are copied into them before the swap.
     type: str
     choices: [controller, host, bcc]
     default: controller
@@ -92,5 +98,6 @@ notes:
 requirements:
   - libbpf 1.x (Debian package libbpf1)
   - pyroute2
-  - clang on the host for O(compiler=host)
+  - clang on the controller for O(compiler=controller), on the host for O(compiler=host)
+  - bcc for the host's system Python for O(compiler=bcc)
 """

@@ -80,29 +80,8 @@ class HookState:
                 "entries": [e.as_dict() for e in self.entries]}
 
 
-HOOKS_DIR = "_hooks"
-
-
-def pin(fd: int, path: str) -> None:
-    """Pin fd at path (mode 0600), replacing an existing pin atomically by rename.
-
-    bpffs refuses names with a dot, so the temporary name uses '_tmp' (bpffs.pin uses '.tmp').
-    """
-    bpffs.makedirs(os.path.dirname(path))
-    tmp = "%s_tmp%d" % (path, os.getpid())
-    bpffs.unpin(tmp)
-    libbpf.obj_pin(fd, tmp)
-    os.chmod(tmp, 0o600)
-    os.rename(tmp, path)
-
-
-def hook_dir(pin_root: str, hook: str, ifname: str) -> str:
-    """<pin_root>/_hooks/<hook>@<if> (bpffs refuses the '.hooks' of bpffs.hook_dir: no dots on bpffs)."""
-    return os.path.join(pin_root, HOOKS_DIR, bpffs.hook_id(hook, ifname))
-
-
 def hook_paths(pin_root: str, hook: str, ifname: str) -> dict:
-    folder = hook_dir(pin_root, hook, ifname)
+    folder = bpffs.hook_dir(pin_root, hook, ifname)
     return {"dir": folder, "link": os.path.join(folder, "link"), "chain": os.path.join(folder, "chain")}
 
 
@@ -164,7 +143,7 @@ class MapSet:
             folder = os.path.join(bpffs.deployment_dir(self.pin_root, name), "maps")
             if os.path.isdir(folder):
                 for map_name in sorted(os.listdir(folder)):
-                    if map_name in self.skip.get(name, ()) or ".tmp" in map_name:
+                    if map_name in self.skip.get(name, ()) or "_tmp" in map_name:
                         continue
                     try:
                         fds[map_name] = libbpf.obj_get(os.path.join(folder, map_name))
@@ -268,8 +247,8 @@ def swap(gen: Generation, pin_root: str, mode: str, method: str, allow_fallback:
                 result["mode"] = "generic"
                 result["fallback"] = True
             with libbpf.fd_closing(link_fd):
-                pin(link_fd, paths["link"])
-    pin(gen.chain_fd, paths["chain"])
+                bpffs.pin(link_fd, paths["link"])
+    bpffs.pin(gen.chain_fd, paths["chain"])
     return result
 
 

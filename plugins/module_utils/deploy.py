@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass, field
 
 from ansible_collections.ebpf.fleet.plugins.module_utils import attach
+from ansible_collections.ebpf.fleet.plugins.module_utils import bcc_compile
 from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs
 from ansible_collections.ebpf.fleet.plugins.module_utils import chain
 from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
@@ -195,6 +196,9 @@ def _infos_for(req: Request, info, plans: list) -> dict:
             if entry.deployment in infos:
                 continue
             rec = records.read_deployment(req.state_dir, entry.deployment)
+            if rec and rec.get("compiler") == "bcc":
+                infos[entry.deployment] = _pinned_bcc(req, entry, hp, rec)
+                continue
             path = records.object_path(req.state_dir, entry.deployment)
             if not rec or not os.path.isfile(path):
                 raise DeployError("deployment %r shares %s but has no record with its object in %s: cannot reload it "
@@ -203,11 +207,34 @@ def _infos_for(req: Request, info, plans: list) -> dict:
     return infos
 
 
+def _pinned_bcc(req: Request, entry, hp: HookPlan, rec: dict):
+    """Another deployment's bcc program, reused from its pin on this hook (bcc cannot reload it for a slot)."""
+    loaded = bcc_compile.pinned(bpffs.prog_pin(req.pin_root, entry.deployment, hp.state.hook, hp.state.ifname))
+    if loaded is None:
+        raise DeployError("deployment %r (compiled with bcc) shares %s but its program is not pinned any more: "
+                          "re-run its task first" % (entry.deployment, hp.state.hook_id))
+    return loader.ObjectInfo(path="", sha256=rec.get("object_sha256", ""), program=rec.get("program", ""),
+                             section="", prog_type=loaded.name, compiler="bcc", preloaded=loaded)
+
+
+def _load_bcc(req: Request, info, changing: list, mapset, maps_report: dict) -> None:
+    """Compile and load this deployment's bcc program once, carry its pinned maps' entries over."""
+    if not any(e.deployment == req.name for hp in changing for e in hp.after):
+        return
+    loaded = bcc_compile.load(info.path, info.program, req.hook, info.cflags)
+    info.preloaded = loaded
+    maps_report.update(bcc_compile.carry_over(mapset.for_deployment(req.name), loaded.maps,
+                                              req.replace_incompatible_maps))
+    mapset.add_new(req.name, {name: os.dup(fd) for name, fd in loaded.maps.items()})
+
+
 def apply(req: Request, info, plans: list, maps_report: dict) -> dict:
     """Load all new generations, swap them in, pin, record. Returns per-hook results."""
     changing = [hp for hp in plans if hp.action != "none"]
     infos = _infos_for(req, info, changing)
     mapset = chain.MapSet(req.pin_root)
+    if info is not None and info.compiler == "bcc" and info.preloaded is None:
+        _load_bcc(req, info, changing, mapset, maps_report)
     replace = [m["map"] for m in maps_report.get("incompatible", [])]
     if replace:
         mapset.skip[req.name] = set(replace)
@@ -237,7 +264,7 @@ def apply(req: Request, info, plans: list, maps_report: dict) -> dict:
                                         entries=gen.entries, mode=hp.mode, method=hp.method,
                                         qdisc_created=res.get("qdisc_created", hp.state.qdisc_created))
             for entry, inst in zip(gen.entries, gen.instances):
-                chain.pin(inst.prog_fd, bpffs.prog_pin(req.pin_root, entry.deployment, hp.state.hook, hp.state.ifname))
+                bpffs.pin(inst.prog_fd, bpffs.prog_pin(req.pin_root, entry.deployment, hp.state.hook, hp.state.ifname))
             for gone in {e.deployment for e in hp.before} - {e.deployment for e in gen.entries}:
                 bpffs.unpin(bpffs.prog_pin(req.pin_root, gone, hp.state.hook, hp.state.ifname))
             records.write_hook(req.state_dir, hp.state.hook_id, new_state.record(req.pin_root))
@@ -246,7 +273,7 @@ def apply(req: Request, info, plans: list, maps_report: dict) -> dict:
         # data maps created by this run, and maps replaced or dropped by an upgrade
         for dep, fds in mapset.new.items():
             for map_name, fd in fds.items():
-                chain.pin(fd, bpffs.map_pin(req.pin_root, dep, map_name))
+                bpffs.pin(fd, bpffs.map_pin(req.pin_root, dep, map_name))
         for map_name in maps_report.get("obsolete", []):
             bpffs.unpin(bpffs.map_pin(req.pin_root, req.name, map_name))
     finally:

@@ -65,6 +65,9 @@ class ObjectInfo:
     has_chain: bool = False
     has_slot: bool = False
     chain_max: int = CHAIN_MAX_DEFAULT
+    compiler: str = "libbpf"                     # libbpf (an ELF object) or bcc (bcc_compile.py)
+    cflags: list = field(default_factory=list)  # bcc: the flags it compiles with
+    preloaded: object = None                     # a program loaded already (bcc_compile.Loaded)
 
 
 def _pick_program(obj, program: str, path: str):
@@ -156,7 +159,12 @@ class Instance:
 
 
 def load_instance(info: ObjectInfo, slot: int, chain_fd: int, map_fds: dict, ifindex: int = 0) -> Instance:
-    """Load info.program for chain position ``slot``; map_fds (name -> fd) are reused."""
+    """Load info.program for chain position ``slot``; map_fds (name -> fd) are reused.
+
+    A program loaded already (bcc) is used as it is: its position does not matter, as it runs alone or last."""
+    if info.preloaded is not None:
+        pre = info.preloaded
+        return Instance(prog_fd=os.dup(pre.prog_fd), prog_id=pre.prog_id, tag=pre.tag, name=pre.name)
     try:
         obj = libbpf.BpfObject.open(info.path)
     except libbpf.BpfError as exc:

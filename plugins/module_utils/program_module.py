@@ -10,7 +10,9 @@ import shutil
 import tempfile
 
 from ansible.module_utils.basic import missing_required_lib
+from ansible.module_utils.common import respawn
 
+from ansible_collections.ebpf.fleet.plugins.module_utils import bcc_compile
 from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs
 from ansible_collections.ebpf.fleet.plugins.module_utils import deploy
 from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
@@ -72,10 +74,11 @@ def _validate(module, hook: str) -> None:
     if params["state"] == "present":
         if not params["interfaces"]:
             module.fail_json(msg="interfaces: state=present needs at least one interface")
-        if bool(params["object"]) == bool(params["src"]):
+        compiled_by_action = params["object"] and params["src"] and params["compiler"] == "controller"
+        if bool(params["object"]) == bool(params["src"]) and not compiled_by_action:
             module.fail_json(msg="exactly one of object or src is required with state=present (got %s)" % (
                 "both" if params["object"] else "neither"))
-        if params["src"] and params["compiler"] == "controller":
+        if params["src"] and params["compiler"] == "controller" and not params["object"]:
             module.fail_json(msg="src with compiler=controller is compiled by the action plugin ebpf.fleet.%s; "
                                  "run the module through Ansible, or set compiler: host" % (
                                      "xdp_program" if hook == "xdp" else "tc_program"))
@@ -91,6 +94,8 @@ def run(module, hook: str, mode: str = "", tc_attach: str = "auto", allow_fallba
         module.fail_json(msg="libbpf 1.x is required (Debian package %s)" % libbpf.LIBBPF_PACKAGE)
     _validate(module, hook)
     params = module.params
+    if params["state"] == "present" and params["src"] and params["compiler"] == "bcc" and not module.check_mode:
+        ensure_bcc(module)
     workdir = tempfile.mkdtemp(prefix="ebpf_fleet_")
     try:
         _run(module, hook, mode, tc_attach, allow_fallback, workdir)
@@ -98,8 +103,34 @@ def run(module, hook: str, mode: str = "", tc_attach: str = "auto", allow_fallba
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def bcc_info(module, hook: str):
+    """What the plan needs of a bcc deployment, without compiling: its checksum and function."""
+    params = module.params
+    if not params["program"]:
+        module.fail_json(msg="program: compiler=bcc needs the name of the C function to load")
+    if not os.path.isfile(params["src"]):
+        module.fail_json(msg="src=%s: no such file on the host (with compiler=bcc the source is read on the host)"
+                             % params["src"])
+    flags = bcc_compile.cflags(params["defines"], params["include_dirs"])
+    return loader.ObjectInfo(path=params["src"], sha256=bcc_compile.digest(params["src"], flags, params["program"], hook),
+                             program=params["program"], section="", prog_type=bcc_compile.PROG_TYPE_FOR_HOOK[hook].lower(),
+                             compiler="bcc", cflags=flags)
+
+
+def ensure_bcc(module) -> None:
+    """bcc is a system-Python library: respawn the module under an interpreter that has it."""
+    if bcc_compile.has_bcc():
+        return
+    if not respawn.has_respawned():
+        interpreter = respawn.probe_interpreters_for_module(bcc_compile.SYSTEM_PYTHONS, "bcc")
+        if interpreter:
+            respawn.respawn_module(interpreter)
+    module.fail_json(msg=missing_required_lib(bcc_compile.BCC_PACKAGE))
+
+
 def _run(module, hook, mode, tc_attach, allow_fallback, workdir):
     params = module.params
+    bcc = params["state"] == "present" and bool(params["src"]) and params["compiler"] == "bcc"
     req = deploy.Request(name=params["name"], hook=hook, state=params["state"], interfaces=params["interfaces"],
                          program=params["program"], priority=params["priority"], mode=mode or "",
                          tc_attach=tc_attach, allow_generic_fallback=allow_fallback,
@@ -112,23 +143,29 @@ def _run(module, hook, mode, tc_attach, allow_fallback, workdir):
     info = None
     with records.locked(req.state_dir):
         old = records.read_deployment(req.state_dir, req.name)
+        if old and old.get("hook") and old.get("hook") != hook and req.state == "absent" and \
+                hook.startswith("tc_") and old["hook"].startswith("tc_"):
+            # absent needs no direction: the record knows it
+            hook = req.hook = old["hook"]
         if old and old.get("hook") and old.get("hook") != hook:
             module.fail_json(msg="name=%s is already a deployment on hook %s; pick another name" % (req.name, old["hook"]))
         if req.state == "present":
             obj = params["object"]
             if params["src"] and params["compiler"] == "host":
                 obj = compile_on_host(module, params["src"], workdir)
-            elif params["src"] and params["compiler"] == "bcc":
-                module.fail_json(msg="compiler=bcc is not available in this version of the module")
-            try:
-                info = loader.inspect(obj, params["program"], hook)
-            except loader.LoadError as exc:
-                module.fail_json(msg="object: %s" % exc, verifier_log=exc.log)
+            if bcc:
+                info = bcc_info(module, hook)
+            else:
+                try:
+                    info = loader.inspect(obj, params["program"], hook)
+                except loader.LoadError as exc:
+                    module.fail_json(msg="object: %s" % exc, verifier_log=exc.log)
         try:
             plans = deploy.plan(req, info)
         except deploy.DeployError as exc:
             module.fail_json(msg=str(exc))
-        maps_report = deploy.check_maps(req, info) if info is not None else {}
+        # bcc creates its maps when it loads: they are compared (and carried over) in deploy.apply
+        maps_report = deploy.check_maps(req, info) if info is not None and not bcc else {}
         if maps_report.get("incompatible") and not req.replace_incompatible_maps:
             module.fail_json(msg="maps of deployment %s are incompatible with the new object: %s; set "
                                  "replace_incompatible_maps: true to replace them (their contents are lost)" % (
@@ -140,7 +177,8 @@ def _run(module, hook, mode, tc_attach, allow_fallback, workdir):
             record_changed = not old or old.get("object_sha256") != info.sha256 or \
                 old.get("interfaces") != req.interfaces or old.get("priority") != req.priority or \
                 old.get("program") != info.program or old.get("mode") != (mode or None) or \
-                old.get("pin_root") != req.pin_root
+                old.get("pin_root") != req.pin_root or \
+                (hook != "xdp" and old.get("tc_attach") != tc_attach)
         else:
             record_changed = bool(old) or os.path.isdir(bpffs.deployment_dir(req.pin_root, req.name))
         changed = record_changed or any(hp.action != "none" for hp in plans)
@@ -156,6 +194,8 @@ def _run(module, hook, mode, tc_attach, allow_fallback, workdir):
                 results = deploy.apply(req, info, plans, maps_report)
             except (loader.LoadError, deploy.DeployError) as exc:
                 module.fail_json(msg=str(exc), verifier_log=getattr(exc, "log", ""), changed=False)
+            except bcc_compile.BccError as exc:
+                module.fail_json(msg=str(exc), verifier_log=exc.log, changed=False)
             except libbpf.BpfError as exc:
                 module.fail_json(msg="kernel refused: %s" % exc, changed=False)
             except Exception as exc:  # pylint: disable=broad-except
@@ -175,8 +215,9 @@ def _run(module, hook, mode, tc_attach, allow_fallback, workdir):
                               source=params["src"], source_sha256=loader.sha256_file(params["src"]) if params["src"]
                               and os.path.isfile(params["src"]) else None, tc_attach=tc_attach if hook != "xdp" else None,
                               allow_generic_fallback=allow_fallback, compiler=params["compiler"] if params["src"] else None)
-                result["record"] = records.write_deployment(req.state_dir, req.name, record, info.object_path
-                                                            if hasattr(info, "object_path") else info.path, info.sha256)
+                record["include_dirs"] = params["include_dirs"]
+                result["record"] = records.write_deployment(req.state_dir, req.name, record, info.path, info.sha256,
+                                                            object_file="source.c" if bcc else records.OBJECT_FILE)
             else:
                 deploy.remove_pins(req)
                 records.remove_deployment(req.state_dir, req.name)

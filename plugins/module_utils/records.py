@@ -6,6 +6,8 @@
     <state_dir>/<name>/deployment.json   options, object checksum, versions, timestamps
     <state_dir>/<name>/object.o          the object that is loaded
     <state_dir>/<name>/object.o.sha256   its checksum (sha256sum format)
+    <state_dir>/<name>/source.c          instead of object.o for a bcc deployment (its checksum covers
+                                         the source, the cflags, the function and the hook)
     <state_dir>/.hooks/<hook>@<if>.json  the order of one hook's chain (bpffs holds only pins,
                                          so the chain's description lives here)
     <state_dir>/.lock                    serialises runs on one host
@@ -80,17 +82,20 @@ def list_deployments(state_dir: str) -> list:
                   if not entry.startswith(".") and os.path.isfile(os.path.join(state_dir, entry, RECORD_FILE)))
 
 
-def write_deployment(state_dir: str, name: str, record: dict, object_src: str, sha256: str) -> dict:
-    """Copy the object (when it changed) and write the record; returns the record written."""
+def write_deployment(state_dir: str, name: str, record: dict, object_src: str, sha256: str,
+                     object_file: str = OBJECT_FILE) -> dict:
+    """Copy the object (when it changed) and write the record; returns the record written.
+
+    object_file names the copy: object.o for an ELF object, source.c for a bcc deployment's source."""
     folder = deployment_dir(state_dir, name)
     os.makedirs(folder, mode=0o700, exist_ok=True)
-    dest = object_path(state_dir, name)
+    dest = os.path.join(folder, object_file)
     if os.path.abspath(object_src) != os.path.abspath(dest):
         tmp = dest + ".tmp%d" % os.getpid()
         shutil.copyfile(object_src, tmp)
         os.chmod(tmp, 0o600)
         os.rename(tmp, dest)
-    _atomic_write(dest + ".sha256", ("%s  %s\n" % (sha256, OBJECT_FILE)).encode())
+    _atomic_write(dest + ".sha256", ("%s  %s\n" % (sha256, object_file)).encode())
     old = read_deployment(state_dir, name) or {}
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     record = dict(record)

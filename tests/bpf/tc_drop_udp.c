@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: GPL-2.0 */
-/* Test fixture: a TC program that drops UDP to DROP_PORT (IPv4) and counts. */
+/* Test fixture: a TC program that drops UDP to DROP_PORT (IPv4), counts, passes the rest down the chain. */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
 #include <linux/if_ether.h>
@@ -14,6 +14,9 @@
 #ifndef DROP_PORT
 #define DROP_PORT 9999
 #endif
+#ifndef VERSION
+#define VERSION 1
+#endif
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -22,6 +25,9 @@ struct {
 	__type(value, struct fleet_counter);
 } tc_drops SEC(".maps");
 
+/* VERSION changes the code (and the tag), not the maps: k is always 0. */
+volatile const __u32 build_version = VERSION;
+
 SEC("tc")
 int tc_drop_udp(struct __sk_buff *skb)
 {
@@ -29,7 +35,7 @@ int tc_drop_udp(struct __sk_buff *skb)
 	struct ethhdr *eth = data;
 	struct iphdr *ip;
 	struct udphdr *udp;
-	__u32 k = 0;
+	__u32 k = build_version - VERSION;
 
 	if ((void *)(eth + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP))
 		return fleet_tc_next(skb, TC_ACT_OK);

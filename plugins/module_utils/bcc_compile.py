@@ -1,0 +1,207 @@
+# -*- coding: utf-8 -*-
+# Copyright: ebpf.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""``compiler: bcc``: compile a C source with bcc on the host and hand the loaded program to the chain.
+
+bcc compiles and loads programs itself (``BPF(text=..., cflags=[...])`` then
+``load_func(name, BPF.XDP or BPF.SCHED_CLS)``), so a bcc deployment enters the
+same flow as a libbpf one through an already loaded program:
+
+* the plan uses a checksum of the source, the cflags, the function and the
+  hook (no compile needed to decide, nothing loaded in check mode);
+* when the plan needs the program, it is compiled and loaded once; its fd is
+  put in the chain's generation like any other instance, then pinned under
+  ``<pin_root>/<name>/progs/<hook>@<if>``; the maps bcc created are pinned under
+  ``<pin_root>/<name>/maps/`` (the names the kernel holds, at most 15 characters);
+* on an upgrade, bcc creates new maps (it cannot be handed the pinned ones):
+  the entries of every pinned map whose layout matches the new map's are
+  copied into it before the swap, so counters and tables carry over; a map
+  whose layout changed starts empty only with ``replace_incompatible_maps``;
+* when another deployment changes the chain, the bcc program is reused from
+  its pin (it is not compiled again).
+
+Limitation: a bcc program cannot use ``fleet/chain.h`` (bcc declares maps its
+own way and the loader cannot set ``fleet_chain_slot``), so it can run only
+alone on a hook or last in a chain.
+
+bcc exists only for the system Python (Debian ``python3-bpfcc``); the module
+respawns itself under it (``ansible.module_utils.common.respawn``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+
+from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
+
+SYSTEM_PYTHONS = ["/usr/bin/python3", "/usr/libexec/platform-python", "/usr/bin/python"]
+BCC_PACKAGE = "bcc (Debian: python3-bpfcc, for the system Python)"
+PROG_TYPE_FOR_HOOK = {"xdp": "XDP", "tc_ingress": "SCHED_CLS", "tc_egress": "SCHED_CLS"}
+NO_DATA_MAPS = ("prog_array", "perf_event_array", "ringbuf")
+
+
+class BccError(RuntimeError):
+    def __init__(self, message: str, log: str = ""):
+        super().__init__(message)
+        self.log = log
+
+
+def has_bcc() -> bool:
+    try:
+        import bcc  # noqa: F401 pylint: disable=unused-import,import-outside-toplevel
+    except ImportError:
+        return False
+    return True
+
+
+def cflags(defines: dict, include_dirs: list) -> list:
+    flags = ["-I%s" % folder for folder in include_dirs]
+    for key, value in sorted((defines or {}).items()):
+        flags.append("-D%s" % key if value is None or value is True else "-D%s=%s" % (key, value))
+    return flags
+
+
+def digest(src: str, flags: list, function: str, hook: str) -> str:
+    """What decides whether a bcc deployment changed: source bytes, cflags, function, program type."""
+    sha = hashlib.sha256()
+    with open(src, "rb") as handle:
+        sha.update(handle.read())
+    sha.update(json.dumps({"cflags": flags, "function": function, "type": PROG_TYPE_FOR_HOOK[hook]},
+                          sort_keys=True).encode())
+    return sha.hexdigest()
+
+
+@dataclass
+class Loaded:
+    """A program bcc (or an earlier run) loaded: its fd, identity and the data maps it uses."""
+    prog_fd: int
+    prog_id: int
+    tag: str
+    name: str
+    maps: dict = field(default_factory=dict)      # map name -> fd
+
+    @classmethod
+    def from_fd(cls, prog_fd: int, with_maps: bool = True) -> "Loaded":
+        info = libbpf.prog_info(prog_fd)
+        loaded = cls(prog_fd=prog_fd, prog_id=info["id"], tag=info["tag"], name=info["name"])
+        if with_maps:
+            for map_id in info["map_ids"]:
+                fd = libbpf.map_fd_by_id(map_id)
+                minfo = libbpf.map_info(fd)
+                if minfo["type"] in NO_DATA_MAPS or not minfo["name"] or minfo["name"].endswith((".rodata", ".bss", ".data")):
+                    os.close(fd)
+                    continue
+                loaded.maps[minfo["name"]] = fd
+        return loaded
+
+    def close(self) -> None:
+        for fd in [self.prog_fd] + list(self.maps.values()):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.maps = {}
+
+
+def load(src: str, function: str, hook: str, flags: list) -> Loaded:
+    """Compile src with bcc and load function for the hook; the caller owns the returned fds."""
+    try:
+        from bcc import BPF  # pylint: disable=import-outside-toplevel
+    except ImportError as exc:
+        raise BccError("compiler=bcc: the Python library %s is not importable: %s" % (BCC_PACKAGE, exc))
+    try:
+        with open(src) as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise BccError("src=%s: cannot read it on the host: %s" % (src, exc))
+    with _stderr_captured() as captured:
+        try:
+            bpf = BPF(text=text, cflags=flags)
+        except Exception as exc:  # bcc raises plain Exception; clang's messages went to fd 2
+            raise BccError("compiling src=%s with bcc failed: %s\n%s" % (src, exc, _tail(captured())), _tail(captured()))
+        try:
+            # the expected attach type libbpf gives SEC("xdp") programs: a program array accepts only programs
+            # that agree with its owner on it, so the bcc program can sit in a chain of libbpf-loaded ones
+            attach_type = libbpf.ATTACH_XDP if hook == "xdp" else -1
+            fn = bpf.load_func(function, getattr(BPF, PROG_TYPE_FOR_HOOK[hook]), attach_type=attach_type)
+        except Exception as exc:  # a verifier failure or a missing function; the verifier log went to fd 2
+            raise BccError("loading function %r of src=%s with bcc failed: %s\nverifier log (end):\n%s" % (
+                function, src, exc, _tail(captured())), _tail(captured()))
+    return Loaded.from_fd(os.dup(fn.fd))
+
+
+def _tail(text: str, lines: int = 40) -> str:
+    return "\n".join((text or "").rstrip().splitlines()[-lines:])
+
+
+@contextlib.contextmanager
+def _stderr_captured():
+    """bcc's C++ side writes clang's and the verifier's messages to file descriptor 2: keep them for the result."""
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+
+        def read() -> str:
+            tmp.seek(0)
+            return tmp.read().decode(errors="replace")
+        try:
+            yield read
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def pinned(prog_pin: str):
+    """The program an earlier run pinned (reused when another deployment changes the chain), or None."""
+    try:
+        fd = libbpf.obj_get(prog_pin)
+    except libbpf.BpfError:
+        return None
+    return Loaded.from_fd(fd, with_maps=False)
+
+
+def layout(info: dict) -> dict:
+    return {key: info.get(key) for key in ("type", "key_size", "value_size", "max_entries", "map_flags")}
+
+
+def copy_entries(src_fd: int, dst_fd: int) -> int:
+    """Copy every entry of one map into another of the same layout; returns how many."""
+    info = libbpf.map_info(src_fd)
+    value_size = info["value_size"]
+    if info["type"] in libbpf.PERCPU_MAP_TYPES:
+        value_size = (value_size + 7) // 8 * 8 * libbpf.num_possible_cpus()
+    count = 0
+    for key in list(libbpf.map_keys(src_fd, info["key_size"])):
+        value = libbpf.map_lookup(src_fd, key, value_size)
+        if value is not None:
+            libbpf.map_update(dst_fd, key, value)
+            count += 1
+    return count
+
+
+def carry_over(old_maps: dict, new_maps: dict, replace_incompatible: bool) -> dict:
+    """Copy the pinned maps' entries into the new bcc maps where layouts match; report like check_maps."""
+    report = {"reused": [], "created": [], "incompatible": [], "obsolete": []}
+    for name, new_fd in sorted(new_maps.items()):
+        old_fd = old_maps.get(name)
+        if old_fd is None:
+            report["created"].append(name)
+            continue
+        old, new = layout(libbpf.map_info(old_fd)), layout(libbpf.map_info(new_fd))
+        if old != new:
+            diffs = ["%s %s != %s" % (key, old[key], new[key]) for key in old if old[key] != new[key]]
+            report["incompatible"].append({"map": name, "differences": diffs})
+            if not replace_incompatible:
+                raise BccError("maps are incompatible with the new program: %s (%s); set replace_incompatible_maps: "
+                               "true to replace it (its contents are lost)" % (name, ", ".join(diffs)))
+            continue
+        if old_fd != new_fd:
+            copy_entries(old_fd, new_fd)
+        report["reused"].append(name)
+    report["obsolete"] = sorted(set(old_maps) - set(new_maps))
+    return report

@@ -1,0 +1,219 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: ebpf.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: bpf_info
+short_description: Report the XDP and TC programs of a host and this collection's deployments
+description:
+  - Read-only. Per interface, the XDP programs (with their mode, and whether a bpf_link holds them) and the TC
+    programs on ingress and egress (TCX links and clsact filters), this collection's and other tools', each marked
+    C(managed).
+  - Programs of this collection's chains that run by tail call behind the attached one are listed after it.
+  - This collection's deployments from their records and pins (under O(pin_root) and O(state_dir)), with versions,
+    pinned programs and pinned maps; map contents on request, per-CPU values summed.
+  - An optional JMESPath O(query) reduces the result.
+version_added: "0.1.0"
+author: ebpf.fleet contributors (@ebpf-fleet)
+extends_documentation_fragment:
+  - ebpf.fleet.attributes
+attributes:
+  check_mode:
+    support: full
+    details: The module changes nothing and runs the same in check mode.
+  diff_mode:
+    support: none
+  platform:
+    support: full
+    platforms: linux
+options:
+  interfaces:
+    description:
+      - Interfaces to report; every interface of the host's network namespace when empty.
+    type: list
+    elements: str
+    default: []
+  pin_root:
+    description:
+      - The collection's pin root on bpffs (where the deployments' programs and maps are pinned).
+    type: path
+    default: /sys/fs/bpf/ebpf_fleet
+  state_dir:
+    description:
+      - Where the deployments are recorded.
+    type: path
+    default: /var/lib/ebpf_fleet
+  contents:
+    description:
+      - Include the entries of the deployments' pinned maps, in the maps' typed notation where the collection can
+        read their BTF, in hex otherwise.
+    type: bool
+    default: false
+  per_cpu:
+    description:
+      - For per-CPU maps with O(contents=true), V(sum) adds the CPUs' values (counters), V(list) gives one value per
+        CPU.
+    type: str
+    choices: [sum, list]
+    default: sum
+  max_entries:
+    description:
+      - At most this many entries per map with O(contents=true) (the map's C(truncated) tells when there were more).
+    type: int
+    default: 1000
+  query:
+    description:
+      - A JMESPath expression applied to C({interfaces, deployments}); the module then returns only RV(query_result).
+      - Needs the Python library C(jmespath) on the host.
+    type: str
+requirements:
+  - libbpf 1.x (Debian package libbpf1)
+  - pyroute2
+  - jmespath (only with O(query))
+"""
+
+EXAMPLES = r"""
+- name: Everything on the uplink
+  ebpf.fleet.bpf_info:
+    interfaces: [ens3]
+  register: bpf
+
+- name: Programs attached by other tools, on any interface
+  ebpf.fleet.bpf_info:
+    query: "values(interfaces)[].xdp.programs[] | [?!managed]"
+  register: foreign
+
+- name: Drop counters of the guard deployment, summed over CPUs
+  ebpf.fleet.bpf_info:
+    contents: true
+    query: "deployments.udp_guard.maps.drops.entries"
+  register: drops
+"""
+
+RETURN = r"""
+interfaces:
+  description:
+    - Per interface, V(xdp) (mode, programs) and V(tc_ingress) / V(tc_egress) (programs).
+    - Each program has V(id), V(name), V(tag), V(type), V(via) (V(xdp_link), V(netlink), V(tcx), V(clsact),
+      V(tail_call)), V(managed) and V(deployment) (when managed), and V(position) in the collection's chain.
+  returned: when query is not set
+  type: dict
+  sample:
+    ens3:
+      ifindex: 2
+      xdp:
+        mode: native
+        programs:
+          - {id: 812, name: xdp_drop_udp, tag: 3b185187f1855c4c, type: xdp, via: xdp_link, link_id: 31,
+             managed: true, deployment: udp_guard, mode: native, position: 1, map_ids: [40], run_cnt: 0,
+             run_time_ns: 0}
+      tc_ingress: []
+      tc_egress:
+        - {id: 97, name: cls_main, tag: 1c2f0b3a9d7e4411, type: sched_cls, via: clsact, pref: 49152, handle: 1,
+           filter_name: "main.o:[tc]", managed: false, deployment: null, map_ids: [], run_cnt: 0, run_time_ns: 0}
+deployments:
+  description:
+    - Per deployment of this collection, its record (hook, interfaces, program, priority, version, versions,
+      object checksum) and its pins (V(programs) per hook, V(maps) with their layout, and entries with
+      O(contents=true)).
+  returned: when query is not set
+  type: dict
+  sample:
+    udp_guard:
+      recorded: true
+      hook: xdp
+      interfaces: [ens3]
+      program: xdp_drop_udp
+      priority: 10
+      mode: native
+      compiler: null
+      object_sha256: 9f2c0d1e
+      version: 2
+      versions: [{sha256: 1a2b3c, deployed: "2025-01-01T10:00:00Z"}, {sha256: 9f2c0d1e, deployed: "2025-02-01T10:00:00Z"}]
+      updated: "2025-02-01T10:00:00Z"
+      programs: {"xdp@ens3": {id: 812, name: xdp_drop_udp, tag: 3b185187f1855c4c, type: xdp}}
+      maps:
+        drops: {id: 40, type: percpu_array, key_size: 4, value_size: 16, max_entries: 2, map_flags: 0,
+                pin: /sys/fs/bpf/ebpf_fleet/udp_guard/maps/drops, notation: typed, truncated: false,
+                entries: [{key: 0, value: {packets: 1520, bytes: 97280}}]}
+query_result:
+  description: The result of O(query).
+  returned: when query is set
+  type: raw
+  sample: [{key: 0, value: {packets: 1520, bytes: 97280}}]
+"""
+
+import socket
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.ebpf.fleet.plugins.module_utils import bpf_inventory
+from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs
+from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils import netlink
+from ansible_collections.ebpf.fleet.plugins.module_utils import records
+
+try:
+    import jmespath
+    HAS_JMESPATH = True
+    JMESPATH_IMPORT_ERROR = None
+except ImportError:
+    jmespath = None
+    HAS_JMESPATH = False
+    JMESPATH_IMPORT_ERROR = traceback.format_exc()
+
+
+def argument_spec() -> dict:
+    return dict(
+        interfaces=dict(type="list", elements="str", default=[]),
+        pin_root=dict(type="path", default=bpffs.PIN_ROOT_DEFAULT),
+        state_dir=dict(type="path", default=records.STATE_DIR_DEFAULT),
+        contents=dict(type="bool", default=False),
+        per_cpu=dict(type="str", default="sum", choices=["sum", "list"]),
+        max_entries=dict(type="int", default=1000),
+        query=dict(type="str"),
+    )
+
+
+def build_module() -> AnsibleModule:
+    return AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+
+
+def main() -> None:
+    module = build_module()
+    params = module.params
+    if params["query"] and not HAS_JMESPATH:
+        module.fail_json(msg=missing_required_lib("jmespath"), exception=JMESPATH_IMPORT_ERROR)
+    if not netlink.HAS_PYROUTE2:
+        module.fail_json(msg=missing_required_lib(netlink.PYROUTE2_PACKAGE), exception=str(netlink.PYROUTE2_IMPORT_ERROR))
+    if not libbpf.available():
+        module.fail_json(msg="libbpf 1.x is required (Debian package %s)" % libbpf.LIBBPF_PACKAGE)
+    if params["max_entries"] < 1:
+        module.fail_json(msg="max_entries=%d: expected a positive integer" % params["max_entries"])
+    known = [name for _index, name in socket.if_nameindex()]
+    missing = [name for name in params["interfaces"] if name not in known]
+    if missing:
+        module.fail_json(msg="interfaces: %s not found in this network namespace; interfaces here: %s" % (
+            ", ".join(missing), ", ".join(sorted(known))))
+    compiled = None
+    if params["query"]:
+        try:
+            compiled = jmespath.compile(params["query"])
+        except jmespath.exceptions.JMESPathError as exc:
+            module.fail_json(msg="query=%r is not a valid JMESPath expression: %s" % (params["query"], exc))
+    facts = {
+        "interfaces": bpf_inventory.interfaces(params["interfaces"], params["pin_root"], params["state_dir"]),
+        "deployments": bpf_inventory.deployments(params["pin_root"], params["state_dir"], params["contents"],
+                                                 params["per_cpu"], params["max_entries"]),
+    }
+    if compiled is not None:
+        module.exit_json(changed=False, query_result=compiled.search(facts))
+    module.exit_json(changed=False, **facts)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+# -*- coding: utf-8 -*-
+# Copyright: ebpf.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Compile a BPF C source with clang on the controller, copy the object to the host, run the module.
+
+The controller half of xdp_program and tc_program (their action plugins are
+subclasses of ProgramAction). With ``src`` and ``compiler: controller`` (the
+default), the source is found like ``template``'s (the role's or playbook's
+``files/``), compiled locally (``-O2 -g -target bpf``, ``defines`` as ``-D``,
+``include_dirs`` and the collection's ``bpf/include`` as ``-I``), copied into
+the task's temporary folder on the host and handed to the module as
+``object``, ``src`` kept for the record. A compile error fails the task
+before the host is touched. Every other case runs the module unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+
+from ansible import constants as C
+from ansible.errors import AnsibleActionFail, AnsibleError
+from ansible.plugins.action import ActionBase
+
+COLLECTION_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+COLLECTION_INCLUDE = os.path.join(COLLECTION_ROOT, "bpf", "include")
+
+
+def clang_args(clang: str, src: str, out: str, defines: dict, include_dirs: list, arch: str) -> list:
+    """clang's argument list: the same flags as the host compile path and `make bpf` (without -Werror)."""
+    cmd = [clang, "-O2", "-g", "-target", "bpf", "-c", src, "-o", out,
+           # paths in the debug info and BTF relative to the source's folder and the collection: the same
+           # source gives the same object (and checksum) on every controller, wherever it is checked out
+           "-fdebug-prefix-map=%s=." % os.path.dirname(os.path.abspath(src)),
+           "-fdebug-prefix-map=%s=ebpf_fleet" % COLLECTION_ROOT]
+    for folder in list(include_dirs) + [COLLECTION_INCLUDE]:
+        cmd.append("-I%s" % folder)
+    cmd.append("-I/usr/include/%s-linux-gnu" % arch)
+    for key, value in sorted((defines or {}).items()):
+        if not isinstance(key, str) or not key or not (key[0].isalpha() or key[0] == "_") or \
+                not all(ch.isalnum() or ch == "_" for ch in key):
+            raise AnsibleActionFail("defines: %r is not a C macro name (letters, digits and '_', not starting "
+                                    "with a digit)" % (key,))
+        cmd.append("-D%s" % key if value is None or value is True else "-D%s=%s" % (key, value))
+    return cmd
+
+
+class ProgramAction(ActionBase):
+    """Action plugin shared by xdp_program and tc_program; MODULE names the module it runs."""
+
+    TRANSFERS_FILES = True
+    MODULE = ""
+
+    def _find_folder(self, folder: str) -> str:
+        if os.path.isabs(folder):
+            return folder
+        try:
+            return self._find_needle("files", folder)
+        except AnsibleError:
+            return folder
+
+    def _compile(self, args: dict, workdir: str) -> str:
+        try:
+            src = self._find_needle("files", args["src"])
+        except AnsibleError as exc:
+            raise AnsibleActionFail("src=%s: not found on the controller (%s)" % (args["src"], exc))
+        clang = shutil.which("clang")
+        if not clang:
+            raise AnsibleActionFail("compiler=controller needs clang on the controller (Debian package clang); "
+                                    "or set compiler: host to compile on the managed host")
+        includes = [self._find_folder(d) for d in args.get("include_dirs") or []]
+        out = os.path.join(workdir, os.path.splitext(os.path.basename(src))[0] + ".o")
+        cmd = clang_args(clang, src, out, args.get("defines") or {}, includes, os.uname().machine)
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=dict(os.environ, LC_ALL="C"))
+        if proc.returncode != 0:
+            raise AnsibleActionFail("compiling src=%s with clang on the controller failed (rc %d): %s" % (
+                args["src"], proc.returncode, proc.stderr.strip()[-4000:]), result={"cmd": cmd, "stderr": proc.stderr})
+        return out
+
+    def run(self, tmp=None, task_vars=None):
+        self._supports_check_mode = True
+        self._supports_async = False
+        result = super().run(tmp, task_vars)
+        del tmp
+        args = dict(self._task.args)
+        compile_here = (args.get("src") and not args.get("object") and args.get("compiler", "controller") == "controller"
+                        and args.get("state", "present") == "present")
+        if not compile_here:
+            result.update(self._execute_module(module_name=self.MODULE, module_args=args, task_vars=task_vars))
+            self._remove_tmp_path(self._connection._shell.tmpdir)
+            return result
+        workdir = tempfile.mkdtemp(prefix="ebpf_fleet_", dir=C.DEFAULT_LOCAL_TMP)
+        try:
+            local_obj = self._compile(args, workdir)
+            remote_obj = self._connection._shell.join_path(self._connection._shell.tmpdir, "object.o")
+            self._transfer_file(local_obj, remote_obj)
+            self._fixup_perms2((self._connection._shell.tmpdir, remote_obj))
+            args["object"] = remote_obj
+            result.update(self._execute_module(module_name=self.MODULE, module_args=args, task_vars=task_vars))
+            result["compiled_on"] = "controller"
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+            self._remove_tmp_path(self._connection._shell.tmpdir)
+        return result

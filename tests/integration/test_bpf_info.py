@@ -1,0 +1,101 @@
+"""bpf_info on the real kernel: the collection's deployments and other tools' programs, per interface."""
+
+import pytest
+
+from harness import paths
+from harness.traffic import udp_count
+
+pytestmark = pytest.mark.kernel
+
+PORT = 9999
+
+
+def obj(name):
+    return paths.bpf_object(name)
+
+
+@pytest.fixture
+def lab(netns, pin_root, state_dir):
+    """tx (10.79.0.1, va) -- veth -- rx (10.79.0.2, vb); rx also holds a veth pair fa/fb for a foreign program."""
+    tx, rx = netns("tx"), netns("rx")
+    tx.veth("va", "vb", peer_ns=rx, addr_a="10.79.0.1/24", addr_b="10.79.0.2/24")
+    rx.veth("fa", "fb")
+
+    class Lab:
+        pass
+    lab = Lab()
+    lab.tx, lab.rx, lab.pin_root, lab.state_dir = tx, rx, pin_root, state_dir
+    lab.base = dict(pin_root=pin_root, state_dir=state_dir)
+    return lab
+
+
+def packets(value):
+    """Packets of a summed fleet_counter: typed ({packets, bytes}) or, without the typed codec, hex."""
+    if isinstance(value, dict):
+        return value["packets"]
+    return int.from_bytes(bytes.fromhex(value[2:])[:8], "little")
+
+
+def test_finds_deployment_and_foreign_program_and_sums_counters(lab, run_module):
+    res = run_module("xdp_program", dict(lab.base, name="guard", object=obj("xdp_drop_udp"), interfaces=["vb"],
+                                         priority=10), netns=lab.rx)
+    assert res.changed and not res.failed, res
+    guard_id = res["attachments"]["vb"]["chain"][0]["prog_id"]
+    res = run_module("tc_program", dict(lab.base, name="tcguard", object=obj("tc_drop_udp"), interfaces=["vb"],
+                                        direction="ingress", attach="clsact"), netns=lab.rx)
+    assert res.changed and not res.failed, res
+    tc_id = res["attachments"]["vb"]["chain"][0]["prog_id"]
+    lab.rx.run(["ip", "link", "set", "dev", "fa", "xdpgeneric", "obj", obj("xdp_plain_pass"), "sec", "xdp"])
+    sent, received = udp_count(lab.tx, lab.rx, "10.79.0.2", PORT)
+    assert sent > 0 and received == 0
+
+    info = run_module("bpf_info", dict(lab.base, contents=True), netns=lab.rx, check_mode=True)
+    assert not info.failed and not info.changed, info
+    vb = info["interfaces"]["vb"]
+    assert vb["xdp"]["mode"] == "native"
+    [mine] = vb["xdp"]["programs"]
+    assert (mine["id"], mine["managed"], mine["deployment"], mine["via"]) == (guard_id, True, "guard", "xdp_link")
+    [tc] = vb["tc_ingress"]
+    assert (tc["id"], tc["managed"], tc["deployment"], tc["via"]) == (tc_id, True, "tcguard", "clsact")
+    [foreign] = info["interfaces"]["fa"]["xdp"]["programs"]
+    assert foreign["managed"] is False and foreign["deployment"] is None
+    assert foreign["name"] == "xdp_plain_pass" and foreign["mode"] == "generic" and foreign["via"] == "netlink"
+
+    guard = info["deployments"]["guard"]
+    assert guard["recorded"] and guard["hook"] == "xdp" and guard["version"] == 1
+    assert guard["interfaces"] == ["vb"] and guard["programs"]["xdp@vb"]["id"] == guard_id
+    drops = guard["maps"]["drops"]
+    assert drops["type"] == "percpu_array" and drops["max_entries"] == 2
+    # the counters, summed over CPUs: every datagram sent was dropped and counted once
+    total = sum(packets(e["value"]) for e in drops["entries"])
+    assert total >= sent
+    assert set(info["deployments"]) == {"guard", "tcguard"}
+
+
+def test_query_reduces_the_result(lab, run_module):
+    assert run_module("xdp_program", dict(lab.base, name="guard", object=obj("xdp_drop_udp"), interfaces=["vb"]),
+                      netns=lab.rx).changed
+    assert run_module("xdp_program", dict(lab.base, name="count", object=obj("xdp_count"), interfaces=["vb"],
+                                          priority=5), netns=lab.rx).changed
+    lab.rx.run(["ip", "link", "set", "dev", "fa", "xdpgeneric", "obj", obj("xdp_plain_pass"), "sec", "xdp"])
+    res = run_module("bpf_info", dict(lab.base, query="values(interfaces)[].xdp.programs[] | [?!managed].name"),
+                     netns=lab.rx)
+    assert not res.failed, res
+    assert res["query_result"] == ["xdp_plain_pass"]
+    assert "interfaces" not in res and "deployments" not in res
+    res = run_module("bpf_info", dict(lab.base, interfaces=["vb"],
+                                      query="interfaces.vb.xdp.programs[].[position, deployment, via]"), netns=lab.rx)
+    assert res["query_result"] == [[1, "count", "xdp_link"], [2, "guard", "tail_call"]], res
+    # TC programs on a TCX link, found through BPF_PROG_QUERY
+    assert run_module("tc_program", dict(lab.base, name="eguard", object=obj("tc_drop_udp"), interfaces=["vb"],
+                                         direction="egress", attach="tcx"), netns=lab.rx).changed
+    res = run_module("bpf_info", dict(lab.base, interfaces=["vb"],
+                                      query="interfaces.vb.tc_egress[].[via, deployment, managed]"), netns=lab.rx)
+    assert res["query_result"] == [["tcx", "eguard", True]], res
+
+
+def test_bad_query_and_unknown_interface_fail_clearly(lab, run_module):
+    res = run_module("bpf_info", dict(lab.base, query="interfaces[?"), netns=lab.rx)
+    assert res.failed and "query=" in res["msg"] and "JMESPath" in res["msg"]
+    res = run_module("bpf_info", dict(lab.base, interfaces=["nope0"]), netns=lab.rx)
+    assert res.failed and "nope0" in res["msg"] and "vb" in res["msg"]
