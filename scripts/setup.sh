@@ -41,23 +41,26 @@ install_debian_packages() {
 }
 
 # bcc compiles against the running kernel's headers. Debian ships headers for
-# its own kernel series; link them when the running kernel has none.
+# its own kernel series, split in two folders: linux-headers-X-amd64 (generated
+# files, the "build" tree) and linux-headers-X-common (the "source" tree).
+# Link them when the running kernel has none.
 link_kernel_headers() {
     local moddir
     moddir="/lib/modules/$(uname -r)"
-    if [ -e "$moddir/build/include" ]; then
+    if [ -e "$moddir/source/include/linux/kconfig.h" ] && [ -e "$moddir/build/include/generated" ]; then
         return
     fi
-    local headers
-    headers="$(find /usr/src -maxdepth 1 -name 'linux-headers-*-amd64' -type d | sort -V | tail -n 1)"
-    if [ -z "$headers" ]; then
+    local build common
+    build="$(find /usr/src -maxdepth 1 -name 'linux-headers-*-amd64' -type d | sort -V | tail -n 1)"
+    common="${build%-amd64}-common"
+    if [ -z "$build" ] || [ ! -d "$common" ]; then
         log "no Debian kernel headers found; bcc compilation will be unavailable"
         return
     fi
-    log "linking $headers as kernel headers for $(uname -r)"
+    log "linking $build (build) and $common (source) as kernel headers for $(uname -r)"
     mkdir -p "$moddir"
-    ln -sfn "$headers" "$moddir/build"
-    ln -sfn "$headers" "$moddir/source"
+    ln -sfn "$build" "$moddir/build"
+    ln -sfn "$common" "$moddir/source"
 }
 
 mount_bpffs() {

@@ -209,6 +209,16 @@ class Btf:
             return item.nelems * self.size_of(item.type_id)
         raise BtfError("type %d (%s) has no size" % (item.id, item.kind_name))
 
+    def datasec_vars(self, section: str) -> dict:
+        """{variable name: (byte offset, size)} of a data section such as ".rodata"."""
+        result = {}
+        for item in self.types:
+            if item.kind == KIND_DATASEC and item.name == section:
+                for member in item.members:
+                    var = self.type(member.type_id)
+                    result[var.name] = (member.bit_offset // 8, member.size)
+        return result
+
     def describe(self, type_id: int) -> str:
         """A C-like name: 'struct fleet_lpm_v4', '__u32', 'unsigned char[6]'."""
         item = self.type(type_id)

@@ -202,8 +202,9 @@ def build_generation(hook: HookState, entries: list, infos: dict, maps: MapSet, 
     try:
         for slot, entry in enumerate(entries):
             info = infos[entry.deployment]
+            next_slot = slot + 1 if slot + 1 < len(entries) else 0
             inst = loader.load_instance(info, slot, chain_fd, maps.for_deployment(entry.deployment),
-                                        ifindex=offload_ifindex)
+                                        ifindex=offload_ifindex, next_slot=next_slot)
             if inst.new_maps:
                 maps.add_new(entry.deployment, inst.new_maps)
                 inst.new_maps = {}

@@ -17,10 +17,11 @@ import os
 from dataclasses import dataclass, field
 
 from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
-from ansible_collections.ebpf.fleet.plugins.module_utils import btf_rodata
+from ansible_collections.ebpf.fleet.plugins.module_utils import btf
 
 CHAIN_MAP = "fleet_chain"
 SLOT_VAR = "fleet_chain_slot"
+NEXT_VAR = "fleet_chain_next"
 CHAIN_MAX_DEFAULT = 8
 LOG_TAIL_LINES = 40
 LAYOUT_KEYS = ("type", "key_size", "value_size", "max_entries", "map_flags")
@@ -114,7 +115,7 @@ def inspect(path: str, program: str = "", hook: str = "") -> ObjectInfo:
             info.maps[item.name] = item.layout()
         rodata = obj.rodata()
         if rodata is not None:
-            info.has_slot = btf_rodata.var_offset(obj.btf_raw(), SLOT_VAR) is not None
+            info.has_slot = SLOT_VAR in rodata_vars(obj)
         return info
     finally:
         obj.close()
@@ -126,18 +127,27 @@ def incompatible(layout: dict, live: dict) -> list:
             for key in LAYOUT_KEYS if live.get(key) != layout.get(key)]
 
 
-def _set_slot(obj, slot: int) -> None:
+def rodata_vars(obj) -> dict:
+    """{name: (offset, size)} of the object's .rodata variables, from its BTF (empty without BTF)."""
+    raw = obj.btf_raw()
+    if not raw:
+        return {}
+    return btf.Btf.parse(raw).datasec_vars(".rodata")
+
+
+def set_rodata(obj, var: str, value: int) -> None:
+    """Set a `volatile const` integer of the object's .rodata before load (absent: nothing to do)."""
     rodata = obj.rodata()
     if rodata is None:
         return
-    where = btf_rodata.var_offset(obj.btf_raw(), SLOT_VAR)
+    where = rodata_vars(obj).get(var)
     if where is None:
         return
     offset, size = where
     view = rodata.initial_value()
     if view is None or offset + size > len(view):
-        raise LoadError("cannot set %s: .rodata is smaller than its BTF says" % SLOT_VAR)
-    for i, byte in enumerate(int(slot).to_bytes(size, "little")):
+        raise LoadError("cannot set %s: .rodata is smaller than its BTF says" % var)
+    for i, byte in enumerate(int(value).to_bytes(size, "little")):
         view[offset + i] = byte
 
 
@@ -158,8 +168,10 @@ class Instance:
         self.new_maps = {}
 
 
-def load_instance(info: ObjectInfo, slot: int, chain_fd: int, map_fds: dict, ifindex: int = 0) -> Instance:
-    """Load info.program for chain position ``slot``; map_fds (name -> fd) are reused.
+def load_instance(info: ObjectInfo, slot: int, chain_fd: int, map_fds: dict, ifindex: int = 0,
+                  next_slot: int = 0) -> Instance:
+    """Load info.program for chain position ``slot`` (``next_slot``: the following program's, 0 when last);
+    map_fds (name -> fd) are reused.
 
     A program loaded already (bcc) is used as it is: its position does not matter, as it runs alone or last."""
     if info.preloaded is not None:
@@ -176,7 +188,8 @@ def load_instance(info: ObjectInfo, slot: int, chain_fd: int, map_fds: dict, ifi
                 other.set_autoload(False)
         if ifindex:
             prog.set_ifindex(ifindex)
-        _set_slot(obj, slot)
+        set_rodata(obj, SLOT_VAR, slot)
+        set_rodata(obj, NEXT_VAR, next_slot)
         for item in obj.maps():
             if item.internal:
                 continue

@@ -8,6 +8,7 @@
 import struct
 
 from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils import loader
 
 XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
 TC_ACT_UNSPEC, TC_ACT_OK, TC_ACT_SHOT, TC_ACT_REDIRECT = -1, 0, 2, 7
@@ -16,10 +17,13 @@ TC_ACT_UNSPEC, TC_ACT_OK, TC_ACT_SHOT, TC_ACT_REDIRECT = -1, 0, 2, 7
 class LoadedProgram:
     """An object loaded once; run its program on packets; read and write its maps by name."""
 
-    def __init__(self, path: str, program: str, max_entries: dict = None, before_load=None):
+    def __init__(self, path: str, program: str, max_entries: dict = None, before_load=None, rodata: dict = None):
+        """rodata: `volatile const` values to set before load, e.g. {"fleet_chain_next": 1} to chain on."""
         self.obj = libbpf.BpfObject.open(path)
         for name, size in (max_entries or {}).items():
             self.obj.map(name).set_max_entries(size)
+        for var, value in (rodata or {}).items():
+            loader.set_rodata(self.obj, var, value)
         if before_load is not None:
             before_load(self.obj)
         self.obj.load()

@@ -5,12 +5,11 @@ import json
 import os
 import re
 import subprocess
-import tempfile
 
 import pytest
 
 from harness import paths
-from harness.runner import module_env
+from harness.runner import run_playbook
 from harness.traffic import udp_count
 
 pytestmark = [pytest.mark.kernel, pytest.mark.playbook]
@@ -45,37 +44,14 @@ PLAYBOOK = """
 """
 
 
-def playbook_with_prefix(prefix, playbook, inventory):
-    """ansible-playbook as harness.runner.run_playbook runs it, behind a command prefix."""
-    bindir = os.path.dirname(paths.PYTHON)
-    env = module_env()
-    env.update({"ANSIBLE_COLLECTIONS_PATH": paths.COLLECTIONS, "ANSIBLE_PYTHON_INTERPRETER": paths.PYTHON,
-                "ANSIBLE_NOCOLOR": "1", "ANSIBLE_RETRY_FILES_ENABLED": "0", "ANSIBLE_LOCAL_TEMP": tempfile.gettempdir()})
-    cmd = prefix + [os.path.join(bindir, "ansible-playbook"), playbook, "-i", inventory]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, check=False)
-
-
 def bcc_available():
     return subprocess.run(["/usr/bin/python3", "-c", "import bcc"], capture_output=True, check=False).returncode == 0
 
 
-def headers_fix():
-    """Debian splits kernel headers into linux-headers-X-amd64 (generated) and -common (the rest): bcc needs
-    /lib/modules/$(uname -r)/build -> the first and source -> the second. When source points at the -amd64
-    folder (a setup that links both to it), the test runs ansible-playbook in a private mount namespace with
-    the right links bind-mounted there; the machine's own /lib/modules is not changed. Returns a command
-    prefix ([] when the layout is right)."""
+def kernel_headers_present():
+    """bcc needs /lib/modules/$(uname -r)/{build,source}; scripts/setup.sh links Debian's headers there."""
     moddir = "/lib/modules/%s" % os.uname().release
-    if os.path.exists(os.path.join(moddir, "source", "include", "linux", "kconfig.h")):
-        return []
-    build = os.path.realpath(os.path.join(moddir, "build"))
-    common = build[:-len("-amd64")] + "-common" if build.endswith("-amd64") else ""
-    if not common or not os.path.isdir(common):
-        return None
-    fixed = "/tmp/ebft-kheaders-%d" % os.getpid()
-    script = ('mount --make-rprivate / && mkdir -p {f} && ln -sfn {b} {f}/build && ln -sfn {c} {f}/source && '
-              'mount --bind {f} {m} && exec "$@"').format(f=fixed, b=build, c=common, m=moddir)
-    return ["unshare", "-m", "sh", "-c", script, "sh"]
+    return os.path.exists(os.path.join(moddir, "source", "include", "linux", "kconfig.h"))
 
 
 @pytest.mark.skipif(not bcc_available(), reason="python3-bpfcc (bcc for the system Python) is not installed")
@@ -87,12 +63,10 @@ def test_bcc_program_attached_found_by_bpf_info_and_runs_last_in_a_chain(netns, 
     (tmp_path / "inventory.ini").write_text("[lab]\nlabhost ansible_connection=ebpf.fleet.netns ansible_netns=%s\n"
                                             % rx.name)
 
-    prefix = headers_fix()
-    if prefix is None:
-        pytest.skip("no kernel headers for bcc (linux-headers-*-amd64 and -common)")
+    assert kernel_headers_present(), "kernel headers for bcc are missing: run make setup"
 
     def play():
-        proc = playbook_with_prefix(prefix, str(tmp_path / "play.yml"), str(tmp_path / "inventory.ini"))
+        proc = run_playbook(str(tmp_path / "play.yml"), inventory=str(tmp_path / "inventory.ini"))
         assert proc.returncode == 0, proc.stdout + proc.stderr
         return json.loads(re.search(r"RESULT (\{.*\})", proc.stdout).group(1).replace('\\"', '"'))
 

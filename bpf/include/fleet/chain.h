@@ -9,8 +9,10 @@
  * occupied slot and, when there is none (or the program runs alone, or under
  * libxdp's dispatcher), returns the verdict unchanged.
  *
- * The loader sets fleet_chain_slot (this program's position) in .rodata and
- * hands every program of the chain the same fleet_chain map before load.
+ * The loader sets fleet_chain_slot (this program's position) and
+ * fleet_chain_next (the next one's) in .rodata and hands every program of the
+ * chain the same fleet_chain map before load, so passing a packet on costs one
+ * tail call.
  * A new chain (program added, removed, reordered or upgraded) is built
  * beside the running one and swapped in with one atomic link update, so a
  * packet sees the whole old chain or the whole new one.
@@ -36,20 +38,17 @@ struct {
 	__type(value, __u32);
 } fleet_chain SEC(".maps");
 
-/* Position of this program in its interface's chain; set by the loader. */
+/* Position of this program in its interface's chain, and the slot of the
+ * program after it (0: this one is last); both set by the loader. */
 volatile const __u32 fleet_chain_slot = 0;
+volatile const __u32 fleet_chain_next = 0;
 
 static __always_inline void fleet_chain_tail(void *ctx)
 {
-	__u32 slot;
-
-	/* Try the following slots in order; a tail call that succeeds does
-	 * not return. Empty slots are skipped. */
-#pragma unroll
-	for (slot = 1; slot < FLEET_CHAIN_MAX; slot++) {
-		if (slot > fleet_chain_slot)
-			bpf_tail_call(ctx, &fleet_chain, slot);
-	}
+	/* One tail call to the next program; when the slot is empty (or the
+	 * program runs alone, or behind libxdp's dispatcher) it falls through. */
+	if (fleet_chain_next)
+		bpf_tail_call(ctx, &fleet_chain, fleet_chain_next);
 }
 
 /* XDP: continue the chain on XDP_PASS, otherwise the verdict stands. */

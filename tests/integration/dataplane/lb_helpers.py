@@ -51,7 +51,8 @@ class LB:
     def __init__(self, vips, ring_size=1009, rows=8, max_backends=4096, **config):
         self.ring_size = ring_size
         sizes = {"lb_ring": rows * ring_size, "lb_backends": max_backends, "lb_backend_stats": max_backends}
-        self.prog = LoadedProgram(paths.bpf_object("xdp_lb"), "xdp_lb", max_entries=sizes)
+        # chained: the next program sits in slot 1 of fleet_chain, as the loader would set it
+        self.prog = LoadedProgram(paths.bpf_object("xdp_lb"), "xdp_lb", max_entries=sizes, rodata={"fleet_chain_next": 1})
         self.config(**config)
         self.entries = None
         self.apply(vips)
