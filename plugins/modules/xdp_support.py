@@ -500,6 +500,8 @@ def main() -> None:
     module = build_module()
     if not netlink.HAS_PYROUTE2:
         module.fail_json(msg=missing_required_lib(netlink.PYROUTE2_PACKAGE), exception=str(netlink.PYROUTE2_IMPORT_ERROR))
+    if not libbpf.available():
+        module.fail_json(msg=missing_required_lib("libbpf 1.x (Debian/Ubuntu package %s)" % libbpf.LIBBPF_PACKAGE))
     try:
         result = run(module)
     except (OSError, libbpf.LibbpfMissing) as exc:
