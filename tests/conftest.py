@@ -62,7 +62,12 @@ def run_module():
     return _run_module
 
 
+IPROUTE2_DIRS_BEFORE = harness_bpffs.iproute2_dirs_present()
+
+
 def pytest_sessionfinish(session, exitstatus):
     harness_bpffs.remove_all()
+    if not IPROUTE2_DIRS_BEFORE:
+        harness_bpffs.remove_empty_iproute2_dirs()
     for name in harness_netns.leftover_namespaces():
         subprocess.run(["ip", "netns", "del", name], check=False)

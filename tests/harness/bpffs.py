@@ -30,3 +30,24 @@ def remove_pin_root(path: str):
 
 def remove_all():
     shutil.rmtree(TEST_PIN_BASE, ignore_errors=True)
+
+
+# iproute2 (`ip link set ... obj`, `tc filter ... bpf obj`) creates its own folders on bpffs
+# (tc/globals, with ip and xdp as links to tc). Tests that use it leave them behind; the
+# session removes them again when they did not exist before it and hold no pins.
+IPROUTE2_DIRS = [os.path.join(BPFFS, name) for name in ("ip", "xdp", "tc")]
+
+
+def iproute2_dirs_present() -> bool:
+    return any(os.path.lexists(path) for path in IPROUTE2_DIRS)
+
+
+def remove_empty_iproute2_dirs():
+    tc_dir = os.path.join(BPFFS, "tc")
+    for root, _dirs, files in os.walk(tc_dir):
+        if files:
+            return  # something is pinned there: not ours to remove
+    for link in IPROUTE2_DIRS[:2]:
+        if os.path.islink(link):
+            os.unlink(link)
+    shutil.rmtree(tc_dir, ignore_errors=True)
