@@ -19,7 +19,7 @@
 # own interfaces, and traffic stays inside the lab.
 #
 # The inventory (<lab dir>/inventory.ini) gives each edge its own pin root and state dir (they share the
-# machine's file system) and its interface; <lab dir>/group_vars/edges.yml is playbooks/vars/lab_policy.yml.
+# machine's file system) and its interface; <lab dir>/group_vars/lab.yml is playbooks/vars/lab_policy.yml.
 #
 # Environment (so tests can run a lab beside a user's):
 #   EBFLAB_PREFIX    namespace name prefix (default "ebflab-"; letters, digits, '-', '_')
@@ -133,7 +133,7 @@ cmd_up() {
     done
     write_inventory
     mkdir -p "$LAB_DIR/group_vars"
-    cp "$ROOT/playbooks/vars/lab_policy.yml" "$LAB_DIR/group_vars/edges.yml"
+    cp "$ROOT/playbooks/vars/lab_policy.yml" "$LAB_DIR/group_vars/lab.yml"
     log "up: $(hosts | tr '\n' ' ')(prefix $PREFIX); inventory $LAB_DIR/inventory.ini"
 }
 
