@@ -19,8 +19,8 @@ options:
   _input:
     description:
       - "The rules: a list of dicts C({proto: tcp, port: 80, action: pass, rule_id: 10})."
-      - C(proto) is V(tcp), V(udp), V(icmp) or V(icmpv6); for ICMP and ICMPv6 C(port) is the message type
-        (C({proto: icmp, port: 8, action: drop}) drops echo requests).
+      - "C(proto) is V(tcp), V(udp), V(icmp) or V(icmpv6); for ICMP and ICMPv6 C(port) is the message type
+        (C({proto: icmp, port: 8, action: drop}) drops echo requests)."
       - C(action) is V(pass), V(drop) or V(redirect); C(rule_id) (0..4095, default 0) names the rule's counter;
         C(redirect_slot) (0..63) the C(filter_redirect) slot of a V(redirect) rule.
     type: list

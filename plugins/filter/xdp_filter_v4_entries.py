@@ -21,8 +21,8 @@ options:
     description:
       - "The rules: a list of dicts C({cidr: 10.0.0.0/8, action: drop, rule_id: 7})."
       - C(cidr) is an IPv4 address or network; host bits set are an error (C(10.0.0.1/8)), as in M(ebpf.fleet.bpf_map).
-      - C(action) is V(pass) (allow list: skips the rate limit and the port rules), V(drop) or V(redirect).
-      - C(rule_id) (0..4095, default 0) names the rule's counter in C(filter_rule_stats).
+      - "C(action) is V(pass) (allow list: skips the rate limit and the port rules), V(drop) or V(redirect)."
+      - "C(rule_id) (0..4095, default 0) names the rule's counter in C(filter_rule_stats)."
       - C(redirect_slot) (0..63) is the C(filter_redirect) slot of a V(redirect) rule.
     type: list
     elements: dict
