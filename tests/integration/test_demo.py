@@ -94,8 +94,8 @@ def test_demo_lab_deploys_the_filter_idempotently_and_counts_real_traffic_then_l
     with open(POLICY, encoding="utf-8") as handle:
         cases = yaml.safe_load(handle)["lab_traffic_cases"]
     spec = {"targets": {"edge1": "10.250.0.11", "edge2": "10.250.0.12"}, "cases": cases, "count": 2, "timeout": 0.3}
-    proc = harness_netns.in_netns(prefix + "client", [paths.PYTHON, os.path.join(paths.REPO, "playbooks", "files",
-                                                                                  "lab_traffic.py"), json.dumps(spec)])
+    script = os.path.join(paths.REPO, "playbooks", "files", "lab_traffic.py")
+    proc = harness_netns.in_netns(prefix + "client", [paths.PYTHON, script, json.dumps(spec)])
     sent = json.loads(proc.stdout)
     for host in ("edge1", "edge2"):
         answered = {name: result["answered"] for name, result in sent[host].items()}

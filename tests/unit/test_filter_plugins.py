@@ -42,9 +42,9 @@ def test_v4_rules_become_the_stride_table_of_filter_tables():
 
 def test_v4_redirect_rule_keeps_its_slot_and_an_empty_list_is_an_empty_table():
     got = v4_entries([{"cidr": "192.0.2.0/24", "action": "redirect", "rule_id": 3, "redirect_slot": 5}])
+    redirect = {"action": "redirect", "rule_id": 3, "redirect_slot": 5}
     assert got == [{"key": "192.0.0.0/16", "value": {"flags": ["deeper"]}},
-                   {"key": "192.0.2.0/24", "value": {"rule": {"action": "redirect", "rule_id": 3, "redirect_slot": 5},
-                                                      "flags": ["match"]}}]
+                   {"key": "192.0.2.0/24", "value": {"rule": redirect, "flags": ["match"]}}]
     assert v4_entries([]) == []
 
 
@@ -182,8 +182,8 @@ def test_filters_load_by_their_fqcn_in_a_template_and_errors_reach_the_operator(
                           capture_output=True, text=True, env=env, timeout=120, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     got = json.loads(json.loads(proc.stdout[proc.stdout.index("{"):])["msg"])
-    assert got["v4"] == [{"key": "10.0.0.0/16", "value": {"rule": {"action": "drop", "rule_id": 1, "redirect_slot": 0},
-                                                           "flags": ["match"]}}]
+    drop1 = {"action": "drop", "rule_id": 1, "redirect_slot": 0}
+    assert got["v4"] == [{"key": "10.0.0.0/16", "value": {"rule": drop1, "flags": ["match"]}}]
     assert got["ports"][0]["key"] == 53 and got["lb"] == 101
     bad = "{{ [{'cidr': '10.0.0.0/33', 'action': 'drop'}] | ebpf.fleet.xdp_filter_v4_entries }}"
     proc = subprocess.run([ansible, "localhost", "-c", "local", "-m", "debug", "-a", "msg=" + bad, "-o"],
