@@ -121,8 +121,16 @@ def inspect(path: str, program: str = "", hook: str = "") -> ObjectInfo:
         obj.close()
 
 
+# Flags the kernel adds on its own when it creates a map of this type (devmaps are read-only to programs).
+KERNEL_ADDED_FLAGS = {"devmap": 0x80, "devmap_hash": 0x80}   # BPF_F_RDONLY_PROG
+
+
 def incompatible(layout: dict, live: dict) -> list:
     """The layout fields where a pinned map differs from what the object declares."""
+    live = dict(live)
+    added = KERNEL_ADDED_FLAGS.get(live.get("type"), 0)
+    if added and isinstance(live.get("map_flags"), int):
+        live["map_flags"] &= ~added | (layout.get("map_flags") or 0)
     return ["%s %s != %s" % (key, live.get(key), layout.get(key))
             for key in LAYOUT_KEYS if live.get(key) != layout.get(key)]
 

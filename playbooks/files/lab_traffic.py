@@ -1,0 +1,63 @@
+# -*- coding: utf-8 -*-
+# Copyright: ebpf.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Send the lab's test traffic from the client namespace to every edge; print what answered, as JSON.
+
+    python3 lab_traffic.py '{"targets": {"edge1": "10.250.0.11"}, "count": 2, "timeout": 0.3,
+                             "cases": [{"name": "web", "src": "10.250.0.33", "proto": "tcp", "port": 80}]}'
+
+Each case makes `count` attempts from its source address: a TCP connect (one SYN: the timeout is
+shorter than the first retransmission) or a UDP datagram. An attempt is *answered* when the edge's
+kernel replied (a connection, a refusal, or an ICMP port unreachable), which only happens when the
+filter passed the packet; a dropped packet gets no answer. Standard library only.
+"""
+
+import errno
+import json
+import socket
+import sys
+import threading
+
+
+def attempt(case: dict, dst: str, timeout: float) -> bool:
+    kind = socket.SOCK_STREAM if case["proto"] == "tcp" else socket.SOCK_DGRAM
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind((case["src"], 0))
+        sock.settimeout(timeout)
+        if kind == socket.SOCK_STREAM:
+            try:
+                return sock.connect_ex((dst, int(case["port"]))) in (0, errno.ECONNREFUSED)
+            except socket.timeout:
+                return False
+        sock.connect((dst, int(case["port"])))
+        try:
+            sock.send(b"ebpf.fleet lab")
+            sock.recv(64)
+            return True
+        except ConnectionRefusedError:
+            return True
+        except socket.timeout:
+            return False
+
+
+def run(spec: dict) -> dict:
+    count, timeout = int(spec.get("count", 2)), float(spec.get("timeout", 0.3))
+    results = {host: {} for host in spec["targets"]}
+    lock = threading.Lock()
+
+    def one(host, dst, case):
+        answered = sum(1 for _n in range(count) if attempt(case, dst, timeout))
+        with lock:
+            results[host][case["name"]] = {"sent": count, "answered": answered}
+
+    threads = [threading.Thread(target=one, args=(host, dst, case))
+               for host, dst in spec["targets"].items() for case in spec["cases"]]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(json.loads(sys.argv[1])), sort_keys=True))
