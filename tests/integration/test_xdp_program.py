@@ -50,8 +50,15 @@ def xdp_prog_id(ns, ifname="vb"):
     return link.get("xdp", {}).get("prog", {}).get("id", 0)
 
 
-def bpftool_view(ns):
-    return [ns.run(["bpftool", "-j", "net"]).stdout, ns.run(["bpftool", "-j", "link"]).stdout]
+def bpftool_view(ns, pin_root=None):
+    """What bpftool shows of this namespace: its attachments (`bpftool net`), the links of those programs
+    (other sessions' links elsewhere on the machine are left out) and, with pin_root, the pins there."""
+    net = json.loads(ns.run(["bpftool", "-j", "net"]).stdout)
+    attached = {prog.get("id") for entry in net for progs in entry.values() if isinstance(progs, list)
+                for dev in progs for prog in (dev.get("multi_attachments") or [dev])}
+    links = [link for link in json.loads(ns.run(["bpftool", "-j", "link"]).stdout) if link.get("prog_id") in attached]
+    pins = sorted(os.path.join(top, name) for top, _dirs, files in os.walk(pin_root) for name in files) if pin_root else []
+    return net, links, pins
 
 
 def test_attach_drops_udp_and_rerun_is_idempotent(lab, run_module):
@@ -166,11 +173,12 @@ def test_verifier_failure_keeps_previous_program_and_reports_log(lab, run_module
 def test_check_mode_changes_nothing_and_diff_shows_order(lab, run_module):
     assert run_module("xdp_program", lab.args(name="guard", object=obj("xdp_drop_udp"), priority=20),
                       netns=lab.rx).changed
-    before = bpftool_view(lab.rx)
+    before = bpftool_view(lab.rx, lab.pin_root)
+    assert before[1], "the link of the attached program is in the view"
     res = run_module("xdp_program", lab.args(name="count", object=obj("xdp_count"), priority=10),
                      netns=lab.rx, check_mode=True, diff=True)
     assert res.changed and not res.failed, res
-    assert bpftool_view(lab.rx) == before
+    assert bpftool_view(lab.rx, lab.pin_root) == before
     assert not os.path.exists(os.path.join(lab.pin_root, "count"))
     after = res["diff"]["after"]["xdp@vb"]
     assert after[0].startswith("1. xdp_count (deployment count, priority 10)")
