@@ -14,8 +14,10 @@
  *   4. egress_config.default_class.
  * The class (egress_classes) decides: pass or drop (the ACL), the DSCP to
  * write (ECN bits kept; IPv4 checksum updated incrementally), the
- * skb priority, and a token bucket in bytes per second that either drops
- * or paces (earliest departure time in skb->tstamp, for the fq qdisc).
+ * skb priority, and a byte rate that either drops what exceeds it (a token
+ * bucket of burst_bytes, kept as an earliest departure time: see
+ * fleet_egress_bucket) or paces (earliest departure time in skb->tstamp, for
+ * the fq qdisc).
  */
 #ifndef FLEET_EGRESS_H
 #define FLEET_EGRESS_H
@@ -50,8 +52,17 @@ struct fleet_egress_class {
 	__u16 pad;
 	__u32 priority;                /* not 0: skb->priority */
 	__u64 rate_bps;                /* bytes per second */
-	__u64 burst_bytes;
+	__u64 burst_bytes;             /* drop: bytes that may leave back to back after an idle time */
 	__u64 horizon_ns;              /* pace: the furthest departure accepted */
+	/* Derived from rate_bps and burst_bytes, so that a packet costs no
+	 * division: egress_tables.class_value() fills them; when derived_rate_bps
+	 * or derived_burst_bytes differ from rate_bps / burst_bytes (a writer that
+	 * left them out), the program recomputes them, the same way, on the next
+	 * packet of the class. */
+	__u64 ns_per_byte;             /* 32.32 fixed point: (10^9 << 32) / rate_bps */
+	__u64 burst_ns;                /* min(burst_bytes, 2^32 - 1) bytes at rate_bps, in ns */
+	__u64 derived_rate_bps;
+	__u64 derived_burst_bytes;
 };
 
 /* Value of egress_dst_v6 (key: fleet_lpm_v6 CIDR), part of egress_dst_v4's. */
@@ -86,13 +97,12 @@ struct fleet_egress_config {
 	__u64 clock_ns;                /* tests only: when not 0, the time the buckets see */
 };
 
-/* Shared by all CPUs, under its lock. */
+/* egress_buckets[class id]: the class's earliest departure time, shared by
+ * all CPUs without a lock (read, then an atomic add, or a store when the class
+ * was idle); one cache line per class. */
 struct fleet_egress_bucket {
-	struct bpf_spin_lock lock;
-	__u32 pad;
-	__u64 stamp;
-	__u64 tokens;
-	__u64 next_departure;
+	__u64 next_ns;                 /* when the class's next byte may leave (0: idle since load) */
+	__u64 pad[7];
 };
 
 #endif
