@@ -33,6 +33,13 @@ struct {
 } egress_buckets SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct fleet_egress_stride_entry);
+} egress_dst_v4_16 SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, FLEET_EGRESS_RULES_MAX);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -56,6 +63,13 @@ struct {
 } egress_ports SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FLEET_EGRESS_MARKS_DIRECT);
+	__type(key, __u32);
+	__type(value, struct fleet_egress_mark_slot);
+} egress_mark_classes SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096);
 	__type(key, __u32);
@@ -74,11 +88,11 @@ volatile const enum fleet_egress_outcome fleet_egress_outcome_btf;
 volatile const enum fleet_stride_flags fleet_egress_stride_flags_btf;
 volatile const enum fleet_port_flags fleet_egress_port_flags_btf;
 
-/* One level of the stride table (see filter_tables.py): copies the rule when
- * the entry matches; returns whether longer entries exist below. */
-static __always_inline int fleet_egress_step(struct fleet_lpm_v4 *k, struct fleet_egress_rule *best, int *found)
+/* Copies the rule when a stride entry matches; returns whether longer
+ * entries exist below it. */
+static __always_inline int fleet_egress_take(const struct fleet_egress_stride_entry *e,
+					     struct fleet_egress_rule *best, int *found)
 {
-	struct fleet_egress_stride_entry *e = bpf_map_lookup_elem(&egress_dst_v4, k);
 	__u32 flags;
 
 	if (!e)
@@ -93,32 +107,41 @@ static __always_inline int fleet_egress_step(struct fleet_lpm_v4 *k, struct flee
 	return flags & FLEET_STRIDE_DEEPER;
 }
 
+/* The stride table (see filter_tables.py): the /16 level is an array (an
+ * inlined load, no hashing), the /24 and /32 levels a hash, read only when
+ * the level above says deeper. */
 static __always_inline int fleet_egress_dst_v4(__be32 addr, struct fleet_egress_rule *out)
 {
-	struct fleet_lpm_v4 k = { .prefixlen = 16, .addr = addr & bpf_htonl(0xffff0000) };
+	__u32 index = bpf_ntohl(addr) >> 16;
+	struct fleet_lpm_v4 k;
 	int found = 0;
 
-	if (!fleet_egress_step(&k, out, &found))
+	if (!fleet_egress_take(bpf_map_lookup_elem(&egress_dst_v4_16, &index), out, &found))
 		return found;
 	k.prefixlen = 24;
 	k.addr = addr & bpf_htonl(0xffffff00);
-	if (!fleet_egress_step(&k, out, &found))
+	if (!fleet_egress_take(bpf_map_lookup_elem(&egress_dst_v4, &k), out, &found))
 		return found;
 	k.prefixlen = 32;
 	k.addr = addr;
-	fleet_egress_step(&k, out, &found);
+	fleet_egress_take(bpf_map_lookup_elem(&egress_dst_v4, &k), out, &found);
 	return found;
 }
 
 static __always_inline __u32 fleet_egress_classify(struct __sk_buff *skb, const struct fleet_egress_config *cfg,
 						   const struct fleet_pkt *pkt)
 {
-	struct fleet_egress_class_ref *ref;
 	struct fleet_egress_rule found = {}, *rule = 0;
 	__u32 mark = skb->mark;
 
-	if (mark) {
-		ref = bpf_map_lookup_elem(&egress_marks, &mark);
+	if (mark && mark < FLEET_EGRESS_MARKS_DIRECT) {
+		struct fleet_egress_mark_slot *slot = bpf_map_lookup_elem(&egress_mark_classes, &mark);
+
+		if (slot && slot->set)
+			return slot->class_id;
+	} else if (mark) {
+		struct fleet_egress_class_ref *ref = bpf_map_lookup_elem(&egress_marks, &mark);
+
 		if (ref)
 			return ref->class_id;
 	}

@@ -3,12 +3,16 @@
  * from BTF).
  *
  * A packet is put in a class by, in order:
- *   1. its skb mark, when egress_marks has it (set earlier: by a socket, by
- *      nftables, or by an ingress program);
+ *   1. its skb mark (set earlier: by a socket, by nftables, or by an ingress
+ *      program): marks below FLEET_EGRESS_MARKS_DIRECT in the array
+ *      egress_mark_classes (indexed by the mark), larger ones in the hash
+ *      egress_marks;
  *   2. the longest destination prefix, when its rule's proto/port (0: any)
- *      match: IPv4 in the stride table egress_dst_v4 (keys /16, /24, /32,
- *      filled by plugins/module_utils/filter_tables.py as for xdp_filter),
- *      IPv6 in the LPM trie egress_dst_v6;
+ *      match: IPv4 in a stride table (filled by
+ *      plugins/module_utils/filter_tables.py as for xdp_filter, split by
+ *      egress_tables.py): its /16 level in the array egress_dst_v4_16
+ *      (indexed by the address's first 16 bits), its /24 and /32 levels in
+ *      the hash egress_dst_v4; IPv6 in the LPM trie egress_dst_v6;
  *   3. its destination port in egress_ports (an array indexed by the port
  *      number, a class per protocol: one lookup, no hashing);
  *   4. egress_config.default_class.
@@ -27,6 +31,7 @@
 
 #define FLEET_EGRESS_CLASSES 64
 #define FLEET_EGRESS_RULES_MAX 65536
+#define FLEET_EGRESS_MARKS_DIRECT 65536 /* marks below: egress_mark_classes; others: egress_marks */
 
 enum fleet_egress_outcome {
 	FLEET_EGRESS_PASS = 0,
@@ -73,7 +78,8 @@ struct fleet_egress_rule {
 	__u16 pad;
 };
 
-/* Value of egress_dst_v4 (key: fleet_lpm_v4 with prefixlen 16, 24 or 32). */
+/* Value of egress_dst_v4_16 (index: the address's first 16 bits) and of
+ * egress_dst_v4 (key: fleet_lpm_v4 with prefixlen 24 or 32). */
 struct fleet_egress_stride_entry {
 	struct fleet_egress_rule rule;
 	enum fleet_stride_flags flags;
@@ -86,7 +92,13 @@ struct fleet_egress_port_classes {
 	enum fleet_port_flags set; /* tcp, udp */
 };
 
-/* Value of egress_marks (key: __u32 mark). */
+/* egress_mark_classes[mark], for marks below FLEET_EGRESS_MARKS_DIRECT. */
+struct fleet_egress_mark_slot {
+	__u32 class_id;
+	__u32 set;                     /* 0: no class for this mark */
+};
+
+/* Value of egress_marks (key: __u32 mark >= FLEET_EGRESS_MARKS_DIRECT). */
 struct fleet_egress_class_ref {
 	__u32 class_id;
 };

@@ -6,7 +6,7 @@ import struct
 from harness import paths
 from harness.progtest import LoadedProgram
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import filter_tables
+from ansible_collections.ebpf.fleet.plugins.module_utils import egress_tables, libbpf
 
 from dataplane_btf import ObjectBtf, lpm, port
 
@@ -24,7 +24,7 @@ CLASSES = {
 DST_V4 = {"198.51.100.0/24": (2, 0, 0), "198.51.100.128/25": (1, 0, 0), "203.0.113.0/24": (1, "udp", 5060)}
 DST_V6 = {"2001:db8:dead::/48": (2, 0, 0), "2001:db8:beef::/48": (3, 0, 0)}
 PORTS = {("tcp", 443): 3, ("udp", 53): 7, ("tcp", 25): 2}
-MARKS = {0x10: 6, 0x20: 2, 0x30: 4, 0x40: 5}
+MARKS = {0x10: 6, 0x20: 2, 0x30: 4, 0x40: 5, 0x10000: 3, 0xFFFF: 7}  # 0x10000: above the direct array
 
 
 @functools.lru_cache(maxsize=1)
@@ -52,8 +52,15 @@ class Egress(LoadedProgram):
     def configure(self, **fields):
         self.update("egress_config", struct.pack("<I", 0), self.btf.pack("fleet_egress_config", **fields))
 
-    def set_class(self, class_id: int, **fields):
+    def set_class(self, class_id: int, raw_fields: bool = False, **fields):
+        """Write a class as egress_tables.class_value() makes it, or (raw_fields) only the fields given,
+        which leaves the derived ones for the program to compute."""
+        if not raw_fields:
+            fields = egress_tables.class_value(fields)
         self.update("egress_classes", struct.pack("<I", class_id), self.btf.pack("fleet_egress_class", **fields))
+
+    def get_class(self, class_id: int) -> dict:
+        return self.btf.unpack("fleet_egress_class", self.lookup("egress_classes", struct.pack("<I", class_id)))
 
     def reset_bucket(self, class_id: int):
         self.update("egress_buckets", struct.pack("<I", class_id), bytes(self.obj.map("egress_buckets").value_size))
@@ -62,15 +69,20 @@ class Egress(LoadedProgram):
         self.configure(default_class=0)
         for class_id, fields in CLASSES.items():
             self.set_class(class_id, **fields)
-        for key, value in self.dst_v4_entries(DST_V4).items():
-            self.update("egress_dst_v4", key, value)
+        self.load_dst_v4(DST_V4)
         for cidr, (class_id, proto, num) in DST_V6.items():
             self.update("egress_dst_v6", lpm(cidr), self.btf.pack("fleet_egress_rule", class_id=class_id, proto=proto,
                                                                   port=port(num)))
         self.set_ports(PORTS)
-        for mark, class_id in MARKS.items():
-            self.update("egress_marks", struct.pack("<I", mark), self.btf.pack("fleet_egress_class_ref",
-                                                                               class_id=class_id))
+        self.set_marks(MARKS)
+
+    def set_marks(self, marks: dict):
+        direct, wide = egress_tables.mark_entries(marks)
+        for mark, fields in direct.items():
+            self.update("egress_mark_classes", struct.pack("<I", mark), self.btf.pack("fleet_egress_mark_slot",
+                                                                                      **fields))
+        for mark, fields in wide.items():
+            self.update("egress_marks", struct.pack("<I", mark), self.btf.pack("fleet_egress_class_ref", **fields))
 
     def set_ports(self, rules: dict):
         """egress_ports entries for {(proto, port): class id}."""
@@ -83,19 +95,32 @@ class Egress(LoadedProgram):
         for num, fields in by_port.items():
             self.update("egress_ports", struct.pack("<I", num), self.btf.pack("fleet_egress_port_classes", **fields))
 
-    def dst_v4_entries(self, rules: dict) -> dict:
-        """egress_dst_v4 keys and values for {CIDR: (class id, proto or 0, port or 0)}, through filter_tables."""
+    def dst_v4_entries(self, rules: dict) -> tuple:
+        """({index: value} for egress_dst_v4_16, {key: value} for egress_dst_v4) for {CIDR: (class id, proto or 0,
+        port or 0)}, through egress_tables (filter_tables' stride expansion, split by level)."""
         bits = self.btf.enum("fleet_stride_flags")
-        out, cache = {}, {}
-        for (level, block), (rule, flags) in filter_tables.expand_v4_raw(rules).items():
+        cache = {}
+
+        def pack(entry):
+            rule, flags = entry
             ck = (rule, tuple(sorted(flags)))
             if ck not in cache:
                 packed = bytes(12)
                 if rule:
                     packed = self.btf.pack("fleet_egress_rule", class_id=rule[0], proto=rule[1], port=port(rule[2]))
                 cache[ck] = self.btf.pack("fleet_egress_stride_entry", rule=packed, flags=sum(bits[f] for f in flags))
-            out[struct.pack("<I", level) + block.to_bytes(4, "big")] = cache[ck]
-        return out
+            return cache[ck]
+
+        level16, deeper = egress_tables.expand_v4(rules)
+        return ({struct.pack("<I", index): pack(entry) for index, entry in level16.items()},
+                {struct.pack("<I", level) + block.to_bytes(4, "big"): pack(entry)
+                 for (level, block), entry in deeper.items()})
+
+    def load_dst_v4(self, rules: dict):
+        """Write the IPv4 destination rules into both levels' maps (batch updates)."""
+        for name, entries in zip(("egress_dst_v4_16", "egress_dst_v4"), self.dst_v4_entries(rules)):
+            if entries:
+                libbpf.map_update_batch(self.map_fd(name), b"".join(entries), b"".join(entries.values()), len(entries))
 
     def counters(self) -> dict:
         out = {}
