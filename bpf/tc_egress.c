@@ -43,9 +43,17 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, FLEET_EGRESS_RULES_MAX);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct fleet_lpm_v4);
-	__type(value, struct fleet_egress_stride_entry);
-} egress_dst_v4 SEC(".maps");
+	__type(key, __be32);
+	__type(value, struct fleet_egress_stride24);
+} egress_dst_v4_24 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, FLEET_EGRESS_RULES_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __be32);
+	__type(value, struct fleet_egress_rule);
+} egress_dst_v4_32 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -88,43 +96,44 @@ volatile const enum fleet_egress_outcome fleet_egress_outcome_btf;
 volatile const enum fleet_stride_flags fleet_egress_stride_flags_btf;
 volatile const enum fleet_port_flags fleet_egress_port_flags_btf;
 
-/* Copies the rule when a stride entry matches; returns whether longer
- * entries exist below it. */
-static __always_inline int fleet_egress_take(const struct fleet_egress_stride_entry *e,
-					     struct fleet_egress_rule *best, int *found)
-{
-	__u32 flags;
-
-	if (!e)
-		return 0;
-	flags = e->flags;
-	if (flags & FLEET_STRIDE_MATCH) {
-		best->class_id = e->rule.class_id;
-		best->proto = e->rule.proto;
-		best->port = e->rule.port;
-		*found = 1;
-	}
-	return flags & FLEET_STRIDE_DEEPER;
-}
-
 /* The stride table (see filter_tables.py): the /16 level is an array (an
- * inlined load, no hashing), the /24 and /32 levels a hash, read only when
- * the level above says deeper. */
+ * inlined load, no hashing), the /24 level a hash read only when the /16
+ * entry says deeper, the /32 level a hash read only when the /24 entry's
+ * bitmap has the address. Returns whether a rule was found. */
 static __always_inline int fleet_egress_dst_v4(__be32 addr, struct fleet_egress_rule *out)
 {
-	__u32 index = bpf_ntohl(addr) >> 16;
-	struct fleet_lpm_v4 k;
+	__u32 host = bpf_ntohl(addr), index = host >> 16;
+	struct fleet_egress_stride_entry *e16;
+	struct fleet_egress_stride24 *e24;
+	struct fleet_egress_rule *e32;
+	__be32 key;
 	int found = 0;
 
-	if (!fleet_egress_take(bpf_map_lookup_elem(&egress_dst_v4_16, &index), out, &found))
+	e16 = bpf_map_lookup_elem(&egress_dst_v4_16, &index);
+	if (!e16)
+		return 0;
+	if (e16->flags & FLEET_STRIDE_MATCH) {
+		*out = e16->rule;
+		found = 1;
+	}
+	if (!(e16->flags & FLEET_STRIDE_DEEPER))
 		return found;
-	k.prefixlen = 24;
-	k.addr = addr & bpf_htonl(0xffffff00);
-	if (!fleet_egress_take(bpf_map_lookup_elem(&egress_dst_v4, &k), out, &found))
+	key = addr & bpf_htonl(0xffffff00);
+	e24 = bpf_map_lookup_elem(&egress_dst_v4_24, &key);
+	if (!e24)
 		return found;
-	k.prefixlen = 32;
-	k.addr = addr;
-	fleet_egress_take(bpf_map_lookup_elem(&egress_dst_v4, &k), out, &found);
+	if (e24->flags & FLEET_STRIDE_MATCH) {
+		*out = e24->rule;
+		found = 1;
+	}
+	host &= 0xff;
+	if (!((e24->hosts[host >> 6] >> (host & 63)) & 1))
+		return found;
+	e32 = bpf_map_lookup_elem(&egress_dst_v4_32, &addr);
+	if (e32) {
+		*out = *e32;
+		found = 1;
+	}
 	return found;
 }
 
@@ -150,9 +159,14 @@ static __always_inline __u32 fleet_egress_classify(struct __sk_buff *skb, const 
 			rule = &found;
 	} else if (pkt->l3_proto == ETH_P_IPV6) {
 		struct fleet_lpm_v6 k = { .prefixlen = 128 };
+		struct fleet_egress_rule *r6;
 
 		__builtin_memcpy(k.addr.addr, pkt->daddr.v6, 16);
-		rule = bpf_map_lookup_elem(&egress_dst_v6, &k);
+		r6 = bpf_map_lookup_elem(&egress_dst_v6, &k);
+		if (r6) {
+			found = *r6;
+			rule = &found;
+		}
 	} else {
 		return cfg->default_class;
 	}

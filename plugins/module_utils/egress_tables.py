@@ -17,8 +17,9 @@ the operator writes:
   (:func:`mark_entries`);
 * IPv4 destination rules are expanded into filter_tables' stride table, whose
   /16 level goes to the array ``egress_dst_v4_16`` (indexed by the first 16
-  bits of the address) and whose /24 and /32 levels go to the hash
-  ``egress_dst_v4`` (:func:`split_v4`).
+  bits of the address), its /24 level to the hash ``egress_dst_v4_24`` with a
+  bitmap of the addresses below that have a /32 entry, and its /32 level to
+  the hash ``egress_dst_v4_32`` (:func:`split_v4`).
 
     value = class_value({"action": "pass", "limit": "drop", "rate_bps": 125000, "burst_bytes": 3000})
 """
@@ -84,15 +85,31 @@ def mark_entries(marks: dict) -> tuple:
 
 
 def split_v4(table: dict) -> tuple:
-    """Split a filter_tables.expand_v4_raw() table: ({first 16 bits: entry} for egress_dst_v4_16,
-    {(24 or 32, network): entry} for egress_dst_v4)."""
-    level16, deeper = {}, {}
-    for (level, network), entry in table.items():
+    """Split a filter_tables.expand_v4_raw() table by level, as tc_egress reads it.
+
+    Returns ({first 16 bits: (rule, flags)} for egress_dst_v4_16,
+    {/24 network: (rule, flags, hosts)} for egress_dst_v4_24, where hosts is the
+    four 64-bit words of the bitmap of the /24's addresses that have a /32 entry,
+    and {address: rule} for egress_dst_v4_32); networks and addresses as integers."""
+    level16, level24, level32 = {}, {}, {}
+    for (level, network), (rule, flags) in table.items():
         if level == 16:
-            level16[network >> 16] = entry
-        else:
-            deeper[(level, network)] = entry
-    return level16, deeper
+            level16[network >> 16] = (rule, flags)
+        elif level == 24:
+            level24[network] = (rule, flags, [0, 0, 0, 0])
+        elif rule is not None:
+            level32[network] = rule
+    for address in level32:
+        parent = address & 0xFFFFFF00
+        if parent not in level24:
+            raise EgressTableError("%s/32 has no /24 entry above it in the stride table" % _dotted(address))
+        host = address & 0xFF
+        level24[parent][2][host >> 6] |= 1 << (host & 63)
+    return level16, level24, level32
+
+
+def _dotted(address: int) -> str:
+    return ".".join(str((address >> shift) & 0xFF) for shift in (24, 16, 8, 0))
 
 
 def expand_v4(rules: dict) -> tuple:

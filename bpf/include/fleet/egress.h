@@ -11,8 +11,10 @@
  *      match: IPv4 in a stride table (filled by
  *      plugins/module_utils/filter_tables.py as for xdp_filter, split by
  *      egress_tables.py): its /16 level in the array egress_dst_v4_16
- *      (indexed by the address's first 16 bits), its /24 and /32 levels in
- *      the hash egress_dst_v4; IPv6 in the LPM trie egress_dst_v6;
+ *      (indexed by the address's first 16 bits), its /24 level in the hash
+ *      egress_dst_v4_24 (with a bitmap of the addresses of that /24 that
+ *      have a /32 entry, so a miss at /32 costs no lookup), its /32 level in
+ *      the hash egress_dst_v4_32; IPv6 in the LPM trie egress_dst_v6;
  *   3. its destination port in egress_ports (an array indexed by the port
  *      number, a class per protocol: one lookup, no hashing);
  *   4. egress_config.default_class.
@@ -70,7 +72,8 @@ struct fleet_egress_class {
 	__u64 derived_burst_bytes;
 };
 
-/* Value of egress_dst_v6 (key: fleet_lpm_v6 CIDR), part of egress_dst_v4's. */
+/* Value of egress_dst_v6 (key: fleet_lpm_v6 CIDR) and of egress_dst_v4_32
+ * (key: the IPv4 address, network order); part of the stride entries. */
 struct fleet_egress_rule {
 	__u32 class_id;
 	enum fleet_proto proto;        /* 0: any protocol */
@@ -78,11 +81,17 @@ struct fleet_egress_rule {
 	__u16 pad;
 };
 
-/* Value of egress_dst_v4_16 (index: the address's first 16 bits) and of
- * egress_dst_v4 (key: fleet_lpm_v4 with prefixlen 24 or 32). */
+/* Value of egress_dst_v4_16 (index: the address's first 16 bits). */
 struct fleet_egress_stride_entry {
 	struct fleet_egress_rule rule;
 	enum fleet_stride_flags flags;
+};
+
+/* Value of egress_dst_v4_24 (key: the /24 network address, network order). */
+struct fleet_egress_stride24 {
+	struct fleet_egress_rule rule;
+	enum fleet_stride_flags flags;
+	__u64 hosts[4];                /* bit (n & 63) of hosts[n >> 6]: egress_dst_v4_32 has network + n */
 };
 
 /* egress_ports[port number]: the class of TCP and of UDP traffic to that port. */

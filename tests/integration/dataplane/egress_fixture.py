@@ -95,30 +95,38 @@ class Egress(LoadedProgram):
         for num, fields in by_port.items():
             self.update("egress_ports", struct.pack("<I", num), self.btf.pack("fleet_egress_port_classes", **fields))
 
-    def dst_v4_entries(self, rules: dict) -> tuple:
-        """({index: value} for egress_dst_v4_16, {key: value} for egress_dst_v4) for {CIDR: (class id, proto or 0,
-        port or 0)}, through egress_tables (filter_tables' stride expansion, split by level)."""
+    def dst_v4_entries(self, rules: dict) -> dict:
+        """{map name: {key: value}} for egress_dst_v4_16, _24 and _32, for {CIDR: (class id, proto or 0, port or 0)},
+        through egress_tables (filter_tables' stride expansion, split by level)."""
         bits = self.btf.enum("fleet_stride_flags")
-        cache = {}
+        rules_cache, flags_cache = {}, {}
 
-        def pack(entry):
-            rule, flags = entry
-            ck = (rule, tuple(sorted(flags)))
-            if ck not in cache:
-                packed = bytes(12)
-                if rule:
-                    packed = self.btf.pack("fleet_egress_rule", class_id=rule[0], proto=rule[1], port=port(rule[2]))
-                cache[ck] = self.btf.pack("fleet_egress_stride_entry", rule=packed, flags=sum(bits[f] for f in flags))
-            return cache[ck]
+        def rule_bytes(rule):
+            if rule not in rules_cache:
+                rules_cache[rule] = bytes(12) if rule is None else self.btf.pack(
+                    "fleet_egress_rule", class_id=rule[0], proto=rule[1], port=port(rule[2]))
+            return rules_cache[rule]
 
-        level16, deeper = egress_tables.expand_v4(rules)
-        return ({struct.pack("<I", index): pack(entry) for index, entry in level16.items()},
-                {struct.pack("<I", level) + block.to_bytes(4, "big"): pack(entry)
-                 for (level, block), entry in deeper.items()})
+        def flag_bits(flags):
+            key = tuple(sorted(flags))
+            if key not in flags_cache:
+                flags_cache[key] = sum(bits[f] for f in flags)
+            return flags_cache[key]
+
+        level16, level24, level32 = egress_tables.expand_v4(rules)
+        return {
+            "egress_dst_v4_16": {struct.pack("<I", index): self.btf.pack(
+                "fleet_egress_stride_entry", rule=rule_bytes(rule), flags=flag_bits(flags))
+                for index, (rule, flags) in level16.items()},
+            "egress_dst_v4_24": {network.to_bytes(4, "big"): self.btf.pack(
+                "fleet_egress_stride24", rule=rule_bytes(rule), flags=flag_bits(flags), hosts=hosts)
+                for network, (rule, flags, hosts) in level24.items()},
+            "egress_dst_v4_32": {address.to_bytes(4, "big"): rule_bytes(rule) for address, rule in level32.items()},
+        }
 
     def load_dst_v4(self, rules: dict):
-        """Write the IPv4 destination rules into both levels' maps (batch updates)."""
-        for name, entries in zip(("egress_dst_v4_16", "egress_dst_v4"), self.dst_v4_entries(rules)):
+        """Write the IPv4 destination rules into the three levels' maps (batch updates)."""
+        for name, entries in self.dst_v4_entries(rules).items():
             if entries:
                 libbpf.map_update_batch(self.map_fd(name), b"".join(entries), b"".join(entries.values()), len(entries))
 
