@@ -115,3 +115,26 @@ def _dotted(address: int) -> str:
 def expand_v4(rules: dict) -> tuple:
     """split_v4() of the stride expansion of {CIDR or address: rule}."""
     return split_v4(filter_tables.expand_v4_raw(rules))
+
+
+def lookup_v4(tables: tuple, address: int):
+    """What tc_egress finds for an IPv4 address (an integer) in split_v4() tables: the same walk as
+    fleet_egress_dst_v4() (for tests and dry runs)."""
+    level16, level24, level32 = tables
+    best = None
+    entry = level16.get(address >> 16)
+    if entry is None:
+        return None
+    if filter_tables.FLAG_MATCH in entry[1]:
+        best = entry[0]
+    if filter_tables.FLAG_DEEPER not in entry[1]:
+        return best
+    entry = level24.get(address & 0xFFFFFF00)
+    if entry is None:
+        return best
+    if filter_tables.FLAG_MATCH in entry[1]:
+        best = entry[0]
+    host = address & 0xFF
+    if not (entry[2][host >> 6] >> (host & 63)) & 1:
+        return best
+    return level32.get(address, best)

@@ -212,7 +212,7 @@ def bench_egress_classes(args):
         ("DSCP rewrite by prefix, IPv6", None, 0, None),
         ("ACL drop by prefix", v4("198.51.100.5", UDP(dport=9)), 0, None),
         ("class by skb mark + DSCP", v4("192.0.2.99", UDP(dport=9)), 0x10, None),
-        ("rate-limited drop (shared bucket)", v4("192.0.2.99", UDP(dport=9)), 0x30, None),
+        ("rate-limited drop (class over its rate)", v4("192.0.2.99", UDP(dport=9)), 0x30, None),
         ("EDT pacing (skb->tstamp)", v4("192.0.2.99", UDP(dport=9)), 0x40, None),
     ]
     from packets import IPv6  # pylint: disable=import-outside-toplevel
