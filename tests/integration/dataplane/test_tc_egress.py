@@ -176,8 +176,10 @@ def test_egress_pacing_sets_departure_times_until_the_horizon(egress):
     assert stamps[1:17] == [T0 + i * 60_000 for i in range(1, 17)]
 
 
-@pytest.mark.parametrize("rate_bps,burst_bytes", [(1000, 150), (3, 1), (1, 2**40), (12_500_000_000, 9000),
-                                                 (2**64 - 1, 2**64 - 1), (125_000_007, 0)])
+DERIVE_CASES = [(1000, 150), (3, 1), (1, 2**40), (12_500_000_000, 9000), (2**64 - 1, 2**64 - 1), (125_000_007, 0)]
+
+
+@pytest.mark.parametrize("rate_bps,burst_bytes", DERIVE_CASES)
 def test_egress_program_derives_the_class_fields_user_space_would(egress, rate_bps, burst_bytes):
     """A class written with only rate_bps/burst_bytes (e.g. by a generic map writer) gets, on its first packet,
     the same ns_per_byte/burst_ns as egress_tables.class_value() computes; a rate change is picked up."""
