@@ -33,12 +33,27 @@ struct {
 } egress_buckets SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct fleet_egress_stride_entry);
+} egress_dst_v4_16 SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, FLEET_EGRESS_RULES_MAX);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct fleet_lpm_v4);
-	__type(value, struct fleet_egress_stride_entry);
-} egress_dst_v4 SEC(".maps");
+	__type(key, __be32);
+	__type(value, struct fleet_egress_stride24);
+} egress_dst_v4_24 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, FLEET_EGRESS_RULES_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __be32);
+	__type(value, struct fleet_egress_rule);
+} egress_dst_v4_32 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -54,6 +69,13 @@ struct {
 	__type(key, __u32);
 	__type(value, struct fleet_egress_port_classes);
 } egress_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FLEET_EGRESS_MARKS_DIRECT);
+	__type(key, __u32);
+	__type(value, struct fleet_egress_mark_slot);
+} egress_mark_classes SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -74,51 +96,61 @@ volatile const enum fleet_egress_outcome fleet_egress_outcome_btf;
 volatile const enum fleet_stride_flags fleet_egress_stride_flags_btf;
 volatile const enum fleet_port_flags fleet_egress_port_flags_btf;
 
-/* One level of the stride table (see filter_tables.py): copies the rule when
- * the entry matches; returns whether longer entries exist below. */
-static __always_inline int fleet_egress_step(struct fleet_lpm_v4 *k, struct fleet_egress_rule *best, int *found)
-{
-	struct fleet_egress_stride_entry *e = bpf_map_lookup_elem(&egress_dst_v4, k);
-	__u32 flags;
-
-	if (!e)
-		return 0;
-	flags = e->flags;
-	if (flags & FLEET_STRIDE_MATCH) {
-		best->class_id = e->rule.class_id;
-		best->proto = e->rule.proto;
-		best->port = e->rule.port;
-		*found = 1;
-	}
-	return flags & FLEET_STRIDE_DEEPER;
-}
-
+/* The stride table (see filter_tables.py): the /16 level is an array (an
+ * inlined load, no hashing), the /24 level a hash read only when the /16
+ * entry says deeper, the /32 level a hash read only when the /24 entry's
+ * bitmap has the address. Returns whether a rule was found. */
 static __always_inline int fleet_egress_dst_v4(__be32 addr, struct fleet_egress_rule *out)
 {
-	struct fleet_lpm_v4 k = { .prefixlen = 16, .addr = addr & bpf_htonl(0xffff0000) };
+	__u32 host = bpf_ntohl(addr), index = host >> 16;
+	struct fleet_egress_stride_entry *e16;
+	struct fleet_egress_stride24 *e24;
+	struct fleet_egress_rule *e32;
+	__be32 key;
 	int found = 0;
 
-	if (!fleet_egress_step(&k, out, &found))
+	e16 = bpf_map_lookup_elem(&egress_dst_v4_16, &index);
+	if (!e16)
+		return 0;
+	if (e16->flags & FLEET_STRIDE_MATCH) {
+		*out = e16->rule;
+		found = 1;
+	}
+	if (!(e16->flags & FLEET_STRIDE_DEEPER))
 		return found;
-	k.prefixlen = 24;
-	k.addr = addr & bpf_htonl(0xffffff00);
-	if (!fleet_egress_step(&k, out, &found))
+	key = addr & bpf_htonl(0xffffff00);
+	e24 = bpf_map_lookup_elem(&egress_dst_v4_24, &key);
+	if (!e24)
 		return found;
-	k.prefixlen = 32;
-	k.addr = addr;
-	fleet_egress_step(&k, out, &found);
+	if (e24->flags & FLEET_STRIDE_MATCH) {
+		*out = e24->rule;
+		found = 1;
+	}
+	host &= 0xff;
+	if (!((e24->hosts[host >> 6] >> (host & 63)) & 1))
+		return found;
+	e32 = bpf_map_lookup_elem(&egress_dst_v4_32, &addr);
+	if (e32) {
+		*out = *e32;
+		found = 1;
+	}
 	return found;
 }
 
 static __always_inline __u32 fleet_egress_classify(struct __sk_buff *skb, const struct fleet_egress_config *cfg,
 						   const struct fleet_pkt *pkt)
 {
-	struct fleet_egress_class_ref *ref;
 	struct fleet_egress_rule found = {}, *rule = 0;
 	__u32 mark = skb->mark;
 
-	if (mark) {
-		ref = bpf_map_lookup_elem(&egress_marks, &mark);
+	if (mark && mark < FLEET_EGRESS_MARKS_DIRECT) {
+		struct fleet_egress_mark_slot *slot = bpf_map_lookup_elem(&egress_mark_classes, &mark);
+
+		if (slot && slot->set)
+			return slot->class_id;
+	} else if (mark) {
+		struct fleet_egress_class_ref *ref = bpf_map_lookup_elem(&egress_marks, &mark);
+
 		if (ref)
 			return ref->class_id;
 	}
@@ -127,9 +159,14 @@ static __always_inline __u32 fleet_egress_classify(struct __sk_buff *skb, const 
 			rule = &found;
 	} else if (pkt->l3_proto == ETH_P_IPV6) {
 		struct fleet_lpm_v6 k = { .prefixlen = 128 };
+		struct fleet_egress_rule *r6;
 
 		__builtin_memcpy(k.addr.addr, pkt->daddr.v6, 16);
-		rule = bpf_map_lookup_elem(&egress_dst_v6, &k);
+		r6 = bpf_map_lookup_elem(&egress_dst_v6, &k);
+		if (r6) {
+			found = *r6;
+			rule = &found;
+		}
 	} else {
 		return cfg->default_class;
 	}
@@ -184,15 +221,84 @@ static __always_inline void fleet_egress_count(__u32 class_id, __u32 outcome, __
 	}
 }
 
+/* ns that `bytes` take at a rate given as 32.32 fixed-point ns per byte;
+ * exact below 2^32 bytes, no overflow for any rate >= 1 byte/s. */
+static __always_inline __u64 fleet_egress_ns(__u64 bytes, __u64 ns_per_byte)
+{
+	return bytes * (ns_per_byte >> 32) + ((bytes * (ns_per_byte & 0xffffffff)) >> 32);
+}
+
+/* Recompute a class's derived fields (the same arithmetic as
+ * egress_tables.class_value()); runs once after a writer changed rate_bps or
+ * burst_bytes without them. */
+static __attribute__((noinline)) int fleet_egress_derive(struct fleet_egress_class *cls)
+{
+	__u64 rate = cls->rate_bps, burst = cls->burst_bytes;
+
+	if (!rate)
+		return 0;
+	cls->ns_per_byte = (FLEET_NSEC << 32) / rate;
+	cls->burst_ns = fleet_egress_ns(burst < 0xffffffffULL ? burst : 0xffffffffULL, cls->ns_per_byte);
+	cls->derived_rate_bps = rate;
+	cls->derived_burst_bytes = burst;
+	return 0;
+}
+
+/* The class's rate limit, without a lock: one earliest departure time per
+ * class (next_ns). A packet of `bytes` leaves at max(now, next_ns) and moves
+ * next_ns by its cost at the class rate.
+ *  - limit drop: a packet passes when it would leave no later than burst_ns
+ *    after now, counting its own cost (max(now, next_ns) + cost - now <=
+ *    burst_ns), which is a token bucket of burst_bytes refilled at the rate,
+ *    without rounding; otherwise it is dropped and next_ns stays.
+ *  - limit pace: a packet whose departure is later than now gets it in
+ *    skb->tstamp (the fq qdisc holds it until then), or is dropped when that
+ *    is more than horizon_ns ahead.
+ * A busy class (next_ns ahead of now) moves next_ns with an atomic add; an
+ * idle one restarts it at now + cost with a store. CPUs racing through that
+ * restart can each count from now, so at the moment a class turns busy it
+ * may let out up to one extra packet per CPU; never fewer than the rate. */
+static __always_inline __u32 fleet_egress_limit(const struct fleet_egress_config *cfg,
+						struct fleet_egress_class *cls, __u32 class_id, __u64 bytes,
+						__u64 *departure)
+{
+	struct fleet_egress_bucket *b;
+	__u64 now, next, cost, ahead;
+
+	if (cls->derived_rate_bps != cls->rate_bps || cls->derived_burst_bytes != cls->burst_bytes)
+		fleet_egress_derive(cls);
+	b = bpf_map_lookup_elem(&egress_buckets, &class_id);
+	if (!b)
+		return FLEET_EGRESS_PASS;
+	now = cfg->clock_ns ? cfg->clock_ns : bpf_ktime_get_ns();
+	cost = fleet_egress_ns(bytes, cls->ns_per_byte);
+	next = *(volatile __u64 *)&b->next_ns;
+	ahead = next > now ? next - now : 0;
+	if (cls->limit == FLEET_EGRESS_LIMIT_DROP) {
+		if (ahead + cost > cls->burst_ns)
+			return FLEET_EGRESS_RATE_LIMITED;
+	} else if (ahead > cls->horizon_ns) {
+		return FLEET_EGRESS_OVER_HORIZON;
+	}
+	if (ahead)
+		__sync_fetch_and_add(&b->next_ns, cost);
+	else
+		*(volatile __u64 *)&b->next_ns = now + cost;
+	if (cls->limit == FLEET_EGRESS_LIMIT_PACE && ahead) {
+		*departure = next;
+		return FLEET_EGRESS_PACED;
+	}
+	return FLEET_EGRESS_PASS;
+}
+
 SEC("tc")
 int tc_egress(struct __sk_buff *skb)
 {
 	struct fleet_egress_config *cfg;
 	struct fleet_egress_class *cls;
-	struct fleet_egress_bucket *bucket;
 	struct fleet_pkt pkt = {};
 	__u32 zero = 0, class_id, outcome = FLEET_EGRESS_PASS;
-	__u64 bytes = skb->len, now = 0, departure = 0;
+	__u64 bytes = skb->len, departure = 0;
 	void *data, *end;
 
 	cfg = bpf_map_lookup_elem(&egress_config, &zero);
@@ -215,32 +321,7 @@ int tc_egress(struct __sk_buff *skb)
 		return fleet_tc_next(skb, TC_ACT_SHOT);
 	}
 	if (cls->limit != FLEET_EGRESS_LIMIT_NONE && cls->rate_bps) {
-		bucket = bpf_map_lookup_elem(&egress_buckets, &class_id);
-		if (!bucket)
-			return fleet_tc_next(skb, TC_ACT_OK);
-		now = cfg->clock_ns ? cfg->clock_ns : bpf_ktime_get_ns();
-		bpf_spin_lock(&bucket->lock);
-		if (cls->limit == FLEET_EGRESS_LIMIT_DROP) {
-			if (!bucket->stamp) {
-				bucket->stamp = now;
-				bucket->tokens = cls->burst_bytes;
-			}
-			fleet_bucket_refill(&bucket->tokens, &bucket->stamp, now, cls->rate_bps, cls->burst_bytes);
-			if (bucket->tokens < bytes)
-				outcome = FLEET_EGRESS_RATE_LIMITED;
-			else
-				bucket->tokens -= bytes;
-		} else {
-			departure = bucket->next_departure > now ? bucket->next_departure : now;
-			if (departure - now > cls->horizon_ns) {
-				outcome = FLEET_EGRESS_OVER_HORIZON;
-			} else {
-				bucket->next_departure = departure + bytes * FLEET_NSEC / cls->rate_bps;
-				if (departure > now)
-					outcome = FLEET_EGRESS_PACED;
-			}
-		}
-		bpf_spin_unlock(&bucket->lock);
+		outcome = fleet_egress_limit(cfg, cls, class_id, bytes, &departure);
 		if (outcome == FLEET_EGRESS_RATE_LIMITED || outcome == FLEET_EGRESS_OVER_HORIZON) {
 			fleet_egress_count(class_id, outcome, bytes);
 			return fleet_tc_next(skb, TC_ACT_SHOT);

@@ -199,9 +199,7 @@ def bench_egress_classes(args):
     eg.load_reference()
     rules = {pfx: (3, "tcp", 8443) for pfx in random_v4(10_000, PREFIX_LENGTHS)}
     rules.update({"198.51.100.0/24": (2, 0, 0), "198.51.100.128/25": (1, 0, 0)})
-    entries = eg.dst_v4_entries(rules)
-    keys, values = list(entries), list(entries.values())
-    libbpf.map_update_batch(eg.map_fd("egress_dst_v4"), b"".join(keys), b"".join(values), len(keys))
+    eg.load_dst_v4(rules)
     eg.set_class(4, action="pass", limit="drop", rate_bps=1, burst_bytes=0)
     eg.set_class(5, action="pass", limit="pace", rate_bps=1_000_000_000, horizon_ns=10**18)
 
@@ -214,7 +212,7 @@ def bench_egress_classes(args):
         ("DSCP rewrite by prefix, IPv6", None, 0, None),
         ("ACL drop by prefix", v4("198.51.100.5", UDP(dport=9)), 0, None),
         ("class by skb mark + DSCP", v4("192.0.2.99", UDP(dport=9)), 0x10, None),
-        ("rate-limited drop (shared bucket)", v4("192.0.2.99", UDP(dport=9)), 0x30, None),
+        ("rate-limited drop (class over its rate)", v4("192.0.2.99", UDP(dport=9)), 0x30, None),
         ("EDT pacing (skb->tstamp)", v4("192.0.2.99", UDP(dport=9)), 0x40, None),
     ]
     from packets import IPv6  # pylint: disable=import-outside-toplevel

@@ -13,7 +13,9 @@ import pytest
 
 from harness.progtest import TC_ACT_OK, TC_ACT_SHOT
 
-from egress_fixture import Egress, skb_ctx, skb_field
+from ansible_collections.ebpf.fleet.plugins.module_utils import egress_tables
+
+from egress_fixture import CLASSES, Egress, skb_ctx, skb_field
 from filter_fixture import delta
 from packets import DSTOPT, HBH, ICMP, IP, TCP, UDP, IPOption_RR, IPv6, Raw, arp, eth, raw
 from scapy.layers.l2 import Ether
@@ -74,6 +76,9 @@ CASES = [
     ("mark-drops", v4("192.0.2.99", UDP(dport=9)), 0x20, TC_ACT_SHOT, 2, "drop", None),
     ("mark-v6", v6("2001:db8::99", UDP(dport=9)), 0x10, TC_ACT_OK, 6, "pass", 34),
     ("unknown-mark-classified-by-prefix", v4("198.51.100.200", UDP(dport=9)), 0x99, TC_ACT_OK, 1, "pass", 46),
+    ("largest-direct-mark", v4("198.51.100.5", UDP(dport=9)), 0xFFFF, TC_ACT_OK, 7, "pass", 0),
+    ("mark-above-direct-array", v4("198.51.100.5", UDP(dport=9)), 0x10000, TC_ACT_OK, 3, "pass", 10),
+    ("unknown-mark-above-direct-array", v4("198.51.100.200", UDP(dport=9)), 0x20000, TC_ACT_OK, 1, "pass", 46),
     ("vlan1-rewrite", v4("192.0.2.99", TCP(dport=443), vlans=1), 0, TC_ACT_OK, 3, "pass", 10),
     ("vlan2-rewrite-v6", v6("2001:db8::99", TCP(dport=443), vlans=2), 0, TC_ACT_OK, 3, "pass", 10),
     ("ip-options-rewrite", eth() / IP(src=SRC4, dst="192.0.2.99", options=[IPOption_RR()]) / TCP(dport=443), 0,
@@ -171,6 +176,29 @@ def test_egress_pacing_sets_departure_times_until_the_horizon(egress):
     assert stamps[1:17] == [T0 + i * 60_000 for i in range(1, 17)]
 
 
+DERIVE_CASES = [(1000, 150), (3, 1), (1, 2**40), (12_500_000_000, 9000), (2**64 - 1, 2**64 - 1), (125_000_007, 0)]
+
+
+@pytest.mark.parametrize("rate_bps,burst_bytes", DERIVE_CASES)
+def test_egress_program_derives_the_class_fields_user_space_would(egress, rate_bps, burst_bytes):
+    """A class written with only rate_bps/burst_bytes (e.g. by a generic map writer) gets, on its first packet,
+    the same ns_per_byte/burst_ns as egress_tables.class_value() computes; a rate change is picked up."""
+    derived = ("ns_per_byte", "burst_ns", "derived_rate_bps", "derived_burst_bytes")
+    fields = {"action": "pass", "limit": "drop", "rate_bps": 5, "burst_bytes": 7}
+    try:
+        for rate, burst in ((5, 7), (rate_bps, burst_bytes)):
+            fields.update(rate_bps=rate, burst_bytes=burst)
+            egress.set_class(4, raw_fields=True, **fields)
+            assert egress.get_class(4)["ns_per_byte"] == 0
+            egress.run(raw(v4("192.0.2.99", UDP(dport=9))), ctx=skb_ctx(mark=0x30))
+            got = egress.get_class(4)
+            want = egress_tables.class_value(fields)
+            assert {k: got[k] for k in derived} == {k: want[k] for k in derived}
+    finally:
+        egress.set_class(4, **CLASSES[4])
+        egress.reset_bucket(4)
+
+
 SWEEP = {
     "v4-vlan1-tcp": v4("192.0.2.99", TCP(dport=443), vlans=1),
     "v4-vlan2-options-tcp": eth(2) / IP(src=SRC4, dst="198.51.100.200", options=[IPOption_RR()]) / TCP(dport=443),
@@ -217,8 +245,7 @@ def test_egress_on_veth_marks_dscp_and_drops_real_traffic(netns):
         prog.set_class(1, action="pass", set_dscp=1, dscp=46)
         prog.set_class(2, action="drop")
         prog.set_ports({("udp", 5001): 1})
-        for key, value in prog.dst_v4_entries({"10.0.1.3/32": (2, 0, 0)}).items():
-            prog.update("egress_dst_v4", key, value)
+        prog.load_dst_v4({"10.0.1.3/32": (2, 0, 0)})
         link = attach(ns_a, prog.prog_fd, "va", libbpf.ATTACH_TCX_EGRESS)
         sniffer = packet_socket(ns_b, "vb")
         rx1, rx2 = udp_socket(ns_b, "10.0.1.2", 5001), udp_socket(ns_b, "10.0.1.2", 5002)
