@@ -32,9 +32,9 @@ def remove_all():
     shutil.rmtree(TEST_PIN_BASE, ignore_errors=True)
 
 
-# iproute2 (`ip link set ... obj`, `tc filter ... bpf obj`) creates its own folders on bpffs
-# (tc/globals, with ip and xdp as links to tc). Tests that use it leave them behind; the
-# session removes them again when they did not exist before it and hold no pins.
+# iproute2 (`ip link set ... obj`, `tc filter ... bpf obj`) and libxdp (xdp-loader) create their own
+# folders on bpffs (tc/globals, with ip and xdp as links to tc; or xdp as a folder). Tests that use them
+# leave them behind; the session removes them again when they did not exist before it and hold no pins.
 IPROUTE2_DIRS = [os.path.join(BPFFS, name) for name in ("ip", "xdp", "tc")]
 
 
@@ -42,12 +42,16 @@ def iproute2_dirs_present() -> bool:
     return any(os.path.lexists(path) for path in IPROUTE2_DIRS)
 
 
+def _holds_pins(path: str) -> bool:
+    return any(files for _root, _dirs, files in os.walk(path))
+
+
 def remove_empty_iproute2_dirs():
-    tc_dir = os.path.join(BPFFS, "tc")
-    for root, _dirs, files in os.walk(tc_dir):
-        if files:
-            return  # something is pinned there: not ours to remove
-    for link in IPROUTE2_DIRS[:2]:
-        if os.path.islink(link):
-            os.unlink(link)
-    shutil.rmtree(tc_dir, ignore_errors=True)
+    real_dirs = [path for path in IPROUTE2_DIRS if os.path.isdir(path) and not os.path.islink(path)]
+    if any(_holds_pins(path) for path in real_dirs):
+        return  # something is pinned there: not ours to remove
+    for path in IPROUTE2_DIRS:
+        if os.path.islink(path):
+            os.unlink(path)
+    for path in real_dirs:
+        shutil.rmtree(path, ignore_errors=True)
