@@ -22,7 +22,9 @@ def run_config(obj_name: str) -> tuple:
     """({member: number}, variable name) of the object's libxdp run configuration (its `.xdp_run_config` BTF)."""
     with libbpf.BpfObject.open(paths.bpf_object(obj_name)) as obj:
         types = btf.Btf.parse(obj.btf_raw())
-    [name] = types.datasec_vars(".xdp_run_config")
+    names = list(types.datasec_vars(".xdp_run_config"))
+    assert len(names) == 1, names
+    name = names[0]
     var = next(t for t in types.types if t.kind == btf.KIND_VAR and t.name == name)
     struct = types.type(var.type_id)
     # libxdp encodes each setting as `int (*name)[value]`, as __uint() does for map definitions
@@ -37,8 +39,8 @@ def test_objects_declare_libxdp_priority_and_chain_actions(obj_name, priority):
 
 
 @pytest.mark.parametrize("obj_name,_priority", XDP_OBJECTS)
-def test_xdp_loader_loads_our_objects_and_xdp_program_refuses_to_clobber_them(obj_name, _priority, netns, pin_root,
-                                                                             state_dir, run_module):
+def test_xdp_loader_loads_our_objects_and_xdp_program_refuses_to_clobber_them(
+        obj_name, _priority, netns, pin_root, state_dir, run_module):
     ns = netns("xl")
     ns.veth("va", "vb")
     loaded = ns.run(["xdp-loader", "load", "-m", "native", "vb", paths.bpf_object(obj_name)], check=False)
