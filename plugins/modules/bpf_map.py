@@ -53,7 +53,7 @@ options:
       - "The entries, as a dict of key to value, or a list whose items are C({key: ..., value: ...}), a one-item
         dict C(key: value), or a bare key."
       - A missing or null value means I(value) (all zero bytes when I(value) is not given).
-      - Mutually exclusive with I(entries_file).
+      - Mutually exclusive with I(entries_file) and I(entries_src).
     type: raw
   entries_file:
     description:
@@ -61,6 +61,15 @@ options:
       - C(.json) and C(.yml)/C(.yaml) files hold the same structure as I(entries); any other file is a plain list
         of keys, one per line (for example CIDRs), with C(#) comments; every line gets I(value).
     type: path
+  entries_src:
+    description:
+      - A file on the controller with the entries, in the formats of I(entries_file); the module's action plugin
+        copies it to the host's temporary folder for the task, so a million entries never travel as task
+        arguments. Relative paths are looked up like M(ansible.builtin.copy)'s C(src) (C(files/) of the role or
+        playbook).
+      - Mutually exclusive with I(entries) and I(entries_file).
+    type: path
+    version_added: 0.1.0
   entries_format:
     description: How to read I(entries_file); C(auto) decides by the file's extension.
     type: str
@@ -119,6 +128,14 @@ EXAMPLES = r"""
     name: filter
     map: deny_v4
     entries_file: /var/lib/ebpf_fleet/deny_v4.txt
+    value: drop
+    mode: sync
+
+- name: A million CIDRs from a file on the controller (copied for the task, not passed as arguments)
+  ebpf.fleet.bpf_map:
+    name: filter
+    map: deny_v4
+    entries_src: files/deny_v4.txt
     value: drop
     mode: sync
 
@@ -189,6 +206,7 @@ def argument_spec() -> dict:
         path=dict(type="path"),
         entries=dict(type="raw"),
         entries_file=dict(type="path"),
+        entries_src=dict(type="path"),
         entries_format=dict(type="str", choices=["auto", "lines", "json", "yaml"], default="auto"),
         value=dict(type="raw"),
         mode=dict(type="str", choices=["merge", "sync", "absent", "clear"], default="merge"),
@@ -202,7 +220,7 @@ def build_module() -> AnsibleModule:
     return AnsibleModule(
         argument_spec=argument_spec(),
         supports_check_mode=True,
-        mutually_exclusive=[("path", "name"), ("path", "map"), ("entries", "entries_file")],
+        mutually_exclusive=[("path", "name"), ("path", "map"), ("entries", "entries_file"), ("entries", "entries_src")],
         required_together=[("name", "map")],
         required_one_of=[("path", "name")],
     )
@@ -279,6 +297,10 @@ def run(module: AnsibleModule) -> dict:
     mode = "clear" if params["clear"] else params["mode"]
     if params["clear"] and params["mode"] not in ("merge", "clear"):
         module.fail_json(msg="clear=true empties the map; it cannot be combined with mode=%s" % params["mode"])
+    if params["entries_src"] and not params["entries_file"]:
+        # the action plugin turns entries_src into entries_file; without it the controller's file is out of reach
+        module.fail_json(msg="entries_src=%s is a file on the controller: the bpf_map action plugin copies it; run "
+                             "the task through Ansible, or give entries_file (a path on the host)" % params["entries_src"])
     if mode != "clear" and params["entries"] is None and not params["entries_file"]:
         module.fail_json(msg="mode=%s needs entries or entries_file (to empty the map, use clear=true)" % mode)
     if params["diff_limit"] < 0:
@@ -327,7 +349,10 @@ def _run_fd(module: AnsibleModule, fd: int, path: str, mode: str) -> dict:
         try:
             desired = desired_entries(module, codec, mode, progs)
         except CodecError as exc:
-            module.fail_json(msg="invalid entry, nothing was written: %s" % exc, applied=0)
+            message = str(exc)
+            if params["entries_src"]:  # name the operator's file, not its temporary copy on the host
+                message = message.replace(params["entries_file"], params["entries_src"])
+            module.fail_json(msg="invalid entry, nothing was written: %s" % message, applied=0)
         try:
             current = reader.result(desired, "sync" if mode == "sync" and outer_info is None else "")
         except libbpf.BpfError as exc:

@@ -1,0 +1,83 @@
+"""bpf_map through ansible-playbook: entries from a file on the controller, copied by the action plugin."""
+
+import os
+
+import pytest
+
+from harness import paths
+from harness.runner import run_playbook
+
+from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs, libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils.map_codec import read_entries
+
+pytestmark = [pytest.mark.kernel, pytest.mark.playbook]
+
+PLAYBOOK = """
+- hosts: lab
+  gather_facts: false
+  tasks:
+    - name: Sync the block list from the controller's file
+      ebpf.fleet.bpf_map:
+        name: maps
+        map: prefixes_v4
+        pin_root: "%(pin_root)s"
+        entries_src: deny.txt
+        value: drop
+        mode: sync
+"""
+
+
+@pytest.fixture
+def lab(pin_root, netns, tmp_path):
+    """A lab host (namespace) and the fixture maps pinned under pin_root/maps/maps/."""
+    host = netns("mp")
+    obj = libbpf.BpfObject.open(paths.bpf_object("map_types"))
+    try:
+        obj.load()
+        bpffs.pin(obj.map("prefixes_v4").fd, bpffs.map_pin(pin_root, "maps", "prefixes_v4"))
+        (tmp_path / "files").mkdir()
+        (tmp_path / "inventory.ini").write_text("lab ansible_connection=ebpf.fleet.netns ansible_netns=%s\n" % host.name)
+        (tmp_path / "play.yml").write_text(PLAYBOOK % {"pin_root": pin_root})
+        yield tmp_path
+    finally:
+        obj.close()
+
+
+def play(lab, *flags):
+    proc = run_playbook(str(lab / "play.yml"), inventory=str(lab / "inventory.ini"), check="--check" in flags,
+                        diff="--diff" in flags)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def contents(pin_root):
+    fd = libbpf.obj_get(bpffs.map_pin(pin_root, "maps", "prefixes_v4"))
+    try:
+        return {entry["key"]: entry["value"] for entry in read_entries(fd)}
+    finally:
+        os.close(fd)
+
+
+def test_entries_src_is_copied_from_the_controller_and_a_rerun_changes_nothing(lab, pin_root):
+    cidrs = ["10.%d.%d.0/24" % (i >> 8, i & 255) for i in range(20000)]
+    (lab / "files" / "deny.txt").write_text("\n".join(cidrs) + "\n")
+    rc, out = play(lab)
+    assert rc == 0 and "changed=1" in out, out
+    assert len(contents(pin_root)) == 20000 and contents(pin_root)["10.0.7.0/24"] == "drop"
+    rc, out = play(lab)
+    assert rc == 0 and "changed=0" in out, out
+
+    # check mode with diff: the plan in the operator's notation, nothing written
+    (lab / "files" / "deny.txt").write_text("\n".join(cidrs[1:] + ["192.0.2.0/24"]) + "\n")
+    rc, out = play(lab, "--check", "--diff")
+    assert rc == 0 and "changed=1" in out, out
+    assert "192.0.2.0/24" in out and "10.0.0.0/24" in out
+    assert "192.0.2.0/24" not in contents(pin_root)
+
+
+def test_a_bad_line_names_the_controllers_file_and_nothing_is_written(lab, pin_root):
+    (lab / "files" / "deny.txt").write_text("10.0.0.0/8\n10.0.0.1/8\n")
+    rc, out = play(lab)
+    assert rc != 0
+    assert "deny.txt line 2" in out and "10.0.0.0/8" in out, out
+    assert "entries-deny.txt" not in out          # the host's temporary copy is not what the operator sees
+    assert contents(pin_root) == {}
