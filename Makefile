@@ -41,9 +41,12 @@ $(BUILD)/bpf/%.o: bpf/%.c $(wildcard bpf/include/fleet/*.h)
 	@mkdir -p $(dir $@)
 	clang $(BPF_CFLAGS) -c $< -o $@
 
-$(BUILD)/bpf/%.o: tests/bpf/%.c $(wildcard bpf/include/fleet/*.h)
+$(BUILD)/bpf/%.o: tests/bpf/%.c $(wildcard bpf/include/fleet/*.h) $(wildcard tests/bpf/*.h)
 	@mkdir -p $(dir $@)
 	clang $(BPF_CFLAGS) -c $< -o $@
+
+# a fixture variant that includes another fixture's source
+$(BUILD)/bpf/xdp_drop_udp_bigmap.o: tests/bpf/xdp_drop_udp.c
 
 bpf: setup $(BPF_OBJS)
 
