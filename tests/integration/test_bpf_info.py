@@ -1,5 +1,7 @@
 """bpf_info on the real kernel: the collection's deployments and other tools' programs, per interface."""
 
+from types import SimpleNamespace
+
 import pytest
 
 from harness import paths
@@ -21,12 +23,8 @@ def lab(netns, pin_root, state_dir):
     tx.veth("va", "vb", peer_ns=rx, addr_a="10.79.0.1/24", addr_b="10.79.0.2/24")
     rx.veth("fa", "fb")
 
-    class Lab:
-        pass
-    lab = Lab()
-    lab.tx, lab.rx, lab.pin_root, lab.state_dir = tx, rx, pin_root, state_dir
-    lab.base = dict(pin_root=pin_root, state_dir=state_dir)
-    return lab
+    return SimpleNamespace(tx=tx, rx=rx, pin_root=pin_root, state_dir=state_dir,
+                           base=dict(pin_root=pin_root, state_dir=state_dir))
 
 
 def packets(value):

@@ -2,11 +2,12 @@
 
 import json
 import os
-import subprocess
+from types import SimpleNamespace
 
 import pytest
 
 from harness import paths
+from harness.bpfbuild import compile_fixture
 from harness.runner import module_env
 from harness.traffic import UdpFlow, udp_count
 
@@ -15,7 +16,6 @@ from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
 pytestmark = pytest.mark.kernel
 
 PORT = 9999
-V2_DIR = os.path.join(paths.BUILD, "bpf", "v2")
 
 
 def obj(name):
@@ -24,13 +24,7 @@ def obj(name):
 
 def tc_v2_object():
     """tc_drop_udp built with VERSION=2: other code (another tag), same maps, still drops."""
-    os.makedirs(V2_DIR, exist_ok=True)
-    out = os.path.join(V2_DIR, "tc_drop_udp.o")
-    src = os.path.join(paths.REPO, "tests", "bpf", "tc_drop_udp.c")
-    subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-I", paths.BPF_INCLUDE,
-                    "-I/usr/include/%s-linux-gnu" % os.uname().machine, "-DVERSION=2", "-c", src, "-o", out],
-                   check=True)
-    return out
+    return compile_fixture("tc_drop_udp", VERSION=2)
 
 
 @pytest.fixture
@@ -39,13 +33,8 @@ def lab(netns, pin_root, state_dir):
     tx, rx = netns("tx"), netns("rx")
     tx.veth("va", "vb", peer_ns=rx, addr_a="10.78.0.1/24", addr_b="10.78.0.2/24")
 
-    class Lab:
-        pass
-    lab = Lab()
-    lab.tx, lab.rx, lab.pin_root, lab.state_dir = tx, rx, pin_root, state_dir
-    lab.args = lambda **kw: dict(dict(interfaces=["va"], direction="egress", pin_root=pin_root,
-                                      state_dir=state_dir), **kw)
-    return lab
+    base = dict(interfaces=["va"], direction="egress", pin_root=pin_root, state_dir=state_dir)
+    return SimpleNamespace(tx=tx, rx=rx, pin_root=pin_root, state_dir=state_dir, args=lambda **kw: dict(base, **kw))
 
 
 TCX_QUERY = (

@@ -2,10 +2,12 @@
 
 import json
 import os
+from types import SimpleNamespace
 
 import pytest
 
 from harness import paths
+from harness.bpfbuild import compile_fixture
 from harness.traffic import UdpFlow, udp_count
 
 from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
@@ -13,7 +15,6 @@ from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
 pytestmark = pytest.mark.kernel
 
 PORT = 9999
-V2_DIR = os.path.join(paths.BUILD, "bpf", "v2")
 
 
 def obj(name):
@@ -22,13 +23,7 @@ def obj(name):
 
 def v2_object():
     """The same drop program built with VERSION=2: other code, same maps."""
-    os.makedirs(V2_DIR, exist_ok=True)
-    out = os.path.join(V2_DIR, "xdp_drop_udp.o")
-    src = os.path.join(paths.REPO, "tests", "bpf", "xdp_drop_udp.c")
-    import subprocess
-    subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-I", paths.BPF_INCLUDE,
-                    "-I/usr/include/%s-linux-gnu" % os.uname().machine, "-DVERSION=2", "-c", src, "-o", out], check=True)
-    return out
+    return compile_fixture("xdp_drop_udp", VERSION=2)
 
 
 @pytest.fixture
@@ -37,12 +32,8 @@ def lab(netns, pin_root, state_dir):
     tx, rx = netns("tx"), netns("rx")
     tx.veth("va", "vb", peer_ns=rx, addr_a="10.77.0.1/24", addr_b="10.77.0.2/24")
 
-    class Lab:
-        pass
-    lab = Lab()
-    lab.tx, lab.rx, lab.pin_root, lab.state_dir = tx, rx, pin_root, state_dir
-    lab.args = lambda **kw: dict(dict(interfaces=["vb"], pin_root=pin_root, state_dir=state_dir), **kw)
-    return lab
+    base = dict(interfaces=["vb"], pin_root=pin_root, state_dir=state_dir)
+    return SimpleNamespace(tx=tx, rx=rx, pin_root=pin_root, state_dir=state_dir, args=lambda **kw: dict(base, **kw))
 
 
 def xdp_prog_id(ns, ifname="vb"):

@@ -4,28 +4,23 @@ The fixture object tests/bpf/map_types.c is compiled here with clang and only
 opened (not loaded), so these tests need no BPF privileges.
 """
 
-import os
 import shutil
-import subprocess
 
 import pytest
+
+from harness.bpfbuild import compile_fixture
 
 from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf, map_codec
 from ansible_collections.ebpf.fleet.plugins.module_utils.map_codec import CodecError
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NCPUS = 2
 
 
 @pytest.fixture(scope="module")
-def codecs(tmp_path_factory):
+def codecs():
     if not shutil.which("clang"):
         pytest.skip("clang is needed to compile the fixture")
-    obj_path = str(tmp_path_factory.mktemp("bpf") / "map_types.o")
-    arch = os.uname().machine
-    subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-Wall", "-Werror",
-                    "-I" + os.path.join(REPO, "bpf", "include"), "-I/usr/include/%s-linux-gnu" % arch,
-                    "-c", os.path.join(REPO, "tests", "bpf", "map_types.c"), "-o", obj_path], check=True)
+    obj_path = compile_fixture("map_types")
     out = {}
     with libbpf.BpfObject.open(obj_path) as obj:
         raw = obj.btf_raw()
