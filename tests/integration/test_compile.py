@@ -52,6 +52,7 @@ def play(netns, pin_root, state_dir, tmp_path):
     files = tmp_path / "files"
     files.mkdir()
     shutil.copy(os.path.join(SRC, "xdp_drop_udp.c"), files / "guard.c")
+    shutil.copy(os.path.join(SRC, "drop_udp.h"), files / "drop_udp.h")  # the header guard.c includes
     shutil.copy(os.path.join(SRC, "tc_count.c"), files / "tc_count.c")
     (tmp_path / "play.yml").write_text(PLAYBOOK % {"pin_root": pin_root, "state_dir": state_dir})
     (tmp_path / "inventory.ini").write_text("[lab]\nlabhost ansible_connection=ebpf.fleet.netns ansible_netns=%s\n"
