@@ -41,11 +41,18 @@ def common_argument_spec() -> dict:
     )
 
 
-def clang_command(clang: str, src: str, out: str, defines: dict, include_dirs: list, arch: str) -> list:
-    cmd = [clang, "-O2", "-g", "-target", "bpf", "-c", src, "-o", out, "-I/usr/include/%s-linux-gnu" % arch]
-    for folder in include_dirs:
-        cmd.append("-I%s" % folder)
-    for key, value in sorted(defines.items()):
+def clang_command(clang: str, src: str, out: str, defines: dict, include_dirs: list, arch: str,
+                  extra_flags: tuple = ()) -> list:
+    """clang's argument list for a BPF object, on the controller and on the host alike (`make bpf`'s flags
+    without -Werror); raises ValueError for a define that is not a C macro name."""
+    cmd = [clang, "-O2", "-g", "-target", "bpf", "-c", src, "-o", out] + list(extra_flags)
+    cmd += ["-I%s" % folder for folder in include_dirs]
+    cmd.append("-I/usr/include/%s-linux-gnu" % arch)
+    for key, value in sorted((defines or {}).items()):
+        if not isinstance(key, str) or not key or not (key[0].isalpha() or key[0] == "_") or \
+                not all(ch.isalnum() or ch == "_" for ch in key):
+            raise ValueError("defines: %r is not a C macro name (letters, digits and '_', not starting "
+                             "with a digit)" % (key,))
         cmd.append("-D%s" % key if value is None or value is True else "-D%s=%s" % (key, value))
     return cmd
 
@@ -53,7 +60,10 @@ def clang_command(clang: str, src: str, out: str, defines: dict, include_dirs: l
 def compile_on_host(module, src: str, workdir: str) -> str:
     clang = module.get_bin_path("clang", required=True)
     out = os.path.join(workdir, os.path.splitext(os.path.basename(src))[0] + ".o")
-    cmd = clang_command(clang, src, out, module.params["defines"], module.params["include_dirs"], os.uname().machine)
+    try:
+        cmd = clang_command(clang, src, out, module.params["defines"], module.params["include_dirs"], os.uname().machine)
+    except ValueError as exc:
+        module.fail_json(msg=str(exc))
     rc, _stdout, stderr = module.run_command(cmd, environ_update={"LC_ALL": "C"})
     if rc != 0:
         module.fail_json(msg="compiling src=%s with clang failed (rc %d)" % (src, rc), stderr=stderr, cmd=cmd)

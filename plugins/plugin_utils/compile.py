@@ -24,27 +24,23 @@ from ansible import constants as C
 from ansible.errors import AnsibleActionFail, AnsibleError
 from ansible.plugins.action import ActionBase
 
+from ansible_collections.ebpf.fleet.plugins.module_utils.program_module import clang_command
+
 COLLECTION_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COLLECTION_INCLUDE = os.path.join(COLLECTION_ROOT, "bpf", "include")
 
 
 def clang_args(clang: str, src: str, out: str, defines: dict, include_dirs: list, arch: str) -> list:
-    """clang's argument list: the same flags as the host compile path and `make bpf` (without -Werror)."""
-    cmd = [clang, "-O2", "-g", "-target", "bpf", "-c", src, "-o", out,
-           # paths in the debug info and BTF relative to the source's folder and the collection: the same
-           # source gives the same object (and checksum) on every controller, wherever it is checked out
-           "-fdebug-prefix-map=%s=." % os.path.dirname(os.path.abspath(src)),
-           "-fdebug-prefix-map=%s=ebpf_fleet" % COLLECTION_ROOT]
-    for folder in list(include_dirs) + [COLLECTION_INCLUDE]:
-        cmd.append("-I%s" % folder)
-    cmd.append("-I/usr/include/%s-linux-gnu" % arch)
-    for key, value in sorted((defines or {}).items()):
-        if not isinstance(key, str) or not key or not (key[0].isalpha() or key[0] == "_") or \
-                not all(ch.isalnum() or ch == "_" for ch in key):
-            raise AnsibleActionFail("defines: %r is not a C macro name (letters, digits and '_', not starting "
-                                    "with a digit)" % (key,))
-        cmd.append("-D%s" % key if value is None or value is True else "-D%s=%s" % (key, value))
-    return cmd
+    """The module's clang arguments, plus the collection's headers and prefix maps for the controller."""
+    # paths in the debug info and BTF relative to the source's folder and the collection: the same
+    # source gives the same object (and checksum) on every controller, wherever it is checked out
+    prefix_maps = ("-fdebug-prefix-map=%s=." % os.path.dirname(os.path.abspath(src)),
+                   "-fdebug-prefix-map=%s=ebpf_fleet" % COLLECTION_ROOT)
+    try:
+        return clang_command(clang, src, out, defines, list(include_dirs) + [COLLECTION_INCLUDE], arch,
+                             extra_flags=prefix_maps)
+    except ValueError as exc:
+        raise AnsibleActionFail(str(exc))
 
 
 class ProgramAction(ActionBase):
