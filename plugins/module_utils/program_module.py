@@ -73,9 +73,7 @@ def compile_on_host(module, src: str, workdir: str) -> str:
 def _validate(module, hook: str) -> None:
     params = module.params
     try:
-        bpffs.check_name("name", params["name"])
-        if "." in params["name"]:
-            raise ValueError("name=%r: bpffs refuses '.' in pin names; use letters, digits, '_' or '-'" % params["name"])
+        bpffs.check_name("name", params["name"])  # refuses dots too: bpffs does
         for ifname in params["interfaces"]:
             if not ifname or len(ifname) > 15 or "/" in ifname or "@" in ifname:
                 raise ValueError("interfaces: %r is not an interface name (1 to 15 characters, no '/' or '@')" % ifname)
