@@ -275,6 +275,19 @@ def _nft(ns, *args, stdin=None):
                           capture_output=True, check=True).stdout
 
 
+def _nft_drop_source(ns, saddr: str, ifname: str = "vb"):
+    """The equivalent nftables rule set: netdev ingress on ifname, counting and dropping one source."""
+    _nft(ns, "-f", "-", stdin=("table netdev bench {\n chain ingress {\n  type filter hook ingress device %s "
+                               "priority 0; policy accept;\n  ip saddr %s counter drop\n }\n}\n" % (ifname, saddr)))
+
+
+def _nft_dropped(ns) -> int:
+    """Packets the rule of _nft_drop_source has counted."""
+    ruleset = json.loads(_nft(ns, "-j", "list", "table", "netdev", "bench"))
+    exprs = [item["rule"]["expr"] for item in ruleset["nftables"] if "rule" in item][0]
+    return [expr["counter"]["packets"] for expr in exprs if "counter" in expr][0]
+
+
 def bench_live(args):
     from dataplane_lab import Counter, attach, packet_socket, send_live_frames  # pylint: disable=import-outside-toplevel
 
@@ -315,14 +328,10 @@ def bench_live(args):
 
         # (b) nftables, netdev ingress on vb (frames reach the stack through an XDP_PASS program)
         link = attach(ns_b, pass_prog.prog_fd, "vb", libbpf.ATTACH_XDP)
-        nft_rules = ("table netdev bench {\n chain ingress {\n  type filter hook ingress device vb priority 0;"
-                     " policy accept;\n  ip saddr 10.0.2.66 counter drop\n }\n}\n")
-        _nft(ns_b, "-f", "-", stdin=nft_rules)
+        _nft_drop_source(ns_b, "10.0.2.66")
         secs_nft = min(send_live_frames(ns_a, gen.prog_fd, "va", frame, count) for _round in range(rounds))
         time.sleep(0.2)
-        ruleset = json.loads(_nft(ns_b, "-j", "list", "table", "netdev", "bench"))
-        exprs = [item["rule"]["expr"] for item in ruleset["nftables"] if "rule" in item][0]
-        dropped_nft = [expr["counter"]["packets"] for expr in exprs if "counter" in expr][0] // rounds
+        dropped_nft = _nft_dropped(ns_b) // rounds
         _nft(ns_b, "delete", "table", "netdev", "bench")
         per_frame["nft"] = secs_nft / dropped_nft
 
@@ -425,14 +434,8 @@ def bench_live_threaded(args):
 
         link = attach(ns_b, pass_prog.prog_fd, "vb", libbpf.ATTACH_XDP)
         pin_napi()
-        _nft(ns_b, "-f", "-", stdin=("table netdev bench {\n chain ingress {\n  type filter hook ingress device vb "
-                                     "priority 0; policy accept;\n  ip saddr 10.0.3.66 counter drop\n }\n}\n"))
-
-        def nft_drops():
-            ruleset = json.loads(_nft(ns_b, "-j", "list", "table", "netdev", "bench"))
-            exprs = [item["rule"]["expr"] for item in ruleset["nftables"] if "rule" in item][0]
-            return [expr["counter"]["packets"] for expr in exprs if "counter" in expr][0]
-        results["nft"] = best_rate(nft_drops)
+        _nft_drop_source(ns_b, "10.0.3.66")
+        results["nft"] = best_rate(lambda: _nft_dropped(ns_b))
         os.close(link)
         gen.close()
         pass_prog.close()
