@@ -226,43 +226,27 @@ class FloatCodec(Codec):
         return self._struct.unpack(data)[0]
 
 
-class Ipv4Codec(Codec):
-    size = 4
+class AddressCodec(Codec):
+    """An IPv4 or IPv6 address in network order, written as text."""
+
+    def __init__(self, family: int, name: str, example: str):
+        self.family, self.name, self.example = family, name, example
+        self.size = 4 if family == socket.AF_INET else 16
 
     def describe(self):
-        return "IPv4 address"
+        return "%s address" % self.name
 
     def encode(self, value, where):
         try:
-            return socket.inet_pton(socket.AF_INET, value)
+            return socket.inet_pton(self.family, value)
         except (OSError, TypeError):
-            raise CodecError(where, "%r is not an IPv4 address (expected e.g. \"192.0.2.1\")" % (value,))
+            raise CodecError(where, "%r is not an %s address (expected e.g. \"%s\")" % (value, self.name, self.example))
 
     def decode(self, data):
-        return socket.inet_ntop(socket.AF_INET, data)
+        return socket.inet_ntop(self.family, data)
 
     def encode_many(self, values, where):
-        pton, family = socket.inet_pton, socket.AF_INET
-        return _bulk(self, lambda vals: [pton(family, v) for v in vals], values, where)
-
-
-class Ipv6Codec(Codec):
-    size = 16
-
-    def describe(self):
-        return "IPv6 address"
-
-    def encode(self, value, where):
-        try:
-            return socket.inet_pton(socket.AF_INET6, value)
-        except (OSError, TypeError):
-            raise CodecError(where, "%r is not an IPv6 address (expected e.g. \"2001:db8::1\")" % (value,))
-
-    def decode(self, data):
-        return socket.inet_ntop(socket.AF_INET6, data)
-
-    def encode_many(self, values, where):
-        pton, family = socket.inet_pton, socket.AF_INET6
+        pton, family = socket.inet_pton, self.family
         return _bulk(self, lambda vals: [pton(family, v) for v in vals], values, where)
 
 
@@ -591,9 +575,9 @@ class DeviceCodec(Codec):
 
 def _special(name: str):
     if name == "fleet_ipv4_t":
-        return Ipv4Codec()
+        return AddressCodec(socket.AF_INET, "IPv4", "192.0.2.1")
     if name in ("fleet_ipv6_t", "fleet_ipv6"):
-        return Ipv6Codec()
+        return AddressCodec(socket.AF_INET6, "IPv6", "2001:db8::1")
     if name in ("fleet_mac_t", "fleet_mac"):
         return MacCodec()
     if name in BE_TYPEDEFS:
@@ -664,7 +648,7 @@ def _lpm(btf, item, fields, codec):
     (name0, off0, c0), (_name1, off1, c1) = fields
     if name0 != "prefixlen" or off0 != 0 or not isinstance(c0, IntCodec) or c0.size != 4 or off1 != 4:
         return None
-    if isinstance(c1, (Ipv4Codec, Ipv6Codec)) or (c1.size in (4, 16) and isinstance(c1, (IntCodec, ArrayCodec, HexCodec))):
+    if isinstance(c1, AddressCodec) or (c1.size in (4, 16) and isinstance(c1, (IntCodec, ArrayCodec, HexCodec))):
         return LpmCodec(item.size, c1.size, codec)
     return None
 
