@@ -73,16 +73,6 @@ options:
       - Order among the programs on one hook of an interface; lower runs first (ties by name).
     type: int
     default: 50
-  pin_root:
-    description:
-      - Folder on bpffs for the collection's pins (mounted at /sys/fs/bpf when missing).
-    type: path
-    default: /sys/fs/bpf/ebpf_fleet
-  state_dir:
-    description:
-      - Folder for the deployment records (object copy, checksum, options) from which a host can restore itself.
-    type: path
-    default: /var/lib/ebpf_fleet
   replace_incompatible_maps:
     description:
       - When an upgrade declares a map that differs from the pinned one (type, key or value size, max entries,

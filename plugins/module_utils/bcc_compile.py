@@ -37,6 +37,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 
+from ansible_collections.ebpf.fleet.plugins.module_utils import clang
 from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
 
 SYSTEM_PYTHONS = ["/usr/bin/python3", "/usr/libexec/platform-python", "/usr/bin/python"]
@@ -60,10 +61,8 @@ def has_bcc() -> bool:
 
 
 def cflags(defines: dict, include_dirs: list) -> list:
-    flags = ["-I%s" % folder for folder in include_dirs]
-    for key, value in sorted((defines or {}).items()):
-        flags.append("-D%s" % key if value is None or value is True else "-D%s=%s" % (key, value))
-    return flags
+    """bcc's -I and -D flags (built by module_utils/clang.py, as clang's are); ValueError for a bad define."""
+    return clang.bcc_flags(defines, include_dirs)
 
 
 def digest(src: str, flags: list, function: str, hook: str) -> str:

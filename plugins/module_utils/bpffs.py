@@ -25,8 +25,10 @@ import os
 import re
 import shutil
 
+from ansible_collections.ebpf.fleet.plugins.module_utils import shared_options
+
 BPFFS_DEFAULT = "/sys/fs/bpf"
-PIN_ROOT_DEFAULT = "/sys/fs/bpf/ebpf_fleet"
+PIN_ROOT_DEFAULT = shared_options.PIN_ROOT_DEFAULT
 # bpffs refuses names with a dot (reserved by the kernel), so names never carry one.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
@@ -76,19 +78,46 @@ def ensure_mounted(mount_point: str = BPFFS_DEFAULT) -> bool:
     return True
 
 
+def _under_default(pin_root: str) -> bool:
+    path = os.path.abspath(pin_root)
+    return path == BPFFS_DEFAULT or path.startswith(BPFFS_DEFAULT + "/")
+
+
+def _not_on_bpffs(pin_root: str) -> BpffsError:
+    return BpffsError("pin_root %r is not on a bpf filesystem; expected a path under a bpffs "
+                      "mount such as %s" % (pin_root, BPFFS_DEFAULT))
+
+
+def check_pin_root(pin_root: str = PIN_ROOT_DEFAULT) -> None:
+    """What ensure_pin_root would refuse, without mounting or creating anything (check mode, state=absent):
+    a pin root under /sys/fs/bpf is fine even when bpffs is not mounted yet (then nothing is pinned)."""
+    if not is_on_bpffs(pin_root) and not (_under_default(pin_root) and BPFFS_DEFAULT not in bpffs_mount_points()):
+        raise _not_on_bpffs(pin_root)
+
+
 def ensure_pin_root(pin_root: str = PIN_ROOT_DEFAULT) -> None:
     """Make sure pin_root exists on a bpffs, mounting /sys/fs/bpf when needed."""
     if not is_on_bpffs(pin_root):
-        if os.path.abspath(pin_root).startswith(BPFFS_DEFAULT + "/") or pin_root == BPFFS_DEFAULT:
+        if _under_default(pin_root):
             ensure_mounted(BPFFS_DEFAULT)
         if not is_on_bpffs(pin_root):
-            raise BpffsError("pin_root %r is not on a bpf filesystem; expected a path under a bpffs "
-                             "mount such as %s" % (pin_root, BPFFS_DEFAULT))
+            raise _not_on_bpffs(pin_root)
     makedirs(pin_root)
 
 
 def makedirs(path: str) -> None:
-    os.makedirs(path, mode=0o700, exist_ok=True)
+    """Create path and every missing parent with mode 0700 (os.makedirs gives the parents 0777 & ~umask)."""
+    path = os.path.abspath(path)
+    if os.path.isdir(path):
+        return
+    parent = os.path.dirname(path)
+    if parent != path:
+        makedirs(parent)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        return
+    os.chmod(path, 0o700)  # whatever the umask
 
 
 def check_name(field: str, value: str) -> str:

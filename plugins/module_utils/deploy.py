@@ -18,10 +18,13 @@ from ansible_collections.ebpf.fleet.plugins.module_utils import attach
 from ansible_collections.ebpf.fleet.plugins.module_utils import bcc_compile
 from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs
 from ansible_collections.ebpf.fleet.plugins.module_utils import chain
+from ansible_collections.ebpf.fleet.plugins.module_utils import ethtool
 from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
 from ansible_collections.ebpf.fleet.plugins.module_utils import loader
+from ansible_collections.ebpf.fleet.plugins.module_utils import netdev_genl
 from ansible_collections.ebpf.fleet.plugins.module_utils import netlink
 from ansible_collections.ebpf.fleet.plugins.module_utils import records
+from ansible_collections.ebpf.fleet.plugins.module_utils import xdp_drivers
 
 
 class DeployError(RuntimeError):
@@ -150,8 +153,21 @@ def plan(req: Request, info) -> list:
             action = "update"
         if action != "none" and after and req.hook == "xdp" and not state.live_ids:
             _check_foreign_xdp(ifname, ifindex)
+        if action != "none" and after and req.hook == "xdp" and mode == "offload":
+            check_offload(ifname, ifindex)
         plans.append(HookPlan(state=state, before=before, after=after, action=action, mode=mode, method=method))
     return plans
+
+
+def check_offload(ifname: str, ifindex: int) -> None:
+    """mode=offload needs a NIC that runs XDP programs itself: refuse before anything loads, saying why."""
+    features = netdev_genl.xdp_features([ifindex])
+    flags = None if features is None else features.get(ifindex, {}).get("flags")
+    driver = ethtool.drvinfo(ifname)["driver"]
+    decision = xdp_drivers.decide_offload(xdp_drivers.lookup(driver), driver, os.uname().release, flags)
+    if decision["supported"] == xdp_drivers.NO:
+        raise DeployError("mode=offload: interface %s (driver %s) cannot run XDP programs on the NIC: %s; use mode: "
+                          "native, generic or auto" % (ifname, driver or "unknown", decision["reason"]))
 
 
 def _check_foreign_xdp(ifname: str, ifindex: int) -> None:

@@ -14,11 +14,13 @@ from ansible.module_utils.common import respawn
 
 from ansible_collections.ebpf.fleet.plugins.module_utils import bcc_compile
 from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs
+from ansible_collections.ebpf.fleet.plugins.module_utils import clang
 from ansible_collections.ebpf.fleet.plugins.module_utils import deploy
 from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
 from ansible_collections.ebpf.fleet.plugins.module_utils import loader
 from ansible_collections.ebpf.fleet.plugins.module_utils import netlink
 from ansible_collections.ebpf.fleet.plugins.module_utils import records
+from ansible_collections.ebpf.fleet.plugins.module_utils import shared_options
 
 COMPILERS = ["controller", "host", "bcc"]
 
@@ -35,36 +37,20 @@ def common_argument_spec() -> dict:
         defines=dict(type="dict", default={}),
         include_dirs=dict(type="list", elements="path", default=[]),
         priority=dict(type="int", default=50),
-        pin_root=dict(type="path", default=bpffs.PIN_ROOT_DEFAULT),
-        state_dir=dict(type="path", default=records.STATE_DIR_DEFAULT),
         replace_incompatible_maps=dict(type="bool", default=False),
+        **shared_options.argument_spec()
     )
 
 
-def clang_command(clang: str, src: str, out: str, defines: dict, include_dirs: list, arch: str,
-                  extra_flags: tuple = ()) -> list:
-    """clang's argument list for a BPF object, on the controller and on the host alike (`make bpf`'s flags
-    without -Werror); raises ValueError for a define that is not a C macro name."""
-    cmd = [clang, "-O2", "-g", "-target", "bpf", "-c", src, "-o", out] + list(extra_flags)
-    cmd += ["-I%s" % folder for folder in include_dirs]
-    cmd.append("-I/usr/include/%s-linux-gnu" % arch)
-    for key, value in sorted((defines or {}).items()):
-        if not isinstance(key, str) or not key or not (key[0].isalpha() or key[0] == "_") or \
-                not all(ch.isalnum() or ch == "_" for ch in key):
-            raise ValueError("defines: %r is not a C macro name (letters, digits and '_', not starting "
-                             "with a digit)" % (key,))
-        cmd.append("-D%s" % key if value is None or value is True else "-D%s=%s" % (key, value))
-    return cmd
-
-
 def compile_on_host(module, src: str, workdir: str) -> str:
-    clang = module.get_bin_path("clang", required=True)
+    clang_bin = module.get_bin_path("clang", required=True)
     out = os.path.join(workdir, os.path.splitext(os.path.basename(src))[0] + ".o")
     try:
-        cmd = clang_command(clang, src, out, module.params["defines"], module.params["include_dirs"], os.uname().machine)
+        cmd = clang.command(clang_bin, src, out, module.params["defines"], module.params["include_dirs"],
+                            os.uname().machine)
     except ValueError as exc:
         module.fail_json(msg=str(exc))
-    rc, _stdout, stderr = module.run_command(cmd, environ_update={"LC_ALL": "C"})
+    rc, _stdout, stderr = module.run_command(cmd, environ_update={"LC_ALL": "C"}, cwd=clang.cwd(src))
     if rc != 0:
         module.fail_json(msg="compiling src=%s with clang failed (rc %d)" % (src, rc), stderr=stderr, cmd=cmd)
     return out
@@ -119,7 +105,10 @@ def bcc_info(module, hook: str):
     if not os.path.isfile(params["src"]):
         module.fail_json(msg="src=%s: no such file on the host (with compiler=bcc the source is read on the host)"
                              % params["src"])
-    flags = bcc_compile.cflags(params["defines"], params["include_dirs"])
+    try:
+        flags = bcc_compile.cflags(params["defines"], params["include_dirs"])
+    except ValueError as exc:
+        module.fail_json(msg=str(exc))
     return loader.ObjectInfo(path=params["src"], sha256=bcc_compile.digest(params["src"], flags, params["program"], hook),
                              program=params["program"], section="", prog_type=bcc_compile.PROG_TYPE_FOR_HOOK[hook].lower(),
                              compiler="bcc", cflags=flags)
@@ -136,6 +125,17 @@ def ensure_bcc(module) -> None:
     module.fail_json(msg=missing_required_lib(bcc_compile.BCC_PACKAGE))
 
 
+def _record(params: dict, req, hook: str, mode: str, tc_attach: str, allow_fallback: bool, info) -> dict:
+    """The options a deployment's record keeps (records.differs says which of them decide a change)."""
+    src = params["src"]
+    return dict(interfaces=req.interfaces, hook=hook, mode=mode or None, priority=req.priority, program=info.program,
+                pin_root=req.pin_root, defines=params["defines"], source=src,
+                source_sha256=loader.sha256_file(src) if src and params["compiler"] != "controller"
+                and os.path.isfile(src) else None,
+                tc_attach=tc_attach if hook != "xdp" else None, allow_generic_fallback=allow_fallback,
+                compiler=params["compiler"] if src else None, include_dirs=params["include_dirs"])
+
+
 def _run(module, hook, mode, tc_attach, allow_fallback, workdir):
     params = module.params
     bcc = params["state"] == "present" and bool(params["src"]) and params["compiler"] == "bcc"
@@ -144,12 +144,18 @@ def _run(module, hook, mode, tc_attach, allow_fallback, workdir):
                          tc_attach=tc_attach, allow_generic_fallback=allow_fallback,
                          replace_incompatible_maps=params["replace_incompatible_maps"],
                          pin_root=params["pin_root"], state_dir=params["state_dir"])
+    # nothing is mounted, created or locked unless this run writes: check mode and removing a name that was
+    # never deployed leave the host as they found it
+    writes = not module.check_mode and req.state == "present"
     try:
-        bpffs.ensure_pin_root(req.pin_root)
+        if writes:
+            bpffs.ensure_pin_root(req.pin_root)
+        else:
+            bpffs.check_pin_root(req.pin_root)
     except bpffs.BpffsError as exc:
         module.fail_json(msg="pin_root: %s" % exc)
     info = None
-    with records.locked(req.state_dir):
+    with records.locked(req.state_dir, create=writes):
         old = records.read_deployment(req.state_dir, req.name)
         if old and old.get("hook") and old.get("hook") != hook and req.state == "absent" and \
                 hook.startswith("tc_") and old["hook"].startswith("tc_"):
@@ -180,13 +186,11 @@ def _run(module, hook, mode, tc_attach, allow_fallback, workdir):
                                      req.name, "; ".join("%s (%s)" % (m["map"], ", ".join(m["differences"]))
                                                          for m in maps_report["incompatible"])),
                              maps=maps_report)
-        record_changed = False
+        record, changed_options = None, []
         if req.state == "present":
-            record_changed = not old or old.get("object_sha256") != info.sha256 or \
-                old.get("interfaces") != req.interfaces or old.get("priority") != req.priority or \
-                old.get("program") != info.program or old.get("mode") != (mode or None) or \
-                old.get("pin_root") != req.pin_root or \
-                (hook != "xdp" and old.get("tc_attach") != tc_attach)
+            record = _record(params, req, hook, mode, tc_attach, allow_fallback, info)
+            changed_options = records.changed_fields(old, record, info.sha256)
+            record_changed = not old or bool(changed_options)
         else:
             record_changed = bool(old) or os.path.isdir(bpffs.deployment_dir(req.pin_root, req.name))
         changed = record_changed or any(hp.action != "none" for hp in plans)
@@ -196,6 +200,9 @@ def _run(module, hook, mode, tc_attach, allow_fallback, workdir):
         for hp in plans:
             diff["before"][hp.state.hook_id] = deploy.describe(hp.before, hp.state.mode)
             diff["after"][hp.state.hook_id] = deploy.describe(hp.after, hp.mode, pending=req.name)
+        if old and changed_options:
+            diff["before"]["options"] = {key: old.get(key) for key in changed_options}
+            diff["after"]["options"] = {key: record.get(key) for key in changed_options}
         warnings = []
         if changed and not module.check_mode:
             try:
@@ -216,14 +223,8 @@ def _run(module, hook, mode, tc_attach, allow_fallback, workdir):
                     warnings.append("%s: no native XDP, fell back to generic mode" % hook_id)
                 if res.get("reattached"):
                     warnings.append("%s: the attach mode or method changed, the chain was re-attached" % hook_id)
-            result["results"] = results
+            result["applied"] = results
             if req.state == "present":
-                record = dict(interfaces=req.interfaces, hook=hook, mode=mode or None, priority=req.priority,
-                              program=info.program, pin_root=req.pin_root, defines=params["defines"],
-                              source=params["src"], source_sha256=loader.sha256_file(params["src"]) if params["src"]
-                              and os.path.isfile(params["src"]) else None, tc_attach=tc_attach if hook != "xdp" else None,
-                              allow_generic_fallback=allow_fallback, compiler=params["compiler"] if params["src"] else None)
-                record["include_dirs"] = params["include_dirs"]
                 result["record"] = records.write_deployment(req.state_dir, req.name, record, info.path, info.sha256,
                                                             object_file="source.c" if bcc else records.OBJECT_FILE)
             else:

@@ -10,7 +10,9 @@
                                          the source, the cflags, the function and the hook)
     <state_dir>/.hooks/<hook>@<if>.json  the order of one hook's chain (bpffs holds only pins,
                                          so the chain's description lives here)
-    <state_dir>/.lock                    serialises runs on one host
+
+Runs on one host are serialised by an exclusive flock on <state_dir> itself (no lock file): a run
+that writes nothing (check mode, removing what was never deployed) creates no folder.
 
 Every file is written to a temporary name and renamed, so a reader sees the
 old record or the new one.
@@ -26,10 +28,13 @@ import shutil
 import tempfile
 import time
 
-STATE_DIR_DEFAULT = "/var/lib/ebpf_fleet"
+from ansible_collections.ebpf.fleet.plugins.module_utils import shared_options
+
+STATE_DIR_DEFAULT = shared_options.STATE_DIR_DEFAULT
 RECORD_FILE = "deployment.json"
 OBJECT_FILE = "object.o"
 RECORD_VERSION = 1
+KEEP_VERSIONS = 10
 
 
 def _atomic_write(path: str, data: bytes, mode: int = 0o600) -> None:
@@ -82,6 +87,22 @@ def list_deployments(state_dir: str) -> list:
                   if not entry.startswith(".") and os.path.isfile(os.path.join(state_dir, entry, RECORD_FILE)))
 
 
+# options kept in a record that decide nothing on the host when the source was compiled on the controller:
+# where the controller found the source and its headers (the object's checksum covers what they produced)
+CONTROLLER_PATHS = ("source", "source_sha256", "include_dirs")
+
+
+def changed_fields(old, record: dict, sha256: str) -> list:
+    """The recorded options of record that differ from the old record (object checksum included)."""
+    if not old:
+        return sorted(record) + ["object_sha256"]
+    skip = CONTROLLER_PATHS if record.get("compiler") in ("controller", None) else ()
+    fields = [key for key in sorted(record) if key not in skip and old.get(key) != record[key]]
+    if old.get("object_sha256") != sha256:
+        fields.append("object_sha256")
+    return fields
+
+
 def write_deployment(state_dir: str, name: str, record: dict, object_src: str, sha256: str,
                      object_file: str = OBJECT_FILE) -> dict:
     """Copy the object (when it changed) and write the record; returns the record written.
@@ -106,10 +127,12 @@ def write_deployment(state_dir: str, name: str, record: dict, object_src: str, s
     record["created"] = old.get("created", now)
     record["updated"] = now
     versions = list(old.get("versions", []))
+    version = old.get("version") or len(versions)
     if not versions or versions[-1].get("sha256") != sha256:
-        versions.append({"sha256": sha256, "deployed": now})
-    record["versions"] = versions[-10:]
-    record["version"] = len(versions)
+        version += 1
+        versions.append({"version": version, "sha256": sha256, "deployed": now})
+    record["versions"] = versions[-KEEP_VERSIONS:]
+    record["version"] = version
     write_json(os.path.join(folder, RECORD_FILE), record)
     return record
 
@@ -147,10 +170,20 @@ def list_hooks(state_dir: str) -> list:
 
 
 @contextlib.contextmanager
-def locked(state_dir: str):
-    """An exclusive lock on the host's state (one run changes hooks at a time)."""
-    os.makedirs(state_dir, mode=0o700, exist_ok=True)
-    fd = os.open(os.path.join(state_dir, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+def locked(state_dir: str, create: bool = True):
+    """An exclusive lock on the host's state (one run changes hooks at a time): flock on the folder.
+
+    With create=False a missing state_dir is not created: there are no records to protect, and the run
+    proceeds unlocked (check mode, state=absent)."""
+    if create:
+        os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    try:
+        fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        if create:
+            raise
+        yield
+        return
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -20,6 +20,7 @@ version_added: "0.1.0"
 author: ebpf.fleet contributors (@ebpf-fleet)
 extends_documentation_fragment:
   - ebpf.fleet.attributes
+  - ebpf.fleet.paths
 attributes:
   check_mode:
     support: full
@@ -36,16 +37,6 @@ options:
     type: list
     elements: str
     default: []
-  pin_root:
-    description:
-      - The collection's pin root on bpffs (where the deployments' programs and maps are pinned).
-    type: path
-    default: /sys/fs/bpf/ebpf_fleet
-  state_dir:
-    description:
-      - Where the deployments are recorded.
-    type: path
-    default: /var/lib/ebpf_fleet
   contents:
     description:
       - Include the entries of the deployments' pinned maps, in the maps' typed notation where the collection can

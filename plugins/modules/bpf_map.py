@@ -24,6 +24,7 @@ version_added: "0.1.0"
 author: ebpf.fleet contributors (@ebpf-fleet)
 extends_documentation_fragment:
   - ebpf.fleet.attributes
+  - ebpf.fleet.paths
 attributes:
   check_mode:
     support: full
@@ -41,10 +42,6 @@ options:
   map:
     description: Name of the map in the deployment.
     type: str
-  pin_root:
-    description: Folder on bpffs that holds the deployments' pins.
-    type: path
-    default: /sys/fs/bpf/ebpf_fleet
   path:
     description: Pin path of the map, instead of I(name) and I(map).
     type: path
@@ -203,6 +200,7 @@ def argument_spec() -> dict:
         name=dict(type="str"),
         map=dict(type="str"),
         pin_root=dict(type="path", default="/sys/fs/bpf/ebpf_fleet"),
+        state_dir=dict(type="path", default="/var/lib/ebpf_fleet"),  # group option (doc fragment ebpf.fleet.paths)
         path=dict(type="path"),
         entries=dict(type="raw"),
         entries_file=dict(type="path"),

@@ -23,6 +23,7 @@ author: ebpf.fleet contributors (@ebpf-fleet)
 extends_documentation_fragment:
   - ebpf.fleet.attributes
   - ebpf.fleet.deployment
+  - ebpf.fleet.paths
 attributes:
   check_mode:
     support: full
@@ -122,7 +123,7 @@ record:
   returned: changed and state=present
   type: dict
   sample: {name: egress_guard, object_sha256: 4be1a0, version: 1, interfaces: [ens3]}
-results:
+applied:
   description: Per hook, what was done (action, method, whether the clsact qdisc was created, reattached).
   returned: changed and not check mode
   type: dict

@@ -19,6 +19,7 @@ author: ebpf.fleet contributors (@ebpf-fleet)
 extends_documentation_fragment:
   - ebpf.fleet.attributes
   - ebpf.fleet.deployment
+  - ebpf.fleet.paths
 attributes:
   check_mode:
     support: full
@@ -109,7 +110,7 @@ record:
   returned: changed and state=present
   type: dict
   sample: {name: udp_guard, object_sha256: 9f2c0d, version: 2, interfaces: [ens3]}
-results:
+applied:
   description: Per hook, what was done (action, mode, method, fallback, reattached).
   returned: changed and not check mode
   type: dict

@@ -28,6 +28,7 @@ author:
 extends_documentation_fragment:
   - ebpf.fleet.attributes
   - ebpf.fleet.attributes.platform
+  - ebpf.fleet.paths
 attributes:
   check_mode:
     support: full
@@ -271,6 +272,7 @@ from ansible_collections.ebpf.fleet.plugins.module_utils import kernel
 from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
 from ansible_collections.ebpf.fleet.plugins.module_utils import netdev_genl
 from ansible_collections.ebpf.fleet.plugins.module_utils import netlink
+from ansible_collections.ebpf.fleet.plugins.module_utils import shared_options
 from ansible_collections.ebpf.fleet.plugins.module_utils import xdp_drivers
 from ansible_collections.ebpf.fleet.plugins.module_utils import xdp_hook
 
@@ -284,6 +286,8 @@ def argument_spec() -> dict:
         "interfaces": {"type": "list", "elements": "str", "default": []},
         "require": {"type": "str", "choices": list(xdp_drivers.REQUIREMENTS), "default": "none"},
         "probe": {"type": "bool", "default": False},
+        # the group's options (doc fragment ebpf.fleet.paths), accepted for module_defaults; nothing is pinned here
+        **shared_options.argument_spec()
     }
 
 

@@ -6,8 +6,9 @@
 The controller half of xdp_program and tc_program (their action plugins are
 subclasses of ProgramAction). With ``src`` and ``compiler: controller`` (the
 default), the source is found like ``template``'s (the role's or playbook's
-``files/``), compiled locally (``-O2 -g -target bpf``, ``defines`` as ``-D``,
-``include_dirs`` and the collection's ``bpf/include`` as ``-I``), copied into
+``files/``), compiled locally (the flags of ``module_utils/clang.py``: ``-O2 -g -target bpf``,
+``defines`` as ``-D``, ``include_dirs`` and the collection's ``bpf/include`` as ``-I``, paths
+mapped to fixed names so that the object is the same from any directory), copied into
 the task's temporary folder on the host and handed to the module as
 ``object``, ``src`` kept for the record. A compile error fails the task
 before the host is touched. Every other case runs the module unchanged.
@@ -24,21 +25,18 @@ from ansible import constants as C
 from ansible.errors import AnsibleActionFail, AnsibleError
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.ebpf.fleet.plugins.module_utils.program_module import clang_command
+from ansible_collections.ebpf.fleet.plugins.module_utils import clang
 
 COLLECTION_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COLLECTION_INCLUDE = os.path.join(COLLECTION_ROOT, "bpf", "include")
 
 
-def clang_args(clang: str, src: str, out: str, defines: dict, include_dirs: list, arch: str) -> list:
-    """The module's clang arguments, plus the collection's headers and prefix maps for the controller."""
-    # paths in the debug info and BTF relative to the source's folder and the collection: the same
-    # source gives the same object (and checksum) on every controller, wherever it is checked out
-    prefix_maps = ("-fdebug-prefix-map=%s=." % os.path.dirname(os.path.abspath(src)),
-                   "-fdebug-prefix-map=%s=ebpf_fleet" % COLLECTION_ROOT)
+def clang_args(clang_bin: str, src: str, out: str, defines: dict, include_dirs: list, arch: str) -> list:
+    """The module's clang arguments (module_utils/clang.py), plus the collection's headers, named
+    ``ebpf_fleet/include`` in the object wherever the collection is installed."""
     try:
-        return clang_command(clang, src, out, defines, list(include_dirs) + [COLLECTION_INCLUDE], arch,
-                             extra_flags=prefix_maps)
+        return clang.command(clang_bin, src, out, defines, list(include_dirs) + [COLLECTION_INCLUDE], arch,
+                             named_dirs={COLLECTION_INCLUDE: "ebpf_fleet/include"})
     except ValueError as exc:
         raise AnsibleActionFail(str(exc))
 
@@ -62,14 +60,17 @@ class ProgramAction(ActionBase):
             src = self._find_needle("files", args["src"])
         except AnsibleError as exc:
             raise AnsibleActionFail("src=%s: not found on the controller (%s)" % (args["src"], exc))
-        clang = shutil.which("clang")
-        if not clang:
+        clang_bin = shutil.which("clang")
+        if not clang_bin:
             raise AnsibleActionFail("compiler=controller needs clang on the controller (Debian package clang); "
                                     "or set compiler: host to compile on the managed host")
         includes = [self._find_folder(d) for d in args.get("include_dirs") or []]
         out = os.path.join(workdir, os.path.splitext(os.path.basename(src))[0] + ".o")
-        cmd = clang_args(clang, src, out, args.get("defines") or {}, includes, os.uname().machine)
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=dict(os.environ, LC_ALL="C"))
+        cmd = clang_args(clang_bin, src, out, args.get("defines") or {}, includes, os.uname().machine)
+        # in the source's folder, with the folders mapped to fixed names: the object does not depend on the
+        # working directory, the collections path or the user (same source and options, same checksum)
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=clang.cwd(src),
+                              env=dict(os.environ, LC_ALL="C"))
         if proc.returncode != 0:
             raise AnsibleActionFail("compiling src=%s with clang on the controller failed (rc %d): %s" % (
                 args["src"], proc.returncode, proc.stderr.strip()[-4000:]), result={"cmd": cmd, "stderr": proc.stderr})

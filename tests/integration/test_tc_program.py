@@ -87,7 +87,7 @@ def test_tcx_egress_drops_udp_is_idempotent_and_replaces_atomically(lab, run_mod
         for version in (tc_v2_object(), obj("tc_drop_udp"), tc_v2_object()):
             res = run_module("tc_program", dict(args, object=version), netns=lab.tx)
             assert res.changed and not res.failed, res
-            assert res["results"]["tc_egress@va"]["action"] == "update"
+            assert res["applied"]["tc_egress@va"]["action"] == "update"
     finally:
         sent, received = flow.stop()
     assert sent > 100 and received == 0
@@ -112,13 +112,13 @@ def test_clsact_egress_drops_udp_and_absent_keeps_foreign_filter_and_qdisc(lab, 
     res = run_module("tc_program", args, netns=lab.tx)
     assert res.changed and not res.failed, res
     assert res["attachments"]["va"]["method"] == "clsact"
-    assert res["results"]["tc_egress@va"]["qdisc_created"] is False
+    assert res["applied"]["tc_egress@va"]["qdisc_created"] is False
     assert len(tc_filters(lab.tx)) == 2
     sent, received = udp_count(lab.tx, lab.rx, "10.78.0.2", PORT)
     assert sent > 0 and received == 0
     assert not run_module("tc_program", args, netns=lab.tx).changed
     res = run_module("tc_program", dict(args, object=tc_v2_object()), netns=lab.tx)
-    assert res.changed and res["results"]["tc_egress@va"]["action"] == "update", res
+    assert res.changed and res["applied"]["tc_egress@va"]["action"] == "update", res
     assert len(tc_filters(lab.tx)) == 2                 # replaced in place, not added
     res = run_module("tc_program", lab.args(name="eguard", state="absent"), netns=lab.tx)
     assert res.changed and not res.failed, res
@@ -131,7 +131,7 @@ def test_clsact_egress_drops_udp_and_absent_keeps_foreign_filter_and_qdisc(lab, 
 def test_clsact_qdisc_created_by_the_module_is_removed_with_it(lab, run_module):
     args = lab.args(name="eguard", object=obj("tc_drop_udp"), attach="clsact")
     res = run_module("tc_program", args, netns=lab.tx)
-    assert res.changed and res["results"]["tc_egress@va"]["qdisc_created"] is True, res
+    assert res.changed and res["applied"]["tc_egress@va"]["qdisc_created"] is True, res
     assert "clsact" in qdiscs(lab.tx)
     assert run_module("tc_program", lab.args(name="eguard", state="absent"), netns=lab.tx).changed
     assert "clsact" not in qdiscs(lab.tx)

@@ -187,7 +187,7 @@ def test_generic_mode_on_bridge_and_auto_fallback(netns, pin_root, state_dir, ru
     res = run_module("xdp_program", dict(base, name="loose", mode="auto", allow_generic_fallback=True), netns=ns)
     assert res.changed and not res.failed, res
     assert res["attachments"]["br0"]["mode"] == "generic"
-    assert res["results"]["xdp@br0"]["fallback"] is True
+    assert res["applied"]["xdp@br0"]["fallback"] is True
     assert not run_module("xdp_program", dict(base, name="loose", mode="auto", allow_generic_fallback=True),
                           netns=ns).changed
     assert run_module("xdp_program", dict(base, name="loose", state="absent"), netns=ns).changed

@@ -1,0 +1,70 @@
+"""clang's arguments come from one place (module_utils/clang.py) for the controller, the host, bcc and `make bpf`;
+defines clang would cut are refused naming the define."""
+
+import os
+import re
+import shlex
+
+import pytest
+
+from ansible_collections.ebpf.fleet.plugins.module_utils import bcc_compile
+from ansible_collections.ebpf.fleet.plugins.module_utils import clang
+from ansible_collections.ebpf.fleet.plugins.plugin_utils import compile as controller_compile
+
+from harness import paths
+
+
+def makefile_bpf_cflags() -> list:
+    with open(os.path.join(paths.REPO, "Makefile"), encoding="utf-8") as handle:
+        line = re.search(r"^BPF_CFLAGS\s*:=\s*(.*)$", handle.read(), re.M).group(1)
+    return shlex.split(line.replace("$(shell uname -m)", "ARCH"))
+
+
+def test_makefile_bpf_cflags_are_the_modules_flags_plus_warnings():
+    flags = makefile_bpf_cflags()
+    assert flags[:len(clang.BASE_FLAGS)] == clang.BASE_FLAGS
+    rest = flags[len(clang.BASE_FLAGS):]
+    assert rest[:2] == ["-Wall", "-Werror"]
+    assert rest[2:] == ["-I$(ROOT)/bpf/include", clang.system_include("ARCH")]
+
+
+def test_controller_host_and_bcc_share_the_define_and_include_flags():
+    defines, includes = {"PORT": 53, "DEBUG": None, "NAME": "a b"}, ["/inc"]
+    host = clang.command("clang", "/p/x.c", "/o/x.o", defines, includes, "x86_64")
+    ctl = controller_compile.clang_args("clang", "/p/x.c", "/o/x.o", defines, includes, "x86_64")
+    bcc = bcc_compile.cflags(defines, includes)
+    assert host[1:5] == ctl[1:5] == clang.BASE_FLAGS
+    for flag in bcc:
+        assert flag in host and flag in ctl
+    assert bcc == ["-I/inc", "-DDEBUG", "-DNAME=a b", "-DPORT=53"]
+    assert "-I%s" % controller_compile.COLLECTION_INCLUDE in ctl
+
+
+def test_paths_are_recorded_relative_to_fixed_names():
+    cmd = clang.command("clang", "/src/dir/x.c", "/tmp/o/x.o", {}, ["/src/dir/include", "/other"], "x86_64",
+                        named_dirs={"/coll/bpf/include": "ebpf_fleet/include"})
+    assert "-fdebug-compilation-dir=." in cmd
+    maps = [flag for flag in cmd if flag.startswith("-ffile-prefix-map=")]
+    # shortest first: the longest matching folder wins in clang and gcc
+    assert maps == ["-ffile-prefix-map=/other=include1", "-ffile-prefix-map=/src/dir=.",
+                    "-ffile-prefix-map=/src/dir/include=include0",
+                    "-ffile-prefix-map=/coll/bpf/include=ebpf_fleet/include"]
+    assert clang.cwd("/src/dir/x.c") == "/src/dir"
+
+
+@pytest.mark.parametrize("value, what", [
+    ("53\n#define EVIL 1", "control character '\\\\n'"),
+    ("a\rb", "control character '\\\\r'"),
+    ("x\\", "trailing backslash"),
+    ("tab\there", "control character '\\\\t'"),
+])
+def test_define_value_clang_would_cut_is_refused_naming_the_define(value, what):
+    for build in (lambda d: clang.command("clang", "/p/x.c", "/o/x.o", d, [], "x86_64"),
+                  lambda d: bcc_compile.cflags(d, [])):
+        with pytest.raises(ValueError, match="defines: DROP_PORT=.*%s" % what):
+            build({"DROP_PORT": value})
+
+
+def test_define_value_of_a_structure_is_refused():
+    with pytest.raises(ValueError, match=r"defines: X=\[1, 2\]: expected a string, a number, true or null"):
+        clang.define_flags({"X": [1, 2]})
