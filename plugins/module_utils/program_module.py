@@ -61,8 +61,10 @@ def _validate(module, hook: str) -> None:
     try:
         bpffs.check_name("name", params["name"])  # refuses dots too: bpffs does
         for ifname in params["interfaces"]:
-            if not ifname or len(ifname) > 15 or "/" in ifname or "@" in ifname:
-                raise ValueError("interfaces: %r is not an interface name (1 to 15 characters, no '/' or '@')" % ifname)
+            if not ifname or len(ifname) > 15 or ifname in (".", "..") or \
+                    any(ch in "/@:" or ch.isspace() for ch in ifname):
+                raise ValueError("interfaces: %r is not an interface name (1 to 15 characters, not '.' or '..', "
+                                 "no '/', '@', ':' or white space)" % ifname)
     except ValueError as exc:
         module.fail_json(msg=str(exc))
     if params["state"] == "present":
@@ -76,6 +78,10 @@ def _validate(module, hook: str) -> None:
             module.fail_json(msg="src with compiler=controller is compiled by the action plugin ebpf.fleet.%s; "
                                  "run the module through Ansible, or set compiler: host" % (
                                      "xdp_program" if hook == "xdp" else "tc_program"))
+        try:
+            clang.define_flags(params["defines"])
+        except ValueError as exc:
+            module.fail_json(msg=str(exc))
     if not 0 <= params["priority"] <= 1000000:
         module.fail_json(msg="priority=%d: expected an integer from 0 to 1000000" % params["priority"])
 
