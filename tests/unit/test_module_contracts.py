@@ -57,3 +57,13 @@ def test_module_accepts_and_documents_the_groups_shared_options(name):
     for option, want in shared_options.argument_spec().items():
         assert spec.get(option) == want, "%s: %s is %r, the group's is %r" % (name, option, spec.get(option), want)
         assert option not in doc.get("options", {}), "%s documents %s itself; the fragment does" % (name, option)
+
+
+def test_the_fragment_documents_the_shared_options_as_the_spec_defines_them():
+    from ansible_collections.ebpf.fleet.plugins.doc_fragments import paths as fragment
+
+    documented = yaml.safe_load(fragment.ModuleDocFragment.DOCUMENTATION)["options"]
+    spec = shared_options.argument_spec()
+    assert set(documented) == set(spec)
+    for option, doc in documented.items():
+        assert (doc["type"], doc["default"]) == (spec[option]["type"], spec[option]["default"])

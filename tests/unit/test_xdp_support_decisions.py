@@ -198,10 +198,14 @@ def test_missing_interface_error_names_it_and_the_existing_ones():
 def test_argument_spec_matches_the_documentation():
     import yaml
 
+    from ansible_collections.ebpf.fleet.plugins.doc_fragments import paths as paths_fragment
+
     doc = yaml.safe_load(xdp_support.DOCUMENTATION)
+    assert "ebpf.fleet.paths" in doc["extends_documentation_fragment"]
+    options = dict(doc["options"], **yaml.safe_load(paths_fragment.ModuleDocFragment.DOCUMENTATION)["options"])
     spec = xdp_support.argument_spec()
-    assert set(doc["options"]) == set(spec)
-    for name, option in doc["options"].items():
+    assert set(options) == set(spec)
+    for name, option in options.items():
         assert option["type"] == spec[name]["type"]
         assert option.get("default") == spec[name].get("default")
         assert option.get("choices") == spec[name].get("choices")
