@@ -94,7 +94,8 @@ def group_lab(netns, pin_root, state_dir, tmp_path):
 
 
 def test_every_module_through_ansible_with_group_defaults_and_no_warning(group_lab):
-    play = lambda **kw: run_playbook(str(group_lab / "play.yml"), inventory=str(group_lab / "inventory.ini"), **kw)
+    def play(**kw):
+        return run_playbook(str(group_lab / "play.yml"), inventory=str(group_lab / "inventory.ini"), **kw)
     first = play()
     assert_clean(first)
     assert recap(first)["labhost"][0] == 3          # xdp_program, tc_program, bpf_map
@@ -180,8 +181,8 @@ def copy_collection(dest) -> str:
     return str(dest)
 
 
-def test_same_source_from_any_directory_runner_or_collections_path_changes_nothing(netns, pin_root, state_dir,
-                                                                                     tmp_path, monkeypatch):
+def test_same_source_from_any_directory_runner_or_collections_path_changes_nothing(
+        netns, pin_root, state_dir, tmp_path, monkeypatch):
     host = netns("id")
     host.veth("va", "vb")
     inventory = tmp_path / "inventory.ini"
