@@ -4,6 +4,8 @@ defines clang would cut are refused naming the define."""
 import os
 import re
 import shlex
+import shutil
+import subprocess
 
 import pytest
 
@@ -68,3 +70,31 @@ def test_define_value_clang_would_cut_is_refused_naming_the_define(value, what):
 def test_define_value_of_a_structure_is_refused():
     with pytest.raises(ValueError, match=r"defines: X=\[1, 2\]: expected a string, a number, true or null"):
         clang.define_flags({"X": [1, 2]})
+
+
+def compile_in(tmp_path, checkout: str, workdir: str, collection: str) -> bytes:
+    """tests/bpf/xdp_drop_udp.c copied into a checkout, the collection's headers into a collections path,
+    compiled with the modules' arguments while the test runs in workdir."""
+    src_dir = tmp_path / checkout / "files"
+    src_dir.mkdir(parents=True)
+    for name in ("xdp_drop_udp.c", "drop_udp.h"):
+        shutil.copy(os.path.join(paths.REPO, "tests", "bpf", name), src_dir / name)
+    include = tmp_path / collection / "bpf" / "include"
+    shutil.copytree(paths.BPF_INCLUDE, include)
+    (tmp_path / workdir).mkdir(parents=True, exist_ok=True)
+    os.chdir(tmp_path / workdir)
+    out = tmp_path / checkout / "out.o"
+    cmd = clang.command(shutil.which("clang"), str(src_dir / "xdp_drop_udp.c"), str(out), {"DROP_PORT": 53},
+                        [str(include)], os.uname().machine, named_dirs={str(include): "ebpf_fleet/include"})
+    subprocess.run(cmd, check=True, cwd=clang.cwd(str(src_dir / "xdp_drop_udp.c")))
+    return out.read_bytes()
+
+
+def test_the_same_source_gives_the_same_object_from_any_checkout_and_collections_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    if not shutil.which("clang"):
+        pytest.skip("clang is not installed")
+    one = compile_in(tmp_path, "a", "w1", "c1")
+    two = compile_in(tmp_path, "b/deeper/checkout", "w2/x", "c2/other/path")
+    assert one == two
+    assert str(tmp_path).encode() not in one

@@ -191,6 +191,26 @@ def test_offload_loads_for_the_device_and_attaches_with_hw_flags(monkeypatch):
     assert results["xdp@nfp0"]["mode"] == "offload"
 
 
+@pytest.mark.parametrize("flags, driver, refused", [
+    (["basic", "hw_offload"], "nfp", False),
+    (["basic", "redirect"], "veth", True),
+    (None, "nfp", False),          # no xdp-features (before 6.3): the driver table says nfp offloads
+    (None, "virtio_net", True),
+])
+def test_offload_is_planned_only_for_a_device_that_can(hooks, monkeypatch, flags, driver, refused):
+    monkeypatch.setattr(deploy.netdev_genl, "xdp_features", lambda ifindexes: None if flags is None else
+                        {9: {"flags": flags}})
+    monkeypatch.setattr(deploy.ethtool, "drvinfo", lambda ifname: {"driver": driver})
+    req = hooks["req"](mode="offload")
+    if refused:
+        with pytest.raises(deploy.DeployError, match="mode=offload: interface eth9 \\(driver %s\\) cannot run XDP "
+                           "programs on the NIC" % driver):
+            deploy.plan(req, info())
+    else:
+        [hp] = deploy.plan(req, info())
+        assert hp.action == "attach" and hp.mode == "offload"
+
+
 # ---------------------------------------------------------------- maps
 
 def test_map_compatibility_names_each_difference():
