@@ -251,7 +251,10 @@ def _moved(old: bytes, new: bytes) -> int:
 
 def ring_bytes(vip: maglev.Vip, ids: dict, ring_size: int) -> bytes:
     """The VIP's Maglev ring as lb_ring values: ring_size backend ids (BACKEND_NONE without a backend)."""
-    table = maglev.build_table([(be.key, be.weight) for be in vip.backends], ring_size)
+    try:
+        table = maglev.build_table([(be.key, be.weight) for be in vip.backends], ring_size)
+    except maglev.MaglevError as exc:
+        raise maglev.MaglevError("VIP %s: %s" % (vip.ident, exc)) from None
     lookup = [ids[str(be.address)] for be in vip.backends]
     none = maglev.BACKEND_NONE
     return array.array("I", [none if i == none else lookup[i] for i in table]).tobytes()
