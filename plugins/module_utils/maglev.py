@@ -103,34 +103,33 @@ def build_table(backends, size: int = DEFAULT_RING_SIZE, min_slots: int = MIN_SL
     return _fill(size, pos, skips, weights, owner)
 
 
+TAIL_SLOTS = 256
+
+
 def _fill(size: int, pos: list, skips: list, weights: list, owner: list) -> list:
-    """The Maglev walk (the hot loop: locals only, equal weights without the credit bookkeeping)."""
+    """The Maglev walk: in each round every backend earns its weight in credit and, per max(weights) of
+    credit, claims the next free slot of its permutation (pos[k], pos[k] + skips[k], ... modulo size).
+
+    The hot loop keeps to locals and skips the credit bookkeeping when all weights are equal. Walking a
+    permutation costs about size / free probes per claim, so for the last TAIL_SLOTS free slots each claim
+    instead picks, among the free slots, the one its permutation reaches first: the same slot, found in
+    O(free) from the step count (slot - pos) * skip^-1 modulo the prime size.
+    """
     table = [-1] * size
     count = len(pos)
-    filled = 0
-    if min(weights) == max(weights):
-        while True:
-            for k in range(count):
-                c = pos[k]
-                skip = skips[k]
-                while table[c] >= 0:
-                    c += skip
-                    if c >= size:
-                        c -= size
-                table[c] = owner[k]
-                c += skip
-                pos[k] = c - size if c >= size else c
-                filled += 1
-                if filled == size:
-                    return table
+    equal = min(weights) == max(weights)
     wmax = max(weights)
     credit = [0] * count
-    while True:
+    switch = size - min(size, TAIL_SLOTS)
+    filled = 0
+    k = -1
+    while filled < switch:
         for k in range(count):
-            credit[k] += weights[k]
-            if credit[k] < wmax:
-                continue
-            credit[k] -= wmax
+            if not equal:
+                credit[k] += weights[k]
+                if credit[k] < wmax:
+                    continue
+                credit[k] -= wmax
             c = pos[k]
             skip = skips[k]
             while table[c] >= 0:
@@ -141,8 +140,34 @@ def _fill(size: int, pos: list, skips: list, weights: list, owner: list) -> list
             c += skip
             pos[k] = c - size if c >= size else c
             filled += 1
-            if filled == size:
-                return table
+            if filled == switch:
+                break
+        else:
+            k = -1
+    # the tail: resume with the backend after the last one served
+    free = [c for c in range(size) if table[c] < 0]
+    inverse = [pow(skip, size - 2, size) for skip in skips]
+    start = k + 1
+    while free:
+        for k in range(start, count):
+            if not equal:
+                credit[k] += weights[k]
+                if credit[k] < wmax:
+                    continue
+                credit[k] -= wmax
+            p, inv = pos[k], inverse[k]
+            steps = [(c - p) * inv % size for c in free]
+            i = steps.index(min(steps))
+            c = free[i]
+            free[i] = free[-1]
+            free.pop()
+            table[c] = owner[k]
+            c += skips[k]
+            pos[k] = c - size if c >= size else c
+            if not free:
+                break
+        start = 0
+    return table
 
 
 # ---------------------------------------------------------------- flow hash (same as hash.h)
