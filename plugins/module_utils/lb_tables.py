@@ -28,6 +28,8 @@ write; check mode stops there.
 from __future__ import annotations
 
 import array
+import ctypes
+import errno
 import ipaddress
 import os
 import struct
@@ -143,7 +145,7 @@ class State:
     vips: dict                           # ident -> LiveVip
     vip_slots: int                       # VIP ids available (lb_vip_stats size, or lb_vips max)
     rows: int                            # rows of lb_ring at ring_size
-    ring: bytes = b""                    # lb_ring's values, all rows
+    ring: dict = field(default_factory=dict)    # row -> its values (the rows VIPs refer to)
     dedup: list = field(default_factory=list)   # ids holding an address another id also holds
 
 
@@ -185,10 +187,37 @@ def read_state(dep: Deployment, ring_size: int) -> State:
     state = State(ring_size=live_size, config=cfg, config_raw=cfg_raw, backends=backends,
                   backend_slots=be_map.info["max_entries"], free_ids=free_ids, vips=vips,
                   vip_slots=vip_slots, rows=ring_info["max_entries"] // ring_size, dedup=dedup)
-    if vips:
-        _keys, values, count = dep["lb_ring"].read()
-        state.ring = values[:count * 4]
+    state.ring = {live.row: read_row(dep["lb_ring"], live.row, ring_size)
+                  for live in vips.values() if live.row < state.rows}
     return state
+
+
+def read_row(live: LiveMap, row: int, ring_size: int) -> bytes:
+    """One row of lb_ring (ring_size values from row * ring_size) with batch lookups that start there."""
+    keys = ctypes.create_string_buffer(4 * ring_size)
+    values = ctypes.create_string_buffer(4 * ring_size)
+    opts = libbpf.MapBatchOpts(sz=ctypes.sizeof(libbpf.MapBatchOpts), elem_flags=0, flags=0)
+    parts, got = [], 0
+    cursor = row * ring_size - 1  # the batch starts after this key (none: at key 0)
+    while got < ring_size:
+        count = ctypes.c_uint32(ring_size - got)
+        token_in = ctypes.c_uint64(cursor)  # an array's cursor is a key: room for any key size
+        token_out = ctypes.c_uint64(0)
+        ret = libbpf.lib().bpf_map_lookup_batch(live.fd, None if cursor < 0 else ctypes.byref(token_in),
+                                                ctypes.byref(token_out), keys, values, ctypes.byref(count),
+                                                ctypes.byref(opts))
+        if ret < 0 and ret != -errno.ENOENT:
+            raise LbTablesError("cannot read row %d of %s: %s" % (row, live.path, os.strerror(-ret)))
+        n = count.value
+        parts.append(values.raw[:4 * n])
+        got += n
+        cursor += n
+        if ret == -errno.ENOENT or not n:
+            break
+    data = b"".join(parts)
+    if len(data) != 4 * ring_size:
+        raise LbTablesError("row %d of %s: read %d of %d slots" % (row, live.path, len(data) // 4, ring_size))
+    return data
 
 
 def empty_state(ring_size: int) -> State:
@@ -349,7 +378,7 @@ def make_plan(vips: list, config: dict, ring_size: int, state: State, codecs) ->
                          slots_after=_counts(ring))
             plan.vips_added.append(vp)
         else:
-            old = state.ring[live.row * ring_size * 4:(live.row + 1) * ring_size * 4] if live.row < state.rows else b""
+            old = state.ring.get(live.row, b"")
             vp = VipPlan(vip=vip, vid=live.vid, row=live.row, old_row=live.row, mode_changed=live.mode != vip.mode)
             if old != ring:
                 vp.ring = ring
