@@ -366,7 +366,7 @@ def lb_entries(vips: list, ring_size: int = DEFAULT_RING_SIZE, backend_ids: dict
     for vip in validate_vips(vips):
         seen_vips.add(vip.ident)
         backends = []
-        for m, be in enumerate(vip.backends):
+        for be in vip.backends:
             record = (str(be.address), be.mac)
             if seen_backends.setdefault(be.key, record) != record:
                 raise MaglevError("vips: backend %r declared with two different address/mac" % (be.key,))

@@ -199,7 +199,9 @@ def lab(netns, pin_root, state_dir, run_module):
 
 
 def test_first_deploy_changes_then_rerun_is_unchanged_and_check_mode_predicts_without_writing(lab):
-    vips = vips_of("b1", "b2", "b3")
+    v6 = {"vip": "2001:db8::10", "port": 53, "proto": "udp", "mode": "ipip",
+          "backends": [{"address": "2001:db8:1::1", "mac": "02:00:00:51:00:fe", "name": "v6-a"}, backend("b1")]}
+    vips = vips_of("b1", "b2", "b3") + [v6]
     before = lab.fingerprint()
     check = lab.tables(vips, check=True, diff=True)
     assert check.changed and not check.failed, check
@@ -210,7 +212,12 @@ def test_first_deploy_changes_then_rerun_is_unchanged_and_check_mode_predicts_wi
     assert first["changes"] == check["changes"] and first["diff"] == check["diff"]  # check mode predicted it
     assert "vip 192.0.2.10:80/tcp (id 0, ring row 0, dsr, 3 backends)" in first["diff"]["after"]
     assert sorted(a["address"] for a in first["changes"]["backends_added"]) == sorted(
-        BACKENDS[n][0] for n in ("b1", "b2", "b3"))
+        [BACKENDS[n][0] for n in ("b1", "b2", "b3")] + ["2001:db8:1::1"])
+    (vip6,) = lab.map_entries("lb_vips_v6")
+    assert vip6["key"] == {"vip": "2001:db8::10", "port": 53, "pad": 0, "proto": "udp"}
+    assert vip6["value"] == {"id": 1, "ring": 1, "mode": "ipip"}
+    # one lb_backends entry per address, shared by both VIPs
+    assert lab.live_backends()[BACKENDS["b1"][0]] == first["backend_ids"][BACKENDS["b1"][0]]
     again = lab.tables(vips, diff=True)
     assert not again.changed and again["applied"] == 0, again
     assert again["diff"] == {"before": "", "after": ""}
