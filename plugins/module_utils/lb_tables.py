@@ -160,8 +160,12 @@ def read_state(dep: Deployment, ring_size: int) -> State:
     live_size = cfg.pop("ring_size", 0) or maglev.DEFAULT_RING_SIZE
     be_map = dep["lb_backends"]
     backends, free_ids, dedup = {}, [], []
+    zero = be_map.codec.zero_value
     for kb, vb in sorted(be_map.entries().items(), key=lambda kv: U32.unpack(kv[0])[0]):
         bid = U32.unpack(kb)[0]
+        if vb == zero:  # family none: a free id (most of the array; not worth decoding)
+            free_ids.append(bid)
+            continue
         value = be_map.codec.decode_value(vb)
         family = value.get("family")
         if family not in ("ipv4", "ipv6"):
