@@ -350,9 +350,20 @@ def make_plan(vips: list, config: dict, ring_size: int, state: State, codecs) ->
     wanted = {vip.ident: vip for vip in vips}
     plan.vips_removed = [live for ident, live in sorted(state.vips.items()) if ident not in wanted]
     # rows free from the start are used first; rows freed during the run only when they run out
-    referenced = {live.row for live in state.vips.values()}
+    # a row is free when no VIP refers to it (rows shared by VIPs written by hand are counted)
+    referenced = {}
+    for live in state.vips.values():
+        referenced[live.row] = referenced.get(live.row, 0) + 1
     free_rows = [r for r in range(min(state.rows, 1 << 16)) if r not in referenced] if state.rows < 1 << 31 else None
-    freed_rows = [live.row for live in plan.vips_removed]
+    freed_rows = []
+
+    def leave(row: int) -> None:
+        referenced[row] -= 1
+        if not referenced[row] and row < state.rows:
+            freed_rows.append(row)
+
+    for live in plan.vips_removed:
+        leave(live.row)
     used_vids = {live.vid for ident, live in state.vips.items() if ident in wanted}
     next_vid = 0
     new_row_counter = [0]
@@ -389,7 +400,7 @@ def make_plan(vips: list, config: dict, ring_size: int, state: State, codecs) ->
                 vp.moved = _moved(old, ring) if len(old) == len(ring) else ring_size
                 vp.slots_before, vp.slots_after = _counts(old), _counts(ring)
                 vp.row = take_row("VIP %s" % vip.ident)
-                freed_rows.append(live.row)
+                leave(live.row)
             (plan.vips_changed if vp.ring or vp.mode_changed else plan.vips_kept).append(vp)
         drained = [str(be.address) for be in vip.backends if be.weight == 0]
         if drained:

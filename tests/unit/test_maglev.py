@@ -307,3 +307,17 @@ def test_lb_tables_plan_needs_a_spare_row_for_a_swap_and_says_so_before_writing(
     state = _state_after(plan, size, rows=1)
     with pytest.raises(lb_tables.LbTablesError, match="lb_ring holds 1 rows of 211 slots and every row is in use"):
         lb_tables.make_plan(_declare({1: 1, 2: 1}), {}, size, state, None)
+
+
+def test_lb_tables_plan_never_reuses_a_row_another_vip_still_refers_to():
+    size = 211
+    state = lb_tables.empty_state(size)
+    state.rows, state.backend_slots, state.vip_slots = 2, 64, 16
+    two = _declare({1: 1}) + _declare({2: 1}, vip="192.0.2.20")
+    state = _state_after(lb_tables.make_plan(two, {}, size, state, None), size, rows=2)
+    # both VIPs on row 0 (as a hand-written table could have them), row 1 spare
+    for live in state.vips.values():
+        live.row = 0
+    changed = _declare({1: 1, 3: 1}) + _declare({2: 1, 3: 1}, vip="192.0.2.20")
+    with pytest.raises(lb_tables.LbTablesError, match="every row is in use"):
+        lb_tables.make_plan(changed, {}, size, state, None)
