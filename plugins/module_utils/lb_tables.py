@@ -413,14 +413,25 @@ def make_plan(vips: list, config: dict, ring_size: int, state: State, codecs) ->
 def describe(plan: Plan, state: State) -> dict:
     """added / removed / changed VIPs and backends, rings as 'N slots move'."""
     addr_of = {bid: addr for addr, (bid, _mac) in state.backends.items()}
+    state_ids = set(addr_of)
     addr_of.update({bid: addr for bid, (addr, _mac, _kind) in plan.backend_writes.items()})
 
     def backend_changes(vp: VipPlan) -> list:
-        out = []
+        """Backends whose slots change: added, removed, drained, restored (weight back from 0), reweighted,
+        or rebalanced (slots moved because other backends changed)."""
         weights = {str(be.address): be.weight for be in vp.vip.backends}
-        for bid in sorted(set(vp.slots_before) | set(vp.slots_after)):
-            if bid == maglev.BACKEND_NONE:
-                continue
+        ids = sorted(bid for bid in set(vp.slots_before) | set(vp.slots_after) if bid != maglev.BACKEND_NONE)
+        # the kernel keeps no weights: a backend's old weight is read as its share of the old ring, so the
+        # ratio declared weight / old slots is the same for every backend whose weight did not change
+        ratio = {bid: weights[addr_of[bid]] / vp.slots_before[bid] for bid in ids
+                 if vp.slots_before.get(bid) and weights.get(addr_of.get(bid), 0) > 0}
+        reference = None
+        if ratio:
+            def close(a, b):
+                return abs(a - b) <= 0.1 * max(a, b)
+            reference = max(ratio.values(), key=lambda r: sum(1 for other in ratio.values() if close(r, other)))
+        out = []
+        for bid in ids:
             addr = addr_of.get(bid, "id %d" % bid)
             before, after = vp.slots_before.get(bid, 0), vp.slots_after.get(bid, 0)
             if before == after:
@@ -430,9 +441,11 @@ def describe(plan: Plan, state: State) -> dict:
             elif weights[addr] == 0:
                 kind = "drained"
             elif not before:
-                kind = "added"
-            else:
+                kind = "added" if bid not in state_ids else "restored"
+            elif abs(ratio[bid] - reference) > 0.1 * max(ratio[bid], reference):
                 kind = "reweighted"
+            else:
+                kind = "rebalanced"
             out.append({"backend": addr, "id": bid, "change": kind, "slots": [before, after]})
         return out
 

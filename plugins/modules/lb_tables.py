@@ -137,8 +137,10 @@ backend_ids:
 changes:
   description:
     - What the run changes (or would change, in check mode), in the operator's notation. A changed ring lists
-      its rows before and after, how many slots move and the backends whose slots change (added, removed,
-      drained, reweighted).
+      its rows before and after, how many slots move and the backends whose slots change - V(added),
+      V(removed), V(drained), V(restored) (weight back from 0), V(reweighted), or V(rebalanced) (slots moved
+      because other backends changed). The kernel keeps no weights, so a reweight is recognised from the old
+      ring's shares.
   returned: success
   type: dict
   sample: {"config": {}, "backends_added": [{"address": "198.51.100.3", "id": 2, "mac": "02:00:00:00:00:03"}],

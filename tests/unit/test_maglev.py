@@ -321,3 +321,22 @@ def test_lb_tables_plan_never_reuses_a_row_another_vip_still_refers_to():
     changed = _declare({1: 1, 3: 1}) + _declare({2: 1, 3: 1}, vip="192.0.2.20")
     with pytest.raises(lb_tables.LbTablesError, match="every row is in use"):
         lb_tables.make_plan(changed, {}, size, state, None)
+
+
+@pytest.mark.parametrize("weights, want", [
+    ({1: 1, 2: 1, 3: 1, 4: 1}, {"4": "added", "1": "rebalanced", "2": "rebalanced", "3": "rebalanced"}),
+    ({1: 1, 2: 3, 3: 1}, {"1": "rebalanced", "2": "reweighted", "3": "rebalanced"}),
+    ({1: 1, 2: 1, 3: 0}, {"1": "rebalanced", "2": "rebalanced", "3": "drained"}),
+    ({1: 1, 2: 1}, {"1": "rebalanced", "2": "rebalanced", "3": "removed"}),
+])
+def test_lb_tables_diff_names_what_the_operator_changed_and_how_many_slots_move(weights, want):
+    size = 1009
+    state = lb_tables.empty_state(size)
+    state.rows, state.backend_slots, state.vip_slots = 4, 64, 16
+    state = _state_after(lb_tables.make_plan(_declare({1: 1, 2: 1, 3: 1}), {}, size, state, None), size)
+    plan = lb_tables.make_plan(_declare(weights), {}, size, state, None)
+    (change,) = lb_tables.describe(plan, state)["vips_changed"]
+    assert {c["backend"].rsplit(".", 1)[1]: c["change"] for c in change["backend_changes"]} == want
+    assert 0 < change["slots_moved"] < size and change["ring"] == [0, 1]
+    after = lb_tables.diff_text(lb_tables.describe(plan, state))["after"]
+    assert "vip 192.0.2.10:80/tcp ring row 1: %d slots move" % change["slots_moved"] in after
