@@ -177,8 +177,8 @@ def main():
     print("| --- | --- | --- | ---: | ---: | --- | --- |")
     for how, label, what, secs, cpu, changed, target in rows:
         verdict = "" if target is None else ("< %d s: %s" % (target, "met" if secs < target else "MISSED"))
-        print("| %s | %s | %s | %.1f | %.1f | %s | %s |" % (how, label, what, secs, cpu, "yes" if changed else "no",
-                                                          verdict))
+        cells = (how, label, what, secs, cpu, "yes" if changed else "no", verdict)
+        print("| %s | %s | %s | %.1f | %.1f | %s | %s |" % cells)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -171,8 +170,9 @@ class Lab:
                 if entry["value"]["family"] == "ipv4"}
 
     def hold(self, sports, vip=VIP):
-        proc = subprocess.Popen(["nsenter", "--net=%s" % self.client.path] + PIN + [sys.executable, "-c", HOLDER, vip,
-                                 json.dumps(sports), CLIENT], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        cmd = ["nsenter", "--net=%s" % self.client.path] + PIN + [sys.executable, "-c", HOLDER, vip,
+                                                                  json.dumps(sports), CLIENT]
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.procs.append(proc)
         assert proc.stdout.readline().strip() == "connected"
         return proc
@@ -338,8 +338,8 @@ PLAYBOOK = """
 def test_through_ansible_playbook_first_run_changes_second_does_not_and_no_warning(lab, tmp_path):
     (tmp_path / "inventory.ini").write_text("lab ansible_connection=ebpf.fleet.netns ansible_netns=%s\n"
                                             % lab.lbns.name)
-    (tmp_path / "play.yml").write_text(PLAYBOOK % {"pin_root": lab.pin_root, "ring": RING, "mac": LB_MAC,
-                                                    "vips": json.dumps(vips_of("b1", "b2", "b3"))})
+    values = {"pin_root": lab.pin_root, "ring": RING, "mac": LB_MAC, "vips": json.dumps(vips_of("b1", "b2", "b3"))}
+    (tmp_path / "play.yml").write_text(PLAYBOOK % values)
 
     def play(check=False):
         proc = run_playbook(str(tmp_path / "play.yml"), inventory=str(tmp_path / "inventory.ini"), check=check,
