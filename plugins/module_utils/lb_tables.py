@@ -28,6 +28,7 @@ write; check mode stops there.
 from __future__ import annotations
 
 import array
+import collections
 import ctypes
 import errno
 import ipaddress
@@ -267,10 +268,7 @@ class Plan:
 def _counts(ring: bytes) -> dict:
     ids = array.array("I")
     ids.frombytes(ring)
-    out = {}
-    for bid in set(ids):
-        out[bid] = ids.count(bid)
-    return out
+    return dict(collections.Counter(ids))
 
 
 def _moved(old: bytes, new: bytes) -> int:
@@ -538,9 +536,11 @@ def _write_row(fd: int, row: int, ring_size: int, ring: bytes) -> None:
     libbpf.map_update_batch(fd, keys, ring, ring_size)
 
 
-def apply(plan: Plan, dep: Deployment, ring_size: int) -> int:
-    """Write the plan in the safe order; returns the number of map updates (batches count one)."""
-    enc = encode_plan(plan, dep)
+def apply(plan: Plan, dep: Deployment, ring_size: int, enc: dict = None) -> int:
+    """Write the plan in the safe order; returns the number of map updates (batches count one).
+    enc: encode_plan's result, when the caller already encoded the plan."""
+    if enc is None:
+        enc = encode_plan(plan, dep)
     writes = 0
     ring_fd = dep["lb_ring"].fd
     try:

@@ -217,10 +217,10 @@ def run(module: AnsibleModule) -> dict:
         state = lbt.read_state(dep, ring_size)
         codecs = {name: dep[name].codec for name in lbt.MAPS}
         plan = lbt.make_plan(vips, config, ring_size, state, codecs)
-        lbt.encode_plan(plan, dep)  # every entry encodes before the first write
+        encoded = lbt.encode_plan(plan, dep)  # every entry encodes before the first write
         applied = 0
         if not plan.empty and not module.check_mode:
-            applied = lbt.apply(plan, dep, ring_size)
+            applied = lbt.apply(plan, dep, ring_size, encoded)
         return _result(module, plan, state, applied, state.rows)
     finally:
         dep.close()
