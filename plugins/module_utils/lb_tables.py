@@ -244,6 +244,7 @@ class VipPlan:
     slots_before: dict = field(default_factory=dict)   # backend id -> slots
     slots_after: dict = field(default_factory=dict)
     mode_changed: bool = False
+    live_key: bytes = b""    # the VIP's key as the kernel holds it (the flip replaces exactly that entry)
 
 
 @dataclass
@@ -392,7 +393,8 @@ def make_plan(vips: list, config: dict, ring_size: int, state: State, codecs) ->
             plan.vips_added.append(vp)
         else:
             old = state.ring.get(live.row, b"")
-            vp = VipPlan(vip=vip, vid=live.vid, row=live.row, old_row=live.row, mode_changed=live.mode != vip.mode)
+            vp = VipPlan(vip=vip, vid=live.vid, row=live.row, old_row=live.row, mode_changed=live.mode != vip.mode,
+                         live_key=live.key)
             if old != ring:
                 vp.ring = ring
                 vp.moved = _moved(old, ring) if len(old) == len(ring) else ring_size
@@ -523,8 +525,8 @@ def encode_plan(plan: Plan, dep: Deployment) -> dict:
     for vp in plan.vips_added + plan.vips_changed:
         family = vp.vip.address.version
         codec = dep["lb_vips_v%d" % family].codec
-        key = codec.encode_key({"vip": str(vp.vip.address), "port": vp.vip.port, "proto": vp.vip.proto},
-                               "vip %s" % vp.vip.ident)
+        key = vp.live_key or codec.encode_key({"vip": str(vp.vip.address), "port": vp.vip.port,
+                                               "proto": vp.vip.proto}, "vip %s" % vp.vip.ident)
         value = codec.encode_value({"id": vp.vid, "ring": vp.row, "mode": vp.vip.mode}, "vip %s" % vp.vip.ident)
         out["vips"][vp.vip.ident] = (family, key, value)
     return out

@@ -355,3 +355,22 @@ def test_through_ansible_playbook_first_run_changes_second_does_not_and_no_warni
     assert "changed=1" in out and "+vip 192.0.2.10:80/tcp" in out
     assert "changed=0" in play()
     assert lab.live_vips()[VIP]["id"] == 0
+
+
+def test_tables_written_by_the_filter_are_taken_over_without_renumbering_a_backend(lab):
+    from ansible_collections.ebpf.fleet.plugins.filter.maglev_entries import maglev_entries
+
+    old = maglev_entries(vips_of("b1", "b2", "b3"), ring_size=RING, config={"lb_mac": LB_MAC})
+    for name, entries in old["maps"].items():
+        res = lab.run_module("bpf_map", {"name": "lb", "map": name, "pin_root": lab.pin_root, "entries": entries},
+                             netns=lab.lbns)
+        assert not res.failed, res
+    holder = lab.hold(list(range(24001, 24021)))
+    start = lab.ping(holder)
+    assert set(start.values()) == {"b1", "b2", "b3"}, start
+    res = lab.tables(vips_of("b1", "b2", "b3", "b4"))
+    assert res.changed and not res.failed, res
+    for name in ("b1", "b2", "b3"):
+        assert res["backend_ids"][BACKENDS[name][0]] == old["backend_ids"][BACKENDS[name][0]]
+    assert lab.live_vips()[VIP]["ring"] != 0 and lab.live_vips()[VIP]["id"] == 0
+    assert lab.ping(holder) == start
