@@ -18,6 +18,7 @@ import pytest
 from harness import paths
 from harness.runner import run_playbook
 
+from ansible_collections.ebpf.fleet.plugins.filter.maglev_entries import maglev_entries
 from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs, libbpf
 from ansible_collections.ebpf.fleet.plugins.module_utils.map_codec import read_entries, read_raw, MapCodec
 
@@ -358,8 +359,6 @@ def test_through_ansible_playbook_first_run_changes_second_does_not_and_no_warni
 
 
 def test_tables_written_by_the_filter_are_taken_over_without_renumbering_a_backend(lab):
-    from ansible_collections.ebpf.fleet.plugins.filter.maglev_entries import maglev_entries
-
     old = maglev_entries(vips_of("b1", "b2", "b3"), ring_size=RING, config={"lb_mac": LB_MAC})
     for name, entries in old["maps"].items():
         res = lab.run_module("bpf_map", {"name": "lb", "map": name, "pin_root": lab.pin_root, "entries": entries},

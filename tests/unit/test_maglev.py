@@ -8,6 +8,9 @@ import sys
 import pytest
 from harness import paths
 
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.ebpf.fleet.plugins.filter.maglev_entries import maglev_entries
 from ansible_collections.ebpf.fleet.plugins.module_utils import lb_tables, maglev
 
 RING = maglev.DEFAULT_RING_SIZE
@@ -222,9 +225,6 @@ def test_declarations_with_unknown_or_missing_fields_are_refused_naming_them(vip
 
 
 def test_the_filter_refuses_a_misspelt_field_at_every_level():
-    from ansible.errors import AnsibleFilterError
-    from ansible_collections.ebpf.fleet.plugins.filter.maglev_entries import maglev_entries
-
     good = {"vip": "192.0.2.1", "port": 80, "backends": [{"address": "10.0.0.1", "weight": 2}]}
     assert maglev_entries([good], ring_size=101)["maps"]["lb_ring"]
     for bad, field in (({"backend": good["backends"]}, "vips[0].backend"),
