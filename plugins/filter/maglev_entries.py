@@ -6,24 +6,32 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 name: maglev_entries
-short_description: VIP declarations to the map entries of the XDP load balancer
+short_description: VIP declarations to the map entries of the XDP load balancer, computed on the controller
 version_added: 0.1.0
 author: ebpf.fleet contributors (@ebpf-fleet)
 description:
   - Turns load-balancer VIP declarations into the entries of the maps of C(bpf/xdp_lb.c) (C(lb_vips_v4),
-    C(lb_vips_v6), C(lb_backends), C(lb_ring), C(lb_config)), one M(ebpf.fleet.bpf_map) task per map.
-  - Each VIP gets a weighted Maglev ring; every controller computes the same rings for the same input (see
-    docs/lb.md).
+    C(lb_vips_v6), C(lb_backends), C(lb_ring), C(lb_config)) in M(ebpf.fleet.bpf_map) notation, to inspect or
+    test the tables a declaration gives.
+  - B(To deploy a load balancer use M(ebpf.fleet.lb_tables)), which reads the running ids from the kernel (so
+    adding, removing or draining a backend never renumbers another one and established flows keep their backend),
+    computes the rings on the host and swaps each changed ring atomically through a spare row. This filter knows
+    only what it is given - without O(backend_ids) and O(vip_ids) of the running configuration it numbers backends
+    from 0 by sorted name, and every VIP's ring is written in place at row = VIP id.
+  - Each VIP gets a weighted Maglev ring; every controller computes the same rings for the same input, and
+    M(ebpf.fleet.lb_tables) computes the same rings for the same declaration (see docs/lb.md).
   - Bad input fails with an error naming the field (for example C(vips[0].backends[1].weight)), the value and what
-    was expected.
+    was expected; an unknown or misspelt field (C(backend), C(wieght)) fails at every level instead of being
+    ignored.
 positional: _input
 options:
   _input:
     description:
       - "The VIPs: a list of C({vip: 192.0.2.10, port: 443, proto: tcp, mode: dsr, backends: [{address: 10.0.0.1,
-        mac: '02:00:00:00:00:01', weight: 1, name: optional}]})."
+        mac: '02:00:00:00:00:01', weight: 1, name: optional}]}); no other field is accepted."
       - C(proto) is V(tcp) (default) or V(udp); C(mode) is V(dsr) (default, C(mac) is the backend's) or V(ipip)
-        (C(mac) is the next hop's). A backend of weight 0 is draining (no new flows).
+        (C(mac) is the next hop's). C(backends) is required (an empty list drops the VIP's new flows). A backend
+        of weight 0 is draining (no new flows).
     type: list
     elements: dict
     required: true
@@ -35,6 +43,7 @@ options:
     description:
       - The backend ids of the running configuration (RV(_value.backend_ids) of an earlier run), kept so that
         established flows and counters stay with their backend; new backends take the lowest free id.
+      - Without them every backend is numbered afresh; M(ebpf.fleet.lb_tables) reads them from the kernel instead.
     type: dict
     default: {}
   vip_ids:
@@ -50,26 +59,34 @@ options:
 """
 
 EXAMPLES = r"""
-- name: Compute the load balancer's tables
-  ansible.builtin.set_fact:
-    lb: "{{ vips | ebpf.fleet.maglev_entries(config={'tunnel_src_v4': '10.255.0.0/16'}) }}"
+# To deploy, declare the VIPs with the lb_tables module (ids read from the kernel, rings swapped atomically):
+- name: Declare the load balancer's VIPs
+  ebpf.fleet.lb_tables:
+    name: lb
+    vips: "{{ vips }}"
+    config:
+      tunnel_src_v4: 203.0.113.0/24
   vars:
     vips:
       - vip: 192.0.2.10
         port: 443
         backends:
-          - {address: 10.0.0.1, mac: "02:00:00:00:00:01", weight: 2}
-          - {address: 10.0.0.2, mac: "02:00:00:00:00:02"}
+          - {address: 198.51.100.1, mac: "02:00:00:00:00:01", weight: 2}
+          - {address: 198.51.100.2, mac: "02:00:00:00:00:02"}
 
-- name: Write them, one map per task
-  ebpf.fleet.bpf_map:
-    name: lb
-    map: "{{ item.key }}"
-    mode: sync
-    entries: "{{ item.value }}"
-  loop: "{{ lb.maps | dict2items }}"
-  loop_control:
-    label: "{{ item.key }}"
+# The filter shows the tables a declaration gives, e.g. how a weight spreads over the ring:
+- name: Count the slots of the backend of weight 2 (about two thirds of the ring)
+  ansible.builtin.debug:
+    msg: "{{ tables.maps.lb_ring | map(attribute='value') | select('equalto', tables.backend_ids['198.51.100.1'])
+             | list | length }}"
+  vars:
+    tables: "{{ vips | ebpf.fleet.maglev_entries(ring_size=1009) }}"
+    vips:
+      - vip: 192.0.2.10
+        port: 443
+        backends:
+          - {address: 198.51.100.1, weight: 2}
+          - {address: 198.51.100.2}
 """
 
 RETURN = r"""
@@ -99,7 +116,7 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.ebpf.fleet.plugins.module_utils import maglev
 from ansible_collections.ebpf.fleet.plugins.plugin_utils import filter_rules
 
-CONFIG_FIELDS = ("udp_timeout_ms", "lb_mac", "tunnel_src_v4", "tunnel_src_v6")
+CONFIG_FIELDS = maglev.CONFIG_FIELDS
 
 
 def maglev_entries(vips, ring_size=maglev.DEFAULT_RING_SIZE, backend_ids=None, vip_ids=None, config=None):

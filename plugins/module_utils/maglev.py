@@ -91,7 +91,6 @@ def build_table(backends, size: int = DEFAULT_RING_SIZE, min_slots: int = MIN_SL
     if size < max(min_slots, 1) * len(active):
         raise MaglevError("ring size %d: expected at least %d slots per backend (%d backends); see ring_size_for()"
                           % (size, min_slots, len(active)))
-    table = [-1] * size
     count = len(active)
     pos = [0] * count
     skips = [0] * count
@@ -101,15 +100,36 @@ def build_table(backends, size: int = DEFAULT_RING_SIZE, min_slots: int = MIN_SL
         pos[k], skips[k] = permutation(name, size)
         weights[k] = weight
         owner[k] = idx
+    return _fill(size, pos, skips, weights, owner)
+
+
+TAIL_SLOTS = 256
+
+
+def _fill(size: int, pos: list, skips: list, weights: list, owner: list) -> list:
+    """The Maglev walk: in each round every backend earns its weight in credit and, per max(weights) of
+    credit, claims the next free slot of its permutation (pos[k], pos[k] + skips[k], ... modulo size).
+
+    The hot loop keeps to locals and skips the credit bookkeeping when all weights are equal. Walking a
+    permutation costs about size / free probes per claim, so for the last TAIL_SLOTS free slots each claim
+    instead picks, among the free slots, the one its permutation reaches first: the same slot, found in
+    O(free) from the step count (slot - pos) * skip^-1 modulo the prime size.
+    """
+    table = [-1] * size
+    count = len(pos)
+    equal = min(weights) == max(weights)
     wmax = max(weights)
     credit = [0] * count
+    switch = size - min(size, TAIL_SLOTS)
     filled = 0
-    while True:
+    k = -1
+    while filled < switch:
         for k in range(count):
-            credit[k] += weights[k]
-            if credit[k] < wmax:
-                continue
-            credit[k] -= wmax
+            if not equal:
+                credit[k] += weights[k]
+                if credit[k] < wmax:
+                    continue
+                credit[k] -= wmax
             c = pos[k]
             skip = skips[k]
             while table[c] >= 0:
@@ -120,8 +140,34 @@ def build_table(backends, size: int = DEFAULT_RING_SIZE, min_slots: int = MIN_SL
             c += skip
             pos[k] = c - size if c >= size else c
             filled += 1
-            if filled == size:
-                return table
+            if filled == switch:
+                break
+        else:
+            k = -1
+    # the tail: resume with the backend after the last one served
+    free = [c for c in range(size) if table[c] < 0]
+    inverse = [pow(skip, size - 2, size) for skip in skips]
+    start = k + 1
+    while free:
+        for k in range(start, count):
+            if not equal:
+                credit[k] += weights[k]
+                if credit[k] < wmax:
+                    continue
+                credit[k] -= wmax
+            p, inv = pos[k], inverse[k]
+            steps = [(c - p) * inv % size for c in free]
+            i = steps.index(min(steps))
+            c = free[i]
+            free[i] = free[-1]
+            free.pop()
+            table[c] = owner[k]
+            c += skips[k]
+            pos[k] = c - size if c >= size else c
+            if not free:
+                break
+        start = 0
+    return table
 
 
 # ---------------------------------------------------------------- flow hash (same as hash.h)
@@ -192,9 +238,109 @@ def _mac(value, field: str) -> str:
     return text
 
 
+VIP_FIELDS = ("vip", "port", "proto", "mode", "backends")
+BACKEND_FIELDS = ("address", "mac", "weight", "name")
+CONFIG_FIELDS = ("udp_timeout_ms", "lb_mac", "tunnel_src_v4", "tunnel_src_v6")
+
+
 def backend_key(backend: dict) -> str:
-    """The name a backend is known by (its permutation and its stable id): `name` or its address."""
+    """The name a backend is known by (its permutation key): `name` or its address."""
     return str(backend.get("name") or backend.get("address"))
+
+
+def check_fields(item, where: str, allowed) -> None:
+    """Refuse a field that is not in allowed (a typo such as `wieght` or `backend`), naming it."""
+    unknown = sorted(str(key) for key in item if key not in allowed)
+    if unknown:
+        raise MaglevError("%s.%s %r: expected no such field; valid fields: %s"
+                          % (where, unknown[0], item[unknown[0]], ", ".join(allowed)))
+
+
+def _int(value, field: str, low: int, high: int, expected: str) -> int:
+    """An integer (or a decimal string, as Jinja templating gives) in low..high."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise MaglevError("%s %r: expected %s" % (field, value, expected))
+    return value
+
+
+class Backend:
+    """One backend of one VIP, validated: permutation key, weight, address, MAC (lower case)."""
+
+    __slots__ = ("key", "weight", "address", "mac")
+
+    def __init__(self, key: str, weight: int, address, mac: str):
+        self.key, self.weight, self.address, self.mac = key, weight, address, mac
+
+
+class Vip:
+    """One VIP declaration, validated; ident is 'address:port/proto' (IPv6 without brackets)."""
+
+    __slots__ = ("ident", "address", "port", "proto", "mode", "backends")
+
+    def __init__(self, ident: str, address, port: int, proto: str, mode: str, backends: list):
+        self.ident, self.address, self.port, self.proto, self.mode, self.backends = \
+            ident, address, port, proto, mode, backends
+
+
+def validate_vips(vips, where: str = "vips") -> list:
+    """Check every VIP declaration and return [Vip]; the first problem raises MaglevError naming
+    the field (vips[0].backends[1].weight), its value and what was expected. Unknown fields are
+    refused at every level, so a typo never builds a ring without backends or ignores a weight."""
+    if not isinstance(vips, (list, tuple)):
+        raise MaglevError("%s %r: expected a list of VIP declarations {%s}" % (where, vips, ", ".join(VIP_FIELDS)))
+    seen_vips = set()
+    out = []
+    for n, vip in enumerate(vips):
+        vwhere = "%s[%d]" % (where, n)
+        if not isinstance(vip, dict):
+            raise MaglevError("%s %r: expected a dict with fields %s" % (vwhere, vip, ", ".join(VIP_FIELDS)))
+        check_fields(vip, vwhere, VIP_FIELDS)
+        addr = _ip(vip.get("vip"), vwhere + ".vip")
+        port = _int(vip.get("port"), vwhere + ".port", 1, 65535, "an integer 1..65535")
+        proto = vip.get("proto", "tcp")
+        if proto not in PROTOS:
+            raise MaglevError("%s.proto %r: expected one of %s" % (vwhere, proto, ", ".join(PROTOS)))
+        mode = vip.get("mode", "dsr")
+        if mode not in MODES:
+            raise MaglevError("%s.mode %r: expected one of %s" % (vwhere, mode, ", ".join(MODES)))
+        ident = "%s:%d/%s" % (addr, port, proto)
+        if ident in seen_vips:
+            raise MaglevError("%s: VIP %s declared twice" % (vwhere, ident))
+        seen_vips.add(ident)
+        if "backends" not in vip:
+            raise MaglevError("%s.backends: missing; expected a list of {%s} (an empty list drops the VIP's "
+                              "new flows)" % (vwhere, ", ".join(BACKEND_FIELDS)))
+        declared = vip["backends"]
+        if not isinstance(declared, (list, tuple)):
+            raise MaglevError("%s.backends %r: expected a list of {%s}" % (vwhere, declared, ", ".join(BACKEND_FIELDS)))
+        backends = []
+        keys, addresses = {}, {}
+        for m, backend in enumerate(declared):
+            bwhere = "%s.backends[%d]" % (vwhere, m)
+            if not isinstance(backend, dict):
+                raise MaglevError("%s %r: expected a dict with fields %s" % (bwhere, backend, ", ".join(BACKEND_FIELDS)))
+            check_fields(backend, bwhere, BACKEND_FIELDS)
+            baddr = _ip(backend.get("address"), bwhere + ".address")
+            mac = _mac(backend.get("mac", "00:00:00:00:00:00"), bwhere + ".mac")
+            weight = _int(backend.get("weight", 1), bwhere + ".weight", 0, (1 << 31) - 1,
+                          "an integer >= 0 (0 drains)")
+            name = backend.get("name")
+            if name is not None and (not isinstance(name, str) or not name):
+                raise MaglevError("%s.name %r: expected a non-empty string (the Maglev permutation key)"
+                                  % (bwhere, name))
+            key = backend_key(backend)
+            if key in keys:
+                raise MaglevError("%s.name %r: expected names unique within a VIP (also backends[%d])"
+                                  % (bwhere, key, keys[key]))
+            if str(baddr) in addresses:
+                raise MaglevError("%s.address %r: expected each address once per VIP (also backends[%d])"
+                                  % (bwhere, str(baddr), addresses[str(baddr)]))
+            keys[key] = addresses[str(baddr)] = m
+            backends.append(Backend(key, weight, baddr, mac))
+        out.append(Vip(ident, addr, port, proto, mode, backends))
+    return out
 
 
 def lb_entries(vips: list, ring_size: int = DEFAULT_RING_SIZE, backend_ids: dict = None,
@@ -206,6 +352,8 @@ def lb_entries(vips: list, ring_size: int = DEFAULT_RING_SIZE, backend_ids: dict
     backend_ids / vip_ids: the ids used by the running configuration ({key: id}); they are
     kept so that established flows (whose connection-table entries hold backend ids) and
     counters stay attached to the same backend / VIP. New ones take the lowest free id.
+    (The ids live on the caller's side here; the lb_tables module reads them from the
+    kernel instead, see plugins/module_utils/lb_tables.py.)
 
     Returns {"lb_vips_v4": [(key, value)], "lb_vips_v6": [...], "lb_backends": [(id, value)],
              "lb_ring": {row: [backend ids]}, "backend_ids": {...}, "vip_ids": {...}}.
@@ -215,36 +363,15 @@ def lb_entries(vips: list, ring_size: int = DEFAULT_RING_SIZE, backend_ids: dict
     seen_vips = set()
     seen_backends = {}
     plans = []
-    for n, vip in enumerate(vips):
-        where = "vips[%d]" % n
-        addr = _ip(vip.get("vip"), where + ".vip")
-        port = vip.get("port")
-        if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
-            raise MaglevError("%s.port %r: expected an integer 1..65535" % (where, port))
-        proto = vip.get("proto", "tcp")
-        if proto not in PROTOS:
-            raise MaglevError("%s.proto %r: expected one of %s" % (where, proto, ", ".join(PROTOS)))
-        mode = vip.get("mode", "dsr")
-        if mode not in MODES:
-            raise MaglevError("%s.mode %r: expected one of %s" % (where, mode, ", ".join(MODES)))
-        ident = "%s:%d/%s" % (addr, port, proto)
-        if ident in seen_vips:
-            raise MaglevError("%s: VIP %s declared twice" % (where, ident))
-        seen_vips.add(ident)
+    for vip in validate_vips(vips):
+        seen_vips.add(vip.ident)
         backends = []
-        for m, backend in enumerate(vip.get("backends") or []):
-            bwhere = "%s.backends[%d]" % (where, m)
-            baddr = _ip(backend.get("address"), bwhere + ".address")
-            mac = _mac(backend.get("mac", "00:00:00:00:00:00"), bwhere + ".mac")
-            weight = backend.get("weight", 1)
-            if not isinstance(weight, int) or isinstance(weight, bool) or weight < 0:
-                raise MaglevError("%s.weight %r: expected an integer >= 0 (0 drains)" % (bwhere, weight))
-            key = backend_key(backend)
-            record = (str(baddr), mac)
-            if seen_backends.setdefault(key, record) != record:
-                raise MaglevError("%s: backend %r declared with two different address/mac" % (bwhere, key))
-            backends.append((key, weight, baddr, mac))
-        plans.append((ident, addr, port, proto, mode, backends))
+        for be in vip.backends:
+            record = (str(be.address), be.mac)
+            if seen_backends.setdefault(be.key, record) != record:
+                raise MaglevError("vips: backend %r declared with two different address/mac" % (be.key,))
+            backends.append((be.key, be.weight, be.address, be.mac))
+        plans.append((vip.ident, vip.address, vip.port, vip.proto, vip.mode, backends))
 
     def allocate(ids: dict, wanted) -> dict:
         kept = {k: v for k, v in ids.items() if k in wanted}

@@ -1,13 +1,17 @@
 """Weighted Maglev: deterministic tables, flows spread by weight, minimal disruption, LB map entries."""
 
 import random
+import re
 import subprocess
 import sys
 
 import pytest
 from harness import paths
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import maglev
+from ansible.errors import AnsibleFilterError
+
+from ansible_collections.ebpf.fleet.plugins.filter.maglev_entries import maglev_entries
+from ansible_collections.ebpf.fleet.plugins.module_utils import lb_tables, maglev
 
 RING = maglev.DEFAULT_RING_SIZE
 
@@ -195,3 +199,144 @@ def test_ring_entries_place_a_row_at_row_times_ring_size():
     assert maglev.ring_entries(2, [7, 8, 9], 3) == [(6, 7), (7, 8), (8, 9)]
     with pytest.raises(maglev.MaglevError, match="expected 3 backend ids, got 2"):
         maglev.ring_entries(0, [1, 2], 3)
+
+
+# ---------------------------------------------------------------- unknown fields (a typo never builds an empty ring)
+
+@pytest.mark.parametrize("vip, match", [
+    ({"vip": "192.0.2.1", "port": 80, "backend": [{"address": "10.0.0.1"}]},
+     r"vips\[0\].backend \[\{'address': '10.0.0.1'\}\]: expected no such field; valid fields: vip, port, proto, "
+     r"mode, backends"),
+    ({"vip": "192.0.2.1", "port": 80, "backends": [{"address": "10.0.0.1", "wieght": 3}]},
+     r"vips\[0\].backends\[0\].wieght 3: expected no such field; valid fields: address, mac, weight, name"),
+    ({"vip": "192.0.2.1", "port": 80}, r"vips\[0\].backends: missing; expected a list"),
+    ({"vip": "192.0.2.1", "port": 80, "backends": {"address": "10.0.0.1"}}, r"vips\[0\].backends \{.*expected a list"),
+    ({"vip": "192.0.2.1", "port": 80, "backends": ["10.0.0.1"]}, r"vips\[0\].backends\[0\] '10.0.0.1': expected a dict"),
+    ({"vip": "192.0.2.1", "port": 80, "backends": [{"address": "10.0.0.1"}, {"address": "10.0.0.1"}]},
+     r"vips\[0\].backends\[1\].name '10.0.0.1': expected names unique within a VIP"),
+    ({"vip": "192.0.2.1", "port": 80, "backends": [{"address": "10.0.0.1", "name": ""}]},
+     r"vips\[0\].backends\[0\].name '': expected a non-empty string"),
+])
+def test_declarations_with_unknown_or_missing_fields_are_refused_naming_them(vip, match):
+    with pytest.raises(maglev.MaglevError, match=match):
+        maglev.validate_vips([vip])
+    with pytest.raises(maglev.MaglevError, match=match):
+        maglev.lb_entries([vip], ring_size=1009)
+
+
+def test_the_filter_refuses_a_misspelt_field_at_every_level():
+    good = {"vip": "192.0.2.1", "port": 80, "backends": [{"address": "10.0.0.1", "weight": 2}]}
+    assert maglev_entries([good], ring_size=101)["maps"]["lb_ring"]
+    for bad, field in (({"backend": good["backends"]}, "vips[0].backend"),
+                       ({"backends": [{"address": "10.0.0.1", "wieght": 2}]}, "vips[0].backends[0].wieght")):
+        vip = {k: v for k, v in good.items() if k != "backends"}
+        vip.update(bad)
+        with pytest.raises(AnsibleFilterError, match=r"maglev_entries: %s .*expected no such field" % re.escape(field)):
+            maglev_entries([vip], ring_size=101)
+    with pytest.raises(AnsibleFilterError, match=r"config.udp_timeout 1: expected no such field"):
+        maglev_entries([good], ring_size=101, config={"udp_timeout": 1})
+
+
+def test_port_and_weight_given_as_decimal_strings_by_templating_are_taken_as_numbers():
+    (vip,) = maglev.validate_vips([{"vip": "192.0.2.1", "port": "80", "backends": [{"address": "10.0.0.1",
+                                                                                    "weight": "2"}]}])
+    assert vip.port == 80 and vip.backends[0].weight == 2
+
+
+# ---------------------------------------------------------------- lb_tables plans: ids from the kernel's state only
+
+def _state_after(plan, ring_size, rows=4, before=None):
+    """The State a kernel would hold after applying plan (what read_state would read back)."""
+    ring = dict(before.ring) if before is not None else {}
+    for vp in plan.vips_added + plan.vips_changed:
+        if vp.ring:
+            ring[vp.row] = vp.ring
+    backends = {addr: (bid, None) for addr, bid in plan.backend_ids.items()}
+    for bid, (addr, mac, _kind) in plan.backend_writes.items():
+        backends[addr] = (bid, mac)
+    if before is not None:
+        for addr, (bid, mac) in before.backends.items():
+            if addr in backends and backends[addr][1] is None:
+                backends[addr] = (bid, mac)
+    used = {bid for bid, _mac in backends.values()}
+    free = [i for i in range(max(used, default=-1) + 1) if i not in used]
+    vips = {}
+    for vp in plan.vips_added + plan.vips_changed + plan.vips_kept:
+        vips[vp.vip.ident] = lb_tables.LiveVip(vp.vip.ident, b"", 4, vp.vid, vp.row, vp.vip.mode)
+    return lb_tables.State(ring_size=ring_size, config={}, config_raw=b"", backends=backends, backend_slots=64,
+                           free_ids=free, vips=vips, vip_slots=16, rows=rows, ring=ring)
+
+
+def _declare(weights, vip="192.0.2.10"):
+    return maglev.validate_vips([{"vip": vip, "port": 80, "backends": [
+        {"address": "198.51.100.%d" % n, "mac": "02:00:00:00:00:%02x" % n, "weight": w} for n, w in weights.items()]}])
+
+
+def test_lb_tables_plan_keeps_every_other_backend_id_across_add_remove_reweight_drain_without_hidden_state():
+    size = 1009
+    state = lb_tables.empty_state(size)
+    state.rows, state.backend_slots, state.vip_slots = 4, 64, 16
+    plan = lb_tables.make_plan(_declare({1: 1, 2: 1, 3: 1}), {}, size, state, None)
+    ids = dict(plan.backend_ids)
+    assert sorted(ids.values()) == [0, 1, 2]
+    state = _state_after(plan, size)
+    for weights, gone in (({1: 1, 2: 1, 3: 1, 4: 1}, None), ({1: 1, 2: 3, 3: 1, 4: 1}, None),
+                          ({1: 1, 2: 3, 3: 0, 4: 1}, None), ({2: 3, 3: 0, 4: 1}, 1)):
+        row = state.vips["192.0.2.10:80/tcp"].row
+        plan = lb_tables.make_plan(_declare(weights), {}, size, state, None)
+        for addr, bid in ids.items():
+            if addr != "198.51.100.%s" % gone:
+                assert plan.backend_ids[addr] == bid
+        (changed,) = plan.vips_changed
+        assert changed.old_row == row and changed.row != row  # a spare row, then the flip
+        if gone:
+            assert plan.backend_frees == {ids["198.51.100.1"]: "198.51.100.1"}
+        ids.update({a: b for a, b in plan.backend_ids.items() if a not in ids})
+        state = _state_after(plan, size, before=state)
+        assert lb_tables.make_plan(_declare(weights), {}, size, state, None).vips_changed == []
+    # the drained backend keeps its id and gets no slot
+    assert plan.backend_ids["198.51.100.3"] == ids["198.51.100.3"]
+    assert ids["198.51.100.3"] not in changed.slots_after
+
+
+def test_lb_tables_plan_needs_a_spare_row_for_a_swap_and_says_so_before_writing():
+    size = 211
+    state = lb_tables.empty_state(size)
+    state.rows, state.backend_slots, state.vip_slots = 1, 64, 16
+    plan = lb_tables.make_plan(_declare({1: 1}), {}, size, state, None)
+    state = _state_after(plan, size, rows=1)
+    with pytest.raises(lb_tables.LbTablesError, match="lb_ring holds 1 rows of 211 slots and every row is in use"):
+        lb_tables.make_plan(_declare({1: 1, 2: 1}), {}, size, state, None)
+
+
+def test_lb_tables_plan_never_reuses_a_row_another_vip_still_refers_to():
+    size = 211
+    state = lb_tables.empty_state(size)
+    state.rows, state.backend_slots, state.vip_slots = 2, 64, 16
+    two = _declare({1: 1}) + _declare({2: 1}, vip="192.0.2.20")
+    state = _state_after(lb_tables.make_plan(two, {}, size, state, None), size, rows=2)
+    # both VIPs on row 0 (as a hand-written table could have them), row 1 spare
+    for live in state.vips.values():
+        live.row = 0
+    changed = _declare({1: 1, 3: 1}) + _declare({2: 1, 3: 1}, vip="192.0.2.20")
+    with pytest.raises(lb_tables.LbTablesError, match="every row is in use"):
+        lb_tables.make_plan(changed, {}, size, state, None)
+
+
+@pytest.mark.parametrize("weights, want", [
+    ({1: 1, 2: 1, 3: 1, 4: 1}, {"4": "added", "1": "rebalanced", "2": "rebalanced", "3": "rebalanced"}),
+    ({1: 1, 2: 3, 3: 1}, {"1": "rebalanced", "2": "reweighted", "3": "rebalanced"}),
+    ({1: 1, 2: 1, 3: 0}, {"1": "rebalanced", "2": "rebalanced", "3": "drained"}),
+    ({1: 1, 2: 1}, {"1": "rebalanced", "2": "rebalanced", "3": "removed"}),
+])
+def test_lb_tables_diff_names_what_the_operator_changed_and_how_many_slots_move(weights, want):
+    size = 1009
+    state = lb_tables.empty_state(size)
+    state.rows, state.backend_slots, state.vip_slots = 4, 64, 16
+    state = _state_after(lb_tables.make_plan(_declare({1: 1, 2: 1, 3: 1}), {}, size, state, None), size)
+    plan = lb_tables.make_plan(_declare(weights), {}, size, state, None)
+    (change,) = lb_tables.describe(plan, state)["vips_changed"]
+    assert {c["backend"].rsplit(".", 1)[1]: c["change"] for c in change["backend_changes"]} == want
+    assert 0 < change["slots_moved"] < size and change["ring"] == [0, 1]
+    after = lb_tables.diff_text(lb_tables.describe(plan, state))["after"]
+    assert "vip 192.0.2.10:80/tcp ring row 1: %d slots move" % change["slots_moved"] in after
