@@ -510,8 +510,8 @@ def test_ipip_outer_source_and_flow_label_spread_flows_within_the_tunnel_prefixe
 @pytest.mark.parametrize("start", CPUS, ids=["cpu%d" % c for c in CPUS])
 @pytest.mark.parametrize("build, vip, port", [(tcp6, "2001:db8::10", 80), (udp6, "2001:db8::20", 53)],
                          ids=["v6-tcp", "v6-udp"])
-def test_ipv6_established_flow_keeps_its_backend_on_every_cpu_when_the_ring_changes(fresh_lb, build, vip, port,
-                                                                                   start):
+def test_ipv6_established_flow_keeps_its_backend_on_every_cpu_when_the_ring_changes(
+        fresh_lb, build, vip, port, start):
     lb = fresh_lb()
     kwargs = {"flags": "A"} if build is tcp6 else {}
     pkt = raw(build(sport=777, **kwargs))
@@ -635,6 +635,13 @@ def test_connection_table_capacity_is_the_declared_per_cpu_size_times_the_possib
     with LB(VIPS, obj=path) as lb:
         for name in ("lb_conntrack_v4", "lb_conntrack_v6"):
             assert libbpf.map_info(lb.prog.map_fd(name))["max_entries"] == per_cpu * ncpus
+
+
+def test_only_maps_flagged_no_common_lru_are_sized_per_cpu_and_an_impossible_total_is_refused():
+    assert loader.created_max_entries("m", 100, 0, ncpus=64) == 100
+    assert loader.created_max_entries("m", 100, loader.BPF_F_NO_COMMON_LRU | 0x1, ncpus=64) == 6400
+    with pytest.raises(loader.LoadError, match=r"map m: 134217728 entries per CPU x 64 possible CPUs"):
+        loader.created_max_entries("m", 1 << 27, loader.BPF_F_NO_COMMON_LRU, ncpus=64)
 
 
 def test_the_old_total_size_define_is_refused_with_a_message_naming_the_per_cpu_one(tmp_path_factory):
