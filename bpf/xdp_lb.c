@@ -2,7 +2,7 @@
 /* xdp_lb: an L4 load balancer for VIPs keyed by (address, port, protocol).
  *
  * Per packet: parse (fleet/parsing.h); find the VIP; take the backend from
- * the per-CPU connection table, or from the VIP's weighted Maglev ring
+ * the connection table (shared by all CPUs), or from the VIP's weighted Maglev ring
  * (computed by plugins/module_utils/maglev.py) by the flow hash
  * (fleet/hash.h); forward by L2 DSR (new MACs) or IPIP / IP6IP6
  * encapsulation, and XDP_TX. Anything not for a VIP continues the chain
@@ -46,19 +46,23 @@ struct {
 	__type(value, struct fleet_lb_backend);
 } lb_backends SEC(".maps");
 
-/* Per-CPU LRU lists (BPF_F_NO_COMMON_LRU): no shared lock on insert. */
+/* The connection table: ONE value per flow, shared by every CPU, so a flow that moves to another CPU
+ * (RSS, RPS, queue count changes) finds the backend really chosen for it. Never a per-CPU value: an
+ * insert into an LRU_PERCPU_HASH zero-fills the other CPUs' slots, and backend 0 is a real backend.
+ * BPF_F_NO_COMMON_LRU: each CPU keeps its own LRU list (no global LRU lock on insert or eviction);
+ * max_entries is per CPU here, the loader multiplies it by the possible CPUs (docs/lb.md). */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(map_flags, BPF_F_NO_COMMON_LRU);
-	__uint(max_entries, FLEET_LB_CONNTRACK_ENTRIES);
+	__uint(max_entries, FLEET_LB_CONNTRACK_PER_CPU);
 	__type(key, struct fleet_lb_flow4);
 	__type(value, struct fleet_lb_conn);
 } lb_conntrack_v4 SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_PERCPU_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(map_flags, BPF_F_NO_COMMON_LRU);
-	__uint(max_entries, FLEET_LB_CONNTRACK_ENTRIES);
+	__uint(max_entries, FLEET_LB_CONNTRACK_PER_CPU);
 	__type(key, struct fleet_lb_flow6);
 	__type(value, struct fleet_lb_conn);
 } lb_conntrack_v6 SEC(".maps");
@@ -288,7 +292,7 @@ pick:
 		fresh.backend = backend;
 		fresh.last_seen_ns = pkt->l4_proto == IPPROTO_UDP ? bpf_ktime_get_ns() : 0;
 		if (conn)
-			*conn = fresh; /* this CPU's copy, in place: no new LRU node */
+			*conn = fresh; /* in place: no new LRU node */
 		else
 			bpf_map_update_elem(ct, flow, &fresh, BPF_ANY);
 	}

@@ -25,6 +25,8 @@ NEXT_VAR = "fleet_chain_next"
 CHAIN_MAX_DEFAULT = 8
 LOG_TAIL_LINES = 40
 LAYOUT_KEYS = ("type", "key_size", "value_size", "max_entries", "map_flags")
+BPF_F_NO_COMMON_LRU = 0x2
+U32_MAX = 0xFFFFFFFF
 
 PROG_TYPES_FOR_HOOK = {
     "xdp": ("xdp",),
@@ -112,13 +114,41 @@ def inspect(path: str, program: str = "", hook: str = "") -> ObjectInfo:
                 info.has_chain = item.type == "prog_array"
                 info.chain_max = item.max_entries
                 continue
-            info.maps[item.name] = item.layout()
+            info.maps[item.name] = layout = item.layout()
+            layout["max_entries"] = created_max_entries(item.name, layout["max_entries"], layout["map_flags"])
         rodata = obj.rodata()
         if rodata is not None:
             info.has_slot = SLOT_VAR in rodata_vars(obj)
         return info
     finally:
         obj.close()
+
+
+def created_max_entries(name: str, declared: int, map_flags: int, ncpus: int = 0) -> int:
+    """The max_entries a map is created with, from what its object declares.
+
+    One rule: a map flagged BPF_F_NO_COMMON_LRU (an LRU hash with one LRU list per CPU, which the kernel sizes
+    by splitting max_entries evenly across the possible CPUs) declares its capacity PER CPU, and is created
+    with that times the host's possible CPUs; any other map is created as declared. Applied at load
+    (size_per_cpu_maps) and wherever a pinned map's layout is compared with the object's (inspect)."""
+    if not map_flags & BPF_F_NO_COMMON_LRU:
+        return declared
+    total = declared * (ncpus or libbpf.num_possible_cpus())
+    if total > U32_MAX:
+        raise LoadError("map %s: %d entries per CPU x %d possible CPUs = %d is more than a map can hold (%d); "
+                        "declare fewer entries per CPU" % (name, declared, total // declared, total, U32_MAX))
+    return total
+
+
+def size_per_cpu_maps(obj) -> None:
+    """Before load: give every BPF_F_NO_COMMON_LRU map of an opened object its declared capacity per CPU
+    times the possible CPUs (created_max_entries). Maps reused from a pin keep the pinned map's size."""
+    for item in obj.maps():
+        if item.internal:
+            continue
+        flags = item.map_flags
+        if flags & BPF_F_NO_COMMON_LRU:
+            item.set_max_entries(created_max_entries(item.name, item.max_entries, flags))
 
 
 # Flags the kernel adds on its own when it creates a map of this type (devmaps are read-only to programs).
@@ -198,6 +228,7 @@ def load_instance(info: ObjectInfo, slot: int, chain_fd: int, map_fds: dict, ifi
             prog.set_ifindex(ifindex)
         set_rodata(obj, SLOT_VAR, slot)
         set_rodata(obj, NEXT_VAR, next_slot)
+        size_per_cpu_maps(obj)
         for item in obj.maps():
             if item.internal:
                 continue

@@ -101,7 +101,7 @@ def classes(lb, target, v6=False):
 
 
 def main():
-    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # per-CPU connection table: stay on one CPU
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one CPU: steadier timings
     floor_pass = LoadedProgram(paths.bpf_object("lb_floor_pass"), "lb_floor_pass")
     floor_tx = LoadedProgram(paths.bpf_object("lb_floor_tx"), "lb_floor_tx")
     floors = {"pass": floor_pass.prog_fd, "tx": floor_tx.prog_fd}

@@ -22,6 +22,8 @@ class LoadedProgram:
         self.obj = libbpf.BpfObject.open(path)
         for name, size in (max_entries or {}).items():
             self.obj.map(name).set_max_entries(size)
+        # as the loader does: a BPF_F_NO_COMMON_LRU map declares its capacity per CPU (docs/lb.md)
+        loader.size_per_cpu_maps(self.obj)
         for var, value in (rodata or {}).items():
             loader.set_rodata(self.obj, var, value)
         if before_load is not None:

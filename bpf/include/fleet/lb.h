@@ -9,7 +9,7 @@
  *   lb_vips_v4 / lb_vips_v6  HASH   (vip, port, proto) -> id, ring row, mode
  *   lb_ring                  ARRAY  ring * ring_size + slot -> backend id
  *   lb_backends              ARRAY  backend id -> family, MAC, address
- *   lb_conntrack_v4 / _v6    LRU_PERCPU_HASH  5-tuple -> backend id, last seen
+ *   lb_conntrack_v4 / _v6    LRU_HASH, one LRU list per CPU  5-tuple -> backend id, last seen
  *   lb_config                ARRAY[1]  ring size, LB MAC, tunnel sources, UDP timeout
  *   lb_vip_stats / lb_backend_stats / lb_stats   PERCPU_ARRAY of fleet_counter
  */
@@ -28,8 +28,18 @@
 #ifndef FLEET_LB_RING_ENTRIES
 #define FLEET_LB_RING_ENTRIES (16 * 65537)
 #endif
-#ifndef FLEET_LB_CONNTRACK_ENTRIES
-#define FLEET_LB_CONNTRACK_ENTRIES 65536
+/* Connection-table capacity PER CPU, of lb_conntrack_v4 and of lb_conntrack_v6 each. The maps are
+ * flagged BPF_F_NO_COMMON_LRU, so the loader (plugins/module_utils/loader.py) creates them with this
+ * times the host's possible CPUs, which the kernel splits back into one LRU list per CPU: the same
+ * capacity per CPU on a 2-CPU and on a 64-CPU host. Override with -D (xdp_program's `defines`). */
+#ifdef FLEET_LB_CONNTRACK_ENTRIES
+#error "FLEET_LB_CONNTRACK_ENTRIES (a total split across CPUs) is replaced by FLEET_LB_CONNTRACK_PER_CPU (entries per CPU)"
+#endif
+#ifndef FLEET_LB_CONNTRACK_PER_CPU
+#define FLEET_LB_CONNTRACK_PER_CPU 65536
+#endif
+#if FLEET_LB_CONNTRACK_PER_CPU < 1
+#error "FLEET_LB_CONNTRACK_PER_CPU must be a positive number of entries per CPU"
 #endif
 #define FLEET_LB_DEFAULT_RING_SIZE 65537
 #define FLEET_LB_DEFAULT_UDP_TIMEOUT_MS 30000

@@ -4,6 +4,7 @@ The byte layouts below mirror bpf/include/fleet/lb.h; test_xdp_lb checks them
 against the object's map sizes so a change in the header cannot go unnoticed.
 """
 
+import contextlib
 import ipaddress
 import os
 import struct
@@ -48,17 +49,25 @@ def backend_value(value):
 class LB:
     """A loaded xdp_lb with its maps written from declarations; predicts backends like the data plane."""
 
-    def __init__(self, vips, ring_size=1009, rows=8, max_backends=4096, **config):
+    def __init__(self, vips, ring_size=1009, rows=8, max_backends=4096, obj=None, **config):
+        """obj: another build of xdp_lb.c (e.g. with other -D values) instead of `make bpf`'s."""
         self.ring_size = ring_size
         sizes = {"lb_ring": rows * ring_size, "lb_backends": max_backends, "lb_backend_stats": max_backends}
         # chained: the next program sits in slot 1 of fleet_chain, as the loader would set it
-        self.prog = LoadedProgram(paths.bpf_object("xdp_lb"), "xdp_lb", max_entries=sizes, rodata={"fleet_chain_next": 1})
+        self.prog = LoadedProgram(obj or paths.bpf_object("xdp_lb"), "xdp_lb", max_entries=sizes,
+                                  rodata={"fleet_chain_next": 1})
         self.config(**config)
         self.entries = None
         self.apply(vips)
 
     def close(self):
         self.prog.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     def config(self, **kwargs):
         self.prog.update("lb_config", struct.pack("<I", 0), config_value(self.ring_size, **kwargs))
@@ -97,8 +106,12 @@ class LB:
         h = maglev.flow_hash(src, dst, sport, dport, PROTO[proto])
         return self.entries["lb_ring"][self.vip_id(dst, dport, proto)][maglev.slot_of(h, self.ring_size)]
 
-    def run(self, packet):
-        return self.prog.run(packet)
+    def run(self, packet, cpu=None):
+        """One BPF_PROG_TEST_RUN, on CPU `cpu` when given (it runs on the calling thread's CPU)."""
+        if cpu is None:
+            return self.prog.run(packet)
+        with on_cpu(cpu):
+            return self.prog.run(packet)
 
     def stats(self):
         return {name: self.prog.percpu_u64_sums("lb_stats", struct.pack("<I", i)) for i, name in enumerate(STATS)}
@@ -116,8 +129,17 @@ class LB:
                 libbpf.map_delete(fd, key)
 
 
-def pin_to_one_cpu():
-    """The connection table is per CPU: keep every test run on one CPU. Returns the old affinity."""
+def cpus():
+    """The CPUs this process may run on: connection-table tests run the program on each of them."""
+    return sorted(os.sched_getaffinity(0))
+
+
+@contextlib.contextmanager
+def on_cpu(cpu):
+    """Pin the calling thread to one CPU (BPF_PROG_TEST_RUN runs the program there); restore afterwards."""
     old = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {min(old)})
-    return old
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, old)

@@ -8,6 +8,7 @@ import ipaddress
 import os
 import random
 import struct
+import subprocess
 import sys
 import time
 
@@ -25,7 +26,7 @@ from harness.progtest import XDP_DROP, XDP_PASS, XDP_TX, LoadedProgram  # noqa: 
 import lb_helpers  # noqa: E402
 from lb_helpers import LB, LB_MAC  # noqa: E402
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf, maglev  # noqa: E402
+from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf, loader, maglev, program_module  # noqa: E402
 
 pytestmark = pytest.mark.kernel
 
@@ -59,15 +60,18 @@ VIPS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def cpu():
-    old = lb_helpers.pin_to_one_cpu()
-    yield
-    os.sched_setaffinity(0, old)
+# The connection-table tests run the program on every CPU this process may use (the table must hold for a
+# flow that moves between CPUs: RSS, RPS, queue count changes); the other tests run wherever they are scheduled.
+CPUS = lb_helpers.cpus()
+
+
+def next_cpu(cpu):
+    """Another CPU than `cpu` (the same on a one-CPU machine)."""
+    return CPUS[(CPUS.index(cpu) + 1) % len(CPUS)]
 
 
 @pytest.fixture(scope="module")
-def shared_lb(cpu):
+def shared_lb():
     lb = LB(VIPS)
     yield lb
     lb.close()
@@ -80,7 +84,7 @@ def lb(shared_lb):
 
 
 @pytest.fixture
-def fresh_lb(cpu):
+def fresh_lb():
     made = []
 
     def make(vips=None, **kwargs):
@@ -121,6 +125,15 @@ def flow_of(pkt):
     l3 = pkt[IP] if IP in pkt else pkt[IPv6]
     l4 = pkt[TCP] if TCP in pkt else pkt[UDP]
     return l3.src, l3.dst, l4.sport, l4.dport, "tcp" if TCP in pkt else "udp"
+
+
+def frames_with_sports(pkt, sports):
+    """{sport: frame}: pkt's bytes with each source port (scapy builds one frame, slowly; the others are
+    patched copies, whose L4 checksum is stale: xdp_lb does not read it)."""
+    data = raw(pkt)
+    l4 = pkt[TCP] if TCP in pkt else pkt[UDP]
+    off = len(data) - len(raw(l4))
+    return {sport: data[:off] + struct.pack(">H", sport) + data[off + 2:] for sport in sports}
 
 
 def expected_frame(lb, data, backend_id, mode, l2len):
@@ -365,70 +378,90 @@ def point_ring_at(lb, vip, port, proto, bid):
     lb.write_ring(lb.entries["vip_ids"]["%s:%d/%s" % (vip, port, proto)], [bid] * lb.ring_size)
 
 
-def test_established_flow_keeps_its_backend_when_the_maglev_table_changes_but_a_syn_repicks(fresh_lb):
+def other_backend(lb, first, names=("10.0.0.1", "10.0.0.2")):
+    return next(b for b in (lb.backend_id(n) for n in names) if b != first)
+
+
+@pytest.mark.parametrize("start", CPUS, ids=["cpu%d" % c for c in CPUS])
+def test_established_flow_keeps_its_backend_on_every_cpu_when_the_maglev_table_changes_but_a_syn_repicks(
+        fresh_lb, start):
     lb = fresh_lb()
     ack = raw(tcp4(flags="A", sport=1234))
-    first = chosen_backend(lb, lb.run(ack))
-    other = next(b for b in (lb.backend_id("10.0.0.1"), lb.backend_id("10.0.0.2")) if b != first)
+    first = chosen_backend(lb, lb.run(ack, cpu=start))
+    other = other_backend(lb, first)
     point_ring_at(lb, "192.0.2.10", 80, "tcp", other)
-    before = lb.stats()
-    assert chosen_backend(lb, lb.run(ack)) == first
-    assert _deltas(before, lb.stats())["ct_hit"] == (1, len(ack))
-    assert chosen_backend(lb, lb.run(raw(tcp4(flags="S", sport=1234)))) == other
-    assert chosen_backend(lb, lb.run(ack)) == other  # the SYN replaced the entry
+    for cpu in CPUS:
+        before = lb.stats()
+        assert chosen_backend(lb, lb.run(ack, cpu=cpu)) == first, "cpu %d" % cpu
+        assert _deltas(before, lb.stats())["ct_hit"] == (1, len(ack))
+    # a SYN (on another CPU) repicks and replaces the entry, for every CPU
+    assert chosen_backend(lb, lb.run(raw(tcp4(flags="S", sport=1234)), cpu=next_cpu(start))) == other
+    for cpu in CPUS:
+        assert chosen_backend(lb, lb.run(ack, cpu=cpu)) == other, "cpu %d" % cpu
 
 
-def test_rst_is_forwarded_but_not_inserted(fresh_lb):
+@pytest.mark.parametrize("start", CPUS, ids=["cpu%d" % c for c in CPUS])
+def test_rst_is_forwarded_but_not_inserted(fresh_lb, start):
     lb = fresh_lb()
     rst = raw(tcp4(flags="R", sport=2222))
-    first = chosen_backend(lb, lb.run(rst))
-    other = next(b for b in (lb.backend_id("10.0.0.1"), lb.backend_id("10.0.0.2")) if b != first)
+    first = chosen_backend(lb, lb.run(rst, cpu=start))
+    other = other_backend(lb, first)
     point_ring_at(lb, "192.0.2.10", 80, "tcp", other)
+    for cpu in CPUS:
+        assert chosen_backend(lb, lb.run(rst, cpu=cpu)) == other  # still not inserted
     before = lb.stats()
-    assert chosen_backend(lb, lb.run(raw(tcp4(flags="A", sport=2222)))) == other
+    assert chosen_backend(lb, lb.run(raw(tcp4(flags="A", sport=2222)), cpu=start)) == other
     assert "ct_miss" in _deltas(before, lb.stats())
 
 
-def test_udp_entry_expires_after_the_configured_timeout(fresh_lb):
+@pytest.mark.parametrize("start", CPUS, ids=["cpu%d" % c for c in CPUS])
+def test_udp_entry_expires_after_the_configured_timeout_on_every_cpu(fresh_lb, start):
     lb = fresh_lb(udp_timeout_ms=150)
     pkt = raw(udp4(sport=4444))
-    first = chosen_backend(lb, lb.run(pkt))
-    other = next(b for b in (lb.backend_id("10.0.0.1"), lb.backend_id("10.0.0.2")) if b != first)
+    first = chosen_backend(lb, lb.run(pkt, cpu=start))
+    other = other_backend(lb, first)
     point_ring_at(lb, "192.0.2.10", 53, "udp", other)
-    assert chosen_backend(lb, lb.run(pkt)) == first  # refreshed: still within the timeout
+    for cpu in CPUS:
+        assert chosen_backend(lb, lb.run(pkt, cpu=cpu)) == first  # refreshed: still within the timeout
     time.sleep(0.3)
     before = lb.stats()
-    assert chosen_backend(lb, lb.run(pkt)) == other
+    assert chosen_backend(lb, lb.run(pkt, cpu=next_cpu(start))) == other
     assert "udp_expired" in _deltas(before, lb.stats())
-    assert chosen_backend(lb, lb.run(pkt)) == other
+    for cpu in CPUS:
+        assert chosen_backend(lb, lb.run(pkt, cpu=cpu)) == other
 
 
-def test_draining_backend_keeps_established_flows_and_gets_no_new_ones(fresh_lb):
+@pytest.mark.parametrize("start", CPUS, ids=["cpu%d" % c for c in CPUS])
+def test_draining_backend_keeps_established_flows_on_every_cpu_and_gets_no_new_ones(fresh_lb, start):
     lb = fresh_lb()
     drained = lb.backend_id("10.0.0.3")
+    acks = frames_with_sports(tcp4(flags="A"), range(1000, 1200))
+    syns = frames_with_sports(tcp4(flags="S"), range(5000, 5200))
     flows = {}
-    for sport in range(1000, 1200):
-        flows[sport] = chosen_backend(lb, lb.run(raw(tcp4(flags="A", sport=sport))))
+    for sport, ack in acks.items():
+        flows[sport] = chosen_backend(lb, lb.run(ack, cpu=start))
     on_drained = [s for s, b in flows.items() if b == drained]
     assert on_drained
     vips = [dict(v) for v in VIPS]
     vips[0] = dict(vips[0], backends=[be("10.0.0.1", "02:00:00:00:01:01"), be("10.0.0.2", "02:00:00:00:01:02"),
                                       be("10.0.0.3", "02:00:00:00:01:03", 0)])
     lb.apply(vips)
-    for sport in on_drained:
-        assert chosen_backend(lb, lb.run(raw(tcp4(flags="A", sport=sport)))) == drained
-    for sport in range(5000, 5200):
-        assert chosen_backend(lb, lb.run(raw(tcp4(flags="S", sport=sport)))) != drained
+    for n, sport in enumerate(on_drained):
+        assert chosen_backend(lb, lb.run(acks[sport], cpu=CPUS[n % len(CPUS)])) == drained
+    for sport, syn in syns.items():
+        assert chosen_backend(lb, lb.run(syn, cpu=CPUS[sport % len(CPUS)])) != drained
 
 
-def test_flow_of_a_removed_backend_is_picked_again_from_the_ring(fresh_lb):
+@pytest.mark.parametrize("start", CPUS, ids=["cpu%d" % c for c in CPUS])
+def test_flow_of_a_removed_backend_is_picked_again_from_the_ring_on_every_cpu(fresh_lb, start):
     lb = fresh_lb()
     ack = raw(tcp4(flags="A", sport=3333))
-    first = chosen_backend(lb, lb.run(ack))
-    other = next(b for b in (lb.backend_id("10.0.0.1"), lb.backend_id("10.0.0.2")) if b != first)
+    first = chosen_backend(lb, lb.run(ack, cpu=start))
+    other = other_backend(lb, first)
     point_ring_at(lb, "192.0.2.10", 80, "tcp", other)
     lb.remove_backend(first)
-    assert chosen_backend(lb, lb.run(ack)) == other
+    for cpu in [next_cpu(start)] + CPUS:
+        assert chosen_backend(lb, lb.run(ack, cpu=cpu)) == other
 
 
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])
@@ -456,7 +489,7 @@ def test_map_layouts_match_the_helpers_byte_encoding(shared_lb):
     assert sizes["lb_backends"] == (4, 32) and sizes["lb_config"] == (4, 44)
     assert sizes["lb_conntrack_v4"] == (16, 16) and sizes["lb_conntrack_v6"] == (40, 16)
     assert sizes["lb_stats"] == (4, 16)
-    assert obj.map("lb_conntrack_v4").type == obj.map("lb_conntrack_v6").type == "lru_percpu_hash"
+    assert obj.map("lb_conntrack_v4").type == obj.map("lb_conntrack_v6").type == "lru_hash"
 
 
 def test_ipip_outer_source_and_flow_label_spread_flows_within_the_tunnel_prefixes(lb):
@@ -474,18 +507,21 @@ def test_ipip_outer_source_and_flow_label_spread_flows_within_the_tunnel_prefixe
     assert len(labels) >= 60
 
 
+@pytest.mark.parametrize("start", CPUS, ids=["cpu%d" % c for c in CPUS])
 @pytest.mark.parametrize("build, vip, port", [(tcp6, "2001:db8::10", 80), (udp6, "2001:db8::20", 53)],
                          ids=["v6-tcp", "v6-udp"])
-def test_ipv6_established_flow_keeps_its_backend_when_the_ring_changes(fresh_lb, build, vip, port):
+def test_ipv6_established_flow_keeps_its_backend_on_every_cpu_when_the_ring_changes(
+        fresh_lb, build, vip, port, start):
     lb = fresh_lb()
     kwargs = {"flags": "A"} if build is tcp6 else {}
     pkt = raw(build(sport=777, **kwargs))
-    first = chosen_backend(lb, lb.run(pkt))
+    first = chosen_backend(lb, lb.run(pkt, cpu=start))
     ids = {bid for bid, value in lb.entries["lb_backends"] if value["family"] == "ipv6"} - {first}
     point_ring_at(lb, vip, port, "tcp" if build is tcp6 else "udp", min(ids))
-    before = lb.stats()
-    assert chosen_backend(lb, lb.run(pkt)) == first
-    assert _deltas(before, lb.stats())["ct_hit"][0] == 1
+    for cpu in CPUS:
+        before = lb.stats()
+        assert chosen_backend(lb, lb.run(pkt, cpu=cpu)) == first, "cpu %d" % cpu
+        assert _deltas(before, lb.stats())["ct_hit"][0] == 1
 
 
 def test_non_vip_packets_continue_the_xdp_chain_and_vip_packets_do_not(lb):
@@ -498,3 +534,142 @@ def test_non_vip_packets_continue_the_xdp_chain_and_vip_packets_do_not(lb):
             assert nxt.percpu_u64_sums("hits", struct.pack("<I", 0))[0] == 1
         finally:
             libbpf.map_delete(lb.prog.map_fd("fleet_chain"), struct.pack("<I", 1))
+
+
+# ------------------------------------------------------------ connection table across CPUs, capacity
+
+def many_vips():
+    """8 VIPs (TCP and UDP, IPv4 and IPv6), each with 3 backends of its own (disjoint addresses and MACs)."""
+    out = []
+    for v in range(8):
+        v6 = v >= 5
+        out.append({"vip": "2001:db8::1%02x" % v if v6 else "192.0.2.%d" % (100 + v), "port": 80,
+                    "proto": "udp" if v in (4, 7) else "tcp", "mode": "dsr",
+                    "backends": [be("2001:db8:%x::%d" % (v + 1, b) if v6 else "10.%d.0.%d" % (v + 1, b),
+                                    "02:00:00:%02x:00:%02x" % (v + 1, b)) for b in range(1, 4)]})
+    return out
+
+
+def vip_packet(vip, sport, flags):
+    build = {(4, "tcp"): tcp4, (4, "udp"): udp4, (6, "tcp"): tcp6, (6, "udp"): udp6}[
+        (ipaddress.ip_address(vip["vip"]).version, vip["proto"])]
+    kwargs = {"flags": flags} if vip["proto"] == "tcp" else {}
+    return build(dst=vip["vip"], dport=vip["port"], sport=sport, **kwargs)
+
+
+@pytest.mark.parametrize("start", CPUS, ids=["cpu%d" % c for c in CPUS])
+def test_flows_moved_to_another_cpu_keep_the_backend_chosen_for_them_never_another_vips(fresh_lb, start):
+    # the way it failed: an LRU_PERCPU_HASH insert zero-filled the other CPUs' slots, and there backend id 0
+    # (another VIP's backend) was taken for a connection-table hit
+    vips = many_vips()
+    lb = fresh_lb(vips)
+    flows = []
+    for n, vip in enumerate(vips):
+        sports = range(41000 + 10 * n, 41010 + 10 * n)
+        syns, acks = frames_with_sports(vip_packet(vip, 1, "S"), sports), frames_with_sports(vip_packet(vip, 1, "A"),
+                                                                                             sports)
+        for sport in sports:
+            want = lb.maglev_backend(C6 if ":" in vip["vip"] else C4, vip["vip"], sport, vip["port"], vip["proto"])
+            assert chosen_backend(lb, lb.run(syns[sport], cpu=start)) == want
+            flows.append((vip, sport, acks[sport], want))
+    own = {lb.vip_id(v["vip"], v["port"], v["proto"]): {lb.backend_id(b["address"]) for b in v["backends"]}
+           for v in vips}
+    for cpu in [c for c in CPUS if c != start] + [start]:
+        before = lb.stats()
+        for vip, sport, ack, want in flows:
+            got = chosen_backend(lb, lb.run(ack, cpu=cpu))
+            assert got in own[lb.vip_id(vip["vip"], vip["port"], vip["proto"])], \
+                "flow %s:%d sent to another VIP's backend %d on cpu %d" % (vip["vip"], sport, got, cpu)
+            assert got == want, "cpu %d" % cpu
+        deltas = _deltas(before, lb.stats())
+        assert deltas["ct_hit"][0] == len(flows) and "ct_miss" not in deltas and "udp_expired" not in deltas
+
+
+def test_connection_tables_are_shared_lru_hashes_with_one_lru_list_per_cpu(shared_lb):
+    for name in ("lb_conntrack_v4", "lb_conntrack_v6"):
+        info = libbpf.map_info(shared_lb.prog.map_fd(name))
+        assert info["type"] == "lru_hash" and info["map_flags"] & loader.BPF_F_NO_COMMON_LRU, info
+
+
+def conntrack_object(tmp_path_factory, **defines):
+    """xdp_lb.c compiled with the clang arguments xdp_program uses for its `defines` option."""
+    out = str(tmp_path_factory.mktemp("xdp_lb_ct") / "xdp_lb.o")
+    cmd = program_module.clang_command("clang", os.path.join(paths.BPF_SRC, "xdp_lb.c"), out, defines,
+                                       [paths.BPF_INCLUDE], os.uname().machine)
+    return subprocess.run(cmd, capture_output=True, text=True, check=False), out
+
+
+SMALL_PER_CPU = 64
+
+
+@pytest.fixture(scope="module")
+def small_table_object(tmp_path_factory):
+    proc, out = conntrack_object(tmp_path_factory, FLEET_LB_CONNTRACK_PER_CPU=SMALL_PER_CPU)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+@pytest.mark.parametrize("per_cpu", [None, SMALL_PER_CPU], ids=["default", "defined-64"])
+def test_connection_table_capacity_is_the_declared_per_cpu_size_times_the_possible_cpus(
+        per_cpu, small_table_object, tmp_path):
+    path = small_table_object if per_cpu else paths.bpf_object("xdp_lb")
+    per_cpu = per_cpu or 65536
+    ncpus = libbpf.num_possible_cpus()
+    info = loader.inspect(path, "xdp_lb", "xdp")
+    for name in ("lb_conntrack_v4", "lb_conntrack_v6"):
+        assert info.maps[name]["max_entries"] == per_cpu * ncpus
+    # loaded by the loader, as xdp_program does: the maps it creates have that size, and a pin of them
+    # compares as compatible with the object (an upgrade reuses it instead of seeing a false "incompatible")
+    inst = loader.load_instance(info, 0, -1, {})
+    try:
+        for name in ("lb_conntrack_v4", "lb_conntrack_v6"):
+            live = libbpf.map_info(inst.new_maps[name])
+            assert live["max_entries"] == per_cpu * ncpus
+            assert loader.incompatible(info.maps[name], live) == []
+        # the same object loaded again with the first load's maps reused: accepted, the same maps
+        again = loader.load_instance(info, 0, -1, {name: inst.new_maps[name]
+                                                   for name in ("lb_conntrack_v4", "lb_conntrack_v6")})
+        again.close()
+    finally:
+        inst.close()
+    with LB(VIPS, obj=path) as lb:
+        for name in ("lb_conntrack_v4", "lb_conntrack_v6"):
+            assert libbpf.map_info(lb.prog.map_fd(name))["max_entries"] == per_cpu * ncpus
+
+
+def test_only_maps_flagged_no_common_lru_are_sized_per_cpu_and_an_impossible_total_is_refused():
+    assert loader.created_max_entries("m", 100, 0, ncpus=64) == 100
+    assert loader.created_max_entries("m", 100, loader.BPF_F_NO_COMMON_LRU | 0x1, ncpus=64) == 6400
+    with pytest.raises(loader.LoadError, match=r"map m: 134217728 entries per CPU x 64 possible CPUs"):
+        loader.created_max_entries("m", 1 << 27, loader.BPF_F_NO_COMMON_LRU, ncpus=64)
+
+
+def test_the_old_total_size_define_is_refused_with_a_message_naming_the_per_cpu_one(tmp_path_factory):
+    proc, dummy = conntrack_object(tmp_path_factory, FLEET_LB_CONNTRACK_ENTRIES=65536)
+    assert proc.returncode != 0 and "FLEET_LB_CONNTRACK_PER_CPU" in proc.stderr
+
+
+def test_a_full_connection_table_still_balances_new_flows_to_the_maglev_backend_on_every_cpu(
+        fresh_lb, small_table_object):
+    lb = fresh_lb(obj=small_table_object)
+    capacity = SMALL_PER_CPU * libbpf.num_possible_cpus()
+    for n, cpu in enumerate(CPUS):
+        for family, pkt, key_size in (("v4", tcp4(flags="A"), 16), ("v6", tcp6(flags="A"), 40)):
+            src, dst, dummy, dport, proto = flow_of(pkt)
+            # three times this CPU's share of new flows on it: its LRU list is full and evicts; after the
+            # last CPU, every CPU's list is full
+            sports = range(10000 + n * 3 * SMALL_PER_CPU, 10000 + (n + 1) * 3 * SMALL_PER_CPU)
+            frames = frames_with_sports(pkt, sports)
+            before = lb.stats()
+            for sport in sports:
+                want = lb.maglev_backend(src, dst, sport, dport, proto)
+                assert chosen_backend(lb, lb.run(frames[sport], cpu=cpu)) == want, (family, sport, cpu)
+            assert _deltas(before, lb.stats())["ct_miss"][0] == len(sports)
+            held = len(list(libbpf.map_keys(lb.prog.map_fd("lb_conntrack_" + family), key_size)))
+            assert min(n + 1, len(CPUS)) * SMALL_PER_CPU // 2 <= held <= capacity, (family, held)
+            # the most recent flows are established: connection-table hits, on every CPU
+            for cpu2 in CPUS:
+                before = lb.stats()
+                for sport in sports[-8:]:
+                    lb.run(frames[sport], cpu=cpu2)
+                assert _deltas(before, lb.stats())["ct_hit"][0] == 8, (family, cpu, cpu2)

@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import paths  # noqa: E402
 from lb_helpers import LB  # noqa: E402
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf  # noqa: E402
+from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf, program_module  # noqa: E402
 
 pytestmark = pytest.mark.kernel
 
@@ -139,3 +139,46 @@ def test_real_tcp_connections_through_the_lb_land_on_the_maglev_backend(lab, mod
     stats = lb.stats()
     assert stats["tx"][0] >= 3 * len(sports)  # SYN, ACK, FIN... of every connection went through XDP_TX
     assert stats["syn"][0] >= len(sports)
+
+
+CONNTRACK = ("lb_conntrack_v4", "lb_conntrack_v6")
+
+
+def lb_object(tmp_path, name, *flags, **defines):
+    """bpf/xdp_lb.c compiled with the clang arguments of xdp_program's `defines` option (plus `flags`)."""
+    out = str(tmp_path / name)
+    cmd = program_module.clang_command("clang", os.path.join(paths.BPF_SRC, "xdp_lb.c"), out, defines,
+                                       [paths.BPF_INCLUDE], os.uname().machine, extra_flags=flags)
+    subprocess.run(cmd, check=True, capture_output=True)
+    return out
+
+
+def test_xdp_program_sizes_the_connection_tables_per_cpu_and_an_upgrade_reuses_them(
+        netns, pin_root, state_dir, run_module, tmp_path):
+    ns = netns("lbd")
+    ns.veth("va", "vb")
+    per_cpu = 64
+    v1 = lb_object(tmp_path, "v1.o", FLEET_LB_CONNTRACK_PER_CPU=per_cpu)
+    v2 = lb_object(tmp_path, "v2.o", "-mcpu=v2", FLEET_LB_CONNTRACK_PER_CPU=per_cpu)  # other code, same maps
+    assert open(v1, "rb").read() != open(v2, "rb").read()
+    args = dict(name="lb", object=v1, interfaces=["vb"], pin_root=pin_root, state_dir=state_dir)
+
+    def tables():
+        out = {}
+        for name in CONNTRACK:
+            fd = libbpf.obj_get(os.path.join(pin_root, "lb", "maps", name))
+            with libbpf.fd_closing(fd):
+                out[name] = libbpf.map_info(fd)
+        return out
+
+    res = run_module("xdp_program", args, netns=ns)
+    assert res.changed and not res.failed, res
+    first = tables()
+    for info in first.values():
+        assert info["type"] == "lru_hash" and info["max_entries"] == per_cpu * libbpf.num_possible_cpus(), info
+    again = run_module("xdp_program", args, netns=ns)
+    assert not again.failed and not again.changed, again
+    upgraded = run_module("xdp_program", dict(args, object=v2), netns=ns)
+    assert upgraded.changed and not upgraded.failed, upgraded
+    assert set(CONNTRACK) <= set(upgraded["maps"]["reused"]) and not upgraded["maps"]["incompatible"], upgraded
+    assert {name: info["id"] for name, info in tables().items()} == {name: info["id"] for name, info in first.items()}
