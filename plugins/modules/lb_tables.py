@@ -28,6 +28,7 @@ version_added: 0.1.0
 author: ebpf.fleet contributors (@ebpf-fleet)
 extends_documentation_fragment:
   - ebpf.fleet.attributes
+  - ebpf.fleet.paths
 attributes:
   check_mode:
     support: full
@@ -71,18 +72,6 @@ options:
       - The ring size of a running load balancer with VIPs cannot change in place.
     type: int
     default: 65537
-  pin_root:
-    description:
-      - Folder on bpffs for the collection's pins (mounted at /sys/fs/bpf when missing).
-    type: path
-    default: /sys/fs/bpf/ebpf_fleet
-  state_dir:
-    description:
-      - Folder for the deployment records (object copy, checksum, options) from which a host can restore itself.
-      - Accepted so that one C(module_defaults) serves the whole action group; this module keeps no record (the
-        maps are the state).
-    type: path
-    default: /var/lib/ebpf_fleet
 notes:
   - Load C(bpf/xdp_lb.c) first with M(ebpf.fleet.xdp_program); this module only writes the maps.
   - The filter P(ebpf.fleet.maglev_entries#filter) computes the same rings on the controller, but it keeps ids only
@@ -162,6 +151,7 @@ rows:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.ebpf.fleet.plugins.module_utils import shared_options
 
 try:
     from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs, libbpf, maglev
@@ -180,8 +170,7 @@ def argument_spec() -> dict:
         vips=dict(type="list", elements="dict", required=True),
         config=dict(type="dict", default={}),
         ring_size=dict(type="int", default=65537),
-        pin_root=dict(type="path", default="/sys/fs/bpf/ebpf_fleet"),
-        state_dir=dict(type="path", default="/var/lib/ebpf_fleet"),
+        **shared_options.argument_spec()
     )
 
 
