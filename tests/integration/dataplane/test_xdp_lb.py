@@ -8,7 +8,6 @@ import ipaddress
 import os
 import random
 import struct
-import subprocess
 import sys
 import time
 
@@ -21,12 +20,12 @@ from scapy.packet import Raw, raw
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness import paths  # noqa: E402
+from harness import bpfbuild, paths  # noqa: E402
 from harness.progtest import XDP_DROP, XDP_PASS, XDP_TX, LoadedProgram  # noqa: E402
 import lb_helpers  # noqa: E402
 from lb_helpers import LB, LB_MAC  # noqa: E402
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf, loader, maglev, program_module  # noqa: E402
+from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf, loader, maglev  # noqa: E402
 
 pytestmark = pytest.mark.kernel
 
@@ -594,9 +593,7 @@ def test_connection_tables_are_shared_lru_hashes_with_one_lru_list_per_cpu(share
 def conntrack_object(tmp_path_factory, **defines):
     """xdp_lb.c compiled with the clang arguments xdp_program uses for its `defines` option."""
     out = str(tmp_path_factory.mktemp("xdp_lb_ct") / "xdp_lb.o")
-    cmd = program_module.clang_command("clang", os.path.join(paths.BPF_SRC, "xdp_lb.c"), out, defines,
-                                       [paths.BPF_INCLUDE], os.uname().machine)
-    return subprocess.run(cmd, capture_output=True, text=True, check=False), out
+    return bpfbuild.compile_like_xdp_program(os.path.join(paths.BPF_SRC, "xdp_lb.c"), out, **defines), out
 
 
 SMALL_PER_CPU = 64

@@ -18,10 +18,10 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness import paths  # noqa: E402
+from harness import bpfbuild, paths  # noqa: E402
 from lb_helpers import LB  # noqa: E402
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf, program_module  # noqa: E402
+from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf  # noqa: E402
 
 pytestmark = pytest.mark.kernel
 
@@ -147,9 +147,8 @@ CONNTRACK = ("lb_conntrack_v4", "lb_conntrack_v6")
 def lb_object(tmp_path, name, *flags, **defines):
     """bpf/xdp_lb.c compiled with the clang arguments of xdp_program's `defines` option (plus `flags`)."""
     out = str(tmp_path / name)
-    cmd = program_module.clang_command("clang", os.path.join(paths.BPF_SRC, "xdp_lb.c"), out, defines,
-                                       [paths.BPF_INCLUDE], os.uname().machine, extra_flags=flags)
-    subprocess.run(cmd, check=True, capture_output=True)
+    proc = bpfbuild.compile_like_xdp_program(os.path.join(paths.BPF_SRC, "xdp_lb.c"), out, *flags, **defines)
+    assert proc.returncode == 0, proc.stderr
     return out
 
 
