@@ -858,14 +858,14 @@ class MapCodec:
     def encode_key(self, value, where: str = "key") -> bytes:
         data = self._enc_key(value, where)
         if self.key_limit is not None:
-            self.check_index(data, value, where)
+            self.check_index(data, where)
         return data
 
-    def check_index(self, data: bytes, value, where: str) -> None:
+    def check_index(self, data: bytes, where: str) -> None:
         index = int.from_bytes(data, "little")
         if index >= self.key_limit:
-            raise CodecError(where, "index %s is out of range: the %s map has %d elements (0..%d)"
-                             % (short(value), self.map_type, self.key_limit, self.key_limit - 1))
+            raise CodecError(where, "index %d is out of range: the %s map has %d elements (0..%d)"
+                             % (index, self.map_type, self.key_limit, self.key_limit - 1))
 
     def encode_keys(self, values: list, where) -> list:
         """encode_key for a list (a plain list file): where(i) names item i for errors."""
@@ -874,7 +874,7 @@ class MapCodec:
             limit = self.key_limit
             for idx, data in enumerate(out):
                 if int.from_bytes(data, "little") >= limit:
-                    self.check_index(data, values[idx], where(idx))
+                    self.check_index(data, where(idx))
         return out
 
     def encode_value(self, value, where: str = "value") -> bytes:

@@ -130,3 +130,15 @@ def test_array_sync_compares_every_declared_index_including_all_zero(pin_root, d
     assert contents(pin_root, "filter", "filter_config")[0]["default_verdict"] == "pass"
     res = run_module("bpf_map", dict(args, entries={0: {"default_verdict": "pass"}}))
     assert not res.changed and res["counts"]["unchanged"] == 1
+
+
+@pytest.mark.parametrize("verdict", ["max", "FLEET_VERDICT_MAX", 3])
+def test_the_verdict_enums_end_marker_is_refused_and_nothing_is_written(pin_root, deploy, run_module, verdict):
+    deploy("xdp_filter", "filter")
+    args = {"name": "filter", "map": "filter_config", "pin_root": pin_root}
+    assert not run_module("bpf_map", dict(args, entries={0: {"default_verdict": "drop"}})).failed
+    res = run_module("bpf_map", dict(args, entries={0: {"default_verdict": verdict}}))
+    assert res.failed and res["applied"] == 0 and "nothing was written" in res["msg"]
+    assert "is the end marker of enum fleet_verdict (FLEET_VERDICT_MAX = 3), not a value: expected one of pass, " \
+           "drop, redirect" in res["msg"]
+    assert contents(pin_root, "filter", "filter_config")[0]["default_verdict"] == "drop"
