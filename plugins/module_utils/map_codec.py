@@ -639,6 +639,68 @@ class DeviceCodec(Codec):
         return out
 
 
+class KeyLayoutCodec(Codec):
+    """An integer key made of parts, as a program computes it: struct fleet_key_<map> in the object's BTF lists
+    the parts, and every part after the first is an enum whose end marker is its radix. filter_stats'
+    struct fleet_key_filter_stats {enum fleet_filter_reason reason; enum fleet_verdict verdict;} means
+    key = reason * FLEET_VERDICT_MAX + verdict, written and read as {reason: port, verdict: drop}."""
+
+    def __init__(self, inner: IntCodec, type_name: str, parts: list):
+        self.inner = inner
+        self.size = inner.size
+        self.type_name = type_name
+        self.parts = parts  # [(name, codec, radix)], radix None for the first part
+
+    def describe(self):
+        return "struct %s {%s} or the number" % (self.type_name, ", ".join(p[0] for p in self.parts))
+
+    def encode(self, value, where):
+        if not isinstance(value, dict):
+            return self.inner.encode(value, where)
+        names = [p[0] for p in self.parts]
+        if set(value) != set(names):
+            raise CodecError(where, "expected a dict with exactly the members %s, got %s" % (", ".join(names),
+                                                                                            short(value)))
+        num = 0
+        for name, codec, radix in self.parts:
+            sub = "%s.%s" % (where, name) if where else name
+            part = int.from_bytes(codec.encode(value[name], sub), "little", signed=False)
+            num = part if radix is None else num * radix + part
+        return self.inner.encode(num, where)
+
+    def decode(self, data):
+        num = self.inner.decode(data)
+        out = {}
+        for name, codec, radix in reversed(self.parts):
+            part, num = (num, 0) if radix is None else (num % radix, num // radix)
+            out[name] = codec.decode(part.to_bytes(codec.size, "little")) if part < 1 << (8 * codec.size) else part
+        return dict(reversed(list(out.items())))
+
+
+KEY_LAYOUT_PREFIX = "fleet_key_"
+
+
+def key_layout(btf: btf_mod.Btf, map_name: str, key: Codec):
+    """A KeyLayoutCodec for map_name's integer key when the BTF holds struct fleet_key_<map_name>, else None."""
+    if type(key) is not IntCodec or key.signed or not map_name:  # pylint: disable=unidiomatic-typecheck
+        return None
+    item = btf.find(KEY_LAYOUT_PREFIX + map_name, btf_mod.KIND_STRUCT)
+    if item is None or not item.members:
+        return None
+    parts = []
+    for idx, member in enumerate(item.members):
+        codec = compile_type(btf, member.type_id)
+        if idx == 0:
+            if not isinstance(codec, (IntCodec, EnumCodec)):
+                return None
+            parts.append((member.name, codec, None))
+        elif isinstance(codec, EnumCodec) and codec.marker is not None and not isinstance(codec, FlagsCodec):
+            parts.append((member.name, codec, codec.marker[2]))
+        else:
+            return None
+    return KeyLayoutCodec(key, item.name, parts)
+
+
 # ---------------------------------------------------------------- compiling codecs from BTF
 
 def _special(name: str):
@@ -828,6 +890,7 @@ class MapCodec:
             parsed = btf_mod.Btf.parse(btf_raw)
             if info.get("btf_key_type_id"):
                 key_codec = compile_type(parsed, info["btf_key_type_id"])
+                key_codec = key_layout(parsed, info.get("name", ""), key_codec) or key_codec
             if info.get("btf_value_type_id"):
                 value_codec = compile_type(parsed, info["btf_value_type_id"])
         if key_codec is None or key_codec.size != info["key_size"]:

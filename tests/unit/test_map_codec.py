@@ -267,3 +267,30 @@ def test_array_index_beyond_max_entries_is_refused(codecs):
         policy.encode_key(8, "entries[8]")
     with pytest.raises(CodecError, match="list line 2: index 9 is out of range"):
         policy.encode_keys(["1", "9"], lambda i: "list line %d" % (i + 1))
+
+
+def _program_map_codec(obj_name, map_name):
+    from ansible_collections.ebpf.fleet.plugins.module_utils import btf as btf_mod
+    from harness import paths
+    with libbpf.BpfObject.open(paths.bpf_object(obj_name)) as obj:
+        raw = obj.btf_raw()
+    info = btf_mod.map_definition(btf_mod.Btf.parse(raw), map_name, libbpf.MAP_TYPE_NAMES)
+    return map_codec.MapCodec.build(info, raw, ncpus=NCPUS)
+
+
+def test_counter_keys_made_of_enums_read_back_by_name():
+    stats = _program_map_codec("xdp_filter", "filter_stats")
+    verdicts = _program_enums()["fleet_verdict"]
+    width = map_codec.end_marker(verdicts.members, "fleet_verdict").value  # the program's reason * MAX + verdict
+    reasons = map_codec.EnumCodec(4, False, _program_enums()["fleet_filter_reason"].members, "fleet_filter_reason")
+    port = reasons.lookup["port"]
+    key = (port * width + 1).to_bytes(4, "little")
+    assert stats.decode_key(key) == {"reason": "port", "verdict": "drop"}
+    assert stats.encode_key({"reason": "port", "verdict": "drop"}) == key
+    assert stats.encode_key(port * width + 1) == key   # the number still works
+    with pytest.raises(CodecError, match="verdict: 'max' is the end marker"):
+        stats.encode_key({"reason": "port", "verdict": "max"}, "entries[0]")
+    egress = _program_map_codec("tc_egress", "egress_stats")
+    assert egress.decode_key((2 * 8 + 3).to_bytes(4, "little")) == {"class_id": 2, "outcome": "paced"}
+    assert egress.decode_key((2 * 8 + 6).to_bytes(4, "little")) == {"class_id": 2, "outcome": 6}
+    assert _program_map_codec("xdp_filter", "filter_rule_stats").decode_key((7).to_bytes(4, "little")) == 7
