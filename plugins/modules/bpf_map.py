@@ -15,8 +15,14 @@ description:
     See docs/maps.md for the notation.
   - Reads the current contents with one batch lookup (one element at a time only for map types without batch
     support), compares as bytes, and applies only the difference with batch updates and deletes.
-  - Every entry is validated before anything is written; one bad entry fails the task with its index or line and
-    the reason, and the map is untouched.
+  - Every entry is validated before anything is written (its types, an array index below the map's
+    C(max_entries), no more elements than a hash or trie holds, no enum end marker such as C(max) as a value);
+    one bad entry fails the task with its index or line and the reason, and the map is untouched.
+  - A declared all-zero value is compared like any other (in an array it is what an element holds when nothing
+    was written), so every declaration converges to C(changed=false) on the second run.
+  - In check mode a map that is not pinned yet (a host never deployed, or rebooted) is not an error: the entries
+    are typed through the deployment's recorded object when there is a record, else predicted as added as
+    declared; RV(predicted_from) says which. Check mode writes nothing.
   - For a one-slot array or hash of maps (a rule set a program reads as one unit) the entries describe the inner
     map; a new inner map is filled and swapped into slot 0 with one update, so a packet sees the whole old set or
     the whole new set.
@@ -103,6 +109,9 @@ options:
 notes:
   - Arrays cannot delete elements; there an absent element is an all-zero one.
   - For very large sets prefer a plain list or JSON file over YAML.
+  - Files of entries nested deeper than 64 levels, YAML whose aliases expand it more than 16 times, YAML scalars
+    over 65536 characters and files over 1 GiB are refused with a short message naming the file (and line);
+    error messages show values shortened to at most 200 characters.
 """
 
 EXAMPLES = r"""
@@ -169,11 +178,24 @@ applied:
   returned: always
   type: int
   sample: 3
+msg:
+  description: Why the result is a prediction (check mode with the map not pinned yet).
+  returned: when the map does not exist yet, in check mode
+  type: str
+  sample: "check mode: /sys/fs/bpf/ebpf_fleet/filter/maps/filter_v4 is not pinned yet and the deployment has no record; ..."
 swapped:
   description: True when a new inner map was filled and swapped into a map of maps.
   returned: success
   type: bool
   sample: false
+predicted_from:
+  description:
+    - Only in check mode when the map is not pinned yet. V(record) when the entries were typed through the map's
+      definition in the deployment's recorded object (after a reboot), V(declaration) when there is no record
+      (first deploy) and every declared entry is predicted as added, as declared and unchecked.
+  returned: when the map does not exist yet, in check mode
+  type: str
+  sample: declaration
 changes:
   description:
     - Added, changed and removed entries in the operator's notation, at most I(diff_limit) of each.
