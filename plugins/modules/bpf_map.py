@@ -98,7 +98,10 @@ options:
     type: bool
     default: false
   per_cpu:
-    description: How values of per-CPU maps are shown in the output, summed over CPUs or one per CPU.
+    description:
+      - How values of per-CPU maps are shown in the output. V(list) gives one value per CPU; V(sum) adds up the
+        counters over CPUs (members of C(struct fleet_counter), plain unsigned integers) and shows any other
+        member once when every CPU holds the same value, else one per CPU.
     type: str
     choices: [sum, list]
     default: sum
