@@ -659,8 +659,8 @@ class KeyLayoutCodec(Codec):
             return self.inner.encode(value, where)
         names = [p[0] for p in self.parts]
         if set(value) != set(names):
-            raise CodecError(where, "expected a dict with exactly the members %s, got %s" % (", ".join(names),
-                                                                                            short(value)))
+            raise CodecError(where, "expected a dict with exactly the members %s, got %s"
+                             % (", ".join(names), short(value)))
         num = 0
         for name, codec, radix in self.parts:
             sub = "%s.%s" % (where, name) if where else name

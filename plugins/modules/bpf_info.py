@@ -48,12 +48,12 @@ options:
     default: /var/lib/ebpf_fleet
   contents:
     description:
-      - Include the entries of the deployments' pinned maps, in the notation M(ebpf.fleet.bpf_map) takes: keys and
+      - Include the entries of the deployments' pinned maps, in the notation M(ebpf.fleet.bpf_map) takes, keys and
         values decoded through BTF (enums by name, addresses, structs by member), in hex when there is none.
       - A map the kernel holds no BTF for (libbpf creates it without when the kernel refuses its types, as for
         C(lb_stats), an array keyed by C(enum fleet_lb_stat)) is typed through the deployment's recorded object.
-      - Counter keys computed from enums (C(filter_stats), C(egress_stats)) read back as their parts by name,
-        C({reason: port, verdict: drop}), from the C(struct fleet_key_<map>) the program's BTF carries.
+      - "Counter keys computed from enums (C(filter_stats), C(egress_stats)) read back as their parts by name,
+        C({reason: port, verdict: drop}), from the C(struct fleet_key_<map>) the program's BTF carries."
     type: bool
     default: false
   per_cpu:

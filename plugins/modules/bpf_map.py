@@ -20,7 +20,7 @@ description:
     one bad entry fails the task with its index or line and the reason, and the map is untouched.
   - A declared all-zero value is compared like any other (in an array it is what an element holds when nothing
     was written), so every declaration converges to C(changed=false) on the second run.
-  - In check mode a map that is not pinned yet (a host never deployed, or rebooted) is not an error: the entries
+  - In check mode a map that is not pinned yet (a host never deployed, or rebooted) is not an error; the entries
     are typed through the deployment's recorded object when there is a record, else predicted as added as
     declared; RV(predicted_from) says which. Check mode writes nothing.
   - For a one-slot array or hash of maps (a rule set a program reads as one unit) the entries describe the inner
@@ -215,7 +215,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 try:
     from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs, libbpf, map_sync, records
-    from ansible_collections.ebpf.fleet.plugins.module_utils.map_codec import CodecError, MapCodec, short
+    from ansible_collections.ebpf.fleet.plugins.module_utils.map_codec import CodecError, MapCodec
     HAS_DEPS = True
     DEPS_ERROR = None
 except ImportError as import_exc:  # pragma: no cover - the collection's own code is always there

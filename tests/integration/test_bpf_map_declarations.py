@@ -108,7 +108,7 @@ def test_egress_class_0_config_and_marks_converge(pin_root, deploy, run_module):
     classes = [{"key": 0, "value": egress_tables.class_value({"action": "pass"})},
                {"key": 1, "value": egress_tables.class_value({"action": "pass", "set_dscp": 1, "dscp": 46})},
                {"key": 4, "value": egress_tables.class_value({"action": "pass", "limit": "drop", "rate_bps": 1000,
-                                                               "burst_bytes": 150})}]
+                                                              "burst_bytes": 150})}]
     direct, wide = egress_tables.mark_entries({0x10: 0, 0x20: 1, 0x20000: 0})
     first, _second = twice(run_module, pin_root, "egress", "egress_classes", mode="sync", entries=classes)
     assert first["counts"]["added"] == 2  # class 0 is all zero: it already holds its value
