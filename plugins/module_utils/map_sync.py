@@ -402,6 +402,11 @@ def plan(current: dict, desired: dict, mode: str, absent: bytes = None) -> Plan:
     return result
 
 
+def plan_for(codec: MapCodec, current: dict, desired: dict, mode: str) -> Plan:
+    """plan() for the map codec describes (arrays: a declared all-zero element matches an unwritten one)."""
+    return plan(current, desired, mode, absent_value(codec))
+
+
 def absent_value(codec: MapCodec):
     """What an element missing from read_current holds: all zero for arrays, None (deleted) otherwise."""
     return codec.zero_value if codec.map_type in UNDELETABLE_MAPS else None

@@ -91,3 +91,11 @@ def test_yaml_aliases_that_reuse_a_value_are_fine(tmp_path):
         "- {key: %d, value: *v}\n" % i for i in range(2, 2000)))
     data, fmt = map_sync.load_file(str(path))
     assert fmt == "yaml" and len(data) == 1999 and data[-1]["value"] == {"weight": 1, "name": "web"}
+
+
+def test_plan_for_an_array_codec_matches_declared_zero_elements():
+    codec = MapCodec.build({"type": "array", "key_size": 4, "value_size": 2, "max_entries": 4})
+    zero_key, one_key = codec.encode_key(0), codec.encode_key(1)
+    desired = {zero_key: codec.encode_value(0), one_key: codec.encode_value(7)}
+    assert map_sync.plan_for(codec, {one_key: codec.encode_value(7)}, desired, "sync").empty
+    assert not map_sync.plan({one_key: codec.encode_value(7)}, desired, "sync").empty  # the old call, unaware
