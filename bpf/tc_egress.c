@@ -95,6 +95,13 @@ struct {
 volatile const enum fleet_egress_outcome fleet_egress_outcome_btf;
 volatile const enum fleet_stride_flags fleet_egress_stride_flags_btf;
 volatile const enum fleet_port_flags fleet_egress_port_flags_btf;
+/* egress_stats' key as user space reads it (see fleet_key_filter_stats in xdp_filter.c):
+ * class_id * FLEET_EGRESS_OUTCOMES + outcome */
+struct fleet_key_egress_stats {
+	__u32 class_id;
+	enum fleet_egress_outcome outcome;
+};
+volatile const struct fleet_key_egress_stats fleet_key_egress_stats_btf;
 
 /* The stride table (see filter_tables.py): the /16 level is an array (an
  * inlined load, no hashing), the /24 level a hash read only when the /16

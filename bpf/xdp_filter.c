@@ -119,6 +119,13 @@ volatile const enum fleet_verdict fleet_filter_verdict_btf;
 volatile const enum fleet_filter_reason fleet_filter_reason_btf;
 volatile const enum fleet_stride_flags fleet_stride_flags_btf;
 volatile const enum fleet_port_flags fleet_port_flags_btf;
+/* filter_stats' key as user space reads it (a struct fleet_key_<map> of parts; each part after the first
+ * is an enum whose end marker is its radix): reason * FLEET_VERDICT_MAX + verdict */
+struct fleet_key_filter_stats {
+	enum fleet_filter_reason reason;
+	enum fleet_verdict verdict;
+};
+volatile const struct fleet_key_filter_stats fleet_key_filter_stats_btf;
 
 static __always_inline void fleet_count(void *map, __u32 key, __u64 bytes)
 {

@@ -39,11 +39,12 @@ from dataclasses import dataclass, field
 
 from ansible_collections.ebpf.fleet.plugins.module_utils import clang
 from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils import map_types
 
 SYSTEM_PYTHONS = ["/usr/bin/python3", "/usr/libexec/platform-python", "/usr/bin/python"]
 BCC_PACKAGE = "bcc (Debian: python3-bpfcc, for the system Python)"
 PROG_TYPE_FOR_HOOK = {"xdp": "XDP", "tc_ingress": "SCHED_CLS", "tc_egress": "SCHED_CLS"}
-NO_DATA_MAPS = ("prog_array", "perf_event_array", "ringbuf")
+NO_DATA_MAPS = map_types.NO_DATA
 
 
 class BccError(RuntimeError):
@@ -171,15 +172,11 @@ def layout(info: dict) -> dict:
 def copy_entries(src_fd: int, dst_fd: int) -> int:
     """Copy every entry of one map into another of the same layout; returns how many."""
     info = libbpf.map_info(src_fd)
-    value_size = info["value_size"]
-    if info["type"] in libbpf.PERCPU_MAP_TYPES:
-        value_size = (value_size + 7) // 8 * 8 * libbpf.num_possible_cpus()
-    count = 0
-    for key in list(libbpf.map_keys(src_fd, info["key_size"])):
-        value = libbpf.map_lookup(src_fd, key, value_size)
-        if value is not None:
-            libbpf.map_update(dst_fd, key, value)
-            count += 1
+    keys, values, count = map_types.read_all(src_fd, info)
+    key_size, value_size = info["key_size"], map_types.value_buf_size(info["type"], info["value_size"])
+    for idx in range(count):
+        libbpf.map_update(dst_fd, keys[idx * key_size:(idx + 1) * key_size],
+                          values[idx * value_size:(idx + 1) * value_size])
     return count
 
 

@@ -24,11 +24,14 @@ from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
 from ansible_collections.ebpf.fleet.plugins.module_utils import records
 from ansible_collections.ebpf.fleet.plugins.module_utils import xdp_hook
 
+from ansible_collections.ebpf.fleet.plugins.module_utils import map_types
+
 try:
+    from ansible_collections.ebpf.fleet.plugins.module_utils import btf as btf_mod
     from ansible_collections.ebpf.fleet.plugins.module_utils import map_codec
     HAS_MAP_CODEC = True
 except ImportError:  # the typed codec arrives with bpf_map; raw hex until then
-    map_codec = None
+    btf_mod = map_codec = None
     HAS_MAP_CODEC = False
 
 TC_HOOKS = ("tc_ingress", "tc_egress")
@@ -169,43 +172,72 @@ def _hex(data: bytes) -> str:
 
 
 def _raw_entries(fd: int, info: dict, per_cpu: str, limit: int) -> list:
-    """Keys and values in hex, for maps the typed codec cannot read (or without it).
+    """Keys and values in hex, for maps the typed codec cannot read.
 
-    Per-CPU values: per_cpu=sum adds the CPUs' values as little-endian 64-bit counters when the value size is
-    a multiple of 8 (the usual counters), otherwise lists one hex value per CPU."""
-    percpu = info["type"] in libbpf.PERCPU_MAP_TYPES
-    ncpus = libbpf.num_possible_cpus() if percpu else 1
-    stride = (info["value_size"] + 7) // 8 * 8 if percpu else info["value_size"]
+    Per-CPU values: without types nothing tells a counter from an id or a timestamp, so nothing is added up:
+    one hex value when every CPU holds the same bytes, else the list of per-CPU values."""
+    keys, values, count = map_types.read_all(fd, info)
+    key_size = info["key_size"]
+    vsize = map_types.value_buf_size(info["type"], info["value_size"])
+    stride = map_types.per_cpu_stride(info["value_size"])
     out = []
-    for key in libbpf.map_keys(fd, info["key_size"]):
-        if len(out) >= limit:
-            break
-        value = libbpf.map_lookup(fd, key, stride * ncpus)
-        if value is None:
-            continue
-        if not percpu:
+    for idx in range(min(count, limit)):
+        key, value = keys[idx * key_size:(idx + 1) * key_size], values[idx * vsize:(idx + 1) * vsize]
+        if info["type"] not in map_types.PERCPU:
             out.append({"key": _hex(key), "value": _hex(value)})
             continue
-        cpus = [value[i * stride:i * stride + info["value_size"]] for i in range(ncpus)]
-        if per_cpu == "sum" and info["value_size"] % 8 == 0:
-            words = info["value_size"] // 8
-            total = b"".join(
-                (sum(int.from_bytes(c[w * 8:w * 8 + 8], "little") for c in cpus) & (2 ** 64 - 1)).to_bytes(8, "little")
-                for w in range(words))
-            out.append({"key": _hex(key), "value": _hex(total)})
-        else:
-            out.append({"key": _hex(key), "value": [_hex(c) for c in cpus]})
+        cpus = [_hex(value[i:i + info["value_size"]]) for i in range(0, vsize, stride)]
+        out.append({"key": _hex(key), "value": cpus[0] if per_cpu == "sum" and len(set(cpus)) == 1 else cpus})
     return out
 
 
-def map_entries(fd: int, info: dict, per_cpu: str = "sum", limit: int = 1000) -> dict:
-    """{'entries': [...], 'notation': typed|hex, 'truncated': bool} of one map."""
-    if info["type"] in ("prog_array", "perf_event_array", "ringbuf", "array_of_maps", "hash_of_maps"):
+def object_types(state_dir: str, deployment: str, cache: dict = None):
+    """(BTF blob, parsed Btf) of a deployment's recorded object, or None (no record, a bcc source, no BTF)."""
+    if cache is not None and deployment in cache:
+        return cache[deployment]
+    found = None
+    path = records.object_path(state_dir, deployment)
+    if HAS_MAP_CODEC and os.path.isfile(path):
+        try:
+            with libbpf.BpfObject.open(path) as obj:
+                raw = obj.btf_raw()
+            if raw:
+                found = (raw, btf_mod.Btf.parse(raw))
+        except (libbpf.BpfError, ValueError, OSError):
+            found = None
+    if cache is not None:
+        cache[deployment] = found
+    return found
+
+
+def _recorded_definition(types, map_name: str, info: dict):
+    """The map's key and value types from its object when the kernel holds none for it (libbpf creates a
+    map without BTF when the kernel refuses its types, e.g. an enum as an array's key: lb_stats)."""
+    if types is None or (info.get("btf_key_type_id") and info.get("btf_value_type_id")):
+        return None
+    try:
+        definition = btf_mod.map_definition(types[1], map_name)
+    except (KeyError, ValueError):
+        return None
+    if (definition["key_size"], definition["value_size"]) != (info["key_size"], info["value_size"]):
+        return None  # the pinned map is not the recorded object's
+    return definition
+
+
+def map_entries(fd: int, info: dict, per_cpu: str = "sum", limit: int = 1000, types=None, map_name: str = "") -> dict:
+    """{'entries': [...], 'notation': typed|hex, 'truncated': bool} of one map.
+
+    types: the deployment's recorded object (object_types), which types the maps the kernel holds no BTF for."""
+    if info["type"] in map_types.NO_DATA:
         return {"entries": [], "notation": None, "truncated": False,
                 "note": "%s maps hold no readable data" % info["type"]}
     if HAS_MAP_CODEC:
+        definition = _recorded_definition(types, map_name or info["name"], info)
         try:
-            entries = map_codec.read_entries(fd, per_cpu=per_cpu)
+            if definition is not None:
+                entries = map_codec.read_entries(fd, per_cpu, types[0], definition)
+            else:
+                entries = map_codec.read_entries(fd, per_cpu=per_cpu)
             return {"entries": entries[:limit], "notation": "typed", "truncated": len(entries) > limit}
         except Exception:  # pylint: disable=broad-except
             pass  # a map the codec does not know: raw hex below
@@ -213,7 +245,7 @@ def map_entries(fd: int, info: dict, per_cpu: str = "sum", limit: int = 1000) ->
     return {"entries": entries[:limit], "notation": "hex", "truncated": len(entries) > limit}
 
 
-def pinned_map(path: str, contents: bool, per_cpu: str, limit: int) -> dict:
+def pinned_map(path: str, contents: bool, per_cpu: str, limit: int, types=None) -> dict:
     try:
         fd = libbpf.obj_get(path)
     except libbpf.BpfError as exc:
@@ -223,7 +255,7 @@ def pinned_map(path: str, contents: bool, per_cpu: str, limit: int) -> dict:
         item = {key: info[key] for key in ("id", "type", "key_size", "value_size", "max_entries", "map_flags")}
         item["pin"] = path
         if contents:
-            item.update(map_entries(fd, info, per_cpu, limit))
+            item.update(map_entries(fd, info, per_cpu, limit, types, os.path.basename(path)))
     return item
 
 
@@ -266,7 +298,8 @@ def deployments(pin_root: str, state_dir: str, contents: bool = False, per_cpu: 
             item["programs"][hook_id] = {"id": pinfo["id"], "name": pinfo["name"], "tag": pinfo["tag"],
                                          "type": pinfo["type"]}
         maps = os.path.join(folder, "maps")
+        types = object_types(state_dir, name) if contents and rec else None
         for map_name in sorted(os.listdir(maps)) if os.path.isdir(maps) else []:
-            item["maps"][map_name] = pinned_map(os.path.join(maps, map_name), contents, per_cpu, limit)
+            item["maps"][map_name] = pinned_map(os.path.join(maps, map_name), contents, per_cpu, limit, types)
         out[name] = item
     return out

@@ -236,6 +236,45 @@ class Btf:
         return item.name or item.kind_name
 
 
+def map_definition(btf: "Btf", name: str, map_type_names: dict = None) -> dict:
+    """A map's definition in an object's BTF (the variable name in section .maps, declared with
+    __uint/__type/__array): {type, key_size, value_size, max_entries, map_flags, btf_key_type_id,
+    btf_value_type_id, inner} in the shape of libbpf.map_info; inner is the definition of a map of maps'
+    inner map (or None). type is a number unless map_type_names maps it to a name. KeyError when absent."""
+    for item in btf.types:
+        if item.kind != KIND_DATASEC or item.name != ".maps":
+            continue
+        for member in item.members:
+            var = btf.type(member.type_id)
+            if var.kind == KIND_VAR and var.name == name:
+                return _map_struct(btf, btf.resolve(var.type_id), name, map_type_names)
+    raise KeyError(name)
+
+
+def _map_struct(btf: "Btf", struct_id: int, name: str, map_type_names: dict = None) -> dict:
+    item = btf.type(struct_id)
+    if item.kind != KIND_STRUCT:
+        raise BtfError("map %s: its definition is a %s, not a struct" % (name, item.kind_name))
+    out = {"name": name, "type": 0, "key_size": 0, "value_size": 0, "max_entries": 0, "map_flags": 0,
+           "btf_key_type_id": 0, "btf_value_type_id": 0, "inner": None}
+    for member in item.members:
+        ptr = btf.type(btf.skip_qualifiers(member.type_id))
+        if member.name in ("type", "max_entries", "map_flags", "key_size", "value_size") and ptr.kind == KIND_PTR:
+            target = btf.type(btf.skip_qualifiers(ptr.type_id))
+            if target.kind == KIND_ARRAY:
+                out[member.name] = target.nelems
+        elif member.name in ("key", "value") and ptr.kind == KIND_PTR:
+            out["btf_%s_type_id" % member.name] = ptr.type_id
+            out["%s_size" % member.name] = btf.size_of(ptr.type_id)
+        elif member.name == "values" and ptr.kind == KIND_ARRAY:
+            inner = btf.type(btf.skip_qualifiers(ptr.type_id))
+            if inner.kind == KIND_PTR:
+                out["inner"] = _map_struct(btf, btf.resolve(inner.type_id), name + ".inner", map_type_names)
+    if map_type_names is not None:
+        out["type"] = map_type_names.get(out["type"], "unknown")
+    return out
+
+
 def _string(strings: bytes, offset: int) -> str:
     if offset >= len(strings):
         raise BtfError("string offset %d past the string section (%d bytes)" % (offset, len(strings)))

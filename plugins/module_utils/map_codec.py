@@ -37,34 +37,59 @@ sum of numeric members over CPUs (``per_cpu="sum"``) or the list (``"list"``).
 
 from __future__ import annotations
 
-import errno
 import os
+import reprlib
 import socket
 import struct
 
 from ansible_collections.ebpf.fleet.plugins.module_utils import btf as btf_mod
 from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils import map_types
 
-FD_VALUE_MAPS = frozenset({"prog_array", "array_of_maps", "hash_of_maps", "perf_event_array", "cgroup_array"})
-DEVICE_MAPS = frozenset({"devmap", "devmap_hash"})
-ARRAY_MAPS = frozenset({"array", "percpu_array", "prog_array", "perf_event_array", "cgroup_array",
-                        "array_of_maps", "devmap", "cpumap", "xskmap"})
-# map types whose elements cannot be deleted: "absent" means all-zero there
-UNDELETABLE_MAPS = frozenset({"array", "percpu_array"})
-BATCH_LOOKUP_MAPS = frozenset({"hash", "lru_hash", "percpu_hash", "lru_percpu_hash", "array",
-                               "percpu_array", "lpm_trie"})
-BATCH_DELETE_MAPS = frozenset({"hash", "lru_hash", "percpu_hash", "lru_percpu_hash", "lpm_trie"})
+# the map-type facts live in map_types; these names stay for callers of this module
+FD_VALUE_MAPS = map_types.FD_VALUE
+DEVICE_MAPS = map_types.DEVICE
+ARRAY_MAPS = map_types.ARRAY
+UNDELETABLE_MAPS = map_types.UNDELETABLE
+BATCH_LOOKUP_MAPS = map_types.BATCH_LOOKUP
+BATCH_DELETE_MAPS = map_types.BATCH_DELETE
 
 BE_TYPEDEFS = {"__be16": 2, "__be32": 4, "__be64": 8, "fleet_port_t": 2}
+
+
+SHORT_LIMIT = 200
+
+
+def _short_repr() -> reprlib.Repr:
+    out = reprlib.Repr()
+    out.maxlevel = 3
+    out.maxdict = out.maxlist = out.maxtuple = out.maxset = out.maxfrozenset = out.maxdeque = out.maxarray = 6
+    out.maxstring = out.maxother = 120
+    out.maxlong = 40
+    return out
+
+
+_SHORT = _short_repr()
+
+
+def short(value, limit: int = SHORT_LIMIT) -> str:
+    """repr(value) for an error message, at most limit characters, in bounded time and memory whatever value
+    is (a huge string, a deeply nested or alias-expanded structure): messages never carry a whole value."""
+    text = _SHORT.repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _cap(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 class CodecError(ValueError):
     """An entry that does not fit the type: where (e.g. 'entries[3].value.port') and why."""
 
     def __init__(self, where: str, message: str):
-        self.where = where
-        self.reason = message
-        super().__init__("%s: %s" % (where, message) if where else message)
+        self.where = _cap(where, SHORT_LIMIT)
+        self.reason = _cap(message, 4 * SHORT_LIMIT)
+        super().__init__("%s: %s" % (self.where, self.reason) if where else self.reason)
 
 
 # ---------------------------------------------------------------- codecs
@@ -111,9 +136,9 @@ def _parse_hex(text: str, size: int, where: str) -> bytes:
     try:
         data = bytes.fromhex(digits)
     except ValueError:
-        raise CodecError(where, "%r is not hex bytes" % text)
+        raise CodecError(where, "%s is not hex bytes" % short(text))
     if len(data) != size:
-        raise CodecError(where, "%r is %d bytes; expected %d bytes (%d hex digits)" % (text, len(data), size, size * 2))
+        raise CodecError(where, "%s is %d bytes; expected %d bytes (%d hex digits)" % (short(text), len(data), size, size * 2))
     return data
 
 
@@ -135,8 +160,8 @@ class HexCodec(Codec):
             return _parse_hex(value, self.size, where)
         if isinstance(value, int) and not isinstance(value, bool) and self.size in (1, 2, 4, 8):
             return IntCodec(self.size, False).encode(value, where)
-        raise CodecError(where, "expected raw bytes as a hex string of %d bytes (\"0x...\")%s, got %r"
-                         % (self.size, " for %s" % self.what if self.what else "", value))
+        raise CodecError(where, "expected raw bytes as a hex string of %d bytes (\"0x...\")%s, got %s"
+                         % (self.size, " for %s" % self.what if self.what else "", short(value)))
 
     def decode(self, data):
         return _hex_of(data)
@@ -159,7 +184,7 @@ def _to_int(value, where: str, what: str) -> int:
             return int(text, 0)
         except ValueError:
             pass
-    raise CodecError(where, "expected %s, got %r" % (what, value))
+    raise CodecError(where, "expected %s, got %s" % (what, short(value)))
 
 
 class IntCodec(Codec):
@@ -206,7 +231,7 @@ class BoolCodec(Codec):
             return int(bool(value)).to_bytes(self.size, "little")
         if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
             return int(value.lower() in ("true", "yes")).to_bytes(self.size, "little")
-        raise CodecError(where, "expected true or false, got %r" % (value,))
+        raise CodecError(where, "expected true or false, got %s" % short(value))
 
     def decode(self, data):
         return any(data)
@@ -220,7 +245,7 @@ class FloatCodec(Codec):
     def encode(self, value, where):
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return self._struct.pack(float(value))
-        raise CodecError(where, "expected a number, got %r" % (value,))
+        raise CodecError(where, "expected a number, got %s" % short(value))
 
     def decode(self, data):
         return self._struct.unpack(data)[0]
@@ -240,7 +265,7 @@ class AddressCodec(Codec):
         try:
             return socket.inet_pton(self.family, value)
         except (OSError, TypeError):
-            raise CodecError(where, "%r is not an %s address (expected e.g. \"%s\")" % (value, self.name, self.example))
+            raise CodecError(where, "%s is not an %s address (expected e.g. \"%s\")" % (short(value), self.name, self.example))
 
     def decode(self, data):
         return socket.inet_ntop(self.family, data)
@@ -264,7 +289,7 @@ class MacCodec(Codec):
                     return bytes(int(p, 16) for p in parts)
                 except ValueError:
                     pass
-        raise CodecError(where, "%r is not a MAC address (expected e.g. \"02:00:00:00:00:01\")" % (value,))
+        raise CodecError(where, "%s is not a MAC address (expected e.g. \"02:00:00:00:00:01\")" % short(value))
 
     def decode(self, data):
         return ":".join("%02x" % b for b in data)
@@ -285,21 +310,53 @@ def _common_prefix(names: list) -> str:
     return prefix
 
 
+# last words of an enumerator that marks the end of an enum rather than a value (FLEET_VERDICT_MAX,
+# FLEET_LB_STAT_MAX, ..._COUNT, ..._NUM); see end_marker()
+END_MARKER_WORDS = frozenset({"max", "count", "num", "nr", "end", "last"})
+
+
+def end_marker(members: list, type_name: str, prefix: str = None):
+    """The enumerator that marks the end of an enum (a count or bound for arrays and loops), or None.
+
+    It is the last enumerator declared, its value is above every other one, and its name (without the
+    enum's common prefix) is, or ends in, MAX, COUNT, NUM, NR, END or LAST, or is the plural of the enum's
+    own name (FLEET_EGRESS_OUTCOMES closes enum fleet_egress_outcome). Such an enumerator is not a value:
+    bpf_map refuses it (by name, and any number from it on), and reading shows its number as a number."""
+    if len(members) < 2:
+        return None
+    last = members[-1]
+    if any(m.value >= last.value for m in members[:-1]):
+        return None
+    if prefix is None:
+        prefix = _common_prefix([m.name for m in members])
+    short_name = last.name[len(prefix):].lower()
+    word = short_name.rsplit("_", 1)[-1]
+    plural = (type_name or "").rsplit("_", 1)[-1].lower() + "s"
+    if short_name in END_MARKER_WORDS or word in END_MARKER_WORDS or (plural != "s" and short_name == plural):
+        return last
+    return None
+
+
 class EnumCodec(Codec):
-    def __init__(self, size: int, signed: bool, members: list, type_name: str):
+    def __init__(self, size: int, signed: bool, members: list, type_name: str, markers: bool = True):
         self.size = size
         self.type_name = type_name
         self.int = IntCodec(size, signed, name="enum %s" % type_name)
         prefix = _common_prefix([m.name for m in members])
+        marker = end_marker(members, type_name, prefix) if markers else None
+        self.marker = None
         self.by_value = {}
         self.lookup = {}
         self.order = []
         for m in members:
-            short = m.name[len(prefix):].lower()
-            self.by_value.setdefault(m.value, short)
-            self.lookup[short] = m.value
+            short_name = m.name[len(prefix):].lower()
+            if m is marker:
+                self.marker = (short_name, m.name, m.value)
+                continue
+            self.by_value.setdefault(m.value, short_name)
+            self.lookup[short_name] = m.value
             self.lookup[m.name.lower()] = m.value
-            self.order.append((short, m.value))
+            self.order.append((short_name, m.value))
 
     def names(self) -> list:
         return [pair[0] for pair in self.order]
@@ -307,19 +364,30 @@ class EnumCodec(Codec):
     def describe(self):
         return "enum %s (%s)" % (self.type_name, ", ".join(self.names()))
 
+    def _refuse_marker(self, value, where):
+        raise CodecError(where, "%s is the end marker of enum %s (%s = %d), not a value: expected one of %s"
+                         % (short(value), self.type_name, self.marker[1], self.marker[2], ", ".join(self.names())))
+
     def _one(self, value, where) -> int:
         if isinstance(value, str):
-            num = self.lookup.get(value.strip().lower())
+            text = value.strip().lower()
+            num = self.lookup.get(text)
             if num is not None:
                 return num
+            if self.marker is not None and text in (self.marker[0], self.marker[1].lower()):
+                self._refuse_marker(value, where)
             try:
-                return int(value, 0)
+                num = int(value, 0)
             except ValueError:
-                raise CodecError(where, "%r is not a value of enum %s: expected one of %s"
-                                 % (value, self.type_name, ", ".join(self.names())))
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise CodecError(where, "expected one of %s, got %r" % (", ".join(self.names()), value))
+                raise CodecError(where, "%s is not a value of enum %s: expected one of %s"
+                                 % (short(value), self.type_name, ", ".join(self.names())))
+        elif isinstance(value, int) and not isinstance(value, bool):
+            num = value
+        else:
+            raise CodecError(where, "expected one of %s, got %s" % (", ".join(self.names()), short(value)))
+        if self.marker is not None and num >= self.marker[2]:
+            self._refuse_marker(value, where)
+        return num
 
     def encode(self, value, where):
         return self.int.encode(self._one(value, where), where)
@@ -363,10 +431,10 @@ class CharArrayCodec(Codec):
 
     def encode(self, value, where):
         if not isinstance(value, str):
-            raise CodecError(where, "expected a string, got %r" % (value,))
+            raise CodecError(where, "expected a string, got %s" % short(value))
         data = value.encode()
         if len(data) > self.size:
-            raise CodecError(where, "%r is %d bytes; at most %d fit" % (value, len(data), self.size))
+            raise CodecError(where, "%s is %d bytes; at most %d fit" % (short(value), len(data), self.size))
         return data.ljust(self.size, b"\0")
 
     def decode(self, data):
@@ -386,7 +454,7 @@ class ArrayCodec(Codec):
 
     def encode(self, value, where):
         if not isinstance(value, (list, tuple)):
-            raise CodecError(where, "expected a list of %d items (%s), got %r" % (self.count, self.elem.describe(), value))
+            raise CodecError(where, "expected a list of %d items (%s), got %s" % (self.count, self.elem.describe(), short(value)))
         if len(value) > self.count:
             raise CodecError(where, "%d items given; the array holds %d" % (len(value), self.count))
         out = b"".join(self.elem.encode(item, "%s[%d]" % (where, i)) for i, item in enumerate(value))
@@ -415,11 +483,11 @@ class StructCodec(Codec):
             if len(self.fields) == 1 and len(self.fields[0]) == 3:
                 name, offset, codec = self.fields[0]
                 return codec.encode(value, where).rjust(offset + codec.size, b"\0").ljust(self.size, b"\0")
-            raise CodecError(where, "expected a dict with members %s, got %r" % (", ".join(self.names), value))
+            raise CodecError(where, "expected a dict with members %s, got %s" % (", ".join(self.names), short(value)))
         unknown = [k for k in value if k not in self.names]
         if unknown:
-            raise CodecError(where, "unknown member %r of struct %s: valid members are %s"
-                             % (unknown[0], self.name or "(anon)", ", ".join(self.names)))
+            raise CodecError(where, "unknown member %s of struct %s: valid members are %s"
+                             % (short(unknown[0]), self.name or "(anon)", ", ".join(self.names)))
         buf = bytearray(self.size)
         bits = 0
         for spec in self.fields:
@@ -484,24 +552,24 @@ class LpmCodec(Codec):
         if isinstance(value, dict):
             return self.fallback.encode(value, where)
         if not isinstance(value, str):
-            raise CodecError(where, "expected a %s such as %s, got %r"
-                             % (self.describe(), "\"10.0.0.0/8\"" if self.addr_len == 4 else "\"2001:db8::/32\"", value))
+            raise CodecError(where, "expected a %s such as %s, got %s"
+                             % (self.describe(), "\"10.0.0.0/8\"" if self.addr_len == 4 else "\"2001:db8::/32\"", short(value)))
         addr, sep, plen = value.partition("/")
         try:
             packed = socket.inet_pton(self.family, addr)
         except OSError:
-            raise CodecError(where, "%r is not an %s CIDR: bad address %r" % (value, self.describe()[:4], addr))
+            raise CodecError(where, "%s is not an %s CIDR: bad address %s" % (short(value), self.describe()[:4], short(addr)))
         if sep:
             if not (plen.isascii() and plen.isdigit()) or int(plen) > self.max_len:
-                raise CodecError(where, "%r: prefix length %r is not 0..%d" % (value, plen, self.max_len))
+                raise CodecError(where, "%s: prefix length %s is not 0..%d" % (short(value), short(plen), self.max_len))
             length = int(plen)
             if length < self.max_len:
                 num = int.from_bytes(packed, "big")
                 host = num & ((1 << (self.max_len - length)) - 1)
                 if host:
                     net = socket.inet_ntop(self.family, (num - host).to_bytes(self.addr_len, "big"))
-                    raise CodecError(where, "%r has host bits set: expected the network address, %s/%d"
-                                     % (value, net, length))
+                    raise CodecError(where, "%s has host bits set: expected the network address, %s/%d"
+                                     % (short(value), net, length))
         else:
             length = self.max_len
         return self._head.pack(length) + packed + b"\0" * self._pad
@@ -552,7 +620,7 @@ class DeviceCodec(Codec):
             try:
                 value = socket.if_nametoindex(value)
             except OSError:
-                raise CodecError(where, "no interface named %r here" % value)
+                raise CodecError(where, "no interface named %s here" % short(value))
         if isinstance(self.inner, StructCodec) and not isinstance(value, dict):
             value = {self.inner.names[0]: value}
         return self.inner.encode(value, where)
@@ -569,6 +637,68 @@ class DeviceCodec(Codec):
         if isinstance(out, dict) and name:
             out[self.inner.names[0]] = name
         return out
+
+
+class KeyLayoutCodec(Codec):
+    """An integer key made of parts, as a program computes it: struct fleet_key_<map> in the object's BTF lists
+    the parts, and every part after the first is an enum whose end marker is its radix. filter_stats'
+    struct fleet_key_filter_stats {enum fleet_filter_reason reason; enum fleet_verdict verdict;} means
+    key = reason * FLEET_VERDICT_MAX + verdict, written and read as {reason: port, verdict: drop}."""
+
+    def __init__(self, inner: IntCodec, type_name: str, parts: list):
+        self.inner = inner
+        self.size = inner.size
+        self.type_name = type_name
+        self.parts = parts  # [(name, codec, radix)], radix None for the first part
+
+    def describe(self):
+        return "struct %s {%s} or the number" % (self.type_name, ", ".join(p[0] for p in self.parts))
+
+    def encode(self, value, where):
+        if not isinstance(value, dict):
+            return self.inner.encode(value, where)
+        names = [p[0] for p in self.parts]
+        if set(value) != set(names):
+            raise CodecError(where, "expected a dict with exactly the members %s, got %s"
+                             % (", ".join(names), short(value)))
+        num = 0
+        for name, codec, radix in self.parts:
+            sub = "%s.%s" % (where, name) if where else name
+            part = int.from_bytes(codec.encode(value[name], sub), "little", signed=False)
+            num = part if radix is None else num * radix + part
+        return self.inner.encode(num, where)
+
+    def decode(self, data):
+        num = self.inner.decode(data)
+        out = {}
+        for name, codec, radix in reversed(self.parts):
+            part, num = (num, 0) if radix is None else (num % radix, num // radix)
+            out[name] = codec.decode(part.to_bytes(codec.size, "little")) if part < 1 << (8 * codec.size) else part
+        return dict(reversed(list(out.items())))
+
+
+KEY_LAYOUT_PREFIX = "fleet_key_"
+
+
+def key_layout(btf: btf_mod.Btf, map_name: str, key: Codec):
+    """A KeyLayoutCodec for map_name's integer key when the BTF holds struct fleet_key_<map_name>, else None."""
+    if type(key) is not IntCodec or key.signed or not map_name:  # pylint: disable=unidiomatic-typecheck
+        return None
+    item = btf.find(KEY_LAYOUT_PREFIX + map_name, btf_mod.KIND_STRUCT)
+    if item is None or not item.members:
+        return None
+    parts = []
+    for idx, member in enumerate(item.members):
+        codec = compile_type(btf, member.type_id)
+        if idx == 0:
+            if not isinstance(codec, (IntCodec, EnumCodec)):
+                return None
+            parts.append((member.name, codec, None))
+        elif isinstance(codec, EnumCodec) and codec.marker is not None and not isinstance(codec, FlagsCodec):
+            parts.append((member.name, codec, codec.marker[2]))
+        else:
+            return None
+    return KeyLayoutCodec(key, item.name, parts)
 
 
 # ---------------------------------------------------------------- compiling codecs from BTF
@@ -602,8 +732,9 @@ def compile_type(btf: btf_mod.Btf, type_id: int, depth: int = 0) -> Codec:
             return BoolCodec(item.size)
         return IntCodec(item.size, item.signed, name=item.name)
     if kind in (btf_mod.KIND_ENUM, btf_mod.KIND_ENUM64):
-        cls = FlagsCodec if item.name.endswith("_flags") else EnumCodec
-        return cls(item.size, item.signed, item.members, item.name or "(anon)")
+        if item.name.endswith("_flags"):
+            return FlagsCodec(item.size, item.signed, item.members, item.name, markers=False)
+        return EnumCodec(item.size, item.signed, item.members, item.name or "(anon)")
     if kind == btf_mod.KIND_FLOAT and item.size in (4, 8):
         return FloatCodec(item.size)
     if kind == btf_mod.KIND_PTR:
@@ -669,7 +800,52 @@ def _raw_or(codec: Codec):
     return encode
 
 
+# Per-CPU values summed by per_cpu="sum": only counters. A counter is a member of struct fleet_counter
+# (bpf/include/fleet/types.h: packets, bytes; the counter type of every program of this collection), or a
+# per-CPU value that is itself a plain unsigned integer (one counter per key). Everything else (a
+# connection-table entry's backend id, a timestamp, an enum, an address) is not added up: a member whose
+# value is the same on every CPU is shown once, one that differs is shown as the list of its per-CPU values.
+COUNTER_STRUCTS = frozenset({"fleet_counter"})
+
+
+def is_counter(codec: Codec) -> bool:
+    """True for a plain unsigned integer (not an enum, bool, address or network-order number)."""
+    return type(codec) is IntCodec and not codec.signed and codec.order == "little"  # pylint: disable=unidiomatic-typecheck
+
+
+def summarize(codec: Codec, values: list):
+    """One view of a per-CPU value decoded per CPU: counters summed, other members once when every CPU
+    agrees, else per CPU (see COUNTER_STRUCTS)."""
+    if not values:
+        return None
+    if isinstance(codec, StructCodec) and codec.name in COUNTER_STRUCTS:
+        return {name: _summarize_member(spec, values, True) for name, spec in zip(codec.names, codec.fields)}
+    if is_counter(codec):
+        return sum(values)
+    if isinstance(codec, StructCodec) and not isinstance(codec, LpmCodec) and all(isinstance(v, dict) for v in values):
+        return {name: _summarize_member(spec, values, False) for name, spec in zip(codec.names, codec.fields)}
+    return _same_or_list(values)
+
+
+def _summarize_member(spec: tuple, values: list, counters: bool):
+    column = [v[spec[0]] for v in values]
+    if len(spec) == 4:  # a bitfield
+        return sum(column) if counters and not spec[3] else _same_or_list(column)
+    sub = spec[2]
+    if counters and is_counter(sub):
+        return sum(column)
+    if isinstance(sub, StructCodec):
+        return summarize(sub, column)
+    return _same_or_list(column)
+
+
+def _same_or_list(values: list):
+    first = values[0]
+    return first if all(v == first for v in values) else values
+
+
 def _sum(values: list):
+    """Kept for callers of the earlier API: numbers summed as they come (see summarize for per-CPU maps)."""
     first = values[0]
     if isinstance(first, bool) or not isinstance(first, (int, float, dict, list)):
         return first
@@ -695,11 +871,13 @@ class MapCodec:
         self.value = value
         self.key_size = info["key_size"]
         self.value_size = info["value_size"]
-        self.per_cpu = self.map_type in libbpf.PERCPU_MAP_TYPES
+        self.per_cpu = self.map_type in map_types.PERCPU
         self.ncpus = ncpus if self.per_cpu else 1
-        self.stride = (self.value_size + 7) // 8 * 8 if self.per_cpu else self.value_size
+        self.stride = map_types.per_cpu_stride(self.value_size) if self.per_cpu else self.value_size
         # the size of one element's value as the syscalls read and write it
-        self.value_buf_size = self.stride * self.ncpus if self.per_cpu else self.value_size
+        self.value_buf_size = map_types.value_buf_size(self.map_type, self.value_size, self.ncpus)
+        # arrays hold indexes 0 .. max_entries - 1: a key beyond is refused before anything is written
+        self.key_limit = info["max_entries"] if self.map_type in map_types.ARRAY and self.key_size <= 8 else None
         self._enc_key = _raw_or(key)
         self._enc_value = _raw_or(value)
         self.zero_value = b"\0" * self.value_buf_size
@@ -712,6 +890,7 @@ class MapCodec:
             parsed = btf_mod.Btf.parse(btf_raw)
             if info.get("btf_key_type_id"):
                 key_codec = compile_type(parsed, info["btf_key_type_id"])
+                key_codec = key_layout(parsed, info.get("name", ""), key_codec) or key_codec
             if info.get("btf_value_type_id"):
                 value_codec = compile_type(parsed, info["btf_value_type_id"])
         if key_codec is None or key_codec.size != info["key_size"]:
@@ -721,20 +900,45 @@ class MapCodec:
                            else HexCodec(info["value_size"]))
         if info["type"] in DEVICE_MAPS:
             value_codec = DeviceCodec(value_codec)
-        if not ncpus and info["type"] in libbpf.PERCPU_MAP_TYPES:
+        if not ncpus and info["type"] in map_types.PERCPU:
             ncpus = libbpf.num_possible_cpus()
         return cls(info, key_codec, value_codec, ncpus or 1)
 
     @classmethod
-    def for_fd(cls, map_fd: int) -> "MapCodec":
-        info = libbpf.map_info(map_fd)
-        raw = libbpf.btf_raw(info["btf_id"]) if info.get("btf_id") else b""
-        return cls.build(info, raw)
+    def for_fd(cls, map_fd: int, btf_raw: bytes = None, info: dict = None) -> "MapCodec":
+        """The codec of an open map; btf_raw and info (type ids) may come from elsewhere, e.g. the object the
+        map was loaded from when the kernel refused the map's BTF (an enum as an array's key)."""
+        live = libbpf.map_info(map_fd)
+        if info is not None:
+            live = dict(live, btf_key_type_id=info.get("btf_key_type_id", 0),
+                        btf_value_type_id=info.get("btf_value_type_id", 0))
+        if btf_raw is None:
+            btf_raw = libbpf.btf_raw(live["btf_id"]) if live.get("btf_id") else b""
+        return cls.build(live, btf_raw)
 
     # -- encoding
 
     def encode_key(self, value, where: str = "key") -> bytes:
-        return self._enc_key(value, where)
+        data = self._enc_key(value, where)
+        if self.key_limit is not None:
+            self.check_index(data, where)
+        return data
+
+    def check_index(self, data: bytes, where: str) -> None:
+        index = int.from_bytes(data, "little")
+        if index >= self.key_limit:
+            raise CodecError(where, "index %d is out of range: the %s map has %d elements (0..%d)"
+                             % (index, self.map_type, self.key_limit, self.key_limit - 1))
+
+    def encode_keys(self, values: list, where) -> list:
+        """encode_key for a list (a plain list file): where(i) names item i for errors."""
+        out = self.key.encode_many(values, where)
+        if self.key_limit is not None:
+            limit = self.key_limit
+            for idx, data in enumerate(out):
+                if int.from_bytes(data, "little") >= limit:
+                    self.check_index(data, where(idx))
+        return out
 
     def encode_value(self, value, where: str = "value") -> bytes:
         if value is None:
@@ -763,13 +967,15 @@ class MapCodec:
         return self.key.decode(data)
 
     def decode_value(self, data: bytes, per_cpu: str = "sum"):
+        """A value in the notation; per-CPU values: per_cpu="list" one per CPU, "sum" counters summed and
+        other members once when every CPU agrees (summarize)."""
         if not self.per_cpu:
             return self.value.decode(data)
         size = self.value_size
         values = [self.value.decode(data[i * self.stride:i * self.stride + size]) for i in range(self.ncpus)]
         if per_cpu == "list":
             return values
-        return _sum(values)
+        return summarize(self.value, values)
 
 
 def _default_int(size: int) -> Codec:
@@ -780,33 +986,20 @@ def _default_int(size: int) -> Codec:
 
 def read_raw(map_fd: int, codec: MapCodec):
     """All elements as (keys, values, count): two bytes objects, count elements of key_size /
-    value_buf_size each. Batch lookup where the map type has it, one element at a time otherwise."""
-    info = codec.info
-    if info["type"] in BATCH_LOOKUP_MAPS:
-        try:
-            return libbpf.map_lookup_batch(map_fd, codec.key_size, codec.value_buf_size, max(info["max_entries"], 1))
-        except libbpf.BpfError as exc:
-            if exc.errno not in (errno.EINVAL, errno.ENOTSUP, 524):
-                raise
-    keys, values = [], []
-    for key in libbpf.map_keys(map_fd, codec.key_size):
-        value = libbpf.map_lookup(map_fd, key, codec.value_buf_size)
-        if value is None:
-            continue
-        keys.append(key)
-        values.append(value)
-    return b"".join(keys), b"".join(values), len(keys)
+    value_buf_size each (map_types.read_all)."""
+    return map_types.read_all(map_fd, codec.info, codec.ncpus if codec.per_cpu else 0)
 
 
 def split(data: bytes, size: int, count: int) -> list:
     return [data[i:i + size] for i in range(0, size * count, size)]
 
 
-def read_entries(map_fd: int, per_cpu: str = "sum") -> list:
+def read_entries(map_fd: int, per_cpu: str = "sum", btf_raw: bytes = None, info: dict = None) -> list:
     """Every element of the map in the operator's notation: [{"key": ..., "value": ...}].
 
-    per_cpu: "sum" (numeric members summed over CPUs) or "list" (one value per CPU)."""
-    codec = MapCodec.for_fd(map_fd)
+    per_cpu: "sum" (counters summed over CPUs, see summarize) or "list" (one value per CPU).
+    btf_raw and info (btf_key_type_id, btf_value_type_id) type a map whose own BTF the kernel lacks."""
+    codec = MapCodec.for_fd(map_fd, btf_raw, info)
     keys, values, count = read_raw(map_fd, codec)
     ks, vs = codec.key_size, codec.value_buf_size
     return [{"key": codec.decode_key(keys[i * ks:(i + 1) * ks]),

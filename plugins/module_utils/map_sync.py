@@ -27,17 +27,21 @@ import os
 import threading
 from dataclasses import dataclass, field
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf, map_types
 from ansible_collections.ebpf.fleet.plugins.module_utils.map_codec import (
-    BATCH_DELETE_MAPS, UNDELETABLE_MAPS, CodecError, MapCodec, read_raw)
+    BATCH_DELETE_MAPS, UNDELETABLE_MAPS, CodecError, MapCodec, read_raw, short)
 
 CHUNK = 65536
 MODES = ("merge", "sync", "absent", "clear")
-OUTER_MAPS = frozenset({"array_of_maps", "hash_of_maps"})
-SUPPORTED_MAPS = frozenset({"hash", "lru_hash", "percpu_hash", "lru_percpu_hash", "array", "percpu_array",
-                            "lpm_trie", "prog_array", "devmap", "devmap_hash", "array_of_maps", "hash_of_maps"})
-BATCH_UPDATE_MAPS = frozenset({"hash", "lru_hash", "percpu_hash", "lru_percpu_hash", "array", "percpu_array",
-                               "lpm_trie"})
+# the map-type facts live in map_types; these names stay for callers of this module
+OUTER_MAPS = map_types.OUTER
+SUPPORTED_MAPS = map_types.MANAGED
+BATCH_UPDATE_MAPS = map_types.BATCH_UPDATE
+# a file of entries nested deeper than this, or whose YAML aliases expand it to more nodes than
+# ALIAS_EXPANSION times its own, is refused before it is built (see load_file)
+MAX_DEPTH = 64
+ALIAS_EXPANSION = 16
+ALIAS_SLACK = 100000
 
 
 class SyncError(RuntimeError):
@@ -79,7 +83,8 @@ class ProgRefs:
                 fd = libbpf.prog_fd_by_id(int(value))
             info = libbpf.prog_info(fd)
         except (libbpf.BpfError, ValueError, TypeError) as exc:
-            raise CodecError(where, "%r is not a loaded program (expected a program pin path or id): %s" % (value, exc))
+            raise CodecError(where, "%s is not a loaded program (expected a program pin path or id): %s"
+                             % (short(value), exc))
         prog_id = info["id"].to_bytes(4, "little")
         if prog_id in self.fds:
             os.close(fd)
@@ -96,11 +101,28 @@ class ProgRefs:
         self.fds = {}
 
 
+def codec_from_object(obj_path: str, map_name: str, ncpus: int = 0) -> MapCodec:
+    """The codec of map map_name as the ELF object at obj_path declares it (for a map of maps: its inner
+    map, which the entries describe). Reads the file only; nothing is loaded."""
+    from ansible_collections.ebpf.fleet.plugins.module_utils import btf as btf_mod  # pylint: disable=import-outside-toplevel
+    with libbpf.BpfObject.open(obj_path) as obj:
+        raw = obj.btf_raw()
+    if not raw:
+        raise KeyError(map_name)
+    info = btf_mod.map_definition(btf_mod.Btf.parse(raw), map_name, libbpf.MAP_TYPE_NAMES)
+    if info["type"] in OUTER_MAPS:
+        if info["inner"] is None:
+            raise KeyError(map_name)
+        info = info["inner"]
+    info.update(id=None, btf_id=None)
+    return MapCodec.build(info, raw, ncpus)
+
+
 def _items(entries, where: str):
     """(where, key, value) for a dict of key -> value or a list of {key:, value:} (or bare keys)."""
     if isinstance(entries, dict):
         for key, value in entries.items():
-            yield "%s[%r]" % (where, key), key, value
+            yield "%s[%s]" % (where, short(key, 80)), key, value
     elif isinstance(entries, list):
         for idx, item in enumerate(entries):
             sub = "%s[%d]" % (where, idx)
@@ -112,8 +134,11 @@ def _items(entries, where: str):
             else:
                 yield sub, item, None
     elif entries is not None:
-        raise CodecError(where, "expected a dict of key: value or a list of {key:, value:}, got %s"
-                         % type(entries).__name__)
+        raise CodecError(where, "expected a dict of key: value or a list of {key:, value:}, got %s %s"
+                         % (type(entries).__name__, short(entries, 60)))
+
+
+iter_entries = _items
 
 
 def encode_entries(codec: MapCodec, entries, where: str = "entries", default_value=None,
@@ -125,7 +150,7 @@ def encode_entries(codec: MapCodec, entries, where: str = "entries", default_val
     for sub, key, value in _items(entries, where):
         kb = enc_key(key, sub + ".key" if isinstance(entries, list) else sub)
         if kb in out:
-            raise CodecError(sub, "key %r is given twice" % (key,))
+            raise CodecError(sub, "key %s is given twice" % short(key))
         if keys_only:
             out[kb] = None
         elif value is None:
@@ -139,11 +164,7 @@ def encode_entries(codec: MapCodec, entries, where: str = "entries", default_val
 
 def read_lines(path: str):
     """(line numbers, keys) of a plain list: one key per line, blank lines and # comments skipped."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CodecError("entries_file", "cannot read %s: %s" % (path, exc))
+    text = _read_text(path)
     lines = text.splitlines()
     if "#" in text:
         lines = [line.split("#", 1)[0] for line in lines]
@@ -163,39 +184,116 @@ def encode_lines(codec: MapCodec, path: str, default_value=None, keys_only: bool
     def where(idx):
         return "%s line %d" % (path, numbers[idx] if numbers else idx + 1)
 
-    keys = codec.key.encode_many(lines, where)
+    keys = codec.encode_keys(lines, where)
     out = dict.fromkeys(keys, value)
     if len(out) != len(keys):
         seen = set()
         for idx, key in enumerate(keys):
             if key in seen:
-                raise CodecError(where(idx), "key %r is given twice" % lines[idx])
+                raise CodecError(where(idx), "key %s is given twice" % short(lines[idx]))
             seen.add(key)
     return out
 
 
+MAX_FILE_BYTES = 1 << 30
+MAX_SCALAR_CHARS = 1 << 16
+
+
+def _file_error(path: str, line, message: str) -> CodecError:
+    return CodecError("entries_file", "%s%s: %s" % (path, " line %d" % line if line else "", message))
+
+
+def _read_text(path: str) -> str:
+    try:
+        size = os.path.getsize(path)
+        if size > MAX_FILE_BYTES:
+            raise _file_error(path, None, "%d bytes; entries files hold at most %d" % (size, MAX_FILE_BYTES))
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CodecError("entries_file", "cannot read %s: %s" % (path, short(str(exc))))
+
+
+def check_yaml_events(events, path: str) -> None:
+    """Refuse, from the parser's events and before any object is built, YAML that is nested deeper than
+    MAX_DEPTH, has a scalar longer than MAX_SCALAR_CHARS, or whose aliases expand it to more than
+    ALIAS_EXPANSION times its own nodes (an alias bomb): each would exhaust memory or the stack later."""
+    import yaml  # pylint: disable=import-outside-toplevel
+    sizes = {}        # anchor -> expanded node count
+    stack = []        # [expanded node count, anchor] of the open collections
+    nodes = expanded = 0
+    for event in events:
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            stack.append([1, event.anchor])
+            nodes += 1
+            expanded += 1
+            if len(stack) > MAX_DEPTH:
+                raise _file_error(path, event.start_mark.line + 1, "nested deeper than %d levels" % MAX_DEPTH)
+            continue
+        if isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            count, anchor = stack.pop()
+            if anchor:
+                sizes[anchor] = count
+            if stack:
+                stack[-1][0] += count
+            continue
+        if isinstance(event, yaml.ScalarEvent):
+            if len(event.value) > MAX_SCALAR_CHARS:
+                raise _file_error(path, event.start_mark.line + 1, "a value of %d characters (at most %d)"
+                                  % (len(event.value), MAX_SCALAR_CHARS))
+            count = 1
+            if event.anchor:
+                sizes[event.anchor] = 1
+            nodes += 1
+        elif isinstance(event, yaml.AliasEvent):
+            count = sizes.get(event.anchor, 1)
+            nodes += 1
+        else:
+            continue
+        expanded += count
+        if stack:
+            stack[-1][0] += count
+        if expanded > ALIAS_EXPANSION * nodes + ALIAS_SLACK:
+            raise _file_error(path, event.start_mark.line + 1,
+                              "its aliases expand it to more than %d times its own size (%d nodes from %d): "
+                              "write the entries out" % (ALIAS_EXPANSION, expanded, nodes))
+
+
 def load_file(path: str, fmt: str = "auto"):
-    """The entries of a YAML or JSON file, or None for a plain list (format 'lines')."""
+    """The entries of a YAML or JSON file, or None for a plain list (format 'lines').
+
+    Hostile files fail fast with a short message naming the file (and the line when known): nesting deeper
+    than MAX_DEPTH, YAML alias bombs, files over MAX_FILE_BYTES, YAML scalars over MAX_SCALAR_CHARS."""
     if fmt == "auto":
         ext = os.path.splitext(path)[1].lower()
         fmt = {".json": "json", ".yml": "yaml", ".yaml": "yaml"}.get(ext, "lines")
     if fmt == "lines":
         return None, fmt
+    text = _read_text(path)
+    if fmt == "json":
+        try:
+            return json.loads(text), fmt
+        except RecursionError:
+            raise _file_error(path, None, "nested too deeply to read")
+        except ValueError as exc:
+            raise _file_error(path, getattr(exc, "lineno", None), "not valid JSON: %s"
+                              % short(getattr(exc, "msg", str(exc))))
     try:
-        with open(path, encoding="utf-8") as handle:
-            if fmt == "json":
-                return json.load(handle), fmt
-            import yaml  # pylint: disable=import-outside-toplevel
-            loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-            return yaml.load(handle, Loader=loader), fmt  # noqa: S506 - a safe loader
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CodecError("entries_file", "cannot read %s: %s" % (path, exc))
-    except ValueError as exc:
-        raise CodecError("entries_file", "%s is not valid JSON: %s" % (path, exc))
+        import yaml  # pylint: disable=import-outside-toplevel
     except ImportError:
         raise CodecError("entries_file", "reading YAML needs PyYAML on the host; use a .json file or a plain list")
-    except Exception as exc:  # yaml.YAMLError without importing yaml at module level
-        raise CodecError("entries_file", "%s is not valid YAML: %s" % (path, exc))
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        check_yaml_events(yaml.parse(text, Loader=loader), path)
+        return yaml.load(text, Loader=loader), fmt  # noqa: S506 - a safe loader
+    except CodecError:
+        raise
+    except RecursionError:
+        raise _file_error(path, None, "nested too deeply to read")
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise _file_error(path, mark.line + 1 if mark is not None else None, "not valid YAML: %s" % short(problem))
 
 
 # ---------------------------------------------------------------- current contents and the plan
@@ -276,7 +374,12 @@ def current_from_raw(codec: MapCodec, keys: bytes, values: bytes, count: int) ->
     return current
 
 
-def plan(current: dict, desired: dict, mode: str) -> Plan:
+def plan(current: dict, desired: dict, mode: str, absent: bytes = None) -> Plan:
+    """What to write and delete to bring current to desired.
+
+    absent: for maps whose elements cannot be deleted (arrays), the value an element missing from current
+    holds (all zero bytes); a declared element with that value then matches, so an all-zero declaration
+    is unchanged, not added on every run."""
     result = Plan(desired=desired, current=current)
     # nothing to do: decided by comparisons that run in C
     if mode == "absent":
@@ -285,7 +388,11 @@ def plan(current: dict, desired: dict, mode: str) -> Plan:
         return result
     if (mode in ("sync", "clear") and current == desired) or (mode == "merge" and desired.items() <= current.items()):
         return result
-    get = current.get
+    if absent is None:
+        get = current.get
+    else:
+        def get(key, _get=current.get):
+            return _get(key, absent)
     result.write = [k for k, v in desired.items() if get(k) != v]
     if result.write:
         result.added = [k for k in result.write if k not in current]
@@ -293,6 +400,27 @@ def plan(current: dict, desired: dict, mode: str) -> Plan:
     if mode in ("sync", "clear"):
         result.removed = [k for k in current if k not in desired]
     return result
+
+
+def plan_for(codec: MapCodec, current: dict, desired: dict, mode: str) -> Plan:
+    """plan() for the map codec describes (arrays: a declared all-zero element matches an unwritten one)."""
+    return plan(current, desired, mode, absent_value(codec))
+
+
+def absent_value(codec: MapCodec):
+    """What an element missing from read_current holds: all zero for arrays, None (deleted) otherwise."""
+    return codec.zero_value if codec.map_type in UNDELETABLE_MAPS else None
+
+
+def check_capacity(codec: MapCodec, the_plan: Plan, after: int) -> None:
+    """Refuse, before anything is written, a plan that would leave more elements than the map holds
+    (LRU maps evict instead, arrays are checked per index)."""
+    limit = codec.info["max_entries"]
+    if codec.map_type in map_types.LRU or codec.map_type in map_types.ARRAY or after <= limit:
+        return
+    raise CodecError("entries", "the %s map holds at most %d elements; these entries would leave %d in it "
+                                "(%d added, %d removed)" % (codec.map_type, limit, after, len(the_plan.added),
+                                                            len(the_plan.removed)))
 
 
 # ---------------------------------------------------------------- applying

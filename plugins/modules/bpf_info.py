@@ -14,7 +14,7 @@ description:
     C(managed).
   - Programs of this collection's chains that run by tail call behind the attached one are listed after it.
   - This collection's deployments from their records and pins (under O(pin_root) and O(state_dir)), with versions,
-    pinned programs and pinned maps; map contents on request, per-CPU values summed.
+    pinned programs and pinned maps; map contents on request, per-CPU counters summed.
   - An optional JMESPath O(query) reduces the result.
 version_added: "0.1.0"
 author: ebpf.fleet contributors (@ebpf-fleet)
@@ -39,14 +39,23 @@ options:
     default: []
   contents:
     description:
-      - Include the entries of the deployments' pinned maps, in the maps' typed notation where the collection can
-        read their BTF, in hex otherwise.
+      - Include the entries of the deployments' pinned maps, in the notation M(ebpf.fleet.bpf_map) takes, keys and
+        values decoded through BTF (enums by name, addresses, structs by member), in hex when there is none.
+      - A map the kernel holds no BTF for (libbpf creates it without when the kernel refuses its types, as for
+        C(lb_stats), an array keyed by C(enum fleet_lb_stat)) is typed through the deployment's recorded object.
+      - "Counter keys computed from enums (C(filter_stats), C(egress_stats)) read back as their parts by name,
+        C({reason: port, verdict: drop}), from the C(struct fleet_key_<map>) the program's BTF carries."
     type: bool
     default: false
   per_cpu:
     description:
-      - For per-CPU maps with O(contents=true), V(sum) adds the CPUs' values (counters), V(list) gives one value per
-        CPU.
+      - For per-CPU maps with O(contents=true), V(list) gives one value per CPU; V(sum) gives one view in which only
+        counters are added up.
+      - A counter is a member of C(struct fleet_counter) (C(packets), C(bytes), the counter type of the
+        collection's programs) or a per-CPU value that is itself a plain unsigned integer.
+      - Any other member (a connection-table entry's backend id or timestamp, an enum, an address) is shown once
+        when every CPU holds the same value, else as the list of its per-CPU values. In hex (no BTF) nothing is
+        added up.
     type: str
     choices: [sum, list]
     default: sum

@@ -15,8 +15,14 @@ description:
     See docs/maps.md for the notation.
   - Reads the current contents with one batch lookup (one element at a time only for map types without batch
     support), compares as bytes, and applies only the difference with batch updates and deletes.
-  - Every entry is validated before anything is written; one bad entry fails the task with its index or line and
-    the reason, and the map is untouched.
+  - Every entry is validated before anything is written (its types, an array index below the map's
+    C(max_entries), no more elements than a hash or trie holds, no enum end marker such as C(max) as a value);
+    one bad entry fails the task with its index or line and the reason, and the map is untouched.
+  - A declared all-zero value is compared like any other (in an array it is what an element holds when nothing
+    was written), so every declaration converges to C(changed=false) on the second run.
+  - In check mode a map that is not pinned yet (a host never deployed, or rebooted) is not an error; the entries
+    are typed through the deployment's recorded object when there is a record, else predicted as added as
+    declared; RV(predicted_from) says which. Check mode writes nothing.
   - For a one-slot array or hash of maps (a rule set a program reads as one unit) the entries describe the inner
     map; a new inner map is filled and swapped into slot 0 with one update, so a packet sees the whole old set or
     the whole new set.
@@ -89,7 +95,10 @@ options:
     type: bool
     default: false
   per_cpu:
-    description: How values of per-CPU maps are shown in the output, summed over CPUs or one per CPU.
+    description:
+      - How values of per-CPU maps are shown in the output. V(list) gives one value per CPU; V(sum) adds up the
+        counters over CPUs (members of C(struct fleet_counter), plain unsigned integers) and shows any other
+        member once when every CPU holds the same value, else one per CPU.
     type: str
     choices: [sum, list]
     default: sum
@@ -100,6 +109,9 @@ options:
 notes:
   - Arrays cannot delete elements; there an absent element is an all-zero one.
   - For very large sets prefer a plain list or JSON file over YAML.
+  - Files of entries nested deeper than 64 levels, YAML whose aliases expand it more than 16 times, YAML scalars
+    over 65536 characters and files over 1 GiB are refused with a short message naming the file (and line);
+    error messages show values shortened to at most 200 characters.
 """
 
 EXAMPLES = r"""
@@ -166,11 +178,24 @@ applied:
   returned: always
   type: int
   sample: 3
+msg:
+  description: Why the result is a prediction (check mode with the map not pinned yet).
+  returned: when the map does not exist yet, in check mode
+  type: str
+  sample: "check mode: /sys/fs/bpf/ebpf_fleet/filter/maps/filter_v4 is not pinned yet and the deployment has no record; ..."
 swapped:
   description: True when a new inner map was filled and swapped into a map of maps.
   returned: success
   type: bool
   sample: false
+predicted_from:
+  description:
+    - Only in check mode when the map is not pinned yet. V(record) when the entries were typed through the map's
+      definition in the deployment's recorded object (after a reboot), V(declaration) when there is no record
+      (first deploy) and every declared entry is predicted as added, as declared and unchecked.
+  returned: when the map does not exist yet, in check mode
+  type: str
+  sample: declaration
 changes:
   description:
     - Added, changed and removed entries in the operator's notation, at most I(diff_limit) of each.
@@ -186,7 +211,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 try:
-    from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs, libbpf, map_sync
+    from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs, libbpf, map_sync, records
     from ansible_collections.ebpf.fleet.plugins.module_utils.map_codec import CodecError, MapCodec
     HAS_DEPS = True
     DEPS_ERROR = None
@@ -290,6 +315,96 @@ def desired_entries(module: AnsibleModule, codec: MapCodec, mode: str, progs) ->
     return map_sync.encode_entries(codec, params["entries"], "entries", params["value"], keys_only, value_encoder)
 
 
+def _entry_message(params: dict, exc: Exception) -> str:
+    message = str(exc)
+    if params.get("entries_src") and params.get("entries_file"):
+        # name the operator's file, not its temporary copy on the host
+        message = message.replace(params["entries_file"], params["entries_src"])
+    return message
+
+
+def _declared_items(module: AnsibleModule, mode: str) -> list:
+    """(key, value) of every declared entry in the operator's notation, unchecked (no map to type them)."""
+    params = module.params
+    if mode == "clear":
+        return []
+    if params["entries_file"]:
+        data, _fmt = map_sync.load_file(params["entries_file"], params["entries_format"])
+        if data is None:
+            _numbers, lines = map_sync.read_lines(params["entries_file"])
+            return [(line, params["value"]) for line in lines]
+    else:
+        data = params["entries"]
+    out = []
+    for _where, key, value in map_sync.iter_entries(data, params["entries_file"] or "entries"):
+        out.append((key, params["value"] if value is None else value))
+    return out
+
+
+def _recorded_codec(module: AnsibleModule):
+    """The map's codec from the deployment's recorded object (after a reboot the pins are gone, the
+    records stay), or None when there is no record, no object or no such map in it."""
+    params = module.params
+    if params["path"] or not params["name"]:
+        return None
+    state_dir = params.get("state_dir") or records.STATE_DIR_DEFAULT
+    obj = records.object_path(state_dir, params["name"])
+    if not os.path.isfile(obj):
+        return None
+    try:
+        return map_sync.codec_from_object(obj, params["map"])
+    except (libbpf.BpfError, ValueError, KeyError, OSError):
+        return None
+
+
+def _predict_missing(module: AnsibleModule, path: str, mode: str) -> dict:
+    """Check mode with no map pinned: every declared entry is predicted as added (nothing can be removed
+    from a map that does not exist yet), typed through the recorded object's BTF when there is a record."""
+    params = module.params
+    codec = _recorded_codec(module)
+    result = {"changed": False, "applied": 0, "swapped": False,
+              "map": {"path": path, "id": None, "type": None, "key_size": None, "value_size": None,
+                      "max_entries": None, "inner_map_id": None}}
+    limit = params["diff_limit"]
+    if codec is not None and codec.map_type != "prog_array":
+        try:
+            desired = desired_entries(module, codec, mode, None)
+            the_plan = map_sync.plan({}, desired if mode != "absent" else {}, "sync", map_sync.absent_value(codec))
+            after = len(the_plan.write)
+            map_sync.check_capacity(codec, the_plan, after)
+        except CodecError as exc:
+            module.fail_json(msg="invalid entry, nothing was written: %s" % _entry_message(params, exc), applied=0)
+        info = codec.info
+        result["map"].update(type=info["type"], key_size=info["key_size"], value_size=info["value_size"],
+                             max_entries=info["max_entries"])
+        counts = {"added": len(the_plan.added), "changed": 0, "removed": 0,
+                  "unchanged": len(desired) - len(the_plan.added) if mode != "absent" else 0,
+                  "desired": len(desired), "before": 0}
+        changes = _report(codec, the_plan, limit, params["per_cpu"])
+        result["predicted_from"] = "record"
+        result["msg"] = ("check mode: %s is not pinned yet; entries typed through the deployment's recorded "
+                         "object" % path)
+    else:
+        try:
+            items = _declared_items(module, mode) if mode != "absent" else []
+        except CodecError as exc:
+            module.fail_json(msg="invalid entry, nothing was written: %s" % _entry_message(params, exc), applied=0)
+        counts = {"added": len(items), "changed": 0, "removed": 0, "unchanged": 0, "desired": len(items),
+                  "before": 0}
+        changes = {"added": [{"key": key, "value": value} for key, value in items[:limit]], "changed": [],
+                   "removed": []}
+        result["predicted_from"] = "declaration"
+        result["msg"] = ("check mode: %s is not pinned yet and the deployment has no record; every declared "
+                         "entry is predicted as added, in the declared notation (not checked against the map's "
+                         "types)" % path)
+    result["changed"] = counts["added"] > 0
+    result["counts"] = counts
+    result["changes"] = changes
+    if module._diff:
+        result["diff"] = _diff_text(changes, counts)
+    return result
+
+
 def run(module: AnsibleModule) -> dict:
     params = module.params
     mode = "clear" if params["clear"] else params["mode"]
@@ -308,6 +423,10 @@ def run(module: AnsibleModule) -> dict:
     except ValueError as exc:
         module.fail_json(msg=str(exc))
     if not os.path.exists(path):
+        if module.check_mode:
+            # a host never deployed, or rebooted (pins gone): predict, from the deployment's record when there
+            # is one, and write nothing
+            return _predict_missing(module, path, mode)
         module.fail_json(msg=_missing_map_message(path), applied=0)
     try:
         fd = libbpf.obj_get(path)
@@ -347,10 +466,7 @@ def _run_fd(module: AnsibleModule, fd: int, path: str, mode: str) -> dict:
         try:
             desired = desired_entries(module, codec, mode, progs)
         except CodecError as exc:
-            message = str(exc)
-            if params["entries_src"]:  # name the operator's file, not its temporary copy on the host
-                message = message.replace(params["entries_file"], params["entries_src"])
-            module.fail_json(msg="invalid entry, nothing was written: %s" % message, applied=0)
+            module.fail_json(msg="invalid entry, nothing was written: %s" % _entry_message(params, exc), applied=0)
         try:
             current = reader.result(desired, "sync" if mode == "sync" and outer_info is None else "")
         except libbpf.BpfError as exc:
@@ -358,8 +474,9 @@ def _run_fd(module: AnsibleModule, fd: int, path: str, mode: str) -> dict:
         if current is None:
             # a sync that changes nothing, found by comparing the bytes read with the desired ones
             current = desired
+        absent = map_sync.absent_value(codec) if outer_info is None else None
         if outer_info is None:
-            the_plan = map_sync.plan(current, desired, mode)
+            the_plan = map_sync.plan(current, desired, mode, absent)
         else:
             # the new inner map holds the whole resulting set
             if mode == "merge":
@@ -375,6 +492,15 @@ def _run_fd(module: AnsibleModule, fd: int, path: str, mode: str) -> dict:
             "desired": len(desired), "before": len(current),
         }
         counts["unchanged"] = len(current) - counts["changed"] - counts["removed"]
+        if absent is not None and mode not in ("absent", "clear"):
+            # declared elements that hold the all-zero value an array element has when nothing was written
+            counts["unchanged"] += sum(1 for k in desired if k not in current) - counts["added"]
+        try:
+            after = len(the_plan.desired) if outer_info is not None else \
+                len(current) + counts["added"] - counts["removed"]
+            map_sync.check_capacity(codec, the_plan, after)
+        except CodecError as exc:
+            module.fail_json(msg="invalid entry, nothing was written: %s" % exc, applied=0)
         changes = _report(codec, the_plan, params["diff_limit"], params["per_cpu"])
         result = {
             "changed": not the_plan.empty,
@@ -400,7 +526,8 @@ def _run_fd(module: AnsibleModule, fd: int, path: str, mode: str) -> dict:
             else:
                 result["applied"] = map_sync.apply(target_fd, codec, the_plan, progs)
         except map_sync.SyncError as exc:
-            module.fail_json(msg="%s: %s" % (path, exc), applied=exc.applied, counts=counts)
+            module.fail_json(msg="%s: %s" % (path, exc), applied=exc.applied, changed=exc.applied > 0,
+                             counts=counts)
         except libbpf.BpfError as exc:
             module.fail_json(msg="%s: %s" % (path, exc), applied=0, counts=counts)
         return result

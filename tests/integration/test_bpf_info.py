@@ -97,3 +97,40 @@ def test_bad_query_and_unknown_interface_fail_clearly(lab, run_module):
     assert res.failed and "query=" in res["msg"] and "JMESPath" in res["msg"]
     res = run_module("bpf_info", dict(lab.base, interfaces=["nope0"]), netns=lab.rx)
     assert res.failed and "nope0" in res["msg"] and "vb" in res["msg"]
+
+
+def test_maps_read_back_in_the_operators_notation_and_only_counters_are_summed(lab, run_module):
+    """lb_stats is keyed by enum fleet_lb_stat, which the kernel refuses as an array's key type (libbpf then
+    creates the map without BTF): its entries are typed through the deployment's recorded object. A
+    connection-table entry (per-CPU, not a counter) is not added up over CPUs."""
+    import os
+    import struct
+
+    from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs, libbpf
+
+    res = run_module("xdp_program", dict(lab.base, name="lb", object=obj("xdp_lb"), interfaces=["vb"]), netns=lab.rx)
+    assert res.changed and not res.failed, res.get("msg")
+    cpus = libbpf.num_possible_cpus()
+    fd = libbpf.obj_get(bpffs.map_pin(lab.pin_root, "lb", "lb_stats"))
+    try:
+        assert libbpf.map_info(fd)["btf_key_type_id"] == 0   # what the kernel holds: no types
+        libbpf.map_update(fd, struct.pack("<I", 3), b"".join(struct.pack("<QQ", cpu + 1, 100) for cpu in range(cpus)))
+    finally:
+        os.close(fd)
+    fd = libbpf.obj_get(bpffs.map_pin(lab.pin_root, "lb", "lb_conntrack_v4"))
+    try:
+        key_size = libbpf.map_info(fd)["key_size"]
+        conn = [struct.pack("<IIQ", 5, 0, 77)] + [bytes(16)] * (cpus - 1)   # written on CPU 0 only
+        libbpf.map_update(fd, bytes(key_size), b"".join(conn))
+    finally:
+        os.close(fd)
+    info = run_module("bpf_info", dict(lab.base, contents=True, query="deployments.lb.maps"), netns=lab.rx)
+    assert not info.failed, info.get("msg")
+    maps = info["query_result"]
+    stats = {e["key"]: e["value"] for e in maps["lb_stats"]["entries"]}
+    assert maps["lb_stats"]["notation"] == "typed"
+    assert stats["ct_hit"] == {"packets": cpus * (cpus + 1) // 2, "bytes": 100 * cpus}
+    assert len(stats) == 11 and {"pass_non_vip", "syn", "tx"} <= set(stats) and "max" not in stats
+    [entry] = maps["lb_conntrack_v4"]["entries"]
+    expected = 5 if cpus == 1 else [5] + [0] * (cpus - 1)
+    assert entry["value"]["backend"] == expected and entry["value"]["pad"] == 0

@@ -260,3 +260,95 @@ def test_missing_map_and_wrong_map_type_fail_clearly(pin_root, loaded, run_modul
     pin(loaded.program("map_types_prog").fd, prog_pin)
     res = run_module("bpf_map", {"path": prog_pin, "entries": {}})
     assert res.failed and "is not a BPF map" in res["msg"]
+
+
+# ---------------------------------------------------------------- bounds before the first write
+
+@pytest.mark.parametrize("args, message", [
+    ({"entries": {"1": "drop", "2": "drop", "8": "redirect"}}, "entries['8']: index 8 is out of range: the array "
+                                                               "map has 8 elements (0..7)"),
+    ({"entries": [{"key": 3, "value": "drop"}, {"key": 4096, "value": "drop"}]}, "entries[1].key: index 4096 is out"),
+])
+def test_array_entry_out_of_range_fails_before_any_write(pin_root, loaded, run_module, args, message):
+    ok(run_module("bpf_map", target(pin_root, "policy", entries={"5": "drop"})))
+    before = entries_of(pin_root, "policy")
+    res = run_module("bpf_map", target(pin_root, "policy", **args))
+    assert res.failed and message in res["msg"] and "nothing was written" in res["msg"], res.get("msg")
+    assert res["applied"] == 0 and not res.changed
+    assert entries_of(pin_root, "policy") == before
+
+
+def test_array_key_out_of_range_in_a_file_names_the_line(pin_root, loaded, run_module, tmp_path):
+    lines = tmp_path / "slots.txt"
+    lines.write_text("1\n2\n\n9\n")
+    res = run_module("bpf_map", target(pin_root, "policy", entries_file=str(lines), value="drop"))
+    assert res.failed and "slots.txt line 4: index 9 is out of range" in res["msg"]
+    assert set(as_dict(entries_of(pin_root, "policy")).values()) == {"pass"}
+
+
+def test_more_entries_than_a_hash_holds_fails_before_any_write(pin_root, loaded, run_module):
+    res = run_module("bpf_map", target(pin_root, "port_hits", entries={str(p): 1 for p in range(1, 66)}))
+    assert res.failed and "holds at most 64 elements; these entries would leave 65" in res["msg"], res.get("msg")
+    assert res["applied"] == 0 and entries_of(pin_root, "port_hits") == []
+
+
+# ---------------------------------------------------------------- hostile input
+
+def test_alias_bomb_and_huge_value_fail_fast_with_a_short_message(pin_root, loaded, run_module, tmp_path):
+    bomb = tmp_path / "bomb.yml"
+    bomb.write_text("a: &a ['192.0.2.1', '192.0.2.1', '192.0.2.1', '192.0.2.1', '192.0.2.1', '192.0.2.1']\n" + "".join(
+        "%s: &%s [%s]\n" % (chr(98 + i), chr(98 + i), ", ".join(["*" + chr(97 + i)] * 9)) for i in range(12)))
+    res = run_module("bpf_map", target(pin_root, "deny_v4", entries_file=str(bomb)))
+    assert res.failed and "bomb.yml line" in res["msg"] and "aliases expand it" in res["msg"], res.get("msg")
+    assert len(res["msg"]) < 500
+    res = run_module("bpf_map", target(pin_root, "deny_v4", entries={"192.0.2.1": "d" * 2_000_000}))
+    assert res.failed and "is not a value of enum fleet_verdict" in res["msg"] and len(res["msg"]) < 600
+    assert entries_of(pin_root, "deny_v4") == []
+
+
+# ---------------------------------------------------------------- check mode before the first deploy
+
+def test_check_mode_without_the_map_or_a_record_predicts_every_declared_entry_and_writes_nothing(
+        pin_root, run_module, tmp_path):
+    state = str(tmp_path / "never")   # neither the pins nor the records exist
+    args = {"name": "filter", "map": "filter_v4", "pin_root": os.path.join(pin_root, "fresh"), "mode": "sync",
+            "entries": {"10.%d.0.0/16" % i: "drop" for i in range(5)}, "diff_limit": 3}
+    if "state_dir" in bpf_map_spec():
+        args["state_dir"] = state
+    res = ok(run_module("bpf_map", args, check_mode=True, diff=True))
+    assert res.changed and res["predicted_from"] == "declaration" and res["applied"] == 0
+    assert res["counts"] == {"added": 5, "changed": 0, "removed": 0, "unchanged": 0, "desired": 5, "before": 0}
+    assert res["changes"]["added"][0] == {"key": "10.0.0.0/16", "value": "drop"} and len(res["changes"]["added"]) == 3
+    assert res["diff"]["after"] == "10.0.0.0/16: drop\n10.1.0.0/16: drop\n10.2.0.0/16: drop\n... and 2 more\n"
+    assert not os.path.exists(os.path.join(pin_root, "fresh")) and not os.path.exists(state)
+    # outside check mode a missing map still fails
+    res = run_module("bpf_map", args)
+    assert res.failed and "does not exist" in res["msg"]
+
+
+def bpf_map_spec():
+    from ansible_collections.ebpf.fleet.plugins.modules import bpf_map  # pylint: disable=import-outside-toplevel
+    return bpf_map.argument_spec()
+
+
+def test_check_mode_after_a_reboot_types_the_entries_through_the_recorded_object(pin_root, run_module, state_dir):
+    if "state_dir" not in bpf_map_spec():
+        pytest.skip("bpf_map takes state_dir with the shared options of the group")
+    folder = os.path.join(state_dir, "maps")
+    os.makedirs(folder)
+    with open(paths.bpf_object("map_types"), "rb") as src, open(os.path.join(folder, "object.o"), "wb") as dst:
+        dst.write(src.read())
+    base = {"name": "maps", "pin_root": pin_root, "state_dir": state_dir}
+    res = ok(run_module("bpf_map", dict(base, map="policy", mode="sync", entries={"0": "pass", "1": "drop"}),
+                        check_mode=True, diff=True))
+    assert res["predicted_from"] == "record" and res["map"]["type"] == "array" and res["map"]["max_entries"] == 8
+    # typed: index 0 declared pass is all zero, what a new array already holds
+    assert res["counts"]["added"] == 1 and res["changes"]["added"] == [{"key": 1, "value": "drop"}]
+    assert res["diff"]["after"] == "1: drop\n"
+    res = run_module("bpf_map", dict(base, map="policy", entries={"9": "drop"}), check_mode=True)
+    assert res.failed and "index 9 is out of range" in res["msg"]
+    res = run_module("bpf_map", dict(base, map="policy", entries={"1": "reject"}), check_mode=True)
+    assert res.failed and "'reject' is not a value of enum fleet_verdict" in res["msg"]
+    res = ok(run_module("bpf_map", dict(base, map="prefixes_v4", entries={"10.0.0.0/8": "drop"}), check_mode=True))
+    assert res["predicted_from"] == "record" and res["changes"]["added"] == [{"key": "10.0.0.0/8", "value": "drop"}]
+    assert os.listdir(pin_root) == []

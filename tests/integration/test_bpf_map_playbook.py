@@ -81,3 +81,26 @@ def test_a_bad_line_names_the_controllers_file_and_nothing_is_written(lab, pin_r
     assert "deny.txt line 2" in out and "10.0.0.0/8" in out, out
     assert "entries-deny.txt" not in out          # the host's temporary copy is not what the operator sees
     assert contents(pin_root) == {}
+
+
+def test_deploy_xdp_check_diff_on_a_host_never_deployed_predicts_every_map_and_writes_nothing(
+        pin_root, netns, tmp_path):
+    """playbooks/deploy_xdp.yml --check --diff before the first deploy: no pins, no records. Every map task
+    predicts its entries as declared instead of failing on the missing pin."""
+    host = netns("nd")
+    host.veth("nda", "ndb")
+    fresh_pins = os.path.join(pin_root, "fresh")
+    state = str(tmp_path / "state")
+    (tmp_path / "inventory.ini").write_text(
+        "edge ansible_connection=ebpf.fleet.netns ansible_netns=%s ebpf_fleet_pin_root=%s ebpf_fleet_state_dir=%s "
+        "deploy_xdp_interfaces='[\"nda\"]'\n" % (host.name, fresh_pins, state))
+    proc = run_playbook(os.path.join(paths.REPO, "playbooks", "deploy_xdp.yml"),
+                        inventory=str(tmp_path / "inventory.ini"), check=True, diff=True,
+                        extra_vars={"deploy_xdp_port_rules": [{"proto": "udp", "port": 53, "action": "drop"}]})
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "[WARNING]" not in out and "[DEPRECATION WARNING]" not in out, out
+    assert "failed=0" in out
+    assert "53: " in out and "default_verdict" in out   # the port rule and the config, predicted in the diff
+    # no map was pinned or written (whether xdp_program's check mode creates folders is its own test's concern)
+    assert not os.path.exists(os.path.join(fresh_pins, "filter", "maps"))

@@ -22,13 +22,11 @@ pytestmark = [pytest.mark.kernel, pytest.mark.playbook]
 LAB = os.path.join(paths.REPO, "scripts", "lab.sh")
 POLICY = os.path.join(paths.REPO, "playbooks", "vars", "lab_policy.yml")
 RECAP = re.compile(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
-# filter_stats key = reason * 3 + verdict (enum fleet_filter_reason, fleet_verdict in bpf/include/fleet/filter.h)
-REASONS = {"default": 0, "mgmt": 1, "source": 2, "port": 3}
-VERDICTS = {"pass": 0, "drop": 1}
 
 
-def stat_key(reason: str, verdict: str) -> int:
-    return REASONS[reason] * 3 + VERDICTS[verdict]
+def stat_key(reason: str, verdict: str) -> tuple:
+    """filter_stats entries are read back keyed by name: {reason, verdict} (struct fleet_key_filter_stats)."""
+    return reason, verdict
 
 
 def recap(proc) -> dict:
@@ -109,7 +107,8 @@ def test_demo_lab_deploys_the_filter_idempotently_and_counts_real_traffic_then_l
                                                 "rules: filter_rule_stats.entries}"},
                           netns=prefix + host)
         assert not info.failed, info
-        stats = {e["key"]: e["value"]["packets"] for e in info["query_result"]["stats"]}
+        stats = {(e["key"]["reason"], e["key"]["verdict"]): e["value"]["packets"]
+                 for e in info["query_result"]["stats"]}
         rules = {e["key"]: e["value"]["packets"] for e in info["query_result"]["rules"] if e["value"]["packets"]}
         assert stats[stat_key("port", "pass")] == 2      # TCP/80 passed by its port rule
         assert stats[stat_key("port", "drop")] == 2      # UDP/53 dropped by its port rule

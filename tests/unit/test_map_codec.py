@@ -183,3 +183,114 @@ def test_single_member_struct_takes_a_scalar(codecs):
     # fleet_ipv6_t is a struct of one array: it has its own notation, but plain structs work the same
     c = codecs["vips"]
     assert c.decode_value(c.encode_value({"addr6": "::1"}))["addr6"] == "::1"
+
+
+# ---------------------------------------------------------------- enum end markers
+
+def _program_enums():
+    """{enum name: EnumCodec} of the collection's three programs (bpf/include/fleet/*.h), from their BTF."""
+    from ansible_collections.ebpf.fleet.plugins.module_utils import btf as btf_mod
+    from harness import paths
+    out = {}
+    for name in ("xdp_filter", "xdp_lb", "tc_egress"):
+        try:
+            path = paths.bpf_object(name)
+        except FileNotFoundError:
+            pytest.skip("run `make bpf` first")
+        with libbpf.BpfObject.open(path) as obj:
+            parsed = btf_mod.Btf.parse(obj.btf_raw())
+        for item in parsed.types:
+            if item.kind in (btf_mod.KIND_ENUM, btf_mod.KIND_ENUM64) and item.name:
+                out[item.name] = item
+    return out
+
+
+def test_end_markers_of_the_programs_enums_are_exactly_the_max_and_count_enumerators():
+    enums = _program_enums()
+    markers = {name: map_codec.end_marker(item.members, name) for name, item in enums.items()}
+    assert {name: m.name for name, m in markers.items() if m} == {
+        "fleet_verdict": "FLEET_VERDICT_MAX", "fleet_filter_reason": "FLEET_FILTER_REASON_MAX",
+        "fleet_lb_stat": "FLEET_LB_STAT_MAX", "fleet_egress_outcome": "FLEET_EGRESS_OUTCOMES"}
+    # every other enum of the three programs keeps all its values
+    assert {"fleet_policy", "fleet_proto", "fleet_lb_family", "fleet_lb_mode", "fleet_egress_limit"} <= set(enums)
+
+
+@pytest.mark.parametrize("value", ["max", "MAX", "FLEET_VERDICT_MAX", 3, "3", 7])
+def test_enum_end_marker_is_not_a_value(value):
+    item = _program_enums()["fleet_verdict"]
+    codec = map_codec.EnumCodec(4, False, item.members, "fleet_verdict")
+    with pytest.raises(CodecError, match="end marker of enum fleet_verdict .FLEET_VERDICT_MAX = 3.*pass, drop, redirect"):
+        codec.encode(value, "entries[0].value.default_verdict")
+    assert codec.encode("redirect", "") == (2).to_bytes(4, "little")
+    assert codec.decode((3).to_bytes(4, "little")) == 3  # read back as the number, never as "max"
+    assert "max" not in codec.names()
+
+
+def test_a_last_enumerator_that_is_a_value_is_not_an_end_marker():
+    item = _program_enums()["fleet_lb_family"]   # NONE, IPV4, IPV6: ipv6 is a value
+    assert map_codec.end_marker(item.members, "fleet_lb_family") is None
+
+
+# ---------------------------------------------------------------- short messages, per-CPU sums
+
+def test_error_messages_never_carry_a_whole_value(codecs):
+    huge = "x" * 1_000_000
+    nested = [[[[[[list(range(100000))]]]]]]
+    for codec, value in ((codecs["deny_v4"], huge), (codecs["vips"], {"vip": huge}), (codecs["vips"], nested)):
+        with pytest.raises(CodecError) as err:
+            codec.encode_key(value, "entries[0]")
+        assert len(str(err.value)) < 600, str(err.value)[:1000]
+
+
+def test_per_cpu_sum_adds_only_counters():
+    from ansible_collections.ebpf.fleet.plugins.module_utils import btf as btf_mod
+    from harness import paths
+    with libbpf.BpfObject.open(paths.bpf_object("xdp_lb")) as obj:
+        raw = obj.btf_raw()
+        parsed = btf_mod.Btf.parse(raw)
+        conn = map_codec.compile_type(parsed, btf_mod.map_definition(parsed, "lb_conntrack_v4")["btf_value_type_id"])
+        counter = map_codec.compile_type(parsed, btf_mod.map_definition(parsed, "lb_stats")["btf_value_type_id"])
+    # a connection-table entry written on CPU 1 only: the backend id is not added up over CPUs
+    per_cpu = [{"backend": 0, "pad": 0, "last_seen_ns": 0}, {"backend": 5, "pad": 0, "last_seen_ns": 77}]
+    assert map_codec.summarize(conn, per_cpu) == {"backend": [0, 5], "pad": 0, "last_seen_ns": [0, 77]}
+    same = [{"backend": 5, "pad": 0, "last_seen_ns": 9}] * 3
+    assert map_codec.summarize(conn, same) == {"backend": 5, "pad": 0, "last_seen_ns": 9}
+    assert map_codec.summarize(counter, [{"packets": 1, "bytes": 60}, {"packets": 2, "bytes": 120}]) == \
+        {"packets": 3, "bytes": 180}
+    assert map_codec.summarize(map_codec.IntCodec(4, False), [1, 2, 3]) == 6
+
+
+def test_array_index_beyond_max_entries_is_refused(codecs):
+    policy = codecs["policy"]  # an array of 8
+    assert policy.encode_key(7) == (7).to_bytes(4, "little")
+    with pytest.raises(CodecError, match=r"entries\[8\]: index 8 is out of range: the array map has 8 elements \(0..7\)"):
+        policy.encode_key(8, "entries[8]")
+    with pytest.raises(CodecError, match="list line 2: index 9 is out of range"):
+        policy.encode_keys(["1", "9"], lambda i: "list line %d" % (i + 1))
+
+
+def _program_map_codec(obj_name, map_name):
+    from ansible_collections.ebpf.fleet.plugins.module_utils import btf as btf_mod
+    from harness import paths
+    with libbpf.BpfObject.open(paths.bpf_object(obj_name)) as obj:
+        raw = obj.btf_raw()
+    info = btf_mod.map_definition(btf_mod.Btf.parse(raw), map_name, libbpf.MAP_TYPE_NAMES)
+    return map_codec.MapCodec.build(info, raw, ncpus=NCPUS)
+
+
+def test_counter_keys_made_of_enums_read_back_by_name():
+    stats = _program_map_codec("xdp_filter", "filter_stats")
+    verdicts = _program_enums()["fleet_verdict"]
+    width = map_codec.end_marker(verdicts.members, "fleet_verdict").value  # the program's reason * MAX + verdict
+    reasons = map_codec.EnumCodec(4, False, _program_enums()["fleet_filter_reason"].members, "fleet_filter_reason")
+    port = reasons.lookup["port"]
+    key = (port * width + 1).to_bytes(4, "little")
+    assert stats.decode_key(key) == {"reason": "port", "verdict": "drop"}
+    assert stats.encode_key({"reason": "port", "verdict": "drop"}) == key
+    assert stats.encode_key(port * width + 1) == key   # the number still works
+    with pytest.raises(CodecError, match="verdict: 'max' is the end marker"):
+        stats.encode_key({"reason": "port", "verdict": "max"}, "entries[0]")
+    egress = _program_map_codec("tc_egress", "egress_stats")
+    assert egress.decode_key((2 * 8 + 3).to_bytes(4, "little")) == {"class_id": 2, "outcome": "paced"}
+    assert egress.decode_key((2 * 8 + 6).to_bytes(4, "little")) == {"class_id": 2, "outcome": 6}
+    assert _program_map_codec("xdp_filter", "filter_rule_stats").decode_key((7).to_bytes(4, "little")) == 7

@@ -52,3 +52,50 @@ def test_entries_list_forms_and_duplicates():
         map_sync.encode_entries(codec, ["0x01", "0x01"], "entries", default_value="0x00")
     with pytest.raises(CodecError, match="expected a dict of key: value or a list"):
         map_sync.encode_entries(codec, "0x01", "entries")
+
+
+def test_plan_of_an_array_counts_a_declared_zero_element_as_unchanged():
+    zero = b"\0\0"
+    current = {b"1": b"\1\0"}   # arrays: only non-zero elements are read as present
+    plan = map_sync.plan(dict(current), {b"0": zero, b"1": b"\1\0"}, "sync", zero)
+    assert plan.empty
+    plan = map_sync.plan(dict(current), {b"0": zero, b"1": zero, b"2": b"\2\0"}, "sync", zero)
+    assert plan.added == [b"2"] and plan.changed == [b"1"] and plan.removed == []
+
+
+# ---------------------------------------------------------------- hostile files
+
+@pytest.mark.parametrize("name, text, message", [
+    ("deep.json", "[" * 200000 + "]" * 200000, "deep.json: nested too deeply to read"),
+    ("deep.yml", "[" * 100000 + "]" * 100000, "deep.yml line 1: nested deeper than 64 levels"),
+    ("deep_block.yml", "".join("%s- \n" % ("  " * i) for i in range(100)), "deep_block.yml line 65: nested deeper than 64 levels"),
+    ("bomb.yml", "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        "%s: &%s [%s]\n" % (chr(98 + i), chr(98 + i), ", ".join(["*" + chr(97 + i)] * 10)) for i in range(8)),
+     "bomb.yml line 5: its aliases expand it to more than 16 times its own size"),
+    ("long.yml", "- " + "x" * 100000 + "\n", "long.yml line 1: a value of 100000 characters"),
+    ("bad.json", '{"a": 1,\n "b": }', "bad.json line 2: not valid JSON"),
+    ("bad.yml", "a: [1, 2\nb: 3\n", "bad.yml line 2: not valid YAML"),
+])
+def test_hostile_entries_files_fail_fast_with_a_short_message_naming_the_file(tmp_path, name, text, message):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(CodecError) as err:
+        map_sync.load_file(str(path))
+    assert message in str(err.value)
+    assert len(str(err.value)) < 500
+
+
+def test_yaml_aliases_that_reuse_a_value_are_fine(tmp_path):
+    path = tmp_path / "ok.yml"
+    path.write_text("- {key: 1, value: &v {weight: 1, name: web}}\n" + "".join(
+        "- {key: %d, value: *v}\n" % i for i in range(2, 2000)))
+    data, fmt = map_sync.load_file(str(path))
+    assert fmt == "yaml" and len(data) == 1999 and data[-1]["value"] == {"weight": 1, "name": "web"}
+
+
+def test_plan_for_an_array_codec_matches_declared_zero_elements():
+    codec = MapCodec.build({"type": "array", "key_size": 4, "value_size": 2, "max_entries": 4})
+    zero_key, one_key = codec.encode_key(0), codec.encode_key(1)
+    desired = {zero_key: codec.encode_value(0), one_key: codec.encode_value(7)}
+    assert map_sync.plan_for(codec, {one_key: codec.encode_value(7)}, desired, "sync").empty
+    assert not map_sync.plan({one_key: codec.encode_value(7)}, desired, "sync").empty  # the old call, unaware
