@@ -326,14 +326,7 @@ def test_check_mode_without_the_map_or_a_record_predicts_every_declared_entry_an
     assert res.failed and "does not exist" in res["msg"]
 
 
-def bpf_map_spec():
-    from ansible_collections.ebpf.fleet.plugins.modules import bpf_map  # pylint: disable=import-outside-toplevel
-    return bpf_map.argument_spec()
-
-
 def test_check_mode_after_a_reboot_types_the_entries_through_the_recorded_object(pin_root, run_module, state_dir):
-    if "state_dir" not in bpf_map_spec():
-        pytest.skip("bpf_map takes state_dir with the shared options of the group")
     folder = os.path.join(state_dir, "maps")
     os.makedirs(folder)
     with open(paths.bpf_object("map_types"), "rb") as src, open(os.path.join(folder, "object.o"), "wb") as dst:
