@@ -44,6 +44,7 @@ import struct
 
 from ansible_collections.ebpf.fleet.plugins.module_utils import btf as btf_mod
 from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError
 
 FD_VALUE_MAPS = frozenset({"prog_array", "array_of_maps", "hash_of_maps", "perf_event_array", "cgroup_array"})
 DEVICE_MAPS = frozenset({"devmap", "devmap_hash"})
@@ -58,7 +59,7 @@ BATCH_DELETE_MAPS = frozenset({"hash", "lru_hash", "percpu_hash", "lru_percpu_ha
 BE_TYPEDEFS = {"__be16": 2, "__be32": 4, "__be64": 8, "fleet_port_t": 2}
 
 
-class CodecError(ValueError):
+class CodecError(FleetError, ValueError):
     """An entry that does not fit the type: where (e.g. 'entries[3].value.port') and why."""
 
     def __init__(self, where: str, message: str):

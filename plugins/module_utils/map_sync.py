@@ -28,6 +28,7 @@ import threading
 from dataclasses import dataclass, field
 
 from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError
 from ansible_collections.ebpf.fleet.plugins.module_utils.map_codec import (
     BATCH_DELETE_MAPS, UNDELETABLE_MAPS, CodecError, MapCodec, read_raw)
 
@@ -40,8 +41,9 @@ BATCH_UPDATE_MAPS = frozenset({"hash", "lru_hash", "percpu_hash", "lru_percpu_ha
                                "lpm_trie"})
 
 
-class SyncError(RuntimeError):
+class SyncError(FleetError, RuntimeError):
     """A failure with what was already applied (0 when nothing was written)."""
+    RESULT_ATTRS = {"applied": "applied"}
 
     def __init__(self, message: str, applied: int = 0):
         self.applied = applied

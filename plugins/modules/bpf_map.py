@@ -189,7 +189,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 try:
-    from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs, libbpf, map_sync
+    from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs, errors, libbpf, map_sync, validate
     from ansible_collections.ebpf.fleet.plugins.module_utils.map_codec import CodecError, MapCodec
     HAS_DEPS = True
     DEPS_ERROR = None
@@ -227,9 +227,10 @@ def build_module() -> AnsibleModule:
 
 
 def map_path(params: dict) -> str:
+    # names and paths (name, map, pin_root, path): raises InputError before anything is opened
+    validate.check_params(params)
     if params["path"]:
         return params["path"]
-    bpffs.check_name("map", params["map"])
     return bpffs.map_pin(params["pin_root"], params["name"], params["map"])
 
 
@@ -419,7 +420,9 @@ def main() -> None:
         module.fail_json(msg="the collection's module_utils could not be imported: %s" % DEPS_ERROR)
     if not libbpf.available():
         module.fail_json(msg="libbpf 1.x is required on the host (Debian/Ubuntu package %s)" % libbpf.LIBBPF_PACKAGE)
-    module.exit_json(**run(module))
+    with errors.failing(module):
+        result = run(module)
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

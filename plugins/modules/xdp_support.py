@@ -262,16 +262,17 @@ requirement_failures:
 
 import errno
 import os
-import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+from ansible_collections.ebpf.fleet.plugins.module_utils import errors
 from ansible_collections.ebpf.fleet.plugins.module_utils import ethtool
 from ansible_collections.ebpf.fleet.plugins.module_utils import kernel
 from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
 from ansible_collections.ebpf.fleet.plugins.module_utils import netdev_genl
 from ansible_collections.ebpf.fleet.plugins.module_utils import netlink
 from ansible_collections.ebpf.fleet.plugins.module_utils import xdp_drivers
+from ansible_collections.ebpf.fleet.plugins.module_utils import validate
 from ansible_collections.ebpf.fleet.plugins.module_utils import xdp_hook
 
 YES = kernel.YES
@@ -455,6 +456,7 @@ def apply_probe(report: dict, probe: dict) -> None:
 
 def run(module: AnsibleModule) -> dict:
     params = module.params
+    validate.check_params(params)  # interface names: refused before anything is read or probed
     try:
         all_links = netlink.links()
         selected = select_interfaces(all_links, params["interfaces"])
@@ -502,10 +504,8 @@ def main() -> None:
         module.fail_json(msg=missing_required_lib(netlink.PYROUTE2_PACKAGE), exception=str(netlink.PYROUTE2_IMPORT_ERROR))
     if not libbpf.available():
         module.fail_json(msg=missing_required_lib("libbpf 1.x (Debian/Ubuntu package %s)" % libbpf.LIBBPF_PACKAGE))
-    try:
+    with errors.failing(module):
         result = run(module)
-    except (OSError, libbpf.LibbpfMissing) as exc:
-        module.fail_json(msg="xdp_support failed: %s" % exc, exception=traceback.format_exc())
     if result["requirement_failures"]:
         result["msg"] = "require=%s not met: %s" % (module.params["require"], "; ".join(result["requirement_failures"]))
         module.fail_json(**result)
