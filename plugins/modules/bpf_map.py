@@ -227,10 +227,9 @@ def build_module() -> AnsibleModule:
 
 
 def map_path(params: dict) -> str:
-    # names and paths (name, map, pin_root, path): raises InputError before anything is opened
-    validate.check_params(params)
     if params["path"]:
         return params["path"]
+    bpffs.check_name("map", params["map"])
     return bpffs.map_pin(params["pin_root"], params["name"], params["map"])
 
 
@@ -421,6 +420,7 @@ def main() -> None:
     if not libbpf.available():
         module.fail_json(msg="libbpf 1.x is required on the host (Debian/Ubuntu package %s)" % libbpf.LIBBPF_PACKAGE)
     with errors.failing(module):
+        validate.check_params(module.params)  # name, map, pin_root, path: refused before anything is opened
         result = run(module)
     module.exit_json(**result)
 
