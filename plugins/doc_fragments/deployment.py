@@ -13,7 +13,8 @@ options:
   name:
     description:
       - The deployment's name; its pins are under O(pin_root)/O(name) and its record under O(state_dir)/O(name).
-      - Letters, digits, V(_) and V(-), at most 64 characters (bpffs refuses dots in pin names).
+      - Letters, digits, V(_) and V(-), at most 64 characters, starting with a letter or digit (bpffs refuses dots
+        in pin names). Other names fail the task before anything changes.
     type: str
     required: true
   state:
@@ -27,6 +28,8 @@ options:
     description:
       - Interfaces to attach to. Interfaces the deployment was attached to before and that are not listed any
         more lose it.
+      - Names of 1 to 15 letters, digits, V(_) or V(-); a name with a dot (a VLAN such as C(eth0.100)) is refused,
+        because the hook's pins carry the interface name and bpffs refuses dots.
     type: list
     elements: str
     default: []
@@ -76,11 +79,15 @@ options:
   pin_root:
     description:
       - Folder on bpffs for the collection's pins (mounted at /sys/fs/bpf when missing).
+      - An absolute path on a mounted bpf filesystem or below C(/sys/fs/bpf), below the mount point itself, without
+        V(..) components or dots in folder names; anything else (C(/tmp), C(/etc)) fails before anything changes.
     type: path
     default: /sys/fs/bpf/ebpf_fleet
   state_dir:
     description:
       - Folder for the deployment records (object copy, checksum, options) from which a host can restore itself.
+      - An absolute path on a regular file system (not bpffs, C(/proc), C(/sys) or C(/dev)), without V(..)
+        components.
     type: path
     default: /var/lib/ebpf_fleet
   replace_incompatible_maps:
