@@ -302,8 +302,9 @@ def select_interfaces(all_links: list, wanted: list) -> list:
         return [item for item in all_links if not item["loopback"]]
     missing = [name for name in wanted if name not in by_name]
     if missing:
-        raise ValueError("interfaces: %s not found in this network namespace; expected names of existing "
-                         "interfaces: %s" % (", ".join(repr(name) for name in missing), ", ".join(sorted(by_name))))
+        expected = "names of existing interfaces: %s" % ", ".join(sorted(by_name))
+        raise errors.InputError("interfaces: %s not found in this network namespace; expected %s" % (
+            ", ".join(repr(name) for name in missing), expected), field="interfaces", value=missing, expected=expected)
     seen, result = set(), []
     for name in wanted:
         if name not in seen:
@@ -457,11 +458,8 @@ def apply_probe(report: dict, probe: dict) -> None:
 def run(module: AnsibleModule) -> dict:
     params = module.params
     validate.check_params(params)  # interface names: refused before anything is read or probed
-    try:
-        all_links = netlink.links()
-        selected = select_interfaces(all_links, params["interfaces"])
-    except ValueError as exc:
-        module.fail_json(msg=str(exc))
+    all_links = netlink.links()
+    selected = select_interfaces(all_links, params["interfaces"])
 
     facts = kernel.facts()
     features = netdev_genl.xdp_features([item["ifindex"] for item in selected])

@@ -164,3 +164,18 @@ def test_bpf_map_kernel_errors_and_bad_pins_fail_cleanly(lab, run_module):
                                      entries=[{"key": 0, "value": 1}]), netns=lab.ns)
     assert res.failed and "Traceback" not in res["_stdout"] + res["_stderr"], res
     assert run_module("xdp_program", lab.args(name="guard", state="absent"), netns=lab.ns).changed
+
+
+@pytest.mark.parametrize("module", ["xdp_program", "bpf_info"])
+def test_a_record_that_is_not_json_fails_naming_the_file(lab, run_module, module):
+    """Real: a damaged record under state_dir (it used to end in a ValueError traceback or a bare message)."""
+    folder = os.path.join(lab.state_dir, "guard")
+    os.makedirs(folder)
+    with open(os.path.join(folder, "deployment.json"), "w") as handle:
+        handle.write("{not json")
+    args = lab.args(name="guard", object=obj("xdp_drop_udp")) if module == "xdp_program" else \
+        dict(pin_root=lab.pin_root, state_dir=lab.state_dir)
+    res = run_module(module, args, netns=lab.ns)
+    assert_clean_failure(res, "record %s/deployment.json is not valid JSON" % folder, "remove its folder")
+    assert res["field"] == "state_dir"
+    assert xdp_ids(lab.ns) == 0
