@@ -227,11 +227,11 @@ def swap(gen: Generation, pin_root: str, mode: str, method: str, allow_fallback:
     first_fd = gen.instances[0].prog_fd
     result = {"reattached": False, "fallback": False, "mode": mode, "method": method}
     same_attachment = hook.method == method and (hook.hook != "xdp" or hook.mode == mode) and hook.live_ids
-    with converting("attaching program %s to %s (%s%s)" % (gen.entries[0].program or gen.entries[0].deployment,
-                                                          hook.hook_id, "clsact filter" if method == "clsact" else
-                                                          "bpf_link", ", mode %s" % mode if hook.hook == "xdp" else ""),
-                    hint=_attach_hints(hook, method)):
-        result.update(_attach(gen, hook, paths, first_fd, mode, method, same_attachment, allow_fallback, pin_root))
+    what = "attaching program %s to %s (%s%s)" % (
+        gen.entries[0].program or gen.entries[0].deployment, hook.hook_id,
+        "clsact filter" if method == "clsact" else "bpf_link", ", mode %s" % mode if hook.hook == "xdp" else "")
+    with converting(what, hint=_attach_hints(hook, method)):
+        result.update(_attach(hook, paths, first_fd, mode, method, same_attachment, allow_fallback, pin_root))
     with converting("pinning the chain map of %s" % hook.hook_id):
         bpffs.pin(gen.chain_fd, paths["chain"])
     return result
@@ -254,7 +254,9 @@ def _attach_hints(hook: HookState, method: str) -> dict:
     return {}
 
 
-def _attach(gen, hook, paths, first_fd, mode, method, same_attachment, allow_fallback, pin_root) -> dict:
+def _attach(hook, paths, first_fd, mode, method, same_attachment, allow_fallback, pin_root) -> dict:
+    """Attach or swap the first program of a generation; returns what happened (qdisc_created, reattached,
+    fallback, mode)."""
     result = {}
     if same_attachment and method == "link":
         attach.link_swap(paths["link"], first_fd, hook.live_ids[0])

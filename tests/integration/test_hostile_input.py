@@ -125,3 +125,24 @@ def test_hostile_names_and_paths_fail_before_anything_changes(lab, run_module, m
     assert after == before
     assert not os.path.exists(lab["outside"]) and not os.path.exists("/tmp/ebft-pwned")
     assert not os.path.exists("/proc/ebft_state")
+
+
+@pytest.mark.playbook
+def test_a_hostile_name_through_ansible_playbook_fails_with_the_message_and_no_traceback(lab, tmp_path):
+    """What the operator sees: the task fails with the message; no traceback, no warning, nothing created."""
+    from harness.runner import run_playbook
+
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(json.dumps([{"hosts": "all", "gather_facts": False, "tasks": [
+        {"name": "hostile", "ebpf.fleet.xdp_program": {
+            "name": "../evil; rm -rf /", "object": paths.bpf_object("xdp_drop_udp"), "interfaces": ["vb"],
+            "pin_root": lab["pin_root"], "state_dir": lab["state_dir"]}}]}]))
+    inventory = tmp_path / "inventory.ini"
+    inventory.write_text("lab ansible_connection=ebpf.fleet.netns ansible_netns=%s\n" % lab["ns"].name)
+    before = tree(lab["pin_root"]), tree(lab["state_dir"]), kernel_view(lab["ns"])
+    proc = run_playbook(str(playbook), inventory=str(inventory))
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "failed=1" in proc.stdout, output
+    assert "name='../evil; rm -rf /' is not a valid name: expected 1 to 64 characters" in proc.stdout, output
+    assert "Traceback" not in output and "[WARNING]" not in output and "[DEPRECATION WARNING]" not in output, output
+    assert (tree(lab["pin_root"]), tree(lab["state_dir"]), kernel_view(lab["ns"])) == before
