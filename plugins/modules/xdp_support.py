@@ -271,8 +271,8 @@ from ansible_collections.ebpf.fleet.plugins.module_utils import kernel
 from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
 from ansible_collections.ebpf.fleet.plugins.module_utils import netdev_genl
 from ansible_collections.ebpf.fleet.plugins.module_utils import netlink
-from ansible_collections.ebpf.fleet.plugins.module_utils import xdp_drivers
 from ansible_collections.ebpf.fleet.plugins.module_utils import validate
+from ansible_collections.ebpf.fleet.plugins.module_utils import xdp_drivers
 from ansible_collections.ebpf.fleet.plugins.module_utils import xdp_hook
 
 YES = kernel.YES
