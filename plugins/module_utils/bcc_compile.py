@@ -48,6 +48,7 @@ NO_DATA_MAPS = ("prog_array", "perf_event_array", "ringbuf")
 
 class BccError(FleetError, RuntimeError):
     RESULT_ATTRS = {"verifier_log": "log"}
+
     def __init__(self, message: str, log: str = ""):
         super().__init__(message)
         self.log = log

@@ -102,7 +102,7 @@ def base_args(module, lab):
 CASES = cases()
 
 
-@pytest.mark.parametrize("module, field, make", CASES, ids=["%s-%s-%d" % (m, f, i) for i, (m, f, _) in enumerate(CASES)])
+@pytest.mark.parametrize("module, field, make", CASES, ids=["%s-%s-%d" % (case[0], case[1], i) for i, case in enumerate(CASES)])
 def test_hostile_names_and_paths_fail_before_anything_changes(lab, run_module, module, field, make):
     value = make(lab)
     args = base_args(module, lab)

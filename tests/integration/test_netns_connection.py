@@ -41,8 +41,8 @@ def test_missing_namespace_fails_naming_it(tmp_path):
 
 def _run_ping(tmp_path, netns_name):
     inventory = tmp_path / "inventory.yml"
-    inventory.write_text(json.dumps({"all": {"hosts": {"lab": {"ansible_connection": "ebpf.fleet.netns",
-                                                                "ansible_netns": netns_name}}}}))
+    host = {"ansible_connection": "ebpf.fleet.netns", "ansible_netns": netns_name}
+    inventory.write_text(json.dumps({"all": {"hosts": {"lab": host}}}))
     playbook = tmp_path / "play.yml"
     playbook.write_text("- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.ping:\n")
     return run_playbook(str(playbook), inventory=str(inventory))
