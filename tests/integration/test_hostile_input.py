@@ -61,6 +61,7 @@ def cases():
             (module, "pin_root", lambda lab: "/sys/fs/bpf"),
             (module, "pin_root", lambda lab: "relative/pins"),
             (module, "state_dir", lambda lab: lab["a_file"] + "/state"),
+            (module, "state_dir", lambda lab: lab["a_file"]),
             (module, "state_dir", lambda lab: lab["state_dir"] + "/../../x"),
             (module, "state_dir", lambda lab: "/proc/ebft_state"),
             (module, "state_dir", lambda lab: lab["pin_root"] + "/state"),

@@ -179,3 +179,24 @@ def test_a_record_that_is_not_json_fails_naming_the_file(lab, run_module, module
     assert_clean_failure(res, "record %s/deployment.json is not valid JSON" % folder, "remove its folder")
     assert res["field"] == "state_dir"
     assert xdp_ids(lab.ns) == 0
+
+
+def test_bpffs_mount_refused_fails_naming_the_mount_point_and_the_fix(lab, tmp_path):
+    """Real: in a private mount namespace where /sys/fs/bpf is not mounted, the module runs without
+    CAP_SYS_ADMIN, so its mount(2) of bpffs is refused with EPERM. Nothing is mounted on the machine."""
+    args_path = tmp_path / "args.json"
+    pin_root = "/sys/fs/bpf/%s" % os.path.basename(lab.pin_root)
+    args_path.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": dict(
+        lab.args(name="guard", object=obj("xdp_drop_udp"), pin_root=pin_root))}))
+    module = "ansible_collections.ebpf.fleet.plugins.modules.xdp_program"
+    inner = "while mountpoint -q /sys/fs/bpf; do umount /sys/fs/bpf; done; exec nsenter --net=/run/netns/%s " \
+            "capsh --drop=cap_sys_admin -- -c 'exec %s -m %s %s'" % (lab.ns.name, paths.PYTHON, module, args_path)
+    before = open("/proc/self/mounts").read().count(" bpf ")
+    proc = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", inner], capture_output=True,
+                          text=True, timeout=300, env=module_env(), cwd=paths.REPO, check=False)
+    out = proc.stdout.strip()
+    res = ModuleResult(json.loads(out[out.index("{"):]) if "{" in out else {"failed": True, "msg": out})
+    res["_stdout"], res["_stderr"] = proc.stdout, proc.stderr
+    assert_clean_failure(res, "cannot mount bpffs at /sys/fs/bpf: Operation not permitted",
+                         "mount it yourself (mount -t bpf bpf /sys/fs/bpf) or run the task as root")
+    assert open("/proc/self/mounts").read().count(" bpf ") == before
