@@ -55,6 +55,27 @@ NETNS_DIR = "/run/netns"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
+def netns_path(name) -> str:
+    """/run/netns/NAME for a namespace name; refuses names that resolve to something else ('..', '/', links)."""
+    expected = "the name of a network namespace in %s (1 to 64 letters, digits, '_', '.' or '-', not '.' or " \
+               "'..', no '/')" % NETNS_DIR
+    if not isinstance(name, str) or not NAME_PATTERN.match(name) or name in (".", ".."):
+        shown = repr(name) if not isinstance(name, str) or len(name) <= 80 else repr(name[:80]) + "..."
+        raise AnsibleConnectionFailure("netns=%s is not a network namespace name: expected %s" % (shown, expected))
+    path = os.path.join(NETNS_DIR, name)
+    if not os.path.exists(path):
+        raise AnsibleConnectionFailure("netns=%r: network namespace %r does not exist (no %s): expected %s, as "
+                                       "listed by `ip netns list`" % (name, name, path, expected))
+    try:
+        resolved = os.path.realpath(path)
+    except OSError as exc:
+        resolved = "an unreadable target (%s)" % exc.strerror
+    if os.path.dirname(resolved) != os.path.realpath(NETNS_DIR):
+        raise AnsibleConnectionFailure("netns=%r: %s resolves to %s, outside %s: expected %s" % (
+            name, path, resolved, NETNS_DIR, expected))
+    return path
+
+
 class Connection(LocalConnection):
     """The local connection, with every command run inside a named network namespace."""
 
@@ -62,13 +83,7 @@ class Connection(LocalConnection):
 
     def _netns_path(self) -> str:
         name = self.get_option("netns") or self._play_context.remote_addr
-        if not name or not NAME_PATTERN.match(name):
-            raise AnsibleConnectionFailure(
-                "netns=%r is not a network namespace name: expected letters, digits, '_', '.' or '-'" % (name,))
-        path = os.path.join(NETNS_DIR, name)
-        if not os.path.exists(path):
-            raise AnsibleConnectionFailure("network namespace %r does not exist (no %s)" % (name, path))
-        return path
+        return netns_path(name)
 
     def exec_command(self, cmd, in_data=None, sudoable=True):
         wrapped = "%s --net=%s /bin/sh -c %s" % (

@@ -13,7 +13,8 @@ options:
   name:
     description:
       - The deployment's name; its pins are under O(pin_root)/O(name) and its record under O(state_dir)/O(name).
-      - Letters, digits, V(_) and V(-), at most 64 characters (bpffs refuses dots in pin names).
+      - Letters, digits, V(_) and V(-), at most 64 characters, starting with a letter or digit (bpffs refuses dots
+        in pin names). Other names fail the task before anything changes.
     type: str
     required: true
   state:
@@ -27,6 +28,8 @@ options:
     description:
       - Interfaces to attach to. Interfaces the deployment was attached to before and that are not listed any
         more lose it.
+      - Names of 1 to 15 letters, digits, V(_) or V(-); a name with a dot (a VLAN such as C(eth0.100)) is refused,
+        because the hook's pins carry the interface name and bpffs refuses dots.
     type: list
     elements: str
     default: []

@@ -13,6 +13,8 @@ options:
   pin_root:
     description:
       - Folder on bpffs for the collection's pins (mounted at /sys/fs/bpf when missing, by a run that pins).
+      - An absolute path on a mounted bpf filesystem or below C(/sys/fs/bpf), below the mount point itself, without
+        V(..) components or dots in folder names; anything else (C(/tmp), C(/etc)) fails before anything changes.
       - Every module of the action group C(group/ebpf.fleet.ebpf) accepts it, so that C(module_defaults) can set it
         once for all of them; modules that pin nothing (M(ebpf.fleet.xdp_support)) ignore it.
     type: path
@@ -20,9 +22,11 @@ options:
   state_dir:
     description:
       - Folder for the deployment records (object copy, checksum, options) from which a host can restore itself.
+      - An absolute path on a regular file system (not bpffs, C(/proc), C(/sys) or C(/dev)), without V(..)
+        components.
       - Every module of the action group C(group/ebpf.fleet.ebpf) accepts it, so that C(module_defaults) can set it
-        once for all of them; modules that keep no records (M(ebpf.fleet.bpf_map), M(ebpf.fleet.xdp_support))
-        ignore it.
+        once for all of them; modules that keep no records read it only to find a deployment's record
+        (M(ebpf.fleet.bpf_map) in check mode, to type entries for maps not pinned yet) or ignore it.
     type: path
     default: /var/lib/ebpf_fleet
 """

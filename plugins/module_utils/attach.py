@@ -26,6 +26,7 @@ import os
 
 from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
 from ansible_collections.ebpf.fleet.plugins.module_utils import netlink
+from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError
 
 XDP_MODE_FLAGS = {
     "native": libbpf.XDP_FLAGS_DRV_MODE,
@@ -40,7 +41,7 @@ CLSACT_NAME = "fleet"
 LIBXDP_PIN_GLOB = "/sys/fs/bpf/xdp/dispatch-%d-*"
 
 
-class AttachError(RuntimeError):
+class AttachError(FleetError, RuntimeError):
     pass
 
 
@@ -90,9 +91,6 @@ def link_attach(hook: str, ifindex: int, prog_fd: int, mode: str = "") -> int:
         except libbpf.BpfError as exc:
             if mode == "native" and exc.errno in (errno.EOPNOTSUPP, errno.ENOTSUP, 524):
                 raise NoNativeXdp(str(exc))
-            if exc.errno == errno.EBUSY:
-                raise AttachError("the interface already has an XDP program that ebpf.fleet did not attach "
-                                  "(%s); detach it first" % exc)
             raise
     return libbpf.link_create(prog_fd, ifindex, TCX_ATTACH[hook], 0)
 

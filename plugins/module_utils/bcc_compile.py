@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from ansible_collections.ebpf.fleet.plugins.module_utils import clang
 from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
 from ansible_collections.ebpf.fleet.plugins.module_utils import map_types
+from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError
 
 SYSTEM_PYTHONS = ["/usr/bin/python3", "/usr/libexec/platform-python", "/usr/bin/python"]
 BCC_PACKAGE = "bcc (Debian: python3-bpfcc, for the system Python)"
@@ -47,7 +48,9 @@ PROG_TYPE_FOR_HOOK = {"xdp": "XDP", "tc_ingress": "SCHED_CLS", "tc_egress": "SCH
 NO_DATA_MAPS = map_types.NO_DATA
 
 
-class BccError(RuntimeError):
+class BccError(FleetError, RuntimeError):
+    RESULT_ATTRS = {"verifier_log": "log"}
+
     def __init__(self, message: str, log: str = ""):
         super().__init__(message)
         self.log = log

@@ -26,6 +26,7 @@ import re
 import shutil
 
 from ansible_collections.ebpf.fleet.plugins.module_utils import shared_options
+from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError, InputError, converting, short_repr
 
 BPFFS_DEFAULT = "/sys/fs/bpf"
 PIN_ROOT_DEFAULT = shared_options.PIN_ROOT_DEFAULT
@@ -33,7 +34,7 @@ PIN_ROOT_DEFAULT = shared_options.PIN_ROOT_DEFAULT
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
-class BpffsError(RuntimeError):
+class BpffsError(FleetError, RuntimeError):
     pass
 
 
@@ -69,12 +70,14 @@ def ensure_mounted(mount_point: str = BPFFS_DEFAULT) -> bool:
     """Mount bpffs at mount_point unless it is there; True when this call mounted it."""
     if mount_point in bpffs_mount_points():
         return False
-    os.makedirs(mount_point, exist_ok=True)
+    with converting("creating the bpffs mount point %s" % mount_point):
+        os.makedirs(mount_point, exist_ok=True)
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     ret = libc.mount(b"bpf", mount_point.encode(), b"bpf", 0, None)
     if ret != 0:
         err = ctypes.get_errno()
-        raise BpffsError("cannot mount bpffs at %s: %s" % (mount_point, os.strerror(err)))
+        raise BpffsError("cannot mount bpffs at %s: %s; mount it yourself (mount -t bpf bpf %s) or run the task as "
+                         "root" % (mount_point, os.strerror(err), mount_point))
     return True
 
 
@@ -86,13 +89,6 @@ def _under_default(pin_root: str) -> bool:
 def _not_on_bpffs(pin_root: str) -> BpffsError:
     return BpffsError("pin_root %r is not on a bpf filesystem; expected a path under a bpffs "
                       "mount such as %s" % (pin_root, BPFFS_DEFAULT))
-
-
-def check_pin_root(pin_root: str = PIN_ROOT_DEFAULT) -> None:
-    """What ensure_pin_root would refuse, without mounting or creating anything (check mode, state=absent):
-    a pin root under /sys/fs/bpf is fine even when bpffs is not mounted yet (then nothing is pinned)."""
-    if not is_on_bpffs(pin_root) and not (_under_default(pin_root) and BPFFS_DEFAULT not in bpffs_mount_points()):
-        raise _not_on_bpffs(pin_root)
 
 
 def ensure_pin_root(pin_root: str = PIN_ROOT_DEFAULT) -> None:
@@ -113,18 +109,21 @@ def makedirs(path: str) -> None:
     parent = os.path.dirname(path)
     if parent != path:
         makedirs(parent)
-    try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        return
-    os.chmod(path, 0o700)  # whatever the umask
+    with converting("creating the folder %s" % path):
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            return
+        os.chmod(path, 0o700)  # whatever the umask
 
 
 def check_name(field: str, value: str) -> str:
     """Names become pin folders: letters, digits, '_', '-', at most 64 (bpffs allows no dots)."""
     if not isinstance(value, str) or not NAME_PATTERN.match(value):
-        raise ValueError("%s=%r is not a valid name: expected 1 to 64 characters of letters, digits, "
-                         "'_' or '-' (no dots: bpffs refuses them), starting with a letter or digit" % (field, value))
+        expected = "1 to 64 characters of letters, digits, '_' or '-' (no dots: bpffs refuses them), starting " \
+                   "with a letter or digit"
+        raise InputError("%s=%s is not a valid name: expected %s" % (field, short_repr(value), expected),
+                         field=field, value=value, expected=expected)
     return value
 
 
@@ -135,26 +134,33 @@ def pin(fd: int, path: str) -> None:
     makedirs(os.path.dirname(path))
     tmp = "%s_tmp%d" % (path, os.getpid())
     unpin(tmp)
-    libbpf.obj_pin(fd, tmp)
-    os.chmod(tmp, 0o600)
-    os.rename(tmp, path)
+    with converting("pinning %s" % path):
+        libbpf.obj_pin(fd, tmp)
+        try:
+            os.chmod(tmp, 0o600)
+            os.rename(tmp, path)
+        except OSError:
+            unpin(tmp)
+            raise
 
 
 def unpin(path: str) -> bool:
     """Remove a pin; False when there was none."""
-    try:
-        os.unlink(path)
-    except OSError as exc:
-        if exc.errno == errno.ENOENT:
-            return False
-        raise
+    with converting("removing the pin %s" % path):
+        try:
+            os.unlink(path)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                return False
+            raise
     return True
 
 
 def remove_tree(path: str) -> None:
     """Remove a folder of pins (bpffs allows unlink and rmdir, as any filesystem)."""
     if os.path.isdir(path):
-        shutil.rmtree(path)
+        with converting("removing the folder of pins %s" % path):
+            shutil.rmtree(path)
 
 
 def deployment_dir(pin_root: str, name: str) -> str:

@@ -19,6 +19,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError
+
 BTF_MAGIC = 0xEB9F
 
 KIND_INT = 1
@@ -65,7 +67,7 @@ _2U32 = struct.Struct("<II")
 _ENUM = struct.Struct("<Ii")
 
 
-class BtfError(ValueError):
+class BtfError(FleetError, ValueError):
     """A blob that is not valid BTF, or a type id that does not exist."""
 
 

@@ -32,6 +32,7 @@ from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs
 from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
 from ansible_collections.ebpf.fleet.plugins.module_utils import loader
 from ansible_collections.ebpf.fleet.plugins.module_utils import records
+from ansible_collections.ebpf.fleet.plugins.module_utils.errors import converting
 
 
 @dataclass
@@ -226,6 +227,37 @@ def swap(gen: Generation, pin_root: str, mode: str, method: str, allow_fallback:
     first_fd = gen.instances[0].prog_fd
     result = {"reattached": False, "fallback": False, "mode": mode, "method": method}
     same_attachment = hook.method == method and (hook.hook != "xdp" or hook.mode == mode) and hook.live_ids
+    what = "attaching program %s to %s (%s%s)" % (
+        gen.entries[0].program or gen.entries[0].deployment, hook.hook_id,
+        "clsact filter" if method == "clsact" else "bpf_link", ", mode %s" % mode if hook.hook == "xdp" else "")
+    with converting(what, hint=_attach_hints(hook, method)):
+        result.update(_attach(hook, paths, first_fd, mode, method, same_attachment, allow_fallback, pin_root))
+    with converting("pinning the chain map of %s" % hook.hook_id):
+        bpffs.pin(gen.chain_fd, paths["chain"])
+    return result
+
+
+def _attach_hints(hook: HookState, method: str) -> dict:
+    """What to do when the kernel refuses to attach, by errno."""
+    if method == "clsact":
+        direction = hook.hook[len("tc_"):]
+        return {errno.EEXIST: "a tc filter that ebpf.fleet did not create holds priority %d handle %d on %s %s; "
+                              "remove it (tc filter del dev %s %s prio %d) or use attach: tcx" % (
+                                  attach.CLSACT_PRIO, attach.CLSACT_HANDLE, hook.ifname, direction, hook.ifname,
+                                  direction, attach.CLSACT_PRIO),
+                errno.EBUSY: "another tool holds the clsact qdisc of %s; remove its filters first" % hook.ifname}
+    if hook.hook == "xdp":
+        return {errno.EBUSY: "%s already runs an XDP program that ebpf.fleet did not attach (see `ip link show %s`); "
+                             "detach it first (ip link set dev %s xdp off)" % (hook.ifname, hook.ifname, hook.ifname),
+                errno.EEXIST: "%s already has an XDP program attached; detach it first (ip link set dev %s xdp off)"
+                              % (hook.ifname, hook.ifname)}
+    return {}
+
+
+def _attach(hook, paths, first_fd, mode, method, same_attachment, allow_fallback, pin_root) -> dict:
+    """Attach or swap the first program of a generation; returns what happened (qdisc_created, reattached,
+    fallback, mode)."""
+    result = {}
     if same_attachment and method == "link":
         attach.link_swap(paths["link"], first_fd, hook.live_ids[0])
     elif same_attachment and method == "clsact":
@@ -241,25 +273,28 @@ def swap(gen: Generation, pin_root: str, mode: str, method: str, allow_fallback:
         else:
             try:
                 link_fd = attach.link_attach(hook.hook, hook.ifindex, first_fd, mode)
-            except attach.NoNativeXdp:
+            except attach.NoNativeXdp as exc:
                 if not allow_fallback:
-                    raise
+                    raise attach.NoNativeXdp(
+                        "interfaces: %s has no native XDP support (%s): expected an interface whose driver runs XDP "
+                        "natively; use mode: generic, or mode: auto with allow_generic_fallback: true"
+                        % (hook.ifname, exc), field="interfaces", value=hook.ifname) from exc
                 link_fd = attach.link_attach(hook.hook, hook.ifindex, first_fd, "generic")
                 result["mode"] = "generic"
                 result["fallback"] = True
             with libbpf.fd_closing(link_fd):
                 bpffs.pin(link_fd, paths["link"])
-    bpffs.pin(gen.chain_fd, paths["chain"])
     return result
 
 
 def detach(hook: HookState, pin_root: str) -> None:
     """Take the hook's chain off the interface and drop its pins."""
     paths = hook_paths(pin_root, hook.hook, hook.ifname)
-    if hook.method == "clsact":
-        attach.clsact_remove(hook.ifindex, hook.hook, hook.qdisc_created)
-    else:
-        attach.link_remove(paths["link"])
+    with converting("detaching the chain of %s" % hook.hook_id):
+        if hook.method == "clsact":
+            attach.clsact_remove(hook.ifindex, hook.hook, hook.qdisc_created)
+        else:
+            attach.link_remove(paths["link"])
     bpffs.unpin(paths["chain"])
 
 

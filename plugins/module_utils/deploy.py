@@ -25,9 +25,10 @@ from ansible_collections.ebpf.fleet.plugins.module_utils import netdev_genl
 from ansible_collections.ebpf.fleet.plugins.module_utils import netlink
 from ansible_collections.ebpf.fleet.plugins.module_utils import records
 from ansible_collections.ebpf.fleet.plugins.module_utils import xdp_drivers
+from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError
 
 
-class DeployError(RuntimeError):
+class DeployError(FleetError, RuntimeError):
     def __init__(self, message: str, **details):
         super().__init__(message)
         self.details = details

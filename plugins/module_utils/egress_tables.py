@@ -27,6 +27,7 @@ the operator writes:
 from __future__ import annotations
 
 from ansible_collections.ebpf.fleet.plugins.module_utils import filter_tables
+from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError
 
 NSEC = 1_000_000_000
 MARKS_DIRECT = 65536  # FLEET_EGRESS_MARKS_DIRECT in bpf/include/fleet/egress.h
@@ -35,7 +36,7 @@ _U32 = 0xFFFFFFFF
 _U64 = (1 << 64) - 1
 
 
-class EgressTableError(ValueError):
+class EgressTableError(FleetError, ValueError):
     """A setting the program cannot hold (names the field, the value and what was expected)."""
 
 

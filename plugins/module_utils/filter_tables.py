@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import ipaddress
 
+from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError
+
 LEVELS = (16, 24, 32)
 FLAG_MATCH = "match"
 FLAG_DEEPER = "deeper"
 
 
-class FilterTableError(ValueError):
+class FilterTableError(FleetError, ValueError):
     """A rule the table cannot hold (names the rule and what was expected)."""
 
 

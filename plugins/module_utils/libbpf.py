@@ -20,6 +20,8 @@ import ctypes.util
 import errno as errno_mod
 import os
 
+from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError
+
 LIBBPF_PACKAGE = "libbpf1"
 
 # enum bpf_prog_type
@@ -87,8 +89,9 @@ _BPF_ALU64_MOV_K = 0xB7
 _BPF_JMP_EXIT = 0x95
 
 
-class BpfError(OSError):
+class BpfError(FleetError, OSError):
     """A failed libbpf call: the operation, the errno and, for loads, the verifier log."""
+    RESULT_ATTRS = {"verifier_log": "log"}
 
     def __init__(self, op: str, err: int, detail: str = "", log: str = ""):
         self.op = op
@@ -102,7 +105,7 @@ class BpfError(OSError):
         return str(self.strerror or "")
 
 
-class LibbpfMissing(RuntimeError):
+class LibbpfMissing(FleetError, RuntimeError):
     """libbpf.so.1 could not be loaded."""
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
 from ansible_collections.ebpf.fleet.plugins.module_utils import btf
+from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError
 
 CHAIN_MAP = "fleet_chain"
 SLOT_VAR = "fleet_chain_slot"
@@ -35,8 +36,9 @@ PROG_TYPES_FOR_HOOK = {
 }
 
 
-class LoadError(RuntimeError):
+class LoadError(FleetError, RuntimeError):
     """A load that failed; ``log`` holds the end of the verifier's log."""
+    RESULT_ATTRS = {"verifier_log": "log"}
 
     def __init__(self, message: str, log: str = ""):
         super().__init__(message)

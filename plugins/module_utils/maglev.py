@@ -25,6 +25,8 @@ import hashlib
 import ipaddress
 import struct
 
+from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError
+
 DEFAULT_RING_SIZE = 65537
 MIN_SLOTS_PER_BACKEND = 100
 BACKEND_NONE = 0xFFFFFFFF
@@ -33,7 +35,7 @@ PROTOS = {"tcp": 6, "udp": 17}
 MODES = ("dsr", "ipip")
 
 
-class MaglevError(ValueError):
+class MaglevError(FleetError, ValueError):
     """Bad input for a table or an LB declaration; the message names field, value and expectation."""
 
 

@@ -45,6 +45,7 @@ import struct
 from ansible_collections.ebpf.fleet.plugins.module_utils import btf as btf_mod
 from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
 from ansible_collections.ebpf.fleet.plugins.module_utils import map_types
+from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError
 
 # the map-type facts live in map_types; these names stay for callers of this module
 FD_VALUE_MAPS = map_types.FD_VALUE
@@ -83,7 +84,7 @@ def _cap(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-class CodecError(ValueError):
+class CodecError(FleetError, ValueError):
     """An entry that does not fit the type: where (e.g. 'entries[3].value.port') and why."""
 
     def __init__(self, where: str, message: str):

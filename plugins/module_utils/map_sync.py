@@ -28,6 +28,7 @@ import threading
 from dataclasses import dataclass, field
 
 from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf, map_types
+from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError
 from ansible_collections.ebpf.fleet.plugins.module_utils.map_codec import (
     BATCH_DELETE_MAPS, UNDELETABLE_MAPS, CodecError, MapCodec, read_raw, short)
 
@@ -44,8 +45,9 @@ ALIAS_EXPANSION = 16
 ALIAS_SLACK = 100000
 
 
-class SyncError(RuntimeError):
+class SyncError(FleetError, RuntimeError):
     """A failure with what was already applied (0 when nothing was written)."""
+    RESULT_ATTRS = {"applied": "applied"}
 
     def __init__(self, message: str, applied: int = 0):
         self.applied = applied

@@ -14,6 +14,7 @@ import socket
 
 from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
 from ansible_collections.ebpf.fleet.plugins.module_utils import xdp_hook
+from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError
 
 try:
     from pyroute2 import IPRoute
@@ -27,7 +28,7 @@ except ImportError as exc:  # pragma: no cover - reported by modules through mis
 PYROUTE2_PACKAGE = "pyroute2 (Debian: python3-pyroute2)"
 
 
-class LinkNotFound(LookupError):
+class LinkNotFound(FleetError, LookupError):
     """An interface that does not exist in this network namespace."""
 
     def __init__(self, ifname: str, known=()):

@@ -21,6 +21,7 @@ from ansible_collections.ebpf.fleet.plugins.module_utils import loader
 from ansible_collections.ebpf.fleet.plugins.module_utils import netlink
 from ansible_collections.ebpf.fleet.plugins.module_utils import records
 from ansible_collections.ebpf.fleet.plugins.module_utils import shared_options
+from ansible_collections.ebpf.fleet.plugins.module_utils import validate
 
 COMPILERS = ["controller", "host", "bcc"]
 
@@ -58,15 +59,8 @@ def compile_on_host(module, src: str, workdir: str) -> str:
 
 def _validate(module, hook: str) -> None:
     params = module.params
-    try:
-        bpffs.check_name("name", params["name"])  # refuses dots too: bpffs does
-        for ifname in params["interfaces"]:
-            if not ifname or len(ifname) > 15 or ifname in (".", "..") or \
-                    any(ch in "/@:" or ch.isspace() for ch in ifname):
-                raise ValueError("interfaces: %r is not an interface name (1 to 15 characters, not '.' or '..', "
-                                 "no '/', '@', ':' or white space)" % ifname)
-    except ValueError as exc:
-        module.fail_json(msg=str(exc))
+    # names and paths (name, interfaces, pin_root, state_dir): raises InputError before anything changes
+    validate.check_params(params, pinned_interfaces=True)
     if params["state"] == "present":
         if not params["interfaces"]:
             module.fail_json(msg="interfaces: state=present needs at least one interface")
@@ -152,14 +146,10 @@ def _run(module, hook, mode, tc_attach, allow_fallback, workdir):
                          pin_root=params["pin_root"], state_dir=params["state_dir"])
     # nothing is mounted, created or locked unless this run writes: check mode and removing a name that was
     # never deployed leave the host as they found it
+    # (pin_root itself was checked with the other names and paths, validate.check_params)
     writes = not module.check_mode and req.state == "present"
-    try:
-        if writes:
-            bpffs.ensure_pin_root(req.pin_root)
-        else:
-            bpffs.check_pin_root(req.pin_root)
-    except bpffs.BpffsError as exc:
-        module.fail_json(msg="pin_root: %s" % exc)
+    if writes:
+        bpffs.ensure_pin_root(req.pin_root)
     info = None
     with records.locked(req.state_dir, create=writes):
         old = records.read_deployment(req.state_dir, req.name)
@@ -211,19 +201,8 @@ def _run(module, hook, mode, tc_attach, allow_fallback, workdir):
             diff["after"]["options"] = {key: record.get(key) for key in changed_options}
         warnings = []
         if changed and not module.check_mode:
-            try:
-                results = deploy.apply(req, info, plans, maps_report)
-            except (loader.LoadError, deploy.DeployError) as exc:
-                module.fail_json(msg=str(exc), verifier_log=getattr(exc, "log", ""), changed=False)
-            except bcc_compile.BccError as exc:
-                module.fail_json(msg=str(exc), verifier_log=exc.log, changed=False)
-            except libbpf.BpfError as exc:
-                module.fail_json(msg="kernel refused: %s" % exc, changed=False)
-            except Exception as exc:  # pylint: disable=broad-except
-                if exc.__class__.__name__ == "NoNativeXdp":
-                    module.fail_json(msg="mode=%s: an interface has no native XDP support (%s); use mode: generic, "
-                                         "or mode: auto with allow_generic_fallback: true" % (mode, exc), changed=False)
-                raise
+            # a failure (FleetError, or a kernel error) ends in the module's errors.failing translator
+            results = deploy.apply(req, info, plans, maps_report)
             for hook_id, res in results.items():
                 if res.get("fallback"):
                     warnings.append("%s: no native XDP, fell back to generic mode" % hook_id)

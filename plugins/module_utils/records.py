@@ -29,12 +29,17 @@ import tempfile
 import time
 
 from ansible_collections.ebpf.fleet.plugins.module_utils import shared_options
+from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError
 
 STATE_DIR_DEFAULT = shared_options.STATE_DIR_DEFAULT
 RECORD_FILE = "deployment.json"
 OBJECT_FILE = "object.o"
 RECORD_VERSION = 1
 KEEP_VERSIONS = 10
+
+
+class RecordError(FleetError, ValueError):
+    """A record under state_dir that cannot be read."""
 
 
 def _atomic_write(path: str, data: bytes, mode: int = 0o600) -> None:
@@ -65,7 +70,9 @@ def read_json(path: str):
     except FileNotFoundError:
         return None
     except ValueError as exc:
-        raise ValueError("record %s is not valid JSON: %s" % (path, exc))
+        raise RecordError("record %s is not valid JSON (%s): expected a record written by ebpf.fleet; restore it "
+                          "or remove its folder to forget the deployment" % (path, exc), field="state_dir",
+                          value=os.path.dirname(path))
 
 
 def deployment_dir(state_dir: str, name: str) -> str:

@@ -153,9 +153,11 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.ebpf.fleet.plugins.module_utils import bpf_inventory
 from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs
+from ansible_collections.ebpf.fleet.plugins.module_utils import errors
 from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
 from ansible_collections.ebpf.fleet.plugins.module_utils import netlink
 from ansible_collections.ebpf.fleet.plugins.module_utils import records
+from ansible_collections.ebpf.fleet.plugins.module_utils import validate
 
 try:
     import jmespath
@@ -185,6 +187,12 @@ def build_module() -> AnsibleModule:
 
 def main() -> None:
     module = build_module()
+    with errors.failing(module):
+        run(module)
+
+
+def run(module: AnsibleModule) -> None:
+    """Read and report; exits the module."""
     params = module.params
     if params["query"] and not HAS_JMESPATH:
         module.fail_json(msg=missing_required_lib("jmespath"), exception=JMESPATH_IMPORT_ERROR)
@@ -192,6 +200,7 @@ def main() -> None:
         module.fail_json(msg=missing_required_lib(netlink.PYROUTE2_PACKAGE), exception=str(netlink.PYROUTE2_IMPORT_ERROR))
     if not libbpf.available():
         module.fail_json(msg="libbpf 1.x is required (Debian package %s)" % libbpf.LIBBPF_PACKAGE)
+    validate.check_params(params)  # interfaces, pin_root, state_dir: refused before anything is read
     if params["max_entries"] < 1:
         module.fail_json(msg="max_entries=%d: expected a positive integer" % params["max_entries"])
     known = [name for _index, name in socket.if_nameindex()]

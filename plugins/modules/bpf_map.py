@@ -211,7 +211,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 try:
-    from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs, libbpf, map_sync, records
+    from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs, errors, libbpf, map_sync, records, validate
     from ansible_collections.ebpf.fleet.plugins.module_utils.map_codec import CodecError, MapCodec
     HAS_DEPS = True
     DEPS_ERROR = None
@@ -544,7 +544,10 @@ def main() -> None:
         module.fail_json(msg="the collection's module_utils could not be imported: %s" % DEPS_ERROR)
     if not libbpf.available():
         module.fail_json(msg="libbpf 1.x is required on the host (Debian/Ubuntu package %s)" % libbpf.LIBBPF_PACKAGE)
-    module.exit_json(**run(module))
+    with errors.failing(module):
+        validate.check_params(module.params)  # name, map, pin_root, path: refused before anything is opened
+        result = run(module)
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

@@ -137,6 +137,7 @@ verifier_log:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.ebpf.fleet.plugins.module_utils import errors
 from ansible_collections.ebpf.fleet.plugins.module_utils import program_module
 
 
@@ -155,7 +156,8 @@ def build_module() -> AnsibleModule:
 
 def main() -> None:
     module = build_module()
-    program_module.run(module, "tc_" + module.params["direction"], tc_attach=module.params["attach"])
+    with errors.failing(module):
+        program_module.run(module, "tc_" + module.params["direction"], tc_attach=module.params["attach"])
 
 
 if __name__ == "__main__":

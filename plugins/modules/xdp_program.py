@@ -124,6 +124,7 @@ verifier_log:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.ebpf.fleet.plugins.module_utils import errors
 from ansible_collections.ebpf.fleet.plugins.module_utils import program_module
 
 
@@ -142,8 +143,9 @@ def build_module() -> AnsibleModule:
 
 def main() -> None:
     module = build_module()
-    program_module.run(module, "xdp", mode=module.params["mode"],
-                       allow_fallback=module.params["allow_generic_fallback"])
+    with errors.failing(module):
+        program_module.run(module, "xdp", mode=module.params["mode"],
+                           allow_fallback=module.params["allow_generic_fallback"])
 
 
 if __name__ == "__main__":

@@ -263,16 +263,17 @@ requirement_failures:
 
 import errno
 import os
-import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+from ansible_collections.ebpf.fleet.plugins.module_utils import errors
 from ansible_collections.ebpf.fleet.plugins.module_utils import ethtool
 from ansible_collections.ebpf.fleet.plugins.module_utils import kernel
 from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
 from ansible_collections.ebpf.fleet.plugins.module_utils import netdev_genl
 from ansible_collections.ebpf.fleet.plugins.module_utils import netlink
 from ansible_collections.ebpf.fleet.plugins.module_utils import shared_options
+from ansible_collections.ebpf.fleet.plugins.module_utils import validate
 from ansible_collections.ebpf.fleet.plugins.module_utils import xdp_drivers
 from ansible_collections.ebpf.fleet.plugins.module_utils import xdp_hook
 
@@ -305,8 +306,9 @@ def select_interfaces(all_links: list, wanted: list) -> list:
         return [item for item in all_links if not item["loopback"]]
     missing = [name for name in wanted if name not in by_name]
     if missing:
-        raise ValueError("interfaces: %s not found in this network namespace; expected names of existing "
-                         "interfaces: %s" % (", ".join(repr(name) for name in missing), ", ".join(sorted(by_name))))
+        expected = "names of existing interfaces: %s" % ", ".join(sorted(by_name))
+        raise errors.InputError("interfaces: %s not found in this network namespace; expected %s" % (
+            ", ".join(repr(name) for name in missing), expected), field="interfaces", value=missing, expected=expected)
     seen, result = set(), []
     for name in wanted:
         if name not in seen:
@@ -459,11 +461,9 @@ def apply_probe(report: dict, probe: dict) -> None:
 
 def run(module: AnsibleModule) -> dict:
     params = module.params
-    try:
-        all_links = netlink.links()
-        selected = select_interfaces(all_links, params["interfaces"])
-    except ValueError as exc:
-        module.fail_json(msg=str(exc))
+    validate.check_params(params)  # interface names: refused before anything is read or probed
+    all_links = netlink.links()
+    selected = select_interfaces(all_links, params["interfaces"])
 
     facts = kernel.facts()
     features = netdev_genl.xdp_features([item["ifindex"] for item in selected])
@@ -506,10 +506,8 @@ def main() -> None:
         module.fail_json(msg=missing_required_lib(netlink.PYROUTE2_PACKAGE), exception=str(netlink.PYROUTE2_IMPORT_ERROR))
     if not libbpf.available():
         module.fail_json(msg=missing_required_lib("libbpf 1.x (Debian/Ubuntu package %s)" % libbpf.LIBBPF_PACKAGE))
-    try:
+    with errors.failing(module):
         result = run(module)
-    except (OSError, libbpf.LibbpfMissing) as exc:
-        module.fail_json(msg="xdp_support failed: %s" % exc, exception=traceback.format_exc())
     if result["requirement_failures"]:
         result["msg"] = "require=%s not met: %s" % (module.params["require"], "; ".join(result["requirement_failures"]))
         module.fail_json(**result)

@@ -11,6 +11,8 @@ raised as AnsibleFilterError.
 
 from __future__ import annotations
 
+import difflib
+import reprlib
 from collections.abc import Mapping
 
 from ansible.errors import AnsibleFilterError
@@ -18,12 +20,26 @@ from ansible.errors import AnsibleFilterError
 ACTIONS = ("pass", "drop", "redirect")
 RULE_ID_MAX = 4095        # filter_rule_stats holds FLEET_FILTER_RULES_MAX (4096) counters
 REDIRECT_SLOT_MAX = 63    # filter_redirect holds FLEET_FILTER_REDIRECT_MAX (64) slots
+VALUE_MAX = 200           # longest rendering of a bad value in a message (a huge input never travels whole)
+
+
+def show(value) -> str:
+    """repr(value), bounded: a huge or deeply nested value is cut, never rendered whole."""
+    shortener = reprlib.Repr()
+    shortener.maxlevel = 3
+    shortener.maxstring = shortener.maxother = VALUE_MAX
+    shortener.maxlist = shortener.maxtuple = shortener.maxdict = shortener.maxset = 10
+    try:
+        text = shortener.repr(value)
+    except (RecursionError, ValueError, TypeError):
+        text = "<%s>" % type(value).__name__
+    return text if len(text) <= VALUE_MAX + 10 else text[:VALUE_MAX] + "..."
 
 
 def fail(where: str, field: str, value, expected: str):
     """Raise the filters' error: '<where>.<field> <value>: expected <expected>'."""
     name = "%s.%s" % (where, field) if field else where
-    raise AnsibleFilterError("%s %r: expected %s" % (name, value, expected))
+    raise AnsibleFilterError("%s %s: expected %s" % (name, show(value), expected))
 
 
 def is_int(value) -> bool:
@@ -50,17 +66,26 @@ def items_of(data, what: str, name: str = "input") -> list:
     if isinstance(data, Mapping):
         data = [data]
     if not isinstance(data, (list, tuple)):
-        raise AnsibleFilterError("%s %r: expected a list of %s" % (name, data, what))
+        raise AnsibleFilterError("%s %s: expected a list of %s" % (name, show(data), what))
     for n, item in enumerate(data):
         if not isinstance(item, Mapping):
-            raise AnsibleFilterError("%s[%d] %r: expected a dict (%s)" % (name, n, item, what))
+            raise AnsibleFilterError("%s[%d] %s: expected a dict (%s)" % (name, n, show(item), what))
     return list(data)
 
 
 def check_fields(item: Mapping, where: str, allowed) -> None:
-    unknown = sorted(str(key) for key in item if key not in allowed)
-    if unknown:
-        fail(where, unknown[0], item[unknown[0]], "no such field; valid fields: %s" % ", ".join(allowed))
+    """Refuse unknown or misspelt fields, naming each, its value, the valid fields and the closest one."""
+    unknown = sorted((key for key in item if key not in allowed), key=str)
+    if not unknown:
+        return
+    key = unknown[0]
+    expected = "no such field; valid fields: %s" % ", ".join(allowed)
+    close = difflib.get_close_matches(str(key), [str(name) for name in allowed], n=1, cutoff=0.6)
+    if close:
+        expected += " (did you mean %s?)" % close[0]
+    if len(unknown) > 1:
+        expected += "; other unknown fields: %s" % ", ".join(show(other) for other in unknown[1:11])
+    fail(where, key if isinstance(key, str) else show(key), item[key], expected)
 
 
 def rule(item: Mapping, where: str) -> dict:

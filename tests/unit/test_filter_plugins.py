@@ -108,6 +108,40 @@ def test_port_bad_rules_name_the_field_the_value_and_what_was_expected(rules, me
     assert message in str(err.value)
 
 
+@pytest.mark.parametrize("plugin, rule, message", [
+    ("v4", {"cidr": "192.0.2.0/24", "action": "drop", "rule_idd": 3},
+     "rules[0].rule_idd 3: expected no such field; valid fields: cidr, action, rule_id, redirect_slot "
+     "(did you mean rule_id?)"),
+    ("v4", {"cidr": "192.0.2.0/24", "acton": "drop"}, "rules[0].acton 'drop': expected no such field"),
+    ("v4", {"cidr": "192.0.2.0/24", "action": "drop", "Action": "pass"}, "(did you mean action?)"),
+    ("port", {"proto": "tcp", "port": 80, "action": "pass", "prot": "udp"},
+     "rules[0].prot 'udp': expected no such field; valid fields: proto, port, action, rule_id, redirect_slot "
+     "(did you mean proto?)"),
+    ("port", {"proto": "tcp", "port": 80, "action": "pass", "redirect-slot": 1}, "(did you mean redirect_slot?)"),
+    ("port", {"proto": "tcp", "port": 80, "action": "pass", "ruleid": 1, "weight": 2},
+     "rules[0].ruleid 1: expected no such field; valid fields: proto, port, action, rule_id, redirect_slot "
+     "(did you mean rule_id?); other unknown fields: 'weight'"),
+    ("port", {"proto": "tcp", "port": 80, "action": "pass", 7: "x"}, "rules[0].7 'x': expected no such field"),
+])
+def test_misspelt_or_unknown_fields_are_refused_naming_field_value_and_the_valid_fields(plugin, rule, message):
+    """A typo is never ignored: the filter fails naming the field, its value, every accepted field and the
+    closest one (a non-string key fails the same way instead of crashing the template)."""
+    with pytest.raises(AnsibleFilterError) as err:
+        (v4_entries if plugin == "v4" else port_entries)([rule])
+    assert message in str(err.value)
+
+
+def test_a_huge_bad_value_is_cut_in_the_message():
+    """The message names a bad value without carrying it whole (bounded in memory and on screen)."""
+    huge = "x" * 1000000
+    for call, rule in ((v4_entries, {"cidr": huge, "action": "drop"}),
+                       (port_entries, {"proto": huge, "port": 1, "action": "pass"}),
+                       (port_entries, {"proto": "tcp", "port": 1, "action": "pass", "note": huge})):
+        with pytest.raises(AnsibleFilterError) as err:
+            call([rule])
+        assert len(str(err.value)) < 1000 and "xxxx" in str(err.value)
+
+
 # ---------------------------------------------------------------- maglev_entries
 
 VIPS = [

@@ -14,6 +14,7 @@ from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
 from ansible_collections.ebpf.fleet.plugins.module_utils import loader
 from ansible_collections.ebpf.fleet.plugins.module_utils import netlink
 from ansible_collections.ebpf.fleet.plugins.module_utils import program_module
+from ansible_collections.ebpf.fleet.plugins.module_utils.errors import InputError
 from ansible_collections.ebpf.fleet.plugins.plugin_utils import compile as controller_compile
 
 SHA_A, SHA_B = "a" * 64, "b" * 64
@@ -272,7 +273,7 @@ class FakeModule:
     (dict(priority=-1), "priority=-1: expected an integer from 0 to 1000000"),
 ])
 def test_argument_errors_name_field_value_and_expectation(params, message):
-    with pytest.raises(FailJson) as err:
+    with pytest.raises((FailJson, InputError)) as err:
         program_module._validate(FakeModule(**params), "xdp")
     assert message in str(err.value)
 
