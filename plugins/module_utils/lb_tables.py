@@ -36,7 +36,8 @@ import os
 import struct
 from dataclasses import dataclass, field
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs, libbpf, maglev
+from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs, libbpf, maglev, map_types
+from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError
 from ansible_collections.ebpf.fleet.plugins.module_utils.map_codec import CodecError, MapCodec, read_raw
 
 MAPS = ("lb_config", "lb_backends", "lb_vips_v4", "lb_vips_v6", "lb_ring")
@@ -44,13 +45,8 @@ FAMILY_NONE = "none"
 U32 = struct.Struct("<I")
 
 
-class LbTablesError(Exception):
-    """An operator-facing failure: message plus details for the module's result."""
-
-    def __init__(self, message: str, **details):
-        super().__init__(message)
-        self.message = message
-        self.details = details
+class LbTablesError(FleetError):
+    """An operator-facing failure: message plus details (extra result keys such as applied)."""
 
 
 # ---------------------------------------------------------------- the live maps
@@ -198,31 +194,11 @@ def read_state(dep: Deployment, ring_size: int) -> State:
 
 
 def read_row(live: LiveMap, row: int, ring_size: int) -> bytes:
-    """One row of lb_ring (ring_size values from row * ring_size) with batch lookups that start there."""
-    keys = ctypes.create_string_buffer(4 * ring_size)
-    values = ctypes.create_string_buffer(4 * ring_size)
-    opts = libbpf.MapBatchOpts(sz=ctypes.sizeof(libbpf.MapBatchOpts), elem_flags=0, flags=0)
-    parts, got = [], 0
-    cursor = row * ring_size - 1  # the batch starts after this key (none: at key 0)
-    while got < ring_size:
-        count = ctypes.c_uint32(ring_size - got)
-        token_in = ctypes.c_uint64(cursor)  # an array's cursor is a key: room for any key size
-        token_out = ctypes.c_uint64(0)
-        ret = libbpf.lib().bpf_map_lookup_batch(live.fd, None if cursor < 0 else ctypes.byref(token_in),
-                                                ctypes.byref(token_out), keys, values, ctypes.byref(count),
-                                                ctypes.byref(opts))
-        if ret < 0 and ret != -errno.ENOENT:
-            raise LbTablesError("cannot read row %d of %s: %s" % (row, live.path, os.strerror(-ret)))
-        n = count.value
-        parts.append(values.raw[:4 * n])
-        got += n
-        cursor += n
-        if ret == -errno.ENOENT or not n:
-            break
-    data = b"".join(parts)
-    if len(data) != 4 * ring_size:
-        raise LbTablesError("row %d of %s: read %d of %d slots" % (row, live.path, len(data) // 4, ring_size))
-    return data
+    """One row of lb_ring: ring_size values from key row * ring_size."""
+    try:
+        return map_types.read_array_range(live.fd, row * ring_size, ring_size, 4)
+    except libbpf.BpfError as exc:
+        raise LbTablesError("cannot read row %d of %s: %s" % (row, live.path, exc)) from None
 
 
 def empty_state(ring_size: int) -> State:

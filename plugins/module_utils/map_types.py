@@ -13,6 +13,7 @@ here instead of keeping their own copies.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 
 from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
@@ -70,3 +71,33 @@ def read_all(map_fd: int, info: dict, ncpus: int = 0):
         keys.append(key)
         values.append(value)
     return b"".join(keys), b"".join(values), len(keys)
+
+
+def read_array_range(map_fd: int, first: int, count: int, value_size: int) -> bytes:
+    """The values of keys first .. first + count - 1 of an array (not per-CPU), read with batch lookups that
+    start at `first`; raises BpfError when the kernel refuses or the array ends before."""
+    keys = ctypes.create_string_buffer(4 * count)
+    values = ctypes.create_string_buffer(value_size * count)
+    opts = libbpf.MapBatchOpts(sz=ctypes.sizeof(libbpf.MapBatchOpts), elem_flags=0, flags=0)
+    parts, got = [], 0
+    cursor = first - 1  # a batch starts after the key in its token (none: at key 0)
+    while got < count:
+        want = ctypes.c_uint32(count - got)
+        token_in = ctypes.c_uint64(cursor)  # an array's cursor is a key: room for any key size
+        token_out = ctypes.c_uint64(0)
+        ret = libbpf.lib().bpf_map_lookup_batch(map_fd, None if cursor < 0 else ctypes.byref(token_in),
+                                                ctypes.byref(token_out), keys, values, ctypes.byref(want),
+                                                ctypes.byref(opts))
+        if ret < 0 and ret != -errno.ENOENT:
+            raise libbpf.BpfError("batch lookup of keys %d..%d" % (first, first + count - 1), -ret)
+        n = want.value
+        parts.append(values.raw[:value_size * n])
+        got += n
+        cursor += n
+        if ret == -errno.ENOENT or not n:
+            break
+    data = b"".join(parts)
+    if len(data) != value_size * count:
+        raise libbpf.BpfError("batch lookup of keys %d..%d" % (first, first + count - 1), errno.ERANGE,
+                              "the array holds only %d of them" % (len(data) // value_size))
+    return data

@@ -154,9 +154,8 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.ebpf.fleet.plugins.module_utils import shared_options
 
 try:
-    from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs, libbpf, maglev
+    from ansible_collections.ebpf.fleet.plugins.module_utils import errors, libbpf, maglev, validate
     from ansible_collections.ebpf.fleet.plugins.module_utils import lb_tables as lbt
-    from ansible_collections.ebpf.fleet.plugins.module_utils.map_codec import CodecError
     HAS_DEPS = True
     DEPS_ERROR = None
 except ImportError as import_exc:  # pragma: no cover - the collection's own code is always there
@@ -181,7 +180,7 @@ def build_module() -> AnsibleModule:
 def run(module: AnsibleModule) -> dict:
     """Validate, read, plan, then apply unless in check mode. Raises LbTablesError / MaglevError / CodecError."""
     params = module.params
-    bpffs.check_name("name", params["name"])
+    validate.check_params(params)  # name, pin_root, state_dir: refused before anything is read
     # the whole declaration first: nothing is opened before it is known to be valid
     vips = maglev.validate_vips(params["vips"])
     config = lbt.check_config(params["config"])
@@ -236,12 +235,8 @@ def main() -> None:
         module.fail_json(msg="the collection's module_utils could not be imported: %s" % DEPS_ERROR)
     if not libbpf.available():
         module.fail_json(msg="libbpf 1.x is required on the host (Debian/Ubuntu package %s)" % libbpf.LIBBPF_PACKAGE)
-    try:
+    with errors.failing(module, applied=0):
         result = run(module)
-    except lbt.LbTablesError as exc:
-        module.fail_json(msg=exc.message, **dict({"applied": 0}, **exc.details))
-    except (maglev.MaglevError, CodecError, ValueError) as exc:
-        module.fail_json(msg="invalid declaration, nothing was written: %s" % exc, applied=0)
     module.exit_json(**result)
 
 
