@@ -22,13 +22,20 @@ pytestmark = [pytest.mark.kernel, pytest.mark.playbook]
 LAB = os.path.join(paths.REPO, "scripts", "lab.sh")
 POLICY = os.path.join(paths.REPO, "playbooks", "vars", "lab_policy.yml")
 RECAP = re.compile(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
-# filter_stats key = reason * 3 + verdict (enum fleet_filter_reason, fleet_verdict in bpf/include/fleet/filter.h)
-REASONS = {"default": 0, "mgmt": 1, "source": 2, "port": 3}
-VERDICTS = {"pass": 0, "drop": 1}
+FILTER_H = os.path.join(paths.REPO, "bpf", "include", "fleet", "filter.h")
+
+
+def enum_values(prefix: str) -> dict:
+    """{name: value} of an enum of bpf/include/fleet/filter.h (FLEET_VERDICT_DROP -> drop), read from the header."""
+    with open(FILTER_H, encoding="utf-8") as handle:
+        return {name.lower(): int(value) for name, value in re.findall(r"\b%s([A-Z0-9_]+) = ([0-9]+)" % prefix,
+                                                                       handle.read())}
 
 
 def stat_key(reason: str, verdict: str) -> int:
-    return REASONS[reason] * 3 + VERDICTS[verdict]
+    """filter_stats key = reason * FLEET_VERDICT_MAX + verdict (enum fleet_filter_reason, fleet_verdict)."""
+    verdicts = enum_values("FLEET_VERDICT_")
+    return enum_values("FLEET_FILTER_REASON_")[reason] * verdicts["max"] + verdicts[verdict]
 
 
 def recap(proc) -> dict:
