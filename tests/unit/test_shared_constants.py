@@ -29,6 +29,11 @@ _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, as
         ast.BitAnd: operator.and_, ast.USub: operator.neg}
 
 
+def read(path: str) -> str:
+    with open(path, encoding="utf-8") as handle:
+        return handle.read()
+
+
 def _eval(node, defines):
     """An integer C expression (literals, + - * / << >> | &, other FLEET_ macros)."""
     if isinstance(node, ast.Expression):
@@ -60,7 +65,7 @@ def header_facts(tmp_path_factory):
     # encap.h uses lb.h's FLEET_LB_TTL without including lb.h: it goes last
     order = sorted(HEADERS, key=lambda h: os.path.basename(h) == "encap.h")
     includes = "".join('#include "fleet/%s"\n' % os.path.basename(h) for h in order)
-    enums = sorted({name for h in HEADERS for name in ENUM.findall(open(h, encoding="utf-8").read())})
+    enums = sorted({name for h in HEADERS for name in ENUM.findall(read(h))})
     source = tmp / "all_headers.c"
     # one global per enum, so that clang puts every enum (and the headers' maps and variables) into the BTF
     source.write_text(includes + "".join("enum %s probe_%s;\n" % (e, e) for e in enums) +
@@ -130,7 +135,7 @@ def test_every_define_and_enum_of_the_headers_is_read(header_facts):
     assert defines["FLEET_REFILL_CAP_NS"] == 4 * 10 ** 9 and defines["FLEET_PARSE_TOO_DEEP"] == -3
     assert enums["fleet_verdict"] == {"FLEET_VERDICT_PASS": 0, "FLEET_VERDICT_DROP": 1, "FLEET_VERDICT_REDIRECT": 2,
                                       "FLEET_VERDICT_MAX": 3}
-    texts = "".join(open(h, encoding="utf-8").read() for h in HEADERS)
+    texts = "".join(read(h) for h in HEADERS)
     assert set(enums) == set(ENUM.findall(texts))
     assert {n for n in re.findall(r"^#define (FLEET_[A-Z0-9_]+) ", texts, re.M)} <= set(defines)
 
