@@ -16,6 +16,9 @@ from harness import netns as harness_netns
 from harness import paths
 from harness.runner import run_module, run_playbook
 
+from ansible_collections.ebpf.fleet.plugins.filter import xdp_filter_port_entries as port_plugin
+from ansible_collections.ebpf.fleet.plugins.filter import xdp_filter_v4_entries as v4_plugin
+
 pytestmark = [pytest.mark.kernel, pytest.mark.playbook]
 
 LAB = os.path.join(paths.REPO, "scripts", "lab.sh")
@@ -172,15 +175,27 @@ def test_deploy_xdp_rolls_out_in_the_waves_and_batches_the_inventory_sets(make_l
 
 
 def filter_state(lab, host) -> dict:
-    """What the host's filter holds: program ids and version, every declared map's entries."""
-    maps = ("filter_v4", "filter_ports", "filter_config", "filter_mgmt_v4", "filter_mgmt_ports")
+    """What the host's filter holds: program ids and version, the entries of its plain maps."""
+    maps = ("filter_config", "filter_mgmt_v4", "filter_mgmt_ports")
     info = lab.info(host, contents=True, max_entries=100000,
                     query="deployments.filter.{version: version, programs: programs, maps: maps.{%s}}" % ", ".join(
                         "%s: %s.entries" % (name, name) for name in maps))
     return info["query_result"]
 
 
-POLICY = {"deploy_xdp_default_verdict": "pass",
+def holds_rule_sets(lab, host, policy) -> bool:
+    """The swappable rule sets (filter_v4, filter_ports) hold exactly the policy's rules (bpf_map predicts no change)."""
+    for name, entries in (("filter_v4", v4_plugin.xdp_filter_v4_entries(policy["deploy_xdp_v4_rules"])),
+                          ("filter_ports", port_plugin.xdp_filter_port_entries(policy["deploy_xdp_port_rules"]))):
+        result = run_module("bpf_map", {"name": "filter", "map": name, "mode": "sync", "entries": entries,
+                                        "pin_root": lab.pin_root(host)}, netns=lab.prefix + host, check_mode=True)
+        assert not result.failed, result
+        if result.changed:
+            return False
+    return True
+
+
+POLICY = {"deploy_xdp_default_verdict": "drop",
           "deploy_xdp_v4_rules": [{"cidr": "192.0.2.0/24", "action": "drop", "rule_id": 1}],
           "deploy_xdp_port_rules": [{"proto": "udp", "port": 53, "action": "drop", "rule_id": 11}],
           "deploy_xdp_mgmt_v4": ["198.51.100.0/28"]}
@@ -192,7 +207,7 @@ def test_deploy_xdp_checks_the_whole_declaration_before_changing_a_deployed_host
     assert first.returncode == 0, first.stdout + first.stderr
     assert_no_warning(first)
     before = filter_state(lab, "edge1")
-    assert before["maps"]["filter_v4"] and before["maps"]["filter_ports"]
+    assert before["maps"]["filter_mgmt_v4"] and holds_rule_sets(lab, "edge1", POLICY)
 
     # a new, valid source rule and a port rule with a bad protocol: the source rule must not be swapped in
     bad_port = dict(POLICY, deploy_xdp_v4_rules=POLICY["deploy_xdp_v4_rules"] + [
@@ -203,7 +218,7 @@ def test_deploy_xdp_checks_the_whole_declaration_before_changing_a_deployed_host
     assert_no_warning(proc)
     assert "proto" in proc.stdout and "tcpp" in proc.stdout, proc.stdout
     assert "Traceback" not in proc.stdout + proc.stderr
-    assert filter_state(lab, "edge1") == before
+    assert filter_state(lab, "edge1") == before and holds_rule_sets(lab, "edge1", POLICY)
 
     # a bad value only the map's BTF can refuse (checked against the deployed filter in check mode), with a new
     # source (a new program version would be the first write)
@@ -214,8 +229,14 @@ def test_deploy_xdp_checks_the_whole_declaration_before_changing_a_deployed_host
     assert_no_warning(proc)
     assert "sometimes" in proc.stdout, proc.stdout
     assert "Traceback" not in proc.stdout + proc.stderr
-    assert filter_state(lab, "edge1") == before
+    assert filter_state(lab, "edge1") == before and holds_rule_sets(lab, "edge1", POLICY)
     assert recap(proc)["edge1"][0] == 0
+
+
+def files_under(folder) -> list:
+    """Every file (pins, records) under folder; empty folders are not counted."""
+    return sorted(os.path.relpath(os.path.join(top, name), folder)
+                  for top, _dirs, names in os.walk(folder) for name in names)
 
 
 def test_deploy_xdp_failed_first_deploy_leaves_nothing_behind(make_lab):
@@ -231,8 +252,9 @@ def test_deploy_xdp_failed_first_deploy_leaves_nothing_behind(make_lab):
     assert "what this run made was removed" in out, out
     assert "Traceback" not in out + proc.stderr
     assert lab.xdp("edge1") is None                                     # nothing attached
-    assert os.listdir(lab.pin_root("edge1")) == []                      # no pins
+    assert files_under(lab.pin_root("edge1")) == []                     # no pins
     assert not os.path.exists(os.path.join(lab.state_dir("edge1"), "filter"))   # no record
+    assert [name for name in files_under(lab.state_dir("edge1")) if not name.endswith(".lock")] == []
     assert lab.info("edge1", query="keys(deployments)")["query_result"] == []
 
     # the same host then deploys normally, and a re-run changes nothing
