@@ -137,11 +137,13 @@ def test_every_define_and_enum_of_the_headers_is_read(header_facts):
                                       "FLEET_VERDICT_MAX": 3}
     texts = "".join(read(h) for h in HEADERS)
     assert set(enums) == set(ENUM.findall(texts))
-    assert {n for n in re.findall(r"^#define (FLEET_[A-Z0-9_]+) ", texts, re.M)} <= set(defines)
+    assert set(re.findall(r"^#define (FLEET_[A-Z0-9_]+) ", texts, re.M)) <= set(defines)
 
 
-@pytest.mark.parametrize("module, constant, expected", COPIES, ids=["%s.%s" % (m.rsplit(".", 1)[1], c)
-                                                                  for m, c, _e in COPIES])
+COPY_IDS = ["%s.%s" % (module.rsplit(".", 1)[1], constant) for module, constant, _expected in COPIES]
+
+
+@pytest.mark.parametrize("module, constant, expected", COPIES, ids=COPY_IDS)
 def test_python_copy_matches_the_header(header_facts, module, constant, expected):
     mod = importlib.import_module("ansible_collections.ebpf.fleet." + module)
     assert hasattr(mod, constant), (
