@@ -247,15 +247,15 @@ def test_deploy_xdp_failed_first_deploy_leaves_nothing_behind(make_lab):
     proc = run_playbook(DEPLOY, inventory=lab.inventory, extra_vars=bad)
     assert proc.returncode != 0
     assert_no_warning(proc)
-    out = proc.stdout
-    assert "Declare the filter's maps" in out and "sometimes" in out, out
-    assert "what this run made was removed" in out, out
-    assert "Traceback" not in out + proc.stderr
     assert lab.xdp("edge1") is None                                     # nothing attached
     assert files_under(lab.pin_root("edge1")) == []                     # no pins
     assert not os.path.exists(os.path.join(lab.state_dir("edge1"), "filter"))   # no record
     assert [name for name in files_under(lab.state_dir("edge1")) if not name.endswith(".lock")] == []
     assert lab.info("edge1", query="keys(deployments)")["query_result"] == []
+    out = proc.stdout
+    assert "Declare the filter's maps" in out and "sometimes" in out, out   # the original error, re-raised
+    assert "what this run made was removed" in out, out
+    assert "Traceback" not in out + proc.stderr
 
     # the same host then deploys normally, and a re-run changes nothing
     good = run_playbook(DEPLOY, inventory=lab.inventory, extra_vars=POLICY)
