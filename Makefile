@@ -82,7 +82,7 @@ test: setup
 
 # The lab (scripts/lab.sh, docs/lab.md) is always torn down, pass or fail; run 2 must report changed=0.
 demo: setup collection-link bpf
-	@start=$$(date +%s); mkdir -p $(BUILD)/demo; \
+	@start=$$(date +%s); mkdir -p $(BUILD)/demo; export EBFLAB_PYTHON=$(PY); \
 	trap 'bash scripts/lab.sh down' EXIT; \
 	bash scripts/lab.sh up; \
 	echo "== demo run 1: deploy the filter on every edge, send test traffic, show the counters"; \

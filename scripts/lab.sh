@@ -8,11 +8,11 @@
 # Layout (N = EBFLAB_EDGES edge hosts, default 2):
 #
 #   <prefix>client                              <prefix>edge1 .. <prefix>edgeN
-#   br0 10.250.0.1/24   (management station)
-#       10.250.0.33/24  (ordinary client)
-#       10.250.0.66/24  (a source the demo denies)
-#   edge1 --- veth --------------------------- lab0 10.250.0.11/24
-#   edge2 --- veth --------------------------- lab0 10.250.0.12/24
+#   br0 198.51.100.1/24   (management station)
+#       198.51.100.33/24  (ordinary client)
+#       198.51.100.66/24  (a source the demo denies)
+#   edge1 --- veth --------------------------- lab0 198.51.100.11/24
+#   edge2 --- veth --------------------------- lab0 198.51.100.12/24
 #
 # The client-side ends of the veth pairs are bridged, so the client reaches every edge on one subnet.
 # Links are created directly inside the namespaces: nothing appears on, or is attached to, the machine's
@@ -26,6 +26,11 @@
 #   EBFLAB_DIR       inventory and per-host state dirs (default <repo>/build/lab)
 #   EBFLAB_PIN_ROOT  bpffs folder holding each host's pin root (default /sys/fs/bpf/ebflab)
 #   EBFLAB_EDGES     number of edge hosts, 1..9 (default 2)
+#   EBFLAB_PYTHON    the modules' interpreter on the lab hosts (default <repo>/.venv/bin/python when it exists,
+#                    else python3: it needs the collection's requirements, requirements/controller.txt)
+#
+# It also runs from an installed collection (<collections path>/ansible_collections/ebpf/fleet/scripts/lab.sh):
+# set EBFLAB_DIR to a folder of yours there (docs/lab.md).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,6 +38,13 @@ PREFIX="${EBFLAB_PREFIX:-ebflab-}"
 LAB_DIR="${EBFLAB_DIR:-$ROOT/build/lab}"
 PIN_BASE="${EBFLAB_PIN_ROOT:-/sys/fs/bpf/ebflab}"
 EDGES="${EBFLAB_EDGES:-2}"
+if [[ -n "${EBFLAB_PYTHON:-}" ]]; then
+    PYTHON="$EBFLAB_PYTHON"
+elif [[ -x "$ROOT/.venv/bin/python" ]]; then
+    PYTHON="$ROOT/.venv/bin/python"
+else
+    PYTHON="$(command -v python3 || echo python3)"
+fi
 MARKER=".ebflab"
 SUBNET_PREFIX="10.250.0"
 CLIENT_ADDRS=(1 33 66)
@@ -100,7 +112,7 @@ write_inventory() {
         echo
         echo "[lab:vars]"
         echo "ansible_connection=ebpf.fleet.netns"
-        echo "ansible_python_interpreter=${EBFLAB_PYTHON:-$ROOT/.venv/bin/python}"
+        echo "ansible_python_interpreter=$PYTHON"
     } >"$tmp"
     mv -f "$tmp" "$inv"
 }

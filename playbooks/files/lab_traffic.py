@@ -3,8 +3,8 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Send the lab's test traffic from the client namespace to every edge; print what answered, as JSON.
 
-    python3 lab_traffic.py '{"targets": {"edge1": "10.250.0.11"}, "count": 2, "timeout": 0.3,
-                             "cases": [{"name": "web", "src": "10.250.0.33", "proto": "tcp", "port": 80}]}'
+    python3 lab_traffic.py '{"targets": {"edge1": "198.51.100.11"}, "count": 2, "timeout": 0.3,
+                             "cases": [{"name": "web", "src": "198.51.100.33", "proto": "tcp", "port": 80}]}'
 
 Each case makes `count` attempts from its source address: a TCP connect (one SYN: the timeout is
 shorter than the first retransmission) or a UDP datagram. An attempt is *answered* when the edge's
