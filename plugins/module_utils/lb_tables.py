@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import array
 import collections
-import ctypes
-import errno
 import ipaddress
 import os
 import struct

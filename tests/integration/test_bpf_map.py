@@ -312,9 +312,7 @@ def test_check_mode_without_the_map_or_a_record_predicts_every_declared_entry_an
         pin_root, run_module, tmp_path):
     state = str(tmp_path / "never")   # neither the pins nor the records exist
     args = {"name": "filter", "map": "filter_v4", "pin_root": os.path.join(pin_root, "fresh"), "mode": "sync",
-            "entries": {"10.%d.0.0/16" % i: "drop" for i in range(5)}, "diff_limit": 3}
-    if "state_dir" in bpf_map_spec():
-        args["state_dir"] = state
+            "entries": {"10.%d.0.0/16" % i: "drop" for i in range(5)}, "diff_limit": 3, "state_dir": state}
     res = ok(run_module("bpf_map", args, check_mode=True, diff=True))
     assert res.changed and res["predicted_from"] == "declaration" and res["applied"] == 0
     assert res["counts"] == {"added": 5, "changed": 0, "removed": 0, "unchanged": 0, "desired": 5, "before": 0}

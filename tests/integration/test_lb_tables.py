@@ -33,9 +33,6 @@ BACKENDS = {"b1": ("198.51.100.11", "02:00:00:51:00:11"), "b2": ("198.51.100.12"
             "b3": ("198.51.100.13", "02:00:00:51:00:13"), "b4": ("198.51.100.14", "02:00:00:51:00:14")}
 NAME_OF = {addr: name for name, (addr, _mac) in BACKENDS.items()}
 RING = 1009
-# the connection table is per CPU: the servers and the client run on one CPU, so a flow's packets (and the
-# ACKs their softirqs send) meet the LB on the CPU that holds its entry
-PIN = ["taskset", "-c", str(min(os.sched_getaffinity(0)))]
 MAPS = ("lb_config", "lb_backends", "lb_vips_v4", "lb_vips_v6", "lb_ring")
 
 # one thread per connection: every line received is answered with the backend's name
@@ -116,7 +113,7 @@ class Lab:
                          "net.ipv4.conf.e0.rp_filter=0", "net.ipv4.conf.all.arp_ignore=1",
                          "net.ipv4.conf.all.arp_announce=2"):
                 ns.run(["sysctl", "-q", "-w", pair])
-            proc = subprocess.Popen(["nsenter", "--net=%s" % ns.path] + PIN + [sys.executable, "-c", SERVER, name],
+            proc = subprocess.Popen(["nsenter", "--net=%s" % ns.path, sys.executable, "-c", SERVER, name],
                                     stdout=subprocess.PIPE, text=True)
             self.procs.append(proc)
             assert proc.stdout.readline().strip() == "ready"
@@ -171,7 +168,7 @@ class Lab:
                 if entry["value"]["family"] == "ipv4"}
 
     def hold(self, sports, vip=VIP):
-        cmd = ["nsenter", "--net=%s" % self.client.path] + PIN + [sys.executable, "-c", HOLDER, vip,
+        cmd = ["nsenter", "--net=%s" % self.client.path, sys.executable, "-c", HOLDER, vip,
                                                                   json.dumps(sports), CLIENT]
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.procs.append(proc)
