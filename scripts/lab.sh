@@ -46,7 +46,7 @@ else
     PYTHON="$(command -v python3 || echo python3)"
 fi
 MARKER=".ebflab"
-SUBNET_PREFIX="10.250.0"
+SUBNET_PREFIX="198.51.100"
 CLIENT_ADDRS=(1 33 66)
 
 log() { printf '[lab] %s\n' "$*"; }
