@@ -71,17 +71,17 @@ def test_struct_value_with_every_member_notation(codecs):
 
 def test_lpm_keys_are_cidrs_in_the_kernels_layout(codecs):
     v4, v6 = codecs["prefixes_v4"], codecs["prefixes_v6"]
-    assert v4.encode_key("10.0.0.0/8") == bytes([8, 0, 0, 0, 10, 0, 0, 0])
+    assert v4.encode_key("192.0.2.0/24") == bytes([24, 0, 0, 0, 192, 0, 2, 0])
     assert roundtrip_key(v4, "192.0.2.1") == "192.0.2.1/32"
     assert roundtrip_key(v4, "0.0.0.0/0") == "0.0.0.0/0"
     assert roundtrip_key(v6, "2001:db8::/32") == "2001:db8::/32"
-    assert roundtrip_key(v4, {"prefixlen": 16, "addr": "10.1.0.0"}) == "10.1.0.0/16"
+    assert roundtrip_key(v4, {"prefixlen": 24, "addr": "198.51.100.0"}) == "198.51.100.0/24"
 
 
 @pytest.mark.parametrize("bad, reason", [
-    ("10.0.0.1/8", "host bits set: expected the network address, 10.0.0.0/8"),
-    ("10.0.0.0/33", "prefix length '33' is not 0..32"),
-    ("10.0.0/8", "bad address"),
+    ("192.0.2.1/24", "host bits set: expected the network address, 192.0.2.0/24"),
+    ("192.0.2.0/33", "prefix length '33' is not 0..32"),
+    ("192.0.2/24", "bad address"),
     ("nonsense", "bad address"),
     (42, "expected a IPv4 CIDR"),
 ])
