@@ -81,7 +81,8 @@ def vips(count, backends, v6=False, mode="dsr"):
     for v in range(count):
         vip = ("2001:db8::%x" % (0x100 + v)) if v6 else "192.0.%d.%d" % (2 + v // 250, v % 250 + 1)
         out.append({"vip": vip, "port": 80, "proto": "tcp", "mode": mode,
-                    "backends": [{"address": "10.%d.%d.%d" % (1 + b // 62500, b // 250 % 250, b % 250 + 1),
+                    # 10,000 backends do not fit a documentation /24: distinct names, addresses reused
+                    "backends": [{"name": "be%d" % b, "address": "198.51.100.%d" % (b % 254 + 1),
                                   "mac": "02:00:%02x:%02x:%02x:%02x" % (b >> 24 & 255, b >> 16 & 255, b >> 8 & 255,
                                                                         b & 255)}
                                  for b in range(v * backends, (v + 1) * backends)]})

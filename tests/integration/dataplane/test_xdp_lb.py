@@ -499,7 +499,8 @@ def test_ipip_outer_source_and_flow_label_spread_flows_within_the_tunnel_prefixe
         out6 = Ether(lb.run(raw(tcp6(dst="2001:db8::20", dport=443, sport=sport))).data)
         sources6.add(out6[IPv6].src)
         labels.add(out6[IPv6].fl)
-    assert len(sources4) >= 60 and all(ipaddress.ip_address(s) in ipaddress.ip_network("203.0.113.0/24")
+    # the IPv4 tunnel prefix is a /24: 64 flows over 256 sources land on ~57 distinct ones when uniform
+    assert len(sources4) >= 48 and all(ipaddress.ip_address(s) in ipaddress.ip_network("203.0.113.0/24")
                                        for s in sources4)
     assert len(sources6) >= 60 and all(ipaddress.ip_address(s) in ipaddress.ip_network("2001:db8:7e::/96")
                                        for s in sources6)
