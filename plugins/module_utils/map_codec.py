@@ -26,7 +26,7 @@ Notation (see bpf/include/fleet/types.h and docs/maps.md):
   member's value directly;
 - integers with range checks; arrays as lists; ``char`` arrays as strings; bool;
 - raw bytes in memory order as an escape hatch for any whole key or value, and
-  for maps without BTF: a string "0x0a000001" or ``{"hex": "0a000001"}``.
+  for maps without BTF: a string "0xc0000201" or ``{"hex": "c0000201"}``.
   ``{"hex": ...}`` also works for any struct member.
 - ``null`` for a value means all zero bytes.
 

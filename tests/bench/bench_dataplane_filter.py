@@ -337,7 +337,7 @@ def bench_live(args):
 
         # (c) user space: a packet socket read by Python, matching the source address
         sock = packet_socket(ns_b, "vb")
-        needle = bytes([10, 0, 2, 66])
+        needle = bytes([192, 0, 2, 66])
         counter = Counter(sock, lambda data: data[26:30] == needle)
         counter.start()
         secs_user = send_live_frames(ns_a, gen.prog_fd, "va", frame, count)
