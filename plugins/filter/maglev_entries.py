@@ -27,7 +27,7 @@ positional: _input
 options:
   _input:
     description:
-      - "The VIPs: a list of C({vip: 192.0.2.10, port: 443, proto: tcp, mode: dsr, backends: [{address: 10.0.0.1,
+      - "The VIPs: a list of C({vip: 192.0.2.10, port: 443, proto: tcp, mode: dsr, backends: [{address: 198.51.100.1,
         mac: '02:00:00:00:00:01', weight: 1, name: optional}]}); no other field is accepted."
       - C(proto) is V(tcp) (default) or V(udp); C(mode) is V(dsr) (default, C(mac) is the backend's) or V(ipip)
         (C(mac) is the next hop's). C(backends) is required (an empty list drops the VIP's new flows). A backend

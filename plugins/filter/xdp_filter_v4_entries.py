@@ -19,8 +19,8 @@ positional: _input
 options:
   _input:
     description:
-      - "The rules: a list of dicts C({cidr: 10.0.0.0/8, action: drop, rule_id: 7})."
-      - C(cidr) is an IPv4 address or network; host bits set are an error (C(10.0.0.1/8)), as in M(ebpf.fleet.bpf_map).
+      - "The rules: a list of dicts C({cidr: 198.51.100.0/24, action: drop, rule_id: 7})."
+      - C(cidr) is an IPv4 address or network; host bits set are an error (C(198.51.100.1/24)), as in M(ebpf.fleet.bpf_map).
       - "C(action) is V(pass) (allow list: skips the rate limit and the port rules), V(drop) or V(redirect)."
       - "C(rule_id) (0..4095, default 0) names the rule's counter in C(filter_rule_stats)."
       - C(redirect_slot) (0..63) is the C(filter_redirect) slot of a V(redirect) rule.
@@ -38,12 +38,12 @@ EXAMPLES = r"""
     entries: "{{ rules | ebpf.fleet.xdp_filter_v4_entries }}"
   vars:
     rules:
-      - {cidr: 10.0.0.0/8, action: drop, rule_id: 7}
-      - {cidr: 10.1.2.3, action: pass, rule_id: 8}
+      - {cidr: 198.51.100.0/24, action: drop, rule_id: 7}
+      - {cidr: 198.51.100.128/25, action: pass, rule_id: 8}
 
-# [{"key": "10.0.0.0/16", "value": {"rule": {"action": "drop", "rule_id": 7, "redirect_slot": 0},
-#   "flags": ["match"]}}, ... 256 /16 blocks, 10.1.0.0/16 with flags [deeper, match], 10.1.2.0/24 [deeper],
-#   10.1.2.3/32 [match]]
+# [{"key": "198.51.0.0/16", "value": {"flags": ["deeper"]}},
+#  {"key": "198.51.100.0/24", "value": {"rule": {"action": "drop", "rule_id": 7, "redirect_slot": 0},
+#   "flags": ["deeper", "match"]}}, 198.51.100.128/32 ... 198.51.100.255/32 with rule 8 and flags [match]]
 """
 
 RETURN = r"""
@@ -74,11 +74,11 @@ def xdp_filter_v4_entries(rules):
         filter_rules.check_fields(item, where, FIELDS)
         text = item.get("cidr")
         if not isinstance(text, str):
-            filter_rules.fail(where, "cidr", text, "an IPv4 address or CIDR such as 10.0.0.0/8")
+            filter_rules.fail(where, "cidr", text, "an IPv4 address or CIDR such as 198.51.100.0/24")
         try:
             net = ipaddress.IPv4Network(text.strip())
         except ValueError as exc:
-            expected = "an IPv4 address or CIDR such as 10.0.0.0/8"
+            expected = "an IPv4 address or CIDR such as 198.51.100.0/24"
             if "host bits" in str(exc):
                 expected = "the network address, %s (host bits are set)" % ipaddress.IPv4Network(text.strip(), strict=False)
             filter_rules.fail(where, "cidr", text, expected)

@@ -16,8 +16,8 @@ Keys are written as CIDRs (``fleet_lpm_v4``), values as
 ``{"rule": <the rule>, "flags": ["match", "deeper"]}``, which is the notation
 the bpf_map module writes through the map's BTF.
 
-    entries = expand_v4({"10.0.0.0/8": {"action": "drop", "rule_id": 1},
-                         "10.1.2.3": {"action": "pass", "rule_id": 2}})
+    entries = expand_v4({"198.51.100.0/24": {"action": "drop", "rule_id": 1},
+                         "198.51.100.3": {"action": "pass", "rule_id": 2}})
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def expand_v4_raw(rules: dict) -> dict:
 
 
 def expand_v4(rules: dict) -> list:
-    """The table as bpf_map entries: [{"key": "10.1.0.0/16", "value": {"rule": ..., "flags": [...]}}]."""
+    """The table as bpf_map entries: [{"key": "198.51.0.0/16", "value": {"rule": ..., "flags": [...]}}]."""
     out = []
     for (level, block), (rule, flags) in sorted(expand_v4_raw(rules).items()):
         out.append({"key": "%s/%d" % (ipaddress.IPv4Address(block), level),

@@ -350,7 +350,7 @@ def lb_entries(vips: list, ring_size: int = DEFAULT_RING_SIZE, backend_ids: dict
     """Turn VIP declarations into the entries of xdp_lb's maps (operator notation, by BTF field name).
 
     vips: [{vip: 192.0.2.10, port: 443, proto: tcp, mode: dsr|ipip,
-            backends: [{address: 10.0.0.1, mac: 02:..., weight: 1, name: optional}]}]
+            backends: [{address: 198.51.100.1, mac: 02:..., weight: 1, name: optional}]}]
     backend_ids / vip_ids: the ids used by the running configuration ({key: id}); they are
     kept so that established flows (whose connection-table entries hold backend ids) and
     counters stay attached to the same backend / VIP. New ones take the lowest free id.
@@ -424,7 +424,7 @@ def lb_config(ring_size: int = DEFAULT_RING_SIZE, udp_timeout_ms: int = 0, lb_ma
         except ValueError:
             net = None
         if net is None or net.version != version:
-            example = "10.255.0.0/16" if version == 4 else "fd00::/96"
+            example = "203.0.113.0/24" if version == 4 else "2001:db8:7e::/96"
             raise MaglevError("%s %r: expected an IPv%d prefix like %s" % (field, value, version, example))
         nets[field] = str(net)
     return {"ring_size": ring_size, "udp_timeout_ms": udp_timeout_ms, "lb_mac": _mac(lb_mac, "lb_mac"), **nets}

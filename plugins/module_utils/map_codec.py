@@ -6,7 +6,7 @@
 A codec is compiled once per BTF type and then converts many entries:
 
     codec = MapCodec.for_fd(map_fd)
-    key = codec.encode_key("10.0.0.0/8")       # bytes, key_size long
+    key = codec.encode_key("192.0.2.0/24")       # bytes, key_size long
     value = codec.encode_value("drop")          # bytes (for per-CPU maps: every CPU's copy)
     codec.decode_key(key), codec.decode_value(value)
 
@@ -16,7 +16,7 @@ Notation (see bpf/include/fleet/types.h and docs/maps.md):
   ``fleet_mac_t`` "02:00:00:00:00:01", ``fleet_port_t`` / ``__be16`` / ``__be32`` /
   ``__be64`` integers stored in network order;
 - a struct whose first member is ``__u32 prefixlen`` followed by an address is an
-  LPM key written as a CIDR ("10.0.0.0/8"); a prefix with host bits set is an
+  LPM key written as a CIDR ("192.0.2.0/24"); a prefix with host bits set is an
   error (it would silently merge with another entry otherwise);
 - an enum by the name of a value without the common prefix, case-insensitive
   (FLEET_VERDICT_DROP -> "drop"); an enum whose type name ends in ``_flags``
@@ -26,7 +26,7 @@ Notation (see bpf/include/fleet/types.h and docs/maps.md):
   member's value directly;
 - integers with range checks; arrays as lists; ``char`` arrays as strings; bool;
 - raw bytes in memory order as an escape hatch for any whole key or value, and
-  for maps without BTF: a string "0x0a000001" or ``{"hex": "0a000001"}``.
+  for maps without BTF: a string "0xc0000201" or ``{"hex": "c0000201"}``.
   ``{"hex": ...}`` also works for any struct member.
 - ``null`` for a value means all zero bytes.
 
@@ -535,7 +535,7 @@ class StructCodec(Codec):
 
 
 class LpmCodec(Codec):
-    """struct {__u32 prefixlen; <address>}: "10.0.0.0/8"."""
+    """struct {__u32 prefixlen; <address>}: "192.0.2.0/24"."""
 
     def __init__(self, size: int, addr_len: int, fallback: StructCodec):
         self.size = size
@@ -554,7 +554,7 @@ class LpmCodec(Codec):
             return self.fallback.encode(value, where)
         if not isinstance(value, str):
             raise CodecError(where, "expected a %s such as %s, got %s"
-                             % (self.describe(), "\"10.0.0.0/8\"" if self.addr_len == 4 else "\"2001:db8::/32\"", short(value)))
+                             % (self.describe(), "\"192.0.2.0/24\"" if self.addr_len == 4 else "\"2001:db8::/32\"", short(value)))
         addr, sep, plen = value.partition("/")
         try:
             packed = socket.inet_pton(self.family, addr)

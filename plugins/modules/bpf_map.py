@@ -121,7 +121,7 @@ EXAMPLES = r"""
     map: deny_v4
     mode: sync
     entries:
-      10.0.0.0/8: drop
+      198.51.100.0/24: drop
       192.0.2.0/24: drop
 
 - name: A virtual service, struct key and value by member name
@@ -152,7 +152,7 @@ EXAMPLES = r"""
   ebpf.fleet.bpf_map:
     path: /sys/fs/bpf/ebpf_fleet/filter/maps/deny_v4
     mode: absent
-    entries: [10.0.0.0/8, 192.0.2.0/24]
+    entries: [198.51.100.0/24, 192.0.2.0/24]
 
 - name: Empty a map
   ebpf.fleet.bpf_map:
@@ -202,7 +202,7 @@ changes:
     - A changed entry holds its key and the value before and after.
   returned: success
   type: dict
-  sample: {"added": [{"key": "10.0.0.0/8", "value": "drop"}], "changed": [],
+  sample: {"added": [{"key": "198.51.100.0/24", "value": "drop"}], "changed": [],
            "removed": [{"key": "192.0.2.0/24", "value": "drop"}]}
 """
 

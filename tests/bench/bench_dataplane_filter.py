@@ -47,18 +47,18 @@ from filter_fixture import Filter  # noqa: E402
 from packets import IP, TCP, UDP, eth, raw, tcp4, udp4, udp6  # noqa: E402
 
 RNG = random.Random(20261122)
-# sources the benchmark's packets use; the random tables stay out of 192.0.0.0/8 and 10.0.0.0/8
-ALLOW_SRC, POPULATED_SRC, EXACT_SRC, PREFIX_SRC = "192.0.2.200", "192.1.7.9", "192.1.7.8", "192.2.3.4"
-HOT = {"exact": EXACT_SRC + "/32", "prefix": "192.2.0.0/16", "populated": "192.1.7.128/26"}
+# sources the benchmark's packets use (documentation ranges); the random tables stay out of 192/8, 198/8 and 203/8
+ALLOW_SRC, POPULATED_SRC, EXACT_SRC, PREFIX_SRC = "192.0.2.200", "203.0.113.9", "203.0.113.8", "198.51.100.4"
+HOT = {"exact": EXACT_SRC + "/32", "prefix": "198.51.100.0/24", "populated": "203.0.113.128/26"}
 
 
 def random_v4(count: int, lengths=(32,)):
-    """count distinct random prefixes (lengths drawn from `lengths`) outside 10/8 and 192/8."""
+    """count distinct random prefixes (lengths drawn from `lengths`) outside 192/8, 198/8 and 203/8."""
     out = set()
     while len(out) < count:
         plen = RNG.choice(lengths)
         addr = RNG.getrandbits(32)
-        if addr >> 24 in (10, 192, 0, 127) or addr >> 28 >= 14:
+        if addr >> 24 in (192, 198, 203, 0, 127) or addr >> 28 >= 14:
             continue
         out.add("%s/%d" % (ipaddress.IPv4Address(addr & ((0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF)), plen))
     return sorted(out)
@@ -106,7 +106,7 @@ class Tables:
         rules.update({p: ("drop", 2) for p in prefixes})
         rules[HOT["exact"]] = ("drop", 1)
         rules[HOT["prefix"]] = ("drop", 2)
-        rules[HOT["populated"]] = ("drop", 2)  # makes 192.1.7.0/24 "deeper" down to /32
+        rules[HOT["populated"]] = ("drop", 2)  # makes 203.0.113.0/24 "deeper" down to /32
         self.install("filter_v4", self.stride(rules))
         exact_map = {struct.pack("!I", int(ipaddress.IPv4Network(p).network_address)): self._rule(r)
                      for p, r in rules.items() if p.endswith("/32")}
@@ -156,8 +156,8 @@ def bench_filter_classes(args):
     entries = tables.load(random_v4(10_000), random_v4(10_000, PREFIX_LENGTHS))
     flt.fill("filter_src_v6", {bytes.fromhex("20010db8%024x" % RNG.getrandbits(96)): flt.rule("drop", 3)
                                for _round in range(1000)})
-    flt.fill("filter_pfx_v6", {struct.pack("<I", 48) + bytes.fromhex("2a00%08x" % RNG.getrandbits(32)) + bytes(10):
-                               flt.rule("drop", 4) for _round in range(1000)})
+    flt.fill("filter_pfx_v6", {struct.pack("<I", 48) + bytes.fromhex("20010db8%04x" % RNG.randrange(1, 0xff00))
+                               + bytes(10): flt.rule("drop", 4) for _round in range(1000)})
     flt.fill("filter_ports", flt.port_entries({("tcp", 80): ("pass", 5), ("udp", 53): ("drop", 6)}))
     classes = [
         ("allow: default policy, UDP", udp4(ALLOW_SRC, 9999), "pass", {}),
@@ -250,7 +250,7 @@ def bench_growth(args):
         build = time.perf_counter() - start
         # a source inside a random loaded prefix (hit) and random sources (mostly misses)
         hits = [udp4(str(ipaddress.IPv4Network(p)[1]), 9999) for p in RNG.sample(prefixes, 16)]
-        misses = [udp4(str(ipaddress.IPv4Address(RNG.getrandbits(32) & 0x7FFFFFFF | 0x01000000)), 9999)
+        misses = [udp4("192.0.2.%d" % RNG.randrange(1, 255), 9999)
                   for _round in range(16)]
         floor_ns = min(time_repeat(floor, f, args.repeat // 4, 3) for f in misses[:4])
         row = [size]
@@ -295,11 +295,11 @@ def bench_live(args):
     rows = []
     try:
         ns_a, ns_b = factory("ba"), factory("bb")
-        ns_a.veth("va", "vb", peer_ns=ns_b, addr_a="10.0.2.1/24", addr_b="10.0.2.2/24")
+        ns_a.veth("va", "vb", peer_ns=ns_b, addr_a="192.0.2.1/24", addr_b="192.0.2.2/24")
         ns_b.run(["ethtool", "-K", "vb", "gro", "on"], check=False)
         mac_b = [item for item in ns_b.links() if item["ifname"] == "vb"][0]["address"]
         from scapy.layers.l2 import Ether  # pylint: disable=import-outside-toplevel
-        frame = raw(Ether(dst=mac_b) / IP(src="10.0.2.66", dst="10.0.2.2") / UDP(sport=1234, dport=9)).ljust(60, b"\0")
+        frame = raw(Ether(dst=mac_b) / IP(src="192.0.2.66", dst="192.0.2.2") / UDP(sport=1234, dport=9)).ljust(60, b"\0")
         gen = LoadedProgram(paths.bpf_object("floor_xdp_tx"), "floor_xdp_tx")
         pass_prog = LoadedProgram(paths.bpf_object("floor_xdp_pass"), "floor_xdp_pass")
         count, rounds = args.frames, args.live_rounds
@@ -317,7 +317,7 @@ def bench_live(args):
         # (a) the XDP filter on vb, dropping the source
         flt = Filter()
         flt.configure(default_verdict="pass")
-        flt.fill("filter_v4", flt.stride_entries({"10.0.2.66": ("drop", 1)}))
+        flt.fill("filter_v4", flt.stride_entries({"192.0.2.66": ("drop", 1)}))
         link = attach(ns_b, flt.prog_fd, "vb", libbpf.ATTACH_XDP)
         secs = min(send_live_frames(ns_a, gen.prog_fd, "va", frame, count) for _round in range(rounds))
         time.sleep(0.2)
@@ -328,7 +328,7 @@ def bench_live(args):
 
         # (b) nftables, netdev ingress on vb (frames reach the stack through an XDP_PASS program)
         link = attach(ns_b, pass_prog.prog_fd, "vb", libbpf.ATTACH_XDP)
-        _nft_drop_source(ns_b, "10.0.2.66")
+        _nft_drop_source(ns_b, "192.0.2.66")
         secs_nft = min(send_live_frames(ns_a, gen.prog_fd, "va", frame, count) for _round in range(rounds))
         time.sleep(0.2)
         dropped_nft = _nft_dropped(ns_b) // rounds
@@ -337,7 +337,7 @@ def bench_live(args):
 
         # (c) user space: a packet socket read by Python, matching the source address
         sock = packet_socket(ns_b, "vb")
-        needle = bytes([10, 0, 2, 66])
+        needle = bytes([192, 0, 2, 66])
         counter = Counter(sock, lambda data: data[26:30] == needle)
         counter.start()
         secs_user = send_live_frames(ns_a, gen.prog_fd, "va", frame, count)
@@ -395,10 +395,10 @@ def bench_live_threaded(args):
     results = {}
     try:
         ns_a, ns_b = factory("ta"), factory("tb")
-        ns_a.veth("va", "vb", peer_ns=ns_b, addr_a="10.0.3.1/24", addr_b="10.0.3.2/24")
+        ns_a.veth("va", "vb", peer_ns=ns_b, addr_a="198.51.100.1/24", addr_b="198.51.100.2/24")
         ns_b.run(["ethtool", "-K", "vb", "gro", "on"], check=False)
         mac_b = [item for item in ns_b.links() if item["ifname"] == "vb"][0]["address"]
-        frame = raw(Ether(dst=mac_b) / IP(src="10.0.3.66", dst="10.0.3.2") / UDP(sport=1234, dport=9)).ljust(60, b"\0")
+        frame = raw(Ether(dst=mac_b) / IP(src="198.51.100.66", dst="198.51.100.2") / UDP(sport=1234, dport=9)).ljust(60, b"\0")
         gen = LoadedProgram(paths.bpf_object("floor_xdp_tx"), "floor_xdp_tx")
         pass_prog = LoadedProgram(paths.bpf_object("floor_xdp_pass"), "floor_xdp_pass")
         before = _napi_threads()
@@ -425,7 +425,7 @@ def bench_live_threaded(args):
 
         flt = Filter()
         flt.configure(default_verdict="pass")
-        flt.fill("filter_v4", flt.stride_entries({"10.0.3.66": ("drop", 1)}))
+        flt.fill("filter_v4", flt.stride_entries({"198.51.100.66": ("drop", 1)}))
         link = attach(ns_b, flt.prog_fd, "vb", libbpf.ATTACH_XDP)
         pin_napi()
         results["xdp"] = best_rate(lambda: flt.percpu_u64_sums("filter_rule_stats", struct.pack("<I", 1))[0])
@@ -434,7 +434,7 @@ def bench_live_threaded(args):
 
         link = attach(ns_b, pass_prog.prog_fd, "vb", libbpf.ATTACH_XDP)
         pin_napi()
-        _nft_drop_source(ns_b, "10.0.3.66")
+        _nft_drop_source(ns_b, "198.51.100.66")
         results["nft"] = best_rate(lambda: _nft_dropped(ns_b))
         os.close(link)
         gen.close()

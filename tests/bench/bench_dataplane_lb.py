@@ -76,12 +76,19 @@ def measure_repeat(prog_fd, floor_fd, packet):
     return min(progs), min(floors)
 
 
+def backend_address(n, per_vip):
+    """A documentation address unique within its VIP (backends are named be<N>, so unique overall): a host of
+    198.51.100.0/24 while one /24 holds them all, else of 2001:db8:be::/64 (the 1000-backend DSR rows; DSR
+    forwards by MAC alone, the address family only matters to IPIP, whose rows have 100 IPv4 backends)."""
+    return "198.51.100.%d" % (n + 1) if per_vip <= 254 else "2001:db8:be::%x" % (n + 1)
+
+
 def vips(count, backends, v6=False, mode="dsr"):
     out = []
     for v in range(count):
         vip = ("2001:db8::%x" % (0x100 + v)) if v6 else "192.0.%d.%d" % (2 + v // 250, v % 250 + 1)
         out.append({"vip": vip, "port": 80, "proto": "tcp", "mode": mode,
-                    "backends": [{"address": "10.%d.%d.%d" % (1 + b // 62500, b // 250 % 250, b % 250 + 1),
+                    "backends": [{"name": "be%d" % b, "address": backend_address(b - v * backends, backends),
                                   "mac": "02:00:%02x:%02x:%02x:%02x" % (b >> 24 & 255, b >> 16 & 255, b >> 8 & 255,
                                                                         b & 255)}
                                  for b in range(v * backends, (v + 1) * backends)]})

@@ -18,9 +18,9 @@ def obj(name):
 
 @pytest.fixture
 def lab(netns, pin_root, state_dir):
-    """tx (10.79.0.1, va) -- veth -- rx (10.79.0.2, vb); rx also holds a veth pair fa/fb for a foreign program."""
+    """tx (203.0.113.1, va) -- veth -- rx (203.0.113.2, vb); rx also holds a veth pair fa/fb for a foreign program."""
     tx, rx = netns("tx"), netns("rx")
-    tx.veth("va", "vb", peer_ns=rx, addr_a="10.79.0.1/24", addr_b="10.79.0.2/24")
+    tx.veth("va", "vb", peer_ns=rx, addr_a="203.0.113.1/24", addr_b="203.0.113.2/24")
     rx.veth("fa", "fb")
 
     return SimpleNamespace(tx=tx, rx=rx, pin_root=pin_root, state_dir=state_dir,
@@ -44,7 +44,7 @@ def test_finds_deployment_and_foreign_program_and_sums_counters(lab, run_module)
     assert res.changed and not res.failed, res
     tc_id = res["attachments"]["vb"]["chain"][0]["prog_id"]
     lab.rx.run(["ip", "link", "set", "dev", "fa", "xdpgeneric", "obj", obj("xdp_plain_pass"), "sec", "xdp"])
-    sent, received = udp_count(lab.tx, lab.rx, "10.79.0.2", PORT)
+    sent, received = udp_count(lab.tx, lab.rx, "203.0.113.2", PORT)
     assert sent > 0 and received == 0
 
     info = run_module("bpf_info", dict(lab.base, contents=True), netns=lab.rx, check_mode=True)

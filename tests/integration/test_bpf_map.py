@@ -76,24 +76,24 @@ def test_hash_with_struct_key_and_value_round_trips_through_module_and_read(pin_
 
 
 def test_lpm_trie_cidr_keys_merge_sync_absent(pin_root, loaded, run_module):
-    args = target(pin_root, "prefixes_v4", entries={"10.0.0.0/8": "drop", "192.0.2.0/24": "pass"})
+    args = target(pin_root, "prefixes_v4", entries={"203.0.113.0/24": "drop", "192.0.2.0/24": "pass"})
     ok(run_module("bpf_map", args))
-    assert as_dict(entries_of(pin_root, "prefixes_v4")) == {"10.0.0.0/8": "drop", "192.0.2.0/24": "pass"}
+    assert as_dict(entries_of(pin_root, "prefixes_v4")) == {"203.0.113.0/24": "drop", "192.0.2.0/24": "pass"}
     # merge leaves others and changes one
     merge = {"192.0.2.0/24": "drop", "198.51.100.7": "drop"}
     res = ok(run_module("bpf_map", target(pin_root, "prefixes_v4", entries=merge)))
     assert res["counts"] == {"added": 1, "changed": 1, "removed": 0, "unchanged": 1, "desired": 2, "before": 2}
     assert as_dict(entries_of(pin_root, "prefixes_v4")) == {
-        "10.0.0.0/8": "drop", "192.0.2.0/24": "drop", "198.51.100.7/32": "drop"}
+        "203.0.113.0/24": "drop", "192.0.2.0/24": "drop", "198.51.100.7/32": "drop"}
     # sync removes the rest
-    res = ok(run_module("bpf_map", target(pin_root, "prefixes_v4", mode="sync", entries={"10.0.0.0/8": "drop"})))
+    res = ok(run_module("bpf_map", target(pin_root, "prefixes_v4", mode="sync", entries={"203.0.113.0/24": "drop"})))
     assert res["counts"]["removed"] == 2
-    assert as_dict(entries_of(pin_root, "prefixes_v4")) == {"10.0.0.0/8": "drop"}
+    assert as_dict(entries_of(pin_root, "prefixes_v4")) == {"203.0.113.0/24": "drop"}
     # absent takes bare keys
-    res = ok(run_module("bpf_map", target(pin_root, "prefixes_v4", mode="absent", entries=["10.0.0.0/8", "1.0.0.0/8"])))
+    res = ok(run_module("bpf_map", target(pin_root, "prefixes_v4", mode="absent", entries=["203.0.113.0/24", "203.0.113.128/25"])))
     assert res.changed and res["counts"]["removed"] == 1
     assert entries_of(pin_root, "prefixes_v4") == []
-    assert not run_module("bpf_map", target(pin_root, "prefixes_v4", mode="absent", entries=["10.0.0.0/8"])).changed
+    assert not run_module("bpf_map", target(pin_root, "prefixes_v4", mode="absent", entries=["203.0.113.0/24"])).changed
 
 
 def test_lpm_trie_lookup_in_the_kernel_matches_the_written_prefix(pin_root, loaded, run_module):
@@ -174,7 +174,7 @@ def test_diff_lists_changes_in_notation_and_caps_large_ones(pin_root, loaded, ru
     res = ok(run_module("bpf_map", target(pin_root, "deny_v4", entries={"192.0.2.1": "pass"}), diff=True))
     assert res["changes"]["changed"] == [{"key": "192.0.2.1", "before": "drop", "after": "pass"}]
     assert res["diff"] == {"before": "192.0.2.1: drop\n", "after": "192.0.2.1: pass\n"}
-    many = {"10.0.%d.%d" % (i // 256, i % 256): "drop" for i in range(500)}
+    many = {"%s.%d" % (["198.51.100", "203.0.113"][i // 256], i % 256): "drop" for i in range(500)}
     res = ok(run_module("bpf_map", target(pin_root, "deny_v4", entries=many, diff_limit=10), diff=True))
     assert res["counts"]["added"] == 500 and len(res["changes"]["added"]) == 10
     assert res["diff"]["after"].endswith("... and 490 more\n")
@@ -182,17 +182,17 @@ def test_diff_lists_changes_in_notation_and_caps_large_ones(pin_root, loaded, ru
 
 def test_entries_file_plain_list_json_and_yaml(pin_root, loaded, run_module, tmp_path):
     lines = tmp_path / "deny.txt"
-    lines.write_text("# block list\n10.0.0.0/8\n\n192.0.2.0/24  # docs\n")
+    lines.write_text("# block list\n203.0.113.0/24\n\n192.0.2.0/24  # docs\n")
     ok(run_module("bpf_map", target(pin_root, "prefixes_v4", entries_file=str(lines), value="drop", mode="sync")))
-    assert as_dict(entries_of(pin_root, "prefixes_v4")) == {"10.0.0.0/8": "drop", "192.0.2.0/24": "drop"}
+    assert as_dict(entries_of(pin_root, "prefixes_v4")) == {"203.0.113.0/24": "drop", "192.0.2.0/24": "drop"}
     js = tmp_path / "e.json"
-    js.write_text('{"10.1.0.0/16": "pass"}')
+    js.write_text('{"198.51.100.0/24": "pass"}')
     ok(run_module("bpf_map", target(pin_root, "prefixes_v4", entries_file=str(js), mode="sync")))
-    assert as_dict(entries_of(pin_root, "prefixes_v4")) == {"10.1.0.0/16": "pass"}
+    assert as_dict(entries_of(pin_root, "prefixes_v4")) == {"198.51.100.0/24": "pass"}
     yml = tmp_path / "e.yml"
-    yml.write_text("- key: 10.2.0.0/16\n  value: redirect\n- 10.3.0.0/16: drop\n")
+    yml.write_text("- key: 198.51.100.0/25\n  value: redirect\n- 198.51.100.128/25: drop\n")
     ok(run_module("bpf_map", target(pin_root, "prefixes_v4", entries_file=str(yml), mode="sync")))
-    assert as_dict(entries_of(pin_root, "prefixes_v4")) == {"10.2.0.0/16": "redirect", "10.3.0.0/16": "drop"}
+    assert as_dict(entries_of(pin_root, "prefixes_v4")) == {"198.51.100.0/25": "redirect", "198.51.100.128/25": "drop"}
 
 
 def test_by_path_and_raw_hex(pin_root, loaded, run_module):
@@ -218,15 +218,15 @@ def test_map_without_btf_takes_hex(pin_root, run_module):
     ("vips", {"entries": [{"key": {"vip": "192.0.2.1"}, "value": {"weight": 1}},
                           {"key": {"vip": "192.0.2.2"}, "value": {"weight": 70000}}]},
      "entries[1].value.weight: 70000 is out of range for unsigned short (0..65535)"),
-    ("prefixes_v4", {"entries": {"10.0.0.0/8": "drop", "10.0.0.1/8": "drop"}},
-     "'10.0.0.1/8' has host bits set: expected the network address, 10.0.0.0/8"),
-    ("prefixes_v4", {"entries": {"10.0.0.0/8": "drop", "10.0.0.0/40": "drop"}}, "prefix length '40' is not 0..32"),
-    ("deny_v4", {"entries": {"0x0a000001ff": "drop"}}, "is 5 bytes; expected 4 bytes (8 hex digits)"),
+    ("prefixes_v4", {"entries": {"203.0.113.0/24": "drop", "203.0.113.1/24": "drop"}},
+     "'203.0.113.1/24' has host bits set: expected the network address, 203.0.113.0/24"),
+    ("prefixes_v4", {"entries": {"203.0.113.0/24": "drop", "203.0.113.0/40": "drop"}}, "prefix length '40' is not 0..32"),
+    ("deny_v4", {"entries": {"0xc0000201ff": "drop"}}, "is 5 bytes; expected 4 bytes (8 hex digits)"),
     ("deny_v4", {"entries": {"192.0.2.1": "reject"}}, "expected one of pass, drop, redirect"),
 ])
 def test_bad_input_fails_clearly_and_leaves_the_map_unchanged(pin_root, loaded, run_module, map_name, args, message):
     seed = {"vips": [{"key": {"vip": "198.51.100.1"}, "value": {"weight": 9}}],
-            "prefixes_v4": {"172.16.0.0/12": "pass"}, "deny_v4": {"198.51.100.1": "pass"}}[map_name]
+            "prefixes_v4": {"198.51.100.0/24": "pass"}, "deny_v4": {"198.51.100.1": "pass"}}[map_name]
     ok(run_module("bpf_map", target(pin_root, map_name, entries=seed)))
     before = entries_of(pin_root, map_name)
     res = run_module("bpf_map", target(pin_root, map_name, mode="sync", **args))
@@ -237,9 +237,9 @@ def test_bad_input_fails_clearly_and_leaves_the_map_unchanged(pin_root, loaded, 
 
 def test_bad_line_of_a_file_names_the_line(pin_root, loaded, run_module, tmp_path):
     lines = tmp_path / "deny.txt"
-    lines.write_text("10.0.0.0/8\n10.0.0.300/32\n")
+    lines.write_text("203.0.113.0/24\n203.0.113.300/32\n")
     res = run_module("bpf_map", target(pin_root, "prefixes_v4", entries_file=str(lines), value="drop"))
-    assert res.failed and "deny.txt line 2" in res["msg"] and "bad address '10.0.0.300'" in res["msg"]
+    assert res.failed and "deny.txt line 2" in res["msg"] and "bad address '203.0.113.300'" in res["msg"]
     assert entries_of(pin_root, "prefixes_v4") == []
 
 
@@ -312,12 +312,12 @@ def test_check_mode_without_the_map_or_a_record_predicts_every_declared_entry_an
         pin_root, run_module, tmp_path):
     state = str(tmp_path / "never")   # neither the pins nor the records exist
     args = {"name": "filter", "map": "filter_v4", "pin_root": os.path.join(pin_root, "fresh"), "mode": "sync",
-            "entries": {"10.%d.0.0/16" % i: "drop" for i in range(5)}, "diff_limit": 3, "state_dir": state}
+            "entries": {"198.51.100.%d/32" % i: "drop" for i in range(5)}, "diff_limit": 3, "state_dir": state}
     res = ok(run_module("bpf_map", args, check_mode=True, diff=True))
     assert res.changed and res["predicted_from"] == "declaration" and res["applied"] == 0
     assert res["counts"] == {"added": 5, "changed": 0, "removed": 0, "unchanged": 0, "desired": 5, "before": 0}
-    assert res["changes"]["added"][0] == {"key": "10.0.0.0/16", "value": "drop"} and len(res["changes"]["added"]) == 3
-    assert res["diff"]["after"] == "10.0.0.0/16: drop\n10.1.0.0/16: drop\n10.2.0.0/16: drop\n... and 2 more\n"
+    assert res["changes"]["added"][0] == {"key": "198.51.100.0/32", "value": "drop"} and len(res["changes"]["added"]) == 3
+    assert res["diff"]["after"] == "198.51.100.0/32: drop\n198.51.100.1/32: drop\n198.51.100.2/32: drop\n... and 2 more\n"
     assert not os.path.exists(os.path.join(pin_root, "fresh")) and not os.path.exists(state)
     # outside check mode a missing map still fails
     res = run_module("bpf_map", args)
@@ -340,6 +340,6 @@ def test_check_mode_after_a_reboot_types_the_entries_through_the_recorded_object
     assert res.failed and "index 9 is out of range" in res["msg"]
     res = run_module("bpf_map", dict(base, map="policy", entries={"1": "reject"}), check_mode=True)
     assert res.failed and "'reject' is not a value of enum fleet_verdict" in res["msg"]
-    res = ok(run_module("bpf_map", dict(base, map="prefixes_v4", entries={"10.0.0.0/8": "drop"}), check_mode=True))
-    assert res["predicted_from"] == "record" and res["changes"]["added"] == [{"key": "10.0.0.0/8", "value": "drop"}]
+    res = ok(run_module("bpf_map", dict(base, map="prefixes_v4", entries={"203.0.113.0/24": "drop"}), check_mode=True))
+    assert res["predicted_from"] == "record" and res["changes"]["added"] == [{"key": "203.0.113.0/24", "value": "drop"}]
     assert os.listdir(pin_root) == []

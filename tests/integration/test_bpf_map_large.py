@@ -106,7 +106,7 @@ def outer_slot(obj):
 def test_rule_set_in_an_array_of_maps_is_switched_whole(pin_root, loaded, run_module):
     first_inner = outer_slot(loaded)
     args = {"name": DEPLOY, "map": "rules_v4", "pin_root": pin_root, "mode": "sync",
-            "entries": {"10.0.0.0/8": "drop", "192.0.2.0/24": "pass"}}
+            "entries": {"203.0.113.0/24": "drop", "192.0.2.0/24": "pass"}}
     res = run_module("bpf_map", args, diff=True)
     assert not res.failed, res.get("msg")
     assert res.changed and res["swapped"] and res["counts"]["added"] == 2
@@ -117,7 +117,7 @@ def test_rule_set_in_an_array_of_maps_is_switched_whole(pin_root, loaded, run_mo
         info = libbpf.map_info(inner_fd)
         assert info["type"] == "lpm_trie" and info["btf_key_type_id"] and info["max_entries"] == 1100000
         assert sorted((e["key"], e["value"]) for e in read_entries(inner_fd)) == [
-            ("10.0.0.0/8", "drop"), ("192.0.2.0/24", "pass")]
+            ("192.0.2.0/24", "pass"), ("203.0.113.0/24", "drop")]
     finally:
         os.close(inner_fd)
     assert not run_module("bpf_map", args).changed
@@ -125,7 +125,7 @@ def test_rule_set_in_an_array_of_maps_is_switched_whole(pin_root, loaded, run_mo
     # merge keeps the set and adds; absent removes; each is a new inner map
     res = run_module("bpf_map", dict(args, mode="merge", entries={"198.51.100.0/24": "drop"}))
     assert res["swapped"] and res["counts"]["added"] == 1 and res["counts"]["removed"] == 0
-    res = run_module("bpf_map", dict(args, mode="absent", entries=["10.0.0.0/8"]))
+    res = run_module("bpf_map", dict(args, mode="absent", entries=["203.0.113.0/24"]))
     assert res["swapped"] and res["counts"]["removed"] == 1
     inner_fd = libbpf.map_fd_by_id(outer_slot(loaded))
     try:
@@ -137,10 +137,10 @@ def test_rule_set_in_an_array_of_maps_is_switched_whole(pin_root, loaded, run_mo
 def test_rule_set_check_mode_and_bad_entry_keep_the_old_inner_map(pin_root, loaded, run_module):
     first_inner = outer_slot(loaded)
     args = {"name": DEPLOY, "map": "rules_v4", "pin_root": pin_root, "mode": "sync",
-            "entries": {"10.0.0.0/8": "drop"}}
+            "entries": {"203.0.113.0/24": "drop"}}
     res = run_module("bpf_map", args, check_mode=True)
     assert res.changed and not res["swapped"] and outer_slot(loaded) == first_inner
-    res = run_module("bpf_map", dict(args, entries={"10.0.0.0/8": "drop", "10.0.0.1/8": "drop"}))
+    res = run_module("bpf_map", dict(args, entries={"203.0.113.0/24": "drop", "203.0.113.1/24": "drop"}))
     assert res.failed and "host bits set" in res["msg"] and outer_slot(loaded) == first_inner
 
 

@@ -75,10 +75,10 @@ def test_entries_src_is_copied_from_the_controller_and_a_rerun_changes_nothing(l
 
 
 def test_a_bad_line_names_the_controllers_file_and_nothing_is_written(lab, pin_root):
-    (lab / "files" / "deny.txt").write_text("10.0.0.0/8\n10.0.0.1/8\n")
+    (lab / "files" / "deny.txt").write_text("203.0.113.0/24\n203.0.113.1/24\n")
     rc, out = play(lab)
     assert rc != 0
-    assert "deny.txt line 2" in out and "10.0.0.0/8" in out, out
+    assert "deny.txt line 2" in out and "203.0.113.0/24" in out, out
     assert "entries-deny.txt" not in out          # the host's temporary copy is not what the operator sees
     assert contents(pin_root) == {}
 

@@ -48,7 +48,7 @@ PLAYBOOK = """
 @pytest.fixture
 def play(netns, pin_root, state_dir, tmp_path):
     tx, rx = netns("tx"), netns("rx")
-    tx.veth("va", "vb", peer_ns=rx, addr_a="10.80.0.1/24", addr_b="10.80.0.2/24")
+    tx.veth("va", "vb", peer_ns=rx, addr_a="192.0.2.1/24", addr_b="192.0.2.2/24")
     files = tmp_path / "files"
     files.mkdir()
     shutil.copy(os.path.join(SRC, "xdp_drop_udp.c"), files / "guard.c")
@@ -86,7 +86,7 @@ def test_playbook_compiles_on_controller_and_is_idempotent_with_check_and_diff(p
     assert xdp_prog_id(play.rx) == first_id
     record = json.load(open(os.path.join(play.state_dir, "guard", "deployment.json")))
     assert record["compiler"] == "controller" and str(record["defines"]["DROP_PORT"]) == "9999"
-    sent, received = udp_count(play.tx, play.rx, "10.80.0.2", 9999)
+    sent, received = udp_count(play.tx, play.rx, "192.0.2.2", 9999)
     assert sent > 0 and received == 0
     # same source, same defines: the object's checksum is the same, nothing to do
     proc, res = play.run(9999)
@@ -100,7 +100,7 @@ def test_playbook_compiles_on_controller_and_is_idempotent_with_check_and_diff(p
     assert "(to be loaded)" in proc.stdout and "deployment guard" in proc.stdout
     assert res["xdp_id"] == 0                      # predicted: not loaded
     assert xdp_prog_id(play.rx) == first_id
-    sent, received = udp_count(play.tx, play.rx, "10.80.0.2", 9999)
+    sent, received = udp_count(play.tx, play.rx, "192.0.2.2", 9999)
     assert sent > 0 and received == 0
 
 

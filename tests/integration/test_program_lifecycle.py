@@ -43,7 +43,7 @@ def xdp_prog_id(ns, ifname="vb"):
 def lab(netns, pin_root, tmp_path):
     """rx holds vb (a veth, peer va in tx); the pin root and state dir do not exist yet."""
     tx, rx = netns("tx"), netns("rx")
-    tx.veth("va", "vb", peer_ns=rx, addr_a="10.78.0.1/24", addr_b="10.78.0.2/24")
+    tx.veth("va", "vb", peer_ns=rx, addr_a="198.51.100.1/24", addr_b="198.51.100.2/24")
     fresh_pins = os.path.join(pin_root, "fresh", "root")
     fresh_state = str(tmp_path / "var" / "state")
     base = dict(interfaces=["vb"], pin_root=fresh_pins, state_dir=fresh_state)

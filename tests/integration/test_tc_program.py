@@ -29,9 +29,9 @@ def tc_v2_object():
 
 @pytest.fixture
 def lab(netns, pin_root, state_dir):
-    """tx (10.78.0.1, interface va: where egress programs go) -- veth -- rx (10.78.0.2)."""
+    """tx (198.51.100.1, interface va: where egress programs go) -- veth -- rx (198.51.100.2)."""
     tx, rx = netns("tx"), netns("rx")
-    tx.veth("va", "vb", peer_ns=rx, addr_a="10.78.0.1/24", addr_b="10.78.0.2/24")
+    tx.veth("va", "vb", peer_ns=rx, addr_a="198.51.100.1/24", addr_b="198.51.100.2/24")
 
     base = dict(interfaces=["va"], direction="egress", pin_root=pin_root, state_dir=state_dir)
     return SimpleNamespace(tx=tx, rx=rx, pin_root=pin_root, state_dir=state_dir, args=lambda **kw: dict(base, **kw))
@@ -76,13 +76,13 @@ def test_tcx_egress_drops_udp_is_idempotent_and_replaces_atomically(lab, run_mod
     first_id = res["attachments"]["va"]["chain"][0]["prog_id"]
     assert tcx_egress_ids(lab.tx) == [first_id]
     assert qdiscs(lab.tx).count("clsact") == 0          # TCX needs no qdisc
-    sent, received = udp_count(lab.tx, lab.rx, "10.78.0.2", PORT)
+    sent, received = udp_count(lab.tx, lab.rx, "198.51.100.2", PORT)
     assert sent > 0 and received == 0
     again = run_module("tc_program", args, netns=lab.tx)
     assert not again.failed and not again.changed, again
     assert tcx_egress_ids(lab.tx) == [first_id]
     # replace under traffic: every datagram is dropped by the old or the new program
-    flow = UdpFlow(lab.tx, lab.rx, "10.78.0.2", PORT, duration=60)
+    flow = UdpFlow(lab.tx, lab.rx, "198.51.100.2", PORT, duration=60)
     try:
         for version in (tc_v2_object(), obj("tc_drop_udp"), tc_v2_object()):
             res = run_module("tc_program", dict(args, object=version), netns=lab.tx)
@@ -114,7 +114,7 @@ def test_clsact_egress_drops_udp_and_absent_keeps_foreign_filter_and_qdisc(lab, 
     assert res["attachments"]["va"]["method"] == "clsact"
     assert res["applied"]["tc_egress@va"]["qdisc_created"] is False
     assert len(tc_filters(lab.tx)) == 2
-    sent, received = udp_count(lab.tx, lab.rx, "10.78.0.2", PORT)
+    sent, received = udp_count(lab.tx, lab.rx, "198.51.100.2", PORT)
     assert sent > 0 and received == 0
     assert not run_module("tc_program", args, netns=lab.tx).changed
     res = run_module("tc_program", dict(args, object=tc_v2_object()), netns=lab.tx)
@@ -124,7 +124,7 @@ def test_clsact_egress_drops_udp_and_absent_keeps_foreign_filter_and_qdisc(lab, 
     assert res.changed and not res.failed, res
     assert tc_filters(lab.tx) == foreign
     assert "clsact" in qdiscs(lab.tx)
-    sent, received = udp_count(lab.tx, lab.rx, "10.78.0.2", PORT)
+    sent, received = udp_count(lab.tx, lab.rx, "198.51.100.2", PORT)
     assert received > 0
 
 
@@ -148,13 +148,13 @@ def test_two_tc_programs_in_order_then_first_removed(lab, run_module):
     assert res["diff"]["after"]["tc_egress@va"][0].startswith("1. tc_count (deployment ecount, priority 10)")
     ids = tcx_egress_ids(lab.tx)
     assert ids == [chain[0]["prog_id"]]                 # one program on the hook, the rest by tail call
-    sent, received = udp_count(lab.tx, lab.rx, "10.78.0.2", PORT)
+    sent, received = udp_count(lab.tx, lab.rx, "198.51.100.2", PORT)
     assert sent > 0 and received == 0                  # the second still drops behind the first
     assert counter(os.path.join(lab.pin_root, "ecount", "maps", "tc_hits"), slot=0) >= sent
     res = run_module("tc_program", lab.args(name="ecount", state="absent"), netns=lab.tx)
     assert res.changed and not res.failed, res
     assert [e["deployment"] for e in res["attachments"]["va"]["chain"]] == ["eguard"]
-    sent, received = udp_count(lab.tx, lab.rx, "10.78.0.2", PORT)
+    sent, received = udp_count(lab.tx, lab.rx, "198.51.100.2", PORT)
     assert sent > 0 and received == 0
     assert tcx_egress_ids(lab.tx) == [res["attachments"]["va"]["chain"][0]["prog_id"]]
 

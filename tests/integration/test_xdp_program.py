@@ -28,9 +28,9 @@ def v2_object():
 
 @pytest.fixture
 def lab(netns, pin_root, state_dir):
-    """tx (10.77.0.1) -- veth -- rx (10.77.0.2, interface vb: where programs go)."""
+    """tx (192.0.2.1) -- veth -- rx (192.0.2.2, interface vb: where programs go)."""
     tx, rx = netns("tx"), netns("rx")
-    tx.veth("va", "vb", peer_ns=rx, addr_a="10.77.0.1/24", addr_b="10.77.0.2/24")
+    tx.veth("va", "vb", peer_ns=rx, addr_a="192.0.2.1/24", addr_b="192.0.2.2/24")
 
     base = dict(interfaces=["vb"], pin_root=pin_root, state_dir=state_dir)
     return SimpleNamespace(tx=tx, rx=rx, pin_root=pin_root, state_dir=state_dir, args=lambda **kw: dict(base, **kw))
@@ -58,7 +58,7 @@ def test_attach_drops_udp_and_rerun_is_idempotent(lab, run_module):
     assert res.changed and not res.failed, res
     first_id = xdp_prog_id(lab.rx)
     assert first_id == res["attachments"]["vb"]["chain"][0]["prog_id"]
-    sent, received = udp_count(lab.tx, lab.rx, "10.77.0.2", PORT)
+    sent, received = udp_count(lab.tx, lab.rx, "192.0.2.2", PORT)
     assert sent > 0 and received == 0
     again = run_module("xdp_program", args, netns=lab.rx)
     assert not again.failed and not again.changed, again
@@ -74,7 +74,7 @@ def test_fifty_replaces_under_traffic_let_no_packet_through(lab, run_module):
     res = run_module("xdp_program", lab.args(name="guard", object=objects[0]), netns=lab.rx)
     assert res.changed, res
     ids = {xdp_prog_id(lab.rx)}
-    flow = UdpFlow(lab.tx, lab.rx, "10.77.0.2", PORT, duration=600)
+    flow = UdpFlow(lab.tx, lab.rx, "192.0.2.2", PORT, duration=600)
     try:
         for i in range(1, 51):
             res = run_module("xdp_program", lab.args(name="guard", object=objects[i % 2]), netns=lab.rx)
@@ -89,7 +89,7 @@ def test_fifty_replaces_under_traffic_let_no_packet_through(lab, run_module):
 def test_map_state_survives_an_upgrade(lab, run_module):
     res = run_module("xdp_program", lab.args(name="guard", object=obj("xdp_drop_udp")), netns=lab.rx)
     assert res.changed, res
-    sent, _received = udp_count(lab.tx, lab.rx, "10.77.0.2", PORT, duration=0.3)
+    sent, _received = udp_count(lab.tx, lab.rx, "192.0.2.2", PORT, duration=0.3)
     pin = os.path.join(lab.pin_root, "guard", "maps", "drops")
 
     def drops():
@@ -128,12 +128,12 @@ def test_two_programs_in_order_then_first_removed(lab, run_module):
     chain = res["attachments"]["vb"]["chain"]
     assert [e["deployment"] for e in chain] == ["count", "guard"]
     assert xdp_prog_id(lab.rx) == chain[0]["prog_id"]
-    sent, received = udp_count(lab.tx, lab.rx, "10.77.0.2", PORT, duration=0.3)
+    sent, received = udp_count(lab.tx, lab.rx, "192.0.2.2", PORT, duration=0.3)
     assert sent > 0 and received == 0          # the second program still drops behind the first
     res = run_module("xdp_program", lab.args(name="count", state="absent"), netns=lab.rx)
     assert res.changed, res
     assert not os.path.exists(os.path.join(lab.pin_root, "count"))
-    sent, received = udp_count(lab.tx, lab.rx, "10.77.0.2", PORT, duration=0.3)
+    sent, received = udp_count(lab.tx, lab.rx, "192.0.2.2", PORT, duration=0.3)
     assert sent > 0 and received == 0
     assert xdp_prog_id(lab.rx) == res["attachments"]["vb"]["chain"][0]["prog_id"]
 
@@ -157,7 +157,7 @@ def test_verifier_failure_keeps_previous_program_and_reports_log(lab, run_module
     assert res.failed and not res.changed
     assert "invalid access to packet" in res["verifier_log"] and " +12)" in res["verifier_log"]  # the failing instruction
     assert xdp_prog_id(lab.rx) == first_id
-    sent, received = udp_count(lab.tx, lab.rx, "10.77.0.2", PORT, duration=0.3)
+    sent, received = udp_count(lab.tx, lab.rx, "192.0.2.2", PORT, duration=0.3)
     assert sent > 0 and received == 0
 
 

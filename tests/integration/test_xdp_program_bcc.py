@@ -58,7 +58,7 @@ def kernel_headers_present():
 def test_bcc_program_attached_found_by_bpf_info_and_runs_last_in_a_chain(netns, pin_root, state_dir, tmp_path,
                                                                          run_module):
     tx, rx = netns("tx"), netns("rx")
-    tx.veth("va", "vb", peer_ns=rx, addr_a="10.81.0.1/24", addr_b="10.81.0.2/24")
+    tx.veth("va", "vb", peer_ns=rx, addr_a="203.0.113.1/24", addr_b="203.0.113.2/24")
     (tmp_path / "play.yml").write_text(PLAYBOOK % {"src": SRC, "pin_root": pin_root, "state_dir": state_dir})
     (tmp_path / "inventory.ini").write_text("[lab]\nlabhost ansible_connection=ebpf.fleet.netns ansible_netns=%s\n"
                                             % rx.name)
@@ -77,7 +77,7 @@ def test_bcc_program_attached_found_by_bpf_info_and_runs_last_in_a_chain(netns, 
     dep = first["info"]["deployments"]["bccguard"]
     assert dep["compiler"] == "bcc" and dep["programs"]["xdp@vb"]["id"] == prog["id"]
     assert dep["maps"]["bcc_drops"]["type"] == "percpu_array"
-    sent, received = udp_count(tx, rx, "10.81.0.2", 9999)
+    sent, received = udp_count(tx, rx, "203.0.113.2", 9999)
     assert sent > 0 and received == 0
 
     second = play()
@@ -94,7 +94,7 @@ def test_bcc_program_attached_found_by_bpf_info_and_runs_last_in_a_chain(netns, 
     assert res.changed and not res.failed, res
     chain = res["attachments"]["vb"]["chain"]
     assert [e["deployment"] for e in chain] == ["count", "bccguard"] and chain[1]["prog_id"] == prog["id"]
-    sent, received = udp_count(tx, rx, "10.81.0.2", 9999)
+    sent, received = udp_count(tx, rx, "203.0.113.2", 9999)
     assert sent > 0 and received == 0
     # a bcc program cannot be first of a chain (it cannot tail-call)
     res = run_module("xdp_program", dict(name="count", object=paths.bpf_object("xdp_count"), priority=90,

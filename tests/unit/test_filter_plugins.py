@@ -25,19 +25,19 @@ PASS8 = {"action": "pass", "rule_id": 8, "redirect_slot": 0}
 # ---------------------------------------------------------------- xdp_filter_v4_entries
 
 def test_v4_rules_become_the_stride_table_of_filter_tables():
-    rules = [{"cidr": "10.0.0.0/8", "action": "drop", "rule_id": 7}, {"cidr": "10.1.2.3", "action": "pass", "rule_id": 8}]
+    rules = [{"cidr": "0.0.0.0/0", "action": "drop", "rule_id": 7}, {"cidr": "198.51.100.3", "action": "pass", "rule_id": 8}]
     got = v4_entries(rules)
-    want = filter_tables.expand_v4({"10.0.0.0/8": DROP7, "10.1.2.3/32": PASS8})
+    want = filter_tables.expand_v4({"0.0.0.0/0": DROP7, "198.51.100.3/32": PASS8})
     for entry in want:
         if entry["value"]["rule"] is None:
             del entry["value"]["rule"]
     assert got == want
     by_key = {entry["key"]: entry["value"] for entry in got}
-    assert len([key for key in by_key if key.endswith("/16")]) == 256
-    assert by_key["10.1.0.0/16"] == {"rule": DROP7, "flags": ["deeper", "match"]}
+    assert len([key for key in by_key if key.endswith("/16")]) == 65536
+    assert by_key["198.51.0.0/16"] == {"rule": DROP7, "flags": ["deeper", "match"]}
     # the /24 only leads to the /32: no rule of its own (bpf_map writes the missing member as zero)
-    assert by_key["10.1.2.0/24"] == {"flags": ["deeper"]}
-    assert by_key["10.1.2.3/32"] == {"rule": PASS8, "flags": ["match"]}
+    assert by_key["198.51.100.0/24"] == {"flags": ["deeper"]}
+    assert by_key["198.51.100.3/32"] == {"rule": PASS8, "flags": ["match"]}
 
 
 def test_v4_redirect_rule_keeps_its_slot_and_an_empty_list_is_an_empty_table():
@@ -49,22 +49,22 @@ def test_v4_redirect_rule_keeps_its_slot_and_an_empty_list_is_an_empty_table():
 
 
 @pytest.mark.parametrize("rules, message", [
-    ([{"cidr": "10.0.0.1/8", "action": "drop"}], "rules[0].cidr '10.0.0.1/8': expected the network address, 10.0.0.0/8"),
-    ([{"cidr": "10.0.0.300", "action": "drop"}], "rules[0].cidr '10.0.0.300': expected an IPv4 address or CIDR"),
+    ([{"cidr": "192.0.2.1/24", "action": "drop"}], "rules[0].cidr '192.0.2.1/24': expected the network address, 192.0.2.0/24"),
+    ([{"cidr": "192.0.2.300", "action": "drop"}], "rules[0].cidr '192.0.2.300': expected an IPv4 address or CIDR"),
     ([{"cidr": "2001:db8::/32", "action": "drop"}], "rules[0].cidr '2001:db8::/32': expected an IPv4 address"),
     ([{"cidr": 10, "action": "drop"}], "rules[0].cidr 10: expected an IPv4 address"),
     ([{"action": "drop"}], "rules[0].cidr None: expected an IPv4 address"),
-    ([{"cidr": "10.0.0.0/8", "action": "deny"}], "rules[0].action 'deny': expected one of pass, drop, redirect"),
-    ([{"cidr": "10.0.0.0/8", "action": "drop", "rule_id": 4096}], "rules[0].rule_id 4096: expected an integer 0..4095"),
-    ([{"cidr": "10.0.0.0/8", "action": "drop", "rule_id": True}], "rules[0].rule_id True: expected an integer"),
-    ([{"cidr": "10.0.0.0/8", "action": "drop", "redirect_slot": 2}],
+    ([{"cidr": "192.0.2.0/24", "action": "deny"}], "rules[0].action 'deny': expected one of pass, drop, redirect"),
+    ([{"cidr": "192.0.2.0/24", "action": "drop", "rule_id": 4096}], "rules[0].rule_id 4096: expected an integer 0..4095"),
+    ([{"cidr": "192.0.2.0/24", "action": "drop", "rule_id": True}], "rules[0].rule_id True: expected an integer"),
+    ([{"cidr": "192.0.2.0/24", "action": "drop", "redirect_slot": 2}],
      "rules[0].redirect_slot 2: expected no slot unless action is redirect"),
-    ([{"cidr": "10.0.0.0/8", "action": "redirect", "redirect_slot": 64}], "rules[0].redirect_slot 64: expected an integer 0..63"),
-    ([{"cidr": "10.0.0.0/8", "action": "drop", "ruleid": 1}], "rules[0].ruleid 1: expected no such field; valid fields: cidr,"),
-    ([{"cidr": "10.0.0.0/8", "action": "drop"}, {"cidr": " 10.0.0.0/8", "action": "pass"}],
-     "rules[1].cidr ' 10.0.0.0/8': expected each CIDR once (also in rules[0])"),
-    (["10.0.0.0/8"], "input[0] '10.0.0.0/8': expected a dict"),
-    ("10.0.0.0/8", "input '10.0.0.0/8': expected a list of IPv4 source rules"),
+    ([{"cidr": "192.0.2.0/24", "action": "redirect", "redirect_slot": 64}], "rules[0].redirect_slot 64: expected an integer 0..63"),
+    ([{"cidr": "192.0.2.0/24", "action": "drop", "ruleid": 1}], "rules[0].ruleid 1: expected no such field; valid fields: cidr,"),
+    ([{"cidr": "192.0.2.0/24", "action": "drop"}, {"cidr": " 192.0.2.0/24", "action": "pass"}],
+     "rules[1].cidr ' 192.0.2.0/24': expected each CIDR once (also in rules[0])"),
+    (["192.0.2.0/24"], "input[0] '192.0.2.0/24': expected a dict"),
+    ("192.0.2.0/24", "input '192.0.2.0/24': expected a list of IPv4 source rules"),
 ])
 def test_v4_bad_rules_name_the_field_the_value_and_what_was_expected(rules, message):
     with pytest.raises(AnsibleFilterError) as err:
@@ -73,7 +73,7 @@ def test_v4_bad_rules_name_the_field_the_value_and_what_was_expected(rules, mess
 
 
 def test_v4_rule_id_from_a_string_of_digits_is_accepted():
-    assert v4_entries([{"cidr": "10.0.0.0/16", "action": "drop", "rule_id": "7"}])[0]["value"]["rule"] == DROP7
+    assert v4_entries([{"cidr": "192.0.2.0/24", "action": "drop", "rule_id": "7"}])[-1]["value"]["rule"] == DROP7
 
 
 # ---------------------------------------------------------------- xdp_filter_port_entries
@@ -146,8 +146,8 @@ def test_a_huge_bad_value_is_cut_in_the_message():
 
 VIPS = [
     {"vip": "192.0.2.10", "port": 443, "proto": "tcp", "mode": "dsr",
-     "backends": [{"address": "10.0.0.1", "mac": "02:00:00:00:00:01", "weight": 2},
-                  {"address": "10.0.0.2", "mac": "02:00:00:00:00:02"}]},
+     "backends": [{"address": "203.0.113.1", "mac": "02:00:00:00:00:01", "weight": 2},
+                  {"address": "203.0.113.2", "mac": "02:00:00:00:00:02"}]},
     {"vip": "2001:db8::10", "port": 53, "proto": "udp", "mode": "ipip",
      "backends": [{"address": "2001:db8:1::1", "mac": "02:00:00:00:00:fe", "name": "v6-a"}]},
 ]
@@ -155,7 +155,7 @@ VIPS = [
 
 def test_maglev_entries_are_lb_entries_ring_entries_and_lb_config_as_bpf_map_items():
     size = 251
-    got = lb_tables(VIPS, ring_size=size, config={"tunnel_src_v4": "10.255.0.0/16", "udp_timeout_ms": 5000})
+    got = lb_tables(VIPS, ring_size=size, config={"tunnel_src_v4": "198.51.100.0/24", "udp_timeout_ms": 5000})
     want = maglev.lb_entries(VIPS, ring_size=size)
     assert got["backend_ids"] == want["backend_ids"] and got["vip_ids"] == want["vip_ids"]
     maps = got["maps"]
@@ -166,32 +166,32 @@ def test_maglev_entries_are_lb_entries_ring_entries_and_lb_config_as_bpf_map_ite
     ring = [{"key": k, "value": v} for row in sorted(want["lb_ring"])
             for k, v in maglev.ring_entries(row, want["lb_ring"][row], size)]
     assert maps["lb_ring"] == ring and len(ring) == 2 * size
-    assert maps["lb_config"] == [{"key": 0, "value": maglev.lb_config(size, 5000, tunnel_src_v4="10.255.0.0/16")}]
-    # weights 2:1 -> about two thirds of the IPv4 VIP's ring on 10.0.0.1
+    assert maps["lb_config"] == [{"key": 0, "value": maglev.lb_config(size, 5000, tunnel_src_v4="198.51.100.0/24")}]
+    # weights 2:1 -> about two thirds of the IPv4 VIP's ring on 203.0.113.1
     row = maps["lb_vips_v4"][0]["value"]["ring"]
     slots = [item["value"] for item in ring[row * size:(row + 1) * size]]
-    assert abs(slots.count(got["backend_ids"]["10.0.0.1"]) / size - 2 / 3) < 0.05
+    assert abs(slots.count(got["backend_ids"]["203.0.113.1"]) / size - 2 / 3) < 0.05
 
 
 def test_maglev_keeps_the_ids_of_the_running_configuration():
     first = lb_tables(VIPS, ring_size=251)
     shrunk = [dict(VIPS[0], backends=VIPS[0]["backends"][1:])] + VIPS[1:]
     again = lb_tables(shrunk, ring_size=251, backend_ids=first["backend_ids"], vip_ids=first["vip_ids"])
-    assert again["backend_ids"]["10.0.0.2"] == first["backend_ids"]["10.0.0.2"]
+    assert again["backend_ids"]["203.0.113.2"] == first["backend_ids"]["203.0.113.2"]
     assert again["vip_ids"] == first["vip_ids"]
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"vips": [{"vip": "192.0.2.10", "port": 443, "backends": [{"address": "10.0.0.1", "weight": -1}]}]},
+    ({"vips": [{"vip": "192.0.2.10", "port": 443, "backends": [{"address": "203.0.113.1", "weight": -1}]}]},
      "vips[0].backends[0].weight -1: expected an integer >= 0"),
     ({"vips": [{"vip": "192.0.2.999", "port": 443}]}, "vips[0].vip '192.0.2.999': expected an IPv4 or IPv6 address"),
     ({"vips": [{"vip": "192.0.2.10", "port": 0}]}, "vips[0].port 0: expected an integer 1..65535"),
     ({"vips": [{"vip": "192.0.2.10", "port": 80, "mode": "nat"}]}, "vips[0].mode 'nat': expected one of dsr, ipip"),
-    ({"vips": [{"vip": "192.0.2.10", "port": 80, "backends": [{"address": "10.0.0.1", "mac": "zz"}]}]},
+    ({"vips": [{"vip": "192.0.2.10", "port": 80, "backends": [{"address": "203.0.113.1", "mac": "zz"}]}]},
      "vips[0].backends[0].mac 'zz': expected a MAC address"),
     ({"vips": [], "ring_size": 1000}, "ring_size 1000: expected a prime number"),
     ({"vips": [], "ring_size": "big"}, "ring_size 'big': expected a prime number"),
-    ({"vips": [], "config": {"tunnel_src_v4": "fd00::/64"}}, "tunnel_src_v4 'fd00::/64': expected an IPv4 prefix"),
+    ({"vips": [], "config": {"tunnel_src_v4": "2001:db8::/64"}}, "tunnel_src_v4 '2001:db8::/64': expected an IPv4 prefix"),
     ({"vips": [], "config": {"ttl": 3}}, "config.ttl 3: expected no such field; valid fields: udp_timeout_ms"),
     ({"vips": [], "backend_ids": [1]}, "backend_ids [1]: expected a dict"),
     ({"vips": "192.0.2.10"}, "vips '192.0.2.10': expected a list of VIP declarations"),
@@ -208,19 +208,20 @@ def test_filters_load_by_their_fqcn_in_a_template_and_errors_reach_the_operator(
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=paths.COLLECTIONS, ANSIBLE_NOCOLOR="1", LC_ALL="C.UTF-8",
                ANSIBLE_LOCALHOST_WARNING="0", ANSIBLE_INVENTORY_UNPARSED_WARNING="0")
     ansible = os.path.join(os.path.dirname(paths.PYTHON), "ansible")
-    expr = ("{{ {'v4': [{'cidr': '10.0.0.0/16', 'action': 'drop', 'rule_id': 1}] | ebpf.fleet.xdp_filter_v4_entries,"
+    expr = ("{{ {'v4': [{'cidr': '192.0.2.0/24', 'action': 'drop', 'rule_id': 1}] | ebpf.fleet.xdp_filter_v4_entries,"
             " 'ports': [{'proto': 'udp', 'port': 53, 'action': 'drop'}] | ebpf.fleet.xdp_filter_port_entries,"
-            " 'lb': ([{'vip': '192.0.2.1', 'port': 80, 'backends': [{'address': '10.0.0.1'}]}]"
+            " 'lb': ([{'vip': '192.0.2.1', 'port': 80, 'backends': [{'address': '203.0.113.1'}]}]"
             " | ebpf.fleet.maglev_entries(ring_size=101)).maps.lb_ring | length} | to_json }}")
     proc = subprocess.run([ansible, "localhost", "-c", "local", "-m", "debug", "-a", "msg=" + expr, "-o"],
                           capture_output=True, text=True, env=env, timeout=120, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     got = json.loads(json.loads(proc.stdout[proc.stdout.index("{"):])["msg"])
     drop1 = {"action": "drop", "rule_id": 1, "redirect_slot": 0}
-    assert got["v4"] == [{"key": "10.0.0.0/16", "value": {"rule": drop1, "flags": ["match"]}}]
+    assert got["v4"] == [{"key": "192.0.0.0/16", "value": {"flags": ["deeper"]}},
+                         {"key": "192.0.2.0/24", "value": {"rule": drop1, "flags": ["match"]}}]
     assert got["ports"][0]["key"] == 53 and got["lb"] == 101
-    bad = "{{ [{'cidr': '10.0.0.0/33', 'action': 'drop'}] | ebpf.fleet.xdp_filter_v4_entries }}"
+    bad = "{{ [{'cidr': '192.0.2.0/33', 'action': 'drop'}] | ebpf.fleet.xdp_filter_v4_entries }}"
     proc = subprocess.run([ansible, "localhost", "-c", "local", "-m", "debug", "-a", "msg=" + bad, "-o"],
                           capture_output=True, text=True, env=env, timeout=120, check=False)
     assert proc.returncode != 0
-    assert "rules[0].cidr '10.0.0.0/33': expected an IPv4 address or CIDR" in proc.stdout + proc.stderr
+    assert "rules[0].cidr '192.0.2.0/33': expected an IPv4 address or CIDR" in proc.stdout + proc.stderr

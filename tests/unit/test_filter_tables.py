@@ -19,13 +19,14 @@ def longest_match(rules: dict, address: str):
 
 
 def test_levels_and_flags_of_a_small_table():
-    table = filter_tables.expand_v4_raw({"10.0.0.0/8": "a", "10.1.2.0/23": "b", "10.1.2.3": "c"})
-    assert len([k for k in table if k[0] == 16]) == 256
-    top = table[(16, int(ipaddress.IPv4Address("10.1.0.0")))]
+    table = filter_tables.expand_v4_raw({"0.0.0.0/0": "a", "198.51.100.0/25": "b", "198.51.100.3": "c"})
+    assert len([k for k in table if k[0] == 16]) == 65536
+    top = table[(16, int(ipaddress.IPv4Address("198.51.0.0")))]
     assert top[0] == "a" and top[1] == {"match", "deeper"}
-    assert table[(24, int(ipaddress.IPv4Address("10.1.3.0")))] == ["b", {"match"}]
-    assert table[(24, int(ipaddress.IPv4Address("10.1.2.0")))] == ["b", {"match", "deeper"}]
-    assert table[(32, int(ipaddress.IPv4Address("10.1.2.3")))] == ["c", {"match"}]
+    assert table[(24, int(ipaddress.IPv4Address("198.51.100.0")))] == [None, {"deeper"}]
+    assert len([k for k in table if k[0] == 32]) == 128
+    assert table[(32, int(ipaddress.IPv4Address("198.51.100.127")))] == ["b", {"match"}]
+    assert table[(32, int(ipaddress.IPv4Address("198.51.100.3")))] == ["c", {"match"}]
 
 
 def test_entries_are_written_as_cidrs_with_flag_names():
@@ -53,5 +54,5 @@ def test_random_tables_agree_with_a_longest_prefix_match(seed):
 
 
 def test_bad_source_names_the_value():
-    with pytest.raises(filter_tables.FilterTableError, match="'10.0.0.300'"):
-        filter_tables.expand_v4_raw({"10.0.0.300": 1})
+    with pytest.raises(filter_tables.FilterTableError, match="'192.0.2.300'"):
+        filter_tables.expand_v4_raw({"192.0.2.300": 1})

@@ -52,8 +52,8 @@ def test_flow_hash_matches_murmur3_reference_vectors():
 
 
 def test_flow_words_are_the_little_endian_loads_of_the_packet_bytes():
-    words = maglev.flow_words("10.0.0.1", "192.0.2.10", 0x1234, 443, 6)
-    assert words == [0x0100000A, 0x0A0200C0, 0xBB013412, 6]
+    words = maglev.flow_words("198.51.100.1", "192.0.2.10", 0x1234, 443, 6)
+    assert words == [0x016433C6, 0x0A0200C0, 0xBB013412, 6]
     assert len(maglev.flow_words("2001:db8::1", "2001:db8::2", 1, 2, 17)) == 10
 
 
@@ -82,7 +82,7 @@ def test_every_slot_is_filled_and_slot_counts_follow_weights():
 
 @pytest.mark.parametrize("weights", [[1, 1, 1, 1, 1], [1, 2, 3, 4], [10, 1, 5], [7] * 30 + [3] * 20])
 def test_one_million_flows_spread_within_one_percent_of_the_weights(flow_hashes, weights):
-    backends = [("10.1.0.%d" % i, w) for i, w in enumerate(weights)]
+    backends = [("192.0.2.%d" % i, w) for i, w in enumerate(weights)]
     table = maglev.build_table(backends)
     counts = flows_per_backend(table, flow_hashes)
     total = sum(weights)
@@ -127,7 +127,7 @@ def test_draining_a_backend_moves_only_its_own_flows(flow_hashes):
 
 def test_thousand_backends_build_in_well_under_two_seconds():
     import time
-    backends = [("10.2.%d.%d" % (i // 250, i % 250), 1 + i % 4) for i in range(1000)]
+    backends = [("2001:db8::%x" % i, 1 + i % 4) for i in range(1000)]
     start = time.perf_counter()
     table = maglev.build_table(backends, maglev.ring_size_for(1000))
     assert len(table) == 100003
@@ -150,8 +150,8 @@ def test_bad_tables_are_refused_with_the_field_and_value(size, backends, match):
 
 def test_lb_entries_keep_backend_ids_stable_and_map_the_ring_to_ids():
     vips = [{"vip": "192.0.2.10", "port": 443, "proto": "tcp", "mode": "dsr",
-             "backends": [{"address": "10.0.0.1", "mac": "02:00:00:00:00:01"},
-                          {"address": "10.0.0.2", "mac": "02:00:00:00:00:02", "weight": 2}]},
+             "backends": [{"address": "203.0.113.1", "mac": "02:00:00:00:00:01"},
+                          {"address": "203.0.113.2", "mac": "02:00:00:00:00:02", "weight": 2}]},
             {"vip": "2001:db8::10", "port": 53, "proto": "udp", "mode": "ipip",
              "backends": [{"address": "2001:db8:1::1", "mac": "02:00:00:00:00:03"}]}]
     first = maglev.lb_entries(vips, ring_size=1009)
@@ -162,14 +162,14 @@ def test_lb_entries_keep_backend_ids_stable_and_map_the_ring_to_ids():
     ids = first["backend_ids"]
     assert sorted(ids.values()) == [0, 1, 2]
     ring = first["lb_ring"][first["vip_ids"]["192.0.2.10:443/tcp"]]
-    assert set(ring) == {ids["10.0.0.1"], ids["10.0.0.2"]} and len(ring) == 1009
+    assert set(ring) == {ids["203.0.113.1"], ids["203.0.113.2"]} and len(ring) == 1009
     assert dict(first["lb_backends"])[ids["2001:db8:1::1"]]["family"] == "ipv6"
-    # remove 10.0.0.1: the others keep their ids; a new backend takes the lowest free id
-    vips[0]["backends"][0] = {"address": "10.0.0.9", "mac": "02:00:00:00:00:09"}
+    # remove 203.0.113.1: the others keep their ids; a new backend takes the lowest free id
+    vips[0]["backends"][0] = {"address": "203.0.113.9", "mac": "02:00:00:00:00:09"}
     second = maglev.lb_entries(vips, ring_size=1009, backend_ids=ids, vip_ids=first["vip_ids"])
-    assert second["backend_ids"]["10.0.0.2"] == ids["10.0.0.2"]
+    assert second["backend_ids"]["203.0.113.2"] == ids["203.0.113.2"]
     assert second["backend_ids"]["2001:db8:1::1"] == ids["2001:db8:1::1"]
-    assert second["backend_ids"]["10.0.0.9"] == ids["10.0.0.1"]
+    assert second["backend_ids"]["203.0.113.9"] == ids["203.0.113.1"]
 
 
 @pytest.mark.parametrize("vip, match", [
@@ -177,8 +177,8 @@ def test_lb_entries_keep_backend_ids_stable_and_map_the_ring_to_ids():
     ({"vip": "192.0.2.1", "port": 0}, r"vips\[0\].port 0"),
     ({"vip": "192.0.2.1", "port": 80, "proto": "sctp"}, "proto 'sctp': expected one of tcp, udp"),
     ({"vip": "192.0.2.1", "port": 80, "mode": "nat"}, "mode 'nat'"),
-    ({"vip": "192.0.2.1", "port": 80, "backends": [{"address": "10.0.0.1", "mac": "zz"}]}, "mac 'zz'"),
-    ({"vip": "192.0.2.1", "port": 80, "backends": [{"address": "10.0.0.1", "weight": "x"}]}, "weight 'x'"),
+    ({"vip": "192.0.2.1", "port": 80, "backends": [{"address": "203.0.113.1", "mac": "zz"}]}, "mac 'zz'"),
+    ({"vip": "192.0.2.1", "port": 80, "backends": [{"address": "203.0.113.1", "weight": "x"}]}, "weight 'x'"),
 ])
 def test_lb_entries_refuse_bad_declarations_naming_field_and_value(vip, match):
     with pytest.raises(maglev.MaglevError, match=match):
@@ -186,11 +186,11 @@ def test_lb_entries_refuse_bad_declarations_naming_field_and_value(vip, match):
 
 
 def test_lb_config_is_written_in_operator_notation_and_checked():
-    cfg = maglev.lb_config(udp_timeout_ms=5000, lb_mac="02:00:00:00:FF:01", tunnel_src_v4="10.255.0.0/16")
+    cfg = maglev.lb_config(udp_timeout_ms=5000, lb_mac="02:00:00:00:FF:01", tunnel_src_v4="203.0.113.0/24")
     assert cfg == {"ring_size": 65537, "udp_timeout_ms": 5000, "lb_mac": "02:00:00:00:ff:01",
-                   "tunnel_src_v4": "10.255.0.0/16", "tunnel_src_v6": "::/0"}
-    with pytest.raises(maglev.MaglevError, match="tunnel_src_v6 '10.0.0.0/8': expected an IPv6 prefix"):
-        maglev.lb_config(tunnel_src_v6="10.0.0.0/8")
+                   "tunnel_src_v4": "203.0.113.0/24", "tunnel_src_v6": "::/0"}
+    with pytest.raises(maglev.MaglevError, match="tunnel_src_v6 '198.51.100.0/24': expected an IPv6 prefix"):
+        maglev.lb_config(tunnel_src_v6="198.51.100.0/24")
     with pytest.raises(maglev.MaglevError, match="udp_timeout_ms -1"):
         maglev.lb_config(udp_timeout_ms=-1)
 
@@ -204,17 +204,17 @@ def test_ring_entries_place_a_row_at_row_times_ring_size():
 # ---------------------------------------------------------------- unknown fields (a typo never builds an empty ring)
 
 @pytest.mark.parametrize("vip, match", [
-    ({"vip": "192.0.2.1", "port": 80, "backend": [{"address": "10.0.0.1"}]},
-     r"vips\[0\].backend \[\{'address': '10.0.0.1'\}\]: expected no such field; valid fields: vip, port, proto, "
+    ({"vip": "192.0.2.1", "port": 80, "backend": [{"address": "203.0.113.1"}]},
+     r"vips\[0\].backend \[\{'address': '203.0.113.1'\}\]: expected no such field; valid fields: vip, port, proto, "
      r"mode, backends"),
-    ({"vip": "192.0.2.1", "port": 80, "backends": [{"address": "10.0.0.1", "wieght": 3}]},
+    ({"vip": "192.0.2.1", "port": 80, "backends": [{"address": "203.0.113.1", "wieght": 3}]},
      r"vips\[0\].backends\[0\].wieght 3: expected no such field; valid fields: address, mac, weight, name"),
     ({"vip": "192.0.2.1", "port": 80}, r"vips\[0\].backends: missing; expected a list"),
-    ({"vip": "192.0.2.1", "port": 80, "backends": {"address": "10.0.0.1"}}, r"vips\[0\].backends \{.*expected a list"),
-    ({"vip": "192.0.2.1", "port": 80, "backends": ["10.0.0.1"]}, r"vips\[0\].backends\[0\] '10.0.0.1': expected a dict"),
-    ({"vip": "192.0.2.1", "port": 80, "backends": [{"address": "10.0.0.1"}, {"address": "10.0.0.1"}]},
-     r"vips\[0\].backends\[1\].name '10.0.0.1': expected names unique within a VIP"),
-    ({"vip": "192.0.2.1", "port": 80, "backends": [{"address": "10.0.0.1", "name": ""}]},
+    ({"vip": "192.0.2.1", "port": 80, "backends": {"address": "203.0.113.1"}}, r"vips\[0\].backends \{.*expected a list"),
+    ({"vip": "192.0.2.1", "port": 80, "backends": ["203.0.113.1"]}, r"vips\[0\].backends\[0\] '203.0.113.1': expected a dict"),
+    ({"vip": "192.0.2.1", "port": 80, "backends": [{"address": "203.0.113.1"}, {"address": "203.0.113.1"}]},
+     r"vips\[0\].backends\[1\].name '203.0.113.1': expected names unique within a VIP"),
+    ({"vip": "192.0.2.1", "port": 80, "backends": [{"address": "203.0.113.1", "name": ""}]},
      r"vips\[0\].backends\[0\].name '': expected a non-empty string"),
 ])
 def test_declarations_with_unknown_or_missing_fields_are_refused_naming_them(vip, match):
@@ -225,10 +225,10 @@ def test_declarations_with_unknown_or_missing_fields_are_refused_naming_them(vip
 
 
 def test_the_filter_refuses_a_misspelt_field_at_every_level():
-    good = {"vip": "192.0.2.1", "port": 80, "backends": [{"address": "10.0.0.1", "weight": 2}]}
+    good = {"vip": "192.0.2.1", "port": 80, "backends": [{"address": "203.0.113.1", "weight": 2}]}
     assert maglev_entries([good], ring_size=101)["maps"]["lb_ring"]
     for bad, field in (({"backend": good["backends"]}, "vips[0].backend"),
-                       ({"backends": [{"address": "10.0.0.1", "wieght": 2}]}, "vips[0].backends[0].wieght")):
+                       ({"backends": [{"address": "203.0.113.1", "wieght": 2}]}, "vips[0].backends[0].wieght")):
         vip = {k: v for k, v in good.items() if k != "backends"}
         vip.update(bad)
         with pytest.raises(AnsibleFilterError, match=r"maglev_entries: %s .*expected no such field" % re.escape(field)):
@@ -238,7 +238,7 @@ def test_the_filter_refuses_a_misspelt_field_at_every_level():
 
 
 def test_port_and_weight_given_as_decimal_strings_by_templating_are_taken_as_numbers():
-    (vip,) = maglev.validate_vips([{"vip": "192.0.2.1", "port": "80", "backends": [{"address": "10.0.0.1",
+    (vip,) = maglev.validate_vips([{"vip": "192.0.2.1", "port": "80", "backends": [{"address": "203.0.113.1",
                                                                                     "weight": "2"}]}])
     assert vip.port == 80 and vip.backends[0].weight == 2
 

@@ -71,17 +71,17 @@ def test_struct_value_with_every_member_notation(codecs):
 
 def test_lpm_keys_are_cidrs_in_the_kernels_layout(codecs):
     v4, v6 = codecs["prefixes_v4"], codecs["prefixes_v6"]
-    assert v4.encode_key("10.0.0.0/8") == bytes([8, 0, 0, 0, 10, 0, 0, 0])
+    assert v4.encode_key("192.0.2.0/24") == bytes([24, 0, 0, 0, 192, 0, 2, 0])
     assert roundtrip_key(v4, "192.0.2.1") == "192.0.2.1/32"
     assert roundtrip_key(v4, "0.0.0.0/0") == "0.0.0.0/0"
     assert roundtrip_key(v6, "2001:db8::/32") == "2001:db8::/32"
-    assert roundtrip_key(v4, {"prefixlen": 16, "addr": "10.1.0.0"}) == "10.1.0.0/16"
+    assert roundtrip_key(v4, {"prefixlen": 24, "addr": "198.51.100.0"}) == "198.51.100.0/24"
 
 
 @pytest.mark.parametrize("bad, reason", [
-    ("10.0.0.1/8", "host bits set: expected the network address, 10.0.0.0/8"),
-    ("10.0.0.0/33", "prefix length '33' is not 0..32"),
-    ("10.0.0/8", "bad address"),
+    ("192.0.2.1/24", "host bits set: expected the network address, 192.0.2.0/24"),
+    ("192.0.2.0/33", "prefix length '33' is not 0..32"),
+    ("192.0.2/24", "bad address"),
     ("nonsense", "bad address"),
     (42, "expected a IPv4 CIDR"),
 ])
@@ -141,13 +141,13 @@ def test_bad_values_fail_naming_where_and_why(codecs, map_name, value, reason):
 
 def test_raw_hex_escape_hatch_for_whole_keys_values_and_members(codecs):
     c = codecs["deny_v4"]
-    assert c.encode_key("0x0a000001") == bytes([10, 0, 0, 1])
-    assert c.encode_key({"hex": "0a000002"}) == bytes([10, 0, 0, 2])
+    assert c.encode_key("0xc0000201") == bytes([192, 0, 2, 1])
+    assert c.encode_key({"hex": "c0000202"}) == bytes([192, 0, 2, 2])
     assert c.encode_value("0x01000000") == bytes([1, 0, 0, 0])
     value = codecs["vips"].encode_value({"mac": {"hex": "020000000001"}})
     assert codecs["vips"].decode_value(value)["mac"] == "02:00:00:00:00:01"
     with pytest.raises(CodecError, match="expected 4 bytes"):
-        c.encode_key("0x0a00000001")
+        c.encode_key("0xc000020001")
 
 
 def test_maps_without_btf_take_and_give_hex():

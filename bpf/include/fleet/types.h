@@ -12,7 +12,7 @@
  *   __be16/__be32  integers stored in network order
  *
  * An LPM trie key is a struct whose first member is "__u32 prefixlen",
- * followed by the address: it is written as a CIDR ("10.0.0.0/8").
+ * followed by the address: it is written as a CIDR ("192.0.2.0/24").
  * An enum is written by the name of one of its values, without the common
  * prefix and in lower case (FLEET_VERDICT_DROP -> "drop"); an enum whose type
  * name ends in "_flags" holds a list of names OR-ed together.

@@ -17,15 +17,15 @@ from ansible_collections.ebpf.fleet.plugins.module_utils import filter_tables
 from dataplane_btf import ObjectBtf, ipv4, ipv6, lpm
 
 # source -> (action, rule id, redirect slot)
-EXACT_V4 = {"192.0.2.66": ("drop", 1), "192.0.2.77": ("pass", 2), "10.9.0.5": ("drop", 16)}
+EXACT_V4 = {"192.0.2.66": ("drop", 1), "192.0.2.77": ("pass", 2), "192.0.2.21": ("drop", 16)}
 EXACT_V6 = {"2001:db8::66": ("drop", 3), "2001:db8::77": ("pass", 4)}
 PREFIX_V4 = {"198.51.100.0/24": ("drop", 5), "198.51.100.128/25": ("pass", 6), "203.0.113.0/24": ("redirect", 7, 1)}
 PREFIX_V6 = {"2001:db8:bad::/48": ("drop", 8), "2001:db8:bad:1::/64": ("pass", 9)}
 PORTS = {("tcp", 80): ("pass", 10), ("udp", 53): ("drop", 11), ("tcp", 443): ("pass", 12),
          ("icmp", 8): ("drop", 13), ("icmpv6", 128): ("pass", 14), ("icmp", 0): ("pass", 15),
          ("tcp", 8080): ("redirect", 17, 2)}
-MGMT_V4 = ["10.9.0.0/16"]
-MGMT_V6 = ["fd00:9::/32"]
+MGMT_V4 = ["192.0.2.16/28"]
+MGMT_V6 = ["2001:db8:9::/48"]
 MGMT_PORTS = [22]
 
 

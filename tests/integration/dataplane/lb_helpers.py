@@ -20,8 +20,8 @@ FAMILY = {"ipv4": 4, "ipv6": 6}
 STATS = ["pass_non_vip", "pass_unparsed", "pass_fragment", "ct_hit", "ct_miss", "syn", "rst",
          "udp_expired", "drop_no_backend", "drop_encap", "tx"]
 LB_MAC = "02:00:00:00:ff:01"
-TUNNEL_V4 = "10.255.0.0/16"
-TUNNEL_V6 = "fd00:ffff::/96"
+TUNNEL_V4 = "203.0.113.0/24"
+TUNNEL_V6 = "2001:db8:7e::/96"
 
 
 def mac_bytes(text):

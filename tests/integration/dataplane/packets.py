@@ -74,7 +74,7 @@ def frag6(src, proto_layer, offset=0, more=True):
 
 
 def opts4(src, dport=80):
-    return raw(eth() / IP(src=src, dst=DST4, options=[IPOption_RR(routers=["10.0.0.1"])]) /
+    return raw(eth() / IP(src=src, dst=DST4, options=[IPOption_RR(routers=["198.51.100.254"])]) /
                TCP(sport=40000, dport=dport, flags="S") / PAYLOAD)
 
 

@@ -99,7 +99,7 @@ def _random_checksum_cases(count):
     rng = random.Random(5)
     out = []
     for i in range(count):
-        src = "10.%d.%d.%d" % (rng.randrange(256), rng.randrange(256), rng.randrange(256))
+        src = rng.choice(["192.0.2.%d", "198.51.100.%d", "203.0.113.%d"]) % rng.randrange(256)
         pkt = eth() / IP(src=src, dst="192.0.2.%d" % rng.randrange(1, 255), tos=rng.randrange(256),
                          ttl=rng.randrange(1, 256), id=rng.randrange(65536)) / TCP(dport=443)
         out.append(("checksum-random-%d" % i, pkt, 0, TC_ACT_OK, 3, "pass", 10))
@@ -235,8 +235,8 @@ def test_egress_on_veth_marks_dscp_and_drops_real_traffic(netns):
     from dataplane_lab import attach, drain, entered, packet_socket, udp_socket  # pylint: disable=import-outside-toplevel
 
     ns_a, ns_b = netns("ea"), netns("eb")
-    ns_a.veth("va", "vb", peer_ns=ns_b, addr_a="10.0.1.1/24", addr_b="10.0.1.2/24")
-    ns_b.ip("addr", "add", "10.0.1.3/24", "dev", "vb")
+    ns_a.veth("va", "vb", peer_ns=ns_b, addr_a="192.0.2.1/24", addr_b="192.0.2.2/24")
+    ns_b.ip("addr", "add", "192.0.2.3/24", "dev", "vb")
     prog = Egress()
     link = None
     try:
@@ -245,18 +245,18 @@ def test_egress_on_veth_marks_dscp_and_drops_real_traffic(netns):
         prog.set_class(1, action="pass", set_dscp=1, dscp=46)
         prog.set_class(2, action="drop")
         prog.set_ports({("udp", 5001): 1})
-        prog.load_dst_v4({"10.0.1.3/32": (2, 0, 0)})
+        prog.load_dst_v4({"192.0.2.3/32": (2, 0, 0)})
         link = attach(ns_a, prog.prog_fd, "va", libbpf.ATTACH_TCX_EGRESS)
         sniffer = packet_socket(ns_b, "vb")
-        rx1, rx2 = udp_socket(ns_b, "10.0.1.2", 5001), udp_socket(ns_b, "10.0.1.2", 5002)
-        rx3 = udp_socket(ns_b, "10.0.1.3", 5001)
+        rx1, rx2 = udp_socket(ns_b, "192.0.2.2", 5001), udp_socket(ns_b, "192.0.2.2", 5002)
+        rx3 = udp_socket(ns_b, "192.0.2.3", 5001)
         with entered(ns_a):
             tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             tx.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, 0x01)  # ECT(1): must survive the rewrite
             for i in range(10):
-                tx.sendto(b"ef%d" % i, ("10.0.1.2", 5001))
-                tx.sendto(b"be%d" % i, ("10.0.1.2", 5002))
-                tx.sendto(b"blocked%d" % i, ("10.0.1.3", 5001))
+                tx.sendto(b"ef%d" % i, ("192.0.2.2", 5001))
+                tx.sendto(b"be%d" % i, ("192.0.2.2", 5002))
+                tx.sendto(b"blocked%d" % i, ("192.0.2.3", 5001))
             tx.close()
         got1, got2, got3 = drain(rx1), drain(rx2), drain(rx3)
         frames = [Ether(f) for f in drain(sniffer)]
@@ -265,11 +265,11 @@ def test_egress_on_veth_marks_dscp_and_drops_real_traffic(netns):
 
         assert len(got1) == 10 and len(got2) == 10 and got3 == []
         udp = [f for f in frames if IP in f and UDP in f]
-        ef = [f for f in udp if f[UDP].dport == 5001 and f[IP].dst == "10.0.1.2"]
+        ef = [f for f in udp if f[UDP].dport == 5001 and f[IP].dst == "192.0.2.2"]
         be = [f for f in udp if f[UDP].dport == 5002]
         assert len(ef) == 10 and all(f[IP].tos == (46 << 2) | 1 for f in ef)
         assert len(be) == 10 and all(f[IP].tos == 1 for f in be)
-        assert not [f for f in udp if f[IP].dst == "10.0.1.3"]
+        assert not [f for f in udp if f[IP].dst == "192.0.2.3"]
         for frame in ef:
             check = frame[IP].chksum
             del frame[IP].chksum

@@ -52,7 +52,7 @@ CASES = [
     ("prefix-longest-match-allows", DENY, udp4("198.51.100.200"), XDP_PASS, "pass", "source", 6),
     ("prefix-edge-low", ALLOW, udp4("198.51.100.0"), XDP_DROP, "drop", "source", 5),
     ("prefix-edge-high", DENY, udp4("198.51.100.255"), XDP_PASS, "pass", "source", 6),
-    ("prefix-outside", ALLOW, udp4("198.51.101.1"), XDP_PASS, "pass", "default", None),
+    ("prefix-outside", ALLOW, udp4("192.0.2.201"), XDP_PASS, "pass", "default", None),
     ("prefix-deny-v6", ALLOW, udp6("2001:db8:bad::1"), XDP_DROP, "drop", "source", 8),
     ("prefix-longest-match-v6", DENY, udp6("2001:db8:bad:1::9"), XDP_PASS, "pass", "source", 9),
     ("prefix-outside-v6", DENY, udp6("2001:db8:bae::1"), XDP_DROP, "drop", "default", None),
@@ -76,21 +76,21 @@ CASES = [
     ("icmpv6-ns-default-deny", DENY, icmp6_ns(NOBODY6), XDP_DROP, "drop", "default", None),
     ("icmp-from-denied-source", DENY, icmp4("192.0.2.66", 0), XDP_DROP, "drop", "source", 1),
     # management list
-    ("mgmt-ssh-in-default-deny", DENY, tcp4("10.9.1.1", 22), XDP_PASS, "pass", "mgmt", None),
-    ("mgmt-wins-over-exact-deny", DENY, tcp4("10.9.0.5", 22), XDP_PASS, "pass", "mgmt", None),
+    ("mgmt-ssh-in-default-deny", DENY, tcp4("192.0.2.17", 22), XDP_PASS, "pass", "mgmt", None),
+    ("mgmt-wins-over-exact-deny", DENY, tcp4("192.0.2.21", 22), XDP_PASS, "pass", "mgmt", None),
     ("mgmt-wins-over-rate-limit", cfg(DENY, rate_pps=1, burst_packets=0, clock_ns=1),
-     tcp4("10.9.1.2", 22), XDP_PASS, "pass", "mgmt", None),
-    ("mgmt-source-other-port-not-mgmt", DENY, tcp4("10.9.1.1", 23), XDP_DROP, "drop", "default", None),
-    ("mgmt-denied-host-other-port", ALLOW, tcp4("10.9.0.5", 23), XDP_DROP, "drop", "source", 16),
+     tcp4("192.0.2.18", 22), XDP_PASS, "pass", "mgmt", None),
+    ("mgmt-source-other-port-not-mgmt", DENY, tcp4("192.0.2.17", 23), XDP_DROP, "drop", "default", None),
+    ("mgmt-denied-host-other-port", ALLOW, tcp4("192.0.2.21", 23), XDP_DROP, "drop", "source", 16),
     ("mgmt-port-from-outsider", DENY, tcp4(NOBODY4, 22), XDP_DROP, "drop", "default", None),
-    ("mgmt-port-udp-not-mgmt", DENY, udp4("10.9.1.1", 22), XDP_DROP, "drop", "default", None),
-    ("mgmt-v6", DENY, tcp6("fd00:9::1", 22), XDP_PASS, "pass", "mgmt", None),
-    ("mgmt-v6-outsider", DENY, tcp6("fd00:a::1", 22), XDP_DROP, "drop", "default", None),
-    ("mgmt-match-any", cfg(DENY, mgmt_match="any"), udp4("10.9.1.1", 5000), XDP_PASS, "pass", "mgmt", None),
+    ("mgmt-port-udp-not-mgmt", DENY, udp4("192.0.2.17", 22), XDP_DROP, "drop", "default", None),
+    ("mgmt-v6", DENY, tcp6("2001:db8:9::1", 22), XDP_PASS, "pass", "mgmt", None),
+    ("mgmt-v6-outsider", DENY, tcp6("2001:db8:a::1", 22), XDP_DROP, "drop", "default", None),
+    ("mgmt-match-any", cfg(DENY, mgmt_match="any"), udp4("192.0.2.17", 5000), XDP_PASS, "pass", "mgmt", None),
     ("mgmt-match-any-outsider", cfg(DENY, mgmt_match="any"), udp4(NOBODY4, 5000), XDP_DROP, "drop", "default",
      None),
     ("mgmt-wins-over-ip-options-drop", cfg(DENY, ip_options="drop"),
-     raw(eth() / IP(src="10.9.1.1", dst="192.0.2.1", options=[IPOption_RR()]) / TCP(dport=22)),
+     raw(eth() / IP(src="192.0.2.17", dst="192.0.2.1", options=[IPOption_RR()]) / TCP(dport=22)),
      XDP_PASS, "pass", "mgmt", None),
     # VLAN
     ("vlan1-port-rule", ALLOW, udp4(NOBODY4, 53, vlans=1), XDP_DROP, "drop", "port", 11),
@@ -321,8 +321,8 @@ def test_rule_set_swap_of_prefixes_and_ports(flt):
         if outer == "filter_v4":  # the stride table holds exact addresses too: they went with the old set
             assert flt.run(udp4("192.0.2.66", 1)).retval == XDP_PASS
         flt.swap("filter_ports", new_ports)
-        assert flt.run(udp4(NOBODY4.replace("192.0.2", "192.0.3"), 9999)).retval == XDP_PASS
-        assert flt.run(tcp4("192.0.3.1", 80)).retval == XDP_DROP  # tcp/80 left with the old set
+        assert flt.run(udp4("203.0.113.200", 9999)).retval == XDP_PASS
+        assert flt.run(tcp4("203.0.113.1", 80)).retval == XDP_DROP  # tcp/80 left with the old set
     finally:
         flt.swap(outer, old_pfx)
         flt.swap("filter_ports", old_ports)
@@ -394,46 +394,46 @@ def test_filter_on_veth_drops_and_passes_real_traffic(netns):
     import socket  # pylint: disable=import-outside-toplevel
 
     ns_a, ns_b = netns("fa"), netns("fb")
-    ns_a.veth("va", "vb", peer_ns=ns_b, addr_a="10.0.0.1/24", addr_b="10.0.0.2/24")
-    ns_a.ip("addr", "add", "10.0.0.9/24", "dev", "va")
+    ns_a.veth("va", "vb", peer_ns=ns_b, addr_a="192.0.2.1/24", addr_b="192.0.2.2/24")
+    ns_a.ip("addr", "add", "192.0.2.9/24", "dev", "va")
     prog = Filter()
     link = None
     try:
         prog.configure(default_verdict="drop", malformed="drop")
         prog.fill("filter_ports", prog.port_entries({("udp", 5000): ("pass", 1), ("udp", 5300): ("drop", 2),
                                                      ("tcp", 80): ("pass", 3)}))
-        prog.fill("filter_v4", prog.stride_entries({"10.0.0.9": ("drop", 4)}))
-        prog.update("filter_mgmt_v4", lpm("10.0.0.0/24"), struct.pack("<I", 1))
+        prog.fill("filter_v4", prog.stride_entries({"192.0.2.9": ("drop", 4)}))
+        prog.update("filter_mgmt_v4", lpm("192.0.2.0/24"), struct.pack("<I", 1))
         prog.update("filter_mgmt_ports", struct.pack("<I", 22), struct.pack("<I", 1))
         link = attach(ns_b, prog.prog_fd, "vb", libbpf.ATTACH_XDP)
         vb = [item for item in ns_b.links() if item["ifname"] == "vb"][0]
         assert vb["xdp"]["mode"] == 1  # XDP_ATTACHED_DRV: native, not generic
 
-        rx_ok, rx_dns = udp_socket(ns_b, "10.0.0.2", 5000), udp_socket(ns_b, "10.0.0.2", 5300)
+        rx_ok, rx_dns = udp_socket(ns_b, "192.0.2.2", 5000), udp_socket(ns_b, "192.0.2.2", 5300)
         listeners = {}
         with entered(ns_b):
             for num in (22, 80, 8081):
                 srv = socket.socket()
                 srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                srv.bind(("10.0.0.2", num))
+                srv.bind(("192.0.2.2", num))
                 srv.listen(4)
                 listeners[num] = srv
         with entered(ns_a):
             tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            tx.bind(("10.0.0.1", 0))
+            tx.bind(("192.0.2.1", 0))
             tx_denied = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            tx_denied.bind(("10.0.0.9", 0))
+            tx_denied.bind(("192.0.2.9", 0))
             for i in range(20):
-                tx.sendto(b"ok%d" % i, ("10.0.0.2", 5000))
-                tx.sendto(b"dns%d" % i, ("10.0.0.2", 5300))
+                tx.sendto(b"ok%d" % i, ("192.0.2.2", 5000))
+                tx.sendto(b"dns%d" % i, ("192.0.2.2", 5300))
             for i in range(10):
-                tx_denied.sendto(b"denied%d" % i, ("10.0.0.2", 5000))
+                tx_denied.sendto(b"denied%d" % i, ("192.0.2.2", 5000))
             reachable = {}
             for num in (22, 80, 8081):
                 client = socket.socket()
                 client.settimeout(0.5)
                 try:
-                    client.connect(("10.0.0.2", num))
+                    client.connect(("192.0.2.2", num))
                     reachable[num] = True
                 except OSError:
                     reachable[num] = False

@@ -40,12 +40,12 @@ def be(address, mac, weight=1):
 
 VIPS = [
     {"vip": "192.0.2.10", "port": 80, "proto": "tcp", "mode": "dsr",
-     "backends": [be("10.0.0.1", "02:00:00:00:01:01"), be("10.0.0.2", "02:00:00:00:01:02"),
-                  be("10.0.0.3", "02:00:00:00:01:03", 2)]},
+     "backends": [be("198.51.100.1", "02:00:00:00:01:01"), be("198.51.100.2", "02:00:00:00:01:02"),
+                  be("198.51.100.3", "02:00:00:00:01:03", 2)]},
     {"vip": "192.0.2.10", "port": 53, "proto": "udp", "mode": "dsr",
-     "backends": [be("10.0.0.1", "02:00:00:00:01:01"), be("10.0.0.2", "02:00:00:00:01:02")]},
+     "backends": [be("198.51.100.1", "02:00:00:00:01:01"), be("198.51.100.2", "02:00:00:00:01:02")]},
     {"vip": "192.0.2.20", "port": 80, "proto": "tcp", "mode": "ipip",
-     "backends": [be("10.0.1.1", "02:00:00:00:02:01"), be("10.0.1.2", "02:00:00:00:02:02")]},
+     "backends": [be("198.51.100.11", "02:00:00:00:02:01"), be("198.51.100.12", "02:00:00:00:02:02")]},
     {"vip": "2001:db8::10", "port": 80, "proto": "tcp", "mode": "dsr",
      "backends": [be("2001:db8:1::1", "02:00:00:00:03:01"), be("2001:db8:1::2", "02:00:00:00:03:02")]},
     {"vip": "2001:db8::20", "port": 443, "proto": "tcp", "mode": "ipip",
@@ -55,7 +55,7 @@ VIPS = [
     {"vip": "192.0.2.30", "port": 80, "proto": "tcp", "mode": "ipip",
      "backends": [be("2001:db8:3::1", "02:00:00:00:05:01")]},
     {"vip": "192.0.2.40", "port": 80, "proto": "tcp", "mode": "dsr",
-     "backends": [be("10.0.0.9", "02:00:00:00:06:01", 0)]},
+     "backends": [be("198.51.100.9", "02:00:00:00:06:01", 0)]},
 ]
 
 
@@ -188,7 +188,7 @@ def assert_checksums_valid(frame):
 
 
 def test_checksum_verifier_catches_a_bad_outer_checksum():
-    frame = bytearray(raw(eth() / IP(src="10.0.0.1", dst="10.0.0.2") / IP(src=C4, dst="192.0.2.10") / TCP()))
+    frame = bytearray(raw(eth() / IP(src="198.51.100.1", dst="198.51.100.2") / IP(src=C4, dst="192.0.2.10") / TCP()))
     assert_checksums_valid(bytes(frame))
     frame[24] ^= 0xFF
     with pytest.raises(AssertionError, match="IPv4 header checksum in IP layer 1"):
@@ -201,7 +201,7 @@ FORWARD = [
     ("v4-tcp-syn-dsr", tcp4, "dsr", 14, "syn"),
     ("v4-tcp-syn-dsr-port2", lambda: tcp4(sport=1), "dsr", 14, "syn"),
     ("v4-tcp-syn-dsr-port3", lambda: tcp4(sport=65535), "dsr", 14, "syn"),
-    ("v4-tcp-syn-dsr-src2", lambda: tcp4(src="203.0.113.200"), "dsr", 14, "syn"),
+    ("v4-tcp-syn-dsr-src2", lambda: tcp4(src="198.51.100.200"), "dsr", 14, "syn"),
     ("v4-tcp-ack-dsr-miss", lambda: tcp4(flags="A"), "dsr", 14, "ct_miss"),
     ("v4-tcp-pshack-dsr-miss", lambda: tcp4(flags="PA", sport=5555), "dsr", 14, "ct_miss"),
     ("v4-tcp-fin-dsr", lambda: tcp4(flags="FA", sport=5556), "dsr", 14, "ct_miss"),
@@ -210,7 +210,7 @@ FORWARD = [
     ("v4-udp-dsr-port2", lambda: udp4(sport=53), "dsr", 14, "ct_miss"),
     ("v4-vlan-dsr", lambda: tcp4(vlans=(100,)), "dsr", 18, "syn"),
     ("v4-qinq-dsr", lambda: tcp4(vlans=(100, 200)), "dsr", 22, "syn"),
-    ("v4-ip-options-dsr", lambda: tcp4(options=[IPOption_RR(routers=["1.2.3.4"])]), "dsr", 14, "syn"),
+    ("v4-ip-options-dsr", lambda: tcp4(options=[IPOption_RR(routers=["198.51.100.254"])]), "dsr", 14, "syn"),
     ("v4-padded-60-byte-frame-dsr",
      lambda: Ether(raw(eth() / IP(src=C4, dst="192.0.2.10") / TCP(sport=7, dport=80, flags="S")) + b"\0" * 6),
      "dsr", 14, "syn"),
@@ -218,7 +218,7 @@ FORWARD = [
     ("v4-tcp-ipip-ack", lambda: tcp4(dst="192.0.2.20", flags="A", sport=999), "ipip", 14, "ct_miss"),
     ("v4-tcp-ipip-vlan", lambda: tcp4(dst="192.0.2.20", vlans=(7,)), "ipip", 18, "syn"),
     ("v4-tcp-ipip-qinq", lambda: tcp4(dst="192.0.2.20", vlans=(7, 8)), "ipip", 22, "syn"),
-    ("v4-tcp-ipip-options", lambda: tcp4(dst="192.0.2.20", options=[IPOption_RR(routers=["1.2.3.4"])]),
+    ("v4-tcp-ipip-options", lambda: tcp4(dst="192.0.2.20", options=[IPOption_RR(routers=["198.51.100.254"])]),
      "ipip", 14, "syn"),
     ("v4-in-v6-ipip", lambda: tcp4(dst="192.0.2.30", tos=0x20), "ipip", 14, "syn"),
     ("v6-tcp-syn-dsr", tcp6, "dsr", 14, "syn"),
@@ -323,7 +323,7 @@ def _boundaries(pkt):
 
 TRUNCATE = [("v4-tcp", lambda: tcp4(flags="A")), ("v4-udp", udp4), ("v6-tcp", tcp6),
             ("v4-qinq-tcp", lambda: tcp4(vlans=(1, 2))), ("v6-ext-tcp", lambda: tcp6(ext=[IPv6ExtHdrHopByHop()])),
-            ("v4-options-tcp", lambda: tcp4(options=[IPOption_RR(routers=["1.2.3.4"])]))]
+            ("v4-options-tcp", lambda: tcp4(options=[IPOption_RR(routers=["198.51.100.254"])]))]
 
 
 def _truncation_cases():
@@ -377,7 +377,7 @@ def point_ring_at(lb, vip, port, proto, bid):
     lb.write_ring(lb.entries["vip_ids"]["%s:%d/%s" % (vip, port, proto)], [bid] * lb.ring_size)
 
 
-def other_backend(lb, first, names=("10.0.0.1", "10.0.0.2")):
+def other_backend(lb, first, names=("198.51.100.1", "198.51.100.2")):
     return next(b for b in (lb.backend_id(n) for n in names) if b != first)
 
 
@@ -433,7 +433,7 @@ def test_udp_entry_expires_after_the_configured_timeout_on_every_cpu(fresh_lb, s
 @pytest.mark.parametrize("start", CPUS, ids=["cpu%d" % c for c in CPUS])
 def test_draining_backend_keeps_established_flows_on_every_cpu_and_gets_no_new_ones(fresh_lb, start):
     lb = fresh_lb()
-    drained = lb.backend_id("10.0.0.3")
+    drained = lb.backend_id("198.51.100.3")
     acks = frames_with_sports(tcp4(flags="A"), range(1000, 1200))
     syns = frames_with_sports(tcp4(flags="S"), range(5000, 5200))
     flows = {}
@@ -442,8 +442,8 @@ def test_draining_backend_keeps_established_flows_on_every_cpu_and_gets_no_new_o
     on_drained = [s for s, b in flows.items() if b == drained]
     assert on_drained
     vips = [dict(v) for v in VIPS]
-    vips[0] = dict(vips[0], backends=[be("10.0.0.1", "02:00:00:00:01:01"), be("10.0.0.2", "02:00:00:00:01:02"),
-                                      be("10.0.0.3", "02:00:00:00:01:03", 0)])
+    vips[0] = dict(vips[0], backends=[be("198.51.100.1", "02:00:00:00:01:01"), be("198.51.100.2", "02:00:00:00:01:02"),
+                                      be("198.51.100.3", "02:00:00:00:01:03", 0)])
     lb.apply(vips)
     for n, sport in enumerate(on_drained):
         assert chosen_backend(lb, lb.run(acks[sport], cpu=CPUS[n % len(CPUS)])) == drained
@@ -466,16 +466,16 @@ def test_flow_of_a_removed_backend_is_picked_again_from_the_ring_on_every_cpu(fr
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])
 def test_c_and_python_flow_hashes_pick_the_same_backend_on_a_full_size_ring(fresh_lb, family):
     vips = [{"vip": "192.0.2.10" if family == "ipv4" else "2001:db8::10", "port": 80, "proto": "tcp",
-             "backends": [be("10.9.0.%d" % i, "02:00:00:09:00:%02x" % i) for i in range(1, 41)]}]
+             "backends": [be("198.51.100.%d" % (100 + i), "02:00:00:09:00:%02x" % i) for i in range(1, 41)]}]
     lb = fresh_lb(vips, ring_size=maglev.DEFAULT_RING_SIZE, rows=1)
     rng = random.Random(11)
     for dummy in range(300):
         sport = rng.randrange(1, 65536)
         if family == "ipv4":
-            src = str(ipaddress.IPv4Address(rng.getrandbits(32)))
+            src = rng.choice(["192.0.2.%d", "198.51.100.%d", "203.0.113.%d"]) % rng.randrange(256)
             pkt = tcp4(src=src, sport=sport)
         else:
-            src = str(ipaddress.IPv6Address(rng.getrandbits(128)))
+            src = str(ipaddress.IPv6Address(0x20010DB8 << 96 | rng.getrandbits(96)))
             pkt = tcp6(src=src, sport=sport)
         want = lb.maglev_backend(src, vips[0]["vip"], sport, 80, "tcp")
         assert chosen_backend(lb, lb.run(raw(pkt))) == want
@@ -499,9 +499,10 @@ def test_ipip_outer_source_and_flow_label_spread_flows_within_the_tunnel_prefixe
         out6 = Ether(lb.run(raw(tcp6(dst="2001:db8::20", dport=443, sport=sport))).data)
         sources6.add(out6[IPv6].src)
         labels.add(out6[IPv6].fl)
-    assert len(sources4) >= 60 and all(ipaddress.ip_address(s) in ipaddress.ip_network("10.255.0.0/16")
+    # the IPv4 tunnel prefix is a /24: 64 flows over 256 sources land on ~57 distinct ones when uniform
+    assert len(sources4) >= 48 and all(ipaddress.ip_address(s) in ipaddress.ip_network("203.0.113.0/24")
                                        for s in sources4)
-    assert len(sources6) >= 60 and all(ipaddress.ip_address(s) in ipaddress.ip_network("fd00:ffff::/96")
+    assert len(sources6) >= 60 and all(ipaddress.ip_address(s) in ipaddress.ip_network("2001:db8:7e::/96")
                                        for s in sources6)
     assert len(labels) >= 60
 
@@ -544,7 +545,7 @@ def many_vips():
         v6 = v >= 5
         out.append({"vip": "2001:db8::1%02x" % v if v6 else "192.0.2.%d" % (100 + v), "port": 80,
                     "proto": "udp" if v in (4, 7) else "tcp", "mode": "dsr",
-                    "backends": [be("2001:db8:%x::%d" % (v + 1, b) if v6 else "10.%d.0.%d" % (v + 1, b),
+                    "backends": [be("2001:db8:%x::%d" % (v + 1, b) if v6 else "198.51.100.%d" % (16 * (v + 1) + b),
                                     "02:00:00:%02x:00:%02x" % (v + 1, b)) for b in range(1, 4)]})
     return out
 
