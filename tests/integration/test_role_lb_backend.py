@@ -179,7 +179,7 @@ def test_ipip_mode_on_a_kernel_without_ipip_fails_naming_host_device_and_reason_
 def test_wrong_variable_types_fail_with_the_argument_spec_message(backend, variables, message):
     proc = backend.play(**variables)
     assert proc.returncode != 0
-    assert "Validating arguments against arg spec main" in proc.stdout and message in proc.stdout, proc.stdout
+    assert "Validation of arguments failed" in proc.stdout and message in proc.stdout, proc.stdout
     assert backend.addresses() == ["127.0.0.1"]
 
 
