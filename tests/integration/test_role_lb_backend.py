@@ -6,6 +6,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 
 import pytest
 
@@ -195,3 +196,59 @@ def test_bad_values_fail_naming_variable_value_and_expected_before_any_change(ba
     proc = backend.play(**variables)
     assert proc.returncode != 0 and message in proc.stdout, proc.stdout
     assert backend.addresses() == ["127.0.0.1"] and backend.sysctls() == {SYSCTLS[0]: "0", SYSCTLS[1]: "0"}
+
+
+ARP_PROBE = """
+import sys
+from scapy.all import ARP, Ether, conf, srp1
+conf.verb = 0
+for target in sys.argv[2:]:
+    reply = srp1(Ether(dst="ff:ff:ff:ff:ff:ff") / ARP(pdst=target), iface=sys.argv[1], timeout=1)
+    print(target, "reply" if reply is not None and reply[ARP].psrc == target else "none")
+"""
+
+UDP_RECEIVER = """
+import socket, sys
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.bind((sys.argv[1], 5001))
+sock.settimeout(10)
+print("ready", flush=True)
+print(sock.recvfrom(100)[0].decode(), flush=True)
+"""
+
+
+def _in(ns, *argv):
+    return ["nsenter", "--net=/run/netns/%s" % ns.name] + list(argv)
+
+
+def _arp(client, *targets) -> dict:
+    out = subprocess.run(_in(client, sys.executable, "-c", ARP_PROBE, "cl0", *targets), capture_output=True,
+                         text=True, check=True, timeout=60).stdout
+    return dict(line.split() for line in out.splitlines())
+
+
+def test_dsr_backend_accepts_packets_for_the_vip_and_does_not_answer_arp_for_it(backend, netns):
+    """The service works: a frame for the VIP sent to the backend's MAC (what the load balancer's DSR does) reaches
+    a socket bound to the VIP, and the backend does not answer ARP for the VIP, which it would without the role's
+    sysctls (checked first with the VIP alone on lo)."""
+    client = netns("lbc")
+    backend.ns.veth("bk0", "cl0", peer_ns=client, addr_a="198.51.100.2/24", addr_b="198.51.100.1/24")
+    backend.ns.ip("addr", "add", VIP + "/32", "dev", "lo")
+    assert _arp(client, VIP) == {VIP: "reply"}  # the kernel's default: any local address is answered
+    backend.ns.ip("addr", "del", VIP + "/32", "dev", "lo")
+
+    proc = backend.play(lb_backend_vips=[VIP])
+    assert proc.returncode == 0, proc.stdout
+    assert _arp(client, VIP, "198.51.100.2") == {VIP: "none", "198.51.100.2": "reply"}
+
+    client.ip("route", "add", VIP + "/32", "via", "198.51.100.2")  # the DSR hop: the backend's MAC, the VIP kept
+    receiver = subprocess.Popen(_in(backend.ns, sys.executable, "-c", UDP_RECEIVER, VIP), stdout=subprocess.PIPE,
+                                text=True)
+    try:
+        assert receiver.stdout.readline().strip() == "ready"
+        subprocess.run(_in(client, sys.executable, "-c", "import socket; socket.socket(socket.AF_INET, "
+                           "socket.SOCK_DGRAM).sendto(b'to-the-vip', ('%s', 5001))" % VIP), check=True, timeout=60)
+        assert receiver.stdout.readline().strip() == "to-the-vip"
+    finally:
+        receiver.kill()
+        receiver.wait()
