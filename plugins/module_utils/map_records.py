@@ -87,11 +87,10 @@ def _uniform(entries: dict):
 
 
 def encode(decl: Declared) -> bytes:
-    keys = list(decl.entries)
     uniform = _uniform(decl.entries)
-    values = uniform if uniform is not None else b"".join(decl.entries[k] for k in keys)
-    body = b"".join(keys) + values
-    header = {"format": FORMAT, "map": decl.map, "exact": decl.exact, "count": len(keys), "key_size": decl.key_size,
+    values = uniform if uniform is not None else b"".join(decl.entries.values())
+    body = b"".join(decl.entries) + values
+    header = {"format": FORMAT, "map": decl.map, "exact": decl.exact, "count": len(decl.entries), "key_size": decl.key_size,
               "value_size": decl.value_size, "map_type": decl.map_type, "outer": decl.outer,
               "uniform": uniform is not None, "sha256": hashlib.sha256(body).hexdigest()}
     return json.dumps(header, sort_keys=True).encode() + b"\n" + body
@@ -137,13 +136,14 @@ def write(state_dir: str, name: str, decl: Declared) -> bool:
     """Write the record (temp file + rename); False when the file already holds exactly this."""
     path = path_of(state_dir, name, decl.map)
     data = encode(decl)
-    if os.path.isfile(path):
-        try:
-            with open(path, "rb") as handle:
-                if handle.read() == data:
-                    return False
-        except OSError:
-            pass
+    # the header holds the body's checksum: an equal header line is an equal file (read() checks the body)
+    header = data[:data.index(b"\n") + 1]
+    try:
+        with open(path, "rb") as handle:
+            if handle.readline() == header and os.fstat(handle.fileno()).st_size == len(data):
+                return False
+    except OSError:
+        pass
     records.write_file(path, data)
     return True
 
@@ -165,7 +165,7 @@ def update(state_dir: str, name: str, map_name: str, mode: str, desired: dict, k
     if mode == "clear":
         remove(state_dir, name, map_name)
         return None
-    old = read_lenient(state_dir, name, map_name, key_size, value_size)
+    old = read_lenient(state_dir, name, map_name, key_size, value_size) if mode != "sync" else None
     if mode == "sync":
         decl = Declared(map=map_name, entries=desired, exact=True)
     elif mode == "merge":
