@@ -20,7 +20,7 @@ from harness.traffic import udp_count
 
 from ansible_collections.ebpf.fleet.plugins.filter.xdp_filter_port_entries import xdp_filter_port_entries
 from ansible_collections.ebpf.fleet.plugins.filter.xdp_filter_v4_entries import xdp_filter_v4_entries
-from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs, libbpf, map_records, map_sync, records
+from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs, egress_tables, libbpf, map_records, map_sync, records
 from ansible_collections.ebpf.fleet.plugins.module_utils.map_codec import read_entries
 
 pytestmark = pytest.mark.kernel
@@ -60,7 +60,8 @@ def ok(result):
 @pytest.fixture
 def host(netns, pin_root, state_dir, run_module):
     """A client and a server namespace over a veth; on the server's side the filter (priority 10) behind a
-    counting program (priority 5) in one XDP chain, native mode, with its maps declared through bpf_map."""
+    counting program (priority 5) in one XDP chain, native mode, with its maps declared through bpf_map; and
+    the egress TC program on the same interface, dropping everything IP the server sends."""
     client, server = netns("rc"), netns("rs")
     client.veth("va", "vb", peer_ns=server, addr_a="198.51.100.1/24", addr_b="198.51.100.2/24")
     common = {"pin_root": pin_root, "state_dir": state_dir, "interfaces": ["vb"], "mode": "native"}
@@ -82,6 +83,13 @@ def host(netns, pin_root, state_dir, run_module):
     declare("filter_mgmt_v4", mode="merge", entries=["192.0.2.0/28", "192.0.2.64/28"], value=1)
     declare("filter_mgmt_v4", mode="merge", entries=["198.51.100.0/28"], value=1)
     declare("filter_mgmt_v4", mode="absent", entries=["192.0.2.64/28"])
+    # the egress program on the server's side: every IP packet it sends falls in class 3, which drops
+    ok(run_module("tc_program", {"name": "egress", "object": paths.bpf_object("tc_egress"), "direction": "egress",
+                                 "interfaces": ["vb"], "pin_root": pin_root, "state_dir": state_dir}, netns=server))
+    for map_name, entries in (("egress_classes", [{"key": 3, "value": egress_tables.class_value({"action": "drop"})}]),
+                              ("egress_config", [{"key": 0, "value": {"default_class": 3}}])):
+        ok(run_module("bpf_map", {"name": "egress", "map": map_name, "mode": "sync", "entries": entries,
+                                  "pin_root": pin_root, "state_dir": state_dir}, netns=server))
     return {"client": client, "server": server, "pin_root": pin_root, "state_dir": state_dir}
 
 
@@ -109,11 +117,13 @@ def chain_of(state_dir, hook_id="xdp@vb") -> list:
 
 
 def verdicts(lab) -> tuple:
-    """(datagrams received on the dropped port, on the open port), each of a half-second flow."""
+    """Datagrams received of half-second flows: (client to server on the dropped port, on the open port,
+    server to client: through the egress program)."""
     dropped = udp_count(lab["client"], lab["server"], "198.51.100.2", DROPPED_PORT)
     passed = udp_count(lab["client"], lab["server"], "198.51.100.2", OPEN_PORT)
-    assert dropped[0] > 0 and passed[0] > 0
-    return dropped[1], passed[1]
+    egress = udp_count(lab["server"], lab["client"], "198.51.100.1", OPEN_PORT)
+    assert dropped[0] > 0 and passed[0] > 0 and egress[0] > 0
+    return dropped[1], passed[1], egress[1]
 
 
 def wipe_as_a_reboot_does(lab):
@@ -138,13 +148,14 @@ def test_bpf_map_records_the_declared_contents_but_never_counters(host):
 def test_restore_after_a_simulated_reboot_brings_back_chain_maps_and_verdicts_and_a_second_run_changes_nothing(
         host, tmp_path):
     lab, state_dir = host, host["state_dir"]
-    assert verdicts(lab)[0] == 0
+    before = verdicts(lab)
+    assert before[0] == 0 and before[1] > 0 and before[2] == 0
     declared = {m: contents(lab["pin_root"], "filter", m) for m in DECLARED}
+    declared_egress = {m: contents(lab["pin_root"], "egress", m) for m in ("egress_classes", "egress_config")}
     assert [d for d, _id in chain_of(state_dir)] == ["counter", "filter"]
 
     wipe_as_a_reboot_does(lab)
-    received_dropped, received_open = verdicts(lab)
-    assert received_dropped > 0 and received_open > 0              # nothing filters any more
+    assert all(received > 0 for received in verdicts(lab))        # nothing filters any more
 
     first = run_unit("ebpf-fleet-restore.service", lab["server"], state_dir)
     assert first.returncode == 0, first.stdout + first.stderr
@@ -157,13 +168,16 @@ def test_restore_after_a_simulated_reboot_brings_back_chain_maps_and_verdicts_an
     assert xdp["mode"] == 1 and xdp["prog"]["id"] == chain[0][1]
     for map_name in DECLARED:
         assert contents(lab["pin_root"], "filter", map_name) == declared[map_name], map_name
-    received_dropped, received_open = verdicts(lab)
-    assert received_dropped == 0 and received_open > 0
+    for map_name, entries in declared_egress.items():
+        assert contents(lab["pin_root"], "egress", map_name) == entries, map_name
+    received_dropped, received_open, received_egress = verdicts(lab)
+    assert received_dropped == 0 and received_open > 0 and received_egress == 0
 
     second = run_unit("ebpf-fleet-restore.service", lab["server"], state_dir)
     assert second.returncode == 0, second.stdout + second.stderr
     assert sorted(second.stdout.splitlines()) == [
         "counter: unchanged (hooks: xdp@vb none; maps written: none)",
+        "egress: unchanged (hooks: tc_egress@vb none; maps written: none)",
         "filter: unchanged (hooks: xdp@vb none; maps written: none)"]
     assert chain_of(state_dir) == chain and xdp_of(lab["server"])["prog"]["id"] == chain[0][1]
 
@@ -189,6 +203,10 @@ def test_restore_after_a_simulated_reboot_brings_back_chain_maps_and_verdicts_an
     assert series[("ebpf_fleet_bytes_total", (("counter", "port_drop"), ("deployment", "filter"),
                                               ("map", "filter_stats")))] >= drops * 60
     assert series[("ebpf_fleet_scrape_error", (("deployment", "filter"),))] == 0
+    egress_drops = {dict(labels)["counter"]: value for (name, labels), value in series.items()
+                    if name == "ebpf_fleet_packets_total" and dict(labels)["map"] == "egress_stats" and value}
+    assert list(egress_drops) and all(counter.startswith("3_") for counter in egress_drops), egress_drops
+    assert series[("ebpf_fleet_in_sync", (("deployment", "egress"), ("hook", "tc_egress"), ("interface", "vb")))] == 1
     assert not [p for p in os.listdir(textfile) if p != "ebpf_fleet.prom"]   # no temporary file left
 
     # drift: the hook's link taken away behind the records' back is reported, and the next restore repairs it
