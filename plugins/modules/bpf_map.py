@@ -24,7 +24,7 @@ description:
     are typed through the deployment's recorded object when there is a record, else predicted as added as
     declared; RV(predicted_from) says which. Check mode writes nothing.
   - After a successful run (not in check mode) the declared contents are recorded in the deployment's record
-    folder under I(state_dir) (C(<state_dir>/<name>/maps/<map>.entries), as the bytes the kernel stores):
+    folder under I(state_dir) (C(<state_dir>/<name>/maps/<map>.entries), as the bytes the kernel stores).
     V(sync) records the whole set, V(merge) adds to the recorded set, V(absent) removes its keys from it and
     V(clear) forgets the map. The host restores these contents at boot; maps nobody declares (counters,
     connection tables) are never recorded. Only deployments with a record (deployed by M(ebpf.fleet.xdp_program)
