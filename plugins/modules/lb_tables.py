@@ -12,7 +12,8 @@ description:
   - Brings the maps of an C(xdp_lb) deployment (C(bpf/xdp_lb.c), loaded with M(ebpf.fleet.xdp_program)) to the
     declared VIPs, backends and configuration. The Maglev rings are computed on the host, so 65,537 ring entries
     per VIP never travel as task arguments.
-  - Everything is read from the deployment's maps; no state is kept on the controller or the host. A backend is
+  - Everything is read from the deployment's maps; no state is kept on the controller, and the plan reads no
+    file on the host (the record written for the restore at boot is never read back by this module). A backend is
     known by its address, as in C(lb_backends) - it keeps its id as long as a VIP declares it, so adding,
     removing, reweighting or draining one backend never changes another backend's id, and the connection table's
     established flows keep their backend. A new backend takes the lowest free id; a backend that no VIP declares

@@ -169,7 +169,7 @@ class Lab:
 
     def hold(self, sports, vip=VIP):
         cmd = ["nsenter", "--net=%s" % self.client.path, sys.executable, "-c", HOLDER, vip,
-                                                                  json.dumps(sports), CLIENT]
+               json.dumps(sports), CLIENT]
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.procs.append(proc)
         assert proc.stdout.readline().strip() == "connected"
