@@ -30,14 +30,16 @@ import json
 import os
 from dataclasses import dataclass, field
 
+from ansible_collections.ebpf.fleet.plugins.module_utils import map_types
 from ansible_collections.ebpf.fleet.plugins.module_utils import records
 from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError
 
 FORMAT = 1
 SUFFIX = ".entries"
 MAPS_FOLDER = "maps"
-# map types whose declared values cannot be recorded as bytes: a program array's values are program fds
-NOT_RECORDED = ("prog_array",)
+# map types whose values are references the kernel gives out at run time (program and map fds, interface
+# indexes): recorded as bytes they would mean something else after a reboot, so they are not recorded
+NOT_RECORDED = map_types.FD_VALUE | map_types.DEVICE
 
 
 class MapRecordError(FleetError, ValueError):

@@ -206,7 +206,8 @@ recorded:
   description:
     - The file in the deployment's record folder under I(state_dir) that holds the map's declared contents, from
       which the host restores the map after a reboot (C(ebpf-fleet-host restore), docs/restore.md); null when
-      nothing is recorded (check mode, a map of a deployment without a record, a program array, or C(clear)).
+      nothing is recorded (check mode, a map of a deployment without a record, C(clear), or a map whose
+      values are kernel references such as a program array or a device map).
   returned: success
   type: str
   sample: /var/lib/ebpf_fleet/filter/maps/filter_v4.entries

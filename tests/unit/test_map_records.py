@@ -49,10 +49,11 @@ def test_merges_alone_are_not_exact_and_an_empty_merged_set_is_forgotten(deploye
     assert update(deployed, "absent", {k(5): None}) is None
 
 
-def test_nothing_is_recorded_without_a_deployment_record_or_for_program_arrays(deployed):
+def test_nothing_is_recorded_without_a_deployment_record_or_for_maps_of_kernel_references(deployed):
     assert update(deployed, "sync", {k(1): k(2)}, name="other") is None
     assert not os.path.exists(os.path.join(deployed, "other"))
-    assert update(deployed, "sync", {k(1): k(2)}, map_type="prog_array") is None
+    for kind in ("prog_array", "devmap", "array_of_maps"):
+        assert update(deployed, "sync", {k(1): k(2)}, map_type=kind) is None
     assert map_records.listed(deployed, "filter") == []
 
 
