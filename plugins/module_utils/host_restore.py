@@ -227,4 +227,4 @@ def main(argv: list = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())
