@@ -136,14 +136,30 @@ def wipe_as_a_reboot_does(lab):
     assert not xdp_of(lab["server"])
 
 
-def test_bpf_map_records_the_declared_contents_but_never_counters(host):
-    state_dir = host["state_dir"]
+def test_bpf_map_records_the_declared_contents_but_never_counters(host, run_module):
+    state_dir, pin_root = host["state_dir"], host["pin_root"]
     assert map_records.listed(state_dir, "filter") == sorted(DECLARED)
     assert map_records.listed(state_dir, "counter") == []          # nothing declared: nothing recorded
     mgmt = map_records.read(state_dir, "filter", "filter_mgmt_v4")
     assert len(mgmt.entries) == 2 and not mgmt.exact               # merges only: restore adds, never removes
     assert map_records.read(state_dir, "filter", "filter_ports").exact
     assert not os.path.exists(map_records.path_of(state_dir, "filter", "filter_stats"))
+
+    record = map_records.path_of(state_dir, "filter", "filter_mgmt_v4")
+    saved = open(record, "rb").read()
+    args = {"name": "filter", "map": "filter_mgmt_v4", "pin_root": pin_root, "state_dir": state_dir}
+    # check mode predicts and records nothing; a refused entry records nothing
+    check = run_module("bpf_map", dict(args, mode="sync", entries=["203.0.113.0/24"], value=1), netns=host["server"],
+                       check_mode=True)
+    assert check.changed and check["recorded"] is None
+    bad = run_module("bpf_map", dict(args, mode="merge", entries=["203.0.113.0/33"], value=1), netns=host["server"])
+    assert bad.failed and open(record, "rb").read() == saved
+    # a map named by its pin path is recorded under its deployment too
+    by_path = run_module("bpf_map", {"path": bpffs.map_pin(pin_root, "filter", "filter_mgmt_v4"), "mode": "merge",
+                                     "entries": ["203.0.113.0/24"], "value": 1, "pin_root": pin_root,
+                                     "state_dir": state_dir}, netns=host["server"])
+    assert by_path.changed and by_path["recorded"] == record
+    assert len(map_records.read(state_dir, "filter", "filter_mgmt_v4").entries) == 3
 
 
 def test_restore_after_a_simulated_reboot_brings_back_chain_maps_and_verdicts_and_a_second_run_changes_nothing(
