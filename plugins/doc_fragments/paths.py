@@ -25,8 +25,9 @@ options:
       - An absolute path on a regular file system (not bpffs, C(/proc), C(/sys) or C(/dev)), without V(..)
         components.
       - Every module of the action group C(group/ebpf.fleet.ebpf) accepts it, so that C(module_defaults) can set it
-        once for all of them; modules that keep no records read it only to find a deployment's record
-        (M(ebpf.fleet.bpf_map) in check mode, to type entries for maps not pinned yet) or ignore it.
+        once for all of them; M(ebpf.fleet.bpf_map) records there the contents it declares (for the host's
+        restore at boot) and, in check mode, types entries for maps not pinned yet through the recorded object;
+        modules that keep no records ignore it.
     type: path
     default: /var/lib/ebpf_fleet
 """

@@ -34,7 +34,8 @@ import os
 import struct
 from dataclasses import dataclass, field
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs, libbpf, maglev, map_types
+from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs, libbpf, maglev, map_records, map_sync, map_types
+from ansible_collections.ebpf.fleet.plugins.module_utils import records
 from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError
 from ansible_collections.ebpf.fleet.plugins.module_utils.map_codec import CodecError, MapCodec, read_raw
 
@@ -554,6 +555,22 @@ def apply(plan: Plan, dep: Deployment, ring_size: int, enc: dict = None) -> int:
                             "still uses complete rings (a re-run continues from the maps' state)" % (writes, exc),
                             applied=writes)
     return writes
+
+
+def record(dep: Deployment, state_dir: str, name: str, changed: bool) -> list:
+    """Record the tables in the deployment's record folder for the host's restore at boot (map_records.py):
+    each map's whole contents, as a sync. Only after a run that wrote, or when a record is missing (a run
+    that changes nothing reads no ring it does not need). Returns the maps recorded."""
+    if not map_records.recordable(state_dir, name):
+        return []
+    if not changed and set(map_records.listed(state_dir, name)) >= set(MAPS):
+        return []
+    with records.locked(state_dir, create=False):
+        for map_name in MAPS:
+            live = dep[map_name]
+            map_records.update(state_dir, name, map_name, "sync", map_sync.read_current(live.fd, live.codec),
+                               live.codec.key_size, live.codec.value_buf_size, live.codec.map_type)
+    return list(MAPS)
 
 
 def summary(plan: Plan) -> list:

@@ -18,6 +18,7 @@ from ansible_collections.ebpf.fleet.plugins.module_utils import clang
 from ansible_collections.ebpf.fleet.plugins.module_utils import deploy
 from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
 from ansible_collections.ebpf.fleet.plugins.module_utils import loader
+from ansible_collections.ebpf.fleet.plugins.module_utils import map_records
 from ansible_collections.ebpf.fleet.plugins.module_utils import netlink
 from ansible_collections.ebpf.fleet.plugins.module_utils import records
 from ansible_collections.ebpf.fleet.plugins.module_utils import shared_options
@@ -212,6 +213,10 @@ def _run(module, hook, mode, tc_attach, allow_fallback, workdir):
             if req.state == "present":
                 result["record"] = records.write_deployment(req.state_dir, req.name, record, info.path, info.sha256,
                                                             object_file="source.c" if bcc else records.OBJECT_FILE)
+                # a map replaced (incompatible) or dropped by the new object starts empty: its recorded
+                # declaration no longer describes it
+                for gone in [m["map"] for m in maps_report.get("incompatible", [])] + maps_report.get("obsolete", []):
+                    map_records.remove(req.state_dir, req.name, gone)
             else:
                 deploy.remove_pins(req)
                 records.remove_deployment(req.state_dir, req.name)

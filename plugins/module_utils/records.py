@@ -8,6 +8,7 @@
     <state_dir>/<name>/object.o.sha256   its checksum (sha256sum format)
     <state_dir>/<name>/source.c          instead of object.o for a bcc deployment (its checksum covers
                                          the source, the cflags, the function and the hook)
+    <state_dir>/<name>/maps/<map>.entries the contents declared through bpf_map (map_records.py)
     <state_dir>/.hooks/<hook>@<if>.json  the order of one hook's chain (bpffs holds only pins,
                                          so the chain's description lives here)
 
@@ -57,6 +58,11 @@ def _atomic_write(path: str, data: bytes, mode: int = 0o600) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def write_file(path: str, data: bytes) -> None:
+    """Write bytes atomically (a temporary name, then rename), mode 0600, creating the folder 0700."""
+    _atomic_write(path, data)
 
 
 def write_json(path: str, data: dict) -> None:

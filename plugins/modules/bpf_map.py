@@ -23,6 +23,12 @@ description:
   - In check mode a map that is not pinned yet (a host never deployed, or rebooted) is not an error; the entries
     are typed through the deployment's recorded object when there is a record, else predicted as added as
     declared; RV(predicted_from) says which. Check mode writes nothing.
+  - After a successful run (not in check mode) the declared contents are recorded in the deployment's record
+    folder under I(state_dir) (C(<state_dir>/<name>/maps/<map>.entries), as the bytes the kernel stores).
+    V(sync) records the whole set, V(merge) adds to the recorded set, V(absent) removes its keys from it and
+    V(clear) forgets the map. The host restores these contents at boot; maps nobody declares (counters,
+    connection tables) are never recorded. Only deployments with a record (deployed by M(ebpf.fleet.xdp_program)
+    or M(ebpf.fleet.tc_program)) are recorded.
   - For a one-slot array or hash of maps (a rule set a program reads as one unit) the entries describe the inner
     map; a new inner map is filled and swapped into slot 0 with one update, so a packet sees the whole old set or
     the whole new set.
@@ -196,6 +202,15 @@ predicted_from:
   returned: when the map does not exist yet, in check mode
   type: str
   sample: declaration
+recorded:
+  description:
+    - The file in the deployment's record folder under I(state_dir) that holds the map's declared contents, from
+      which the host restores the map after a reboot (C(ebpf-fleet-host restore), docs/restore.md); null when
+      nothing is recorded (check mode, a map of a deployment without a record, C(clear), or a map whose
+      values are kernel references such as a program array or a device map).
+  returned: success
+  type: str
+  sample: /var/lib/ebpf_fleet/filter/maps/filter_v4.entries
 changes:
   description:
     - Added, changed and removed entries in the operator's notation, at most I(diff_limit) of each.
@@ -211,7 +226,8 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 try:
-    from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs, errors, libbpf, map_sync, records, validate
+    from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs, errors, libbpf, map_records, map_sync, records
+    from ansible_collections.ebpf.fleet.plugins.module_utils import validate
     from ansible_collections.ebpf.fleet.plugins.module_utils.map_codec import CodecError, MapCodec
     HAS_DEPS = True
     DEPS_ERROR = None
@@ -512,13 +528,16 @@ def _run_fd(module: AnsibleModule, fd: int, path: str, mode: str) -> dict:
             "applied": 0,
             "swapped": False,
             "changes": changes,
+            "recorded": None,
         }
         if module._diff:
             result["diff"] = _diff_text(changes, counts)
-        if the_plan.empty or module.check_mode:
+        if module.check_mode:
             return result
         try:
-            if outer_info is not None:
+            if the_plan.empty:
+                pass
+            elif outer_info is not None:
                 new_info = map_sync.swap_inner(fd, outer_info, codec, the_plan.desired)
                 result["applied"] = len(the_plan.desired)
                 result["swapped"] = True
@@ -530,12 +549,40 @@ def _run_fd(module: AnsibleModule, fd: int, path: str, mode: str) -> dict:
                              counts=counts)
         except libbpf.BpfError as exc:
             module.fail_json(msg="%s: %s" % (path, exc), applied=0, counts=counts)
+        # the kernel holds the declaration: record it for the host's restore (only now, never in check mode)
+        if outer_info is not None:
+            declared, record_mode = the_plan.desired, ("clear" if mode == "clear" else "sync")
+        else:
+            declared, record_mode = desired, mode
+        result["recorded"] = record_declaration(params, path, record_mode, declared, codec, outer_info is not None)
         return result
     finally:
         if progs is not None:
             progs.close()
         if target_fd != fd:
             os.close(target_fd)
+
+
+def record_target(params: dict, path: str):
+    """(deployment, map) whose declaration is recorded: name and map, or a path in the pin_root layout."""
+    if params["name"]:
+        return params["name"], params["map"]
+    maps_dir = os.path.dirname(os.path.abspath(path))
+    dep_dir = os.path.dirname(maps_dir)
+    if os.path.basename(maps_dir) == "maps" and os.path.dirname(dep_dir) == os.path.abspath(params["pin_root"]):
+        return os.path.basename(dep_dir), os.path.basename(path)
+    return None, None
+
+
+def record_declaration(params: dict, path: str, mode: str, declared: dict, codec: MapCodec, outer: bool):
+    """Fold this run's declaration into the deployment's record of the map; the record's path or None."""
+    name, map_name = record_target(params, path)
+    if not name:
+        return None
+    state_dir = params.get("state_dir") or records.STATE_DIR_DEFAULT
+    with records.locked(state_dir, create=False):
+        return map_records.update(state_dir, name, map_name, mode, declared, codec.key_size, codec.value_buf_size,
+                                  codec.map_type, outer)
 
 
 def main() -> None:

@@ -12,7 +12,8 @@ description:
   - Brings the maps of an C(xdp_lb) deployment (C(bpf/xdp_lb.c), loaded with M(ebpf.fleet.xdp_program)) to the
     declared VIPs, backends and configuration. The Maglev rings are computed on the host, so 65,537 ring entries
     per VIP never travel as task arguments.
-  - Everything is read from the deployment's maps; no state is kept on the controller or the host. A backend is
+  - Everything is read from the deployment's maps; no state is kept on the controller, and the plan reads no
+    file on the host (the record written for the restore at boot is never read back by this module). A backend is
     known by its address, as in C(lb_backends) - it keeps its id as long as a VIP declares it, so adding,
     removing, reweighting or draining one backend never changes another backend's id, and the connection table's
     established flows keep their backend. A new backend takes the lowest free id; a backend that no VIP declares
@@ -24,6 +25,9 @@ description:
     spare row.
   - The whole declaration is validated before the first write; an unknown or misspelt field fails naming the
     field, the value and what was expected.
+  - After a run that wrote (or when the record is missing), outside check mode, the tables are recorded in the
+    deployment's record folder under I(state_dir) (C(<state_dir>/<name>/maps/<map>.entries)), from which the
+    host restores them at boot (C(ebpf-fleet-host restore)); the connection tables are never recorded.
 version_added: 0.1.0
 author: ebpf.fleet contributors (@ebpf-fleet)
 extends_documentation_fragment:
@@ -111,6 +115,12 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+recorded:
+  description: The maps whose contents were recorded for the restore at boot (empty when nothing was recorded).
+  returned: success
+  type: list
+  elements: str
+  sample: ["lb_config", "lb_backends", "lb_vips_v4", "lb_vips_v6", "lb_ring"]
 vips:
   description: The VIPs after the run, with their id, ring row and backends (with their ids).
   returned: success
@@ -207,9 +217,14 @@ def run(module: AnsibleModule) -> dict:
         plan = lbt.make_plan(vips, config, ring_size, state, codecs)
         encoded = lbt.encode_plan(plan, dep)  # every entry encodes before the first write
         applied = 0
-        if not plan.empty and not module.check_mode:
-            applied = lbt.apply(plan, dep, ring_size, encoded)
-        return _result(module, plan, state, applied, state.rows)
+        recorded = []
+        if not module.check_mode:
+            if not plan.empty:
+                applied = lbt.apply(plan, dep, ring_size, encoded)
+            recorded = lbt.record(dep, params["state_dir"], params["name"], not plan.empty)
+        result = _result(module, plan, state, applied, state.rows)
+        result["recorded"] = recorded
+        return result
     finally:
         dep.close()
 

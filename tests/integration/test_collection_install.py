@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.kernel, pytest.mark.playbook]
 
 BIN = os.path.dirname(paths.PYTHON)
 # every file under these folders of the checkout must ship
-SHIPPED_TREES = ("plugins", "playbooks", "roles", "bpf", "docs", "meta")
+SHIPPED_TREES = ("plugins", "playbooks", "roles", "bpf", "docs", "meta", "extras")
 SHIPPED_FILES = ("README.md", "LICENSE", "bpf/LICENSE", "CHANGELOG.md", "scripts/lab.sh",
                  "requirements/controller.txt", "tests/sanity/ignore-2.19.txt")
 # nothing of the development tree, the build or caches

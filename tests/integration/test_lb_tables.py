@@ -370,3 +370,33 @@ def test_tables_written_by_the_filter_are_taken_over_without_renumbering_a_backe
         assert res["backend_ids"][BACKENDS[name][0]] == old["backend_ids"][BACKENDS[name][0]]
     assert lab.live_vips()[VIP]["ring"] != 0 and lab.live_vips()[VIP]["id"] == 0
     assert lab.ping(holder) == start
+
+
+def test_tables_are_recorded_and_restored_after_a_simulated_reboot_with_connections_spread_as_before(lab):
+    """lb_tables records its maps for the host's restore (the connection tables are not recorded); after
+    the pins are wiped, ebpf-fleet-host restore (as its unit runs it) brings back the program and every
+    table byte for byte, and new TCP connections to the VIP land on the declared backends."""
+    vips = vips_of("b1", "b2", "b3")
+    first = lab.tables(vips, state_dir=lab.state_dir)
+    assert first.changed and sorted(first["recorded"]) == sorted(MAPS), first
+    again = lab.tables(vips, state_dir=lab.state_dir)
+    assert not again.changed and again["recorded"] == []      # a no-op run reads and records nothing
+    assert not os.path.exists(os.path.join(lab.state_dir, "lb", "maps", "lb_conntrack.entries"))
+    before = lab.fingerprint()
+    holder = lab.hold(list(range(24001, 24031)))
+    answers = lab.ping(holder)
+    for entry in os.listdir(lab.pin_root):                      # what a reboot wipes
+        subprocess.run(["rm", "-rf", os.path.join(lab.pin_root, entry)], check=True)
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "EBPF_FLEET_LIB": paths.COLLECTIONS,
+           "EBPF_FLEET_PYTHON": "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else paths.PYTHON,
+           "EBPF_FLEET_STATE_DIR": lab.state_dir}
+    restore = subprocess.run(["nsenter", "--net=%s" % lab.lbns.path,
+                              os.path.join(paths.REPO, "extras", "host", "ebpf-fleet-host"), "restore"],
+                             env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert restore.returncode == 0 and restore.stdout.startswith("lb: restored"), restore.stdout + restore.stderr
+    assert lab.fingerprint() == before
+    # the connection table starts empty, but the rings are the same: established connections keep their
+    # backend, and new ones spread over the declared backends
+    assert lab.ping(holder) == answers
+    assert set(lab.ping(lab.hold(list(range(24101, 24131)))).values()) == {"b1", "b2", "b3"}
+    assert not lab.tables(vips, state_dir=lab.state_dir).changed

@@ -1,0 +1,196 @@
+# -*- coding: utf-8 -*-
+# Copyright: ebpf.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""node_exporter textfile metrics of this host's deployments (ebpf-fleet-host metrics, host_restore.py).
+
+Series, read from the records (records.py) and the kernel (chain.read_hook, the pins), nothing changed:
+
+    ebpf_fleet_deployment_info{deployment,hook,version,sha256} 1       one per recorded deployment
+    ebpf_fleet_program_info{deployment,interface,hook,mode,tag,id,version} 1
+                                                                      the program running for it on each hook
+    ebpf_fleet_in_sync{deployment,interface,hook} 0|1                 1 when the hook runs the recorded chain and
+                                                                      the deployment's program is the recorded
+                                                                      object's, at its recorded place
+    ebpf_fleet_chain_position{deployment,interface,hook} n           its place in the hook's chain (1 = attached)
+    ebpf_fleet_packets_total{deployment,map,counter}                 counters of every map whose values are
+    ebpf_fleet_bytes_total{deployment,map,counter}                   struct fleet_counter (filter_stats, lb_stats,
+                                                                      egress_stats, ...), summed over CPUs; the
+                                                                      counter label is the key by name
+                                                                      (port_pass, syn, 2_paced)
+    ebpf_fleet_scrape_error{deployment} 0|1                          1 when something could not be read
+
+The file is written to a temporary name in the folder and renamed (node_exporter reads only *.prom files).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+
+from ansible_collections.ebpf.fleet.plugins.module_utils import bpf_inventory
+from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs
+from ansible_collections.ebpf.fleet.plugins.module_utils import chain
+from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils import netlink
+from ansible_collections.ebpf.fleet.plugins.module_utils import records
+
+HELP = {
+    "ebpf_fleet_deployment_info": ("gauge", "A deployment recorded on this host (version and object checksum)."),
+    "ebpf_fleet_program_info": ("gauge", "The program running for a deployment on an interface's hook."),
+    "ebpf_fleet_in_sync": ("gauge", "1 when the hook runs the deployment's recorded program in its recorded chain."),
+    "ebpf_fleet_chain_position": ("gauge", "Place of the deployment's program in the hook's chain (1 = attached)."),
+    "ebpf_fleet_packets_total": ("counter", "Packets counted by the deployment's programs, per counter key."),
+    "ebpf_fleet_bytes_total": ("counter", "Bytes counted by the deployment's programs, per counter key."),
+    "ebpf_fleet_scrape_error": ("gauge", "1 when some of the deployment's state could not be read."),
+}
+MAX_COUNTER_KEYS = 65536
+
+
+def escape(value) -> str:
+    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def sample(name: str, labels: dict, value) -> tuple:
+    return name, tuple(labels.items()), value
+
+
+def _counter_label(key) -> str:
+    if isinstance(key, dict):
+        return "_".join(str(part) for part in key.values())
+    return str(key)
+
+
+def _program(prog_id: int) -> dict:
+    try:
+        fd = libbpf.prog_fd_by_id(prog_id)
+    except libbpf.BpfError:
+        return {}
+    with libbpf.fd_closing(fd):
+        return libbpf.prog_info(fd)
+
+
+def _hooks_of(state_dir: str, name: str, rec: dict) -> dict:
+    """{(hook, ifname): hook record} of the hooks the deployment is recorded on (or declared for)."""
+    out = {}
+    for hook_id in records.list_hooks(state_dir):
+        hrec = records.read_hook(state_dir, hook_id) or {}
+        if hrec.get("pin_root") == rec.get("pin_root") and any(e.get("deployment") == name
+                                                               for e in hrec.get("entries", [])):
+            hook, _sep, ifname = hook_id.partition("@")
+            out[(hook, ifname)] = hrec
+    for ifname in rec.get("interfaces") or []:
+        out.setdefault((rec.get("hook"), ifname), None)
+    return out
+
+
+def hook_samples(state_dir: str, name: str, rec: dict) -> list:
+    out = []
+    pin_root = rec.get("pin_root") or bpffs.PIN_ROOT_DEFAULT
+    for (hook, ifname), hrec in sorted(_hooks_of(state_dir, name, rec).items()):
+        labels = {"deployment": name, "interface": ifname, "hook": hook}
+        in_sync, position = 0, 0
+        try:
+            ifindex = netlink.ifindex(ifname)
+        except netlink.LinkNotFound:
+            ifindex = 0
+        if ifindex and hrec is not None:
+            state = chain.read_hook(pin_root, state_dir, hook, ifname, ifindex)
+            mine = [i for i, e in enumerate(state.entries) if e.deployment == name]
+            if mine:
+                position = mine[0] + 1
+                entry = state.entries[mine[0]]
+                live = state.live_ids[mine[0]] if mine[0] < len(state.live_ids) else 0
+                in_sync = int(bool(live) and state.consistent and live == entry.prog_id
+                              and entry.sha256 == rec.get("object_sha256"))
+                prog = _program(live) if live else {}
+                if prog:
+                    out.append(sample("ebpf_fleet_program_info", dict(
+                        labels, mode=state.mode or state.method, tag=prog.get("tag", ""), id=prog.get("id", live),
+                        version=rec.get("version", "")), 1))
+        out.append(sample("ebpf_fleet_in_sync", labels, in_sync))
+        if position:
+            out.append(sample("ebpf_fleet_chain_position", labels, position))
+    return out
+
+
+def counter_samples(state_dir: str, name: str, rec: dict) -> list:
+    out = []
+    folder = os.path.join(bpffs.deployment_dir(rec.get("pin_root") or bpffs.PIN_ROOT_DEFAULT, name), "maps")
+    if not os.path.isdir(folder):
+        return out
+    types = bpf_inventory.object_types(state_dir, name)
+    for map_name in sorted(os.listdir(folder)):
+        if "_tmp" in map_name:
+            continue
+        item = bpf_inventory.pinned_map(os.path.join(folder, map_name), True, "sum", MAX_COUNTER_KEYS, types)
+        entries = item.get("entries") or []
+        if item.get("notation") != "typed" or not entries:
+            continue
+        for entry in entries:
+            value = entry.get("value")
+            if not (isinstance(value, dict) and isinstance(value.get("packets"), int)
+                    and isinstance(value.get("bytes"), int)):
+                break  # not a map of counters
+            labels = {"deployment": name, "map": map_name, "counter": _counter_label(entry["key"])}
+            out.append(sample("ebpf_fleet_packets_total", labels, value["packets"]))
+            out.append(sample("ebpf_fleet_bytes_total", labels, value["bytes"]))
+    return out
+
+
+def collect(state_dir: str) -> tuple:
+    """(samples, names of deployments that could not be read fully)."""
+    samples, failed = [], []
+    for name in records.list_deployments(state_dir):
+        error = 0
+        try:
+            rec = records.read_deployment(state_dir, name) or {}
+        except records.RecordError:
+            rec, error = {}, 1
+        if rec:
+            samples.append(sample("ebpf_fleet_deployment_info", {
+                "deployment": name, "hook": rec.get("hook", ""), "version": rec.get("version", ""),
+                "sha256": str(rec.get("object_sha256", ""))[:12]}, 1))
+            for part in (hook_samples, counter_samples):
+                try:
+                    samples += part(state_dir, name, rec)
+                except Exception:  # pylint: disable=broad-except  # one deployment's error spoils no other's
+                    error = 1
+        samples.append(sample("ebpf_fleet_scrape_error", {"deployment": name}, error))
+        if error:
+            failed.append(name)
+    return samples, failed
+
+
+def render(samples: list) -> str:
+    lines = []
+    for metric, (kind, text) in HELP.items():
+        mine = [s for s in samples if s[0] == metric]
+        if not mine:
+            continue
+        lines.append("# HELP %s %s" % (metric, text))
+        lines.append("# TYPE %s %s" % (metric, kind))
+        for _name, labels, value in mine:
+            lines.append("%s{%s} %s" % (metric, ",".join('%s="%s"' % (k, escape(v)) for k, v in labels), value))
+    return "\n".join(lines) + "\n"
+
+
+def write_textfile(state_dir: str, folder: str, filename: str = "ebpf_fleet.prom") -> tuple:
+    """Write the metrics atomically into folder; (path, deployments that could not be read fully)."""
+    samples, failed = collect(state_dir)
+    data = render(samples).encode()
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, filename)
+    fd, tmp = tempfile.mkstemp(prefix="." + filename + ".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # node_exporter reads it
+        os.rename(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path, failed
