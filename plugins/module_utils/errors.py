@@ -41,16 +41,19 @@ MESSAGE_MAX = 4000
 
 
 def short_repr(value, limit: int = VALUE_MAX) -> str:
-    """repr(value), cut to about limit characters; a huge or deeply nested value is never rendered whole."""
+    """repr(value) for an error message: at most about limit characters, in bounded time and memory whatever
+    value is (a huge string, a deeply nested or alias-expanded structure); a whole value is never rendered."""
     shortener = reprlib.Repr()
     shortener.maxlevel = 3
-    shortener.maxstring = shortener.maxother = limit
+    shortener.maxstring = shortener.maxother = min(limit, 120)
     shortener.maxlist = shortener.maxtuple = shortener.maxdict = shortener.maxset = 10
+    shortener.maxfrozenset = shortener.maxdeque = shortener.maxarray = 10
+    shortener.maxlong = 40
     try:
         text = shortener.repr(value)
     except (RecursionError, ValueError, TypeError):
         text = "<%s>" % type(value).__name__
-    return text if len(text) <= limit + 10 else text[:limit] + "..."
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def bounded(text: str, limit: int = MESSAGE_MAX) -> str:

@@ -38,14 +38,13 @@ sum of numeric members over CPUs (``per_cpu="sum"``) or the list (``"list"``).
 from __future__ import annotations
 
 import os
-import reprlib
 import socket
 import struct
 
 from ansible_collections.ebpf.fleet.plugins.module_utils import btf as btf_mod
 from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
 from ansible_collections.ebpf.fleet.plugins.module_utils import map_types
-from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError
+from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError, short_repr
 
 # the map-type facts live in map_types; these names stay for callers of this module
 FD_VALUE_MAPS = map_types.FD_VALUE
@@ -61,23 +60,9 @@ BE_TYPEDEFS = {"__be16": 2, "__be32": 4, "__be64": 8, "fleet_port_t": 2}
 SHORT_LIMIT = 200
 
 
-def _short_repr() -> reprlib.Repr:
-    out = reprlib.Repr()
-    out.maxlevel = 3
-    out.maxdict = out.maxlist = out.maxtuple = out.maxset = out.maxfrozenset = out.maxdeque = out.maxarray = 6
-    out.maxstring = out.maxother = 120
-    out.maxlong = 40
-    return out
-
-
-_SHORT = _short_repr()
-
-
 def short(value, limit: int = SHORT_LIMIT) -> str:
-    """repr(value) for an error message, at most limit characters, in bounded time and memory whatever value
-    is (a huge string, a deeply nested or alias-expanded structure): messages never carry a whole value."""
-    text = _SHORT.repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    """A value in an error message, bounded (errors.short_repr): messages never carry a whole value."""
+    return short_repr(value, limit)
 
 
 def _cap(text: str, limit: int) -> str:

@@ -224,6 +224,7 @@ changes:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.ebpf.fleet.plugins.module_utils import shared_options
 
 try:
     from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs, errors, libbpf, map_records, map_sync, records
@@ -240,8 +241,6 @@ def argument_spec() -> dict:
     return dict(
         name=dict(type="str"),
         map=dict(type="str"),
-        pin_root=dict(type="path", default="/sys/fs/bpf/ebpf_fleet"),
-        state_dir=dict(type="path", default="/var/lib/ebpf_fleet"),  # group option (doc fragment ebpf.fleet.paths)
         path=dict(type="path"),
         entries=dict(type="raw"),
         entries_file=dict(type="path"),
@@ -252,6 +251,7 @@ def argument_spec() -> dict:
         clear=dict(type="bool", default=False),
         per_cpu=dict(type="str", choices=["sum", "list"], default="sum"),
         diff_limit=dict(type="int", default=100),
+        **shared_options.argument_spec()   # pin_root, state_dir (doc fragment ebpf.fleet.paths)
     )
 
 

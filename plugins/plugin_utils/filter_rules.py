@@ -12,10 +12,11 @@ raised as AnsibleFilterError.
 from __future__ import annotations
 
 import difflib
-import reprlib
 from collections.abc import Mapping
 
 from ansible.errors import AnsibleFilterError
+
+from ansible_collections.ebpf.fleet.plugins.module_utils.errors import short_repr
 
 ACTIONS = ("pass", "drop", "redirect")
 RULE_ID_MAX = 4095        # filter_rule_stats holds FLEET_FILTER_RULES_MAX (4096) counters
@@ -24,16 +25,8 @@ VALUE_MAX = 200           # longest rendering of a bad value in a message (a hug
 
 
 def show(value) -> str:
-    """repr(value), bounded: a huge or deeply nested value is cut, never rendered whole."""
-    shortener = reprlib.Repr()
-    shortener.maxlevel = 3
-    shortener.maxstring = shortener.maxother = VALUE_MAX
-    shortener.maxlist = shortener.maxtuple = shortener.maxdict = shortener.maxset = 10
-    try:
-        text = shortener.repr(value)
-    except (RecursionError, ValueError, TypeError):
-        text = "<%s>" % type(value).__name__
-    return text if len(text) <= VALUE_MAX + 10 else text[:VALUE_MAX] + "..."
+    """repr(value), bounded: a huge or deeply nested value is cut, never rendered whole (errors.short_repr)."""
+    return short_repr(value, VALUE_MAX)
 
 
 def fail(where: str, field: str, value, expected: str):
