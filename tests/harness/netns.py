@@ -75,6 +75,20 @@ class Netns:
         self.up(name)
         return name
 
+    def plug_lb_host(self, ns, ifname: str, mac: str, addr: str, port: str, xdp_object: str, bridge: str = "br0"):
+        """A host of a load-balancer lab: veth ifname (mac, addr/24) in ns, its peer `port` on this namespace's
+        bridge; native veth XDP_TX towards the port needs an XDP program there, so xdp_object (section xdp) runs
+        on it."""
+        self.ip("link", "add", port, "type", "veth", "peer", "name", ifname)
+        self.ip("link", "set", ifname, "netns", ns.name)
+        self.ip("link", "set", port, "master", bridge)
+        self.up(port)
+        ns.ip("link", "set", ifname, "address", mac)
+        ns.ip("addr", "add", addr + "/24", "dev", ifname)
+        ns.up(ifname)
+        self.ip("link", "set", "dev", port, "xdpdrv", "obj", xdp_object, "sec", "xdp")
+        return port
+
     def macvlan(self, name="mv0", parent="va", mode="bridge"):
         self.ip("link", "add", name, "link", parent, "type", "macvlan", "mode", mode)
         self.up(name)

@@ -122,16 +122,7 @@ class Lab:
         assert res.changed and not res.failed, res
 
     def plug(self, ns, ifname, mac, addr, port):
-        sw = self.sw
-        sw.ip("link", "add", port, "type", "veth", "peer", "name", ifname)
-        sw.ip("link", "set", ifname, "netns", ns.name)
-        sw.ip("link", "set", port, "master", "br0")
-        sw.up(port)
-        ns.ip("link", "set", ifname, "address", mac)
-        ns.ip("addr", "add", addr + "/24", "dev", ifname)
-        ns.up(ifname)
-        # native veth XDP_TX towards this port needs an XDP program on the receiving side
-        sw.ip("link", "set", "dev", port, "xdpdrv", "obj", paths.bpf_object("lb_floor_pass"), "sec", "xdp")
+        self.sw.plug_lb_host(ns, ifname, mac, addr, port, paths.bpf_object("lb_floor_pass"))
 
     def args(self, vips, **kw):
         return dict({"name": "lb", "vips": vips, "ring_size": RING, "pin_root": self.pin_root,

@@ -70,17 +70,7 @@ def lab(netns, pin_root):
     lbns = netns("lb")
 
     def plug(ns, ifname, mac, addr, port):
-        ns_peer = sw
-        sw.ip("link", "add", port, "type", "veth", "peer", "name", ifname)
-        sw.ip("link", "set", ifname, "netns", ns.name)
-        sw.ip("link", "set", port, "master", "br0")
-        sw.up(port)
-        ns.ip("link", "set", ifname, "address", mac)
-        ns.ip("addr", "add", addr + "/24", "dev", ifname)
-        ns.up(ifname)
-        # native veth XDP_TX towards this port needs an XDP program on the receiving side
-        ns_peer.ip("link", "set", "dev", port, "xdpdrv", "obj", paths.bpf_object("lb_floor_pass"), "sec", "xdp")
-        return port
+        return sw.plug_lb_host(ns, ifname, mac, addr, port, paths.bpf_object("lb_floor_pass"))
 
     plug(client, "c0", "02:00:00:50:00:64", CLIENT, "pcl")
     # frames leave the client with a partial (offloaded) TCP checksum, which XDP_TX does not finish
