@@ -62,7 +62,7 @@ sanity: setup
 lint: setup collection-link
 	$(ANSIBLE_ENV) $(VENV)/bin/ansible-lint --profile production --offline .
 
-unit: setup collection-link
+unit: setup collection-link bpf
 	@mkdir -p $(REPORTS)
 	$(PYTEST) -q tests/unit --junitxml=$(REPORTS)/unit.xml
 
@@ -74,8 +74,8 @@ test: setup
 	@rm -rf $(REPORTS)
 	$(MAKE) --no-print-directory sanity
 	$(MAKE) --no-print-directory lint
-	$(MAKE) --no-print-directory unit
 	$(MAKE) --no-print-directory bpf
+	$(MAKE) --no-print-directory unit
 	$(MAKE) --no-print-directory integration
 	@echo "== summary of every pytest run =="
 	@$(PY) scripts/summary.py $(REPORTS)/unit.xml $(REPORTS)/integration.xml
