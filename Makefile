@@ -22,11 +22,12 @@ TEST_BPF    := $(wildcard tests/bpf/*.c)
 BPF_OBJS    := $(patsubst bpf/%.c,$(BUILD)/bpf/%.o,$(BPF_SRCS)) $(patsubst tests/bpf/%.c,$(BUILD)/bpf/%.o,$(TEST_BPF))
 ANSIBLE_ENV := ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS) PATH=$(VENV)/bin:$$PATH
 
-.PHONY: help setup collection-link bpf sanity lint unit integration test demo bench build-collection clean requirements
+.PHONY: help setup collection-link bpf sanity lint unit integration test demo lab lab-clean bench build-collection clean requirements
 
 help:
 	@echo "make demo    run the main job on the built-in network-namespace lab"
 	@echo "make test    run every test (sanity, lint, unit, BPF build, real-kernel integration)"
+	@echo "make lab     keep the lab up for exploring (make lab-clean removes it)"
 	@echo "make bench   run the benchmarks and print their tables"
 	@echo "make setup   install what the others need (Debian packages, .venv)"
 
@@ -81,19 +82,29 @@ test: setup
 	@$(PY) scripts/summary.py $(REPORTS)/unit.xml $(REPORTS)/integration.xml
 
 # The lab (scripts/lab.sh, docs/lab.md) is always torn down, pass or fail; run 2 must report changed=0.
+DEMO_PLAY := $(ANSIBLE_ENV) $(VENV)/bin/ansible-playbook -i $(BUILD)/lab/inventory.ini playbooks/demo.yml -e demo_output_dir=$(BUILD)/demo
 demo: setup collection-link bpf
-	@start=$$(date +%s); mkdir -p $(BUILD)/demo; export EBFLAB_PYTHON=$(PY); \
+	@start=$$(date +%s); rm -rf $(BUILD)/demo; mkdir -p $(BUILD)/demo; export EBFLAB_PYTHON=$(PY); \
 	trap 'bash scripts/lab.sh down' EXIT; \
 	bash scripts/lab.sh up; \
-	echo "== demo run 1: deploy the filter on every edge, send test traffic, show the counters"; \
-	$(ANSIBLE_ENV) $(VENV)/bin/ansible-playbook -i $(BUILD)/lab/inventory.ini playbooks/demo.yml; \
+	echo "== demo run 1: deploy the filter, the load balancer and egress classes, send traffic, show the counters"; \
+	$(DEMO_PLAY); \
 	echo "== demo run 2: the same again; the deployment must change nothing"; \
-	$(ANSIBLE_ENV) ANSIBLE_NOCOLOR=1 $(VENV)/bin/ansible-playbook -i $(BUILD)/lab/inventory.ini playbooks/demo.yml \
-	  >$(BUILD)/demo/run2.log 2>&1 || { cat $(BUILD)/demo/run2.log; exit 1; }; \
+	ANSIBLE_NOCOLOR=1 $(DEMO_PLAY) >$(BUILD)/demo/run2.log 2>&1 || { cat $(BUILD)/demo/run2.log; exit 1; }; \
 	sed -n '/TASK \[Summary/,/^TASK \[Every/p' $(BUILD)/demo/run2.log | grep -v '^TASK \[Every'; \
 	sed -n '/PLAY RECAP/,$$p' $(BUILD)/demo/run2.log; \
 	if grep -qE 'changed=[1-9]' $(BUILD)/demo/run2.log; then echo "== FAILED: run 2 changed something"; exit 1; fi; \
+	$(PY) scripts/demo_chart.py $(BUILD)/demo/demo_summary.json $(BUILD)/demo/demo.png; \
 	echo "== demo passed in $$(( $$(date +%s) - start )) s (run 2: changed=0 on every host); tearing the lab down"
+
+# A lab that stays up for exploring (docs/lab.md): its inventory is build/lab/inventory.ini.
+lab: setup collection-link bpf
+	@EBFLAB_PYTHON=$(PY) bash scripts/lab.sh up
+	@echo "deploy: $(ANSIBLE_ENV) $(VENV)/bin/ansible-playbook -i $(BUILD)/lab/inventory.ini playbooks/deploy_xdp.yml"
+	@echo "remove the lab: make lab-clean"
+
+lab-clean:
+	@bash scripts/lab.sh down
 
 bench: setup collection-link bpf
 	@mkdir -p $(REPORTS)

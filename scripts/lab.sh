@@ -1,25 +1,27 @@
 #!/usr/bin/env bash
-# The network-namespace lab: a small fleet on one machine, for `make demo` and the tests.
+# The network-namespace lab: a small fleet on one machine, for `make demo`, `make lab` and the tests.
 #
 #   scripts/lab.sh up       build it (idempotent) and write its inventory
-#   scripts/lab.sh down     remove everything `up` made: namespaces, pins, state, inventory (idempotent)
+#   scripts/lab.sh down     remove everything `up` made: namespaces, servers, pins, state, inventory (idempotent)
 #   scripts/lab.sh status   show what exists; exit 0 when the whole lab is up
 #
-# Layout (N = EBFLAB_EDGES edge hosts, default 2):
+# Layout (N = EBFLAB_EDGES edge hosts, default 2), one subnet 198.51.100.0/24 on a bridge:
 #
-#   <prefix>client                              <prefix>edge1 .. <prefix>edgeN
-#   br0 198.51.100.1/24   (management station)
-#       198.51.100.33/24  (ordinary client)
-#       198.51.100.66/24  (a source the demo denies)
-#   edge1 --- veth --------------------------- lab0 198.51.100.11/24
-#   edge2 --- veth --------------------------- lab0 198.51.100.12/24
+#   <prefix>client   br0 198.51.100.1 (management station), .33 (ordinary client), .66 (a source the filter denies);
+#                    route to the VIP 203.0.113.10 via the load balancer
+#   <prefix>edge1..N lab0 198.51.100.11.. (groups edges, xdp_filter)
+#   <prefix>lb1      lab0 198.51.100.20   (groups lbs, xdp_lb): the XDP load balancer of VIP 203.0.113.10:80
+#   <prefix>backend1 lab0 198.51.100.21   (groups backends, lb_backend, tc_egress): a web server on port 80
+#   <prefix>backend2 lab0 198.51.100.22     that answers its own name (scripts/lab_server.py)
 #
-# The client-side ends of the veth pairs are bridged, so the client reaches every edge on one subnet.
-# Links are created directly inside the namespaces: nothing appears on, or is attached to, the machine's
-# own interfaces, and traffic stays inside the lab.
+# Every host's lab0 is one end of a veth pair whose other end is a port of the client's bridge, so the client
+# reaches every host; the load balancer's frames go back out of lab0 (XDP_TX) to the bridge and on to the
+# backend, which answers the client directly (DSR). Links are created inside the namespaces: nothing appears
+# on, or is attached to, the machine's own interfaces, and traffic stays inside the lab.
 #
-# The inventory (<lab dir>/inventory.ini) gives each edge its own pin root and state dir (they share the
-# machine's file system) and its interface; <lab dir>/group_vars/lab.yml is playbooks/vars/lab_policy.yml.
+# The inventory (<lab dir>/inventory.ini) gives each host its own pin root, state dir and the other paths the
+# roles write (they share the machine's file system); <lab dir>/group_vars/ is a copy of the example inventory's
+# group_vars (examples/inventory/group_vars, one file per function).
 #
 # Environment (so tests can run a lab beside a user's):
 #   EBFLAB_PREFIX    namespace name prefix (default "ebflab-"; letters, digits, '-', '_')
@@ -48,6 +50,9 @@ fi
 MARKER=".ebflab"
 SUBNET_PREFIX="198.51.100"
 CLIENT_ADDRS=(1 33 66)
+LB_ADDR="$SUBNET_PREFIX.20"
+VIP="203.0.113.10"
+BACKENDS=2
 
 log() { printf '[lab] %s\n' "$*"; }
 die() { printf '[lab] error: %s\n' "$*" >&2; exit 1; }
@@ -65,7 +70,19 @@ hosts() {
     local i
     echo client
     for ((i = 1; i <= EDGES; i++)); do echo "edge$i"; done
+    echo lb1
+    for ((i = 1; i <= BACKENDS; i++)); do echo "backend$i"; done
 }
+
+# lab0 address and MAC of a host other than the client
+host_addr() {
+    case "$1" in
+        edge*) echo "$SUBNET_PREFIX.$((10 + ${1#edge}))" ;;
+        lb1) echo "$LB_ADDR" ;;
+        backend*) echo "$SUBNET_PREFIX.$((20 + ${1#backend}))" ;;
+    esac
+}
+host_mac() { printf '02:00:00:00:00:%02x\n' "${1##*.}"; }
 
 ns_name() { echo "${PREFIX}$1"; }
 ns_exists() { [[ -e "/run/netns/$(ns_name "$1")" ]]; }
@@ -90,6 +107,13 @@ ensure_ns() {
         net.ipv6.conf.default.disable_ipv6=1 >/dev/null
 }
 
+# The per-host variables every lab host needs: they share the machine's file system, not their network.
+host_paths() {
+    local host="$1" dir="$LAB_DIR/state/$1"
+    echo "ebpf_fleet_pin_root=$PIN_BASE/$host ebpf_fleet_state_dir=$dir/records" \
+        "lb_backend_sysctl_file=$dir/etc/sysctl.d/60-ebpf-fleet-lb-backend.conf"
+}
+
 write_inventory() {
     local inv="$LAB_DIR/inventory.ini" tmp host i
     tmp="$(mktemp "$LAB_DIR/.inventory.XXXXXX")"
@@ -101,20 +125,74 @@ write_inventory() {
         echo "[edges]"
         for ((i = 1; i <= EDGES; i++)); do
             host="edge$i"
-            echo "$host ansible_netns=$(ns_name "$host") lab_address=$SUBNET_PREFIX.$((10 + i))" \
-                "ebpf_fleet_pin_root=$PIN_BASE/$host ebpf_fleet_state_dir=$LAB_DIR/state/$host" \
-                "deploy_xdp_interfaces='[\"lab0\"]'"
+            echo "$host ansible_netns=$(ns_name "$host") lab_address=$(host_addr "$host") $(host_paths "$host")"
         done
+        echo
+        echo "[lbs]"
+        echo "lb1 ansible_netns=$(ns_name lb1) lab_address=$LB_ADDR $(host_paths lb1)"
+        echo
+        echo "[backends]"
+        for ((i = 1; i <= BACKENDS; i++)); do
+            host="backend$i"
+            echo "$host ansible_netns=$(ns_name "$host") lab_address=$(host_addr "$host")" \
+                "xdp_lb_backend_address=$(host_addr "$host") xdp_lb_backend_mac=$(host_mac "$(host_addr "$host")")" \
+                "$(host_paths "$host")"
+        done
+        echo
+        echo "# the functions: playbooks/deploy_xdp.yml deploys to each host what its groups ask for"
+        echo "[xdp_filter:children]"
+        echo "edges"
+        echo
+        echo "[xdp_lb:children]"
+        echo "lbs"
+        echo
+        echo "[lb_backend:children]"
+        echo "backends"
+        echo
+        echo "[tc_egress:children]"
+        echo "backends"
         echo
         echo "[lab:children]"
         echo "clients"
         echo "edges"
+        echo "lbs"
+        echo "backends"
         echo
         echo "[lab:vars]"
         echo "ansible_connection=ebpf.fleet.netns"
         echo "ansible_python_interpreter=$PYTHON"
+        echo "lab_vip=$VIP"
     } >"$tmp"
     mv -f "$tmp" "$inv"
+}
+
+# The web server of a backend (scripts/lab_server.py: answers each connection with the host's name).
+start_server() {
+    local host="$1" pidfile="$LAB_DIR/state/$1/server.pid"
+    if [[ -f "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+        return
+    fi
+    nsenter --net="/run/netns/$(ns_name "$host")" setsid "$PYTHON" "$ROOT/scripts/lab_server.py" "$host" 80 \
+        </dev/null >"$LAB_DIR/state/$host/server.log" 2>&1 &
+    echo $! >"$pidfile"
+}
+
+# One lab host: lab0 in its namespace, the other end a port of the client's bridge.
+plug() {
+    local host="$1" addr mac
+    addr="$(host_addr "$host")"
+    mac="$(host_mac "$addr")"
+    ensure_ns "$host"
+    if ! link_exists client "$host"; then
+        # both ends are born inside the lab's namespaces
+        nip client link add "$host" type veth peer name lab0 netns "$(ns_name "$host")"
+    fi
+    nip client link set "$host" master br0 up
+    nip "$host" link set lab0 address "$mac"
+    nip "$host" addr replace "$addr/24" dev lab0
+    nip "$host" link set lab0 up
+    mkdir -p "$LAB_DIR/state/$host/records" "$LAB_DIR/state/$host/etc/sysctl.d" "$PIN_BASE/$host"
+    chmod 0700 "$LAB_DIR/state/$host" "$LAB_DIR/state/$host/records" "$PIN_BASE/$host"
 }
 
 cmd_up() {
@@ -127,30 +205,36 @@ cmd_up() {
         nip client link add br0 type bridge
     fi
     nip client link set br0 up
+    # the client's TCP checksums are finished in software: a frame the load balancer sends on (XDP_TX) keeps
+    # no offload state, so a partial checksum would reach the backend as a bad one
+    nsenter --net="/run/netns/$(ns_name client)" ethtool -K br0 tx off >/dev/null
     for i in "${CLIENT_ADDRS[@]}"; do
         nip client addr replace "$SUBNET_PREFIX.$i/24" dev br0
     done
-    for ((i = 1; i <= EDGES; i++)); do
-        host="edge$i"
-        ensure_ns "$host"
-        if ! link_exists client "$host"; then
-            # both ends are born inside the lab's namespaces
-            nip client link add "$host" type veth peer name lab0 netns "$(ns_name "$host")"
-        fi
-        nip client link set "$host" master br0 up
-        nip "$host" addr replace "$SUBNET_PREFIX.$((10 + i))/24" dev lab0
-        nip "$host" link set lab0 up
-        mkdir -p "$LAB_DIR/state/$host" "$PIN_BASE/$host"
-        chmod 0700 "$LAB_DIR/state/$host" "$PIN_BASE/$host"
+    while read -r host; do
+        [[ "$host" == client ]] || plug "$host"
+    done < <(hosts)
+    nip client route replace "$VIP/32" via "$LB_ADDR"
+    # the load balancer's frames come back out of its lab0 (XDP_TX): the bridge's end must run XDP to get them
+    clang -O2 -target bpf -I"/usr/include/$(uname -m)-linux-gnu" -c "$ROOT/scripts/lab_port_pass.c" -o "$LAB_DIR/lab_port_pass.o"
+    nip client link set dev lb1 xdpdrv obj "$LAB_DIR/lab_port_pass.o" sec xdp
+    for ((i = 1; i <= BACKENDS; i++)); do
+        start_server "backend$i"
     done
     write_inventory
+    rm -rf "$LAB_DIR/group_vars"
     mkdir -p "$LAB_DIR/group_vars"
-    cp "$ROOT/playbooks/vars/lab_policy.yml" "$LAB_DIR/group_vars/lab.yml"
+    cp "$ROOT"/examples/inventory/group_vars/*.yml "$LAB_DIR/group_vars/"
     log "up: $(hosts | tr '\n' ' ')(prefix $PREFIX); inventory $LAB_DIR/inventory.ini"
 }
 
 cmd_down() {
-    local name host
+    local name host pidfile
+    for pidfile in "$LAB_DIR"/state/*/server.pid; do
+        [[ -f "$pidfile" ]] || continue
+        kill "$(cat "$pidfile")" 2>/dev/null || true
+        rm -f -- "$pidfile"
+    done
     # namespaces first: deleting them removes the veths, which detaches the XDP programs
     while read -r name _; do
         [[ -n "$name" && "$name" == "$PREFIX"* ]] || continue

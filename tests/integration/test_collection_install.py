@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.kernel, pytest.mark.playbook]
 
 BIN = os.path.dirname(paths.PYTHON)
 # every file under these folders of the checkout must ship
-SHIPPED_TREES = ("plugins", "playbooks", "roles", "bpf", "docs", "meta", "extras")
+SHIPPED_TREES = ("plugins", "playbooks", "roles", "bpf", "docs", "meta", "extras", "examples")
 SHIPPED_FILES = ("README.md", "LICENSE", "bpf/LICENSE", "CHANGELOG.md", "scripts/lab.sh",
                  "requirements/controller.txt", "tests/sanity/ignore-2.19.txt")
 # nothing of the development tree, the build or caches
@@ -138,11 +138,17 @@ def test_installed_collection_runs_its_lab_and_deploys_the_bundled_filter_by_pla
     try:
         up = lab("up")
         assert up.returncode == 0, up.stdout + up.stderr
-        proc = run_playbook("ebpf.fleet.deploy_xdp", inventory=str(lab_dir / "inventory.ini"),
-                            env={"ANSIBLE_COLLECTIONS_PATH": str(installed), "PYTHONPATH": ""})
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        assert_no_warning(proc)
-        with open(lab_dir / "state" / "edge1" / "filter" / "deployment.json", encoding="utf-8") as handle:
+        for run in ("first", "again"):
+            proc = run_playbook("ebpf.fleet.deploy_xdp", inventory=str(lab_dir / "inventory.ini"),
+                                env={"ANSIBLE_COLLECTIONS_PATH": str(installed), "PYTHONPATH": ""})
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+            assert_no_warning(proc)
+        # the second run: all three functions in place on the lab's hosts, nothing to change
+        assert re.findall(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", proc.stdout, re.M) == [
+            (host, "0") for host in ("backend1", "backend2", "client", "edge1", "lb1")], proc.stdout
+        for host, name in (("edge1", "filter"), ("lb1", "lb"), ("backend1", "egress"), ("backend2", "egress")):
+            assert (lab_dir / "state" / host / "records" / name / "deployment.json").is_file(), (host, name)
+        with open(lab_dir / "state" / "edge1" / "records" / "filter" / "deployment.json", encoding="utf-8") as handle:
             record = json.load(handle)
         # the filter was compiled from the installed collection's bpf/xdp_filter.c
         assert os.path.realpath(record["source"]) == str((root / "bpf" / "xdp_filter.c").resolve()), record

@@ -1,4 +1,7 @@
-"""What `make demo` does, in CI: the namespace lab, playbooks/deploy_xdp.yml twice, real traffic, the counters.
+"""What `make demo` does, in CI: the namespace lab with the example inventory, `ansible-playbook
+ebpf.fleet.deploy_xdp` twice (all three functions on five hosts; the second run changed=0), real traffic through
+the filter, the load balancer (each connection on the backend Maglev gives it) and the egress program, the
+counters, the chart.
 
 The lab runs under its own prefix, pin root and folder (scripts/lab.sh reads them from the environment), so
 it never meets a user's lab; it is torn down at the end, pass or fail, and nothing may be left.
@@ -17,16 +20,19 @@ from harness import netns as harness_netns
 from harness import paths
 from harness.runner import run_module, run_playbook
 
+from ansible_collections.ebpf.fleet.plugins.module_utils import maglev
+
 pytestmark = [pytest.mark.kernel, pytest.mark.playbook]
 
 LAB = os.path.join(paths.REPO, "scripts", "lab.sh")
-POLICY = os.path.join(paths.REPO, "playbooks", "vars", "lab_policy.yml")
+TRAFFIC = os.path.join(paths.REPO, "playbooks", "vars", "lab_demo.yml")
+SCRIPT = os.path.join(paths.REPO, "playbooks", "files", "lab_traffic.py")
+HOSTS = ("client", "edge1", "edge2", "lb1", "backend1", "backend2")
+FUNCTION_HOSTS = {"edge1": ["filter"], "edge2": ["filter"], "lb1": ["lb"], "backend1": ["egress"],
+                  "backend2": ["egress"]}
+VIP, CLIENT = "203.0.113.10", "198.51.100.33"
+BACKEND_ADDRESSES = {"198.51.100.21": "backend1", "198.51.100.22": "backend2"}
 RECAP = re.compile(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
-
-
-def stat_key(reason: str, verdict: str) -> tuple:
-    """filter_stats entries are read back keyed by name: {reason, verdict} (struct fleet_key_filter_stats)."""
-    return reason, verdict
 
 
 def assert_no_warning(proc):
@@ -65,74 +71,99 @@ def lab_namespaces(prefix: str) -> list:
         return []
 
 
-def test_demo_lab_deploys_the_filter_idempotently_and_counts_real_traffic_then_leaves_nothing(lab):
+def info(env, host, **args):
+    result = run_module("bpf_info", dict({"pin_root": os.path.join(env["EBFLAB_PIN_ROOT"], host),
+                                          "state_dir": os.path.join(env["EBFLAB_DIR"], "state", host, "records")},
+                                         **args), netns=env["EBFLAB_PREFIX"] + host)
+    assert not result.failed, result
+    return result["query_result"]
+
+
+def maglev_choice(sport: int) -> str:
+    """The backend the VIP's ring gives the flow CLIENT:sport -> VIP:80/tcp (both backends weight 1, keyed by address)."""
+    table = maglev.build_table([(address, 1) for address in sorted(BACKEND_ADDRESSES)], maglev.DEFAULT_RING_SIZE)
+    slot = maglev.slot_of(maglev.flow_hash(CLIENT, VIP, sport, 80, 6), maglev.DEFAULT_RING_SIZE)
+    return BACKEND_ADDRESSES[sorted(BACKEND_ADDRESSES)[table[slot]]]
+
+
+def test_demo_lab_deploys_the_example_inventory_idempotently_and_counts_real_traffic_then_leaves_nothing(lab):
     env, run = lab
     prefix, lab_dir, pin_base = env["EBFLAB_PREFIX"], env["EBFLAB_DIR"], env["EBFLAB_PIN_ROOT"]
     for _attempt in range(2):  # up is idempotent
         proc = run("up")
         assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert lab_namespaces(prefix) == [prefix + "client", prefix + "edge1", prefix + "edge2"]
+    assert lab_namespaces(prefix) == sorted(prefix + host for host in HOSTS)
     assert run("status").returncode == 0
     inventory = os.path.join(lab_dir, "inventory.ini")
     text = open(inventory, encoding="utf-8").read()
-    for host in ("edge1", "edge2"):   # each edge: its own pin root and state dir
+    for host in HOSTS[1:]:   # each host: its own pin root and state dir
         assert "ebpf_fleet_pin_root=%s/%s " % (pin_base, host) in text
-        assert "ebpf_fleet_state_dir=%s/state/%s " % (lab_dir, host) in text
+        assert "ebpf_fleet_state_dir=%s/state/%s/records " % (lab_dir, host) in text
+    # the group_vars are the example inventory's
+    example = os.path.join(paths.REPO, "examples", "inventory", "group_vars")
+    assert sorted(os.listdir(os.path.join(lab_dir, "group_vars"))) == sorted(os.listdir(example))
 
-    playbook = os.path.join(paths.REPO, "playbooks", "deploy_xdp.yml")
-    first = run_playbook(playbook, inventory=inventory)
+    # the main job by its name, as an installed collection runs it: every function, then nothing to change
+    first = run_playbook("ebpf.fleet.deploy_xdp", inventory=inventory)
     assert first.returncode == 0, first.stdout + first.stderr
     assert_no_warning(first)
-    assert recap(first)["edge1"][0] > 0 and recap(first)["edge2"][0] > 0
-    second = run_playbook(playbook, inventory=inventory)
+    assert all(recap(first)[host][0] > 0 for host in FUNCTION_HOSTS), first.stdout
+    second = run_playbook("ebpf.fleet.deploy_xdp", inventory=inventory)
     assert second.returncode == 0, second.stdout + second.stderr
     assert_no_warning(second)
-    # the client (no interfaces to filter) only takes part in planning the waves
-    assert {host: counts[0] for host, counts in recap(second).items()} == {"client": 0, "edge1": 0, "edge2": 0}, \
-        second.stdout
-    for host in ("edge1", "edge2"):
-        assert os.path.exists(os.path.join(pin_base, host, "filter", "maps", "filter_stats"))
-        assert os.path.exists(os.path.join(lab_dir, "state", host, "filter", "deployment.json"))
+    assert {host: counts for host, counts in recap(second).items()} == {
+        host: (0, 0, 0) for host in HOSTS}, second.stdout
+    for host, deployments in FUNCTION_HOSTS.items():
+        assert sorted(info(env, host, query="keys(deployments)")) == deployments, host
+    for host in ("edge1", "edge2", "lb1"):
         link = json.loads(subprocess.run(["ip", "-n", prefix + host, "-j", "-d", "link", "show", "lab0"],
                                          capture_output=True, text=True, check=True).stdout)[0]
-        assert link["xdp"]["mode"] == 1  # native XDP on the edge's veth
+        assert link["xdp"]["mode"] == 1  # native XDP on the host's veth
 
-    # the client sends the demo's cases to both edges
-    with open(POLICY, encoding="utf-8") as handle:
-        cases = yaml.safe_load(handle)["lab_traffic_cases"]
+    # the client: the filter cases to both edges, and connections to the VIP, each on the backend Maglev gives it
+    with open(TRAFFIC, encoding="utf-8") as handle:
+        cases = yaml.safe_load(handle)["lab_filter_cases"]
     spec = {"targets": {"edge1": "198.51.100.11", "edge2": "198.51.100.12"}, "cases": cases, "count": 2, "timeout": 0.3}
-    script = os.path.join(paths.REPO, "playbooks", "files", "lab_traffic.py")
-    proc = harness_netns.in_netns(prefix + "client", [paths.PYTHON, script, json.dumps(spec)])
-    sent = json.loads(proc.stdout)
+    sent = json.loads(harness_netns.in_netns(prefix + "client", [paths.PYTHON, SCRIPT, json.dumps(spec)]).stdout)
     for host in ("edge1", "edge2"):
         answered = {name: result["answered"] for name, result in sent[host].items()}
         assert answered == {"web": 2, "dns": 0, "other_udp": 0, "denied_source_web": 0, "ssh_from_mgmt": 2,
                             "ssh_from_client": 0}, host
+    sports = list(range(31001, 31041))
+    spec = {"dst": VIP, "port": 80, "src": CLIENT, "sports": sports}
+    got = json.loads(harness_netns.in_netns(prefix + "client", [paths.PYTHON, SCRIPT, json.dumps(spec)]).stdout)
+    assert got == {str(sport): maglev_choice(sport) for sport in sports}
+    assert set(got.values()) == {"backend1", "backend2"}
 
-        info = run_module("bpf_info", {"pin_root": os.path.join(pin_base, host),
-                                       "state_dir": os.path.join(lab_dir, "state", host),
-                                       "contents": True, "max_entries": 4096,
-                                       "query": "deployments.filter.maps.{stats: filter_stats.entries, "
-                                                "rules: filter_rule_stats.entries}"},
-                          netns=prefix + host)
-        assert not info.failed, info
-        stats = {(e["key"]["reason"], e["key"]["verdict"]): e["value"]["packets"]
-                 for e in info["query_result"]["stats"]}
-        rules = {e["key"]: e["value"]["packets"] for e in info["query_result"]["rules"] if e["value"]["packets"]}
-        assert stats[stat_key("port", "pass")] == 2      # TCP/80 passed by its port rule
-        assert stats[stat_key("port", "drop")] == 2      # UDP/53 dropped by its port rule
-        assert stats[stat_key("source", "drop")] == 2    # TCP/80 from the denied source 198.51.100.66
-        assert stats[stat_key("mgmt", "pass")] == 2      # SSH from the management station, under default deny
-        assert stats[stat_key("default", "drop")] == 4   # UDP/5000 and SSH from outside the management range
-        assert stats[stat_key("default", "pass")] == 0
-        assert rules == {1: 2, 10: 2, 11: 2}
-
-    # the demo playbook wraps the same: deploy (nothing to change), traffic, summary, verdict check
-    demo = run_playbook(os.path.join(paths.REPO, "playbooks", "demo.yml"), inventory=inventory)
+    # the demo playbook wraps the same: deploy (nothing to change), traffic, summary, verdict checks, the JSON
+    out_dir = os.path.join(lab_dir, "demo")
+    os.makedirs(out_dir)
+    demo = run_playbook(os.path.join(paths.REPO, "playbooks", "demo.yml"), inventory=inventory,
+                        extra_vars={"demo_output_dir": out_dir})
     assert demo.returncode == 0, demo.stdout + demo.stderr
     assert_no_warning(demo)
-    assert set(recap(demo).values()) == {(0, 0, 0)}
-    assert "passed: mgmt 2, port 2" in demo.stdout and "dropped: default 4, source 2, port 2" in demo.stdout
+    assert set(recap(demo).values()) == {(0, 0, 0)}, demo.stdout
+    with open(os.path.join(out_dir, "demo_summary.json"), encoding="utf-8") as handle:
+        summary = json.load(handle)
+    for host in ("edge1", "edge2"):
+        assert summary[host]["filter"] == {"pass": {"mgmt": 2, "port": 2},
+                                           "drop": {"default": 4, "source": 2, "port": 2}}, summary[host]
+    assert summary["lb1"]["lb"]["backends"] == {
+        name: list(map(maglev_choice, range(30001, 30041))).count(name) for name in ("backend1", "backend2")}
+    for host in ("backend1", "backend2"):
+        egress = summary[host]["egress"]
+        assert egress["blocked"] == {"drop": 2}, egress          # the UDP to the discard port never left
+        assert egress["clients"]["pass"] > 0, egress              # answers to the client, marked AF21
+    assert "answered by: backend1" in demo.stdout and "class blocked: drop 2" in demo.stdout, demo.stdout
+
+    # make demo's chart of the same numbers
+    png = os.path.join(out_dir, "demo.png")
+    chart = subprocess.run([paths.PYTHON, os.path.join(paths.REPO, "scripts", "demo_chart.py"),
+                            os.path.join(out_dir, "demo_summary.json"), png], capture_output=True, text=True,
+                           check=False)
+    assert chart.returncode == 0, chart.stdout + chart.stderr
+    with open(png, "rb") as handle:
+        assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
 
     proc = run("down")
     assert proc.returncode == 0, proc.stdout + proc.stderr

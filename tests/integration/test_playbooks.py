@@ -69,7 +69,7 @@ class Lab:
         return os.path.join(self.pin_base, host)
 
     def state_dir(self, host):
-        return os.path.join(self.dir, "state", host)
+        return os.path.join(self.dir, "state", host, "records")
 
     def info(self, host, **args):
         result = run_module("bpf_info", dict({"pin_root": self.pin_root(host), "state_dir": self.state_dir(host)},
@@ -139,16 +139,20 @@ def test_check_xdp_support_takes_host_and_group_vars_over_its_defaults(netns, tm
     assert "v1:" not in proc.stdout                                    # a: only its own interface list
 
 
+DEPLOY_PLAY = "Deploy the network functions of each host's groups"
+EDGES_ONLY = {"deploy_xdp_hosts": "edges"}   # the waves of the filter's hosts; the lab's other hosts wait
+
+
 def test_deploy_xdp_rolls_out_in_the_waves_and_batches_the_inventory_sets(make_lab):
     lab = make_lab(3)
     # deploy_xdp_serial in group_vars/all splits each wave into batches of one; edge3 is in an earlier wave
     lab.vars_file("group_vars", "all", {"deploy_xdp_serial": 1})
     lab.vars_file("host_vars", "edge3", {"deploy_xdp_wave": 1})
     lab.vars_file("group_vars", "edges", {"deploy_xdp_wave": 2})
-    first = run_playbook(DEPLOY, inventory=lab.inventory)
+    first = run_playbook(DEPLOY, inventory=lab.inventory, extra_vars=EDGES_ONLY)
     assert first.returncode == 0, first.stdout + first.stderr
     assert_no_warning(first)
-    assert batches(first, "Deploy the XDP filter") == [["edge3"], ["edge1"], ["edge2"]], first.stdout
+    assert batches(first, DEPLOY_PLAY) == [["edge3"], ["edge1"], ["edge2"]], first.stdout
     assert all(lab.xdp(host)["mode"] == 1 for host in ("edge1", "edge2", "edge3"))
 
     # waves only (group_vars/all gives everyone wave 5, edge2's host_vars wave 1): one batch per wave
@@ -156,22 +160,42 @@ def test_deploy_xdp_rolls_out_in_the_waves_and_batches_the_inventory_sets(make_l
     os.unlink(os.path.join(lab.dir, "group_vars", "edges.yml"))
     os.unlink(os.path.join(lab.dir, "host_vars", "edge3.yml"))
     lab.vars_file("host_vars", "edge2", {"deploy_xdp_wave": 1})
-    second = run_playbook(DEPLOY, inventory=lab.inventory)
+    second = run_playbook(DEPLOY, inventory=lab.inventory, extra_vars=EDGES_ONLY)
     assert second.returncode == 0, second.stdout + second.stderr
     assert_no_warning(second)
-    assert batches(second, "Deploy the XDP filter") == [["edge2"], ["edge1", "edge3"]], second.stdout
+    assert batches(second, DEPLOY_PLAY) == [["edge2"], ["edge1", "edge3"]], second.stdout
     assert {host: counts[0] for host, counts in recap(second).items()} == {
-        "client": 0, "edge1": 0, "edge2": 0, "edge3": 0}, second.stdout
+        "edge1": 0, "edge2": 0, "edge3": 0}, second.stdout
 
     # a percentage from -e splits each wave; a bad wave number fails before anything runs, naming the host
-    third = run_playbook(DEPLOY, inventory=lab.inventory, extra_vars={"deploy_xdp_serial": "50%"})
+    third = run_playbook(DEPLOY, inventory=lab.inventory, extra_vars=dict(EDGES_ONLY, deploy_xdp_serial="50%"))
     assert third.returncode == 0, third.stdout + third.stderr
-    assert batches(third, "Deploy the XDP filter") == [["edge2"], ["edge1"], ["edge3"]], third.stdout
+    assert batches(third, DEPLOY_PLAY) == [["edge2"], ["edge1"], ["edge3"]], third.stdout
     lab.vars_file("host_vars", "edge2", {"deploy_xdp_wave": "first"})
-    bad = run_playbook(DEPLOY, inventory=lab.inventory)
+    bad = run_playbook(DEPLOY, inventory=lab.inventory, extra_vars=EDGES_ONLY)
     assert bad.returncode != 0
     assert "edge2: deploy_xdp_wave \"first\" must be an integer" in bad.stdout, bad.stdout
-    assert "PLAY [Deploy the XDP filter]" not in bad.stdout
+    assert "PLAY [%s]" % DEPLOY_PLAY not in bad.stdout
+
+
+def test_deploy_xdp_stops_the_rollout_when_a_batch_fails_more_than_max_fail_percentage(make_lab):
+    lab = make_lab(3)
+    # a canary batch of one, then the rest; the canary's declaration is wrong (a type its role refuses)
+    lab.vars_file("group_vars", "all", {"deploy_xdp_serial": [1, "100%"]})
+    lab.vars_file("host_vars", "edge1", {"xdp_filter_port_rules": "udp/53 drop"})
+    proc = run_playbook(DEPLOY, inventory=lab.inventory, extra_vars=EDGES_ONLY)
+    assert proc.returncode != 0
+    assert_no_warning(proc)
+    assert "xdp_filter_port_rules" in proc.stdout, proc.stdout
+    assert batches(proc, DEPLOY_PLAY) == [["edge1"]], proc.stdout    # edge2 and edge3 never started
+    assert all(lab.xdp(host) is None for host in ("edge1", "edge2", "edge3"))
+
+    # 50 %: a batch of two where one fails is not above the threshold, so the next batch runs
+    lab.vars_file("group_vars", "all", {"deploy_xdp_serial": 2, "deploy_xdp_max_fail_percentage": 50})
+    proc = run_playbook(DEPLOY, inventory=lab.inventory, extra_vars=EDGES_ONLY)
+    assert proc.returncode != 0   # edge1 still failed
+    assert batches(proc, DEPLOY_PLAY) == [["edge1", "edge2"], ["edge3"]], proc.stdout
+    assert lab.xdp("edge1") is None and lab.xdp("edge2")["mode"] == 1 and lab.xdp("edge3")["mode"] == 1
 
 
 def filter_state(lab, host) -> dict:
