@@ -120,21 +120,21 @@ write_inventory() {
     {
         echo "# Written by scripts/lab.sh up; removed by scripts/lab.sh down."
         echo "[clients]"
-        echo "client ansible_netns=$(ns_name client) lab_addresses='[\"$SUBNET_PREFIX.1\", \"$SUBNET_PREFIX.33\", \"$SUBNET_PREFIX.66\"]'"
+        echo "client ansible_host=$(ns_name client) ansible_netns=$(ns_name client) lab_addresses='[\"$SUBNET_PREFIX.1\", \"$SUBNET_PREFIX.33\", \"$SUBNET_PREFIX.66\"]'"
         echo
         echo "[edges]"
         for ((i = 1; i <= EDGES; i++)); do
             host="edge$i"
-            echo "$host ansible_netns=$(ns_name "$host") lab_address=$(host_addr "$host") $(host_paths "$host")"
+            echo "$host ansible_host=$(ns_name "$host") ansible_netns=$(ns_name "$host") lab_address=$(host_addr "$host") $(host_paths "$host")"
         done
         echo
         echo "[lbs]"
-        echo "lb1 ansible_netns=$(ns_name lb1) lab_address=$LB_ADDR $(host_paths lb1)"
+        echo "lb1 ansible_host=$(ns_name lb1) ansible_netns=$(ns_name lb1) lab_address=$LB_ADDR $(host_paths lb1)"
         echo
         echo "[backends]"
         for ((i = 1; i <= BACKENDS; i++)); do
             host="backend$i"
-            echo "$host ansible_netns=$(ns_name "$host") lab_address=$(host_addr "$host")" \
+            echo "$host ansible_host=$(ns_name "$host") ansible_netns=$(ns_name "$host") lab_address=$(host_addr "$host")" \
                 "xdp_lb_backend_address=$(host_addr "$host") xdp_lb_backend_mac=$(host_mac "$(host_addr "$host")")" \
                 "$(host_paths "$host")"
         done
