@@ -5,7 +5,7 @@ the backends in the same playbook:
              |  (bridge in a switch namespace)
     lb1 -----+   xdp_lb loaded by the role on the LB's veth, DSR, XDP_TX back to the bridge
     backend1 +   named by inventory host: address and MAC from its host variables
-    backend2 +   named by inventory host: address and MAC from its facts (gathered by the role)
+    backend2 +   named by inventory host: address from its facts (gathered by the role), MAC from a host variable
 
 Real TCP connections from the client land where the Maglev ring predicts; re-run changed=0; check mode on a fresh
 and on a deployed lab changes nothing; a drained backend keeps its established connection and gets no new one;
@@ -122,19 +122,24 @@ class Lab:
                                     stdout=subprocess.PIPE, text=True)
             self.procs.append(proc)
             assert proc.stdout.readline().strip() == "ready"
-        # backend2 is named by host only: the role gathers its facts (default_ipv4 needs a default route)
+        # backend2's address comes from its facts, gathered by the role (default_ipv4 needs a default route); its
+        # MAC from a host variable: under `nsenter --net` /sys is the controller's, so the facts of a namespace lab
+        # host carry no MAC of its own interfaces (they do on a real host)
         self.backends["backend2"].ip("route", "add", "default", "via", LB_IP)
         # backend3: in the inventory, no host variables and no default route, so no address to find
         self.orphan = netns("x3")
         self.sysctl = {name: str(tmp_path / ("sysctl-%s.conf" % name)) for name in BACKENDS}
-        host = "ansible_connection=ebpf.fleet.netns ansible_netns=%s"
+        # ansible_host names the namespace too: a task delegated to a host (the role's fact gathering) reaches it
+        # through ansible_host, as Ansible does not pass a delegated host's ansible_netns to the connection
+        host = "ansible_connection=ebpf.fleet.netns ansible_host=%s"
         (tmp_path / "inventory.ini").write_text("\n".join([
             "[xdp_lb]",
             "lb1 %s ebpf_fleet_pin_root=%s ebpf_fleet_state_dir=%s" % (host % self.lbns.name, pin_root, state_dir),
             "[lb_backend]",
             "backend1 %s lb_backend_sysctl_file=%s xdp_lb_backend_address=%s xdp_lb_backend_mac=%s" % (
                 host % self.backends["backend1"].name, self.sysctl["backend1"], *BACKENDS["backend1"]),
-            "backend2 %s lb_backend_sysctl_file=%s" % (host % self.backends["backend2"].name, self.sysctl["backend2"]),
+            "backend2 %s lb_backend_sysctl_file=%s xdp_lb_backend_mac=%s" % (
+                host % self.backends["backend2"].name, self.sysctl["backend2"], BACKENDS["backend2"][1]),
             "[others]",
             "backend3 %s" % (host % self.orphan.name),
             ""]))
