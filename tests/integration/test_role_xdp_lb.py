@@ -308,3 +308,17 @@ def test_bad_declarations_and_unknown_backend_hosts_fail_naming_them_before_any_
     assert message in proc.stdout, proc.stdout
     assert lab.changed(proc)["lb1"] == 0
     assert lab.lb_state() == {"pins": None, "records": None, "xdp": False}
+
+
+@pytest.mark.parametrize("variables, message", [
+    ({"xdp_lb_interfaces": []}, "xdp_lb_interfaces []: expected at least one interface"),
+    ({"xdp_lb_gather_backend_facts": False},
+     "xdp_lb_vips[0] (192.0.2.10:80/tcp) backends[1] host backend2: backend2 has no address"),
+    ({"xdp_lb_config": {"udp_timeout": 5}}, "config.udp_timeout 5: expected no such field"),
+    ({"xdp_lb_ring_size": 1000}, "ring size 1000: expected a prime number"),
+])
+def test_bad_settings_fail_on_the_controller_before_the_program_is_loaded(lab, variables, message):
+    proc = lab.play(vips_of(backend1={}, backend2={}), **variables)
+    assert proc.returncode != 0
+    assert message in proc.stdout, proc.stdout
+    assert lab.lb_state() == {"pins": None, "records": None, "xdp": False}
