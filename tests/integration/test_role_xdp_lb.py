@@ -24,7 +24,8 @@ import pytest
 from harness import paths
 from harness.runner import run_playbook
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import maglev
+from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs, libbpf, maglev
+from ansible_collections.ebpf.fleet.plugins.module_utils.map_codec import read_entries
 
 pytestmark = [pytest.mark.kernel, pytest.mark.playbook]
 
@@ -169,6 +170,13 @@ class Lab:
                 "records": sorted(os.listdir(records)) if os.path.exists(records) else None,
                 "xdp": "xdp" in link}
 
+    def map_entries(self, name):
+        fd = libbpf.obj_get(bpffs.map_pin(self.pin_root, "lb", name))
+        try:
+            return read_entries(fd)
+        finally:
+            os.close(fd)
+
     def hold(self, sports):
         cmd = ["nsenter", "--net=%s" % self.client.path, sys.executable, "-c", HOLDER, VIP, json.dumps(sports), CLIENT]
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -204,20 +212,31 @@ def vips_of(**backends):
 
 
 def test_backends_named_by_host_connections_spread_as_maglev_predicts_rerun_and_check_mode_change_nothing(lab):
-    vips = vips_of(backend1={"weight": 2}, backend2={})
+    # plus a UDP VIP forwarded by IPIP to a backend given by address (declared only: no traffic)
+    ipip = {"address": "192.0.2.53", "port": 53, "protocol": "udp", "forwarding": "ipip",
+            "backends": [{"address": "198.51.100.31", "mac": "02:00:00:52:00:fe"}]}
+    vips = vips_of(backend1={"weight": 2}, backend2={}) + [ipip]
+    config = {"tunnel_src_v4": "203.0.113.0/24"}
     fresh = lab.lb_state()
     assert fresh == {"pins": None, "records": None, "xdp": False}
 
-    check = lab.play(vips, check=True)
+    check = lab.play(vips, check=True, xdp_lb_config=config)
     assert check.returncode == 0, check.stdout
     assert lab.changed(check)["lb1"] > 0  # predicted
     assert lab.lb_state() == fresh
 
-    first = lab.play(vips)
+    first = lab.play(vips, xdp_lb_config=config)
     assert first.returncode == 0, first.stdout
     assert lab.changed(first)["lb1"] > 0
     state = lab.lb_state()
     assert state["xdp"] and "maps" in state["pins"] and state["records"], state
+    declared = {(e["key"]["vip"], e["key"]["port"], e["key"]["proto"]): e["value"]["mode"]
+                for e in lab.map_entries("lb_vips_v4")}
+    assert declared == {(VIP, 80, "tcp"): "dsr", ("192.0.2.53", 53, "udp"): "ipip"}
+    backends = {e["value"]["addr4"]: e["value"]["mac"] for e in lab.map_entries("lb_backends")
+                if e["value"]["family"] == "ipv4"}
+    assert backends == {"198.51.100.11": "02:00:00:52:00:11", "198.51.100.12": "02:00:00:52:00:12",
+                        "198.51.100.31": "02:00:00:52:00:fe"}
 
     # real TCP connections: each lands on the backend the ring of weights {backend1: 2, backend2: 1} predicts
     sports = list(range(31001, 31061))
@@ -228,10 +247,10 @@ def test_backends_named_by_host_connections_spread_as_maglev_predicts_rerun_and_
     counts = {name: list(answers.values()).count(name) for name in BACKENDS}
     assert counts["backend1"] > counts["backend2"] > 0, counts
 
-    second = lab.play(vips)
+    second = lab.play(vips, xdp_lb_config=config)
     assert second.returncode == 0, second.stdout
     assert set(lab.changed(second).values()) == {0}, second.stdout
-    check = lab.play(vips, check=True)
+    check = lab.play(vips, check=True, xdp_lb_config=config)
     assert check.returncode == 0, check.stdout
     assert set(lab.changed(check).values()) == {0}, check.stdout
     assert lab.lb_state() == state
