@@ -48,7 +48,7 @@ class Filter(LoadedProgram):
         flag_bits = self.btf.enum("fleet_stride_flags")
         out = {}
         for (level, block), (rule, flags) in filter_tables.expand_v4_raw(rules).items():
-            value = self.btf.pack("fleet_stride_entry", rule=self.rule(*rule) if rule else bytes(12),
+            value = self.btf.pack("fleet_stride_entry", rule=self.rule(*rule) if rule else bytes(self.btf.size("fleet_filter_rule")),
                                   flags=sum(flag_bits[f] for f in flags))
             out[struct.pack("<I", level) + block.to_bytes(4, "big")] = value
         return out
