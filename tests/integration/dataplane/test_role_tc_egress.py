@@ -5,7 +5,6 @@ wrong type, bad values refused before any change; and the XDP -> TC mark handoff
 filter marks on a router's inbound interface leave by the other interface in the class of their mark, with
 native and with generic XDP. No warning anywhere."""
 
-import json
 import os
 import re
 import socket
@@ -80,14 +79,11 @@ class Lab:
                               text=True, check=True).stdout
 
     def left(self) -> dict:
-        """What the collection holds for this host: pins (files on bpffs; the shared, empty _hooks folder is not
-        one), records, TC programs on any hook."""
-        pins = sorted(os.path.relpath(os.path.join(top, name), self.pin_root)
-                      for top, _dirs, files in os.walk(self.pin_root) for name in files)
-        records = sorted(os.listdir(self.state_dir)) if os.path.isdir(self.state_dir) else []
-        net = json.loads(self.sh("bpftool", "-j", "net", "show") or "[{}]")
-        tc = [p for entry in net for kind in ("tc", "tcx") for p in entry.get(kind, [])]
-        return {"pins": pins, "records": records, "tc": tc}
+        """What the collection holds for this host: pins (files on bpffs, the hooks' links among them) and
+        records (files), by path; empty folders are not counted."""
+        return {kind: sorted(os.path.relpath(os.path.join(top, name), root)
+                             for top, _dirs, files in os.walk(root) for name in files)
+                for kind, root in (("pins", self.pin_root), ("records", self.state_dir))}
 
     def counters(self, deployment: str, map_name: str) -> dict:
         fd = libbpf.obj_get(os.path.join(self.pin_root, deployment, "maps", map_name))
@@ -98,7 +94,7 @@ class Lab:
             os.close(fd)
 
 
-EMPTY = {"pins": [], "records": [], "tc": []}
+EMPTY = {"pins": [], "records": []}
 
 
 @pytest.fixture
@@ -144,7 +140,8 @@ def test_present_marks_and_drops_traffic_rerun_unchanged_check_mode_changes_noth
     deployed = lab.left()
     folders = {pin.split("/")[0] for pin in deployed["pins"]}
     assert "egress" in folders and folders <= {"egress", "_hooks"}, deployed
-    assert deployed["records"] == ["egress"] and len(deployed["tc"]) == 1, deployed
+    assert "_hooks/tc_egress@va/link" in deployed["pins"], deployed
+    assert {record.split("/")[0] for record in deployed["records"]} <= {"egress", ".hooks"}, deployed
 
     got, udp = _send(lab)
     assert len(got["ef"]) == 10 and len(got["be"]) == 10 and got["blocked"] == []
@@ -176,6 +173,8 @@ def test_present_marks_and_drops_traffic_rerun_unchanged_check_mode_changes_noth
     gone = lab.play(tc_egress_state="absent")
     assert gone.returncode == 0 and lab.changed(gone) > 0, gone.stdout
     assert lab.left() == EMPTY
+    got, udp = _send(lab)  # nothing classifies any more: every packet passes as sent
+    assert len(got["blocked"]) == 10 and all(f[IP].tos == 0 for f in udp)
     again = lab.play(tc_egress_state="absent")
     assert again.returncode == 0 and lab.changed(again) == 0, again.stdout
 
