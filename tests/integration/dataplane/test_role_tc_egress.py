@@ -180,7 +180,7 @@ def test_present_marks_and_drops_traffic_rerun_unchanged_check_mode_changes_noth
 
 
 @pytest.mark.parametrize("variables, message", [
-    (dict(POLICY, tc_egress_interfaces="va"), "argument 'tc_egress_interfaces' is of type str"),
+    (dict(POLICY, tc_egress_interfaces={"va": 1}), "argument 'tc_egress_interfaces' is of type dict"),
     (dict(POLICY, tc_egress_classes={"name": "voice"}), "argument 'tc_egress_classes' is of type dict"),
     (dict(POLICY, tc_egress_priority="first"), "argument 'tc_egress_priority' is of type str"),
     (dict(POLICY, tc_egress_state="gone"), "value of tc_egress_state must be one of: present, absent, got: gone"),
@@ -196,8 +196,8 @@ def test_wrong_variable_types_fail_with_the_argument_spec_message(lab, variables
     (dict(POLICY, tc_egress_interfaces=[]), "tc_egress_interfaces []: expected at least one interface"),
     (dict(POLICY, tc_egress_interfaces=["va", "nope0"]),
      "tc_egress_interfaces[1] \"nope0\": expected an interface of labhost (it has lo, va)"),
-    (dict(POLICY, tc_egress_ingress_interfaces=["in0"]),
-     "tc_egress_ingress_interfaces[0] \"in0\": expected an interface of labhost"),
+    (dict(POLICY, tc_egress_ingress_interfaces=["va", "in0"]),
+     "tc_egress_ingress_interfaces[1] \"in0\": expected an interface of labhost"),
     (dict(POLICY, tc_egress_classes=CLASSES + [{"name": "x", "dscp": "af51"}]),
      "classes[4].dscp 'af51': expected an integer 0..63 or a name"),
     (dict(POLICY, tc_egress_rules=RULES + [{"cidr": "198.51.100.1/24", "class": "voice"}]),
