@@ -127,6 +127,8 @@ struct fleet_key_filter_stats {
 	enum fleet_verdict verdict;
 };
 volatile const struct fleet_key_filter_stats fleet_key_filter_stats_btf;
+/* The metadata a marked packet carries to TC (fleet/meta.h), for user space and tests. */
+volatile const struct fleet_xdp_meta fleet_xdp_meta_btf;
 
 static __always_inline void fleet_count(void *map, __u32 key, __u64 bytes)
 {

@@ -63,8 +63,9 @@ class Filter(LoadedProgram):
         finally:
             os.close(fd)
 
-    def rule(self, action, rule_id, redirect_slot=0) -> bytes:
-        return self.btf.pack("fleet_filter_rule", action=action, rule_id=rule_id, redirect_slot=redirect_slot)
+    def rule(self, action, rule_id, redirect_slot=0, mark=0) -> bytes:
+        return self.btf.pack("fleet_filter_rule", action=action, rule_id=rule_id, redirect_slot=redirect_slot,
+                             mark=mark)
 
     def port_entries(self, rules: dict) -> dict:
         """filter_ports keys and values for {(proto, port or ICMP type): rule tuple}."""
