@@ -318,7 +318,8 @@ def test_a_mark_set_by_the_xdp_filter_on_ingress_classifies_routed_packets_on_eg
     assert rules[1] == 10 and rules[2] == 10
 
     # without the mark hook the marks stop at XDP: nothing is classified by mark any more
-    unhooked = lab.play(**dict(variables, tc_egress_ingress_interfaces=[]))
+    variables["tc_egress_ingress_interfaces"] = []
+    unhooked = lab.play(**variables)
     assert unhooked.returncode == 0 and lab.changed(unhooked) > 0, unhooked.stdout
     assert not [pin for pin in lab.left()["pins"] if pin.startswith("egress_mark/")]
     rx6000 = udp_socket(server, "198.51.100.1", 6000)
