@@ -13,6 +13,7 @@
 #include "fleet/parsing.h"
 #include "fleet/chain.h"
 #include "fleet/filter.h"
+#include "fleet/meta.h"
 #include "fleet/ratelimit.h"
 
 struct {
@@ -126,6 +127,8 @@ struct fleet_key_filter_stats {
 	enum fleet_verdict verdict;
 };
 volatile const struct fleet_key_filter_stats fleet_key_filter_stats_btf;
+/* The metadata a marked packet carries to TC (fleet/meta.h), for user space and tests. */
+volatile const struct fleet_xdp_meta fleet_xdp_meta_btf;
 
 static __always_inline void fleet_count(void *map, __u32 key, __u64 bytes)
 {
@@ -197,6 +200,7 @@ static __always_inline int fleet_stride_step(void *table, struct fleet_lpm_v4 *k
 		best->action = e->rule.action;
 		best->rule_id = e->rule.rule_id;
 		best->redirect_slot = e->rule.redirect_slot;
+		best->mark = e->rule.mark;
 		*found = 1;
 	}
 	return flags & FLEET_STRIDE_DEEPER;
@@ -330,6 +334,22 @@ static __always_inline enum fleet_verdict fleet_apply_policy(enum fleet_policy p
 	return dflt;
 }
 
+/* A rule's mark, handed to TC ingress in the XDP metadata (see fleet/meta.h).
+ * A driver without metadata refuses the adjustment: the packet goes on
+ * unmarked. */
+static __always_inline void fleet_xdp_mark(struct xdp_md *ctx, __u32 mark)
+{
+	struct fleet_xdp_meta *meta;
+
+	if (bpf_xdp_adjust_meta(ctx, -(int)sizeof(*meta)))
+		return;
+	meta = (void *)(long)ctx->data_meta;
+	if ((void *)(meta + 1) > (void *)(long)ctx->data)
+		return;
+	meta->mark = mark;
+	meta->magic = FLEET_XDP_META_MAGIC;
+}
+
 SEC("xdp")
 int xdp_filter(struct xdp_md *ctx)
 {
@@ -399,6 +419,8 @@ rule_out:
 		goto out;
 	}
 	fleet_count(&filter_rule_stats, rule.rule_id & (FLEET_FILTER_RULES_MAX - 1), bytes);
+	if (rule.mark && verdict != FLEET_VERDICT_DROP)
+		fleet_xdp_mark(ctx, rule.mark);
 	goto out;
 ip_out:
 	/* The management list wins over every verdict but pass; it is only

@@ -46,8 +46,8 @@ options:
         rule C({mark: 0x10, class: bulk}): packets whose skb mark is that number (1..2^32-1, an integer or a
         string such as V(0x10)); marks are looked at first."
       - "C(default_class): the name of the class of everything no rule claims, and of frames the program cannot
-        parse. Default V(default); when no class has that name, a class V(default) with action V(pass) and
-        nothing else is added."
+        parse. Default V(default); when it is V(default) (given or not) and no class has that name, a class
+        V(default) with action V(pass) and nothing else is added."
     type: dict
     required: true
 """
@@ -228,19 +228,6 @@ def _class_ref(item, where, ids):
     return ids[name]
 
 
-def _mark(item, where):
-    value = item["mark"]
-    num = value
-    if isinstance(value, str):
-        try:
-            num = int(value.strip(), 0)
-        except ValueError:
-            num = None
-    if not filter_rules.is_int(num) or not 1 <= num <= U32:
-        filter_rules.fail(where, "mark", value, "an integer 1..4294967295 or a string such as '0x10' (0 is no mark)")
-    return num
-
-
 def _prefix_rule(item, where, class_id):
     text = item.get("cidr")
     expected = "an IPv4 or IPv6 address or network such as 198.51.100.0/24 or 2001:db8::/32"
@@ -285,7 +272,7 @@ def tc_egress_entries(policy):
         first[name] = where
         declared.append((where, name, class_id, value))
     default_name = policy.get("default_class")
-    if default_name is None:
+    if default_name is None or (default_name == DEFAULT_CLASS and DEFAULT_CLASS not in first):
         default_name = DEFAULT_CLASS
         if DEFAULT_CLASS not in first:
             declared.insert(0, ("classes", DEFAULT_CLASS, None, egress_tables.class_value(
@@ -306,7 +293,7 @@ def tc_egress_entries(policy):
             for field in ("cidr", "proto", "port"):
                 if item.get(field) is not None:
                     filter_rules.fail(where, field, item[field], "no %s in a mark rule (a mark alone decides)" % field)
-            key = ("mark", _mark(item, where))
+            key = ("mark", filter_rules.mark(item, where))
             marks[key[1]] = class_id
         elif item.get("cidr") is not None:
             net, rule = _prefix_rule(item, where, class_id)

@@ -23,6 +23,9 @@ options:
         (C({proto: icmp, port: 8, action: drop}) drops echo requests)."
       - C(action) is V(pass), V(drop) or V(redirect); C(rule_id) (0..4095, default 0) names the rule's counter;
         C(redirect_slot) (0..63) the C(filter_redirect) slot of a V(redirect) rule.
+      - "C(mark) (optional; 1..4294967295, an integer or a string such as V(0x10); not with V(drop)): a packet
+        this rule passes or redirects carries the mark to the interface's TC ingress hook, which sets it as
+        C(skb->mark) for C(tc_egress)'s mark rules (see P(ebpf.fleet.xdp_filter_v4_entries#filter))."
     type: list
     elements: dict
     required: true
@@ -39,6 +42,7 @@ EXAMPLES = r"""
     rules:
       - {proto: tcp, port: 80, action: pass, rule_id: 10}
       - {proto: udp, port: 53, action: drop, rule_id: 11}
+      - {proto: udp, port: 5004, action: pass, rule_id: 12, mark: 0x20}  # egress class of mark 0x20
 
 # [{"key": 53, "value": {"udp": {"action": "drop", "rule_id": 11, "redirect_slot": 0}, "set": ["udp"]}},
 #  {"key": 80, "value": {"tcp": {"action": "pass", "rule_id": 10, "redirect_slot": 0}, "set": ["tcp"]}}]
@@ -48,19 +52,20 @@ RETURN = r"""
 _value:
   description:
     - "The C(filter_ports) entries in M(ebpf.fleet.bpf_map) notation, sorted by port: C({key: <port>, value:
-      {tcp: <rule>, udp: <rule>, icmp: <rule>, icmpv6: <rule>, set: [<protocols>]}}), only the protocols given."
+      {tcp: <rule>, udp: <rule>, icmp: <rule>, icmpv6: <rule>, set: [<protocols>]}}), only the protocols given;
+      a rule C({action, rule_id, redirect_slot}), with C(mark) when the item has one."
   type: list
   elements: dict
 """
 
 from ansible_collections.ebpf.fleet.plugins.plugin_utils import filter_rules
 
-FIELDS = ("proto", "port", "action", "rule_id", "redirect_slot")
+FIELDS = ("proto", "port", "action", "rule_id", "redirect_slot", "mark")
 PROTOS = ("tcp", "udp", "icmp", "icmpv6")
 
 
 def xdp_filter_port_entries(rules):
-    """[{proto, port, action, rule_id, redirect_slot}] -> filter_ports bpf_map entries."""
+    """[{proto, port, action, rule_id, redirect_slot, mark}] -> filter_ports bpf_map entries."""
     by_port = {}
     seen = {}
     for n, item in enumerate(filter_rules.items_of(rules, "port rules {proto, port, action, rule_id}")):

@@ -24,6 +24,11 @@ options:
       - "C(action) is V(pass) (allow list: skips the rate limit and the port rules), V(drop) or V(redirect)."
       - "C(rule_id) (0..4095, default 0) names the rule's counter in C(filter_rule_stats)."
       - C(redirect_slot) (0..63) is the C(filter_redirect) slot of a V(redirect) rule.
+      - "C(mark) (optional; 1..4294967295, an integer or a string such as V(0x10); not with V(drop)): a packet
+        this rule passes or redirects carries the mark in its XDP metadata, and the TC ingress hook of the
+        interface (C(bpf/tc_ingress_mark.c), deployed by the role ebpf.fleet.tc_egress on
+        C(tc_egress_ingress_interfaces)) sets it as C(skb->mark), which C(tc_egress) classifies by (its mark
+        rules). The entry's rule then holds C(mark); without it the rule has none (0)."
     type: list
     elements: dict
     required: true
@@ -40,6 +45,7 @@ EXAMPLES = r"""
     rules:
       - {cidr: 198.51.100.0/24, action: drop, rule_id: 7}
       - {cidr: 198.51.100.128/25, action: pass, rule_id: 8}
+      - {cidr: 203.0.113.0/24, action: pass, rule_id: 9, mark: 0x10}  # egress class of mark 0x10 (tc_egress)
 
 # [{"key": "198.51.0.0/16", "value": {"flags": ["deeper"]}},
 #  {"key": "198.51.100.0/24", "value": {"rule": {"action": "drop", "rule_id": 7, "redirect_slot": 0},
@@ -50,7 +56,8 @@ RETURN = r"""
 _value:
   description:
     - "The C(filter_v4) entries in M(ebpf.fleet.bpf_map) notation: C({key: <block CIDR>, value: {rule: {action,
-      rule_id, redirect_slot}, flags: [match, deeper]}}), sorted by level and address."
+      rule_id, redirect_slot}, flags: [match, deeper]}}), sorted by level and address; the rule of an item with a
+      C(mark) also holds C(mark) (a number)."
     - A block that only leads to longer blocks has no C(rule) (all zero) and the flag C(deeper) alone.
   type: list
   elements: dict
@@ -63,11 +70,11 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.ebpf.fleet.plugins.module_utils import filter_tables
 from ansible_collections.ebpf.fleet.plugins.plugin_utils import filter_rules
 
-FIELDS = ("cidr", "action", "rule_id", "redirect_slot")
+FIELDS = ("cidr", "action", "rule_id", "redirect_slot", "mark")
 
 
 def xdp_filter_v4_entries(rules):
-    """[{cidr, action, rule_id, redirect_slot}] -> filter_v4 bpf_map entries."""
+    """[{cidr, action, rule_id, redirect_slot, mark}] -> filter_v4 bpf_map entries."""
     by_cidr = {}
     for n, item in enumerate(filter_rules.items_of(rules, "IPv4 source rules {cidr, action, rule_id}")):
         where = "rules[%d]" % n

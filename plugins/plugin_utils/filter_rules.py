@@ -21,6 +21,7 @@ from ansible_collections.ebpf.fleet.plugins.module_utils.errors import short_rep
 ACTIONS = ("pass", "drop", "redirect")
 RULE_ID_MAX = 4095        # filter_rule_stats holds FLEET_FILTER_RULES_MAX (4096) counters
 REDIRECT_SLOT_MAX = 63    # filter_redirect holds FLEET_FILTER_REDIRECT_MAX (64) slots
+MARK_MAX = 0xFFFFFFFF     # skb->mark is a __u32; 0 is no mark
 VALUE_MAX = 200           # longest rendering of a bad value in a message (a huge input never travels whole)
 
 
@@ -81,8 +82,22 @@ def check_fields(item: Mapping, where: str, allowed) -> None:
     fail(where, key if isinstance(key, str) else show(key), item[key], expected)
 
 
+def mark(item: Mapping, where: str) -> int:
+    """A packet mark: an integer 1..2^32-1, or a string such as '0x10' (any base int() reads)."""
+    value = item["mark"]
+    num = value
+    if isinstance(value, str):
+        try:
+            num = int(value.strip(), 0)
+        except ValueError:
+            num = None
+    if not is_int(num) or not 1 <= num <= MARK_MAX:
+        fail(where, "mark", value, "an integer 1..%d or a string such as '0x10' (0 is no mark)" % MARK_MAX)
+    return num
+
+
 def rule(item: Mapping, where: str) -> dict:
-    """The fleet_filter_rule of an item: {action, rule_id, redirect_slot}."""
+    """The fleet_filter_rule of an item: {action, rule_id, redirect_slot}, and mark when the item has one."""
     action = item.get("action")
     if action not in ACTIONS:
         fail(where, "action", action, "one of %s" % ", ".join(ACTIONS))
@@ -90,4 +105,9 @@ def rule(item: Mapping, where: str) -> dict:
     slot = int_field(item, where, "redirect_slot", 0, REDIRECT_SLOT_MAX, default=0, required=False)
     if slot and action != "redirect":
         fail(where, "redirect_slot", slot, "no slot unless action is redirect")
-    return {"action": action, "rule_id": rule_id, "redirect_slot": slot}
+    out = {"action": action, "rule_id": rule_id, "redirect_slot": slot}
+    if item.get("mark") is not None:
+        if action == "drop":
+            fail(where, "mark", item["mark"], "no mark on a drop rule (a dropped packet reaches no TC hook)")
+        out["mark"] = mark(item, where)
+    return out

@@ -86,7 +86,7 @@ class Tables:
         for (level, block), (rule, flags) in filter_tables.expand_v4_raw(rules).items():
             ck = (rule, tuple(sorted(flags)))
             if ck not in cache:
-                cache[ck] = self.flt.btf.pack("fleet_stride_entry", rule=self._rule(rule) if rule else bytes(12),
+                cache[ck] = self.flt.btf.pack("fleet_stride_entry", rule=self._rule(rule) if rule else bytes(self.flt.btf.size("fleet_filter_rule")),
                                               flags=sum(bits[f] for f in flags))
             out[struct.pack("<I", level) + block.to_bytes(4, "big")] = cache[ck]
         return out

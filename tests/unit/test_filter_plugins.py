@@ -48,6 +48,39 @@ def test_v4_redirect_rule_keeps_its_slot_and_an_empty_list_is_an_empty_table():
     assert v4_entries([]) == []
 
 
+def test_a_rule_with_a_mark_carries_it_and_a_rule_without_one_has_no_mark_member():
+    """The mark (for the XDP -> TC handoff) is in the rule only when given: rules without one stay as they were
+    (bpf_map writes the missing member as 0, which the filter reads as no mark)."""
+    got = v4_entries([{"cidr": "192.0.2.0/24", "action": "pass", "rule_id": 3, "mark": "0x10"},
+                      {"cidr": "198.51.100.0/24", "action": "redirect", "redirect_slot": 1, "mark": 65536},
+                      {"cidr": "203.0.113.0/24", "action": "drop"}])
+    by_key = {entry["key"]: entry["value"] for entry in got}
+    assert by_key["192.0.2.0/24"]["rule"] == {"action": "pass", "rule_id": 3, "redirect_slot": 0, "mark": 16}
+    assert by_key["198.51.100.0/24"]["rule"] == {"action": "redirect", "rule_id": 0, "redirect_slot": 1,
+                                                 "mark": 65536}
+    assert by_key["203.0.113.0/24"]["rule"] == {"action": "drop", "rule_id": 0, "redirect_slot": 0}
+    ports = port_entries([{"proto": "udp", "port": 5004, "action": "pass", "mark": 32},
+                          {"proto": "tcp", "port": 5004, "action": "pass"}])
+    assert ports == [{"key": 5004, "value": {"udp": {"action": "pass", "rule_id": 0, "redirect_slot": 0, "mark": 32},
+                                             "tcp": {"action": "pass", "rule_id": 0, "redirect_slot": 0},
+                                             "set": ["tcp", "udp"]}}]
+
+
+@pytest.mark.parametrize("plugin, rule, message", [
+    ("v4", {"cidr": "192.0.2.0/24", "action": "drop", "mark": 16},
+     "rules[0].mark 16: expected no mark on a drop rule (a dropped packet reaches no TC hook)"),
+    ("v4", {"cidr": "192.0.2.0/24", "action": "pass", "mark": 0},
+     "rules[0].mark 0: expected an integer 1..4294967295 or a string such as '0x10' (0 is no mark)"),
+    ("port", {"proto": "udp", "port": 53, "action": "pass", "mark": "0x1g"}, "rules[0].mark '0x1g': expected an integer"),
+    ("port", {"proto": "udp", "port": 53, "action": "pass", "mark": 1 << 32}, "rules[0].mark 4294967296: expected"),
+    ("port", {"proto": "udp", "port": 53, "action": "pass", "mark": True}, "rules[0].mark True: expected an integer"),
+])
+def test_a_bad_mark_is_refused_naming_rule_value_and_expected(plugin, rule, message):
+    with pytest.raises(AnsibleFilterError) as err:
+        (v4_entries if plugin == "v4" else port_entries)([rule])
+    assert message in str(err.value)
+
+
 @pytest.mark.parametrize("rules, message", [
     ([{"cidr": "192.0.2.1/24", "action": "drop"}], "rules[0].cidr '192.0.2.1/24': expected the network address, 192.0.2.0/24"),
     ([{"cidr": "192.0.2.300", "action": "drop"}], "rules[0].cidr '192.0.2.300': expected an IPv4 address or CIDR"),
@@ -110,16 +143,16 @@ def test_port_bad_rules_name_the_field_the_value_and_what_was_expected(rules, me
 
 @pytest.mark.parametrize("plugin, rule, message", [
     ("v4", {"cidr": "192.0.2.0/24", "action": "drop", "rule_idd": 3},
-     "rules[0].rule_idd 3: expected no such field; valid fields: cidr, action, rule_id, redirect_slot "
+     "rules[0].rule_idd 3: expected no such field; valid fields: cidr, action, rule_id, redirect_slot, mark "
      "(did you mean rule_id?)"),
     ("v4", {"cidr": "192.0.2.0/24", "acton": "drop"}, "rules[0].acton 'drop': expected no such field"),
     ("v4", {"cidr": "192.0.2.0/24", "action": "drop", "Action": "pass"}, "(did you mean action?)"),
     ("port", {"proto": "tcp", "port": 80, "action": "pass", "prot": "udp"},
-     "rules[0].prot 'udp': expected no such field; valid fields: proto, port, action, rule_id, redirect_slot "
+     "rules[0].prot 'udp': expected no such field; valid fields: proto, port, action, rule_id, redirect_slot, mark "
      "(did you mean proto?)"),
     ("port", {"proto": "tcp", "port": 80, "action": "pass", "redirect-slot": 1}, "(did you mean redirect_slot?)"),
     ("port", {"proto": "tcp", "port": 80, "action": "pass", "ruleid": 1, "weight": 2},
-     "rules[0].ruleid 1: expected no such field; valid fields: proto, port, action, rule_id, redirect_slot "
+     "rules[0].ruleid 1: expected no such field; valid fields: proto, port, action, rule_id, redirect_slot, mark "
      "(did you mean rule_id?); other unknown fields: 'weight'"),
     ("port", {"proto": "tcp", "port": 80, "action": "pass", 7: "x"}, "rules[0].7 'x': expected no such field"),
 ])

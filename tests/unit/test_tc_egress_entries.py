@@ -61,6 +61,17 @@ def test_classes_get_ids_in_order_and_their_values_carry_the_derived_rate_fields
     assert got["maps"]["egress_config"] == [{"key": 0, "value": {"default_class": 0}}]
 
 
+def test_default_class_named_default_is_added_whether_or_not_it_is_given():
+    """The role passes tc_egress_default_class (default "default") always: naming "default" without declaring it
+    is the same as not naming a default class."""
+    classes = [{"name": "voice", "dscp": "ef"}]
+    given, implied = entries({"classes": classes, "default_class": "default"}), entries({"classes": classes})
+    assert given == implied and given["classes"] == {"default": 0, "voice": 1}
+    declared = entries({"classes": classes + [{"name": "default", "dscp": "cs1"}], "default_class": "default"})
+    assert declared["classes"] == {"voice": 1, "default": 0}
+    assert by_key(declared, "egress_classes")[0]["dscp"] == 8
+
+
 def test_explicit_ids_are_kept_and_the_default_class_named_elsewhere_is_configured():
     got = entries({"default_class": "normal", "classes": [{"name": "drop_all", "id": 0, "action": "drop"},
                                                           {"name": "normal", "id": 9}, {"name": "other"}]})

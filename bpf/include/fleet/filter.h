@@ -115,6 +115,7 @@ struct fleet_filter_rule {
 	enum fleet_verdict action;
 	__u32 rule_id;       /* index of filter_rule_stats */
 	__u32 redirect_slot; /* filter_redirect key when action is redirect */
+	__u32 mark;          /* not 0: handed to TC as skb->mark (fleet/meta.h) when the packet passes */
 };
 
 /* Value of filter_v4 (key: struct fleet_lpm_v4 with prefixlen 16, 24 or 32). */

@@ -48,7 +48,7 @@ class Filter(LoadedProgram):
         flag_bits = self.btf.enum("fleet_stride_flags")
         out = {}
         for (level, block), (rule, flags) in filter_tables.expand_v4_raw(rules).items():
-            value = self.btf.pack("fleet_stride_entry", rule=self.rule(*rule) if rule else bytes(12),
+            value = self.btf.pack("fleet_stride_entry", rule=self.rule(*rule) if rule else bytes(self.btf.size("fleet_filter_rule")),
                                   flags=sum(flag_bits[f] for f in flags))
             out[struct.pack("<I", level) + block.to_bytes(4, "big")] = value
         return out
@@ -63,8 +63,9 @@ class Filter(LoadedProgram):
         finally:
             os.close(fd)
 
-    def rule(self, action, rule_id, redirect_slot=0) -> bytes:
-        return self.btf.pack("fleet_filter_rule", action=action, rule_id=rule_id, redirect_slot=redirect_slot)
+    def rule(self, action, rule_id, redirect_slot=0, mark=0) -> bytes:
+        return self.btf.pack("fleet_filter_rule", action=action, rule_id=rule_id, redirect_slot=redirect_slot,
+                             mark=mark)
 
     def port_entries(self, rules: dict) -> dict:
         """filter_ports keys and values for {(proto, port or ICMP type): rule tuple}."""
