@@ -653,11 +653,6 @@ def main():
     if args.live:
         bench_live(args)
         bench_live_threaded(args)
-    bench.not_measured("Real frames: CPU time per dropped frame for the XDP filter, nftables (netdev ingress and "
-                       "prerouting) and a user-space packet-socket filter (issue 13, point 3)",
-                       "not measured yet: the per-frame CPU-time method (threaded NAPI on its own CPU, /proc/stat) "
-                       "is being written separately; `bench_dataplane_filter.py --live` prints the older drop-rate "
-                       "comparison, which the generator bounds")
     bench.write()
 
 
