@@ -18,6 +18,7 @@ Rounds alternate over the allowed CPUs, so every row runs on more than one CPU.
 """
 
 import argparse
+import ctypes
 import ipaddress
 import json
 import os
@@ -179,7 +180,18 @@ class XdpFilter(LoadedProgram):
     """Debian's xdp-filter program (the object its `load` command attaches), loaded for BPF_PROG_TEST_RUN."""
 
     def __init__(self):
-        super().__init__(XDP_FILTER_OBJ, "xdpfilt_alw_all")
+        super().__init__(XDP_FILTER_OBJ, "xdpfilt_alw_all", before_load=self._unpin)
+
+    @staticmethod
+    def _unpin(obj):
+        """Its maps ask libbpf to pin them by name under /sys/fs/bpf (shared with any xdp-filter on the host, and
+        kept after the benchmark): give each run maps of its own instead."""
+        set_pin_path = libbpf.lib().bpf_map__set_pin_path
+        set_pin_path.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        set_pin_path.restype = ctypes.c_int
+        for item in obj.maps():
+            if set_pin_path(item._ptr, None) != 0:  # pylint: disable=protected-access
+                raise RuntimeError("cannot unset the pin path of xdp-filter's map %s" % item.name)
 
     def _value(self, flags):
         return struct.pack("<Q", flags) * self.ncpus
