@@ -114,9 +114,10 @@ class Tables:
         rules[HOT["prefix"]] = ("drop", 2)
         rules[HOT["populated"]] = ("drop", 2)  # makes 203.0.113.0/24 "deeper" down to /32
         self.install("filter_v4", self.stride(rules))
-        exact_map = {struct.pack("!I", int(ipaddress.IPv4Network(p).network_address)): self._rule(r)
-                     for p, r in rules.items() if p.endswith("/32")}
-        lpm_map = {lpm(p): self._rule(r) for p, r in rules.items() if not p.endswith("/32")}
+        # the rule sets hold network addresses already (random_v4 and HOT): parse them without ipaddress (1M rows)
+        exact_map = {socket.inet_aton(p[:-3]): self._rule(r) for p, r in rules.items() if p.endswith("/32")}
+        lpm_map = {struct.pack("<I", int(p.rsplit("/", 1)[1])) + socket.inet_aton(p.rsplit("/", 1)[0]): self._rule(r)
+                   for p, r in rules.items() if not p.endswith("/32")}
         self.install("filter_src_v4", exact_map)
         self.install("filter_pfx_v4", lpm_map)
         return len(rules)
