@@ -34,7 +34,7 @@ from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf  # noqa: 
 
 SIZES = benchlib.pick([2000], [10000, 100000, 1000000])
 SAMPLE = benchlib.pick(20, 200)
-ROUNDS = benchlib.pick(2, 3)
+ROUNDS = benchlib.pick(1, 3)
 MAPS = benchlib.pick([("hash", "deny_v4")], [("hash", "deny_v4"), ("lpm_trie", "prefixes_v4")])
 PIN_ROOT = "/sys/fs/bpf/ebpf_fleet_bench_%d" % os.getpid()
 # a wrapper interpreter: runs the module and writes its peak resident set (KiB) to the file in BENCH_RSS_FILE
