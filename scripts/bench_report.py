@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Turn the benchmarks' JSON results (build/bench/*.json, schema in tests/bench/benchlib.py) into
 docs/performance.md and its PNG plots (docs/performance/*.png).
 
