@@ -28,7 +28,7 @@ help:
 	@echo "make demo    run the main job on the built-in network-namespace lab"
 	@echo "make test    run every test (sanity, lint, unit, BPF build, real-kernel integration)"
 	@echo "make lab     keep the lab up for exploring (make lab-clean removes it)"
-	@echo "make bench   run the benchmarks and print their tables"
+	@echo "make bench   run the benchmarks, write build/bench/*.json and docs/performance.md"
 	@echo "make setup   install what the others need (Debian packages, .venv)"
 
 setup:
@@ -106,11 +106,17 @@ lab: setup collection-link bpf
 lab-clean:
 	@bash scripts/lab.sh down
 
+# Every tests/bench/bench_*.py writes build/bench/<name>.json; scripts/bench_report.py turns them into
+# docs/performance.md and docs/performance/*.png. BENCH_QUICK=1: small sizes, few rounds, and the report goes to
+# build/bench/performance.md (the committed report stays a full run's). BENCH_OUT: another results directory.
 bench: setup collection-link bpf
-	@mkdir -p $(REPORTS)
-	@if ls tests/bench/bench_*.py >/dev/null 2>&1; then \
-	  for b in tests/bench/bench_*.py; do echo "== $$b"; $(PY) $$b; done; \
-	else echo "no benchmarks yet"; fi
+	@start=$$(date +%s); out=$${BENCH_OUT:-$(BUILD)/bench}; report=$(ROOT)/docs/performance.md; \
+	if [ -n "$${BENCH_QUICK:-}" ] && [ "$${BENCH_QUICK}" != 0 ]; then report=$$out/performance.md; fi; \
+	rm -f $$out/*.json && mkdir -p $$out; failed=""; \
+	for b in tests/bench/bench_*.py; do echo "== $$b"; BENCH_OUT=$$out $(PY) $$b || failed="$$failed $$b"; done; \
+	$(PY) scripts/bench_report.py --in $$out --out $$report; \
+	echo "== make bench took $$(( $$(date +%s) - start )) s"; \
+	if [ -n "$$failed" ]; then echo "== FAILED:$$failed"; exit 1; fi
 
 build-collection: setup
 	@mkdir -p $(BUILD)/dist

@@ -13,7 +13,8 @@ With --filter-baseline it also times the old way for 1 VIP of 2 backends: maglev
 and one bpf_map task per map, the ring's 65,537 entries passed as task arguments.
 Wall seconds depend on what else the machine runs (the load average is printed); CPU seconds are those of the
 child processes (ansible-playbook and its workers, the module), which the load does not inflate as much.
-Run by `make bench` after `make bpf collection-link`; not a test.
+Run by `make bench` after `make bpf collection-link`; writes build/bench/lb_deploy.json. Not a test.
+BENCH_QUICK=1: 2 VIPs of 10 backends, ring 1009, the floor and the first deploy only.
 """
 
 import json
@@ -26,12 +27,14 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
 
+import benchlib  # noqa: E402
 from harness import paths  # noqa: E402
 from harness.netns import NetnsFactory  # noqa: E402
 from harness.runner import run_module, run_playbook  # noqa: E402
 
-VIPS, BACKENDS, RING = 10, 100, 65537
+VIPS, BACKENDS, RING = benchlib.pick((2, 10, 1009), (10, 100, 65537))
 PIN_ROOT = "/sys/fs/bpf/ebpf_fleet_bench_lb_%d" % os.getpid()
 CPU_USED = []
 
@@ -138,19 +141,19 @@ def main():
         what = "%d VIPs x %d backends, ring %d" % (VIPS, BACKENDS, RING)
         secs, _changed = timed(play, workdir, inventory, "floor.yml")
         rows.append(("ansible-playbook", "floor: one ansible.builtin.ping task", "-", secs, CPU_USED[-1], False, None))
-        for label, name, check, target in (
-                ("first deploy", "play.yml", False, 20),
-                ("re-run, changed=0", "play.yml", False, 10),
-                ("check mode: one backend added", "play_plus_one.yml", True, None),
-                ("one backend added (one ring swapped)", "play_plus_one.yml", False, None),
-                ("re-run, changed=0", "play_plus_one.yml", False, 10)):
+        plays = (("first deploy", "play.yml", False, 20),
+                 ("re-run, changed=0", "play.yml", False, 10),
+                 ("check mode: one backend added", "play_plus_one.yml", True, None),
+                 ("one backend added (one ring swapped)", "play_plus_one.yml", False, None),
+                 ("re-run, changed=0", "play_plus_one.yml", False, 10))
+        for label, name, check, target in plays[:1] if benchlib.QUICK else plays:
             secs, changed = timed(play, workdir, inventory, name, check)
             rows.append(("ansible-playbook", label, what, secs, CPU_USED[-1], changed, target))
         # the module alone (no controller): where the time goes on the host
         args = {"name": "lb", "pin_root": PIN_ROOT, "ring_size": RING,
                 "config": {"lb_mac": "02:00:00:00:ff:01", "tunnel_src_v4": "203.0.113.0/24"}}
-        for label, vips in (("one backend removed (one ring swapped)", declaration()),
-                            ("re-run, changed=0", declaration())):
+        for label, vips in () if benchlib.QUICK else (("one backend removed (one ring swapped)", declaration()),
+                                                      ("re-run, changed=0", declaration())):
             secs, res = timed(run_module, "lb_tables", dict(args, vips=vips), netns=ns)
             if res.failed:
                 raise SystemExit("lb_tables failed: %s" % res.get("msg"))
@@ -172,13 +175,24 @@ def main():
         factory.delete_all()
         shutil.rmtree(PIN_ROOT, ignore_errors=True)
         shutil.rmtree(workdir, ignore_errors=True)
-    print("load average at the end: %.1f %.1f %.1f (%d CPUs)" % (os.getloadavg() + (os.cpu_count(),)))
-    print("| how | run | declaration | wall s | CPU s | changed | target (wall) |")
-    print("| --- | --- | --- | ---: | ---: | --- | --- |")
+    bench = benchlib.Bench("lb_deploy", "Deploy: ebpf.fleet.lb_tables on a loaded xdp_lb",
+                           "Wall and CPU seconds of ansible-playbook runs (one lab host, a network namespace) and "
+                           "module runs, beside an ansible.builtin.ping play through the same connection in the same "
+                           "run (tests/bench/bench_lb_deploy.py).")
+    bench.table("lb_deploy", "lb_tables deploy, one host (%d VIPs x %d backends, ring %d)" % (VIPS, BACKENDS, RING),
+                "One run each (runs change the host's state, so they cannot be repeated as rounds); the ratio is "
+                "against the ping play of the same run. CPU seconds: the child processes (ansible-playbook and its "
+                "workers, the module).", columns=["how", "CPU s", "changed"])
+    floor_secs = rows[0][3]
     for how, label, what, secs, cpu, changed, target in rows:
-        verdict = "" if target is None else ("< %d s: %s" % (target, "met" if secs < target else "MISSED"))
-        cells = (how, label, what, secs, cpu, "yes" if changed else "no", verdict)
-        print("| %s | %s | %s | %.1f | %.1f | %s | %s |" % cells)
+        spec = None if target is None else ("< %d s" % target, "median", "<=", target)
+        bench.row("lb_deploy", label, [secs], "s",
+                  {"method": "%s, wall seconds" % how, "packet": "-", "path": what, "encapsulation": "-"},
+                  {"how": how, "CPU s": cpu, "changed": "yes" if changed else "no"},
+                  floor=None if label.startswith("floor") else floor_secs,
+                  floor_name="ansible.builtin.ping play", target_spec=spec)
+    benchlib.print_table(bench.tables["lb_deploy"]["rows"])
+    bench.write()
 
 
 if __name__ == "__main__":
