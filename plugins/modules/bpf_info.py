@@ -80,7 +80,7 @@ options:
     default: false
   counters:
     description:
-      - Add RV(deployments.counters), the deployment's counter maps (values of C(struct fleet_counter):
+      - Add RV(deployments.counters), the deployment's counter maps (values of C(struct fleet_counter), such as
         C(filter_stats), C(lb_stats), C(egress_stats)) summed over CPUs, per counter by name and per verdict.
     type: bool
     default: false
