@@ -180,8 +180,10 @@ def map_status(state_dir: str, name: str, map_name: str, pin_root: str) -> dict:
             current = map_sync.read_current(target, codec)
             absent = None if target != fd else map_sync.absent_value(codec)
             plan = map_sync.plan(current, decl.entries, "sync" if decl.exact else "merge", absent)
-            missing = [k for k in plan.write if k not in current]
-            changed = [k for k in plan.write if k in current]
+            # an array's elements always exist (read_current leaves out the all-zero ones): never missing
+            missing = [k for k in plan.write if k not in current] if absent is None else []
+            lost = set(missing)
+            changed = [k for k in plan.write if k not in lost]
             out.update(missing=len(missing), changed=len(changed), extra=len(plan.removed),
                        keys=_keys(codec, changed + missing + list(plan.removed)))
         finally:
