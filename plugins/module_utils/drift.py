@@ -84,6 +84,7 @@ def hook_status(state_dir: str, name: str, rec: dict, hook: str, ifname: str, hr
     """One hook of a deployment: in_sync, why not (reason), and what runs there."""
     pin_root = pin_root_of(rec)
     hook_id = bpffs.hook_id(hook, ifname)
+    # prog_id: what runs at the deployment's place (another tool's program when one replaced the chain: then no tag)
     out = {"hook": hook, "interface": ifname, "in_sync": False, "reason": None, "position": 0, "mode": None,
            "recorded_mode": rec.get("mode") or None, "prog_id": 0, "recorded_prog_id": 0, "tag": None,
            "version": rec.get("version")}
@@ -106,6 +107,8 @@ def hook_status(state_dir: str, name: str, rec: dict, hook: str, ifname: str, hr
     live = state.live_ids[index] if index < len(state.live_ids) else 0
     if not state.live_ids:
         out["reason"] = _not_attached(hook, hook_id, ifindex)
+        if hook == "xdp":
+            out["prog_id"] = _xdp_attached(ifindex)[0]   # another tool's program, or 0 (tag: none, not ours)
         return out
     prog = _program(live) if live else {}
     out.update(prog_id=live, tag=prog.get("tag"))
@@ -121,6 +124,7 @@ def hook_status(state_dir: str, name: str, rec: dict, hook: str, ifname: str, hr
         attached, mode = _xdp_attached(ifindex)
         if attached != state.live_ids[0]:
             out["reason"] = _not_attached(hook, hook_id, ifindex)
+            out.update(prog_id=attached, tag=None)
             return out
         if state.mode and mode and mode != state.mode:
             out["reason"] = "%s runs in %s mode, the record says %s" % (hook_id, mode, state.mode)

@@ -203,7 +203,10 @@ def test_status_in_sync_then_drifted_by_a_hand_edited_map_and_a_replaced_program
         assert deps[name]["interfaces"]["vb"]["program"] != "recorded"
         assert deps[name]["reasons"] == ["xdp@vb runs program %d (xdp_plain_pass), not the recorded chain: replaced "
                                          "behind the collection's back" % foreign], deps[name]
-    assert sum(1 for line in status_lines(stdout) if " drifted " in line and "xdp_plain_pass" in line) == 2
+        assert deps[name]["interfaces"]["vb"]["prog_id"] == foreign
+    drifted = [line for line in status_lines(stdout) if " drifted " in line]
+    assert len(drifted) == 2 and all("program=other(id %d)" % foreign in line and "xdp_plain_pass" in line
+                                     for line in drifted), stdout
 
 
 def test_remove_leaves_no_pins_records_or_attachments_and_a_second_run_changes_nothing(lab):
