@@ -168,8 +168,8 @@ def test_check_records_reports_in_sync_then_what_drifted_and_counters_per_verdic
     assert (hook["hook"], hook["interface"], hook["in_sync"], hook["position"], hook["mode"], hook["reason"]) == (
         "xdp", "vb", True, 2, "native", None)
     assert hook["prog_id"] == hook["recorded_prog_id"] == deps["filter"]["programs"]["xdp@vb"]["id"]
-    assert [(m["map"], m["in_sync"]) for m in found["filter"]["maps"]] == [("filter_config", True),
-                                                                          ("filter_mgmt_v4", True)]
+    maps = [(m["map"], m["in_sync"]) for m in found["filter"]["maps"]]
+    assert maps == [("filter_config", True), ("filter_mgmt_v4", True)]
     stats = deps["filter"]["counters"]["filter_stats"]
     assert stats["verdicts"]["drop"] >= sent and stats["counters"]["default_drop"]["packets"] >= sent
     assert "counters" not in module("bpf_info")["deployments"]["filter"]      # only on request
