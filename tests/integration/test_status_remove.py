@@ -45,7 +45,7 @@ class Lab:
     """A client and an edge host over a veth (va -- vb); the edge is the lab host the playbooks run on."""
 
     def __init__(self, netns, pin_root, state_dir, tmp_path, run_module):
-        self.client, self.edge = netns("stc"), netns("ste")
+        self.client, self.edge, self.quiet = netns("stc"), netns("ste"), netns("stq")
         self.client.veth("va", "vb", peer_ns=self.edge, addr_a="198.51.100.1/24", addr_b="198.51.100.2/24")
         self.pin_root, self.state_dir, self.tmp = pin_root, state_dir, tmp_path
         self.run_module = run_module
@@ -56,6 +56,10 @@ class Lab:
             handle.write("[lb_backend]\nedge ansible_connection=ebpf.fleet.netns ansible_netns=%s "
                          "ebpf_fleet_pin_root=%s ebpf_fleet_state_dir=%s lb_backend_sysctl_file=%s\n"
                          % (self.edge.name, pin_root, state_dir, self.sysctl_file))
+            # a second host with nothing deployed: its own line, in sync, untouched by edge's drift
+            handle.write("[others]\nquiet ansible_connection=ebpf.fleet.netns ansible_netns=%s "
+                         "ebpf_fleet_pin_root=%s ebpf_fleet_state_dir=%s\n"
+                         % (self.quiet.name, pin_root + "q", tmp_path / "quiet_state"))
         self.report = str(tmp_path / "report" / "status.json")
         os.makedirs(os.path.dirname(self.report))
 
@@ -121,8 +125,8 @@ def changed(proc) -> int:
     return int(dict(RECAP.findall(proc.stdout))["edge"])
 
 
-def status_lines(stdout: str) -> list:
-    return [line.strip().strip('",') for line in stdout.splitlines() if line.strip().startswith('"edge ')]
+def status_lines(stdout: str, host: str = "edge") -> list:
+    return [line.strip().strip('",') for line in stdout.splitlines() if line.strip().startswith('"%s ' % host)]
 
 
 @pytest.fixture
@@ -166,6 +170,9 @@ def test_status_in_sync_then_drifted_by_a_hand_edited_map_and_a_replaced_program
     assert filter_line.startswith("edge filter xdp@vb v1 native program=recorded in_sync counters: ")
     assert "filter_stats.drop=%d" % deps["filter"]["counters"]["filter_stats"]["verdicts"]["drop"] in filter_line
     assert "drift:" not in stdout
+    assert report["hosts"]["quiet"] == {"status": "in_sync", "deployments": {}}
+    assert status_lines(stdout, "quiet") == ["quiet - - - - - in_sync (no deployment)"]
+    assert report["lines"] == sorted(lines) + ["quiet - - - - - in_sync (no deployment)"]
 
     # a map entry changed by hand: that deployment drifts, naming the map and the key; the others stay in sync
     hand_edit_filter_config(lab, default_verdict="drop")
@@ -185,6 +192,8 @@ def test_status_in_sync_then_drifted_by_a_hand_edited_map_and_a_replaced_program
     # ... and the flag for cron and CI fails the run on drift, naming the host and what drifted
     proc = lab.play(STATUS, ebpf_fleet_status_json="", ebpf_fleet_status_fail_on_drift=True)
     assert proc.returncode != 0 and "edge drifted from its records: map filter_config" in proc.stdout, proc.stdout
+    assert re.search(r"^quiet\s+: ok=\d+\s+changed=0\s+unreachable=0\s+failed=0", proc.stdout, re.M), proc.stdout
+    assert report["hosts"]["quiet"]["status"] == "in_sync"
     hand_edit_filter_config(lab, default_verdict="pass")
     report, _stdout = lab.status()
     assert report["hosts"]["edge"]["status"] == "in_sync"
@@ -237,5 +246,5 @@ def test_remove_leaves_no_pins_records_or_attachments_and_a_second_run_changes_n
     assert check.returncode == 0 and changed(check) == 0, check.stdout
 
     report, stdout = lab.status()
-    assert report == {"status": "in_sync", "hosts": {"edge": {"status": "in_sync", "deployments": {}}},
-                      "lines": ["edge - - - - - in_sync (no deployment)"]}
+    assert report["status"] == "in_sync" and report["hosts"]["edge"] == {"status": "in_sync", "deployments": {}}
+    assert report["lines"] == ["edge - - - - - in_sync (no deployment)", "quiet - - - - - in_sync (no deployment)"]
