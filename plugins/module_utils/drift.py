@@ -203,8 +203,13 @@ def map_status(state_dir: str, name: str, map_name: str, pin_root: str) -> dict:
     return out
 
 
-def maps(state_dir: str, name: str, pin_root: str) -> list:
-    return [map_status(state_dir, name, map_name, pin_root) for map_name in map_records.listed(state_dir, name)]
+def maps(state_dir: str, name: str, pin_root: str, max_entries: int = 0) -> list:
+    """Every map with recorded contents; with max_entries, those with more recorded entries are left out (the
+    metrics timer runs every few seconds: reading a million-entry map every time is status.yml's job)."""
+    names = map_records.listed(state_dir, name)
+    if max_entries:
+        names = [m for m in names if (map_records.count(state_dir, name, m) or 0) <= max_entries]
+    return [map_status(state_dir, name, map_name, pin_root) for map_name in names]
 
 
 def check(state_dir: str, name: str, pin_root: str = bpffs.PIN_ROOT_DEFAULT) -> dict:

@@ -13,7 +13,8 @@ Series, read from the records (records.py) and the kernel (drift.py, the pins), 
                                                                       object's, at its recorded place, in its
                                                                       recorded mode (drift.py)
     ebpf_fleet_map_in_sync{deployment,map} 0|1                       1 when a map with recorded contents holds
-                                                                      what bpf_map declared last (drift.py)
+                                                                      what bpf_map declared last (drift.py); only
+                                                                      for maps of at most MAX_MAP_CHECK entries
     ebpf_fleet_chain_position{deployment,interface,hook} n           its place in the hook's chain (1 = attached)
     ebpf_fleet_packets_total{deployment,map,counter}                 counters of every map whose values are
     ebpf_fleet_bytes_total{deployment,map,counter}                   struct fleet_counter (filter_stats, lb_stats,
@@ -46,6 +47,10 @@ HELP = {
     "ebpf_fleet_scrape_error": ("gauge", "1 when some of the deployment's state could not be read."),
 }
 MAX_COUNTER_KEYS = bpf_inventory.MAX_COUNTER_KEYS
+# maps with more declared entries get no ebpf_fleet_map_in_sync series: checking one reads and compares all of it
+# (11 s for a one-million-entry hash measured on the 2-core development VM under a load average of 6), too much for
+# every run of the timer; status.yml and bpf_info check_records check them all
+MAX_MAP_CHECK = 65536
 
 
 def escape(value) -> str:
@@ -71,7 +76,7 @@ def hook_samples(state_dir: str, name: str, rec: dict) -> list:
 
 def map_samples(state_dir: str, name: str, rec: dict) -> list:
     return [sample("ebpf_fleet_map_in_sync", {"deployment": name, "map": item["map"]}, int(item["in_sync"]))
-            for item in drift.maps(state_dir, name, drift.pin_root_of(rec))]
+            for item in drift.maps(state_dir, name, drift.pin_root_of(rec), MAX_MAP_CHECK)]
 
 
 def counter_samples(state_dir: str, name: str, rec: dict) -> list:
