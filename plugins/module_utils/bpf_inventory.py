@@ -303,3 +303,59 @@ def deployments(pin_root: str, state_dir: str, contents: bool = False, per_cpu: 
             item["maps"][map_name] = pinned_map(os.path.join(maps, map_name), contents, per_cpu, limit, types)
         out[name] = item
     return out
+
+
+# ---------------------------------------------------------------- counters
+
+MAX_COUNTER_KEYS = 65536
+VERDICTS = ("pass", "drop", "tx", "redirect", "aborted")
+VERDICT_MEMBERS = ("verdict", "outcome")
+
+
+def counter_label(key) -> str:
+    """A counter key by name: its parts joined (port_drop, 3_paced), or the enum name (syn)."""
+    if isinstance(key, dict):
+        return "_".join(str(part) for part in key.values())
+    return str(key)
+
+
+def verdict_of(key):
+    """The verdict a counter key names (its verdict or outcome part, or a pass_/drop_/tx enum name), or None."""
+    if isinstance(key, dict):
+        for member in VERDICT_MEMBERS:
+            if member in key:
+                return str(key[member])
+        return None
+    first = str(key).split("_", 1)[0]
+    return first if first in VERDICTS else None
+
+
+def counters(pin_root: str, state_dir: str, name: str, limit: int = MAX_COUNTER_KEYS) -> dict:
+    """{map: {'counters': {label: {packets, bytes}}, 'verdicts': {verdict: packets}}} of the deployment's pinned
+    maps whose values are counters (struct fleet_counter: filter_stats, lb_stats, egress_stats), summed over CPUs."""
+    out = {}
+    folder = os.path.join(bpffs.deployment_dir(pin_root, name), "maps")
+    if not os.path.isdir(folder):
+        return out
+    types = object_types(state_dir, name)
+    for map_name in sorted(os.listdir(folder)):
+        if "_tmp" in map_name:
+            continue
+        item = pinned_map(os.path.join(folder, map_name), True, "sum", limit, types)
+        entries = item.get("entries") or []
+        if item.get("notation") != "typed" or not entries:
+            continue
+        found, by_verdict = {}, {}
+        for entry in entries:
+            value = entry.get("value")
+            if not (isinstance(value, dict) and isinstance(value.get("packets"), int)
+                    and isinstance(value.get("bytes"), int)):
+                found = None
+                break  # not a map of counters
+            found[counter_label(entry["key"])] = {"packets": value["packets"], "bytes": value["bytes"]}
+            verdict = verdict_of(entry["key"])
+            if verdict is not None:
+                by_verdict[verdict] = by_verdict.get(verdict, 0) + value["packets"]
+        if found is not None:
+            out[map_name] = {"counters": found, "verdicts": by_verdict}
+    return out

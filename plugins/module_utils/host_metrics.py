@@ -3,14 +3,18 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """node_exporter textfile metrics of this host's deployments (ebpf-fleet-host metrics, host_restore.py).
 
-Series, read from the records (records.py) and the kernel (chain.read_hook, the pins), nothing changed:
+Series, read from the records (records.py) and the kernel (drift.py, the pins), nothing changed:
 
     ebpf_fleet_deployment_info{deployment,hook,version,sha256} 1       one per recorded deployment
     ebpf_fleet_program_info{deployment,interface,hook,mode,tag,id,version} 1
                                                                       the program running for it on each hook
     ebpf_fleet_in_sync{deployment,interface,hook} 0|1                 1 when the hook runs the recorded chain and
                                                                       the deployment's program is the recorded
-                                                                      object's, at its recorded place
+                                                                      object's, at its recorded place, in its
+                                                                      recorded mode (drift.py)
+    ebpf_fleet_map_in_sync{deployment,map} 0|1                       1 when a map with recorded contents holds
+                                                                      what bpf_map declared last (drift.py); only
+                                                                      for maps of at most MAX_MAP_CHECK entries
     ebpf_fleet_chain_position{deployment,interface,hook} n           its place in the hook's chain (1 = attached)
     ebpf_fleet_packets_total{deployment,map,counter}                 counters of every map whose values are
     ebpf_fleet_bytes_total{deployment,map,counter}                   struct fleet_counter (filter_stats, lb_stats,
@@ -29,22 +33,24 @@ import os
 import tempfile
 
 from ansible_collections.ebpf.fleet.plugins.module_utils import bpf_inventory
-from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs
-from ansible_collections.ebpf.fleet.plugins.module_utils import chain
-from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
-from ansible_collections.ebpf.fleet.plugins.module_utils import netlink
+from ansible_collections.ebpf.fleet.plugins.module_utils import drift
 from ansible_collections.ebpf.fleet.plugins.module_utils import records
 
 HELP = {
     "ebpf_fleet_deployment_info": ("gauge", "A deployment recorded on this host (version and object checksum)."),
     "ebpf_fleet_program_info": ("gauge", "The program running for a deployment on an interface's hook."),
     "ebpf_fleet_in_sync": ("gauge", "1 when the hook runs the deployment's recorded program in its recorded chain."),
+    "ebpf_fleet_map_in_sync": ("gauge", "1 when the map holds the contents last declared through bpf_map."),
     "ebpf_fleet_chain_position": ("gauge", "Place of the deployment's program in the hook's chain (1 = attached)."),
     "ebpf_fleet_packets_total": ("counter", "Packets counted by the deployment's programs, per counter key."),
     "ebpf_fleet_bytes_total": ("counter", "Bytes counted by the deployment's programs, per counter key."),
     "ebpf_fleet_scrape_error": ("gauge", "1 when some of the deployment's state could not be read."),
 }
-MAX_COUNTER_KEYS = 65536
+MAX_COUNTER_KEYS = bpf_inventory.MAX_COUNTER_KEYS
+# maps with more declared entries get no ebpf_fleet_map_in_sync series: checking one reads and compares all of it
+# (11 s for a one-million-entry hash measured on the 2-core development VM under a load average of 6), too much for
+# every run of the timer; status.yml and bpf_info check_records check them all
+MAX_MAP_CHECK = 65536
 
 
 def escape(value) -> str:
@@ -55,84 +61,30 @@ def sample(name: str, labels: dict, value) -> tuple:
     return name, tuple(labels.items()), value
 
 
-def _counter_label(key) -> str:
-    if isinstance(key, dict):
-        return "_".join(str(part) for part in key.values())
-    return str(key)
-
-
-def _program(prog_id: int) -> dict:
-    try:
-        fd = libbpf.prog_fd_by_id(prog_id)
-    except libbpf.BpfError:
-        return {}
-    with libbpf.fd_closing(fd):
-        return libbpf.prog_info(fd)
-
-
-def _hooks_of(state_dir: str, name: str, rec: dict) -> dict:
-    """{(hook, ifname): hook record} of the hooks the deployment is recorded on (or declared for)."""
-    out = {}
-    for hook_id in records.list_hooks(state_dir):
-        hrec = records.read_hook(state_dir, hook_id) or {}
-        if hrec.get("pin_root") == rec.get("pin_root") and any(e.get("deployment") == name
-                                                               for e in hrec.get("entries", [])):
-            hook, _sep, ifname = hook_id.partition("@")
-            out[(hook, ifname)] = hrec
-    for ifname in rec.get("interfaces") or []:
-        out.setdefault((rec.get("hook"), ifname), None)
-    return out
-
-
 def hook_samples(state_dir: str, name: str, rec: dict) -> list:
     out = []
-    pin_root = rec.get("pin_root") or bpffs.PIN_ROOT_DEFAULT
-    for (hook, ifname), hrec in sorted(_hooks_of(state_dir, name, rec).items()):
-        labels = {"deployment": name, "interface": ifname, "hook": hook}
-        in_sync, position = 0, 0
-        try:
-            ifindex = netlink.ifindex(ifname)
-        except netlink.LinkNotFound:
-            ifindex = 0
-        if ifindex and hrec is not None:
-            state = chain.read_hook(pin_root, state_dir, hook, ifname, ifindex)
-            mine = [i for i, e in enumerate(state.entries) if e.deployment == name]
-            if mine:
-                position = mine[0] + 1
-                entry = state.entries[mine[0]]
-                live = state.live_ids[mine[0]] if mine[0] < len(state.live_ids) else 0
-                in_sync = int(bool(live) and state.consistent and live == entry.prog_id
-                              and entry.sha256 == rec.get("object_sha256"))
-                prog = _program(live) if live else {}
-                if prog:
-                    out.append(sample("ebpf_fleet_program_info", dict(
-                        labels, mode=state.mode or state.method, tag=prog.get("tag", ""), id=prog.get("id", live),
-                        version=rec.get("version", "")), 1))
-        out.append(sample("ebpf_fleet_in_sync", labels, in_sync))
-        if position:
-            out.append(sample("ebpf_fleet_chain_position", labels, position))
+    for item in drift.hooks(state_dir, name, rec):
+        labels = {"deployment": name, "interface": item["interface"], "hook": item["hook"]}
+        if item["prog_id"] and item["tag"]:
+            out.append(sample("ebpf_fleet_program_info", dict(
+                labels, mode=item["mode"] or "", tag=item["tag"], id=item["prog_id"], version=rec.get("version", "")), 1))
+        out.append(sample("ebpf_fleet_in_sync", labels, int(item["in_sync"])))
+        if item["position"]:
+            out.append(sample("ebpf_fleet_chain_position", labels, item["position"]))
     return out
+
+
+def map_samples(state_dir: str, name: str, rec: dict) -> list:
+    return [sample("ebpf_fleet_map_in_sync", {"deployment": name, "map": item["map"]}, int(item["in_sync"]))
+            for item in drift.maps(state_dir, name, drift.pin_root_of(rec), MAX_MAP_CHECK)]
 
 
 def counter_samples(state_dir: str, name: str, rec: dict) -> list:
     out = []
-    folder = os.path.join(bpffs.deployment_dir(rec.get("pin_root") or bpffs.PIN_ROOT_DEFAULT, name), "maps")
-    if not os.path.isdir(folder):
-        return out
-    types = bpf_inventory.object_types(state_dir, name)
-    for map_name in sorted(os.listdir(folder)):
-        if "_tmp" in map_name:
-            continue
-        item = bpf_inventory.pinned_map(os.path.join(folder, map_name), True, "sum", MAX_COUNTER_KEYS, types)
-        entries = item.get("entries") or []
-        if item.get("notation") != "typed" or not entries:
-            continue
-        for entry in entries:
-            value = entry.get("value")
-            if not (isinstance(value, dict) and isinstance(value.get("packets"), int)
-                    and isinstance(value.get("bytes"), int)):
-                break  # not a map of counters
-            labels = {"deployment": name, "map": map_name, "counter": _counter_label(entry["key"])}
+    found = bpf_inventory.counters(drift.pin_root_of(rec), state_dir, name, MAX_COUNTER_KEYS)
+    for map_name, item in sorted(found.items()):
+        for counter, value in item["counters"].items():
+            labels = {"deployment": name, "map": map_name, "counter": counter}
             out.append(sample("ebpf_fleet_packets_total", labels, value["packets"]))
             out.append(sample("ebpf_fleet_bytes_total", labels, value["bytes"]))
     return out
@@ -151,7 +103,7 @@ def collect(state_dir: str) -> tuple:
             samples.append(sample("ebpf_fleet_deployment_info", {
                 "deployment": name, "hook": rec.get("hook", ""), "version": rec.get("version", ""),
                 "sha256": str(rec.get("object_sha256", ""))[:12]}, 1))
-            for part in (hook_samples, counter_samples):
+            for part in (hook_samples, map_samples, counter_samples):
                 try:
                     samples += part(state_dir, name, rec)
                 except Exception:  # pylint: disable=broad-except  # one deployment's error spoils no other's

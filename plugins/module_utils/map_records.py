@@ -134,6 +134,15 @@ def read(state_dir: str, name: str, map_name: str):
     return decode(data, path)
 
 
+def count(state_dir: str, name: str, map_name: str):
+    """The number of recorded entries, from the header line alone (None: no record, or not readable)."""
+    try:
+        with open(path_of(state_dir, name, map_name), "rb") as handle:
+            return int(json.loads(handle.readline())["count"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def write(state_dir: str, name: str, decl: Declared) -> bool:
     """Write the record (temp file + rename); False when the file already holds exactly this."""
     path = path_of(state_dir, name, decl.map)

@@ -15,6 +15,8 @@ description:
   - Programs of this collection's chains that run by tail call behind the attached one are listed after it.
   - This collection's deployments from their records and pins (under O(pin_root) and O(state_dir)), with versions,
     pinned programs and pinned maps; map contents on request, per-CPU counters summed.
+  - On request, whether each deployment's kernel state drifted from its records (O(check_records)) and its counters
+    (O(counters)).
   - An optional JMESPath O(query) reduces the result.
 version_added: "0.1.0"
 author: ebpf.fleet contributors (@ebpf-fleet)
@@ -64,6 +66,24 @@ options:
       - At most this many entries per map with O(contents=true) (the map's C(truncated) tells when there were more).
     type: int
     default: 1000
+  check_records:
+    description:
+      - Compare each deployment with its records and add RV(deployments.drift) (V(in_sync) or V(drifted), and why).
+      - "A hook drifted when it does not run the recorded chain: the program detached, replaced or attached by
+        another tool (C(ip link set dev eth0 xdp off), C(bpftool)), a chain slot rewritten, another object than the
+        recorded one, another XDP mode."
+      - "A map drifted when it does not hold the contents last declared through M(ebpf.fleet.bpf_map) (an entry
+        changed, added or deleted by hand); the report names the map and up to five keys. Counters and connection
+        tables are never declared, so they never drift."
+      - Pins without a record (a deployment left behind half-removed) are reported as drifted too.
+    type: bool
+    default: false
+  counters:
+    description:
+      - Add RV(deployments.counters), the deployment's counter maps (values of C(struct fleet_counter), such as
+        C(filter_stats), C(lb_stats), C(egress_stats)) summed over CPUs, per counter by name and per verdict.
+    type: bool
+    default: false
   query:
     description:
       - A JMESPath expression applied to C({interfaces, deployments}); the module then returns only RV(query_result).
@@ -85,6 +105,12 @@ EXAMPLES = r"""
   ebpf.fleet.bpf_info:
     query: "values(interfaces)[].xdp.programs[] | [?!managed]"
   register: foreign
+
+- name: Deployments whose kernel state drifted from their records, and why
+  ebpf.fleet.bpf_info:
+    check_records: true
+    query: "deployments.* | [?drift.state == 'drifted'].drift.reasons[]"
+  register: drifted
 
 - name: Drop counters of the guard deployment, summed over CPUs
   ebpf.fleet.bpf_info:
@@ -139,6 +165,35 @@ deployments:
         drops: {id: 40, type: percpu_array, key_size: 4, value_size: 16, max_entries: 2, map_flags: 0,
                 pin: /sys/fs/bpf/ebpf_fleet/udp_guard/maps/drops, notation: typed, truncated: false,
                 entries: [{key: 0, value: {packets: 1520, bytes: 97280}}]}
+  contains:
+    drift:
+      description:
+        - With O(check_records=true). V(state) is V(in_sync) or V(drifted); V(reasons) says what drifted, one
+          sentence each.
+        - V(hooks), per hook the deployment is recorded on, V(in_sync), V(reason), V(position) in the chain, V(mode)
+          and V(recorded_mode), V(prog_id) running and V(recorded_prog_id), V(tag), V(version).
+        - V(maps), per map with recorded contents, V(in_sync), V(reason), the number of declared entries V(missing)
+          and V(changed), of entries V(extra) (not declared, for a map declared with mode sync), and up to five
+          V(keys) in the notation of M(ebpf.fleet.bpf_map).
+      returned: with check_records=true
+      type: dict
+      sample:
+        state: drifted
+        reasons: ["map filter_v4: 1 changed by hand (203.0.113.0/24)"]
+        hooks: [{hook: xdp, interface: ens3, in_sync: true, reason: null, position: 1, mode: native,
+                 recorded_mode: native, prog_id: 812, recorded_prog_id: 812, tag: 3b185187f1855c4c, version: 2}]
+        maps: [{map: filter_v4, in_sync: false, reason: "map filter_v4: 1 changed by hand (203.0.113.0/24)",
+                missing: 0, changed: 1, extra: 0, keys: [203.0.113.0/24]}]
+    counters:
+      description:
+        - With O(counters=true), per counter map, V(counters) (per counter by name, V(packets) and V(bytes)) and
+          V(verdicts) (packets per verdict, when the keys name one).
+      returned: with counters=true
+      type: dict
+      sample:
+        filter_stats:
+          counters: {port_drop: {packets: 12, bytes: 888}, default_pass: {packets: 40, bytes: 2960}}
+          verdicts: {drop: 12, pass: 40}
 query_result:
   description: The result of O(query).
   returned: when query is set
@@ -153,6 +208,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.ebpf.fleet.plugins.module_utils import bpf_inventory
 from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs
+from ansible_collections.ebpf.fleet.plugins.module_utils import drift
 from ansible_collections.ebpf.fleet.plugins.module_utils import errors
 from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
 from ansible_collections.ebpf.fleet.plugins.module_utils import netlink
@@ -177,6 +233,8 @@ def argument_spec() -> dict:
         contents=dict(type="bool", default=False),
         per_cpu=dict(type="str", default="sum", choices=["sum", "list"]),
         max_entries=dict(type="int", default=1000),
+        check_records=dict(type="bool", default=False),
+        counters=dict(type="bool", default=False),
         query=dict(type="str"),
     )
 
@@ -219,6 +277,11 @@ def run(module: AnsibleModule) -> None:
         "deployments": bpf_inventory.deployments(params["pin_root"], params["state_dir"], params["contents"],
                                                  params["per_cpu"], params["max_entries"]),
     }
+    for name, item in facts["deployments"].items():
+        if params["check_records"]:
+            item["drift"] = drift.check(params["state_dir"], name, params["pin_root"])
+        if params["counters"]:
+            item["counters"] = bpf_inventory.counters(params["pin_root"], params["state_dir"], name)
     if compiled is not None:
         module.exit_json(changed=False, query_result=compiled.search(facts))
     module.exit_json(changed=False, **facts)

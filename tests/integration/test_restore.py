@@ -220,6 +220,8 @@ def test_restore_after_a_simulated_reboot_brings_back_chain_maps_and_verdicts_an
     assert series[("ebpf_fleet_bytes_total", (("counter", "port_drop"), ("deployment", "filter"),
                                               ("map", "filter_stats")))] >= drops * 60
     assert series[("ebpf_fleet_scrape_error", (("deployment", "filter"),))] == 0
+    for map_name in DECLARED:     # the maps hold what bpf_map declared (drift.py)
+        assert series[("ebpf_fleet_map_in_sync", (("deployment", "filter"), ("map", map_name)))] == 1
     assert series[("ebpf_fleet_packets_total", (("counter", "3_drop"), ("deployment", "egress"),
                                                 ("map", "egress_stats")))] > 0       # class 3, outcome drop
     assert series[("ebpf_fleet_in_sync", (("deployment", "egress"), ("hook", "tc_egress"), ("interface", "vb")))] == 1
@@ -231,6 +233,7 @@ def test_restore_after_a_simulated_reboot_brings_back_chain_maps_and_verdicts_an
     run_unit("ebpf-fleet-metrics.service", lab["server"], state_dir, str(textfile))
     series = parse_metrics(textfile / "ebpf_fleet.prom")
     assert series[("ebpf_fleet_in_sync", (("deployment", "filter"), ("hook", "xdp"), ("interface", "vb")))] == 0
+    assert series[("ebpf_fleet_map_in_sync", (("deployment", "filter"), ("map", "filter_config")))] == 1
     third = run_unit("ebpf-fleet-restore.service", lab["server"], state_dir)
     assert third.returncode == 0 and "restored" in third.stdout, third.stdout + third.stderr
     assert verdicts(lab)[0] == 0

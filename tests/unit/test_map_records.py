@@ -123,3 +123,15 @@ def test_the_host_command_imports_no_ansible():
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "restore" in proc.stdout and "metrics" in proc.stdout
+
+
+def test_count_reads_the_number_of_entries_from_the_header_alone(deployed):
+    state_dir = deployed
+    decl = map_records.Declared(map="filter_v4", entries={b"\x01\x00\x00\x00": b"\x02", b"\x03\x00\x00\x00": b"\x02"},
+                                key_size=4, value_size=1, map_type="hash")
+    map_records.write(state_dir, "filter", decl)
+    assert map_records.count(state_dir, "filter", "filter_v4") == 2
+    assert map_records.count(state_dir, "filter", "missing") is None
+    # the metrics timer leaves out maps with more entries than it checks (drift.maps max_entries)
+    from ansible_collections.ebpf.fleet.plugins.module_utils import drift
+    assert drift.maps(state_dir, "filter", "/sys/fs/bpf/ebpf_fleet_unused", max_entries=1) == []
