@@ -1,0 +1,282 @@
+# -*- coding: utf-8 -*-
+# Copyright: ebpf.fleet contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: xdp_filter_rules_file
+short_description: A CIDR list file on the controller to entry files for xdp_filter's source maps
+version_added: 0.1.0
+author: ebpf.fleet contributors (@ebpf-fleet)
+description:
+  - Reads a file of source rules on the controller, one per line, C(CIDR [action] [rule_id]) (for example
+    C(198.51.100.0/24 drop 7); the action defaults to O(action), the rule id to O(rule_id)); C(#) starts a comment,
+    blank lines are skipped. A file of a million lines is read as a stream, without Jinja.
+  - Merges the inline O(rules), turns the whole set into the entries of the filter's maps (IPv4 - the stride table
+    C(filter_v4), as M(ebpf.fleet.xdp_filter_v4_entries#filter); IPv6 - C(filter_src_v6) and C(filter_pfx_v6), as
+    M(ebpf.fleet.xdp_filter_v6_entries#filter)) and writes them as JSON files into O(dest), for
+    M(ebpf.fleet.bpf_map)'s C(entries_src) (one file transfer instead of a million task arguments).
+  - The files are named by a digest of their inputs, so an unchanged file is not converted again; the folder holds
+    one set per distinct input and may be emptied at any time.
+  - A bad line fails with the file, the line number, the value and what was expected; a CIDR given twice names
+    both places.
+  - Also lists, like M(ebpf.fleet.xdp_filter_failsafe#filter), the rules that would drop or redirect a management
+    source (O(mgmt)).
+options:
+  _terms:
+    description: The rules file (a path on the controller; a relative path is looked up like C(files/)).
+    required: true
+    type: list
+    elements: path
+  family:
+    description: V(v4) or V(v6); every line must be of that family.
+    type: str
+    required: true
+    choices: [v4, v6]
+  action:
+    description: The action of a line that gives none (V(pass) or V(drop)).
+    type: str
+    default: drop
+    choices: [pass, drop]
+  rule_id:
+    description: The rule id (counter) of a line that gives none, 0..4095.
+    type: int
+    default: 0
+  rules:
+    description: Inline rules (C({cidr, action, rule_id, redirect_slot})) to merge with the file's.
+    type: list
+    elements: dict
+    default: []
+  mgmt:
+    description: Management sources (CIDRs) of the family, for the fail-safe check.
+    type: list
+    elements: str
+    default: []
+  dest:
+    description: The folder on the controller for the entry files (created when missing).
+    type: path
+    required: true
+  name:
+    description: How the messages name the file's variable.
+    type: str
+    default: the rules file
+"""
+
+EXAMPLES = r"""
+- name: Deny a million IPv4 sources listed in files/deny_v4.txt
+  ebpf.fleet.bpf_map:
+    name: filter
+    map: filter_v4
+    mode: sync
+    entries_src: "{{ converted.maps.filter_v4 }}"
+  vars:
+    converted: "{{ lookup('ebpf.fleet.xdp_filter_rules_file', 'deny_v4.txt', family='v4', dest='/tmp/xdp_filter') }}"
+"""
+
+RETURN = r"""
+_raw:
+  description: One dict per file.
+  type: list
+  elements: dict
+  contains:
+    maps:
+      description: The entry file of each map, C({filter_v4: <path>}) or C({filter_src_v6: <path>, filter_pfx_v6: <path>}).
+      type: dict
+    rules:
+      description: How many rules (file and inline).
+      type: int
+    entries:
+      description: How many entries each map gets.
+      type: dict
+    lockout:
+      description: The rules that would drop or redirect a management source (empty when none).
+      type: list
+      elements: str
+"""
+
+import hashlib
+import ipaddress
+import json
+import os
+import socket
+import tempfile
+
+from ansible.errors import AnsibleLookupError
+from ansible.module_utils.common.text.converters import to_native
+from ansible.plugins.lookup import LookupBase
+
+from ansible_collections.ebpf.fleet.plugins.module_utils import filter_tables
+from ansible_collections.ebpf.fleet.plugins.plugin_utils import filter_rules
+
+VERSION = "1"   # part of the digest: a change of the output format changes the files' names
+ACTIONS = ("pass", "drop")
+FIELDS = ("cidr", "action", "rule_id", "redirect_slot")
+
+
+def _parse_v4(text: str):
+    """(prefixlen, int network) of an IPv4 address or CIDR; ValueError names what is wrong."""
+    addr, _sep, length = text.partition("/")
+    try:
+        base = int.from_bytes(socket.inet_pton(socket.AF_INET, addr), "big")
+    except OSError:
+        raise ValueError("an IPv4 address or CIDR such as 198.51.100.0/24") from None
+    prefixlen = 32
+    if _sep:
+        if not length.isdigit() or int(length) > 32:
+            raise ValueError("an IPv4 address or CIDR such as 198.51.100.0/24")
+        prefixlen = int(length)
+    mask = (0xFFFFFFFF << (32 - prefixlen)) & 0xFFFFFFFF
+    if base & ~mask & 0xFFFFFFFF:
+        raise ValueError("the network address, %s/%d (host bits are set)"
+                         % (socket.inet_ntop(socket.AF_INET, (base & mask).to_bytes(4, "big")), prefixlen))
+    return prefixlen, base
+
+
+def _parse_v6(text: str):
+    try:
+        net = ipaddress.IPv6Network(text)
+    except ValueError as exc:
+        if "host bits" in str(exc):
+            raise ValueError("the network address, %s (host bits are set)"
+                             % ipaddress.IPv6Network(text, strict=False)) from None
+        raise ValueError("an IPv6 address or CIDR such as 2001:db8::/32") from None
+    return net.prefixlen, int(net.network_address)
+
+
+class Converter:
+    """Collects the rules of one family: {(prefixlen, network): (where, rule)}."""
+
+    def __init__(self, family: str, mgmt: list):
+        self.family = family
+        self.parse = _parse_v4 if family == "v4" else _parse_v6
+        self.rules = {}
+        self.mgmt = [net for net in filter_rules.management_networks(mgmt, "mgmt")
+                     if net.version == (4 if family == "v4" else 6)]
+        self.lockout = []
+
+    def add(self, where: str, text: str, rule: dict, shown: str):
+        try:
+            key = self.parse(text)
+        except ValueError as exc:
+            raise AnsibleLookupError("%s %s: expected %s" % (where, filter_rules.show(text), exc)) from None
+        if key in self.rules:
+            raise AnsibleLookupError("%s %s: expected each CIDR once (also in %s)" % (where, filter_rules.show(text),
+                                                                                     self.rules[key][0]))
+        self.rules[key] = (where, rule)
+        if self.mgmt and rule["action"] in filter_rules.BLOCKING:
+            bits = 32 if self.family == "v4" else 128
+            net = ipaddress.ip_network((key[1], key[0])) if bits == 32 else ipaddress.IPv6Network((key[1], key[0]))
+            hit = filter_rules.blocked_management_source(net, self.mgmt)
+            if hit is not None and len(self.lockout) < 20:
+                self.lockout.append("%s %s would %s the management source %s" % (where, shown, rule["action"], hit))
+
+    def read_file(self, path: str, name: str, action: str, rule_id: int):
+        with open(path, "r", encoding="utf-8", errors="replace") as handle:
+            for number, line in enumerate(handle, 1):
+                text = line.split("#", 1)[0].strip()
+                if not text:
+                    continue
+                where = "%s %s line %d" % (name, path, number)
+                parts = text.split()
+                if len(parts) > 3:
+                    raise AnsibleLookupError("%s %s: expected CIDR [action] [rule_id]" % (where, filter_rules.show(text)))
+                line_action = parts[1] if len(parts) > 1 else action
+                if line_action not in ACTIONS:
+                    raise AnsibleLookupError("%s: action %s: expected one of %s" % (where, filter_rules.show(line_action),
+                                                                                  ", ".join(ACTIONS)))
+                line_id = rule_id
+                if len(parts) > 2:
+                    if not parts[2].isdigit() or int(parts[2]) > filter_rules.RULE_ID_MAX:
+                        raise AnsibleLookupError("%s: rule_id %s: expected an integer 0..%d" % (
+                            where, filter_rules.show(parts[2]), filter_rules.RULE_ID_MAX))
+                    line_id = int(parts[2])
+                self.add(where, parts[0], {"action": line_action, "rule_id": line_id, "redirect_slot": 0}, text)
+
+    def add_inline(self, rules: list, name: str):
+        for n, item in enumerate(filter_rules.items_of(rules, "source rules {cidr, action, rule_id}", name)):
+            where = "%s[%d]" % (name, n)
+            filter_rules.check_fields(item, where, FIELDS)
+            text = item.get("cidr")
+            if not isinstance(text, str):
+                filter_rules.fail(where, "cidr", text, "an IP%s address or CIDR" % self.family)
+            self.add(where + ".cidr", text.strip(), filter_rules.rule(item, where), filter_rules.describe_rule(item))
+
+    def write(self, dest: str, digest: str) -> dict:
+        """Write the entry files (unless they exist); {map: (path, count)}."""
+        if self.family == "v4":
+            parsed = [(prefixlen, base, rule) for (prefixlen, base), (_where, rule) in self.rules.items()]
+            table = filter_tables.expand_v4_parsed(parsed)
+            maps = {"filter_v4": [self._stride_line(level, block, rule, flags)
+                                  for (level, block), (rule, flags) in sorted(table.items())]}
+        else:
+            exact, prefixes = [], []
+            for (prefixlen, base), (_where, rule) in sorted(self.rules.items(), key=lambda item: (item[0][1], item[0][0])):
+                addr = str(ipaddress.IPv6Address(base))
+                if prefixlen == 128:
+                    exact.append(json.dumps({"key": addr, "value": rule}))
+                else:
+                    prefixes.append(json.dumps({"key": "%s/%d" % (addr, prefixlen), "value": rule}))
+            maps = {"filter_src_v6": exact, "filter_pfx_v6": prefixes}
+        out = {}
+        for name, lines in maps.items():
+            path = os.path.join(dest, "xdp_filter-%s-%s.%s.json" % (self.family, digest[:24], name))
+            if not os.path.exists(path):
+                handle = tempfile.NamedTemporaryFile("w", dir=dest, prefix=".xdp_filter-", suffix=".json",
+                                                     delete=False, encoding="utf-8")
+                try:
+                    with handle:
+                        handle.write("[\n")
+                        handle.write(",\n".join(lines))
+                        handle.write("\n]\n")
+                    os.replace(handle.name, path)   # atomic: hosts converting the same input share the file
+                except BaseException:
+                    os.unlink(handle.name)
+                    raise
+            out[name] = (path, len(lines))
+        return out
+
+    _rule_json = {}
+
+    def _stride_line(self, level: int, block: int, rule, flags) -> str:
+        key = "%s/%d" % (socket.inet_ntop(socket.AF_INET, block.to_bytes(4, "big")), level)
+        value = {"flags": sorted(flags)}
+        if rule is not None:
+            value["rule"] = rule
+        return json.dumps({"key": key, "value": value})
+
+
+class LookupModule(LookupBase):
+
+    def run(self, terms, variables=None, **kwargs):
+        self.set_options(var_options=variables, direct=kwargs)
+        family = self.get_option("family")
+        dest = os.path.expanduser(self.get_option("dest"))
+        results = []
+        for term in terms:
+            path = self.find_file_in_search_path(variables, "files", term)
+            if path is None:
+                raise AnsibleLookupError("%s %s: not found on the controller" % (self.get_option("name"), term))
+            results.append(self._convert(family, to_native(path), dest))
+        return results
+
+    def _convert(self, family: str, path: str, dest: str) -> dict:
+        inline = self.get_option("rules")
+        digest = hashlib.sha256()
+        for part in (VERSION, family, self.get_option("action"), str(self.get_option("rule_id")),
+                     json.dumps(inline, sort_keys=True, default=str)):
+            digest.update(part.encode() + b"\0")
+        try:
+            with open(path, "rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(chunk)
+            converter = Converter(family, self.get_option("mgmt"))
+            converter.add_inline(inline, "xdp_filter_%s_rules" % family)
+            converter.read_file(path, self.get_option("name"), self.get_option("action"), self.get_option("rule_id"))
+            os.makedirs(dest, mode=0o700, exist_ok=True)
+            written = converter.write(dest, digest.hexdigest())
+        except OSError as exc:
+            raise AnsibleLookupError("%s %s: %s" % (self.get_option("name"), path, exc)) from None
+        return {"maps": {name: item[0] for name, item in written.items()},
+                "entries": {name: item[1] for name, item in written.items()},
+                "rules": len(converter.rules), "lockout": converter.lockout, "file": path}
