@@ -152,3 +152,129 @@ def test_present_filters_traffic_rerun_changes_nothing_check_mode_changes_nothin
     assert edge.files() == {edge.pin_root: [], edge.state_dir: []}, edge.files()
     again = edge.play(xdp_filter_state="absent")
     assert again.returncode == 0 and edge.changed(again) == 0, again.stdout
+
+
+def test_wrong_variable_type_fails_with_the_argument_spec_message_and_changes_nothing(edge):
+    proc = edge.play(xdp_filter_allow_lockout="sometimes")
+    assert proc.returncode != 0
+    assert "Validation of arguments failed" in proc.stdout, proc.stdout
+    assert "argument 'xdp_filter_allow_lockout' is of type str" in proc.stdout, proc.stdout
+    assert edge.xdp() is None
+
+
+@pytest.mark.parametrize("variables, message", [
+    ({"xdp_filter_default_verdict": "drop"},
+     "xdp_filter_default_verdict is drop but xdp_filter_mgmt_v4 and xdp_filter_mgmt_v6 are empty"),
+    ({"xdp_filter_mgmt_v4": ["198.51.100.1/32"],
+      "xdp_filter_v4_rules": [{"cidr": "198.51.100.0/24", "action": "drop", "rule_id": 3}]},
+     "xdp_filter_v4_rules[0] {cidr: 198.51.100.0/24, action: drop, rule_id: 3} would drop the management source "
+     "198.51.100.1/32 (xdp_filter_mgmt_v4)"),
+    ({"xdp_filter_mgmt_v4": ["198.51.100.1/32"],
+      "xdp_filter_port_rules": [{"proto": "tcp", "port": 22, "action": "drop", "rule_id": 4}]},
+     "xdp_filter_port_rules[0] {proto: tcp, port: 22, action: drop, rule_id: 4} would drop the management port 22"),
+])
+def test_the_failsafe_refuses_a_policy_that_would_block_the_management_ports_before_anything_is_applied(
+        edge, variables, message):
+    proc = edge.play(**variables)
+    assert proc.returncode != 0
+    out = " ".join(proc.stdout.split())
+    assert "refused before anything was applied" in out and message in out, proc.stdout
+    assert "xdp_filter_allow_lockout=true" in out
+    assert edge.xdp() is None
+    assert edge.files()[edge.pin_root] == []
+    # the override: the same policy passes the fail-safe (check mode: predicted, nothing applied)
+    check = edge.play(check=True, xdp_filter_allow_lockout=True, **variables)
+    assert check.returncode == 0 and edge.changed(check) > 0, check.stdout
+    assert edge.xdp() is None
+
+
+def test_a_failed_first_deploy_leaves_nothing_behind(edge):
+    # filter_config's value is refused by the map's BTF after the program was attached and the rules written
+    proc = edge.play(xdp_filter_config={"non_ip": "sometimes"}, **POLICY)
+    assert proc.returncode != 0
+    out = proc.stdout
+    assert "Declare the filter's maps" in out and "sometimes" in out, out
+    assert "what this run made was removed" in out, out
+    assert edge.xdp() is None
+    assert edge.files() == {edge.pin_root: [], edge.state_dir: []}, edge.files()
+
+
+def test_controller_address_joins_the_management_list_and_ipv6_rules_fill_both_ipv6_maps(edge, tmp_path):
+    # The netns connection has no SSH session: the test fakes the host's SSH_CONNECTION line as the role's internal
+    # variable (what `printenv SSH_CONNECTION` returns on an SSH host); its first field is the controller.
+    fake_ssh = "%s 40022 %s 22" % (CLIENT, EDGE)
+    rules6 = [{"cidr": "2001:db8:66::/48", "action": "drop", "rule_id": 5},
+              {"cidr": "2001:db8:77::1", "action": "pass", "rule_id": 6}]
+    first = edge.play(xdp_filter_default_verdict="drop", xdp_filter_v6_rules=rules6,
+                      xdp_filter_port_rules=[{"proto": "udp", "port": 5000, "action": "pass"}],
+                      xdp_filter__ssh_connection=fake_ssh)
+    assert first.returncode == 0, first.stdout
+    maps = edge.maps("filter_mgmt_v4", "filter_mgmt_v6", "filter_src_v6", "filter_pfx_v6")
+    assert [e["key"] for e in maps["filter_mgmt_v4"]] == [CLIENT + "/32"]
+    assert maps["filter_mgmt_v6"] == []
+    assert maps["filter_src_v6"] == [{"key": "2001:db8:77::1", "value": {"action": "pass", "rule_id": 6,
+                                                                         "redirect_slot": 0}}]
+    assert maps["filter_pfx_v6"] == [{"key": "2001:db8:66::/48", "value": {"action": "drop", "rule_id": 5,
+                                                                          "redirect_slot": 0}}]
+    # default deny: the port rule's UDP/5000 passes, UDP/5001 is dropped
+    assert edge.udp(5000) > 0 and edge.udp(5001) == 0
+
+    # the address from the inventory (IPv6) instead; IPv6 rules from a file merged with the inline ones
+    rules_file = tmp_path / "deny_v6.txt"
+    rules_file.write_text("# IPv6 sources\n\n2001:db8:88::/64 drop 7   # a comment\n2001:db8:99::5\n")
+    second = edge.play(xdp_filter_default_verdict="drop", xdp_filter_v6_rules=rules6,
+                       xdp_filter_v6_rules_file=str(rules_file), xdp_filter_controller_address=CLIENT6,
+                       xdp_filter__ssh_connection=fake_ssh)
+    assert second.returncode == 0, second.stdout
+    maps = edge.maps("filter_mgmt_v4", "filter_mgmt_v6", "filter_src_v6", "filter_pfx_v6")
+    assert maps["filter_mgmt_v4"] == [] and [e["key"] for e in maps["filter_mgmt_v6"]] == [CLIENT6 + "/128"]
+    assert sorted(e["key"] for e in maps["filter_src_v6"]) == ["2001:db8:77::1", "2001:db8:99::5"]
+    assert sorted(e["key"] for e in maps["filter_pfx_v6"]) == ["2001:db8:66::/48", "2001:db8:88::/64"]
+    again = edge.play(xdp_filter_default_verdict="drop", xdp_filter_v6_rules=rules6,
+                      xdp_filter_v6_rules_file=str(rules_file), xdp_filter_controller_address=CLIENT6,
+                      xdp_filter__ssh_connection=fake_ssh)
+    assert again.returncode == 0 and edge.changed(again) == 0, again.stdout
+
+    # switched off: nothing is added (and default deny without a management source is refused)
+    off = edge.play(xdp_filter_mgmt_include_controller=False, xdp_filter_mgmt_v4=["198.51.100.1/32"],
+                    xdp_filter__ssh_connection=fake_ssh)
+    assert off.returncode == 0, off.stdout
+    assert [e["key"] for e in edge.maps("filter_mgmt_v4")["filter_mgmt_v4"]] == ["198.51.100.1/32"]
+
+
+def test_a_million_line_rules_file_is_deployed_and_a_rerun_changes_nothing(edge, tmp_path):
+    # 1,000,000 /32 sources spread over 10.0.0.0/8 (a map test without traffic may use any addresses): every 16th
+    # address, with actions and rule ids on some lines, comments and blank lines between
+    rules_file = tmp_path / "deny_v4.txt"
+    with open(rules_file, "w", encoding="utf-8") as handle:
+        for i in range(1000000):
+            addr = (10 << 24) + i * 16
+            text = "%d.%d.%d.%d" % (addr >> 24, (addr >> 16) & 255, (addr >> 8) & 255, addr & 255)
+            if i % 1000 == 0:
+                handle.write("%s/32 pass 9\n" % text)
+            elif i % 100000 == 1:
+                handle.write("# block %d\n\n%s\n" % (i, text))
+            else:
+                handle.write(text + "\n")
+    started = time.monotonic()
+    first = edge.play(xdp_filter_v4_rules_file=str(rules_file), xdp_filter_v4_rules=[
+        {"cidr": "192.0.2.0/24", "action": "drop", "rule_id": 1}])
+    first_s = time.monotonic() - started
+    assert first.returncode == 0, first.stdout
+    started = time.monotonic()
+    second = edge.play(xdp_filter_v4_rules_file=str(rules_file), xdp_filter_v4_rules=[
+        {"cidr": "192.0.2.0/24", "action": "drop", "rule_id": 1}])
+    second_s = time.monotonic() - started
+    assert second.returncode == 0 and edge.changed(second) == 0, second.stdout
+    print("\n1M-line rules file: first deploy %.1f s, re-run (changed=0) %.1f s" % (first_s, second_s))
+    # the table holds them: a merge of a few of its entries changes nothing
+    probe = run_module("bpf_map", {"name": "filter", "map": "filter_v4", "mode": "merge", "pin_root": edge.pin_root,
+                                   "entries": [
+                                       {"key": "10.0.0.16/32", "value": {"rule": {"action": "drop"}, "flags": ["match"]}},
+                                       {"key": "10.0.0.0/32", "value": {"rule": {"action": "pass", "rule_id": 9},
+                                                                        "flags": ["match"]}},
+                                       {"key": "192.0.2.0/24", "value": {"rule": {"action": "drop", "rule_id": 1},
+                                                                         "flags": ["match"]}}]},
+                       netns=edge.ns, check_mode=True)
+    assert not probe.failed and not probe.changed, probe
+    assert probe["counts"]["before"] == 1000000 + 65536 + 256 + 2, probe["counts"]
