@@ -246,37 +246,41 @@ class Converter:
         return json.dumps({"key": key, "value": value})
 
 
+def convert(path: str, family: str, dest: str, action: str = "drop", rule_id: int = 0, rules=None, mgmt=None,
+            name: str = "the rules file") -> dict:
+    """The lookup's work for one file (callable without Ansible's plugin loader, for tests)."""
+    inline = rules or []
+    digest = hashlib.sha256()
+    for part in (VERSION, family, action, str(rule_id), json.dumps(inline, sort_keys=True, default=str)):
+        digest.update(part.encode() + b"\0")
+    try:
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        converter = Converter(family, mgmt or [])
+        converter.add_inline(inline, "xdp_filter_%s_rules" % family)
+        converter.read_file(path, name, action, rule_id)
+        os.makedirs(dest, mode=0o700, exist_ok=True)
+        written = converter.write(dest, digest.hexdigest())
+    except OSError as exc:
+        raise AnsibleLookupError("%s %s: %s" % (name, path, exc)) from None
+    return {"maps": {map_name: item[0] for map_name, item in written.items()},
+            "entries": {map_name: item[1] for map_name, item in written.items()},
+            "rules": len(converter.rules), "lockout": converter.lockout, "file": path}
+
+
 class LookupModule(LookupBase):
 
     def run(self, terms, variables=None, **kwargs):
         self.set_options(var_options=variables, direct=kwargs)
         family = self.get_option("family")
         dest = os.path.expanduser(self.get_option("dest"))
+        name = self.get_option("name")
         results = []
         for term in terms:
             path = self.find_file_in_search_path(variables, "files", term)
             if path is None:
-                raise AnsibleLookupError("%s %s: not found on the controller" % (self.get_option("name"), term))
-            results.append(self._convert(family, to_native(path), dest))
+                raise AnsibleLookupError("%s %s: not found on the controller" % (name, term))
+            results.append(convert(to_native(path), family, dest, self.get_option("action"), self.get_option("rule_id"),
+                                   self.get_option("rules"), self.get_option("mgmt"), name))
         return results
-
-    def _convert(self, family: str, path: str, dest: str) -> dict:
-        inline = self.get_option("rules")
-        digest = hashlib.sha256()
-        for part in (VERSION, family, self.get_option("action"), str(self.get_option("rule_id")),
-                     json.dumps(inline, sort_keys=True, default=str)):
-            digest.update(part.encode() + b"\0")
-        try:
-            with open(path, "rb") as handle:
-                for chunk in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(chunk)
-            converter = Converter(family, self.get_option("mgmt"))
-            converter.add_inline(inline, "xdp_filter_%s_rules" % family)
-            converter.read_file(path, self.get_option("name"), self.get_option("action"), self.get_option("rule_id"))
-            os.makedirs(dest, mode=0o700, exist_ok=True)
-            written = converter.write(dest, digest.hexdigest())
-        except OSError as exc:
-            raise AnsibleLookupError("%s %s: %s" % (self.get_option("name"), path, exc)) from None
-        return {"maps": {name: item[0] for name, item in written.items()},
-                "entries": {name: item[1] for name, item in written.items()},
-                "rules": len(converter.rules), "lockout": converter.lockout, "file": path}
