@@ -112,6 +112,8 @@ from ansible_collections.ebpf.fleet.plugins.plugin_utils import filter_rules
 VERSION = "1"   # part of the digest: a change of the output format changes the files' names
 ACTIONS = ("pass", "drop")
 FIELDS = ("cidr", "action", "rule_id", "redirect_slot")
+# a stride entry's flags as JSON, by (deeper, match)
+FLAGS_JSON = {(True, True): '["deeper", "match"]', (True, False): '["deeper"]', (False, True): '["match"]'}
 
 
 def _parse_v4(text: str):
@@ -151,47 +153,62 @@ class Converter:
         self.family = family
         self.parse = _parse_v4 if family == "v4" else _parse_v6
         self.rules = {}
-        self.mgmt = [net for net in filter_rules.management_networks(mgmt, "mgmt")
-                     if net.version == (4 if family == "v4" else 6)]
+        self.bits = 32 if family == "v4" else 128
+        self.mgmt = [(net, (net.prefixlen, int(net.network_address))) for net in filter_rules.management_networks(mgmt, "mgmt")
+                     if net.max_prefixlen == self.bits]
         self.lockout = []
+        self.name, self.path = "", ""
+        self._rule_json = {}   # id(rule) -> its JSON (rules are shared; self.rules keeps them alive)
 
-    def add(self, where: str, text: str, rule: dict, shown: str):
+    def add(self, where, text: str, rule: dict, shown: str):
+        """One rule; where is a place ("xdp_filter_v4_rules[0].cidr") or a line number of the file (kept as a
+        number: a million places are formatted only when one is shown)."""
         try:
             key = self.parse(text)
         except ValueError as exc:
-            raise AnsibleLookupError("%s %s: expected %s" % (where, filter_rules.show(text), exc)) from None
+            raise AnsibleLookupError("%s %s: expected %s" % (self.place(where), filter_rules.show(text), exc)) from None
         if key in self.rules:
-            raise AnsibleLookupError("%s %s: expected each CIDR once (also in %s)" % (where, filter_rules.show(text),
-                                                                                     self.rules[key][0]))
+            raise AnsibleLookupError("%s %s: expected each CIDR once (also in %s)" % (
+                self.place(where), filter_rules.show(text), self.place(self.rules[key][0])))
         self.rules[key] = (where, rule)
         if self.mgmt and rule["action"] in filter_rules.BLOCKING:
-            bits = 32 if self.family == "v4" else 128
-            net = ipaddress.ip_network((key[1], key[0])) if bits == 32 else ipaddress.IPv6Network((key[1], key[0]))
-            hit = filter_rules.blocked_management_source(net, self.mgmt)
-            if hit is not None and len(self.lockout) < 20:
-                self.lockout.append("%s %s would %s the management source %s" % (where, shown, rule["action"], hit))
+            for mgmt, (mlen, mbase) in self.mgmt:
+                shorter = mlen if mlen < key[0] else key[0]
+                mask = ((1 << self.bits) - 1) ^ ((1 << (self.bits - shorter)) - 1)
+                if (key[1] & mask) == (mbase & mask):
+                    if len(self.lockout) < 20:
+                        self.lockout.append("%s %s would %s the management source %s" % (
+                            self.place(where), shown, rule["action"], mgmt))
+                    break
+
+    def place(self, where) -> str:
+        return "%s %s line %d" % (self.name, self.path, where) if isinstance(where, int) else where
 
     def read_file(self, path: str, name: str, action: str, rule_id: int):
+        self.name, self.path = name, path
+        shared = {}
         with open(path, "r", encoding="utf-8", errors="replace") as handle:
             for number, line in enumerate(handle, 1):
                 text = line.split("#", 1)[0].strip()
                 if not text:
                     continue
-                where = "%s %s line %d" % (name, path, number)
                 parts = text.split()
                 if len(parts) > 3:
-                    raise AnsibleLookupError("%s %s: expected CIDR [action] [rule_id]" % (where, filter_rules.show(text)))
+                    raise AnsibleLookupError("%s %s: expected CIDR [action] [rule_id]" % (self.place(number), filter_rules.show(text)))
                 line_action = parts[1] if len(parts) > 1 else action
                 if line_action not in ACTIONS:
-                    raise AnsibleLookupError("%s: action %s: expected one of %s" % (where, filter_rules.show(line_action),
-                                                                                  ", ".join(ACTIONS)))
+                    raise AnsibleLookupError("%s: action %s: expected one of %s" % (
+                        self.place(number), filter_rules.show(line_action), ", ".join(ACTIONS)))
                 line_id = rule_id
                 if len(parts) > 2:
                     if not parts[2].isdigit() or int(parts[2]) > filter_rules.RULE_ID_MAX:
                         raise AnsibleLookupError("%s: rule_id %s: expected an integer 0..%d" % (
-                            where, filter_rules.show(parts[2]), filter_rules.RULE_ID_MAX))
+                            self.place(number), filter_rules.show(parts[2]), filter_rules.RULE_ID_MAX))
                     line_id = int(parts[2])
-                self.add(where, parts[0], {"action": line_action, "rule_id": line_id, "redirect_slot": 0}, text)
+                rule = shared.get((line_action, line_id))
+                if rule is None:   # one dict per distinct rule, not per line
+                    rule = shared[(line_action, line_id)] = {"action": line_action, "rule_id": line_id, "redirect_slot": 0}
+                self.add(number, parts[0], rule, text)
 
     def add_inline(self, rules: list, name: str):
         for n, item in enumerate(filter_rules.items_of(rules, "source rules {cidr, action, rule_id}", name)):
@@ -236,14 +253,15 @@ class Converter:
             out[name] = (path, len(lines))
         return out
 
-    _rule_json = {}
-
     def _stride_line(self, level: int, block: int, rule, flags) -> str:
         key = "%s/%d" % (socket.inet_ntop(socket.AF_INET, block.to_bytes(4, "big")), level)
-        value = {"flags": sorted(flags)}
-        if rule is not None:
-            value["rule"] = rule
-        return json.dumps({"key": key, "value": value})
+        flags_json = FLAGS_JSON[(filter_tables.FLAG_DEEPER in flags, filter_tables.FLAG_MATCH in flags)]
+        if rule is None:
+            return '{"key": "%s", "value": {"flags": %s}}' % (key, flags_json)
+        rule_json = self._rule_json.get(id(rule))
+        if rule_json is None:
+            rule_json = self._rule_json[id(rule)] = json.dumps(rule)
+        return '{"key": "%s", "value": {"flags": %s, "rule": %s}}' % (key, flags_json, rule_json)
 
 
 def convert(path: str, family: str, dest: str, action: str = "drop", rule_id: int = 0, rules=None, mgmt=None,
