@@ -221,6 +221,16 @@ class Converter:
 
     def write(self, dest: str, digest: str) -> dict:
         """Write the entry files (unless they exist); {map: (path, count)}."""
+        names = ("filter_v4",) if self.family == "v4" else ("filter_src_v6", "filter_pfx_v6")
+        paths = {name: os.path.join(dest, "xdp_filter-%s-%s.%s.json" % (self.family, digest[:24], name)) for name in names}
+        counts = {name: paths[name] + ".count" for name in names}
+        if all(os.path.exists(paths[name]) and os.path.exists(counts[name]) for name in names):
+            # converted before from the same input: the files and their entry counts are reused
+            out = {}
+            for name in names:
+                with open(counts[name], encoding="utf-8") as handle:
+                    out[name] = (paths[name], int(handle.read().strip() or 0))
+            return out
         if self.family == "v4":
             parsed = [(prefixlen, base, rule) for (prefixlen, base), (_where, rule) in self.rules.items()]
             table = filter_tables.expand_v4_parsed(parsed)
@@ -237,20 +247,9 @@ class Converter:
             maps = {"filter_src_v6": exact, "filter_pfx_v6": prefixes}
         out = {}
         for name, lines in maps.items():
-            path = os.path.join(dest, "xdp_filter-%s-%s.%s.json" % (self.family, digest[:24], name))
-            if not os.path.exists(path):
-                handle = tempfile.NamedTemporaryFile("w", dir=dest, prefix=".xdp_filter-", suffix=".json",
-                                                     delete=False, encoding="utf-8")
-                try:
-                    with handle:
-                        handle.write("[\n")
-                        handle.write(",\n".join(lines))
-                        handle.write("\n]\n")
-                    os.replace(handle.name, path)   # atomic: hosts converting the same input share the file
-                except BaseException:
-                    os.unlink(handle.name)
-                    raise
-            out[name] = (path, len(lines))
+            _write_atomic(dest, paths[name], "[\n" + ",\n".join(lines) + "\n]\n")
+            _write_atomic(dest, counts[name], "%d\n" % len(lines))   # last: it marks the entry file complete
+            out[name] = (paths[name], len(lines))
         return out
 
     def _stride_line(self, level: int, block: int, rule, flags) -> str:
@@ -262,6 +261,19 @@ class Converter:
         if rule_json is None:
             rule_json = self._rule_json[id(rule)] = json.dumps(rule)
         return '{"key": "%s", "value": {"flags": %s, "rule": %s}}' % (key, flags_json, rule_json)
+
+
+def _write_atomic(folder: str, path: str, text: str) -> None:
+    """Write path through a temporary file and a rename (hosts converting the same input share the file)."""
+    handle = tempfile.NamedTemporaryFile("w", dir=folder, prefix=".xdp_filter-", suffix=".tmp", delete=False,
+                                         encoding="utf-8")
+    try:
+        with handle:
+            handle.write(text)
+        os.replace(handle.name, path)
+    except BaseException:
+        os.unlink(handle.name)
+        raise
 
 
 def convert(path: str, family: str, dest: str, action: str = "drop", rule_id: int = 0, rules=None, mgmt=None,
