@@ -81,7 +81,7 @@ _raw:
   elements: dict
   contains:
     maps:
-      description: The entry file of each map, C({filter_v4: <path>}) or C({filter_src_v6: <path>, filter_pfx_v6: <path>}).
+      description: "The entry file of each map, C({filter_v4: <path>}) or C({filter_src_v6: <path>, filter_pfx_v6: <path>})."
       type: dict
     rules:
       description: How many rules (file and inline).
