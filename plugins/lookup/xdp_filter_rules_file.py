@@ -14,14 +14,14 @@ description:
     C(198.51.100.0/24 drop 7); the action defaults to O(action), the rule id to O(rule_id)); C(#) starts a comment,
     blank lines are skipped. A file of a million lines is read as a stream, without Jinja.
   - Merges the inline O(rules), turns the whole set into the entries of the filter's maps (IPv4 - the stride table
-    C(filter_v4), as M(ebpf.fleet.xdp_filter_v4_entries#filter); IPv6 - C(filter_src_v6) and C(filter_pfx_v6), as
-    M(ebpf.fleet.xdp_filter_v6_entries#filter)) and writes them as JSON files into O(dest), for
+    C(filter_v4), as P(ebpf.fleet.xdp_filter_v4_entries#filter); IPv6 - C(filter_src_v6) and C(filter_pfx_v6), as
+    P(ebpf.fleet.xdp_filter_v6_entries#filter)) and writes them as JSON files into O(dest), for
     M(ebpf.fleet.bpf_map)'s C(entries_src) (one file transfer instead of a million task arguments).
   - The files are named by a digest of their inputs, so an unchanged file is not converted again; the folder holds
     one set per distinct input and may be emptied at any time.
   - A bad line fails with the file, the line number, the value and what was expected; a CIDR given twice names
     both places.
-  - Also lists, like M(ebpf.fleet.xdp_filter_failsafe#filter), the rules that would drop or redirect a management
+  - Also lists, like P(ebpf.fleet.xdp_filter_failsafe#filter), the rules that would drop or redirect a management
     source (O(mgmt)).
 options:
   _terms:

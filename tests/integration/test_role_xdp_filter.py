@@ -6,14 +6,11 @@ controller's address in the management list; no warning anywhere."""
 
 import json
 import os
-import random
 import re
-import subprocess
 import time
 
 import pytest
 
-from harness import paths
 from harness.runner import run_module, run_playbook
 from harness.traffic import udp_count
 
