@@ -115,7 +115,7 @@ def codec_from_object(obj_path: str, map_name: str, ncpus: int = 0) -> MapCodec:
     if info["type"] in OUTER_MAPS:
         if info["inner"] is None:
             raise KeyError(map_name)
-        info = info["inner"]
+        info = dict(info["inner"], inner_of_outer=True)
     info.update(id=None, btf_id=None)
     return MapCodec.build(info, raw, ncpus)
 
@@ -418,6 +418,8 @@ def check_capacity(codec: MapCodec, the_plan: Plan, after: int) -> None:
     """Refuse, before anything is written, a plan that would leave more elements than the map holds
     (LRU maps evict instead, arrays are checked per index)."""
     limit = codec.info["max_entries"]
+    if codec.info.get("inner_of_outer") and codec.map_type in GROWABLE_INNER_MAPS:
+        return   # a new inner map is made as large as the set (inner_capacity)
     if codec.map_type in map_types.LRU or codec.map_type in map_types.ARRAY or after <= limit:
         return
     raise CodecError("entries", "the %s map holds at most %d elements; these entries would leave %d in it "
@@ -496,8 +498,21 @@ def inner_map_fd(outer_fd: int, outer_info: dict) -> int:
     return libbpf.map_fd_by_id(int.from_bytes(inner_id, "little"))
 
 
-def create_like(info: dict) -> int:
-    """A new empty map with the type, sizes, flags and BTF types of info (libbpf.map_info)."""
+GROWABLE_INNER_MAPS = ("hash", "lpm_trie")
+
+
+def inner_capacity(info: dict, count: int) -> int:
+    """max_entries of a new inner map that must hold count elements: the current size, or, for a hash or LPM trie
+    that is too small, the next power of two that holds them (an outer map accepts inner hash and trie maps of any
+    size; a rule set from a million-line file outgrows the size its object declares)."""
+    size = info["max_entries"]
+    if count <= size or info["type"] not in GROWABLE_INNER_MAPS:
+        return size
+    return 1 << (count - 1).bit_length()
+
+
+def create_like(info: dict, max_entries: int = 0) -> int:
+    """A new empty map with the type, sizes, flags and BTF types of info (libbpf.map_info); max_entries when given."""
     opts = libbpf.MapCreateOpts(sz=ctypes.sizeof(libbpf.MapCreateOpts), map_flags=info["map_flags"])
     btf_fd = -1
     if info.get("btf_id"):
@@ -507,7 +522,7 @@ def create_like(info: dict) -> int:
         opts.btf_value_type_id = info["btf_value_type_id"]
     try:
         ret = libbpf.lib().bpf_map_create(libbpf.MAP_TYPE_IDS[info["type"]], info["name"].encode()[:15],
-                                          info["key_size"], info["value_size"], info["max_entries"],
+                                          info["key_size"], info["value_size"], max_entries or info["max_entries"],
                                           ctypes.byref(opts))
         if ret < 0:
             raise libbpf.BpfError("bpf_map_create", -ret, info["name"])
@@ -519,7 +534,7 @@ def create_like(info: dict) -> int:
 
 def swap_inner(outer_fd: int, outer_info: dict, codec: MapCodec, desired: dict, chunk: int = CHUNK) -> dict:
     """Fill a new inner map with desired and put it in slot 0 in one update; returns its info."""
-    new_fd = create_like(codec.info)
+    new_fd = create_like(codec.info, inner_capacity(codec.info, len(desired)))
     try:
         full = Plan(write=list(desired), desired=desired)
         try:

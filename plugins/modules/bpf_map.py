@@ -514,7 +514,8 @@ def _run_fd(module: AnsibleModule, fd: int, path: str, mode: str) -> dict:
         try:
             after = len(the_plan.desired) if outer_info is not None else \
                 len(current) + counts["added"] - counts["removed"]
-            map_sync.check_capacity(codec, the_plan, after)
+            if outer_info is None or info["type"] not in map_sync.GROWABLE_INNER_MAPS:
+                map_sync.check_capacity(codec, the_plan, after)
         except CodecError as exc:
             module.fail_json(msg="invalid entry, nothing was written: %s" % exc, applied=0)
         changes = _report(codec, the_plan, params["diff_limit"], params["per_cpu"])

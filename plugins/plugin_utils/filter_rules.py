@@ -12,6 +12,7 @@ raised as AnsibleFilterError.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 from collections.abc import Mapping
 
 from ansible.errors import AnsibleFilterError
@@ -111,3 +112,32 @@ def rule(item: Mapping, where: str) -> dict:
             fail(where, "mark", item["mark"], "no mark on a drop rule (a dropped packet reaches no TC hook)")
         out["mark"] = mark(item, where)
     return out
+
+
+# ---------------------------------------------------------------- the management fail-safe (ebpf.fleet.xdp_filter)
+
+BLOCKING = ("drop", "redirect")
+
+
+def management_networks(sources, name: str) -> list:
+    """The management sources (CIDRs) as ipaddress networks; a bad one fails naming name[index]."""
+    nets = []
+    for n, text in enumerate(sources or []):
+        try:
+            nets.append(ipaddress.ip_network(str(text).strip(), strict=False))
+        except ValueError:
+            fail("%s[%d]" % (name, n), "", text, "an IPv4 or IPv6 address or CIDR")
+    return nets
+
+
+def blocked_management_source(net, mgmt_nets):
+    """The first management network that a blocking rule for `net` covers or overlaps, or None."""
+    for mgmt in mgmt_nets:
+        if mgmt.version == net.version and net.overlaps(mgmt):
+            return mgmt
+    return None
+
+
+def describe_rule(item: Mapping) -> str:
+    """A rule as the operator wrote it, in flow style and bounded: {cidr: 192.0.2.0/24, action: drop, rule_id: 1}."""
+    return "{%s}" % ", ".join("%s: %s" % (key, item[key]) for key in item)[:VALUE_MAX]

@@ -99,3 +99,14 @@ def test_plan_for_an_array_codec_matches_declared_zero_elements():
     desired = {zero_key: codec.encode_value(0), one_key: codec.encode_value(7)}
     assert map_sync.plan_for(codec, {one_key: codec.encode_value(7)}, desired, "sync").empty
     assert not map_sync.plan({one_key: codec.encode_value(7)}, desired, "sync").empty  # the old call, unaware
+
+
+@pytest.mark.parametrize("info, count, size", [
+    ({"type": "hash", "max_entries": 262144}, 1000, 262144),                # fits: the declared size
+    ({"type": "hash", "max_entries": 262144}, 262144, 262144),
+    ({"type": "hash", "max_entries": 262144}, 1065794, 2097152),            # a million-line rule set: grows
+    ({"type": "lpm_trie", "max_entries": 262144}, 300000, 524288),
+    ({"type": "array", "max_entries": 65536}, 70000, 65536),                 # arrays keep their size
+])
+def test_a_new_inner_map_grows_to_hold_a_larger_rule_set(info, count, size):
+    assert map_sync.inner_capacity(info, count) == size
