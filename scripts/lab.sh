@@ -111,7 +111,10 @@ ensure_ns() {
 host_paths() {
     local host="$1" dir="$LAB_DIR/state/$1"
     echo "ebpf_fleet_pin_root=$PIN_BASE/$host ebpf_fleet_state_dir=$dir/records" \
-        "lb_backend_sysctl_file=$dir/etc/sysctl.d/60-ebpf-fleet-lb-backend.conf"
+        "lb_backend_sysctl_file=$dir/etc/sysctl.d/60-ebpf-fleet-lb-backend.conf" \
+        "bpf_host_fstab_file=$dir/etc/fstab bpf_host_default_file=$dir/etc/default/ebpf-fleet" \
+        "bpf_host_unit_dir=$dir/etc/systemd/system bpf_host_command_path=$dir/usr/local/sbin/ebpf-fleet-host" \
+        "bpf_host_lib_dir=$dir/usr/local/lib/ebpf-fleet bpf_host_metrics_dir=$dir/var/lib/prometheus/node-exporter"
 }
 
 write_inventory() {
@@ -191,7 +194,10 @@ plug() {
     nip "$host" link set lab0 address "$mac"
     nip "$host" addr replace "$addr/24" dev lab0
     nip "$host" link set lab0 up
-    mkdir -p "$LAB_DIR/state/$host/records" "$LAB_DIR/state/$host/etc/sysctl.d" "$PIN_BASE/$host"
+    # the folders a host has before any role runs (sysctl.d, default, the unit folder, /usr/local/lib and sbin)
+    mkdir -p "$LAB_DIR/state/$host/records" "$PIN_BASE/$host" "$LAB_DIR/state/$host/etc/"{sysctl.d,default,systemd/system} \
+        "$LAB_DIR/state/$host/usr/local/"{lib,sbin}
+    touch "$LAB_DIR/state/$host/etc/fstab"
     chmod 0700 "$LAB_DIR/state/$host" "$LAB_DIR/state/$host/records" "$PIN_BASE/$host"
 }
 
