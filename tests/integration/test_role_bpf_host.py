@@ -1,0 +1,170 @@
+"""Role ebpf.fleet.bpf_host through ansible-playbook on a lab host (a network namespace sharing this machine's
+file system): packages, bpffs mounted now and in an fstab file, the host command with its settings and units,
+the state and metrics folders, the XDP and TC interface checks; re-run changed=0, check mode writes nothing,
+absent leaves nothing behind and is refused while deployments are recorded, the installed units' ExecStart
+restores and writes metrics, a wrong variable type fails with the argument spec's message, no warning anywhere.
+
+Every path the role writes points into tmp_path; the folders a real host has (/etc/default, /usr/local/sbin,
+/etc/systemd/system, the bpffs mount point) are made first, the others are the role's to create and remove.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from harness import host_units, paths
+from harness.runner import run_playbook
+
+pytestmark = [pytest.mark.kernel, pytest.mark.playbook]
+
+RECAP = re.compile(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)", re.M)
+UNITS = ("ebpf-fleet-restore.service", "ebpf-fleet-metrics.service", "ebpf-fleet-metrics.timer")
+FSTAB = "# /etc/fstab: static file system information.\nproc /proc proc defaults 0 0\n"
+
+PLAYBOOK = """
+- name: Prepare the host for ebpf.fleet
+  hosts: lab
+  gather_facts: false
+  become: true
+  roles:
+    - role: ebpf.fleet.bpf_host
+"""
+
+
+def mounted_bpffs() -> list:
+    with open("/proc/self/mounts", encoding="utf-8") as handle:
+        return [line.split()[1] for line in handle if line.split()[2] == "bpf"]
+
+
+class Host:
+    """A lab host and the tmp_path folders that stand for its /etc, /usr/local, /var/lib and bpffs."""
+
+    def __init__(self, netns, tmp_path, pin_root):
+        self.ns = netns("bph")
+        self.tmp = tmp_path
+        root = tmp_path / "root"
+        self.root = root
+        self.fstab = root / "etc" / "fstab"
+        self.mount = root / "sys" / "fs" / "bpf"
+        self.default_file = root / "etc" / "default" / "ebpf-fleet"
+        self.command = root / "usr" / "local" / "sbin" / "ebpf-fleet-host"
+        self.unit_dir = root / "etc" / "systemd" / "system"
+        self.lib = root / "usr" / "local" / "lib" / "ebpf-fleet"
+        self.metrics = root / "var" / "lib" / "prometheus" / "node-exporter"
+        self.state_dir = root / "var" / "lib" / "ebpf_fleet"
+        self.pin_root = pin_root
+        for folder in (self.mount, self.default_file.parent, self.command.parent, self.unit_dir):
+            folder.mkdir(parents=True)
+        self.fstab.write_text(FSTAB)
+        (tmp_path / "inventory.ini").write_text(
+            "[lab]\nlab1 ansible_connection=ebpf.fleet.netns ansible_netns=%s ebpf_fleet_state_dir=%s "
+            "ebpf_fleet_pin_root=%s\n" % (self.ns.name, self.state_dir, pin_root))
+        (tmp_path / "play.yml").write_text(PLAYBOOK)
+
+    def variables(self) -> dict:
+        return {"bpf_host_bpffs_mount": str(self.mount), "bpf_host_fstab_file": str(self.fstab),
+                "bpf_host_default_file": str(self.default_file), "bpf_host_command_path": str(self.command),
+                "bpf_host_unit_dir": str(self.unit_dir), "bpf_host_lib_dir": str(self.lib),
+                "bpf_host_metrics_dir": str(self.metrics), "bpf_host_install_packages": False}
+
+    def play(self, check=False, **variables):
+        extra = self.variables()
+        extra.update(variables)
+        proc = run_playbook(str(self.tmp / "play.yml"), inventory=str(self.tmp / "inventory.ini"), extra_vars=extra,
+                            check=check, diff=check)
+        out = proc.stdout + proc.stderr
+        assert "[WARNING]" not in out and "[DEPRECATION WARNING]" not in out, out
+        return proc
+
+    def changed(self, proc) -> int:
+        return int(dict(RECAP.findall(proc.stdout))["lab1"])
+
+    def snapshot(self) -> dict:
+        """Every file and folder under the host's root: {relative path: (mode, contents or None)}."""
+        out = {}
+        for top, dirs, files in os.walk(self.root):
+            for name in dirs + files:
+                path = os.path.join(top, name)
+                info = os.lstat(path)
+                data = open(path, "rb").read() if os.path.isfile(path) else None
+                out[os.path.relpath(path, self.root)] = (oct(info.st_mode), data)
+        return out
+
+    def is_mounted(self) -> bool:
+        return str(self.mount) in mounted_bpffs()
+
+    def unmount(self):
+        while self.is_mounted():
+            subprocess.run(["umount", str(self.mount)], check=True)
+
+
+@pytest.fixture
+def host(netns, tmp_path, pin_root):
+    lab = Host(netns, tmp_path, pin_root)
+    try:
+        yield lab
+    finally:
+        lab.unmount()
+
+
+def test_present_idempotent_check_mode_writes_nothing_and_absent_leaves_nothing_behind(host):
+    fresh = host.snapshot()
+    assert not host.is_mounted()
+
+    check = host.play(check=True)
+    assert check.returncode == 0, check.stdout
+    assert host.changed(check) > 0                           # predicted
+    assert host.snapshot() == fresh and not host.is_mounted()
+
+    first = host.play(bpf_host_install_packages=True)
+    assert first.returncode == 0, first.stdout
+    assert host.changed(first) > 0
+    assert host.is_mounted()
+    assert host.fstab.read_text() == FSTAB + "bpf %s bpf defaults 0 0\n" % host.mount
+    settings = host_units.read_environment_file(str(host.default_file))
+    assert settings == {"EBPF_FLEET_STATE_DIR": str(host.state_dir), "EBPF_FLEET_TEXTFILE_DIR": str(host.metrics),
+                        "EBPF_FLEET_LIB": str(host.lib), "EBPF_FLEET_PYTHON": "/usr/bin/python3",
+                        "EBPF_FLEET_PIN_ROOT": host.pin_root}
+    assert os.stat(host.command).st_mode & 0o777 == 0o755
+    wrapper = host.command.read_text()
+    assert 'EBPF_FLEET_LIB="${EBPF_FLEET_LIB:-%s}"' % host.lib in wrapper
+    assert 'EBPF_FLEET_STATE_DIR="${EBPF_FLEET_STATE_DIR:-%s}"' % host.state_dir in wrapper
+    module_utils = host.lib / "ansible_collections" / "ebpf" / "fleet" / "plugins" / "module_utils"
+    shipped = sorted(p for p in os.listdir(os.path.join(paths.REPO, "plugins", "module_utils")) if p.endswith(".py"))
+    assert sorted(os.listdir(module_utils)) == shipped
+    restore = (host.unit_dir / UNITS[0]).read_text()
+    assert "ExecStart=%s restore\n" % host.command in restore
+    assert "EnvironmentFile=-%s\n" % host.default_file in restore
+    mount_unit = str(host.mount).strip("/").replace("-", "\\x2d").replace("/", "-") + ".mount"
+    assert "After=%s local-fs.target network.target\n" % mount_unit in restore
+    assert "Before=network-online.target\n" in restore
+    metrics = (host.unit_dir / UNITS[1]).read_text()
+    assert "ExecStart=%s metrics\n" % host.command in metrics
+    assert "Environment=EBPF_FLEET_TEXTFILE_DIR=%s\n" % host.metrics in metrics
+    assert (host.unit_dir / UNITS[2]).read_text() == open(
+        os.path.join(paths.REPO, "extras", "host", "systemd", UNITS[2]), encoding="utf-8").read()
+    assert os.stat(host.state_dir).st_mode & 0o777 == 0o700 and host.metrics.is_dir()
+    # no systemd here: the units are installed, not enabled, and the output says so
+    assert "systemd does not run this host" in first.stdout and "neither enabled nor started" in first.stdout
+
+    set_up = host.snapshot()
+    second = host.play(bpf_host_install_packages=True)
+    assert second.returncode == 0 and host.changed(second) == 0, second.stdout
+    check = host.play(check=True, bpf_host_install_packages=True)
+    assert check.returncode == 0 and host.changed(check) == 0, check.stdout
+    assert host.snapshot() == set_up
+
+    check = host.play(check=True, bpf_host_state="absent")
+    assert check.returncode == 0 and host.changed(check) > 0, check.stdout
+    assert host.snapshot() == set_up
+
+    gone = host.play(bpf_host_state="absent")
+    assert gone.returncode == 0, gone.stdout
+    assert host.snapshot() == fresh                      # the fstab file as it was, every file and folder gone
+    assert host.is_mounted()                             # never unmounted: other programs' pins live there
+    again = host.play(bpf_host_state="absent")
+    assert again.returncode == 0 and host.changed(again) == 0, again.stdout
