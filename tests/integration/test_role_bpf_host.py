@@ -87,6 +87,8 @@ class Host:
         """Every file and folder under the host's root: {relative path: (mode, contents or None)}."""
         out = {}
         for top, dirs, files in os.walk(self.root):
+            if top == str(self.mount):
+                dirs[:] = files[:] = []       # bpffs when mounted: pins, not files
             for name in dirs + files:
                 path = os.path.join(top, name)
                 info = os.lstat(path)
@@ -168,3 +170,100 @@ def test_present_idempotent_check_mode_writes_nothing_and_absent_leaves_nothing_
     assert host.is_mounted()                             # never unmounted: other programs' pins live there
     again = host.play(bpf_host_state="absent")
     assert again.returncode == 0 and host.changed(again) == 0, again.stdout
+
+
+def xdp_of(netns, ifname) -> dict:
+    return json.loads(netns.ip("-j", "-d", "link", "show", ifname).stdout)[0].get("xdp") or {}
+
+
+def test_the_installed_units_restore_and_write_metrics_and_absent_is_refused_while_a_deployment_is_recorded(
+        host, run_module):
+    """After a deployment exists and a reboot wiped pins and attachments, each installed unit's ExecStart (read
+    from the installed file, its environment from its Environment= and EnvironmentFile= lines: the role's
+    /etc/default file) brings the program back and writes metrics that Prometheus's parser reads."""
+    assert host.play().returncode == 0
+    host.ns.veth("va", "vb")
+    deployment = {"name": "counter", "object": paths.bpf_object("xdp_count"), "interfaces": ["vb"], "mode": "native",
+                  "pin_root": host.pin_root, "state_dir": str(host.state_dir)}
+    try:
+        result = run_module("xdp_program", deployment, netns=host.ns)
+        assert not result.failed, result.get("msg")
+        # what a reboot wipes: the pins (the program leaves the interface with them); the records stay
+        for entry in os.listdir(host.pin_root):
+            shutil.rmtree(os.path.join(host.pin_root, entry))
+        if xdp_of(host.ns, "vb"):
+            host.ns.ip("link", "set", "dev", "vb", "xdp", "off")
+        assert not xdp_of(host.ns, "vb")
+
+        restore_unit = str(host.unit_dir / "ebpf-fleet-restore.service")
+        assert host_units.exec_start(restore_unit) == [str(host.command), "restore"]
+        restored = host_units.run_unit(restore_unit, host.ns)
+        assert restored.returncode == 0, restored.stdout + restored.stderr
+        assert restored.stdout.startswith("counter: restored"), restored.stdout
+        assert xdp_of(host.ns, "vb")["mode"] == 1           # native, as recorded
+
+        metrics_unit = str(host.unit_dir / "ebpf-fleet-metrics.service")
+        written = host_units.run_unit(metrics_unit, host.ns)
+        assert written.returncode == 0, written.stdout + written.stderr
+        pytest.importorskip("prometheus_client.parser")
+        series = host_units.parse_metrics(host.metrics / "ebpf_fleet.prom")
+        assert series[("ebpf_fleet_in_sync", (("deployment", "counter"), ("hook", "xdp"), ("interface", "vb")))] == 1
+
+        refused = host.play(bpf_host_state="absent")
+        assert refused.returncode != 0
+        assert ("bpf_host on lab1: bpf_host_state=absent refused: 1 deployment(s) recorded in %s (counter)"
+                % host.state_dir) in refused.stdout, refused.stdout
+        assert os.path.exists(restore_unit) and os.path.exists(host.command)
+
+        forced = host.play(bpf_host_state="absent", bpf_host_force=True)
+        assert forced.returncode == 0, forced.stdout
+        assert not os.path.exists(restore_unit) and not os.path.exists(host.command) and not host.lib.exists()
+        assert not host.default_file.exists() and not host.metrics.exists()
+        assert (host.state_dir / "counter" / "deployment.json").is_file()     # the records stay
+        assert host.fstab.read_text() == FSTAB
+    finally:
+        run_module("xdp_program", dict(deployment, state="absent"), netns=host.ns)
+
+
+@pytest.mark.parametrize("variables, message", [
+    ({"bpf_host_xdp_interfaces": ["nope0"]},
+     "bpf_host on lab1: interfaces: 'nope0' not found in this network namespace; expected names of existing"),
+    ({"bpf_host_xdp_interfaces": ["br0"], "bpf_host_xdp_require": "native"},
+     "bpf_host on lab1: require=native not met: br0: native XDP is required but native is no ("),
+    ({"bpf_host_tc_interfaces": ["br0", "nope1"]}, "bpf_host on lab1: bpf_host_tc_interfaces: nope1 not found"),
+])
+def test_an_interface_that_cannot_be_used_fails_naming_host_interface_and_reason_before_any_change(
+        host, variables, message):
+    host.ns.bridge("br0")
+    fresh = host.snapshot()
+    proc = host.play(**variables)
+    assert proc.returncode != 0 and message in proc.stdout, proc.stdout
+    assert host.snapshot() == fresh and not host.is_mounted()
+
+
+@pytest.mark.parametrize("variables, message", [
+    ({"bpf_host_install_packages": "maybe"}, "argument 'bpf_host_install_packages' is of type str"),
+    ({"bpf_host_xdp_interfaces": {"eth1": 1}}, "argument 'bpf_host_xdp_interfaces' is of type dict"),
+    ({"bpf_host_state": "gone"}, "value of bpf_host_state must be one of: present, absent, got: gone"),
+    ({"bpf_host_fstab_file": "etc/fstab"}, 'bpf_host_fstab_file "etc/fstab": expected an absolute path'),
+])
+def test_wrong_variables_fail_with_the_argument_spec_or_a_named_message_before_any_change(host, variables, message):
+    fresh = host.snapshot()
+    proc = host.play(**variables)
+    assert proc.returncode != 0 and message in proc.stdout, proc.stdout
+    if not variables.get("bpf_host_fstab_file"):
+        assert "Validation of arguments failed" in proc.stdout
+    assert host.snapshot() == fresh and not host.is_mounted()
+
+
+def test_an_fstab_line_and_a_mount_found_there_are_used_and_left_by_absent(host):
+    theirs = FSTAB + "bpf %s bpf rw,nosuid 0 0\n" % host.mount
+    host.fstab.write_text(theirs)
+    subprocess.run(["mount", "-t", "bpf", "bpf", str(host.mount)], check=True)
+    first = host.play()
+    assert first.returncode == 0, first.stdout
+    assert host.fstab.read_text() == theirs
+    assert "# record: fstab" not in host.default_file.read_text()
+    gone = host.play(bpf_host_state="absent")
+    assert gone.returncode == 0, gone.stdout
+    assert host.fstab.read_text() == theirs and host.is_mounted()
