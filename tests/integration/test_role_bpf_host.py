@@ -57,7 +57,7 @@ class Host:
         self.metrics = root / "var" / "lib" / "prometheus" / "node-exporter"
         self.state_dir = root / "var" / "lib" / "ebpf_fleet"
         self.pin_root = pin_root
-        for folder in (self.mount, self.default_file.parent, self.command.parent, self.unit_dir):
+        for folder in (self.mount, self.default_file.parent, self.command.parent, self.unit_dir, self.lib.parent):
             folder.mkdir(parents=True)
         self.fstab.write_text(FSTAB)
         (tmp_path / "inventory.ini").write_text(
