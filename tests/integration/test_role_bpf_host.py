@@ -93,7 +93,9 @@ class Host:
                 path = os.path.join(top, name)
                 info = os.lstat(path)
                 data = open(path, "rb").read() if os.path.isfile(path) else None
-                out[os.path.relpath(path, self.root)] = (oct(info.st_mode), data)
+                # the mount point's mode is bpffs's while mounted (absent leaves it mounted)
+                mode = "mount point" if path == str(self.mount) else oct(info.st_mode)
+                out[os.path.relpath(path, self.root)] = (mode, data)
         return out
 
     def is_mounted(self) -> bool:
