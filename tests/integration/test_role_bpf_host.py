@@ -127,6 +127,10 @@ def test_present_idempotent_check_mode_writes_nothing_and_absent_leaves_nothing_
     first = host.play(bpf_host_install_packages=True)
     assert first.returncode == 0, first.stdout
     assert host.changed(first) > 0
+    # the packages are this machine's (the lab host shares its file system): present, so ok, not changed; apt
+    # ran from the lab's virtualenv interpreter by respawning under the system Python that has python3-apt
+    packages = re.search(r"TASK \[ebpf\.fleet\.bpf_host : Install the packages[^\n]*\n(\w+): \[lab1\]", first.stdout)
+    assert packages and packages.group(1) == "ok", first.stdout
     assert host.is_mounted()
     assert host.fstab.read_text() == FSTAB + "bpf %s bpf defaults 0 0\n" % host.mount
     settings = host_units.read_environment_file(str(host.default_file))
