@@ -9,13 +9,12 @@ changes, as at boot on a real host).
 
 import json
 import os
-import shlex
 import shutil
 import subprocess
 
 import pytest
 
-from harness import paths
+from harness import host_units, paths
 from harness.traffic import udp_count
 
 from ansible_collections.ebpf.fleet.plugins.filter.xdp_filter_port_entries import xdp_filter_port_entries
@@ -27,29 +26,23 @@ pytestmark = pytest.mark.kernel
 
 HOST = os.path.join(paths.REPO, "extras", "host")
 UNITS = os.path.join(HOST, "systemd")
-SYSTEM_PYTHON = "/usr/bin/python3"
 DROPPED_PORT, OPEN_PORT = 5001, 5002
 DECLARED = ("filter_config", "filter_ports", "filter_v4", "filter_mgmt_v4")
 
 
 def exec_start(unit: str) -> list:
     """The unit's ExecStart as an argument list, with the installed command replaced by the repository's."""
-    with open(os.path.join(UNITS, unit), encoding="utf-8") as handle:
-        lines = [line.split("=", 1)[1].strip() for line in handle if line.startswith("ExecStart=")]
-    assert len(lines) == 1, unit
-    argv = shlex.split(lines[0])
+    argv = host_units.exec_start(os.path.join(UNITS, unit))
     assert argv[0] == "/usr/local/sbin/ebpf-fleet-host"
     return [os.path.join(HOST, "ebpf-fleet-host")] + argv[1:]
 
 
 def run_unit(unit: str, netns, state_dir: str, textfile: str = "") -> subprocess.CompletedProcess:
-    python = SYSTEM_PYTHON if os.path.exists(SYSTEM_PYTHON) else paths.PYTHON
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "EBPF_FLEET_LIB": paths.COLLECTIONS,
-           "EBPF_FLEET_PYTHON": python, "EBPF_FLEET_STATE_DIR": state_dir, "LC_ALL": "C.UTF-8"}
+    env = {"EBPF_FLEET_LIB": paths.COLLECTIONS, "EBPF_FLEET_PYTHON": host_units.system_python(),
+           "EBPF_FLEET_STATE_DIR": state_dir}
     if textfile:
         env["EBPF_FLEET_TEXTFILE_DIR"] = textfile
-    return subprocess.run(["nsenter", "--net=/run/netns/%s" % netns.name] + exec_start(unit), env=env,
-                          capture_output=True, text=True, timeout=300, check=False)
+    return host_units.run_in_netns(exec_start(unit), netns, env)
 
 
 def ok(result):
@@ -264,14 +257,5 @@ def libbpf_tag(prog_id: int) -> str:
 
 
 def parse_metrics(path) -> dict:
-    """{(sample name, sorted labels): value}, through prometheus_client's text parser."""
-    parser = pytest.importorskip("prometheus_client.parser")
-    with open(path, encoding="utf-8") as handle:
-        text = handle.read()
-    out = {}
-    for family in parser.text_string_to_metric_families(text):
-        for item in family.samples:
-            key = (item.name, tuple(sorted(item.labels.items())))
-            assert key not in out, key
-            out[key] = item.value
-    return out
+    pytest.importorskip("prometheus_client.parser")
+    return host_units.parse_metrics(path)
