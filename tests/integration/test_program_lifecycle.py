@@ -158,7 +158,7 @@ def test_check_mode_mounts_no_bpffs(netns, tmp_path):
     args_file = tmp_path / "args.json"
     args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
     script = ("umount /sys/fs/bpf 2>/dev/null; nsenter --net=/run/netns/%s %s -m "
-              "ansible_collections.ebpf.fleet.plugins.modules.xdp_program %s; echo; grep -c ' bpf ' /proc/self/mounts"
+              "ansible_collections.ebpf.fleet.plugins.modules.xdp_program %s; echo; grep -c ' /sys/fs/bpf bpf ' /proc/self/mounts"
               % (ns.name, paths.PYTHON, args_file))
     env = dict(os.environ, PYTHONPATH=paths.COLLECTIONS)
     proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
