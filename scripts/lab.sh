@@ -164,6 +164,8 @@ write_inventory() {
         echo "[lab:vars]"
         echo "ansible_connection=ebpf.fleet.netns"
         echo "ansible_python_interpreter=$PYTHON"
+        echo "# the lab's hosts share this machine's packages, which make setup installed (the bpf_host tests install them)"
+        echo "bpf_host_install_packages=false"
         echo "lab_vip=$VIP"
     } >"$tmp"
     mv -f "$tmp" "$inv"

@@ -146,8 +146,12 @@ def test_demo_lab_deploys_the_example_inventory_idempotently_and_counts_real_tra
     with open(os.path.join(out_dir, "demo_summary.json"), encoding="utf-8") as handle:
         summary = json.load(handle)
     for host in ("edge1", "edge2"):
-        assert summary[host]["filter"] == {"pass": {"mgmt": 2, "port": 2},
-                                           "drop": {"default": 4, "source": 2, "port": 2}}, summary[host]
+        # at least the cases' packets, by the reason the policy gives them (ARP passes as non_ip; a TCP attempt may
+        # send more than its SYN); what each case got is checked exactly above and by the playbook's own assert
+        counts = summary[host]["filter"]
+        want = {"pass": {"mgmt": 2, "port": 2}, "drop": {"default": 4, "source": 2, "port": 2}}
+        assert all(counts[verdict].get(reason, 0) >= n for verdict, reasons in want.items()
+                   for reason, n in reasons.items()), counts
     assert summary["lb1"]["lb"]["backends"] == {
         name: list(map(maglev_choice, range(30001, 30041))).count(name) for name in ("backend1", "backend2")}
     for host in ("backend1", "backend2"):

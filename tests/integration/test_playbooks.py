@@ -209,8 +209,8 @@ def filter_state(lab, host) -> dict:
 
 def holds_rule_sets(lab, host, policy) -> bool:
     """The swappable rule sets (filter_v4, filter_ports) hold exactly the policy's rules (bpf_map predicts no change)."""
-    for name, entries in (("filter_v4", v4_plugin.xdp_filter_v4_entries(policy["deploy_xdp_v4_rules"])),
-                          ("filter_ports", port_plugin.xdp_filter_port_entries(policy["deploy_xdp_port_rules"]))):
+    for name, entries in (("filter_v4", v4_plugin.xdp_filter_v4_entries(policy["xdp_filter_v4_rules"])),
+                          ("filter_ports", port_plugin.xdp_filter_port_entries(policy["xdp_filter_port_rules"]))):
         result = run_module("bpf_map", {"name": "filter", "map": name, "mode": "sync", "entries": entries,
                                         "pin_root": lab.pin_root(host)}, netns=lab.prefix + host, check_mode=True)
         assert not result.failed, result
@@ -219,10 +219,10 @@ def holds_rule_sets(lab, host, policy) -> bool:
     return True
 
 
-POLICY = {"deploy_xdp_default_verdict": "drop",
-          "deploy_xdp_v4_rules": [{"cidr": "192.0.2.0/24", "action": "drop", "rule_id": 1}],
-          "deploy_xdp_port_rules": [{"proto": "udp", "port": 53, "action": "drop", "rule_id": 11}],
-          "deploy_xdp_mgmt_v4": ["198.51.100.0/28"]}
+POLICY = dict(EDGES_ONLY, xdp_filter_default_verdict="drop",
+              xdp_filter_v4_rules=[{"cidr": "192.0.2.0/24", "action": "drop", "rule_id": 1}],
+              xdp_filter_port_rules=[{"proto": "udp", "port": 53, "action": "drop", "rule_id": 11}],
+              xdp_filter_mgmt_v4=["198.51.100.0/28"])
 
 
 def test_deploy_xdp_checks_the_whole_declaration_before_changing_a_deployed_host(make_lab):
@@ -234,9 +234,9 @@ def test_deploy_xdp_checks_the_whole_declaration_before_changing_a_deployed_host
     assert before["maps"]["filter_mgmt_v4"] and holds_rule_sets(lab, "edge1", POLICY)
 
     # a new, valid source rule and a port rule with a bad protocol: the source rule must not be swapped in
-    bad_port = dict(POLICY, deploy_xdp_v4_rules=POLICY["deploy_xdp_v4_rules"] + [
+    bad_port = dict(POLICY, xdp_filter_v4_rules=POLICY["xdp_filter_v4_rules"] + [
         {"cidr": "203.0.113.0/24", "action": "drop", "rule_id": 2}],
-        deploy_xdp_port_rules=[{"proto": "tcpp", "port": 80, "action": "pass", "rule_id": 10}])
+        xdp_filter_port_rules=[{"proto": "tcpp", "port": 80, "action": "pass", "rule_id": 10}])
     proc = run_playbook(DEPLOY, inventory=lab.inventory, extra_vars=bad_port)
     assert proc.returncode != 0
     assert_no_warning(proc)
@@ -246,8 +246,8 @@ def test_deploy_xdp_checks_the_whole_declaration_before_changing_a_deployed_host
 
     # a bad value only the map's BTF can refuse (checked against the deployed filter in check mode), with a new
     # source (a new program version would be the first write)
-    bad_config = dict(POLICY, deploy_xdp_v4_rules=bad_port["deploy_xdp_v4_rules"],
-                      deploy_xdp_config={"non_ip": "sometimes"}, deploy_xdp_priority=11)
+    bad_config = dict(POLICY, xdp_filter_v4_rules=bad_port["xdp_filter_v4_rules"],
+                      xdp_filter_config={"non_ip": "sometimes"}, xdp_filter_priority=11)
     proc = run_playbook(DEPLOY, inventory=lab.inventory, extra_vars=bad_config)
     assert proc.returncode != 0
     assert_no_warning(proc)
@@ -267,7 +267,7 @@ def test_deploy_xdp_failed_first_deploy_leaves_nothing_behind(make_lab):
     lab = make_lab()
     # the rules are fine; filter_config's value is refused by the map (an enum value that does not exist), after
     # the program was attached and the management list and rules were written
-    bad = dict(POLICY, deploy_xdp_config={"non_ip": "sometimes"})
+    bad = dict(POLICY, xdp_filter_config={"non_ip": "sometimes"})
     proc = run_playbook(DEPLOY, inventory=lab.inventory, extra_vars=bad)
     assert proc.returncode != 0
     assert_no_warning(proc)
