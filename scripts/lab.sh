@@ -164,8 +164,6 @@ write_inventory() {
         echo "[lab:vars]"
         echo "ansible_connection=ebpf.fleet.netns"
         echo "ansible_python_interpreter=$PYTHON"
-        echo "# the lab's hosts share this machine's packages, which make setup installed (the bpf_host tests install them)"
-        echo "bpf_host_install_packages=false"
         echo "lab_vip=$VIP"
     } >"$tmp"
     mv -f "$tmp" "$inv"
@@ -233,6 +231,12 @@ cmd_up() {
     rm -rf "$LAB_DIR/group_vars"
     mkdir -p "$LAB_DIR/group_vars"
     cp "$ROOT"/examples/inventory/group_vars/*.yml "$LAB_DIR/group_vars/"
+    {
+        echo "---"
+        echo "# Written by scripts/lab.sh up: what only the lab needs (typed values, hence YAML and not the INI inventory)."
+        echo "# The lab's hosts share this machine's packages, which make setup installed (the bpf_host tests install them)."
+        echo "bpf_host_install_packages: false"
+    } >"$LAB_DIR/group_vars/lab.yml"
     log "up: $(hosts | tr '\n' ' ')(prefix $PREFIX); inventory $LAB_DIR/inventory.ini"
 }
 

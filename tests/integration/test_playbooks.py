@@ -198,6 +198,20 @@ def test_deploy_xdp_stops_the_rollout_when_a_batch_fails_more_than_max_fail_perc
     assert lab.xdp("edge1") is None and lab.xdp("edge2")["mode"] == 1 and lab.xdp("edge3")["mode"] == 1
 
 
+def test_deploy_xdp_tags_deploy_one_function_and_its_hosts_only(make_lab):
+    lab = make_lab(1)
+    proc = run_playbook(DEPLOY, inventory=lab.inventory, env={"ANSIBLE_RUN_TAGS": "xdp_lb,lb_backend"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert_no_warning(proc)
+    # the load balancer and its backends' VIPs; no filter on the edge, no egress program on the backends
+    assert lab.xdp("lb1")["mode"] == 1 and lab.xdp("edge1") is None
+    assert lab.info("lb1", query="keys(deployments)")["query_result"] == ["lb"]
+    for host in ("edge1", "backend1", "backend2"):
+        assert lab.info(host, query="keys(deployments)")["query_result"] == [], host
+    assert "203.0.113.10" in subprocess.run(["ip", "-n", lab.prefix + "backend1", "addr", "show", "dev", "lo"],
+                                            capture_output=True, text=True, check=True).stdout
+
+
 def filter_state(lab, host) -> dict:
     """What the host's filter holds: program ids and version, the entries of its plain maps."""
     maps = ("filter_config", "filter_mgmt_v4", "filter_mgmt_ports")
