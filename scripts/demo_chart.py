@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright: ebpf.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Draw the lab demo's summary (demo_summary.json, written by playbooks/demo.yml) as one PNG.
@@ -20,12 +19,12 @@ import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 
 def stacked(ax, rows: dict, title: str, ylabel: str):
     """rows: {bar label: {segment label: count}} as stacked bars, one colour per segment label."""
-    bars = list(rows)
+    labels = list(rows)
     segments = sorted({seg for row in rows.values() for seg in row})
-    bottoms = [0] * len(bars)
+    bottoms = [0] * len(labels)
     for seg in segments:
-        heights = [rows[bar].get(seg, 0) for bar in bars]
-        ax.bar(bars, heights, bottom=bottoms, label=seg)
+        heights = [rows[label].get(seg, 0) for label in labels]
+        ax.bar(labels, heights, bottom=bottoms, label=seg)
         bottoms = [b + h for b, h in zip(bottoms, heights)]
     ax.set_title(title)
     ax.set_ylabel(ylabel)

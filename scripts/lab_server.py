@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright: ebpf.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The lab backends' web server: answers every TCP connection on PORT with NAME and closes it.
@@ -20,7 +19,7 @@ def main() -> int:
         server.bind(("0.0.0.0", port))
         server.listen(128)
         while True:
-            conn, _ = server.accept()
+            conn, _peer = server.accept()
             with conn:
                 try:
                     conn.sendall(name.encode() + b"\n")

@@ -56,7 +56,7 @@ def unit_environment(unit_path: str) -> dict:
     for key, value in unit_lines(unit_path):
         if key == "Environment":
             for assignment in shlex.split(value):
-                name, _, val = assignment.partition("=")
+                name, _sep, val = assignment.partition("=")
                 env[name] = val
         elif key == "EnvironmentFile":
             files.append(value)

@@ -111,7 +111,7 @@ def test_demo_lab_deploys_the_example_inventory_idempotently_and_counts_real_tra
     second = run_playbook("ebpf.fleet.deploy_xdp", inventory=inventory)
     assert second.returncode == 0, second.stdout + second.stderr
     assert_no_warning(second)
-    assert {host: counts for host, counts in recap(second).items()} == {
+    assert recap(second) == {
         host: (0, 0, 0) for host in HOSTS}, second.stdout
     for host, deployments in FUNCTION_HOSTS.items():
         assert sorted(info(env, host, query="keys(deployments)")) == deployments, host
