@@ -53,9 +53,14 @@ class Lab:
         os.makedirs(os.path.dirname(self.sysctl_file))
         self.inventory = str(tmp_path / "inventory.ini")
         with open(self.inventory, "w", encoding="utf-8") as handle:
+            # remove.yml ends with bpf_host absent: its paths are this test's, not the machine's /etc
+            host_paths = " ".join("bpf_host_%s=%s" % (name, tmp_path / "host" / path) for name, path in (
+                ("fstab_file", "etc/fstab"), ("default_file", "etc/default/ebpf-fleet"),
+                ("unit_dir", "etc/systemd/system"), ("command_path", "usr/local/sbin/ebpf-fleet-host"),
+                ("lib_dir", "usr/local/lib/ebpf-fleet"), ("metrics_dir", "var/lib/node-exporter")))
             handle.write("[lb_backend]\nedge ansible_connection=ebpf.fleet.netns ansible_netns=%s "
-                         "ebpf_fleet_pin_root=%s ebpf_fleet_state_dir=%s lb_backend_sysctl_file=%s\n"
-                         % (self.edge.name, pin_root, state_dir, self.sysctl_file))
+                         "ebpf_fleet_pin_root=%s ebpf_fleet_state_dir=%s lb_backend_sysctl_file=%s %s\n"
+                         % (self.edge.name, pin_root, state_dir, self.sysctl_file, host_paths))
             # a second host with nothing deployed: its own line, in sync, untouched by edge's drift
             handle.write("[others]\nquiet ansible_connection=ebpf.fleet.netns ansible_netns=%s "
                          "ebpf_fleet_pin_root=%s ebpf_fleet_state_dir=%s\n"
