@@ -223,7 +223,7 @@ cmd_up() {
     nip client route replace "$VIP/32" via "$LB_ADDR"
     # the load balancer's frames come back out of its lab0 (XDP_TX): the bridge's end must run XDP to get them
     clang -O2 -target bpf -I"/usr/include/$(uname -m)-linux-gnu" -c "$ROOT/scripts/lab_port_pass.c" -o "$LAB_DIR/lab_port_pass.o"
-    nip client link set dev lb1 xdpdrv obj "$LAB_DIR/lab_port_pass.o" sec xdp
+    ip -force -n "$(ns_name client)" link set dev lb1 xdpdrv obj "$LAB_DIR/lab_port_pass.o" sec xdp  # up again: replaces it
     for ((i = 1; i <= BACKENDS; i++)); do
         start_server "backend$i"
     done
