@@ -29,19 +29,29 @@ class ActionModule(ActionBase):
         args = dict(self._task.args)
         try:
             if args.get("entries_src"):
-                for other in ("entries", "entries_file"):
-                    if args.get(other) is not None:
-                        raise AnsibleActionFail("entries_src and %s are mutually exclusive" % other)
-                try:
-                    local = self._find_needle("files", args["entries_src"])
-                except AnsibleError as exc:
-                    raise AnsibleActionFail("entries_src=%s: not found on the controller (%s)" % (args["entries_src"], exc))
-                shell = self._connection._shell
-                remote = shell.join_path(shell.tmpdir, "entries-" + os.path.basename(local))
-                self._transfer_file(local, remote)
-                self._fixup_perms2((shell.tmpdir, remote))
-                args["entries_file"] = remote
+                self._copy_entries(args, "entries_src", "entries-")
+            if isinstance(args.get("maps"), list):
+                args["maps"] = [dict(item) if isinstance(item, dict) else item for item in args["maps"]]
+                for index, item in enumerate(args["maps"]):
+                    if isinstance(item, dict) and item.get("entries_src"):
+                        self._copy_entries(item, "maps[%d].entries_src" % index, "entries-%d-" % index)
             result.update(self._execute_module(module_name=MODULE, module_args=args, task_vars=task_vars))
         finally:
             self._remove_tmp_path(self._connection._shell.tmpdir)
         return result
+
+    def _copy_entries(self, args: dict, field: str, prefix: str) -> None:
+        """Copy args' entries_src from the controller into the task's temporary folder; args then names the
+        copy as entries_file."""
+        for other in ("entries", "entries_file"):
+            if args.get(other) is not None:
+                raise AnsibleActionFail("%s and %s are mutually exclusive" % (field, field.replace("entries_src", other)))
+        try:
+            local = self._find_needle("files", args["entries_src"])
+        except AnsibleError as exc:
+            raise AnsibleActionFail("%s=%s: not found on the controller (%s)" % (field, args["entries_src"], exc))
+        shell = self._connection._shell
+        remote = shell.join_path(shell.tmpdir, prefix + os.path.basename(local))
+        self._transfer_file(local, remote)
+        self._fixup_perms2((shell.tmpdir, remote))
+        args["entries_file"] = remote

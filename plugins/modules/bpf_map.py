@@ -49,11 +49,53 @@ options:
   name:
     description:
       - Deployment that owns the map; the map is pinned at I(pin_root)/I(name)/maps/I(map).
-      - Give I(name) and I(map), or I(path).
+      - Give I(name) and I(map), I(name) and I(maps), or I(path).
     type: str
   map:
     description: Name of the map in the deployment.
     type: str
+  maps:
+    description:
+      - Several maps of the deployment I(name) in one task, in the order given. Every map is read and every
+        entry checked against its map (types, capacity, the pin existing) before any map is written, so one bad
+        declaration leaves all of them untouched; then they are written one after the other.
+      - Each item takes the per-map options below; I(per_cpu), I(diff_limit), I(pin_root) and I(state_dir) apply
+        to all of them, and I(value) and I(mode) are the defaults of items that give none.
+      - Mutually exclusive with I(map), I(path), I(entries), I(entries_file) and I(entries_src).
+    type: list
+    elements: dict
+    version_added: 0.2.0
+    suboptions:
+      map:
+        description: Name of the map in the deployment.
+        type: str
+        required: true
+      entries:
+        description: As I(entries) above; mutually exclusive with the item's I(entries_file) and I(entries_src) (a
+          null value counts as not given).
+        type: raw
+      entries_file:
+        description: As I(entries_file) above.
+        type: path
+      entries_src:
+        description: As I(entries_src) above (copied by the action plugin).
+        type: path
+      entries_format:
+        description: As I(entries_format) above.
+        type: str
+        choices: [auto, lines, json, yaml]
+        default: auto
+      value:
+        description: As I(value) above; defaults to the task's I(value).
+        type: raw
+      mode:
+        description: As I(mode) above; defaults to the task's I(mode).
+        type: str
+        choices: [merge, sync, absent, clear]
+      clear:
+        description: As I(clear) above.
+        type: bool
+        default: false
   path:
     description: Pin path of the map, instead of I(name) and I(map).
     type: path
@@ -154,6 +196,20 @@ EXAMPLES = r"""
     value: drop
     mode: sync
 
+- name: Every map of a deployment in one task (all checked before any is written)
+  ebpf.fleet.bpf_map:
+    name: filter
+    mode: sync
+    maps:
+      - map: filter_mgmt_v4
+        entries: [192.0.2.0/24]
+        value: 1
+      - map: deny_v4
+        entries_src: files/deny_v4.txt
+        value: drop
+      - map: filter_config
+        entries: {0: {default_verdict: pass}}
+
 - name: Remove two keys
   ebpf.fleet.bpf_map:
     path: /sys/fs/bpf/ebpf_fleet/filter/maps/deny_v4
@@ -168,9 +224,18 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+maps:
+  description:
+    - With I(maps), the result of each map in the order given, with the keys below (RV(map), RV(counts),
+      RV(applied), RV(changes), ...) and C(changed); the task's RV(applied) is their sum.
+    - On a failure while writing, the maps written before the failing one.
+  returned: when I(maps) is given
+  type: list
+  elements: dict
+  sample: [{"map": {"path": "/sys/fs/bpf/ebpf_fleet/filter/maps/filter_mgmt_v4"}, "changed": false, "applied": 0}]
 map:
   description: The map that was managed.
-  returned: success
+  returned: success, without I(maps)
   type: dict
   sample: {"path": "/sys/fs/bpf/ebpf_fleet/filter/maps/deny_v4", "id": 42, "type": "lpm_trie",
            "key_size": 8, "value_size": 4, "max_entries": 1000000, "inner_map_id": null}
@@ -246,6 +311,16 @@ def argument_spec() -> dict:
         entries_file=dict(type="path"),
         entries_src=dict(type="path"),
         entries_format=dict(type="str", choices=["auto", "lines", "json", "yaml"], default="auto"),
+        maps=dict(type="list", elements="dict", options=dict(
+            map=dict(type="str", required=True),
+            entries=dict(type="raw"),
+            entries_file=dict(type="path"),
+            entries_src=dict(type="path"),
+            entries_format=dict(type="str", choices=["auto", "lines", "json", "yaml"], default="auto"),
+            value=dict(type="raw"),
+            mode=dict(type="str", choices=["merge", "sync", "absent", "clear"]),
+            clear=dict(type="bool", default=False),
+        )),
         value=dict(type="raw"),
         mode=dict(type="str", choices=["merge", "sync", "absent", "clear"], default="merge"),
         clear=dict(type="bool", default=False),
@@ -259,8 +334,10 @@ def build_module() -> AnsibleModule:
     return AnsibleModule(
         argument_spec=argument_spec(),
         supports_check_mode=True,
-        mutually_exclusive=[("path", "name"), ("path", "map"), ("entries", "entries_file"), ("entries", "entries_src")],
-        required_together=[("name", "map")],
+        mutually_exclusive=[("path", "name"), ("path", "map"), ("entries", "entries_file"), ("entries", "entries_src"),
+                            ("maps", "map"), ("maps", "path"), ("maps", "entries"), ("maps", "entries_file"),
+                            ("maps", "entries_src")],
+        required_by={"map": "name"},
         required_one_of=[("path", "name")],
     )
 
@@ -316,6 +393,16 @@ def _diff_text(changes: dict, counts: dict) -> dict:
 
 
 def desired_entries(module: AnsibleModule, codec: MapCodec, mode: str, progs) -> dict:
+    memo = getattr(module, "memo", None)
+    if memo is not None and progs is None:
+        # a map of `maps`: encoded once, when it is checked, and reused when it is written
+        if mode not in memo:
+            memo[mode] = _desired_entries(module, codec, mode, progs)
+        return memo[mode]
+    return _desired_entries(module, codec, mode, progs)
+
+
+def _desired_entries(module: AnsibleModule, codec: MapCodec, mode: str, progs) -> dict:
     params = module.params
     keys_only = mode == "absent"
     value_encoder = progs.encode if progs is not None else None
@@ -564,6 +651,64 @@ def _run_fd(module: AnsibleModule, fd: int, path: str, mode: str) -> dict:
             os.close(target_fd)
 
 
+class _OneMap:
+    """One item of `maps`, seen by run() as a module: the item's options over the task's, its own check mode,
+    and failures that name the item (and the maps already written)."""
+
+    def __init__(self, module: AnsibleModule, index: int, params: dict, check_mode: bool, memo: dict, written: list):
+        self._module, self._index, self._written = module, index, written
+        self.params, self.check_mode, self.memo = params, check_mode, memo
+        self._diff = module._diff
+
+    def fail_json(self, msg: str, **kwargs):
+        where = "maps[%d] (%s): %s" % (self._index, self.params["map"], msg)
+        if self._written:
+            where += " (written before it: %s)" % ", ".join(item["map"]["path"].rsplit("/", 1)[-1]
+                                                            for item in self._written)
+        kwargs.setdefault("applied", 0)
+        kwargs["applied"] += sum(item["applied"] for item in self._written)
+        kwargs["changed"] = kwargs.get("changed", False) or any(item["changed"] for item in self._written)
+        self._module.fail_json(msg=where, maps=self._written, **kwargs)
+
+
+def run_maps(module: AnsibleModule) -> dict:
+    """`maps`: every map checked as in check mode (pin, types, capacity) before any is written, then written
+    in the order given."""
+    params = module.params
+    if not params["maps"]:
+        module.fail_json(msg="maps=[]: expected at least one map (or give map)")
+    if params["clear"]:
+        module.fail_json(msg="clear=true with maps: give clear (or mode=clear) on each item that is emptied")
+    items = []
+    for index, item in enumerate(params["maps"]):
+        given = [field for field in ("entries", "entries_file", "entries_src") if item[field] is not None]
+        if len(given) > 1 and given != ["entries_file", "entries_src"]:   # the action plugin adds entries_file
+            module.fail_json(msg="maps[%d] (%s): %s are mutually exclusive; give one" % (index, item["map"],
+                                                                                         " and ".join(given)))
+        merged = {key: value for key, value in params.items() if key != "maps"}
+        merged.update({key: value for key, value in item.items() if value is not None})
+        merged["mode"] = item["mode"] or params["mode"]
+        validate.check_name("maps[%d].map" % index, item["map"])   # an InputError: failing() reports it
+        path = map_path(merged)
+        if not module.check_mode and not os.path.exists(path):
+            module.fail_json(msg="maps[%d] (%s): %s; nothing was written"
+                             % (index, item["map"], _missing_map_message(path)), applied=0)
+        items.append((index, merged, {}))
+    checked = [run(_OneMap(module, index, merged, True, memo, [])) for index, merged, memo in items]
+    if module.check_mode:
+        done = checked
+    else:
+        done = []
+        for index, merged, memo in items:
+            done.append(run(_OneMap(module, index, merged, False, memo, done)))
+    result = {"changed": any(item["changed"] for item in done), "applied": sum(item["applied"] for item in done),
+              "maps": done}
+    if module._diff:
+        result["diff"] = [dict(item.pop("diff"), before_header=item["map"]["path"], after_header=item["map"]["path"])
+                          for item in done if "diff" in item]
+    return result
+
+
 def record_target(params: dict, path: str):
     """(deployment, map) whose declaration is recorded: name and map, or a path in the pin_root layout."""
     if params["name"]:
@@ -594,7 +739,10 @@ def main() -> None:
         module.fail_json(msg="libbpf 1.x is required on the host (Debian/Ubuntu package %s)" % libbpf.LIBBPF_PACKAGE)
     with errors.failing(module):
         validate.check_params(module.params)  # name, map, pin_root, path: refused before anything is opened
-        result = run(module)
+        if module.params["name"] and not module.params["map"] and module.params["maps"] is None:
+            module.fail_json(msg="name=%s needs map (one map) or maps (several): expected the map's name in the "
+                                 "deployment" % module.params["name"])
+        result = run_maps(module) if module.params["maps"] is not None else run(module)
     module.exit_json(**result)
 
 

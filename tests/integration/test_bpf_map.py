@@ -343,3 +343,31 @@ def test_check_mode_after_a_reboot_types_the_entries_through_the_recorded_object
     res = ok(run_module("bpf_map", dict(base, map="prefixes_v4", entries={"203.0.113.0/24": "drop"}), check_mode=True))
     assert res["predicted_from"] == "record" and res["changes"]["added"] == [{"key": "203.0.113.0/24", "value": "drop"}]
     assert os.listdir(pin_root) == []
+
+
+def test_maps_checks_every_map_before_writing_any_and_names_the_item_that_fails(pin_root, loaded, run_module):
+    both = {"name": DEPLOY, "pin_root": pin_root, "mode": "sync", "value": "drop",
+            "maps": [{"map": "deny_v4", "entries": ["192.0.2.1"]},
+                     {"map": "prefixes_v4", "entries": {"203.0.113.0/24": "pass"}}]}
+    # a later map's bad entry (host bits set), a missing pin, and two entry sources: nothing is written
+    bad_entry = dict(both, maps=[both["maps"][0], {"map": "prefixes_v4", "entries": ["203.0.113.1/24"]}])
+    missing = dict(both, maps=[both["maps"][0], {"map": "nope", "entries": []}])
+    two_sources = dict(both, maps=[both["maps"][0], {"map": "prefixes_v4", "entries": [], "entries_file": "/x"}])
+    for args, message in ((bad_entry, "maps[1] (prefixes_v4): invalid entry, nothing was written"),
+                          (missing, "maps[1] (nope): map pin"),
+                          (two_sources, "maps[1] (prefixes_v4): entries and entries_file are mutually exclusive")):
+        res = run_module("bpf_map", args)
+        assert res.failed and message in res["msg"], res.get("msg")
+        assert entries_of(pin_root, "deny_v4") == [] and entries_of(pin_root, "prefixes_v4") == []
+    res = run_module("bpf_map", {"name": DEPLOY, "pin_root": pin_root, "entries": []})
+    assert res.failed and "name=maps needs map (one map) or maps (several)" in res["msg"], res.get("msg")
+
+    # check mode predicts both; the real run writes both, with the item's value over the task's
+    check = ok(run_module("bpf_map", both, check_mode=True))
+    assert check.changed and [item["counts"]["added"] for item in check["maps"]] == [1, 1]
+    assert entries_of(pin_root, "deny_v4") == []
+    res = ok(run_module("bpf_map", both))
+    assert res.changed and res["applied"] == 2 and [item["changed"] for item in res["maps"]] == [True, True]
+    assert as_dict(entries_of(pin_root, "deny_v4")) == {"192.0.2.1": "drop"}
+    assert as_dict(entries_of(pin_root, "prefixes_v4")) == {"203.0.113.0/24": "pass"}
+    assert not ok(run_module("bpf_map", both)).changed

@@ -106,3 +106,60 @@ def test_deploy_xdp_check_diff_on_a_host_never_deployed_predicts_every_map_and_w
     assert "53: " in out and "default_verdict" in out   # the port rule and the config, predicted in the diff
     # no map was pinned or written (whether xdp_program's check mode creates folders is its own test's concern)
     assert not os.path.exists(os.path.join(fresh_pins, "filter", "maps"))
+
+
+MAPS_PLAYBOOK = """
+- hosts: lab
+  gather_facts: false
+  tasks:
+    - name: Declare two maps in one task
+      ebpf.fleet.bpf_map:
+        name: maps
+        pin_root: "%(pin_root)s"
+        mode: sync
+        value: drop
+        maps:
+          - map: policy
+            entries: {0: pass, 1: "{{ second_verdict | default('drop') }}"}
+          - map: prefixes_v4
+            entries_src: deny.txt
+"""
+
+
+def test_maps_declares_several_maps_in_one_task_and_a_bad_one_leaves_all_untouched(lab, pin_root):
+    obj = libbpf.BpfObject.open(paths.bpf_object("map_types"))
+    try:
+        obj.load()
+        bpffs.pin(obj.map("policy").fd, bpffs.map_pin(pin_root, "maps", "policy"))
+        (lab / "files" / "deny.txt").write_text("198.51.100.0/24\n203.0.113.0/24\n")
+        (lab / "play.yml").write_text(MAPS_PLAYBOOK % {"pin_root": pin_root})
+
+        def policy():
+            fd = libbpf.obj_get(bpffs.map_pin(pin_root, "maps", "policy"))
+            try:
+                return {entry["key"]: entry["value"] for entry in read_entries(fd)}
+            finally:
+                os.close(fd)
+
+        rc, out = play(lab, "--check", "--diff")           # predicted, with a diff per map named by its pin
+        assert rc == 0 and "changed=1" in out and "[WARNING]" not in out, out
+        assert bpffs.map_pin(pin_root, "maps", "prefixes_v4") in out and "198.51.100.0/24: drop" in out, out
+        assert contents(pin_root) == {} and policy().get(1) != "drop"
+
+        rc, out = play(lab)
+        assert rc == 0 and "changed=1" in out and "[WARNING]" not in out, out
+        assert contents(pin_root) == {"198.51.100.0/24": "drop", "203.0.113.0/24": "drop"}
+        assert policy()[0] == "pass" and policy()[1] == "drop"
+        rc, out = play(lab)
+        assert rc == 0 and "changed=0" in out, out
+
+        # the second map's file has a bad line: the first map, checked fine, is not written either
+        (lab / "files" / "deny.txt").write_text("192.0.2.0/24\n192.0.2.1/24\n")
+        proc = run_playbook(str(lab / "play.yml"), inventory=str(lab / "inventory.ini"),
+                            extra_vars={"second_verdict": "pass"})
+        out = proc.stdout + proc.stderr
+        assert proc.returncode != 0 and "maps[1] (prefixes_v4)" in out and "deny.txt" in out, out
+        assert "Traceback" not in out
+        assert policy()[1] == "drop" and "192.0.2.0/24" not in contents(pin_root)
+    finally:
+        obj.close()

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import zipfile
 
 import pytest
 
@@ -124,6 +125,10 @@ def test_present_idempotent_check_mode_writes_nothing_and_absent_leaves_nothing_
     assert host.changed(check) > 0                           # predicted
     assert host.snapshot() == fresh and not host.is_mounted()
 
+    # an earlier version's library (module_utils copied file by file) is replaced by the zip
+    stale = host.lib / "ansible_collections" / "ebpf" / "fleet" / "plugins" / "module_utils"
+    stale.mkdir(parents=True)
+    (stale / "libbpf.py").write_text("# an earlier version\n")
     first = host.play(bpf_host_install_packages=True)
     assert first.returncode == 0, first.stdout
     assert host.changed(first) > 0
@@ -141,9 +146,13 @@ def test_present_idempotent_check_mode_writes_nothing_and_absent_leaves_nothing_
     wrapper = host.command.read_text()
     assert 'EBPF_FLEET_LIB="${EBPF_FLEET_LIB:-%s}"' % host.lib in wrapper
     assert 'EBPF_FLEET_STATE_DIR="${EBPF_FLEET_STATE_DIR:-%s}"' % host.state_dir in wrapper
-    module_utils = host.lib / "ansible_collections" / "ebpf" / "fleet" / "plugins" / "module_utils"
+    # the library: one zip of the collection's module_utils, the old file-by-file copy removed
     shipped = sorted(p for p in os.listdir(os.path.join(paths.REPO, "plugins", "module_utils")) if p.endswith(".py"))
-    assert sorted(os.listdir(module_utils)) == shipped
+    with zipfile.ZipFile(host.lib / "module_utils.zip") as bundle:
+        packed = sorted(name.rsplit("/", 1)[1] for name in bundle.namelist()
+                        if name.startswith("ansible_collections/ebpf/fleet/plugins/module_utils/") and name.endswith(".py"))
+    assert packed == shipped
+    assert not (host.lib / "ansible_collections" / "ebpf" / "fleet" / "plugins" / "module_utils").exists()
     restore = (host.unit_dir / UNITS[0]).read_text()
     assert "ExecStart=%s restore\n" % host.command in restore
     assert "EnvironmentFile=-%s\n" % host.default_file in restore
@@ -252,12 +261,13 @@ def test_an_interface_that_cannot_be_used_fails_naming_host_interface_and_reason
     ({"bpf_host_xdp_interfaces": {"eth1": 1}}, "argument 'bpf_host_xdp_interfaces' is of type dict"),
     ({"bpf_host_state": "gone"}, "value of bpf_host_state must be one of: present, absent, got: gone"),
     ({"bpf_host_fstab_file": "etc/fstab"}, 'bpf_host_fstab_file "etc/fstab": expected an absolute path'),
+    ({"bpf_host_lib_dir": "/usr/local/../lib"}, 'bpf_host_lib_dir "/usr/local/../lib": expected an absolute path'),
 ])
 def test_wrong_variables_fail_with_the_argument_spec_or_a_named_message_before_any_change(host, variables, message):
     fresh = host.snapshot()
     proc = host.play(**variables)
     assert proc.returncode != 0 and message in proc.stdout, proc.stdout
-    if not variables.get("bpf_host_fstab_file"):
+    if not {"bpf_host_fstab_file", "bpf_host_lib_dir"} & set(variables):
         assert "Validation of arguments failed" in proc.stdout
     assert host.snapshot() == fresh and not host.is_mounted()
 
