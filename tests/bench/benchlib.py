@@ -18,12 +18,13 @@ BENCH_QUICK=1 selects small sizes and few rounds (the form `make test` runs); BE
 directory (the quick test writes into its tmp_path).
 """
 
-import contextlib
 import datetime
 import json
 import os
 import platform
 import statistics
+
+from harness.cpus import cpus, on_cpu  # noqa: F401  (tests/ is on sys.path; the benchmarks use benchlib.on_cpu)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -52,22 +53,6 @@ def environment() -> dict:
     return {"kernel": os.uname().release, "machine": os.uname().machine, "cpu_model": cpu_model(),
             "cores": os.cpu_count(), "cpus_allowed": sorted(os.sched_getaffinity(0)),
             "python": platform.python_version()}
-
-
-def cpus() -> list:
-    """The CPUs this process may run on; rounds rotate over them so every row runs on more than one CPU."""
-    return sorted(os.sched_getaffinity(0))
-
-
-@contextlib.contextmanager
-def on_cpu(cpu):
-    """Pin the calling thread to one CPU (BPF_PROG_TEST_RUN runs the program on the caller's CPU)."""
-    old = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {cpu})
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, old)
 
 
 def round_cpus(rounds: int) -> list:

@@ -4,12 +4,11 @@ The byte layouts below mirror bpf/include/fleet/lb.h; test_xdp_lb checks them
 against the object's map sizes so a change in the header cannot go unnoticed.
 """
 
-import contextlib
 import ipaddress
-import os
 import struct
 
 from harness import paths
+from harness.cpus import cpus, on_cpu  # noqa: F401  (test_xdp_lb uses lb_helpers.cpus)
 from harness.progtest import LoadedProgram
 
 from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf, maglev
@@ -127,19 +126,3 @@ class LB:
             fd = self.prog.map_fd(name)
             for key in list(libbpf.map_keys(fd, key_size)):
                 libbpf.map_delete(fd, key)
-
-
-def cpus():
-    """The CPUs this process may run on: connection-table tests run the program on each of them."""
-    return sorted(os.sched_getaffinity(0))
-
-
-@contextlib.contextmanager
-def on_cpu(cpu):
-    """Pin the calling thread to one CPU (BPF_PROG_TEST_RUN runs the program there); restore afterwards."""
-    old = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {cpu})
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, old)
