@@ -64,7 +64,7 @@ options:
       - Mutually exclusive with I(map), I(path), I(entries), I(entries_file) and I(entries_src).
     type: list
     elements: dict
-    version_added: 0.2.0
+    version_added: 0.1.0
     suboptions:
       map:
         description: Name of the map in the deployment.

@@ -38,6 +38,7 @@ sys.path.insert(0, os.path.join(TESTS, "integration", "dataplane"))
 
 import benchlib  # noqa: E402
 from harness import paths  # noqa: E402
+from harness.cpus import on_cpu  # noqa: E402
 
 if paths.COLLECTIONS not in sys.path:
     sys.path.insert(0, paths.COLLECTIONS)
@@ -168,7 +169,7 @@ def interleaved(progs: dict, frame: bytes, repeat: int, rounds: int, ctx: bytes 
     out = {name: [] for name in progs}
     cpus = benchlib.round_cpus(rounds)
     for cpu in cpus:
-        with benchlib.on_cpu(cpu):
+        with on_cpu(cpu):
             for name, prog in progs.items():
                 if calls:
                     out[name].append(time_calls(prog, frame, calls, ctx))
@@ -301,7 +302,7 @@ def bench_egress_classes(args, bench):
         floors, progs = [], []
         cpus = benchlib.round_cpus(args.rounds)
         for cpu in cpus:
-            with benchlib.on_cpu(cpu):
+            with on_cpu(cpu):
                 floors.append(time_calls(floor, frame, args.calls, fctx))
                 progs.append(time_calls(eg, frame, args.calls, ctx))
         bench.row(key, name, progs, "ns",

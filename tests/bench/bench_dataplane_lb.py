@@ -30,6 +30,7 @@ from harness import paths  # noqa: E402
 sys.path.insert(0, paths.COLLECTIONS)
 
 import benchlib  # noqa: E402
+from harness.cpus import cpus, on_cpu  # noqa: E402
 from harness.progtest import LoadedProgram  # noqa: E402
 from lb_helpers import LB  # noqa: E402
 from scapy.layers.inet import IP, TCP  # noqa: E402
@@ -122,8 +123,8 @@ def fill_conntrack(lb, target, v6, per_cpu):
     """per_cpu new flows inserted by the program on each CPU (each CPU has its own LRU list)."""
     flows = NewFlows(target, v6)
     flows.next = 1 << 24  # apart from the measured flows
-    for cpu in benchlib.cpus():
-        with benchlib.on_cpu(cpu):
+    for cpu in cpus():
+        with on_cpu(cpu):
             for _flow in range(per_cpu):
                 libbpf.prog_test_run(lb.prog.prog_fd, flows[0])
 
@@ -134,8 +135,8 @@ def classes(lb, target, v6=False, full=False):
     established = [frame(target, 40000, "A", v6)]
     lb.run(established[0])  # inserted: every later call is a connection-table hit
     syn = [frame(target, rng.randrange(1024, 65536), "S", v6) for _packet in range(256)]
-    for cpu in benchlib.cpus():  # inserted once: every measured SYN finds its entry and rewrites it
-        with benchlib.on_cpu(cpu):
+    for cpu in cpus():  # inserted once: every measured SYN finds its entry and rewrites it
+        with on_cpu(cpu):
             for packet in syn:
                 lb.run(packet)
     non_vip = [frame("2001:db8::dead" if v6 else "203.0.113.99", 40000, "A", v6)]
@@ -205,7 +206,7 @@ def main():
         for case in cases:
             fd, floor_fd = case["lb"].prog.prog_fd, floors[case["floor"]].prog_fd
             for cpu in benchlib.round_cpus(ROUNDS):
-                with benchlib.on_cpu(cpu):
+                with on_cpu(cpu):
                     case["floor_ns"].append(mean_ns(floor_fd, case["packets"], [0]))
                     case["prog_ns"].append(mean_ns(fd, case["packets"], case["cursor"]))
                     case["cpus"].add(cpu)

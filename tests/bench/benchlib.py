@@ -24,7 +24,7 @@ import os
 import platform
 import statistics
 
-from harness.cpus import cpus, on_cpu  # noqa: F401  (tests/ is on sys.path; the benchmarks use benchlib.on_cpu)
+from harness.cpus import cpus   # tests/ is on sys.path (every benchmark puts it there)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))

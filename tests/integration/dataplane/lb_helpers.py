@@ -8,7 +8,7 @@ import ipaddress
 import struct
 
 from harness import paths
-from harness.cpus import cpus, on_cpu  # noqa: F401  (test_xdp_lb uses lb_helpers.cpus)
+from harness.cpus import on_cpu
 from harness.progtest import LoadedProgram
 
 from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf, maglev

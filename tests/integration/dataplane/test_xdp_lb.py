@@ -21,6 +21,7 @@ from scapy.packet import Raw, raw
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from harness import bpfbuild, paths  # noqa: E402
+from harness.cpus import cpus  # noqa: E402
 from harness.progtest import XDP_DROP, XDP_PASS, XDP_TX, LoadedProgram  # noqa: E402
 import lb_helpers  # noqa: E402
 from lb_helpers import LB, LB_MAC  # noqa: E402
@@ -61,7 +62,7 @@ VIPS = [
 
 # The connection-table tests run the program on every CPU this process may use (the table must hold for a
 # flow that moves between CPUs: RSS, RPS, queue count changes); the other tests run wherever they are scheduled.
-CPUS = lb_helpers.cpus()
+CPUS = cpus()
 
 
 def next_cpu(cpu):
