@@ -25,7 +25,8 @@ LAB = os.path.join(paths.REPO, "scripts", "lab.sh")
 DEPLOY = os.path.join(paths.REPO, "playbooks", "deploy_xdp.yml")
 CHECK = os.path.join(paths.REPO, "playbooks", "check_xdp_support.yml")
 RECAP = re.compile(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
-HOST_LINE = re.compile(r"^(?:ok|changed|skipping|fatal|failed): \[([^\]]+)\]", re.M)
+# "ok: [edge1]", or "ok: [edge1 -> localhost]" for a task the host delegates to the controller
+HOST_LINE = re.compile(r"^(?:ok|changed|skipping|fatal|failed): \[([^\]\s]+)(?: -> [^\]]+)?\]", re.M)
 
 
 def assert_no_warning(proc):
