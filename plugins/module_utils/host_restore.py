@@ -66,7 +66,7 @@ def _object_info(state_dir: str, name: str, rec: dict):
     return info
 
 
-def request_of(state_dir: str, name: str, rec: dict) -> deploy.Request:
+def request_of(state_dir: str, name: str, rec: dict, replace_maps: bool = False) -> deploy.Request:
     """The module's request, rebuilt from the deployment's record."""
     hook = rec.get("hook")
     if hook not in ("xdp", "tc_ingress", "tc_egress"):
@@ -75,19 +75,22 @@ def request_of(state_dir: str, name: str, rec: dict) -> deploy.Request:
                           program=rec.get("program", ""), priority=int(rec.get("priority", 50)),
                           mode=rec.get("mode") or "", tc_attach=rec.get("tc_attach") or "auto",
                           allow_generic_fallback=bool(rec.get("allow_generic_fallback")),
-                          pin_root=rec.get("pin_root") or bpffs.PIN_ROOT_DEFAULT, state_dir=state_dir)
+                          replace_incompatible_maps=replace_maps, pin_root=rec.get("pin_root") or bpffs.PIN_ROOT_DEFAULT, state_dir=state_dir)
 
 
-def restore_programs(state_dir: str, name: str, rec: dict) -> dict:
-    """Plan the deployment's hooks as the module does; apply when anything differs. {hook id: action}."""
-    req = request_of(state_dir, name, rec)
+def restore_programs(state_dir: str, name: str, rec: dict, replace_maps: bool = False) -> dict:
+    """Plan the deployment's hooks as the module does; apply when anything differs. {hook id: action}.
+
+    replace_maps: pinned maps that no longer fit the recorded object are replaced (a revert to an object whose
+    maps an upgrade replaced); otherwise they fail the restore."""
+    req = request_of(state_dir, name, rec, replace_maps)
     validate.check_params({"name": name, "interfaces": req.interfaces, "pin_root": req.pin_root,
                            "state_dir": state_dir}, pinned_interfaces=True)
     bpffs.ensure_pin_root(req.pin_root)
     info = _object_info(state_dir, name, rec)
     plans = deploy.plan(req, info)
     maps_report = deploy.check_maps(req, info) if info.compiler != "bcc" else {}
-    if maps_report.get("incompatible"):
+    if maps_report.get("incompatible") and not replace_maps:
         raise RestoreError("deployment %s: pinned maps do not fit the recorded object (%s); re-run its task with "
                            "replace_incompatible_maps" % (name, ", ".join(m["map"] for m in maps_report["incompatible"])))
     actions = {hp.state.hook_id: hp.action for hp in plans}
@@ -145,33 +148,50 @@ def restore_maps(state_dir: str, name: str, pin_root: str) -> dict:
     return out
 
 
-def restore_one(state_dir: str, name: str) -> dict:
+def restore_one(state_dir: str, name: str, replace_maps: bool = False) -> dict:
     rec = records.read_deployment(state_dir, name)
     if not rec:
         raise RestoreError("deployment %s has no record in %s" % (name, state_dir))
-    hooks = restore_programs(state_dir, name, rec)
+    hooks = restore_programs(state_dir, name, rec, replace_maps)
     maps = restore_maps(state_dir, name, rec.get("pin_root") or bpffs.PIN_ROOT_DEFAULT)
     changed = any(action != "none" for action in hooks.values()) or any(maps.values())
     return {"name": name, "status": "restored" if changed else "unchanged", "hooks": hooks, "maps": maps}
 
 
-def _failure(exc: BaseException) -> str:
+def failure(exc: BaseException) -> str:
+    """One line for a deployment that could not be restored."""
     if isinstance(exc, FleetError):
         return errors.bounded(str(exc))
     return errors.unexpected(exc)["msg"]
 
 
 def restore(state_dir: str, names: list = None) -> list:
-    """Restore every recorded deployment (or the named ones); one result per deployment, failures included."""
+    """Restore every recorded deployment (or the named ones); one result per deployment, failures included.
+
+    A change still waiting for its controller's confirmation whose watchdog is gone (the host restarted inside
+    the window) is reverted first: an unconfirmed change never outlives a reboot (checkpoint.py)."""
     results = []
     if not os.path.isdir(state_dir):
         return results
+    # imported here: checkpoint imports this module for its reverts
+    from ansible_collections.ebpf.fleet.plugins.module_utils import checkpoint  # pylint: disable=import-outside-toplevel
     with records.locked(state_dir, create=False):
-        for name in names or records.list_deployments(state_dir):
+        pending = checkpoint.read_pending(state_dir)
+        if pending and pending.get("state") == "armed" and not checkpoint.watchdog_alive(pending):
+            report = checkpoint.revert(state_dir, "its watchdog is gone (the host restarted?) before the change armed "
+                                       "at %s was confirmed" % pending.get("armed"), pending=pending, watchdog=True)
+            for name, res in sorted(report["deployments"].items()):
+                status = "reverted" if res["status"] != "failed" else "failed"
+                results.append(dict({"hooks": {}, "maps": {}}, **dict(res, name=name, status=status)))
+            names = [name for name in names or [] if name not in report["deployments"]] if names else None
+        elif pending and pending.get("state") == "confirmed":
+            checkpoint.commit(state_dir, pending)
+        done = {item["name"] for item in results}
+        for name in [n for n in (names or records.list_deployments(state_dir)) if n not in done]:
             try:
                 results.append(restore_one(state_dir, name))
             except Exception as exc:  # pylint: disable=broad-except  # reported, the others still restored
-                results.append({"name": name, "status": "failed", "error": _failure(exc)})
+                results.append({"name": name, "status": "failed", "error": failure(exc)})
     return results
 
 
@@ -220,7 +240,7 @@ def main(argv: list = None) -> int:
     try:
         path, failed = host_metrics.write_textfile(args.state_dir, args.textfile, args.name)
     except (OSError, FleetError) as exc:
-        sys.stderr.write("ebpf-fleet-host metrics: %s\n" % _failure(exc))
+        sys.stderr.write("ebpf-fleet-host metrics: %s\n" % failure(exc))
         return 1
     sys.stdout.write("wrote %s\n" % path)
     return 1 if failed else 0

@@ -182,12 +182,17 @@ def list_hooks(state_dir: str) -> list:
     return sorted(entry[:-5] for entry in os.listdir(folder) if entry.endswith(".json") and not entry.startswith("."))
 
 
+# the armed commit-confirmed checkpoint (checkpoint.py); its mtime is the time of the last change
+PENDING_CHECKPOINT = os.path.join(".checkpoint", "pending.json")
+
+
 @contextlib.contextmanager
-def locked(state_dir: str, create: bool = True):
+def locked(state_dir: str, create: bool = True, activity: bool = True):
     """An exclusive lock on the host's state (one run changes hooks at a time): flock on the folder.
 
     With create=False a missing state_dir is not created: there are no records to protect, and the run
-    proceeds unlocked (check mode, state=absent)."""
+    proceeds unlocked (check mode, state=absent). With activity, the end of the run restarts the confirm
+    window of an armed checkpoint (checkpoint.py): a change is confirmed within the window after its last step."""
     if create:
         os.makedirs(state_dir, mode=0o700, exist_ok=True)
     try:
@@ -201,4 +206,7 @@ def locked(state_dir: str, create: bool = True):
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
+        if activity:
+            with contextlib.suppress(OSError):
+                os.utime(os.path.join(state_dir, PENDING_CHECKPOINT))
         os.close(fd)

@@ -1,0 +1,306 @@
+"""Safe rollouts over real SSH (the SSH lab: playbooks run in the controller namespace, every management packet
+crosses the edges' XDP filter): a change that cuts the controller off reverts by itself, a canary whose health
+gate fails is rolled back and stops the rollout, a host failing inside a rescue stops it too, rollback.yml
+returns the fleet to the previous version, and a controller killed mid-wave leaves no change half confirmed.
+
+One lab of five edges serves the whole module (sshd, keys and a first deploy are the slow part); each test
+starts from the baseline policy and leaves it in place. Every ansible-playbook run must be free of [WARNING].
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from harness import paths
+from harness.runner import run_module
+from harness.ssh_lab import SshLab, live_pids
+
+from ansible_collections.ebpf.fleet.plugins.filter import xdp_filter_port_entries as port_plugin
+from ansible_collections.ebpf.fleet.plugins.filter import xdp_filter_v4_entries as v4_plugin
+
+pytestmark = [pytest.mark.kernel, pytest.mark.playbook]
+
+DEPLOY = os.path.join(paths.REPO, "playbooks", "deploy_xdp.yml")
+ROLLBACK = os.path.join(paths.REPO, "playbooks", "rollback.yml")
+EDGES = ["edge1", "edge2", "edge3", "edge4", "edge5"]
+RECAP = re.compile(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+DEPLOY_PLAY = "Deploy the network functions of each host's groups"
+HOST_LINE = re.compile(r"^(?:ok|changed|skipping|fatal|failed): \[([^\]\s]+)(?: -> [^\]]+)?\]", re.M)
+WINDOW = 15          # the confirm window of these tests (the default is 60 s)
+
+BASE = {   # the baseline policy every test starts from and returns to (group_vars/edges.yml)
+    "deploy_xdp_confirm_timeout": WINDOW,
+    "xdp_filter_default_verdict": "drop",
+    "xdp_filter_v4_rules": [{"cidr": "192.0.2.0/24", "action": "drop", "rule_id": 2}],
+    "xdp_filter_port_rules": [{"proto": "tcp", "port": 80, "action": "pass", "rule_id": 10}],
+    "xdp_filter_mgmt_v4": ["198.51.100.0/28"],        # the controller, 198.51.100.2, is a management source
+}
+# a new version: one more source dropped (a documentation range nobody in the lab uses)
+UPGRADE = dict(BASE, xdp_filter_v4_rules=BASE["xdp_filter_v4_rules"] + [
+    {"cidr": "203.0.113.0/24", "action": "drop", "rule_id": 3}])
+# TCP SYNs from the ordinary client 198.51.100.33 to port 80 of every edge, 20 a second, until killed: the traffic
+# the health gate watches (the filter passes TCP/80; nothing listens, the edge answers with a reset)
+WEB_TRAFFIC = r"""
+import socket, sys, time
+targets = sys.argv[1:]
+while True:
+    for addr in targets:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setblocking(False)
+        s.bind(("198.51.100.33", 0))
+        try:
+            s.connect((addr, 80))
+        except OSError:
+            pass
+        s.close()
+    time.sleep(0.05)
+"""
+
+
+def assert_no_warning(proc):
+    out = proc.stdout + proc.stderr
+    assert "[WARNING]" not in out and "[DEPRECATION WARNING]" not in out, out
+    assert "Traceback" not in out, out
+
+
+def recap(proc) -> dict:
+    return {host: tuple(int(n) for n in nums) for host, *nums in RECAP.findall(proc.stdout)}
+
+
+def batches(proc) -> list:
+    chunks = proc.stdout.split("PLAY [%s]" % DEPLOY_PLAY)[1:]
+    return [sorted(set(HOST_LINE.findall(chunk.split("\nPLAY ")[0]))) for chunk in chunks]
+
+
+class Fleet:
+    """The SSH lab plus what the tests read from its hosts (through bpf_info, as a module on the host)."""
+
+    def __init__(self, lab: SshLab):
+        self.lab = lab
+
+    def vars(self, kind, name, data):
+        folder = os.path.join(self.lab.dir, kind)
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, name + ".yml")
+        if data is None:
+            if os.path.exists(path):
+                os.unlink(path)
+            return
+        with open(path, "w", encoding="utf-8") as handle:
+            yaml.safe_dump(data, handle)
+
+    def deploy(self, extra=None, **kwargs):
+        return self.lab.playbook(DEPLOY, extra_vars=dict({"deploy_xdp_hosts": "edges"}, **(extra or {})), **kwargs)
+
+    def state_dir(self, host):
+        return os.path.join(self.lab.dir, "state", host, "records")
+
+    def info(self, host, **args):
+        result = run_module("bpf_info", dict({"pin_root": self.lab.pin_root(host), "state_dir": self.state_dir(host)},
+                                             **args), netns=self.lab.netns(host))
+        assert not result.failed, result
+        return result
+
+    def filter(self, host) -> dict:
+        """What the host's filter runs: program (tag, checksum, chain position, mode), the declared plain maps,
+        and whether the kernel holds what the records say."""
+        info = self.info(host, contents=True, check_records=True)["deployments"].get("filter")
+        if info is None:
+            return {}
+        hook = info["drift"]["hooks"][0]
+        return {"tag": hook["tag"], "sha": info["object_sha256"], "position": hook["position"], "mode": hook["mode"],
+                "drift": info["drift"]["state"],
+                "maps": {name: info["maps"][name].get("entries") for name in
+                         ("filter_config", "filter_mgmt_v4", "filter_mgmt_ports")}}
+
+    def holds(self, host, policy) -> bool:
+        """The swappable rule sets hold exactly the policy's rules (bpf_map in check mode predicts no change)."""
+        for name, entries in (("filter_v4", v4_plugin.xdp_filter_v4_entries(policy["xdp_filter_v4_rules"])),
+                              ("filter_ports", port_plugin.xdp_filter_port_entries(policy["xdp_filter_port_rules"]))):
+            result = run_module("bpf_map", {"name": "filter", "map": name, "mode": "sync", "entries": entries,
+                                            "pin_root": self.lab.pin_root(host)}, netns=self.lab.netns(host),
+                                check_mode=True)
+            assert not result.failed, result
+            if result.changed:
+                return False
+        return True
+
+    def armed(self, host) -> list:
+        """What is still armed on the host: checkpoint files, a watchdog process."""
+        left = []
+        folder = os.path.join(self.state_dir(host), ".checkpoint")
+        if os.path.exists(folder):
+            left.append(sorted(os.listdir(folder)))
+        left += live_pids(cmdline_contains="checkpoint watch --state-dir %s " % self.state_dir(host))
+        return left
+
+    def reaches(self, host) -> bool:
+        return self.lab.ssh(host, "true", timeout=30).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    with SshLab(tmp_path_factory.mktemp("rollouts"), edges=len(EDGES)) as lab:
+        fleet = Fleet(lab)
+        fleet.vars("group_vars", "edges", BASE)
+        first = fleet.deploy()
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert_no_warning(first)
+        yield fleet
+
+
+@pytest.fixture
+def baseline(fleet):
+    """Back to the baseline policy before each test (changed=0 when the last test left it in place)."""
+    for kind, name in [("host_vars", h) for h in EDGES] + [("group_vars", "all")]:
+        fleet.vars(kind, name, None)
+    fleet.vars("group_vars", "edges", BASE)
+    proc = fleet.deploy()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    states = {host: fleet.filter(host) for host in EDGES}
+    assert all(s["drift"] == "in_sync" and fleet.holds(h, BASE) for h, s in states.items()), states
+    return states
+
+
+def test_a_filter_that_locks_the_controller_out_reverts_within_the_window(fleet, baseline):
+    # edge1: no management source, the controller's address not added, default drop: SSH from the controller is
+    # dropped by the filter itself (the fail-safe refusal overridden on purpose)
+    fleet.vars("host_vars", "edge1", {"xdp_filter_mgmt_v4": [], "xdp_filter_mgmt_include_controller": False,
+                                      "xdp_filter_allow_lockout": True})
+    proc = fleet.deploy(limit="edge1")
+    assert proc.returncode != 0
+    assert_no_warning(proc)
+    out = proc.stdout
+    assert "rolled back at " in out and "not confirmed within %ss of the last change" % WINDOW in out, out
+    assert "filter restored" in out, out
+    report = json.load(open(os.path.join(fleet.state_dir("edge1"), ".reverted.json"), encoding="utf-8"))
+    assert report["by"] == "watchdog"
+    # the window counts from the change's last step; the host reverted within it plus 5 s
+    assert report["reverted_at"] - report["last_change"] <= WINDOW + 5, report
+    assert fleet.reaches("edge1")
+    assert fleet.filter("edge1") == baseline["edge1"] and fleet.holds("edge1", BASE)
+    assert fleet.armed("edge1") == []
+    assert recap(proc)["edge1"][2] == 1          # the failure is the confirm's, not an unreachable host
+
+
+def test_a_canary_whose_health_gate_fails_is_rolled_back_and_the_later_waves_are_never_touched(fleet, baseline):
+    bad = dict(BASE, xdp_filter_v4_rules=BASE["xdp_filter_v4_rules"] + [
+        {"cidr": "198.51.100.32/28", "action": "drop", "rule_id": 4}])     # drops the web client 198.51.100.33
+    fleet.vars("group_vars", "edges", dict(bad, deploy_xdp_wave=1, deploy_xdp_gate_window=4, deploy_xdp_health_gates=[
+        {"name": "web traffic passes", "query": "deployments.filter.counters.filter_stats.verdicts.drop",
+         "of": "deployments.filter.counters.filter_stats.verdicts", "max": 0.2}]))
+    fleet.vars("host_vars", "edge1", {"deploy_xdp_wave": 0})
+    web = subprocess.Popen(["nsenter", "--net=/run/netns/%s" % fleet.lab.netns("client"), sys.executable, "-c",
+                            WEB_TRAFFIC] + [fleet.lab.address(h) for h in EDGES])
+    try:
+        proc = fleet.deploy()
+    finally:
+        web.kill()
+        web.wait()
+    assert proc.returncode != 0
+    assert_no_warning(proc)
+    assert 'health gate failed: gate "web traffic passes"' in proc.stdout, proc.stdout
+    assert "edge1: rolled back to its previous deployments" in proc.stdout, proc.stdout
+    assert batches(proc) == [["edge1"]], proc.stdout
+    for host in EDGES:
+        assert fleet.filter(host) == baseline[host] and fleet.holds(host, BASE), host
+        assert fleet.armed(host) == []
+    for host in EDGES[1:]:
+        assert host not in recap(proc), proc.stdout
+
+
+def test_a_host_failing_inside_a_rescue_stops_the_rollout_at_max_fail_percentage_0(fleet, baseline):
+    # edges 1-4 in wave 0, edge5 in wave 1; edge3's filter_config is refused by the map after its program and
+    # rules changed: its role's rescue and the play's rescue revert it, and the play counts it as failed
+    fleet.vars("group_vars", "edges", dict(UPGRADE, deploy_xdp_max_fail_percentage=0))
+    fleet.vars("host_vars", "edge5", {"deploy_xdp_wave": 1})
+    fleet.vars("host_vars", "edge3", {"xdp_filter_config": {"non_ip": "sometimes"}})
+    proc = fleet.deploy()
+    assert proc.returncode != 0
+    assert_no_warning(proc)
+    assert batches(proc) == [EDGES[:4]], proc.stdout
+    assert "edge3: task 'Deploy the network functions" not in proc.stdout
+    assert "sometimes" in proc.stdout and "rolled back: the host runs its previous deployments again" in proc.stdout
+    assert fleet.filter("edge3") == baseline["edge3"] and fleet.holds("edge3", BASE)
+    assert fleet.filter("edge5") == baseline["edge5"] and fleet.holds("edge5", BASE)    # never started
+    assert "edge5" not in recap(proc), proc.stdout
+    assert all(fleet.holds(host, UPGRADE) for host in ("edge1", "edge2", "edge4"))      # committed before the stop
+    assert "rollout stopped" in proc.stdout or "NO MORE HOSTS LEFT" in proc.stdout, proc.stdout
+
+
+def test_rollback_returns_every_host_to_the_previous_version(fleet, baseline):
+    fleet.vars("group_vars", "edges", UPGRADE)
+    up = fleet.deploy()
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert all(fleet.holds(host, UPGRADE) for host in EDGES)
+    check = fleet.lab.playbook(ROLLBACK, extra_vars={"rollback_hosts": "edges"}, check=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert_no_warning(check)
+    assert all(fleet.holds(host, UPGRADE) for host in EDGES)                           # check mode changed nothing
+    back = fleet.lab.playbook(ROLLBACK, extra_vars={"rollback_hosts": "edges"})
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert_no_warning(back)
+    assert {host: counts[0] for host, counts in recap(back).items()} == {host: 1 for host in EDGES}, back.stdout
+    assert "edge1: filter restored" in back.stdout, back.stdout
+    for host in EDGES:
+        assert fleet.filter(host) == baseline[host] and fleet.holds(host, BASE), host
+
+
+def descendants(pid: int) -> list:
+    """pid and every process below it."""
+    children = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open("/proc/%s/stat" % name, encoding="utf-8") as handle:
+                    ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(name))
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        todo.extend(children.get(current, []))
+    return out
+
+
+def test_a_controller_killed_mid_wave_leaves_armed_hosts_to_revert_and_a_rerun_converges(fleet, baseline):
+    fleet.vars("group_vars", "all", {"deploy_xdp_serial": 1})
+    fleet.vars("group_vars", "edges", UPGRADE)
+    running = fleet.deploy(background=True)
+    pending = os.path.join(fleet.state_dir("edge2"), ".checkpoint", "pending.json")
+    deadline = time.monotonic() + 300
+    while not os.path.exists(pending):
+        assert running.poll() is None and time.monotonic() < deadline, "edge2 was never armed"
+        time.sleep(0.05)
+    for pid in descendants(running.pid):       # the controller dies: ansible-playbook, its workers, their ssh
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    killed = time.monotonic()
+    running.wait()
+    while os.path.exists(pending):
+        assert time.monotonic() < killed + WINDOW + 30, "edge2 did not revert by itself"
+        time.sleep(0.2)
+    assert fleet.reaches("edge2")
+    assert fleet.filter("edge2") == baseline["edge2"] and fleet.holds("edge2", BASE)
+    assert fleet.holds("edge1", UPGRADE)                                   # its batch was committed before
+    for host in EDGES[2:]:                                                 # never reached
+        assert fleet.filter(host) == baseline[host] and fleet.holds(host, BASE), host
+    assert all(fleet.armed(host) == [] for host in EDGES)
+
+    rerun = fleet.deploy()
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert_no_warning(rerun)
+    assert all(fleet.holds(host, UPGRADE) and fleet.filter(host)["drift"] == "in_sync" for host in EDGES)
+    again = fleet.deploy()
+    assert again.returncode == 0 and all(counts[0] == 0 for counts in recap(again).values()), again.stdout
