@@ -9,13 +9,18 @@ SANITY_VENV="${SANITY_VENV:-$ROOT/.venv-sanity}"
 REQUIREMENTS="$ROOT/requirements/controller.txt"
 
 # Debian packages: the BPF toolchain, the kernel-facing tools, bcc and the
-# system Python's bindings that modules reach through Ansible's respawn.
+# system Python's bindings that modules reach through Ansible's respawn;
+# openssh-server and sudo for the lab's SSH variant (EBFLAB_SSH=1, docs/lab.md),
+# which runs one sshd per lab namespace, never one on the machine itself.
 DEB_PACKAGES=(
     clang llvm libbpf-dev libbpf1 bpftool gcc-multilib
     iproute2 ethtool nftables xdp-tools tcpdump iputils-ping
     python3-bpfcc linux-headers-amd64 python3-pyroute2
     python3-venv python3-dev rsync make git shellcheck
+    openssh-server sudo
 )
+POLICY_RC=/usr/sbin/policy-rc.d
+POLICY_RC_OURS=0
 
 log() { printf '[setup] %s\n' "$*"; }
 
@@ -36,8 +41,62 @@ install_debian_packages() {
     log "installing Debian packages: $missing"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
+    block_service_starts
     # shellcheck disable=SC2086
     apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    unblock_service_starts
+}
+
+# A package's maintainer scripts start its daemon (openssh-server: sshd on 0.0.0.0:22, the machine's uplink).
+# While apt runs, a policy-rc.d that exits 101 forbids every start; one the machine already has is left alone.
+block_service_starts() {
+    if [ -e "$POLICY_RC" ]; then
+        return
+    fi
+    printf '#!/bin/sh\n# ebpf.fleet scripts/setup.sh: no service starts while it installs packages\nexit 101\n' >"$POLICY_RC"
+    chmod 0755 "$POLICY_RC"
+    POLICY_RC_OURS=1
+    trap unblock_service_starts EXIT
+}
+
+unblock_service_starts() {
+    if [ "$POLICY_RC_OURS" = 1 ]; then
+        rm -f -- "$POLICY_RC"
+        POLICY_RC_OURS=0
+    fi
+}
+
+# The lab starts its own sshd in each namespace (scripts/lab.sh); the package's system-wide one must never run:
+# stop it when it runs, keep its init script from starting it at boot, and check that no sshd listens here.
+keep_system_sshd_off() {
+    local pid listeners
+    if [ ! -e /etc/init.d/ssh ]; then
+        return
+    fi
+    pid="$(cat /run/sshd.pid 2>/dev/null || true)"
+    if [ -n "$pid" ] && [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = /usr/sbin/sshd ]; then
+        log "stopping the system-wide sshd (pid $pid): the lab runs its own in its namespaces"
+        kill "$pid"
+        for _ in $(seq 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+    fi
+    if ls /etc/rc[2345].d/S[0-9][0-9]ssh >/dev/null 2>&1; then
+        log "disabling the system-wide sshd at boot (update-rc.d ssh disable)"
+        update-rc.d ssh disable >/dev/null 2>&1
+    fi
+    # the init script (and systemd's ssh.service) will not start sshd while this file exists
+    if [ ! -e /etc/ssh/sshd_not_to_be_run ]; then
+        log "writing /etc/ssh/sshd_not_to_be_run: the system-wide sshd stays off"
+        echo "ebpf.fleet scripts/setup.sh: sshd runs only inside the lab's namespaces (scripts/lab.sh)" \
+            >/etc/ssh/sshd_not_to_be_run
+    fi
+    listeners="$(ss -Hltnp 2>/dev/null | grep -F '"sshd"' || true)"
+    if [ -n "$listeners" ]; then
+        printf '[setup] error: expected no sshd listening in the host network namespace, found:\n%s\n' "$listeners" >&2
+        exit 1
+    fi
 }
 
 # bcc compiles against the running kernel's headers. Debian ships headers for
@@ -118,6 +177,7 @@ install_pip_bootstrap() {
 }
 
 install_debian_packages
+keep_system_sshd_off
 link_kernel_headers
 mount_bpffs
 create_venv
