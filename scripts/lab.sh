@@ -154,7 +154,7 @@ host_connection() {
     local host="$1"
     if [[ "$SSH_LAB" == 1 && "$host" != client ]]; then
         echo "ansible_connection=ssh ansible_host=$(host_addr "$host") ansible_user=root" \
-            "ansible_ssh_common_args='-F $SSH_DIR/config' ansible_control_path_dir=$SSH_DIR/cp" \
+            "ansible_ssh_common_args='-F $SSH_DIR/config' ansible_control_path_dir=$SSH_DIR/cp ansible_pipelining=true ansible_ssh_timeout=5" \
             "ansible_netns=$(ns_name "$host")"
     else
         echo "ansible_host=$(ns_name "$host") ansible_netns=$(ns_name "$host")"

@@ -5,8 +5,9 @@
 controller confirms in time, and the per-deployment history that rollback returns to.
 
     <state_dir>/.checkpoint/pending.json   the armed checkpoint: token, state (armed|confirmed), armed_at,
-                                           timeout, the watchdog's pid or systemd unit; its mtime is the
-                                           time of the last change (records.locked touches it)
+                                           timeout, the watchdog's pid or systemd unit
+    <state_dir>/.checkpoint/activity       its mtime is the end of the change's last step: records.locked
+                                           touches it when a module run ends (absent: not started yet)
     <state_dir>/.checkpoint/snapshot/      the deployments' records as they were when armed (hard links:
                                            records are only ever replaced by rename, never written in place)
     <state_dir>/.checkpoint/lib.zip        the code the watchdog runs (the module's own payload)
@@ -14,7 +15,7 @@ controller confirms in time, and the per-deployment history that rollback return
     <state_dir>/.history/<name>/<seq>/     a deployment's earlier records (or a file "absent": it was not
                                            deployed), pushed by each committed change that altered it
 
-The watchdog (``python -m ...checkpoint watch``) sleeps until ``mtime(pending.json) + timeout``, takes the
+The watchdog (``python -m ...checkpoint watch``) sleeps until ``mtime(activity) + timeout``, takes the
 records lock (so a module still writing finishes first), and unless the checkpoint was confirmed meanwhile puts
 the snapshot back: deployments made since are removed, the others get their records back and are restored
 (program, chain position, mode, declared map contents) by host_restore, the boot-time code path. It runs as a
@@ -41,7 +42,10 @@ from ansible_collections.ebpf.fleet.plugins.module_utils import host_restore
 from ansible_collections.ebpf.fleet.plugins.module_utils import records
 from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError
 
-FOLDER, PENDING = os.path.split(records.PENDING_CHECKPOINT)
+FOLDER = records.CHECKPOINT_DIR
+PENDING = "pending.json"
+ACTIVITY = records.CHECKPOINT_ACTIVITY
+PREPARE_LIMIT = 3600     # seconds an armed checkpoint waits for its change to start, then disarms quietly
 SNAPSHOT = "snapshot"
 LIB = "lib.zip"
 STARTED = "watching"
@@ -64,7 +68,7 @@ def folder(state_dir: str) -> str:
 
 
 def pending_path(state_dir: str) -> str:
-    return os.path.join(state_dir, records.PENDING_CHECKPOINT)
+    return os.path.join(state_dir, FOLDER, PENDING)
 
 
 def read_pending(state_dir: str):
@@ -81,13 +85,13 @@ def read_reverted(state_dir: str):
         return None
 
 
-def last_change(state_dir: str, pending: dict) -> float:
-    """When the checkpoint's change last moved: its arming, or the end of the last module run since."""
+def last_change(state_dir: str):
+    """When the checkpoint's change last moved (the end of the last module run under the records lock since the
+    arm), or None while it has not started."""
     try:
-        mtime = os.stat(pending_path(state_dir)).st_mtime
+        return os.stat(os.path.join(state_dir, FOLDER, ACTIVITY)).st_mtime
     except FileNotFoundError:
-        mtime = 0.0
-    return max(float(pending.get("armed_at", 0)), mtime)
+        return None
 
 
 def _stamp(when: float) -> str:
@@ -277,6 +281,16 @@ def _stop_watchdog(pending: dict) -> None:
                 os.kill(pending["pid"], signal.SIGKILL)
 
 
+def _due(state_dir: str, pending: dict):
+    """When the watchdog acts: (time, revert?). Until the change starts there is nothing to revert: it waits
+    for the change's first step (the controller may still be preparing it, converting a large rules file) up to
+    PREPARE_LIMIT, then disarms without a revert."""
+    moved = last_change(state_dir)
+    if moved is None:
+        return float(pending.get("armed_at", 0)) + PREPARE_LIMIT, False
+    return moved + float(pending.get("timeout", TIMEOUT_DEFAULT)), True
+
+
 def watch(state_dir: str, token: str, poll: float = 0.5) -> int:
     """The watchdog's loop: revert the checkpoint `token` when it was not confirmed in time."""
     with contextlib.suppress(OSError):
@@ -285,7 +299,7 @@ def watch(state_dir: str, token: str, poll: float = 0.5) -> int:
         pending = read_pending(state_dir)
         if not pending or pending.get("token") != token or pending.get("state") != "armed":
             return 0
-        due = last_change(state_dir, pending) + float(pending.get("timeout", TIMEOUT_DEFAULT))
+        due, _ = _due(state_dir, pending)
         if time.time() < due:
             time.sleep(min(poll, max(0.05, due - time.time())))
             continue
@@ -293,11 +307,14 @@ def watch(state_dir: str, token: str, poll: float = 0.5) -> int:
             pending = read_pending(state_dir)
             if not pending or pending.get("token") != token or pending.get("state") != "armed":
                 return 0
-            moved = last_change(state_dir, pending)
-            if time.time() < moved + float(pending.get("timeout", TIMEOUT_DEFAULT)):
+            due, started = _due(state_dir, pending)
+            if time.time() < due:
                 continue    # a module ran while we waited for the lock: the window starts again
+            if not started:
+                _disarm(state_dir, pending, watchdog=True)
+                return 0
             revert(state_dir, "not confirmed within %ss of the last change at %s: the controller did not reach "
-                   "the host again over a fresh connection" % (pending.get("timeout"), _stamp(moved)),
+                   "the host again over a fresh connection" % (pending.get("timeout"), _stamp(last_change(state_dir))),
                    pending=pending, watchdog=True)
             return 0
 
@@ -356,7 +373,7 @@ def revert(state_dir: str, reason: str, pending: dict = None, watchdog: bool = F
     results = bring_back(state_dir, wanted)
     now = time.time()
     report = {"token": pending.get("token"), "reason": reason, "reverted_at": now, "reverted": _stamp(now),
-              "armed_at": pending.get("armed_at"), "last_change": last_change(state_dir, pending),
+              "armed_at": pending.get("armed_at"), "last_change": last_change(state_dir),
               "by": "watchdog" if watchdog else "request", "deployments": results,
               "failed": sorted(name for name, res in results.items() if res["status"] == "failed")}
     if watchdog:

@@ -182,8 +182,9 @@ def list_hooks(state_dir: str) -> list:
     return sorted(entry[:-5] for entry in os.listdir(folder) if entry.endswith(".json") and not entry.startswith("."))
 
 
-# the armed commit-confirmed checkpoint (checkpoint.py); its mtime is the time of the last change
-PENDING_CHECKPOINT = os.path.join(".checkpoint", "pending.json")
+# the armed commit-confirmed checkpoint (checkpoint.py), and the file whose mtime is its change's last step
+CHECKPOINT_DIR = ".checkpoint"
+CHECKPOINT_ACTIVITY = "activity"
 
 
 @contextlib.contextmanager
@@ -191,8 +192,9 @@ def locked(state_dir: str, create: bool = True, activity: bool = True):
     """An exclusive lock on the host's state (one run changes hooks at a time): flock on the folder.
 
     With create=False a missing state_dir is not created: there are no records to protect, and the run
-    proceeds unlocked (check mode, state=absent). With activity, the end of the run restarts the confirm
-    window of an armed checkpoint (checkpoint.py): a change is confirmed within the window after its last step."""
+    proceeds unlocked (check mode, state=absent). With activity, the end of the run starts (again) the confirm
+    window of an armed checkpoint (checkpoint.py): a change is confirmed within the window after its last step.
+    The checkpoint's own operations pass activity=False."""
     if create:
         os.makedirs(state_dir, mode=0o700, exist_ok=True)
     try:
@@ -207,6 +209,13 @@ def locked(state_dir: str, create: bool = True, activity: bool = True):
         yield
     finally:
         if activity:
-            with contextlib.suppress(OSError):
-                os.utime(os.path.join(state_dir, PENDING_CHECKPOINT))
+            _mark_activity(state_dir)
         os.close(fd)
+
+
+def _mark_activity(state_dir: str) -> None:
+    """A run that held the lock ended: while a checkpoint is armed, its change moved (checkpoint.py)."""
+    path = os.path.join(state_dir, CHECKPOINT_DIR, CHECKPOINT_ACTIVITY)
+    with contextlib.suppress(OSError):   # no checkpoint folder: nothing is armed
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        os.utime(path)

@@ -12,8 +12,11 @@ description:
   - Brackets a change of the host's deployments the way C(commit confirmed) does on a router. V(armed) takes a
     checkpoint of every deployment's records (programs, chain positions and modes, declared map contents) and
     starts a watchdog on the host; unless the controller confirms within O(timeout) seconds after the change's last
-    step (each module run under the records lock restarts the window), the watchdog puts the checkpoint back by
-    itself. That catches the change that cuts the controller off.
+    step, the watchdog puts the checkpoint back by itself. That catches the change that cuts the controller off.
+  - A step is a module run of this collection that held the host's records lock (M(ebpf.fleet.xdp_program),
+    M(ebpf.fleet.bpf_map), ...); each one starts the window again. Until the first step, while the controller
+    still prepares the change (a large rules file converted on the controller), there is nothing to revert: the
+    watchdog waits up to an hour for it, then disarms.
   - V(confirmed) and V(committed) are run from the controller over a B(fresh) connection (the action plugin closes a
     persistent SSH connection first and keeps trying through the window, since attaching XDP resets the link for
     1 to 10 seconds on some NIC drivers). V(confirmed) stops the watchdog and keeps the checkpoint, so that a
@@ -221,14 +224,14 @@ def run(module: AnsibleModule) -> None:
     if state == "armed":
         if module.check_mode:
             module.exit_json(changed=False, token="")
-        with records.locked(state_dir):
+        with records.locked(state_dir, activity=False):
             pending = checkpoint.arm(state_dir, params["timeout"], params["reason"])
         module.exit_json(changed=False, token=pending["token"], armed=pending["armed"],
                          launcher=pending["launcher"], deployments=pending["deployments"], earlier=pending["earlier"])
     if state in ("confirmed", "committed"):
         if not token:
             module.exit_json(changed=False, token="", deployments=[])
-        with records.locked(state_dir, create=False):
+        with records.locked(state_dir, create=False, activity=False):
             try:
                 pending = checkpoint.confirm(state_dir, token)
                 altered = checkpoint.commit(state_dir, pending) if state == "committed" else []
@@ -244,7 +247,7 @@ def run(module: AnsibleModule) -> None:
             module.exit_json(changed=bool(checkpoint.changed_names(state_dir, snapshot)), token=pending["token"],
                              reverted={"deployments": {name: {"status": "would revert"}
                                                        for name in checkpoint.changed_names(state_dir, snapshot)}})
-        with records.locked(state_dir, create=False):
+        with records.locked(state_dir, create=False, activity=False):
             report = checkpoint.revert(state_dir, params["reason"] or "reverted on request", pending=pending)
         failed = report["failed"]
         result = dict(changed=any(res["status"] != "unchanged" for res in report["deployments"].values()),
@@ -264,7 +267,7 @@ def run(module: AnsibleModule) -> None:
         module.exit_json(changed=bool(plan), token="", rolled_back={
             name: {"status": "would restore" if path else "would remove", "history": seq}
             for name, (seq, path) in plan.items()})
-    with records.locked(state_dir, create=False):
+    with records.locked(state_dir, create=False, activity=False):
         results = checkpoint.rollback(state_dir, plan)
     for name, (seq, _path) in plan.items():
         results[name]["history"] = seq
