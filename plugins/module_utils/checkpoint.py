@@ -10,12 +10,14 @@ controller confirms in time, and the per-deployment history that rollback return
                                            touches it when a module run ends (absent: not started yet)
     <state_dir>/.checkpoint/snapshot/      the deployments' records as they were when armed (hard links:
                                            records are only ever replaced by rename, never written in place)
-    <state_dir>/.checkpoint/lib.zip        the code the watchdog runs (the module's own payload)
+    <state_dir>/.checkpoint/lib.zip        the code the watchdog runs (the arming module's own payload)
     <state_dir>/.reverted.json             what the watchdog's last revert did and why, until the next arm
     <state_dir>/.history/<name>/<seq>/     a deployment's earlier records (or a file "absent": it was not
                                            deployed), pushed by each committed change that altered it
 
-The watchdog (``python -m ...checkpoint watch``) sleeps until ``mtime(activity) + timeout``, takes the
+The watchdog starts when the change takes its first step (the first module run under the records lock after
+the arm: records.locked calls start_watchdog) so that a controller that dies before changing anything leaves
+no process behind. It (``python -m ...checkpoint watch``) sleeps until ``mtime(activity) + timeout``, takes the
 records lock (so a module still writing finishes first), and unless the checkpoint was confirmed meanwhile puts
 the snapshot back: deployments made since are removed, the others get their records back and are restored
 (program, chain position, mode, declared map contents) by host_restore, the boot-time code path. It runs as a
@@ -45,7 +47,6 @@ from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetErro
 FOLDER = records.CHECKPOINT_DIR
 PENDING = "pending.json"
 ACTIVITY = records.CHECKPOINT_ACTIVITY
-PREPARE_LIMIT = 3600     # seconds an armed checkpoint waits for its change to start, then disarms quietly
 SNAPSHOT = "snapshot"
 LIB = "lib.zip"
 STARTED = "watching"
@@ -236,6 +237,21 @@ def _launch(state_dir: str, token: str, pythonpath: str) -> dict:
     return {"launcher": "process", "pid": proc.pid}
 
 
+def start_watchdog(state_dir: str) -> None:
+    """The change took its first step (records.locked, as a module run ends): start the armed checkpoint's
+    watchdog unless it runs. The caller holds the records lock."""
+    pending = read_pending(state_dir)
+    if not pending or pending.get("state") != "armed" or pending.get("launcher"):
+        return
+    try:
+        pending.update(_launch(state_dir, pending["token"], pending["lib"]))
+        _wait_started(state_dir, pending)
+    except BaseException:
+        _stop_watchdog(pending)
+        raise
+    records.write_json(pending_path(state_dir), pending)
+
+
 def _wait_started(state_dir: str, pending: dict) -> None:
     """A watchdog that cannot run must fail the arm, not leave a change unguarded."""
     marker = os.path.join(folder(state_dir), STARTED)
@@ -281,14 +297,10 @@ def _stop_watchdog(pending: dict) -> None:
                 os.kill(pending["pid"], signal.SIGKILL)
 
 
-def _due(state_dir: str, pending: dict):
-    """When the watchdog acts: (time, revert?). Until the change starts there is nothing to revert: it waits
-    for the change's first step (the controller may still be preparing it, converting a large rules file) up to
-    PREPARE_LIMIT, then disarms without a revert."""
-    moved = last_change(state_dir)
-    if moved is None:
-        return float(pending.get("armed_at", 0)) + PREPARE_LIMIT, False
-    return moved + float(pending.get("timeout", TIMEOUT_DEFAULT)), True
+def _due(state_dir: str, pending: dict) -> float:
+    """When the watchdog acts: the window after the change's last step."""
+    moved = last_change(state_dir) or float(pending.get("armed_at", 0))
+    return moved + float(pending.get("timeout", TIMEOUT_DEFAULT))
 
 
 def watch(state_dir: str, token: str, poll: float = 0.5) -> int:
@@ -299,7 +311,7 @@ def watch(state_dir: str, token: str, poll: float = 0.5) -> int:
         pending = read_pending(state_dir)
         if not pending or pending.get("token") != token or pending.get("state") != "armed":
             return 0
-        due, _ = _due(state_dir, pending)
+        due = _due(state_dir, pending)
         if time.time() < due:
             time.sleep(min(poll, max(0.05, due - time.time())))
             continue
@@ -307,12 +319,8 @@ def watch(state_dir: str, token: str, poll: float = 0.5) -> int:
             pending = read_pending(state_dir)
             if not pending or pending.get("token") != token or pending.get("state") != "armed":
                 return 0
-            due, started = _due(state_dir, pending)
-            if time.time() < due:
+            if time.time() < _due(state_dir, pending):
                 continue    # a module ran while we waited for the lock: the window starts again
-            if not started:
-                _disarm(state_dir, pending, watchdog=True)
-                return 0
             revert(state_dir, "not confirmed within %ss of the last change at %s: the controller did not reach "
                    "the host again over a fresh connection" % (pending.get("timeout"), _stamp(last_change(state_dir))),
                    pending=pending, watchdog=True)
@@ -322,7 +330,9 @@ def watch(state_dir: str, token: str, poll: float = 0.5) -> int:
 # ---------------------------------------------------------------- the operations (callers hold the records lock)
 
 def arm(state_dir: str, timeout: int, reason: str = "") -> dict:
-    """Take a checkpoint of every deployment and start the watchdog; returns the pending record.
+    """Take a checkpoint of every deployment; returns the pending record. The watchdog starts with the change:
+    when the first module run under the records lock ends (start_watchdog). Until then nothing changed, nothing
+    can cut the controller off, and a controller that dies leaves no process behind.
 
     A checkpoint left armed by an earlier run (its controller died) is reverted first; one left confirmed (the
     controller died during the health gates) is committed first."""
@@ -346,15 +356,7 @@ def arm(state_dir: str, timeout: int, reason: str = "") -> dict:
         lib = os.path.join(folder(state_dir), LIB)
     now = time.time()
     pending = {"token": token, "state": "armed", "armed_at": now, "armed": _stamp(now), "timeout": int(timeout),
-               "reason": reason, "deployments": names, "pid": None}
-    records.write_json(pending_path(state_dir), pending)
-    try:
-        pending.update(_launch(state_dir, token, lib))
-        _wait_started(state_dir, pending)
-    except BaseException:
-        _stop_watchdog(pending)
-        shutil.rmtree(folder(state_dir), ignore_errors=True)
-        raise
+               "reason": reason, "deployments": names, "lib": lib, "launcher": None, "pid": None}
     records.write_json(pending_path(state_dir), pending)
     return dict(pending, earlier=earlier)
 

@@ -216,6 +216,11 @@ def locked(state_dir: str, create: bool = True, activity: bool = True):
 def _mark_activity(state_dir: str) -> None:
     """A run that held the lock ended: while a checkpoint is armed, its change moved (checkpoint.py)."""
     path = os.path.join(state_dir, CHECKPOINT_DIR, CHECKPOINT_ACTIVITY)
-    with contextlib.suppress(OSError):   # no checkpoint folder: nothing is armed
+    try:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-        os.utime(path)
+    except OSError:
+        return     # no checkpoint folder: nothing is armed
+    os.utime(path)
+    # imported here: checkpoint builds on this module
+    from ansible_collections.ebpf.fleet.plugins.module_utils import checkpoint  # pylint: disable=import-outside-toplevel
+    checkpoint.start_watchdog(state_dir)

@@ -26,8 +26,10 @@ description:
     deployment of O(names) (every deployment with a history when empty) to its previous committed version; a
     deployment that did not exist before is removed.
   - A host that was reverted makes V(confirmed) and V(committed) fail with what was rolled back and why.
-  - The watchdog runs as a transient systemd unit where systemd runs, else as a detached process; after a
-    confirm, a commit or a revert nothing stays armed (no unit, process or checkpoint files). A host that
+  - The watchdog starts with the change (when the first module run of this collection that holds the host's records
+    lock ends), as a transient systemd unit where systemd runs, else as a detached process; a controller that dies
+    before the change starts leaves no process behind. After a confirm, a commit or a revert nothing stays armed
+    (no unit, process or checkpoint files). A host that
     restarts inside the window reverts at boot (C(ebpf-fleet-host restore), docs/restore.md).
 version_added: "0.2.0"
 author: ebpf.fleet contributors (@ebpf-fleet)
@@ -131,11 +133,6 @@ armed:
   returned: state is armed and not in check mode
   type: str
   sample: "2026-12-02T05:40:12Z"
-launcher:
-  description: How the watchdog runs, V(systemd) (a transient unit) or V(process) (a detached process).
-  returned: state is armed and not in check mode
-  type: str
-  sample: process
 deployments:
   description: The deployments in the checkpoint (V(armed)); those the change altered (V(committed)).
   returned: state is armed or committed
@@ -227,7 +224,7 @@ def run(module: AnsibleModule) -> None:
         with records.locked(state_dir, activity=False):
             pending = checkpoint.arm(state_dir, params["timeout"], params["reason"])
         module.exit_json(changed=False, token=pending["token"], armed=pending["armed"],
-                         launcher=pending["launcher"], deployments=pending["deployments"], earlier=pending["earlier"])
+                         deployments=pending["deployments"], earlier=pending["earlier"])
     if state in ("confirmed", "committed"):
         if not token:
             module.exit_json(changed=False, token="", deployments=[])
