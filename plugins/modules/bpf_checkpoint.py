@@ -14,9 +14,8 @@ description:
     starts a watchdog on the host; unless the controller confirms within O(timeout) seconds after the change's last
     step, the watchdog puts the checkpoint back by itself. That catches the change that cuts the controller off.
   - A step is a module run of this collection that held the host's records lock (M(ebpf.fleet.xdp_program),
-    M(ebpf.fleet.bpf_map), ...); each one starts the window again. Until the first step, while the controller
-    still prepares the change (a large rules file converted on the controller), there is nothing to revert: the
-    watchdog waits up to an hour for it, then disarms.
+    M(ebpf.fleet.bpf_map), ...); each one starts the window again. Before the first step (while the controller
+    still prepares the change, for example converting a large rules file) nothing changed and no window counts.
   - V(confirmed) and V(committed) are run from the controller over a B(fresh) connection (the action plugin closes a
     persistent SSH connection first and keeps trying through the window, since attaching XDP resets the link for
     1 to 10 seconds on some NIC drivers). V(confirmed) stops the watchdog and keeps the checkpoint, so that a

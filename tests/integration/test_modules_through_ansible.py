@@ -27,6 +27,11 @@ GROUP_PLAYBOOK = """
       pin_root: "%(pin_root)s"
       state_dir: "%(state_dir)s"
   tasks:
+    - name: A checkpoint of the deployments before the change (the host reverts unless it is confirmed)
+      ebpf.fleet.bpf_checkpoint:
+        state: armed
+        timeout: 60
+      register: checkpoint
     - name: XDP support of the interface
       ebpf.fleet.xdp_support:
         interfaces: [vb]
@@ -50,6 +55,11 @@ GROUP_PLAYBOOK = """
         entries: ["192.0.2.0/24"]
         value: drop
         mode: sync
+    - name: Confirm over a fresh connection and make the change the new state
+      ebpf.fleet.bpf_checkpoint:
+        state: committed
+        token: "{{ checkpoint.token }}"
+      register: committed
     - name: What is deployed
       ebpf.fleet.bpf_info:
         interfaces: [vb]
@@ -60,6 +70,8 @@ GROUP_PLAYBOOK = """
           - info.deployments.guard.version == 1
           - info.deployments.count is defined
           - not xdp.changed or xdp.applied['xdp@vb'].action == 'attach'
+          - (checkpoint.token | length > 0) != ansible_check_mode
+          - committed.deployments == (['count', 'guard'] if xdp.changed and not ansible_check_mode else [])
         quiet: true
 """
 
