@@ -3,8 +3,9 @@ crosses the edges' XDP filter): a change that cuts the controller off reverts by
 gate fails is rolled back and stops the rollout, a host failing inside a rescue stops it too, rollback.yml
 returns the fleet to the previous version, and a controller killed mid-wave leaves no change half confirmed.
 
-One lab of five edges serves the whole module (sshd, keys and a first deploy are the slow part); each test
-starts from the baseline policy and leaves it in place. Every ansible-playbook run must be free of [WARNING].
+One lab of five edges serves the whole module (sshd, keys and a first deploy are the slow part). The tests run in
+an order that lets each start from where the last one left the fleet (every deploy over SSH costs a minute or
+more); run alone, each still deploys what it needs first. Every ansible-playbook run must be free of [WARNING].
 """
 
 import json
@@ -240,46 +241,6 @@ def test_a_canary_whose_health_gate_fails_is_rolled_back_and_the_later_waves_are
         assert recap(proc)[host] == (0, 0, 0), proc.stdout        # the rollout's plan only
 
 
-def test_a_host_failing_inside_a_rescue_stops_the_rollout_at_max_fail_percentage_0(fleet, baseline):
-    # edges 1-4 in wave 0, edge5 in wave 1; edge3's filter_config is refused by the map after its program and
-    # rules changed: its role's rescue and the play's rescue revert it, and the play counts it as failed
-    fleet.vars("group_vars", "edges", dict(UPGRADE, deploy_xdp_max_fail_percentage=0))
-    fleet.vars("host_vars", "edge5", {"deploy_xdp_wave": 1})
-    fleet.vars("host_vars", "edge3", {"xdp_filter_config": {"non_ip": "sometimes"}})
-    proc = fleet.deploy()
-    assert proc.returncode != 0
-    assert_no_warning(proc)
-    assert batches(proc) == [EDGES[:4]], proc.stdout
-    assert "edge3: task 'Deploy the network functions" not in proc.stdout
-    assert "sometimes" in proc.stdout and "rolled back: the host runs its previous deployments again" in proc.stdout
-    # edge3 reverted, edge5 never started
-    assert fleet.on(BASE, ["edge3", "edge5"]) == {"edge3": True, "edge5": True}
-    assert recap(proc)["edge5"] == (0, 0, 0), proc.stdout     # the rollout's plan only
-    assert all(fleet.on(UPGRADE, ["edge1", "edge2", "edge4"]).values())      # committed before the stop
-    assert "rollout stopped" in proc.stdout or "NO MORE HOSTS LEFT" in proc.stdout, proc.stdout
-
-
-def test_rollback_returns_every_host_to_the_previous_version(fleet):
-    # from whatever the last test left (hosts on the baseline, or already upgraded by a committed change): the
-    # upgrade on every host, then rollback.yml; each host's previous committed version is the baseline
-    for kind, name in [("host_vars", h) for h in EDGES] + [("group_vars", "all")]:
-        fleet.vars(kind, name, None)
-    fleet.vars("group_vars", "edges", UPGRADE)
-    up = fleet.deploy()
-    assert up.returncode == 0, up.stdout + up.stderr
-    assert all(fleet.on(UPGRADE, EDGES).values())
-    check = fleet.lab.playbook(ROLLBACK, extra_vars={"rollback_hosts": "edges"}, check=True)
-    assert check.returncode == 0, check.stdout + check.stderr
-    assert_no_warning(check)
-    assert all(fleet.on(UPGRADE, EDGES).values())                                      # check mode changed nothing
-    back = fleet.lab.playbook(ROLLBACK, extra_vars={"rollback_hosts": "edges"})
-    assert back.returncode == 0, back.stdout + back.stderr
-    assert_no_warning(back)
-    assert {host: counts[0] for host, counts in recap(back).items()} == {host: 1 for host in EDGES}, back.stdout
-    assert "edge1: filter restored" in back.stdout, back.stdout
-    assert all(fleet.on(BASE, EDGES).values())
-
-
 def descendants(pid: int) -> list:
     """pid and every process below it."""
     children = {}
@@ -330,3 +291,44 @@ def test_a_controller_killed_mid_wave_leaves_armed_hosts_to_revert_and_a_rerun_c
     assert_no_warning(rerun)
     assert all(fleet.on(UPGRADE, EDGES).values())
     assert recap(rerun)["edge1"][0] == 0, rerun.stdout                    # already there
+
+
+def test_rollback_returns_every_host_to_the_previous_version(fleet):
+    # the upgrade on every host (the previous test's re-run left it there; deployed here when run alone), then
+    # rollback.yml: each host's previous committed version is the baseline
+    for kind, name in [("host_vars", h) for h in EDGES] + [("group_vars", "all")]:
+        fleet.vars(kind, name, None)
+    fleet.vars("group_vars", "edges", UPGRADE)
+    if not all(fleet.on(UPGRADE, EDGES).values()):
+        up = fleet.deploy()
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert all(fleet.on(UPGRADE, EDGES).values())
+    check = fleet.lab.playbook(ROLLBACK, extra_vars={"rollback_hosts": "edges"}, check=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert_no_warning(check)
+    assert all(fleet.on(UPGRADE, EDGES).values())                                      # check mode changed nothing
+    back = fleet.lab.playbook(ROLLBACK, extra_vars={"rollback_hosts": "edges"})
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert_no_warning(back)
+    assert {host: counts[0] for host, counts in recap(back).items()} == {host: 1 for host in EDGES}, back.stdout
+    assert "edge1: filter restored" in back.stdout, back.stdout
+    assert all(fleet.on(BASE, EDGES).values())
+
+
+def test_a_host_failing_inside_a_rescue_stops_the_rollout_at_max_fail_percentage_0(fleet, baseline):
+    # edges 1-4 in wave 0, edge5 in wave 1; edge3's filter_config is refused by the map after its program and
+    # rules changed: its role's rescue and the play's rescue revert it, and the play counts it as failed
+    fleet.vars("group_vars", "edges", dict(UPGRADE, deploy_xdp_max_fail_percentage=0))
+    fleet.vars("host_vars", "edge5", {"deploy_xdp_wave": 1})
+    fleet.vars("host_vars", "edge3", {"xdp_filter_config": {"non_ip": "sometimes"}})
+    proc = fleet.deploy()
+    assert proc.returncode != 0
+    assert_no_warning(proc)
+    assert batches(proc) == [EDGES[:4]], proc.stdout
+    assert "edge3: task 'Deploy the network functions" not in proc.stdout
+    assert "sometimes" in proc.stdout and "rolled back: the host runs its previous deployments again" in proc.stdout
+    # edge3 reverted, edge5 never started
+    assert fleet.on(BASE, ["edge3", "edge5"]) == {"edge3": True, "edge5": True}
+    assert recap(proc)["edge5"] == (0, 0, 0), proc.stdout     # the rollout's plan only
+    assert all(fleet.on(UPGRADE, ["edge1", "edge2", "edge4"]).values())      # committed before the stop
+    assert "rollout stopped" in proc.stdout or "NO MORE HOSTS LEFT" in proc.stdout, proc.stdout
