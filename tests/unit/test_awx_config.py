@@ -14,27 +14,15 @@ from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar, trust_as_template
 from ansible.utils.helpers import pct_to_int
 
+from harness import awx_job
 from harness import awx_survey
 from harness import paths
 
-AWX_DIR = os.path.join(paths.REPO, "examples", "awx")
 # answers a person must type (required questions without a default)
 TYPED_ANSWERS = {"ebpf_fleet_remove_hosts": "edges"}
 
 
-def load_config() -> dict:
-    config = {}
-    for path in sorted(glob.glob(os.path.join(AWX_DIR, "*.yml"))):
-        with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle)
-        assert isinstance(data, dict), path
-        overlap = set(config) & set(data)
-        assert not overlap, "%s: %s defined twice" % (path, sorted(overlap))
-        config.update(data)
-    return config
-
-
-CONFIG = load_config()
+CONFIG = awx_job.load_config()
 TEMPLATES = {t["name"]: t for t in CONFIG["controller_templates"]}
 WORKFLOWS = {w["name"]: w for w in CONFIG["controller_workflows"]}
 
@@ -62,7 +50,7 @@ def test_the_configuration_has_every_object_type_docs_awx_md_names():
     assert set(TEMPLATES) == {"ebpf.fleet deploy", "ebpf.fleet status", "ebpf.fleet rollback", "ebpf.fleet remove"}
 
 
-@pytest.mark.parametrize("name", sorted(n for n, _ in surveys()))
+@pytest.mark.parametrize("name", sorted(dict(surveys())))
 def test_every_survey_passes_awx_rules_and_its_defaults_launch(name):
     item = dict(surveys())[name]
     assert item["survey_enabled"] is True
