@@ -105,6 +105,7 @@ def test_ansible_builder_create_makes_a_context_that_installs_the_collection_and
     with tarfile.open(build / "collections" / TARBALL) as tar:
         members = set(tar.getnames())
     assert {"meta/execution-environment.yml", "meta/ee-requirements.txt", "meta/ee-bindep.txt"} <= members
+    assert "execution-environment.yml" not in members, "the EE definition builds from a checkout: it stays there"
     installed = tmp_path / "collections"
     run(os.path.join(BIN, "ansible-galaxy"), "collection", "install", "-p", str(installed), str(build / "collections" / TARBALL))
     pip_out, bindep_out = tmp_path / "requirements.txt", tmp_path / "bindep.txt"
