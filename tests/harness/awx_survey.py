@@ -11,7 +11,8 @@ Spec (``POST .../survey_spec/``):
   * ``variable`` is unique in the spec; this helper also requires a valid variable name (an identifier that is
     no Python keyword), since Ansible would not let a playbook read anything else as a plain variable;
   * ``min`` / ``max`` are integers (or null); for text, textarea and password they bound the answer's length,
-    for integer and float its value; ``min`` is not above ``max``;
+    for integer and float its value, and there ``min`` is not above ``max``; choice questions ignore them (the
+    controller's UI sends them for every type);
   * multiplechoice and multiselect need ``choices``: a list of strings or one string with a choice per line;
   * ``default`` has the type of the question (a string for text, textarea, password, multiplechoice and
     multiselect, an integer for integer, a number for float) and, beyond what the API checks on save, lies
@@ -158,7 +159,7 @@ def _question_errors(index: int, question: Any, seen: set) -> list:
     if errors:
         return errors
     low, high = _bound(question, "min"), _bound(question, "max")
-    if low is not None and high is not None and low > high:
+    if question["type"] not in CHOICE_TYPES and low is not None and high is not None and low > high:
         errors.append("%s: min %r is above max %r: expected min <= max" % (where, low, high))
     if question["type"] in CHOICE_TYPES:
         choices = question.get("choices")

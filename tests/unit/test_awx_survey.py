@@ -100,6 +100,10 @@ def test_min_above_max_is_refused():
     assert the_error(spec_with(3, min=10, max=5, default=7)) == "question 3 (percent): min 10 is above max 5: expected min <= max"
 
 
+def test_min_and_max_of_a_choice_question_are_ignored_as_awx_ignores_them():
+    assert awx_survey.spec_errors(spec_with(5, min=5, max=0)) == []
+
+
 def test_empty_min_and_max_mean_no_bound():
     assert awx_survey.spec_errors(spec_with(3, min="", max=None, default=100000)) == []
 
