@@ -24,7 +24,7 @@ SHIPPED_FILES = ("README.md", "LICENSE", "bpf/LICENSE", "CHANGELOG.md", "scripts
                  "requirements/controller.txt", "tests/sanity/ignore-2.19.txt")
 # nothing of the development tree, the build or caches
 NOT_SHIPPED = re.compile(r"^(tests/(bench|bpf|harness|integration|unit)/|tests/conftest\.py$|build/|\.venv|\.ci/|"
-                         r"\.git/|Makefile$|scripts/(setup\.sh|summary\.py|ansible_test_get_pip\.py)$)"
+                         r"\.git/|Makefile$|execution-environment\.yml$|scripts/(setup\.sh|summary\.py|ansible_test_get_pip\.py)$)"
                          r"|(^|/)(__pycache__|\.pytest_cache|\.ansible)(/|$)|\.(o|pyc|tar\.gz)$")
 
 
