@@ -417,25 +417,28 @@ ns_pids() {
 
 # Every process still inside a lab namespace (the servers, sshd and its sessions, whatever a playbook left
 # running there, such as a watchdog started over SSH) gets SIGTERM, then SIGKILL after 3 s.
+# Wait up to $2 tenths of a second for namespace $1 to hold no process; its leftover pids in $pids either way.
+ns_empty_within() {
+    local name="$1" tries="$2" i
+    for ((i = 0; i < tries; i++)); do
+        pids="$(ns_pids "$name" | tr '\n' ' ')"
+        [[ -n "${pids// /}" ]] || return 0
+        sleep 0.1
+    done
+    return 1
+}
+
 kill_ns_processes() {
-    local name="$1" pids i
+    local name="$1" pids
     pids="$(ns_pids "$name" | tr '\n' ' ')"
     [[ -n "${pids// /}" ]] || return 0
     # shellcheck disable=SC2086
     kill -TERM $pids 2>/dev/null || true
-    for ((i = 0; i < 30; i++)); do
-        pids="$(ns_pids "$name" | tr '\n' ' ')"
-        [[ -n "${pids// /}" ]] || return 0
-        sleep 0.1
-    done
+    ns_empty_within "$name" 30 && return 0
     log "SIGKILL to what SIGTERM left running in $name: $pids"
     # shellcheck disable=SC2086
     kill -KILL $pids 2>/dev/null || true
-    for ((i = 0; i < 20; i++)); do
-        pids="$(ns_pids "$name" | tr '\n' ' ')"
-        [[ -n "${pids// /}" ]] || return 0
-        sleep 0.1
-    done
+    ns_empty_within "$name" 20 && return 0
     log "warning: expected no process left in $name after SIGKILL, still there: $pids"
 }
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import shutil
 import signal
@@ -37,7 +38,6 @@ import sys
 import time
 import uuid
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs
 from ansible_collections.ebpf.fleet.plugins.module_utils import deploy
 from ansible_collections.ebpf.fleet.plugins.module_utils import host_restore
 from ansible_collections.ebpf.fleet.plugins.module_utils import records
@@ -142,12 +142,8 @@ def changed_names(state_dir: str, snapshot: str) -> list:
 def remove_deployment(state_dir: str, name: str) -> None:
     """Detach a deployment, rebuild the chains it shared, remove its pins and records (state=absent)."""
     rec = records.read_deployment(state_dir, name) or {}
-    hook = rec.get("hook")
-    if hook in ("xdp", "tc_ingress", "tc_egress"):
-        req = deploy.Request(name=name, hook=hook, state="absent", interfaces=list(rec.get("interfaces") or []),
-                             program=rec.get("program", ""), priority=int(rec.get("priority", 50)),
-                             mode=rec.get("mode") or "", tc_attach=rec.get("tc_attach") or "auto",
-                             pin_root=rec.get("pin_root") or bpffs.PIN_ROOT_DEFAULT, state_dir=state_dir)
+    if rec.get("hook") in ("xdp", "tc_ingress", "tc_egress"):
+        req = dataclasses.replace(host_restore.request_of(state_dir, name, rec), state="absent")
         plans = deploy.plan(req, None)
         if any(hp.action != "none" for hp in plans):
             deploy.apply(req, None, plans, {})
@@ -491,11 +487,6 @@ def rollback(state_dir: str, plan: dict) -> dict:
             with contextlib.suppress(OSError):
                 os.rmdir(history_dir(state_dir, name))
     return results
-
-
-def forget(state_dir: str, name: str) -> None:
-    """A deployment removed on purpose takes its history along."""
-    shutil.rmtree(history_dir(state_dir, name), ignore_errors=True)
 
 
 # ---------------------------------------------------------------- the watchdog's command line

@@ -239,10 +239,9 @@ def run(module: AnsibleModule) -> None:
         if not pending or (token and pending.get("token") != token):
             module.exit_json(changed=False, token=token, reverted={})
         if module.check_mode:
-            snapshot = os.path.join(checkpoint.folder(state_dir), checkpoint.SNAPSHOT)
-            module.exit_json(changed=bool(checkpoint.changed_names(state_dir, snapshot)), token=pending["token"],
-                             reverted={"deployments": {name: {"status": "would revert"}
-                                                       for name in checkpoint.changed_names(state_dir, snapshot)}})
+            altered = checkpoint.changed_names(state_dir, os.path.join(checkpoint.folder(state_dir), checkpoint.SNAPSHOT))
+            module.exit_json(changed=bool(altered), token=pending["token"],
+                             reverted={"deployments": {name: {"status": "would revert"} for name in altered}})
         with records.locked(state_dir, create=False, activity=False):
             report = checkpoint.revert(state_dir, params["reason"] or "reverted on request", pending=pending)
         failed = report["failed"]

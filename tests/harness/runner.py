@@ -63,11 +63,10 @@ def run_module(module: str, args: dict, netns=None, check_mode=False, diff=False
     return result
 
 
-def run_playbook(playbook: str, inventory: str = None, extra_vars: dict = None, check=False, diff=False,
-                 timeout=600, env=None) -> subprocess.CompletedProcess:
-    """ansible-playbook with the collection on its collections path."""
-    bindir = os.path.dirname(paths.PYTHON)
-    cmd = [os.path.join(bindir, "ansible-playbook"), playbook]
+def playbook_command(playbook: str, inventory: str = None, extra_vars: dict = None, check=False, diff=False) -> list:
+    """The ansible-playbook command line of the venv: inventory (localhost with the local connection when None),
+    extra vars as JSON, --check, --diff."""
+    cmd = [os.path.join(os.path.dirname(paths.PYTHON), "ansible-playbook"), playbook]
     if inventory is None:
         cmd += ["-i", "localhost,", "-c", "local"]
     else:
@@ -78,6 +77,11 @@ def run_playbook(playbook: str, inventory: str = None, extra_vars: dict = None, 
         cmd.append("--check")
     if diff:
         cmd.append("--diff")
+    return cmd
+
+
+def playbook_env(env: dict = None) -> dict:
+    """The environment ansible-playbook runs with: the collection on its collections path, the venv's Python."""
     run_env = module_env()
     run_env.update({
         "ANSIBLE_COLLECTIONS_PATH": paths.COLLECTIONS,
@@ -88,4 +92,11 @@ def run_playbook(playbook: str, inventory: str = None, extra_vars: dict = None, 
         "ANSIBLE_LOCAL_TEMP": tempfile.gettempdir(),
     })
     run_env.update(env or {})
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=run_env, check=False)
+    return run_env
+
+
+def run_playbook(playbook: str, inventory: str = None, extra_vars: dict = None, check=False, diff=False,
+                 timeout=600, env=None) -> subprocess.CompletedProcess:
+    """ansible-playbook with the collection on its collections path."""
+    return subprocess.run(playbook_command(playbook, inventory, extra_vars, check, diff), capture_output=True,
+                          text=True, timeout=timeout, env=playbook_env(env), check=False)

@@ -12,15 +12,13 @@ crosses the hosts' XDP and TC hooks. `playbook()` and `ansible()` run there thro
 """
 
 import itertools
-import json
 import os
 import subprocess
-import tempfile
 
 from . import bpffs
 from . import netns
 from . import paths
-from .runner import module_env
+from .runner import playbook_command, playbook_env
 
 LAB_SCRIPT = os.path.join(paths.REPO, "scripts", "lab.sh")
 SSHD = "/usr/sbin/sshd"
@@ -32,17 +30,7 @@ ADDRESSES.update({"edge%d" % n: "198.51.100.%d" % (10 + n) for n in range(1, 10)
 
 def ansible_env(env: dict = None) -> dict:
     """The environment of harness.runner.run_playbook, with host key checking on: the lab has real known_hosts."""
-    run_env = module_env()
-    run_env.update({
-        "ANSIBLE_COLLECTIONS_PATH": paths.COLLECTIONS,
-        "ANSIBLE_PYTHON_INTERPRETER": paths.PYTHON,
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_HOST_KEY_CHECKING": "1",
-        "ANSIBLE_RETRY_FILES_ENABLED": "0",
-        "ANSIBLE_LOCAL_TEMP": tempfile.gettempdir(),
-    })
-    run_env.update(env or {})
-    return run_env
+    return playbook_env(dict({"ANSIBLE_HOST_KEY_CHECKING": "1"}, **(env or {})))
 
 
 def live_pids(exe: str = None, cmdline_contains: str = None, netns_name: str = None) -> list:
@@ -177,13 +165,7 @@ class SshLab:
 
     def playbook_command(self, playbook: str, extra_vars: dict = None, check=False, diff=False, limit=None,
                          args=()) -> list:
-        cmd = [os.path.join(os.path.dirname(paths.PYTHON), "ansible-playbook"), playbook, "-i", self.inventory]
-        if extra_vars:
-            cmd += ["-e", json.dumps(extra_vars)]
-        if check:
-            cmd.append("--check")
-        if diff:
-            cmd.append("--diff")
+        cmd = playbook_command(playbook, self.inventory, extra_vars, check, diff)
         if limit:
             cmd += ["--limit", limit]
         return self.in_ctl(cmd + list(args))

@@ -98,6 +98,11 @@ class Fleet:
         with open(path, "w", encoding="utf-8") as handle:
             yaml.safe_dump(data, handle)
 
+    def clear_vars(self):
+        """No test's host variables, nor group_vars/all, left in the lab's inventory."""
+        for kind, name in [("host_vars", h) for h in EDGES] + [("group_vars", "all")]:
+            self.vars(kind, name, None)
+
     def deploy(self, extra=None, **kwargs):
         return self.lab.playbook(DEPLOY, extra_vars=dict({"deploy_xdp_hosts": "edges"}, **(extra or {})), **kwargs)
 
@@ -186,8 +191,7 @@ def fleet(tmp_path_factory):
 def baseline(fleet):
     """The baseline policy on every edge and no test's variables left; deployed again only when a host lacks it
     (each deploy over SSH costs a minute or more). The filter every edge ran after the first deploy."""
-    for kind, name in [("host_vars", h) for h in EDGES] + [("group_vars", "all")]:
-        fleet.vars(kind, name, None)
+    fleet.clear_vars()
     fleet.vars("group_vars", "edges", BASE)
     if not all(fleet.on(BASE, EDGES).values()):
         proc = fleet.deploy()
@@ -296,8 +300,7 @@ def test_a_controller_killed_mid_wave_leaves_armed_hosts_to_revert_and_a_rerun_c
 def test_rollback_returns_every_host_to_the_previous_version(fleet):
     # the upgrade on every host (the previous test's re-run left it there; deployed here when run alone), then
     # rollback.yml: each host's previous committed version is the baseline
-    for kind, name in [("host_vars", h) for h in EDGES] + [("group_vars", "all")]:
-        fleet.vars(kind, name, None)
+    fleet.clear_vars()
     fleet.vars("group_vars", "edges", UPGRADE)
     if not all(fleet.on(UPGRADE, EDGES).values()):
         up = fleet.deploy()
