@@ -199,6 +199,10 @@ write_inventory() {
         echo "[tc_egress:children]"
         echo "backends"
         echo
+        echo "# the canary wave of the AWX workflow (examples/awx), as in the example inventory"
+        echo "[canary]"
+        echo "edge1"
+        echo
         echo "[lab:children]"
         echo "clients"
         echo "edges"

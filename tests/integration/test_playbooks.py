@@ -11,9 +11,8 @@ import subprocess
 import pytest
 import yaml
 
-from harness import bpffs as harness_bpffs
-from harness import netns as harness_netns
 from harness import paths
+from harness.netns_lab import NetnsLab as Lab
 from harness.runner import run_module, run_playbook
 
 from ansible_collections.ebpf.fleet.plugins.filter import xdp_filter_port_entries as port_plugin
@@ -21,7 +20,6 @@ from ansible_collections.ebpf.fleet.plugins.filter import xdp_filter_v4_entries 
 
 pytestmark = [pytest.mark.kernel, pytest.mark.playbook]
 
-LAB = os.path.join(paths.REPO, "scripts", "lab.sh")
 DEPLOY = os.path.join(paths.REPO, "playbooks", "deploy_xdp.yml")
 CHECK = os.path.join(paths.REPO, "playbooks", "check_xdp_support.yml")
 RECAP = re.compile(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
@@ -43,45 +41,6 @@ def batches(proc, play: str) -> list:
     """The hosts of each serial batch of `play`, in the order they ran (one PLAY header per batch)."""
     chunks = proc.stdout.split("PLAY [%s]" % play)[1:]
     return [sorted(set(HOST_LINE.findall(chunk.split("\nPLAY ")[0]))) for chunk in chunks]
-
-
-class Lab:
-    """scripts/lab.sh under a prefix, pin root and folder of this test; `down` always runs."""
-
-    def __init__(self, tmp_path, edges: int):
-        self.prefix = "%s%slab-" % (harness_netns.PREFIX, harness_netns.RUN_ID)
-        self.dir = str(tmp_path / "lab")
-        self.pin_base = os.path.join(harness_bpffs.TEST_PIN_BASE, harness_netns.unique("lab"))
-        self.env = dict(os.environ, EBFLAB_PREFIX=self.prefix, EBFLAB_DIR=self.dir, EBFLAB_PIN_ROOT=self.pin_base,
-                        EBFLAB_PYTHON=paths.PYTHON, EBFLAB_EDGES=str(edges))
-        self.inventory = os.path.join(self.dir, "inventory.ini")
-
-    def sh(self, *args):
-        return subprocess.run(["bash", LAB] + list(args), env=self.env, capture_output=True, text=True,
-                              timeout=120, check=False)
-
-    def vars_file(self, kind: str, name: str, data: dict):
-        """Write <lab>/group_vars/<name>.yml or <lab>/host_vars/<name>.yml (kind: group_vars, host_vars)."""
-        os.makedirs(os.path.join(self.dir, kind), exist_ok=True)
-        with open(os.path.join(self.dir, kind, name + ".yml"), "w", encoding="utf-8") as handle:
-            yaml.safe_dump(data, handle)
-
-    def pin_root(self, host):
-        return os.path.join(self.pin_base, host)
-
-    def state_dir(self, host):
-        return os.path.join(self.dir, "state", host, "records")
-
-    def info(self, host, **args):
-        result = run_module("bpf_info", dict({"pin_root": self.pin_root(host), "state_dir": self.state_dir(host)},
-                                             **args), netns=self.prefix + host)
-        assert not result.failed, result
-        return result
-
-    def xdp(self, host):
-        link = json.loads(subprocess.run(["ip", "-n", self.prefix + host, "-j", "-d", "link", "show", "lab0"],
-                                         capture_output=True, text=True, check=True).stdout)[0]
-        return link.get("xdp")
 
 
 @pytest.fixture
