@@ -76,7 +76,7 @@ def problems_of_links(rel: str) -> list:
     for target in LINK.findall(text):
         if re.match(r"^[a-z][a-z0-9+.-]*:", target):          # http:, https:, mailto:
             continue
-        path, _, fragment = target.partition("#")
+        path, fragment = (target.split("#", 1) + [""])[:2]
         dest = os.path.normpath(os.path.join(os.path.dirname(rel), path)) if path else rel
         if dest.startswith(NOT_CHECKED):
             continue
