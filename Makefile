@@ -172,10 +172,12 @@ changelog_preview = rm -rf $(BUILD)/changelog && ctmp=$$(mktemp -d) && c=$$ctmp/
 	  --version $(GALAXY_VERSION) --date $$(date -u +%F) >$$ctmp/release.log 2>&1 ) || { cat $$ctmp/release.log; exit 1; }; \
 	mkdir -p $(BUILD)/changelog && cp $$c/CHANGELOG.md $(BUILD)/changelog/ && rm -rf $$ctmp
 
-# In `make test`: the docs lint, the reference is current, the fragments lint, and the release would go through.
+# In `make test`: the docs lint (references to ansible.builtin checked too, to other collections refused), the
+# reference is current, the fragments lint, and the release would go through.
 docs-check: setup collection-link
 	@t0=$$(date +%s); \
-	$(DOCS_ENV) $(VENV)/bin/antsibull-docs lint-collection-docs --plugin-docs $(ROOT) \
+	$(DOCS_ENV) $(VENV)/bin/antsibull-docs lint-collection-docs --plugin-docs \
+	  --validate-collection-refs dependent --disallow-unknown-collection-refs $(ROOT) \
 	  || { echo "== docs-check: fix the DOCUMENTATION/EXAMPLES/RETURN or argument_specs above"; exit 1; }; \
 	t1=$$(date +%s); tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
 	$(call gen_reference,$$tmp/rst); \
