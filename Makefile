@@ -9,6 +9,7 @@ SHELL := /bin/bash
 ROOT        := $(abspath .)
 VENV        ?= $(ROOT)/.venv
 SANITY_VENV ?= $(ROOT)/.venv-sanity
+IMPORTER_VENV ?= $(ROOT)/.venv-importer
 PY          := $(VENV)/bin/python
 BUILD       := $(ROOT)/build
 COLLECTIONS := $(BUILD)/collections
@@ -23,16 +24,19 @@ BPF_OBJS    := $(patsubst bpf/%.c,$(BUILD)/bpf/%.o,$(BPF_SRCS)) $(patsubst tests
 ANSIBLE_ENV := ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS) PATH=$(VENV)/bin:$$PATH
 
 .PHONY: help setup collection-link bpf sanity lint unit integration test demo lab lab-clean bench build-collection clean requirements
+.PHONY: docs docs-check changelog galaxy-check
 
 help:
 	@echo "make demo    run the main job on the built-in network-namespace lab"
 	@echo "make test    run every test (sanity, lint, unit, BPF build, real-kernel integration)"
 	@echo "make lab     keep the lab up for exploring (make lab-clean removes it)"
 	@echo "make bench   run the benchmarks, write build/bench/*.json and docs/performance.md"
+	@echo "make docs    generate the reference (docs/reference/rst) from the code and build the site in build/docs"
+	@echo "make changelog  what CHANGELOG.md would say if the fragments were released now (build/changelog)"
 	@echo "make setup   install what the others need (Debian packages, .venv)"
 
 setup:
-	@VENV=$(VENV) SANITY_VENV=$(SANITY_VENV) bash scripts/setup.sh
+	@VENV=$(VENV) SANITY_VENV=$(SANITY_VENV) IMPORTER_VENV=$(IMPORTER_VENV) bash scripts/setup.sh
 
 collection-link:
 	@mkdir -p $(dir $(COLL_LINK))
@@ -54,7 +58,7 @@ bpf: setup $(BPF_OBJS)
 # ansible-test needs the collection under ansible_collections/<ns>/<name>; give it a clean copy.
 sanity: setup
 	@rm -rf $(SANITY_COPY) && mkdir -p $(SANITY_COPY)
-	@rsync -a --exclude .git --exclude .venv --exclude .venv-sanity --exclude build --exclude '__pycache__' $(ROOT)/ $(SANITY_COPY)/
+	@rsync -a --exclude .git --exclude .venv --exclude .venv-sanity --exclude .venv-importer --exclude build --exclude '__pycache__' $(ROOT)/ $(SANITY_COPY)/
 	@# its own git repo: ansible-test lists files with git, and build/ is ignored by ours
 	@cd $(SANITY_COPY) && git init -q && git add -A
 	@if [ -n "$$(cat tests/sanity/ignore-*.txt)" ]; then echo "sanity ignore files must stay empty"; exit 1; fi
@@ -75,6 +79,8 @@ test: setup
 	@rm -rf $(REPORTS)
 	$(MAKE) --no-print-directory sanity
 	$(MAKE) --no-print-directory lint
+	$(MAKE) --no-print-directory docs-check
+	$(MAKE) --no-print-directory galaxy-check
 	$(MAKE) --no-print-directory bpf
 	$(MAKE) --no-print-directory unit
 	$(MAKE) --no-print-directory integration
@@ -131,3 +137,71 @@ requirements:
 
 clean:
 	rm -rf $(BUILD)
+
+# --- Reference docs, changelog, Galaxy ------------------------------------------------------------------------------
+# The reference (docs/reference/README.md) is what antsibull-docs makes of the code's DOCUMENTATION, EXAMPLES and
+# RETURN and of the roles' meta/argument_specs.yml: one RST page per module, plugin and role in docs/reference/rst/,
+# committed, in the Sphinx site that `antsibull-docs sphinx-init` laid out (docs/reference/conf.py). `make docs`
+# regenerates the pages and builds the site offline into build/docs/html; `make docs-check` (in `make test`) fails
+# when the committed pages differ from what the code gives.
+REFERENCE     := $(ROOT)/docs/reference
+DOCS_ENV      := ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS) PATH=$(VENV)/bin:$$PATH
+# $(call gen_reference,DIR): the pages into DIR (antsibull-docs wants a directory only its owner can write)
+gen_reference  = mkdir -p $(1) && chmod go-w $(1) && $(DOCS_ENV) $(VENV)/bin/antsibull-docs \
+                 --config-file $(REFERENCE)/antsibull-docs.cfg collection --use-current --squash-hierarchy \
+                 --fail-on-error --cleanup everything --dest-dir $(1) ebpf.fleet >/dev/null
+GALAXY_VERSION = $(shell sed -n 's/^version: *//p' $(ROOT)/galaxy.yml)
+
+docs: setup collection-link
+	$(call gen_reference,$(REFERENCE)/rst)
+	$(VENV)/bin/sphinx-build -M html $(REFERENCE)/rst $(BUILD)/docs -c $(REFERENCE) -q -W --keep-going
+	@echo "reference pages: docs/reference/rst; site: $(BUILD)/docs/html/index.html"
+
+# Changelog (antsibull-changelog, changelogs/config.yaml, changelogs/README.md): every change adds a fragment to
+# changelogs/fragments/. New modules, plugins and roles need none: their version_added lists them.
+# A release is cut with
+#     set the version in galaxy.yml, add changelogs/fragments/<version>.yml with a release_summary, then
+#     $(DOCS_ENV) antsibull-changelog release
+# which moves the fragments into changelogs/changelog.yaml and writes CHANGELOG.md from it.
+# `make changelog` shows what that release would write, in a copy, without touching the checkout.
+changelog: setup
+	@$(call changelog_preview) && echo "preview: $(BUILD)/changelog/CHANGELOG.md"
+changelog_preview = rm -rf $(BUILD)/changelog && ctmp=$$(mktemp -d) && c=$$ctmp/ansible_collections/ebpf/fleet && \
+	mkdir -p $$c && cp -r $(ROOT)/galaxy.yml $(ROOT)/meta $(ROOT)/plugins $(ROOT)/roles $(ROOT)/changelogs $$c/ && \
+	( cd $$c && ANSIBLE_COLLECTIONS_PATH=$$ctmp PATH=$(VENV)/bin:$$PATH $(VENV)/bin/antsibull-changelog release \
+	  --version $(GALAXY_VERSION) --date $$(date -u +%F) >$$ctmp/release.log 2>&1 ) || { cat $$ctmp/release.log; exit 1; }; \
+	mkdir -p $(BUILD)/changelog && cp $$c/CHANGELOG.md $(BUILD)/changelog/ && rm -rf $$ctmp
+
+# In `make test`: the docs lint (references to ansible.builtin checked too, to other collections refused), the
+# reference is current, the fragments lint, and the release would go through.
+docs-check: setup collection-link
+	@t0=$$(date +%s); \
+	$(DOCS_ENV) $(VENV)/bin/antsibull-docs lint-collection-docs --plugin-docs \
+	  --validate-collection-refs dependent --disallow-unknown-collection-refs $(ROOT) \
+	  || { echo "== docs-check: fix the DOCUMENTATION/EXAMPLES/RETURN or argument_specs above"; exit 1; }; \
+	t1=$$(date +%s); tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
+	$(call gen_reference,$$tmp/rst); \
+	if ! diff -r -q $(REFERENCE)/rst $$tmp/rst; then \
+	  echo "== docs-check: docs/reference/rst is not what the code gives: run 'make docs' and commit the result"; \
+	  exit 1; fi; \
+	t2=$$(date +%s); \
+	( cd $(ROOT) && $(VENV)/bin/antsibull-changelog lint ) || { echo "== docs-check: changelogs/fragments/ above"; exit 1; }; \
+	$(call changelog_preview); \
+	t3=$$(date +%s); \
+	echo "== docs-check passed: docs lint $$((t1-t0)) s, reference current $$((t2-t1)) s, changelog lint and release preview $$((t3-t2)) s"
+
+# In `make test`: galaxy-importer, the check Galaxy runs on an upload, on the tarball `build-collection` makes, in
+# its own venv (.venv-importer), with tests/galaxy-importer.cfg (no container, no network: no ansible-test; it
+# runs ansible-doc on every plugin and ansible-lint). Any ERROR or WARNING fails, except the one for the ignore
+# files, which the sanity target keeps empty.
+galaxy-check: build-collection
+	@t0=$$(date +%s); tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
+	( cd $$tmp && GALAXY_IMPORTER_CONFIG=$(ROOT)/tests/galaxy-importer.cfg PATH=$(IMPORTER_VENV)/bin:$$PATH \
+	  $(IMPORTER_VENV)/bin/python -m galaxy_importer.main $(BUILD)/dist/ebpf-fleet-$(GALAXY_VERSION).tar.gz \
+	  >$$tmp/importer.log 2>&1 ) || { cat $$tmp/importer.log; echo "== galaxy-check: galaxy-importer failed"; exit 1; }; \
+	problems=$$(grep -E 'ERROR|WARNING|[Ff]ailed' $$tmp/importer.log \
+	  | grep -vE '^WARNING: Ignore files skip ansible-test sanity tests, found ignore-[0-9.]+\.txt with 0 statement' || true); \
+	if [ -n "$$problems" ] || ! grep -q 'Importer processing completed successfully' $$tmp/importer.log; then \
+	  cat $$tmp/importer.log; echo "== galaxy-check: galaxy-importer reported the problems above"; exit 1; fi; \
+	echo "== galaxy-check passed in $$(( $$(date +%s) - t0 )) s: $$(grep -c '^Loading ' $$tmp/importer.log) contents loaded," \
+	  "ansible-doc and ansible-lint clean ($$(sed -n 's/^Importing with //p' $$tmp/importer.log))"

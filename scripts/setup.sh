@@ -6,6 +6,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${VENV:-$ROOT/.venv}"
 SANITY_VENV="${SANITY_VENV:-$ROOT/.venv-sanity}"
+IMPORTER_VENV="${IMPORTER_VENV:-$ROOT/.venv-importer}"
 REQUIREMENTS="$ROOT/requirements/controller.txt"
 
 # Debian packages: the BPF toolchain, the kernel-facing tools, bcc and the
@@ -165,6 +166,23 @@ create_sanity_venv() {
     echo "$want" > "$stamp"
 }
 
+# galaxy-importer (make galaxy-check) pins dependencies that clash with the controller's (attrs): a venv of its own
+# from requirements/galaxy-importer.txt, rebuilt only when that file changes.
+create_importer_venv() {
+    local requirements="$ROOT/requirements/galaxy-importer.txt"
+    local stamp="$IMPORTER_VENV/.requirements.sha256"
+    local want
+    want="$(sha256sum "$requirements" | cut -d' ' -f1)"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+        log "galaxy-importer virtualenv $IMPORTER_VENV up to date"
+        return
+    fi
+    log "creating galaxy-importer virtualenv $IMPORTER_VENV from $requirements"
+    /usr/bin/python3 -m venv "$IMPORTER_VENV"
+    "$IMPORTER_VENV/bin/pip" install -q --disable-pip-version-check -r "$requirements" 2> >(grep -v "Location 'file" >&2)
+    echo "$want" > "$stamp"
+}
+
 install_pip_bootstrap() {
     local version cache
     version="$(grep -oP "pip='\K[0-9.]+" "$("$SANITY_VENV/bin/python" -c 'import ansible_test, os; print(os.path.join(os.path.dirname(ansible_test.__file__), "_internal", "python_requirements.py"))')")"
@@ -182,5 +200,6 @@ link_kernel_headers
 mount_bpffs
 create_venv
 create_sanity_venv
+create_importer_venv
 install_pip_bootstrap
 log "done"
