@@ -103,7 +103,7 @@ struct fleet_key_egress_stats {
 };
 volatile const struct fleet_key_egress_stats fleet_key_egress_stats_btf;
 
-/* The stride table (see filter_tables.py): the /16 level is an array (an
+/* The stride table (see xdp_filter_tables.py): the /16 level is an array (an
  * inlined load, no hashing), the /24 level a hash read only when the /16
  * entry says deeper, the /32 level a hash read only when the /24 entry's
  * bitmap has the address. Returns whether a rule was found. */
@@ -236,7 +236,7 @@ static __always_inline __u64 fleet_egress_ns(__u64 bytes, __u64 ns_per_byte)
 }
 
 /* Recompute a class's derived fields (the same arithmetic as
- * egress_tables.class_value()); runs once after a writer changed rate_bps or
+ * tc_egress_tables.class_value()); runs once after a writer changed rate_bps or
  * burst_bytes without them. */
 static __attribute__((noinline)) int fleet_egress_derive(struct fleet_egress_class *cls)
 {

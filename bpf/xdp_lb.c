@@ -3,7 +3,7 @@
  *
  * Per packet: parse (fleet/parsing.h); find the VIP; take the backend from
  * the connection table (shared by all CPUs), or from the VIP's weighted Maglev ring
- * (computed by plugins/module_utils/maglev.py) by the flow hash
+ * (computed by plugins/module_utils/dataplane/maglev.py) by the flow hash
  * (fleet/hash.h); forward by L2 DSR (new MACs) or IPIP / IP6IP6
  * encapsulation, and XDP_TX. Anything not for a VIP continues the chain
  * untouched. Layouts and constants: fleet/lb.h. Design: docs/lb.md.

@@ -113,14 +113,14 @@ from collections.abc import Mapping
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import maglev
+from ansible_collections.ebpf.fleet.plugins.module_utils.dataplane import maglev, xdp_lb_entries
 from ansible_collections.ebpf.fleet.plugins.plugin_utils import filter_rules
 
-CONFIG_FIELDS = maglev.CONFIG_FIELDS
+CONFIG_FIELDS = xdp_lb_entries.CONFIG_FIELDS
 
 
 def maglev_entries(vips, ring_size=maglev.DEFAULT_RING_SIZE, backend_ids=None, vip_ids=None, config=None):
-    """VIP declarations -> {maps: {map: entries}, backend_ids, vip_ids} (maglev.lb_entries and friends)."""
+    """VIP declarations -> {maps: {map: entries}, backend_ids, vip_ids} (xdp_lb_entries.lb_entries and friends)."""
     vips = filter_rules.items_of(vips, "VIP declarations {vip, port, proto, mode, backends}", name="vips")
     if not filter_rules.is_int(ring_size):
         filter_rules.fail("ring_size", "", ring_size, "a prime number such as 65537")
@@ -132,12 +132,12 @@ def maglev_entries(vips, ring_size=maglev.DEFAULT_RING_SIZE, backend_ids=None, v
         filter_rules.fail("config", "", config, "a dict with some of %s" % ", ".join(CONFIG_FIELDS))
     filter_rules.check_fields(config, "config", CONFIG_FIELDS)
     try:
-        tables = maglev.lb_entries(vips, ring_size=ring_size, backend_ids=dict(backend_ids or {}),
-                                   vip_ids=dict(vip_ids or {}))
-        lb_config = maglev.lb_config(ring_size=ring_size, **config)
+        tables = xdp_lb_entries.lb_entries(vips, ring_size=ring_size, backend_ids=dict(backend_ids or {}),
+                                           vip_ids=dict(vip_ids or {}))
+        lb_config = xdp_lb_entries.lb_config(ring_size=ring_size, **config)
         ring = []
         for row in sorted(tables["lb_ring"]):
-            ring.extend(maglev.ring_entries(row, tables["lb_ring"][row], ring_size))
+            ring.extend(xdp_lb_entries.ring_entries(row, tables["lb_ring"][row], ring_size))
     except maglev.MaglevError as exc:
         raise AnsibleFilterError("maglev_entries: %s" % exc) from None
 

@@ -113,7 +113,7 @@ import re
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import egress_tables
+from ansible_collections.ebpf.fleet.plugins.module_utils.dataplane import tc_egress_tables
 from ansible_collections.ebpf.fleet.plugins.plugin_utils import filter_rules
 
 TOP_FIELDS = ("classes", "rules", "default_class")
@@ -159,7 +159,7 @@ def _class(item, where) -> dict:
     name = item.get("name")
     if not isinstance(name, str) or not NAME.match(name):
         filter_rules.fail(where, "name", name, "a class name of 1 to 64 letters, digits, _ or -")
-    class_id = filter_rules.int_field(item, where, "id", 0, egress_tables.CLASS_IDS - 1, required=False)
+    class_id = filter_rules.int_field(item, where, "id", 0, tc_egress_tables.CLASS_IDS - 1, required=False)
     action = _choice(item, where, "action", ACTIONS, "pass")
     limit = _choice(item, where, "limit", LIMITS, "none")
     value = {"action": action, "limit": limit, "set_dscp": 0, "dscp": 0, "priority": 0,
@@ -190,8 +190,8 @@ def _class(item, where) -> dict:
         value["horizon_ns"] = filter_rules.int_field(item, where, "horizon_ns", 1, U64, default=DEFAULT_HORIZON_NS,
                                                      required=False)
     try:
-        value = egress_tables.class_value(value)
-    except egress_tables.EgressTableError as exc:
+        value = tc_egress_tables.class_value(value)
+    except tc_egress_tables.EgressTableError as exc:
         raise AnsibleFilterError("%s: %s" % (where, exc)) from None
     return name, class_id, value
 
@@ -206,13 +206,13 @@ def _class_ids(declared, default_name):
             ids[name], taken[class_id] = class_id, name
     if default_name not in ids and 0 not in taken:
         ids[default_name], taken[0] = 0, default_name
-    free = (n for n in range(egress_tables.CLASS_IDS) if n not in taken)
+    free = (n for n in range(tc_egress_tables.CLASS_IDS) if n not in taken)
     for where, name, _class_id, _value in declared:
         if name not in ids:
             class_id = next(free, None)
             if class_id is None:
                 filter_rules.fail(where, "name", name, "at most %d classes (ids 0..%d)"
-                                  % (egress_tables.CLASS_IDS, egress_tables.CLASS_IDS - 1))
+                                  % (tc_egress_tables.CLASS_IDS, tc_egress_tables.CLASS_IDS - 1))
             ids[name] = class_id
     return ids
 
@@ -275,7 +275,7 @@ def tc_egress_entries(policy):
     if default_name is None or (default_name == DEFAULT_CLASS and DEFAULT_CLASS not in first):
         default_name = DEFAULT_CLASS
         if DEFAULT_CLASS not in first:
-            declared.insert(0, ("classes", DEFAULT_CLASS, None, egress_tables.class_value(
+            declared.insert(0, ("classes", DEFAULT_CLASS, None, tc_egress_tables.class_value(
                 {"action": "pass", "limit": "none", "set_dscp": 0, "dscp": 0, "priority": 0,
                  "rate_bps": 0, "burst_bytes": 0, "horizon_ns": 0})))
     elif default_name not in first:
@@ -316,12 +316,12 @@ def tc_egress_entries(policy):
     maps = {name: [] for name in MAPS}
     maps["egress_config"].append({"key": 0, "value": {"default_class": ids[default_name]}})
     classes = {ids[name]: value for _where, name, _class_id, value in declared}
-    classes.setdefault(0, egress_tables.class_value({"action": "pass", "limit": "none"}))
+    classes.setdefault(0, tc_egress_tables.class_value({"action": "pass", "limit": "none"}))
     maps["egress_classes"] = [{"key": class_id, "value": classes[class_id]} for class_id in sorted(classes)]
     try:
-        direct, wide = egress_tables.mark_entries(marks)
-        level16, level24, level32 = egress_tables.expand_v4(v4)
-    except egress_tables.EgressTableError as exc:
+        direct, wide = tc_egress_tables.mark_entries(marks)
+        level16, level24, level32 = tc_egress_tables.expand_v4(v4)
+    except tc_egress_tables.EgressTableError as exc:
         raise AnsibleFilterError("rules: %s" % exc) from None
     maps["egress_mark_classes"] = [{"key": mark, "value": direct[mark]} for mark in sorted(direct)]
     maps["egress_marks"] = [{"key": mark, "value": wide[mark]} for mark in sorted(wide)]

@@ -67,7 +67,7 @@ import ipaddress
 
 from ansible.errors import AnsibleFilterError
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import filter_tables
+from ansible_collections.ebpf.fleet.plugins.module_utils.dataplane import xdp_filter_tables
 from ansible_collections.ebpf.fleet.plugins.plugin_utils import filter_rules
 
 FIELDS = ("cidr", "action", "rule_id", "redirect_slot", "mark")
@@ -95,8 +95,8 @@ def xdp_filter_v4_entries(rules):
             filter_rules.fail(where, "cidr", text, "each CIDR once (also in rules[%d])" % by_cidr[key][0])
         by_cidr[key] = (n, rule)
     try:
-        entries = filter_tables.expand_v4({key: rule for key, (_n, rule) in by_cidr.items()})
-    except filter_tables.FilterTableError as exc:
+        entries = xdp_filter_tables.expand_v4({key: rule for key, (_n, rule) in by_cidr.items()})
+    except xdp_filter_tables.FilterTableError as exc:
         raise AnsibleFilterError("xdp_filter_v4_entries: %s" % exc) from None
     for entry in entries:
         if entry["value"]["rule"] is None:

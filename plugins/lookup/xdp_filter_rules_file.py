@@ -106,7 +106,7 @@ from ansible.errors import AnsibleLookupError
 from ansible.module_utils.common.text.converters import to_native
 from ansible.plugins.lookup import LookupBase
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import filter_tables
+from ansible_collections.ebpf.fleet.plugins.module_utils.dataplane import xdp_filter_tables
 from ansible_collections.ebpf.fleet.plugins.plugin_utils import filter_rules
 
 VERSION = "1"   # part of the digest: a change of the output format changes the files' names
@@ -233,7 +233,7 @@ class Converter:
             return out
         if self.family == "v4":
             parsed = [(prefixlen, base, rule) for (prefixlen, base), (_where, rule) in self.rules.items()]
-            table = filter_tables.expand_v4_parsed(parsed)
+            table = xdp_filter_tables.expand_v4_parsed(parsed)
             maps = {"filter_v4": [self._stride_line(level, block, rule, flags)
                                   for (level, block), (rule, flags) in sorted(table.items())]}
         else:
@@ -254,7 +254,7 @@ class Converter:
 
     def _stride_line(self, level: int, block: int, rule, flags) -> str:
         key = "%s/%d" % (socket.inet_ntop(socket.AF_INET, block.to_bytes(4, "big")), level)
-        flags_json = FLAGS_JSON[(filter_tables.FLAG_DEEPER in flags, filter_tables.FLAG_MATCH in flags)]
+        flags_json = FLAGS_JSON[(xdp_filter_tables.FLAG_DEEPER in flags, xdp_filter_tables.FLAG_MATCH in flags)]
         if rule is None:
             return '{"key": "%s", "value": {"flags": %s}}' % (key, flags_json)
         rule_json = self._rule_json.get(id(rule))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import re
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import bpffs
 from ansible_collections.ebpf.fleet.plugins.module_utils.errors import InputError, short_repr
 
 IFNAMSIZ = 16                      # the kernel's limit, with the terminating NUL

@@ -170,9 +170,9 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import checkpoint
+from ansible_collections.ebpf.fleet.plugins.module_utils.host import checkpoint
 from ansible_collections.ebpf.fleet.plugins.module_utils import errors
-from ansible_collections.ebpf.fleet.plugins.module_utils import records
+from ansible_collections.ebpf.fleet.plugins.module_utils.host import records
 from ansible_collections.ebpf.fleet.plugins.module_utils import shared_options
 from ansible_collections.ebpf.fleet.plugins.module_utils import validate
 

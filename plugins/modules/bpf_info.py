@@ -206,13 +206,13 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import bpf_inventory
-from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs
-from ansible_collections.ebpf.fleet.plugins.module_utils import drift
+from ansible_collections.ebpf.fleet.plugins.module_utils.host import bpf_inventory
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import bpffs
+from ansible_collections.ebpf.fleet.plugins.module_utils.host import drift
 from ansible_collections.ebpf.fleet.plugins.module_utils import errors
-from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
-from ansible_collections.ebpf.fleet.plugins.module_utils import netlink
-from ansible_collections.ebpf.fleet.plugins.module_utils import records
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import netlink
+from ansible_collections.ebpf.fleet.plugins.module_utils.host import records
 from ansible_collections.ebpf.fleet.plugins.module_utils import validate
 
 try:

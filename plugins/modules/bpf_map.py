@@ -292,9 +292,12 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.ebpf.fleet.plugins.module_utils import shared_options
 
 try:
-    from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs, errors, libbpf, map_records, map_sync, records
+    from ansible_collections.ebpf.fleet.plugins.module_utils import errors
+    from ansible_collections.ebpf.fleet.plugins.module_utils.host import records
+    from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import bpffs, libbpf
+    from ansible_collections.ebpf.fleet.plugins.module_utils.maps import map_records, map_sync
     from ansible_collections.ebpf.fleet.plugins.module_utils import validate
-    from ansible_collections.ebpf.fleet.plugins.module_utils.map_codec import CodecError, MapCodec
+    from ansible_collections.ebpf.fleet.plugins.module_utils.maps.map_codec import CodecError, MapCodec
     HAS_DEPS = True
     DEPS_ERROR = None
 except ImportError as import_exc:  # pragma: no cover - the collection's own code is always there
@@ -541,8 +544,8 @@ def run(module: AnsibleModule) -> dict:
         os.close(fd)
 
 
-def _run_fd(module: AnsibleModule, fd: int, path: str, mode: str) -> dict:
-    params = module.params
+def _read_target(module: AnsibleModule, fd: int, path: str):
+    """read: the pinned map's info and, for a map of maps, its inner map's: (info, outer_info, target_fd)."""
     try:
         if map_sync.fd_kind(fd) != "map":
             raise libbpf.BpfError("bpf_obj_get_info_by_fd", 22)
@@ -552,15 +555,66 @@ def _run_fd(module: AnsibleModule, fd: int, path: str, mode: str) -> dict:
     if info["type"] not in map_sync.SUPPORTED_MAPS:
         module.fail_json(msg="%s is a %s map, which has no key/value contents bpf_map can manage; supported types: %s"
                          % (path, info["type"], ", ".join(sorted(map_sync.SUPPORTED_MAPS))), applied=0)
-    outer_info = None
-    target_fd = fd
-    if info["type"] in map_sync.OUTER_MAPS:
-        outer_info = info
-        try:
-            target_fd = map_sync.inner_map_fd(fd, info)
-        except (map_sync.SyncError, libbpf.BpfError) as exc:
-            module.fail_json(msg="%s: %s" % (path, exc), applied=0)
-        info = libbpf.map_info(target_fd)
+    if info["type"] not in map_sync.OUTER_MAPS:
+        return info, None, fd
+    try:
+        target_fd = map_sync.inner_map_fd(fd, info)
+    except (map_sync.SyncError, libbpf.BpfError) as exc:
+        module.fail_json(msg="%s: %s" % (path, exc), applied=0)
+    return libbpf.map_info(target_fd), info, target_fd
+
+
+def _plan(current: dict, desired: dict, mode: str, absent, outer: bool):
+    """plan: the entries to add, change and remove; for a map of maps, the whole set the new inner map holds."""
+    if not outer:
+        return map_sync.plan(current, desired, mode, absent)
+    if mode == "merge":
+        target = dict(current)
+        target.update(desired)
+    elif mode == "absent":
+        target = {k: v for k, v in current.items() if k not in desired}
+    else:
+        target = desired
+    return map_sync.plan(current, target, "sync")
+
+
+def _counts(the_plan, current: dict, desired: dict, mode: str, absent) -> dict:
+    counts = {
+        "added": len(the_plan.added), "changed": len(the_plan.changed), "removed": len(the_plan.removed),
+        "desired": len(desired), "before": len(current),
+    }
+    counts["unchanged"] = len(current) - counts["changed"] - counts["removed"]
+    if absent is not None and mode not in ("absent", "clear"):
+        # declared elements that hold the all-zero value an array element has when nothing was written
+        counts["unchanged"] += sum(1 for k in desired if k not in current) - counts["added"]
+    return counts
+
+
+def _apply(module: AnsibleModule, fd: int, target_fd: int, path: str, outer_info, codec: MapCodec, the_plan, progs,
+           result: dict) -> None:
+    """apply: swap in a new inner map, or write and delete the planned entries; fills result's applied/swapped."""
+    try:
+        if the_plan.empty:
+            pass
+        elif outer_info is not None:
+            new_info = map_sync.swap_inner(fd, outer_info, codec, the_plan.desired)
+            result["applied"] = len(the_plan.desired)
+            result["swapped"] = True
+            result["map"]["inner_map_id"] = new_info["id"]
+        else:
+            result["applied"] = map_sync.apply(target_fd, codec, the_plan, progs)
+    except map_sync.SyncError as exc:
+        module.fail_json(msg="%s: %s" % (path, exc), applied=exc.applied, changed=exc.applied > 0,
+                         counts=result["counts"])
+    except libbpf.BpfError as exc:
+        module.fail_json(msg="%s: %s" % (path, exc), applied=0, counts=result["counts"])
+
+
+def _run_fd(module: AnsibleModule, fd: int, path: str, mode: str) -> dict:
+    """read the map -> desired entries -> plan -> apply (not in check mode) -> record the declaration."""
+    params = module.params
+    info, outer_info, target_fd = _read_target(module, fd, path)
+    outer = outer_info is not None
     progs = map_sync.ProgRefs() if info["type"] == "prog_array" else None
     try:
         codec = MapCodec.for_fd(target_fd)
@@ -571,37 +625,18 @@ def _run_fd(module: AnsibleModule, fd: int, path: str, mode: str) -> dict:
         except CodecError as exc:
             module.fail_json(msg="invalid entry, nothing was written: %s" % _entry_message(params, exc), applied=0)
         try:
-            current = reader.result(desired, "sync" if mode == "sync" and outer_info is None else "")
+            current = reader.result(desired, "sync" if mode == "sync" and not outer else "")
         except libbpf.BpfError as exc:
             module.fail_json(msg="cannot read %s: %s" % (path, exc), applied=0)
         if current is None:
             # a sync that changes nothing, found by comparing the bytes read with the desired ones
             current = desired
-        absent = map_sync.absent_value(codec) if outer_info is None else None
-        if outer_info is None:
-            the_plan = map_sync.plan(current, desired, mode, absent)
-        else:
-            # the new inner map holds the whole resulting set
-            if mode == "merge":
-                target = dict(current)
-                target.update(desired)
-            elif mode == "absent":
-                target = {k: v for k, v in current.items() if k not in desired}
-            else:
-                target = desired
-            the_plan = map_sync.plan(current, target, "sync")
-        counts = {
-            "added": len(the_plan.added), "changed": len(the_plan.changed), "removed": len(the_plan.removed),
-            "desired": len(desired), "before": len(current),
-        }
-        counts["unchanged"] = len(current) - counts["changed"] - counts["removed"]
-        if absent is not None and mode not in ("absent", "clear"):
-            # declared elements that hold the all-zero value an array element has when nothing was written
-            counts["unchanged"] += sum(1 for k in desired if k not in current) - counts["added"]
+        absent = map_sync.absent_value(codec) if not outer else None
+        the_plan = _plan(current, desired, mode, absent, outer)
+        counts = _counts(the_plan, current, desired, mode, absent)
         try:
-            after = len(the_plan.desired) if outer_info is not None else \
-                len(current) + counts["added"] - counts["removed"]
-            if outer_info is None or info["type"] not in map_sync.GROWABLE_INNER_MAPS:
+            after = len(the_plan.desired) if outer else len(current) + counts["added"] - counts["removed"]
+            if not outer or info["type"] not in map_sync.GROWABLE_INNER_MAPS:
                 map_sync.check_capacity(codec, the_plan, after)
         except CodecError as exc:
             module.fail_json(msg="invalid entry, nothing was written: %s" % exc, applied=0)
@@ -611,7 +646,7 @@ def _run_fd(module: AnsibleModule, fd: int, path: str, mode: str) -> dict:
             "map": {"path": path, "id": (outer_info or info)["id"], "type": (outer_info or info)["type"],
                     "key_size": info["key_size"], "value_size": info["value_size"],
                     "max_entries": info["max_entries"],
-                    "inner_map_id": info["id"] if outer_info is not None else None},
+                    "inner_map_id": info["id"] if outer else None},
             "counts": counts,
             "applied": 0,
             "swapped": False,
@@ -622,27 +657,13 @@ def _run_fd(module: AnsibleModule, fd: int, path: str, mode: str) -> dict:
             result["diff"] = _diff_text(changes, counts)
         if module.check_mode:
             return result
-        try:
-            if the_plan.empty:
-                pass
-            elif outer_info is not None:
-                new_info = map_sync.swap_inner(fd, outer_info, codec, the_plan.desired)
-                result["applied"] = len(the_plan.desired)
-                result["swapped"] = True
-                result["map"]["inner_map_id"] = new_info["id"]
-            else:
-                result["applied"] = map_sync.apply(target_fd, codec, the_plan, progs)
-        except map_sync.SyncError as exc:
-            module.fail_json(msg="%s: %s" % (path, exc), applied=exc.applied, changed=exc.applied > 0,
-                             counts=counts)
-        except libbpf.BpfError as exc:
-            module.fail_json(msg="%s: %s" % (path, exc), applied=0, counts=counts)
+        _apply(module, fd, target_fd, path, outer_info, codec, the_plan, progs, result)
         # the kernel holds the declaration: record it for the host's restore (only now, never in check mode)
-        if outer_info is not None:
+        if outer:
             declared, record_mode = the_plan.desired, ("clear" if mode == "clear" else "sync")
         else:
             declared, record_mode = desired, mode
-        result["recorded"] = record_declaration(params, path, record_mode, declared, codec, outer_info is not None)
+        result["recorded"] = record_declaration(params, path, record_mode, declared, codec, outer)
         return result
     finally:
         if progs is not None:

@@ -164,8 +164,10 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.ebpf.fleet.plugins.module_utils import shared_options
 
 try:
-    from ansible_collections.ebpf.fleet.plugins.module_utils import errors, libbpf, maglev, validate
-    from ansible_collections.ebpf.fleet.plugins.module_utils import lb_tables as lbt
+    from ansible_collections.ebpf.fleet.plugins.module_utils import errors, validate
+    from ansible_collections.ebpf.fleet.plugins.module_utils.dataplane import maglev, xdp_lb_entries
+    from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
+    from ansible_collections.ebpf.fleet.plugins.module_utils.dataplane import xdp_lb_tables as lbt
     HAS_DEPS = True
     DEPS_ERROR = None
 except ImportError as import_exc:  # pragma: no cover - the collection's own code is always there
@@ -192,12 +194,12 @@ def run(module: AnsibleModule) -> dict:
     params = module.params
     validate.check_params(params)  # name, pin_root, state_dir: refused before anything is read
     # the whole declaration first: nothing is opened before it is known to be valid
-    vips = maglev.validate_vips(params["vips"])
+    vips = xdp_lb_entries.validate_vips(params["vips"])
     config = lbt.check_config(params["config"])
     ring_size = params["ring_size"]
     if not maglev.is_prime(ring_size):
         raise maglev.MaglevError("ring_size %r: expected a prime number (e.g. 65537)" % (ring_size,))
-    maglev.lb_config(ring_size=ring_size, **config)
+    xdp_lb_entries.lb_config(ring_size=ring_size, **config)
     dep = lbt.Deployment(params["pin_root"], params["name"])
     missing = dep.missing()
     if missing:

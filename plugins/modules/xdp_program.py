@@ -125,7 +125,7 @@ verifier_log:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.ebpf.fleet.plugins.module_utils import errors
-from ansible_collections.ebpf.fleet.plugins.module_utils import program_module
+from ansible_collections.ebpf.fleet.plugins.module_utils.programs import program_module
 
 
 def argument_spec() -> dict:

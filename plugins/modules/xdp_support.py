@@ -261,25 +261,20 @@ requirement_failures:
   sample: ["br0: native XDP is required but native is no (the kernel reports no xdp-features for this device)"]
 """
 
-import errno
-import os
-
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.ebpf.fleet.plugins.module_utils import errors
-from ansible_collections.ebpf.fleet.plugins.module_utils import ethtool
-from ansible_collections.ebpf.fleet.plugins.module_utils import kernel
-from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
-from ansible_collections.ebpf.fleet.plugins.module_utils import netdev_genl
-from ansible_collections.ebpf.fleet.plugins.module_utils import netlink
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import probes
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import netdev_genl
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import netlink
 from ansible_collections.ebpf.fleet.plugins.module_utils import shared_options
 from ansible_collections.ebpf.fleet.plugins.module_utils import validate
-from ansible_collections.ebpf.fleet.plugins.module_utils import xdp_drivers
-from ansible_collections.ebpf.fleet.plugins.module_utils import xdp_hook
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import xdp_drivers
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import xdp_hook
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import xdp_probe
 
-YES = kernel.YES
-PROBE_PROG_NAME = "fleet_xdp_probe"
-XDP_PASS = 2
+YES = probes.YES
 
 
 def argument_spec() -> dict:
@@ -317,45 +312,9 @@ def select_interfaces(all_links: list, wanted: list) -> list:
     return result
 
 
-def attached_program(xdp: dict):
-    """{'mode', 'prog_id', 'name'} of the program attached now, or None."""
-    if not xdp.get("mode"):
-        return None
-    prog_id = xdp.get("prog_id") or xdp.get("native_id") or xdp.get("generic_id") or xdp.get("offload_id")
-    name = ""
-    if prog_id:
-        try:
-            with libbpf.fd_closing(libbpf.prog_fd_by_id(prog_id)) as fd:
-                name = libbpf.prog_info(fd)["name"]
-        except (OSError, libbpf.LibbpfMissing):
-            name = ""
-    return {"mode": xdp["mode"], "prog_id": prog_id, "name": name}
-
-
-def xdp_state(link: dict) -> dict:
-    """The XDP state from libbpf's query (the mode as the kernel reports it), rtnetlink's as a fallback."""
-    try:
-        return xdp_hook.query(link["ifindex"])
-    except OSError:
-        return link["xdp"]
-
-
-def driver_facts(ifname: str) -> dict:
-    try:
-        info = ethtool.drvinfo(ifname)
-    except OSError as exc:
-        info = {"driver": "", "version": "", "firmware": "", "bus_info": "", "error": str(exc)}
-    try:
-        chans = ethtool.channels(ifname)
-    except OSError:
-        chans = None
-    info["channels"] = chans
-    return info
-
-
 def interface_report(link: dict, release: str, xdp_prog_type: dict, features) -> dict:
     """Facts and decisions for one link; features is this link's genl answer or None."""
-    drv = driver_facts(link["ifname"])
+    drv = xdp_probe.driver_facts(link["ifname"])
     flags = features["flags"] if features is not None else None
     decisions = xdp_drivers.assess(drv["driver"], link.get("kind") or "", drv["bus_info"], release, flags,
                                    xdp_prog_type)
@@ -371,80 +330,11 @@ def interface_report(link: dict, release: str, xdp_prog_type: dict, features) ->
         "xdp_zc_max_segs": features["xdp_zc_max_segs"] if features is not None else None,
         "queues": {"rx": link.get("num_rx_queues", 0), "tx": link.get("num_tx_queues", 0)},
         "channels": drv["channels"],
-        "attached": attached_program(xdp_state(link)),
+        "attached": xdp_probe.attached_program(xdp_probe.xdp_state(link)),
         "probe": {"status": "not_requested", "reason": "probe is false"},
     }
     report.update(decisions)
     return report
-
-
-def _xdp_link_owns(prog_id: int) -> bool:
-    """True when a bpf_link of type xdp holds prog_id (netlink cannot detach such a program)."""
-    for link_id in libbpf.link_ids():
-        try:
-            with libbpf.fd_closing(libbpf.link_fd_by_id(link_id)) as fd:
-                info = libbpf.link_info(fd)
-        except OSError:
-            continue
-        if info["type"] == "xdp" and info["prog_id"] == prog_id:
-            return True
-    return False
-
-
-def _kernel_message() -> str:
-    messages = [line.strip() for line in libbpf.BpfObject.messages() if "Kernel error message" in line]
-    return messages[-1].split("Kernel error message:", 1)[-1].strip() if messages else ""
-
-
-def probe_native(ifindex: int) -> dict:
-    """Attach a pass program in native mode and detach it, restoring what was attached before.
-
-    Returns {'status': confirmed|refused|skipped|failed, 'reason'}.
-    """
-    before = xdp_hook.query(ifindex)
-    mode = before["mode"]
-    if mode == "native":
-        return {"status": "confirmed", "reason": "program %d is attached in native mode now; nothing was changed"
-                % before["native_id"]}
-    if mode not in (None, "generic"):
-        return {"status": "skipped", "reason": "a program is attached in %s mode; probing would disturb it" % mode}
-    prior_id = before["generic_id"] if mode == "generic" else 0
-    if prior_id and _xdp_link_owns(prior_id):
-        return {"status": "skipped", "reason": "program %d is attached through a bpf_link; it cannot be detached "
-                                               "for a probe" % prior_id}
-    prior_fd = libbpf.prog_fd_by_id(prior_id) if prior_id else -1
-    probe_fd = -1
-    libbpf._capture_messages()  # pylint: disable=protected-access
-    try:
-        probe_fd = libbpf.prog_load_insns(libbpf.PROG_TYPE_XDP, PROBE_PROG_NAME, libbpf.return_insns(XDP_PASS))
-        if prior_id:
-            xdp_hook.detach(ifindex, libbpf.XDP_FLAGS_SKB_MODE)
-        try:
-            try:
-                xdp_hook.attach(ifindex, probe_fd, libbpf.XDP_FLAGS_DRV_MODE | libbpf.XDP_FLAGS_UPDATE_IF_NOEXIST)
-            except OSError as exc:
-                detail = _kernel_message() or os.strerror(exc.errno)
-                if exc.errno in (errno.EOPNOTSUPP, errno.ENOTSUP):
-                    result = {"status": "refused", "reason": "the kernel refused a native attach: %s" % detail}
-                else:
-                    result = {"status": "failed", "reason": "native attach failed: %s (%s)" % (exc, detail)}
-            else:
-                xdp_hook.detach(ifindex, libbpf.XDP_FLAGS_DRV_MODE)
-                result = {"status": "confirmed", "reason": "a pass program attached in native mode and was detached"}
-        finally:
-            if prior_id:
-                xdp_hook.attach(ifindex, prior_fd, libbpf.XDP_FLAGS_SKB_MODE | libbpf.XDP_FLAGS_UPDATE_IF_NOEXIST)
-        after = xdp_hook.query(ifindex)
-        if after["mode"] != mode or after["prog_id"] != before["prog_id"]:
-            result = {"status": "failed", "reason": "the previous XDP state (%s, program %s) was not restored: now %s, "
-                      "program %s" % (mode, before["prog_id"], after["mode"], after["prog_id"])}
-        elif prior_id:
-            result["reason"] += "; program %d was attached again in generic mode" % prior_id
-        return result
-    finally:
-        for fd in (probe_fd, prior_fd):
-            if fd >= 0:
-                os.close(fd)
 
 
 def apply_probe(report: dict, probe: dict) -> None:
@@ -453,7 +343,7 @@ def apply_probe(report: dict, probe: dict) -> None:
     if probe["status"] == "confirmed":
         report["native"] = {"supported": YES, "reason": "probe: " + probe["reason"]}
     elif probe["status"] == "refused":
-        report["native"] = {"supported": kernel.NO, "reason": "probe: " + probe["reason"]}
+        report["native"] = {"supported": probes.NO, "reason": "probe: " + probe["reason"]}
     else:
         return
     report["recommended_mode"], report["verdict"] = xdp_drivers.recommend(report["native"], report["generic"])
@@ -465,7 +355,7 @@ def run(module: AnsibleModule) -> dict:
     all_links = netlink.links()
     selected = select_interfaces(all_links, params["interfaces"])
 
-    facts = kernel.facts()
+    facts = probes.facts()
     features = netdev_genl.xdp_features([item["ifindex"] for item in selected])
     interfaces = {}
     for link in selected:
@@ -478,10 +368,10 @@ def run(module: AnsibleModule) -> dict:
                 report["probe"] = {"status": "skipped", "reason": "the kernel cannot load XDP programs"}
             else:
                 try:
-                    apply_probe(report, probe_native(link["ifindex"]))
+                    apply_probe(report, xdp_probe.probe_native(link["ifindex"]))
                 except Exception as exc:  # pylint: disable=broad-except
                     report["probe"] = {"status": "failed", "reason": "probe failed: %s" % exc}
-                report["attached"] = attached_program(xdp_hook.query(link["ifindex"]))
+                report["attached"] = xdp_probe.attached_program(xdp_hook.query(link["ifindex"]))
         interfaces[link["ifname"]] = report
 
     failures = []

@@ -6,7 +6,7 @@
 The controller half of xdp_program and tc_program (their action plugins are
 subclasses of ProgramAction). With ``src`` and ``compiler: controller`` (the
 default), the source is found like ``template``'s (the role's or playbook's
-``files/``), compiled locally (the flags of ``module_utils/clang.py``: ``-O2 -g -target bpf``,
+``files/``), compiled locally (the flags of ``module_utils/programs/clang.py``: ``-O2 -g -target bpf``,
 ``defines`` as ``-D``, ``include_dirs`` and the collection's ``bpf/include`` as ``-I``, paths
 mapped to fixed names so that the object is the same from any directory), copied into
 the task's temporary folder on the host and handed to the module as
@@ -25,14 +25,14 @@ from ansible import constants as C
 from ansible.errors import AnsibleActionFail, AnsibleError
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import clang
+from ansible_collections.ebpf.fleet.plugins.module_utils.programs import clang
 
 COLLECTION_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COLLECTION_INCLUDE = os.path.join(COLLECTION_ROOT, "bpf", "include")
 
 
 def clang_args(clang_bin: str, src: str, out: str, defines: dict, include_dirs: list, arch: str) -> list:
-    """The module's clang arguments (module_utils/clang.py), plus the collection's headers, named
+    """The module's clang arguments (module_utils/programs/clang.py), plus the collection's headers, named
     ``ebpf_fleet/include`` in the object wherever the collection is installed."""
     try:
         return clang.command(clang_bin, src, out, defines, list(include_dirs) + [COLLECTION_INCLUDE], arch,

@@ -4,7 +4,7 @@
 """Input checks shared by the collection's Jinja filters (plugins/filter/).
 
 The filters turn operator declarations into bpf_map entries; the real work is
-in module_utils (filter_tables, maglev). Here: the checks that give every bad
+in module_utils (xdp_filter_tables, maglev). Here: the checks that give every bad
 item an error naming where it is, the field, the value and what was expected,
 raised as AnsibleFilterError.
 """

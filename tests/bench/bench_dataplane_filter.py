@@ -46,7 +46,8 @@ if paths.COLLECTIONS not in sys.path:
 from harness.netns import NetnsFactory  # noqa: E402
 from harness.progtest import LoadedProgram  # noqa: E402
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import filter_tables, libbpf  # noqa: E402
+from ansible_collections.ebpf.fleet.plugins.module_utils.dataplane import xdp_filter_tables  # noqa: E402
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf  # noqa: E402
 
 from dataplane_btf import lpm  # noqa: E402
 from egress_fixture import Egress, skb_ctx  # noqa: E402
@@ -90,7 +91,7 @@ class Tables:
     def stride(self, rules: dict) -> dict:
         bits = self.flt.btf.enum("fleet_stride_flags")
         cache, out = {}, {}
-        for (level, block), (rule, flags) in filter_tables.expand_v4_raw(rules).items():
+        for (level, block), (rule, flags) in xdp_filter_tables.expand_v4_raw(rules).items():
             ck = (rule, tuple(sorted(flags)))
             if ck not in cache:
                 cache[ck] = self.flt.btf.pack("fleet_stride_entry", rule=self._rule(rule) if rule else bytes(self.flt.btf.size("fleet_filter_rule")),

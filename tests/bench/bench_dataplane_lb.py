@@ -38,7 +38,8 @@ from scapy.layers.inet6 import IPv6  # noqa: E402
 from scapy.layers.l2 import Ether  # noqa: E402
 from scapy.packet import Raw, raw  # noqa: E402
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf, maglev  # noqa: E402
+from ansible_collections.ebpf.fleet.plugins.module_utils.dataplane import maglev  # noqa: E402
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf  # noqa: E402
 
 QUICK = benchlib.QUICK
 CALLS = int(os.environ.get("BENCH_CALLS", benchlib.pick(300, 3000)))

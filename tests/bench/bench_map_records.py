@@ -22,7 +22,8 @@ from harness import paths  # noqa: E402
 if paths.COLLECTIONS not in sys.path:
     sys.path.insert(0, paths.COLLECTIONS)
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import map_records, records  # noqa: E402
+from ansible_collections.ebpf.fleet.plugins.module_utils.host import records  # noqa: E402
+from ansible_collections.ebpf.fleet.plugins.module_utils.maps import map_records  # noqa: E402
 
 SIZE = benchlib.pick(10000, 1000000)
 ROUNDS = benchlib.pick(1, 3)

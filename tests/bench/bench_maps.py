@@ -30,7 +30,7 @@ from harness.runner import run_module  # noqa: E402
 if paths.COLLECTIONS not in sys.path:
     sys.path.insert(0, paths.COLLECTIONS)
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf  # noqa: E402
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf  # noqa: E402
 
 SIZES = benchlib.pick([2000], [10000, 100000, 1000000])
 SAMPLE = benchlib.pick(20, 200)

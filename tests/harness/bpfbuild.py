@@ -26,9 +26,9 @@ def compile_fixture(name: str, **defines) -> str:
 
 
 def compile_like_xdp_program(src: str, out: str, *flags, **defines) -> subprocess.CompletedProcess:
-    """src compiled with the clang arguments xdp_program uses for its `defines` option (module_utils/clang.py),
+    """src compiled with the clang arguments xdp_program uses for its `defines` option (module_utils/programs/clang.py),
     plus extra `flags`; the caller checks the result."""
-    from ansible_collections.ebpf.fleet.plugins.module_utils import clang  # pylint: disable=import-outside-toplevel
+    from ansible_collections.ebpf.fleet.plugins.module_utils.programs import clang  # pylint: disable=import-outside-toplevel
 
     cmd = clang.command("clang", src, out, defines, [paths.BPF_INCLUDE], os.uname().machine) + list(flags)
     return subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=clang.cwd(src))

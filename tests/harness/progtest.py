@@ -7,8 +7,8 @@
 
 import struct
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
-from ansible_collections.ebpf.fleet.plugins.module_utils import loader
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils.programs import loader
 
 XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
 TC_ACT_UNSPEC, TC_ACT_OK, TC_ACT_SHOT, TC_ACT_REDIRECT = -1, 0, 2, 7

@@ -106,7 +106,7 @@ def test_maps_read_back_in_the_operators_notation_and_only_counters_are_summed(l
     import os
     import struct
 
-    from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs, libbpf
+    from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import bpffs, libbpf
 
     res = run_module("xdp_program", dict(lab.base, name="lb", object=obj("xdp_lb"), interfaces=["vb"]), netns=lab.rx)
     assert res.changed and not res.failed, res.get("msg")
@@ -136,13 +136,13 @@ def test_maps_read_back_in_the_operators_notation_and_only_counters_are_summed(l
 
 
 def test_check_records_reports_in_sync_then_what_drifted_and_counters_per_verdict(lab, run_module):
-    """check_records compares the kernel with the records (module_utils/drift.py): a declared entry changed or
+    """check_records compares the kernel with the records (module_utils/host/drift.py): a declared entry changed or
     deleted by hand, a deployment's pins without a record, the chain's link taken away; counters: per verdict."""
     import os
     import shutil
 
-    from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs, libbpf
-    from ansible_collections.ebpf.fleet.plugins.module_utils.map_codec import MapCodec
+    from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import bpffs, libbpf
+    from ansible_collections.ebpf.fleet.plugins.module_utils.maps.map_codec import MapCodec
 
     def module(module_name, **args):
         res = run_module(module_name, dict(lab.base, **args), netns=lab.rx)

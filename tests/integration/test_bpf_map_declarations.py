@@ -11,8 +11,9 @@ from harness import paths
 from ansible_collections.ebpf.fleet.plugins.filter.maglev_entries import maglev_entries
 from ansible_collections.ebpf.fleet.plugins.filter.xdp_filter_port_entries import xdp_filter_port_entries
 from ansible_collections.ebpf.fleet.plugins.filter.xdp_filter_v4_entries import xdp_filter_v4_entries
-from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs, egress_tables, libbpf
-from ansible_collections.ebpf.fleet.plugins.module_utils.map_codec import read_entries
+from ansible_collections.ebpf.fleet.plugins.module_utils.dataplane import tc_egress_tables
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import bpffs, libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils.maps.map_codec import read_entries
 
 pytestmark = pytest.mark.kernel
 
@@ -105,11 +106,11 @@ def test_load_balancer_declarations_with_backend_id_0_converge(pin_root, deploy,
 
 def test_egress_class_0_config_and_marks_converge(pin_root, deploy, run_module):
     deploy("tc_egress", "egress")
-    classes = [{"key": 0, "value": egress_tables.class_value({"action": "pass"})},
-               {"key": 1, "value": egress_tables.class_value({"action": "pass", "set_dscp": 1, "dscp": 46})},
-               {"key": 4, "value": egress_tables.class_value({"action": "pass", "limit": "drop", "rate_bps": 1000,
-                                                              "burst_bytes": 150})}]
-    direct, wide = egress_tables.mark_entries({0x10: 0, 0x20: 1, 0x20000: 0})
+    classes = [{"key": 0, "value": tc_egress_tables.class_value({"action": "pass"})},
+               {"key": 1, "value": tc_egress_tables.class_value({"action": "pass", "set_dscp": 1, "dscp": 46})},
+               {"key": 4, "value": tc_egress_tables.class_value({"action": "pass", "limit": "drop", "rate_bps": 1000,
+                                                                 "burst_bytes": 150})}]
+    direct, wide = tc_egress_tables.mark_entries({0x10: 0, 0x20: 1, 0x20000: 0})
     first, _second = twice(run_module, pin_root, "egress", "egress_classes", mode="sync", entries=classes)
     assert first["counts"]["added"] == 2  # class 0 is all zero: it already holds its value
     twice(run_module, pin_root, "egress", "egress_config", mode="sync", entries=[{"key": 0, "value": {"default_class": 0}}])

@@ -13,8 +13,8 @@ import pytest
 from harness import paths
 from harness.runner import module_env
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs, libbpf
-from ansible_collections.ebpf.fleet.plugins.module_utils.map_codec import MapCodec, read_entries, read_raw
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import bpffs, libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils.maps.map_codec import MapCodec, read_entries, read_raw
 
 pytestmark = pytest.mark.kernel
 

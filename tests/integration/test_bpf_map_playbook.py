@@ -7,8 +7,8 @@ import pytest
 from harness import paths
 from harness.runner import run_playbook
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs, libbpf
-from ansible_collections.ebpf.fleet.plugins.module_utils.map_codec import read_entries
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import bpffs, libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils.maps.map_codec import read_entries
 
 pytestmark = [pytest.mark.kernel, pytest.mark.playbook]
 

@@ -17,8 +17,10 @@ from harness import paths
 from harness.traffic import udp_count
 
 from ansible_collections.ebpf.fleet.plugins.filter.xdp_filter_v4_entries import xdp_filter_v4_entries
-from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs, libbpf, map_records, map_sync, records
-from ansible_collections.ebpf.fleet.plugins.module_utils.map_codec import read_entries
+from ansible_collections.ebpf.fleet.plugins.module_utils.host import records
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import bpffs, libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils.maps import map_records, map_sync
+from ansible_collections.ebpf.fleet.plugins.module_utils.maps.map_codec import read_entries
 
 pytestmark = pytest.mark.kernel
 
@@ -90,7 +92,7 @@ def leftovers(lab) -> list:
     found = []
     if os.path.exists(os.path.join(lab["state_dir"], ".checkpoint")):
         found.append(sorted(os.listdir(os.path.join(lab["state_dir"], ".checkpoint"))))
-    procs = subprocess.run(["pgrep", "-af", "module_utils.checkpoint watch --state-dir %s " % lab["state_dir"]],
+    procs = subprocess.run(["pgrep", "-af", "module_utils.host.checkpoint watch --state-dir %s " % lab["state_dir"]],
                            capture_output=True, text=True, check=False).stdout.strip()
     if procs:
         found.append(procs)
@@ -210,7 +212,7 @@ def test_a_host_restarting_inside_the_window_reverts_at_boot(host, run_module):
     os.kill(pending["pid"], 9)
     wait_for(lambda: not leftovers(host)[1:], 5)
     env = dict(os.environ, PYTHONPATH=paths.COLLECTIONS, EBPF_FLEET_STATE_DIR=host["state_dir"])
-    proc = host["server"].run([paths.PYTHON, "-m", "ansible_collections.ebpf.fleet.plugins.module_utils.host_restore",
+    proc = host["server"].run([paths.PYTHON, "-m", "ansible_collections.ebpf.fleet.plugins.module_utils.host.restore",
                                "restore"], check=False, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "filter: reverted" in proc.stdout

@@ -20,7 +20,7 @@ from harness import netns as harness_netns
 from harness import paths
 from harness.runner import run_module, run_playbook
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import maglev
+from ansible_collections.ebpf.fleet.plugins.module_utils.dataplane import maglev
 
 pytestmark = [pytest.mark.kernel, pytest.mark.playbook]
 

@@ -7,7 +7,7 @@ import pytest
 from harness import paths
 from harness.netns import leftover_namespaces
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
 
 pytestmark = pytest.mark.kernel
 

@@ -104,7 +104,7 @@ def test_xdp_attach_ebusy_from_a_foreign_program_fails_naming_the_interface_and_
     check and then `ip link set dev vb xdpgeneric obj ...` inside the module's process."""
     patch = "\n".join([
         "import subprocess",
-        "from ansible_collections.ebpf.fleet.plugins.module_utils import deploy",
+        "from ansible_collections.ebpf.fleet.plugins.module_utils.programs import deploy",
         "original = deploy._check_foreign_xdp",
         "def racing(ifname, ifindex):",
         "    original(ifname, ifindex)",
@@ -123,7 +123,7 @@ def test_xdp_attach_ebusy_from_a_foreign_program_fails_naming_the_interface_and_
 def test_an_unexpected_exception_ends_in_a_failed_result_with_its_type_not_a_traceback(lab):
     """Injected (no real input reaches a bug on purpose): the plan raises a KeyError, as a bug would."""
     patch = "\n".join([
-        "from ansible_collections.ebpf.fleet.plugins.module_utils import deploy",
+        "from ansible_collections.ebpf.fleet.plugins.module_utils.programs import deploy",
         "def broken(req, info):",
         "    raise KeyError('ifindex')",
         "deploy.plan = broken",
@@ -138,7 +138,7 @@ def test_an_os_error_from_the_file_system_names_the_path(lab):
     raised where records.locked creates it."""
     patch = "\n".join([
         "import errno, os",
-        "from ansible_collections.ebpf.fleet.plugins.module_utils import records",
+        "from ansible_collections.ebpf.fleet.plugins.module_utils.host import records",
         "real = os.makedirs",
         "def readonly(path, *args, **kwargs):",
         "    if path == %r:" % os.path.join(tempfile.gettempdir(), "ebft-ro-state"),

@@ -19,8 +19,8 @@ from harness import paths
 from harness.runner import run_playbook
 
 from ansible_collections.ebpf.fleet.plugins.filter.maglev_entries import maglev_entries
-from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs, libbpf
-from ansible_collections.ebpf.fleet.plugins.module_utils.map_codec import read_entries, read_raw, MapCodec
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import bpffs, libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils.maps.map_codec import read_entries, read_raw, MapCodec
 
 pytestmark = pytest.mark.kernel
 

@@ -11,7 +11,8 @@ import pytest
 
 from harness import paths
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import attach, btf, deploy, libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import attach, btf, libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils.programs import deploy
 
 pytestmark = pytest.mark.kernel
 

@@ -12,7 +12,7 @@ import pytest
 from harness import paths
 from harness.runner import run_playbook
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs, libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import bpffs, libbpf
 
 pytestmark = [pytest.mark.kernel, pytest.mark.playbook]
 

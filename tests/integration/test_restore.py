@@ -19,8 +19,11 @@ from harness.traffic import udp_count
 
 from ansible_collections.ebpf.fleet.plugins.filter.xdp_filter_port_entries import xdp_filter_port_entries
 from ansible_collections.ebpf.fleet.plugins.filter.xdp_filter_v4_entries import xdp_filter_v4_entries
-from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs, egress_tables, libbpf, map_records, map_sync, records
-from ansible_collections.ebpf.fleet.plugins.module_utils.map_codec import read_entries
+from ansible_collections.ebpf.fleet.plugins.module_utils.dataplane import tc_egress_tables
+from ansible_collections.ebpf.fleet.plugins.module_utils.host import records
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import bpffs, libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils.maps import map_records, map_sync
+from ansible_collections.ebpf.fleet.plugins.module_utils.maps.map_codec import read_entries
 
 pytestmark = pytest.mark.kernel
 
@@ -79,7 +82,7 @@ def host(netns, pin_root, state_dir, run_module):
     # the egress program on the server's side: UDP it sends to OPEN_PORT falls in class 3, which drops
     ok(run_module("tc_program", {"name": "egress", "object": paths.bpf_object("tc_egress"), "direction": "egress",
                                  "interfaces": ["vb"], "pin_root": pin_root, "state_dir": state_dir}, netns=server))
-    for map_name, entries in (("egress_classes", [{"key": 3, "value": egress_tables.class_value({"action": "drop"})}]),
+    for map_name, entries in (("egress_classes", [{"key": 3, "value": tc_egress_tables.class_value({"action": "drop"})}]),
                               ("egress_ports", [{"key": OPEN_PORT, "value": {"udp": 3, "set": ["udp"]}}]),
                               ("egress_config", [{"key": 0, "value": {"default_class": 0}}])):
         ok(run_module("bpf_map", {"name": "egress", "map": map_name, "mode": "sync", "entries": entries,

@@ -147,10 +147,14 @@ def test_present_idempotent_check_mode_writes_nothing_and_absent_leaves_nothing_
     assert 'EBPF_FLEET_LIB="${EBPF_FLEET_LIB:-%s}"' % host.lib in wrapper
     assert 'EBPF_FLEET_STATE_DIR="${EBPF_FLEET_STATE_DIR:-%s}"' % host.state_dir in wrapper
     # the library: one zip of the collection's module_utils, the old file-by-file copy removed
-    shipped = sorted(p for p in os.listdir(os.path.join(paths.REPO, "plugins", "module_utils")) if p.endswith(".py"))
+    source = os.path.join(paths.REPO, "plugins", "module_utils")
+    shipped = sorted(os.path.relpath(os.path.join(top, p), source) for top, _dirs, files in os.walk(source)
+                     for p in files if p.endswith(".py"))
+    assert "kernel/libbpf.py" in shipped and "errors.py" in shipped
+    prefix = "ansible_collections/ebpf/fleet/plugins/module_utils/"
     with zipfile.ZipFile(host.lib / "module_utils.zip") as bundle:
-        packed = sorted(name.rsplit("/", 1)[1] for name in bundle.namelist()
-                        if name.startswith("ansible_collections/ebpf/fleet/plugins/module_utils/") and name.endswith(".py"))
+        packed = sorted(name[len(prefix):] for name in bundle.namelist()
+                        if name.startswith(prefix) and name.endswith(".py"))
     assert packed == shipped
     assert not (host.lib / "ansible_collections" / "ebpf" / "fleet" / "plugins" / "module_utils").exists()
     restore = (host.unit_dir / UNITS[0]).read_text()

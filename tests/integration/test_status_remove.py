@@ -16,8 +16,8 @@ from harness.runner import run_playbook
 from harness.traffic import udp_count
 
 from ansible_collections.ebpf.fleet.plugins.filter.xdp_filter_port_entries import xdp_filter_port_entries
-from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs, libbpf
-from ansible_collections.ebpf.fleet.plugins.module_utils.map_codec import MapCodec
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import bpffs, libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils.maps.map_codec import MapCodec
 
 pytestmark = [pytest.mark.kernel, pytest.mark.playbook]
 

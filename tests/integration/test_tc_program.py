@@ -11,7 +11,7 @@ from harness.bpfbuild import compile_fixture
 from harness.runner import module_env
 from harness.traffic import UdpFlow, udp_count
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
 
 pytestmark = pytest.mark.kernel
 
@@ -39,7 +39,7 @@ def lab(netns, pin_root, state_dir):
 
 TCX_QUERY = (
     "import json, socket, sys\n"
-    "from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf\n"
+    "from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf\n"
     "print(json.dumps(libbpf.prog_query(socket.if_nametoindex(sys.argv[1]), libbpf.ATTACH_TCX_EGRESS)))\n")
 
 

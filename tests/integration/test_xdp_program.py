@@ -10,7 +10,7 @@ from harness import paths
 from harness.bpfbuild import compile_fixture
 from harness.traffic import UdpFlow, udp_count
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
 
 pytestmark = pytest.mark.kernel
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import bpffs
 
 
 @pytest.mark.parametrize("name", ["filter", "lb-1", "edge_v2", "A_b"])

@@ -5,7 +5,7 @@ import struct
 
 import pytest
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import btf
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import btf
 
 
 class Builder:

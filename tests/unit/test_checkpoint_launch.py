@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import checkpoint
+from ansible_collections.ebpf.fleet.plugins.module_utils.host import checkpoint
 
 
 class Recorder:
@@ -39,7 +39,7 @@ def test_the_watchdog_is_a_transient_unit_named_by_the_token(systemd, tmp_path):
     assert systemd.calls == [[
         "systemd-run", "--unit", "ebpf-fleet-checkpoint-0123abcd", "--collect", "--quiet", "--service-type=exec",
         "--setenv=PYTHONPATH=/var/lib/ebpf_fleet/.checkpoint/lib.zip", "--",
-        sys.executable, "-m", "ansible_collections.ebpf.fleet.plugins.module_utils.checkpoint", "watch",
+        sys.executable, "-m", "ansible_collections.ebpf.fleet.plugins.module_utils.host.checkpoint", "watch",
         "--state-dir", str(tmp_path), "--token", "0123abcd"]]
 
 

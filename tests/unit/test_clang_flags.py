@@ -1,4 +1,4 @@
-"""clang's arguments come from one place (module_utils/clang.py) for the controller, the host, bcc and `make bpf`;
+"""clang's arguments come from one place (module_utils/programs/clang.py) for the controller, the host, bcc and `make bpf`;
 defines clang would cut are refused naming the define."""
 
 import os
@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import bcc_compile
-from ansible_collections.ebpf.fleet.plugins.module_utils import clang
+from ansible_collections.ebpf.fleet.plugins.module_utils.programs import bcc_load
+from ansible_collections.ebpf.fleet.plugins.module_utils.programs import clang
 from ansible_collections.ebpf.fleet.plugins.plugin_utils import compile as controller_compile
 
 from harness import paths
@@ -34,7 +34,7 @@ def test_controller_host_and_bcc_share_the_define_and_include_flags():
     defines, includes = {"PORT": 53, "DEBUG": None, "NAME": "a b"}, ["/inc"]
     host = clang.command("clang", "/p/x.c", "/o/x.o", defines, includes, "x86_64")
     ctl = controller_compile.clang_args("clang", "/p/x.c", "/o/x.o", defines, includes, "x86_64")
-    bcc = bcc_compile.cflags(defines, includes)
+    bcc = bcc_load.cflags(defines, includes)
     assert host[1:5] == ctl[1:5] == clang.BASE_FLAGS
     for flag in bcc:
         assert flag in host and flag in ctl
@@ -62,7 +62,7 @@ def test_paths_are_recorded_relative_to_fixed_names():
 ])
 def test_define_value_clang_would_cut_is_refused_naming_the_define(value, what):
     for build in (lambda d: clang.command("clang", "/p/x.c", "/o/x.o", d, [], "x86_64"),
-                  lambda d: bcc_compile.cflags(d, [])):
+                  lambda d: bcc_load.cflags(d, [])):
         with pytest.raises(ValueError, match="defines: DROP_PORT=.*%s" % what):
             build({"DROP_PORT": value})
 

@@ -3,7 +3,7 @@ counters and the host metrics show them."""
 
 import pytest
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import bpf_inventory
+from ansible_collections.ebpf.fleet.plugins.module_utils.host import bpf_inventory
 
 
 @pytest.mark.parametrize("key, label, verdict", [

@@ -13,9 +13,12 @@ import pytest
 from harness import paths
 
 import ansible_collections.ebpf.fleet.plugins.module_utils as module_utils_pkg
-from ansible_collections.ebpf.fleet.plugins.module_utils import attach, bpffs, errors, libbpf, loader, map_sync
+from ansible_collections.ebpf.fleet.plugins.module_utils import errors
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import attach, bpffs, libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils.maps import map_sync
+from ansible_collections.ebpf.fleet.plugins.module_utils.programs import loader
 from ansible_collections.ebpf.fleet.plugins.module_utils import validate
-from ansible_collections.ebpf.fleet.plugins.module_utils.map_codec import CodecError
+from ansible_collections.ebpf.fleet.plugins.module_utils.maps.map_codec import CodecError
 
 
 class FailJson(Exception):
@@ -33,8 +36,8 @@ def test_every_error_class_of_module_utils_derives_from_fleet_error_and_keeps_it
     """About fifteen classes used to reach the modules unrelated: each is a FleetError now, and still the
     ValueError/OSError/... it was, so existing except clauses keep working."""
     found = {}
-    for info in pkgutil.iter_modules(module_utils_pkg.__path__):
-        mod = __import__("%s.%s" % (module_utils_pkg.__name__, info.name), fromlist=["x"])
+    for info in pkgutil.walk_packages(module_utils_pkg.__path__, module_utils_pkg.__name__ + "."):
+        mod = __import__(info.name, fromlist=["x"])
         for name, cls in inspect.getmembers(mod, inspect.isclass):
             if cls.__module__ == mod.__name__ and issubclass(cls, BaseException):
                 found[name] = cls

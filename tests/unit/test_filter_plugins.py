@@ -12,7 +12,7 @@ from harness import paths
 from ansible_collections.ebpf.fleet.plugins.filter import maglev_entries as maglev_plugin
 from ansible_collections.ebpf.fleet.plugins.filter import xdp_filter_port_entries as port_plugin
 from ansible_collections.ebpf.fleet.plugins.filter import xdp_filter_v4_entries as v4_plugin
-from ansible_collections.ebpf.fleet.plugins.module_utils import filter_tables, maglev
+from ansible_collections.ebpf.fleet.plugins.module_utils.dataplane import xdp_filter_tables, xdp_lb_entries
 
 v4_entries = v4_plugin.FilterModule().filters()["xdp_filter_v4_entries"]
 port_entries = port_plugin.FilterModule().filters()["xdp_filter_port_entries"]
@@ -27,7 +27,7 @@ PASS8 = {"action": "pass", "rule_id": 8, "redirect_slot": 0}
 def test_v4_rules_become_the_stride_table_of_filter_tables():
     rules = [{"cidr": "0.0.0.0/0", "action": "drop", "rule_id": 7}, {"cidr": "198.51.100.3", "action": "pass", "rule_id": 8}]
     got = v4_entries(rules)
-    want = filter_tables.expand_v4({"0.0.0.0/0": DROP7, "198.51.100.3/32": PASS8})
+    want = xdp_filter_tables.expand_v4({"0.0.0.0/0": DROP7, "198.51.100.3/32": PASS8})
     for entry in want:
         if entry["value"]["rule"] is None:
             del entry["value"]["rule"]
@@ -189,7 +189,7 @@ VIPS = [
 def test_maglev_entries_are_lb_entries_ring_entries_and_lb_config_as_bpf_map_items():
     size = 251
     got = lb_tables(VIPS, ring_size=size, config={"tunnel_src_v4": "198.51.100.0/24", "udp_timeout_ms": 5000})
-    want = maglev.lb_entries(VIPS, ring_size=size)
+    want = xdp_lb_entries.lb_entries(VIPS, ring_size=size)
     assert got["backend_ids"] == want["backend_ids"] and got["vip_ids"] == want["vip_ids"]
     maps = got["maps"]
     assert sorted(maps) == ["lb_backends", "lb_config", "lb_ring", "lb_vips_v4", "lb_vips_v6"]
@@ -197,9 +197,9 @@ def test_maglev_entries_are_lb_entries_ring_entries_and_lb_config_as_bpf_map_ite
     assert maps["lb_vips_v6"] == [{"key": k, "value": v} for k, v in want["lb_vips_v6"]]
     assert maps["lb_backends"] == [{"key": k, "value": v} for k, v in want["lb_backends"]]
     ring = [{"key": k, "value": v} for row in sorted(want["lb_ring"])
-            for k, v in maglev.ring_entries(row, want["lb_ring"][row], size)]
+            for k, v in xdp_lb_entries.ring_entries(row, want["lb_ring"][row], size)]
     assert maps["lb_ring"] == ring and len(ring) == 2 * size
-    assert maps["lb_config"] == [{"key": 0, "value": maglev.lb_config(size, 5000, tunnel_src_v4="198.51.100.0/24")}]
+    assert maps["lb_config"] == [{"key": 0, "value": xdp_lb_entries.lb_config(size, 5000, tunnel_src_v4="198.51.100.0/24")}]
     # weights 2:1 -> about two thirds of the IPv4 VIP's ring on 203.0.113.1
     row = maps["lb_vips_v4"][0]["value"]["ring"]
     slots = [item["value"] for item in ring[row * size:(row + 1) * size]]

@@ -1,11 +1,11 @@
-"""filter_tables: the stride table finds the longest matching prefix, as an LPM trie would."""
+"""xdp_filter_tables: the stride table finds the longest matching prefix, as an LPM trie would."""
 
 import ipaddress
 import random
 
 import pytest
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import filter_tables
+from ansible_collections.ebpf.fleet.plugins.module_utils.dataplane import xdp_filter_tables
 
 
 def longest_match(rules: dict, address: str):
@@ -19,7 +19,7 @@ def longest_match(rules: dict, address: str):
 
 
 def test_levels_and_flags_of_a_small_table():
-    table = filter_tables.expand_v4_raw({"0.0.0.0/0": "a", "198.51.100.0/25": "b", "198.51.100.3": "c"})
+    table = xdp_filter_tables.expand_v4_raw({"0.0.0.0/0": "a", "198.51.100.0/25": "b", "198.51.100.3": "c"})
     assert len([k for k in table if k[0] == 16]) == 65536
     top = table[(16, int(ipaddress.IPv4Address("198.51.0.0")))]
     assert top[0] == "a" and top[1] == {"match", "deeper"}
@@ -30,7 +30,7 @@ def test_levels_and_flags_of_a_small_table():
 
 
 def test_entries_are_written_as_cidrs_with_flag_names():
-    entries = filter_tables.expand_v4({"192.0.2.7": {"action": "drop", "rule_id": 1}})
+    entries = xdp_filter_tables.expand_v4({"192.0.2.7": {"action": "drop", "rule_id": 1}})
     assert entries == [
         {"key": "192.0.0.0/16", "value": {"rule": None, "flags": ["deeper"]}},
         {"key": "192.0.2.0/24", "value": {"rule": None, "flags": ["deeper"]}},
@@ -46,13 +46,13 @@ def test_random_tables_agree_with_a_longest_prefix_match(seed):
         plen = rng.choice([8, 12, 15, 16, 17, 20, 23, 24, 25, 28, 31, 32])
         base = rng.getrandbits(32) & 0x0A3FFFFF | 0x0A000000  # stay in a corner so prefixes overlap
         rules[str(ipaddress.IPv4Network((base, plen), strict=False))] = i
-    table = filter_tables.expand_v4_raw(rules)
+    table = xdp_filter_tables.expand_v4_raw(rules)
     probes = [str(ipaddress.IPv4Network(p)[rng.randrange(ipaddress.IPv4Network(p).num_addresses)]) for p in rules]
     probes += [str(ipaddress.IPv4Address(rng.getrandbits(32) & 0x0A3FFFFF | 0x0A000000)) for _probe in range(500)]
     for address in probes:
-        assert filter_tables.lookup_v4(table, address) == longest_match(rules, address), address
+        assert xdp_filter_tables.lookup_v4(table, address) == longest_match(rules, address), address
 
 
 def test_bad_source_names_the_value():
-    with pytest.raises(filter_tables.FilterTableError, match="'192.0.2.300'"):
-        filter_tables.expand_v4_raw({"192.0.2.300": 1})
+    with pytest.raises(xdp_filter_tables.FilterTableError, match="'192.0.2.300'"):
+        xdp_filter_tables.expand_v4_raw({"192.0.2.300": 1})

@@ -6,14 +6,14 @@ NIC cannot exist on this VM) or where a decision is pure; the real-kernel behavi
 
 import pytest
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import attach
-from ansible_collections.ebpf.fleet.plugins.module_utils import bcc_compile
-from ansible_collections.ebpf.fleet.plugins.module_utils import chain
-from ansible_collections.ebpf.fleet.plugins.module_utils import deploy
-from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
-from ansible_collections.ebpf.fleet.plugins.module_utils import loader
-from ansible_collections.ebpf.fleet.plugins.module_utils import netlink
-from ansible_collections.ebpf.fleet.plugins.module_utils import program_module
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import attach
+from ansible_collections.ebpf.fleet.plugins.module_utils.programs import bcc_pins
+from ansible_collections.ebpf.fleet.plugins.module_utils.programs import chain
+from ansible_collections.ebpf.fleet.plugins.module_utils.programs import deploy
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils.programs import loader
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import netlink
+from ansible_collections.ebpf.fleet.plugins.module_utils.programs import program_module
 from ansible_collections.ebpf.fleet.plugins.module_utils.errors import InputError
 from ansible_collections.ebpf.fleet.plugins.plugin_utils import compile as controller_compile
 
@@ -81,7 +81,7 @@ def test_record_that_disagrees_with_the_kernel_is_repaired(hooks):
 
 def test_absent_detaches_only_when_last(hooks, tmp_path):
     hooks.update(entries=[entry("guard", 50, prog_id=7)], live=[7], mode="native", method="link")
-    from ansible_collections.ebpf.fleet.plugins.module_utils import records
+    from ansible_collections.ebpf.fleet.plugins.module_utils.host import records
     records.write_hook(str(tmp_path), "xdp@eth9", {"pin_root": "/sys/fs/bpf/t", "entries": [entry("guard", 50).as_dict()]})
     [hp] = deploy.plan(hooks["req"](state="absent", interfaces=[]), None)
     assert hp.action == "detach" and hp.after == []
@@ -227,13 +227,13 @@ def test_bcc_maps_carry_over_when_compatible_and_fail_when_not(monkeypatch):
                3: {"type": "array", "key_size": 4, "value_size": 8, "max_entries": 64, "map_flags": 0}}
     copied = []
     monkeypatch.setattr(libbpf, "map_info", lambda fd: layouts[fd])
-    monkeypatch.setattr(bcc_compile, "copy_entries", lambda src, dst: copied.append((src, dst)))
-    report = bcc_compile.carry_over({"hits": 1, "old": 1}, {"hits": 2, "new": 3}, False)
+    monkeypatch.setattr(bcc_pins, "copy_entries", lambda src, dst: copied.append((src, dst)))
+    report = bcc_pins.carry_over({"hits": 1, "old": 1}, {"hits": 2, "new": 3}, False)
     assert report == {"reused": ["hits"], "created": ["new"], "incompatible": [], "obsolete": ["old"]}
     assert copied == [(1, 2)]
-    with pytest.raises(bcc_compile.BccError, match=r"hits \(max_entries 4 != 64\).*replace_incompatible_maps"):
-        bcc_compile.carry_over({"hits": 1}, {"hits": 3}, False)
-    report = bcc_compile.carry_over({"hits": 1}, {"hits": 3}, True)
+    with pytest.raises(bcc_pins.BccError, match=r"hits \(max_entries 4 != 64\).*replace_incompatible_maps"):
+        bcc_pins.carry_over({"hits": 1}, {"hits": 3}, False)
+    report = bcc_pins.carry_over({"hits": 1}, {"hits": 3}, True)
     assert report["incompatible"][0]["map"] == "hits"
 
 

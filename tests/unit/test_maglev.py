@@ -11,7 +11,7 @@ from harness import paths
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.ebpf.fleet.plugins.filter.maglev_entries import maglev_entries
-from ansible_collections.ebpf.fleet.plugins.module_utils import lb_tables, maglev
+from ansible_collections.ebpf.fleet.plugins.module_utils.dataplane import maglev, xdp_lb_entries, xdp_lb_tables
 
 RING = maglev.DEFAULT_RING_SIZE
 
@@ -64,7 +64,7 @@ def test_table_is_identical_across_processes_and_input_order():
     random.Random(3).shuffle(shuffled)
     again = maglev.build_table(shuffled)
     assert names_of(table, backends) == names_of(again, shuffled)
-    code = ("import sys; sys.path.insert(0, %r); from ansible_collections.ebpf.fleet.plugins.module_utils import maglev;"
+    code = ("import sys; sys.path.insert(0, %r); from ansible_collections.ebpf.fleet.plugins.module_utils.dataplane import maglev;"
             "b=[('be%%d'%%i,1+i%%3) for i in range(20)]; print(sum(i*v for i,v in enumerate(maglev.build_table(b))))"
             % paths.COLLECTIONS)
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
@@ -154,7 +154,7 @@ def test_lb_entries_keep_backend_ids_stable_and_map_the_ring_to_ids():
                           {"address": "203.0.113.2", "mac": "02:00:00:00:00:02", "weight": 2}]},
             {"vip": "2001:db8::10", "port": 53, "proto": "udp", "mode": "ipip",
              "backends": [{"address": "2001:db8:1::1", "mac": "02:00:00:00:00:03"}]}]
-    first = maglev.lb_entries(vips, ring_size=1009)
+    first = xdp_lb_entries.lb_entries(vips, ring_size=1009)
     assert first["lb_vips_v4"] == [({"vip": "192.0.2.10", "port": 443, "proto": "tcp"},
                                     {"id": first["vip_ids"]["192.0.2.10:443/tcp"],
                                      "ring": first["vip_ids"]["192.0.2.10:443/tcp"], "mode": "dsr"})]
@@ -166,7 +166,7 @@ def test_lb_entries_keep_backend_ids_stable_and_map_the_ring_to_ids():
     assert dict(first["lb_backends"])[ids["2001:db8:1::1"]]["family"] == "ipv6"
     # remove 203.0.113.1: the others keep their ids; a new backend takes the lowest free id
     vips[0]["backends"][0] = {"address": "203.0.113.9", "mac": "02:00:00:00:00:09"}
-    second = maglev.lb_entries(vips, ring_size=1009, backend_ids=ids, vip_ids=first["vip_ids"])
+    second = xdp_lb_entries.lb_entries(vips, ring_size=1009, backend_ids=ids, vip_ids=first["vip_ids"])
     assert second["backend_ids"]["203.0.113.2"] == ids["203.0.113.2"]
     assert second["backend_ids"]["2001:db8:1::1"] == ids["2001:db8:1::1"]
     assert second["backend_ids"]["203.0.113.9"] == ids["203.0.113.1"]
@@ -182,23 +182,23 @@ def test_lb_entries_keep_backend_ids_stable_and_map_the_ring_to_ids():
 ])
 def test_lb_entries_refuse_bad_declarations_naming_field_and_value(vip, match):
     with pytest.raises(maglev.MaglevError, match=match):
-        maglev.lb_entries([vip], ring_size=1009)
+        xdp_lb_entries.lb_entries([vip], ring_size=1009)
 
 
 def test_lb_config_is_written_in_operator_notation_and_checked():
-    cfg = maglev.lb_config(udp_timeout_ms=5000, lb_mac="02:00:00:00:FF:01", tunnel_src_v4="203.0.113.0/24")
+    cfg = xdp_lb_entries.lb_config(udp_timeout_ms=5000, lb_mac="02:00:00:00:FF:01", tunnel_src_v4="203.0.113.0/24")
     assert cfg == {"ring_size": 65537, "udp_timeout_ms": 5000, "lb_mac": "02:00:00:00:ff:01",
                    "tunnel_src_v4": "203.0.113.0/24", "tunnel_src_v6": "::/0"}
     with pytest.raises(maglev.MaglevError, match="tunnel_src_v6 '198.51.100.0/24': expected an IPv6 prefix"):
-        maglev.lb_config(tunnel_src_v6="198.51.100.0/24")
+        xdp_lb_entries.lb_config(tunnel_src_v6="198.51.100.0/24")
     with pytest.raises(maglev.MaglevError, match="udp_timeout_ms -1"):
-        maglev.lb_config(udp_timeout_ms=-1)
+        xdp_lb_entries.lb_config(udp_timeout_ms=-1)
 
 
 def test_ring_entries_place_a_row_at_row_times_ring_size():
-    assert maglev.ring_entries(2, [7, 8, 9], 3) == [(6, 7), (7, 8), (8, 9)]
+    assert xdp_lb_entries.ring_entries(2, [7, 8, 9], 3) == [(6, 7), (7, 8), (8, 9)]
     with pytest.raises(maglev.MaglevError, match="expected 3 backend ids, got 2"):
-        maglev.ring_entries(0, [1, 2], 3)
+        xdp_lb_entries.ring_entries(0, [1, 2], 3)
 
 
 # ---------------------------------------------------------------- unknown fields (a typo never builds an empty ring)
@@ -219,9 +219,9 @@ def test_ring_entries_place_a_row_at_row_times_ring_size():
 ])
 def test_declarations_with_unknown_or_missing_fields_are_refused_naming_them(vip, match):
     with pytest.raises(maglev.MaglevError, match=match):
-        maglev.validate_vips([vip])
+        xdp_lb_entries.validate_vips([vip])
     with pytest.raises(maglev.MaglevError, match=match):
-        maglev.lb_entries([vip], ring_size=1009)
+        xdp_lb_entries.lb_entries([vip], ring_size=1009)
 
 
 def test_the_filter_refuses_a_misspelt_field_at_every_level():
@@ -238,8 +238,8 @@ def test_the_filter_refuses_a_misspelt_field_at_every_level():
 
 
 def test_port_and_weight_given_as_decimal_strings_by_templating_are_taken_as_numbers():
-    (vip,) = maglev.validate_vips([{"vip": "192.0.2.1", "port": "80", "backends": [{"address": "203.0.113.1",
-                                                                                    "weight": "2"}]}])
+    (vip,) = xdp_lb_entries.validate_vips([{"vip": "192.0.2.1", "port": "80", "backends": [{"address": "203.0.113.1",
+                                                                                            "weight": "2"}]}])
     assert vip.port == 80 and vip.backends[0].weight == 2
 
 
@@ -262,28 +262,28 @@ def _state_after(plan, ring_size, rows=4, before=None):
     free = [i for i in range(max(used, default=-1) + 1) if i not in used]
     vips = {}
     for vp in plan.vips_added + plan.vips_changed + plan.vips_kept:
-        vips[vp.vip.ident] = lb_tables.LiveVip(vp.vip.ident, b"", 4, vp.vid, vp.row, vp.vip.mode)
-    return lb_tables.State(ring_size=ring_size, config={}, config_raw=b"", backends=backends, backend_slots=64,
-                           free_ids=free, vips=vips, vip_slots=16, rows=rows, ring=ring)
+        vips[vp.vip.ident] = xdp_lb_tables.LiveVip(vp.vip.ident, b"", 4, vp.vid, vp.row, vp.vip.mode)
+    return xdp_lb_tables.State(ring_size=ring_size, config={}, config_raw=b"", backends=backends, backend_slots=64,
+                               free_ids=free, vips=vips, vip_slots=16, rows=rows, ring=ring)
 
 
 def _declare(weights, vip="192.0.2.10"):
-    return maglev.validate_vips([{"vip": vip, "port": 80, "backends": [
+    return xdp_lb_entries.validate_vips([{"vip": vip, "port": 80, "backends": [
         {"address": "198.51.100.%d" % n, "mac": "02:00:00:00:00:%02x" % n, "weight": w} for n, w in weights.items()]}])
 
 
 def test_lb_tables_plan_keeps_every_other_backend_id_across_add_remove_reweight_drain_without_hidden_state():
     size = 1009
-    state = lb_tables.empty_state(size)
+    state = xdp_lb_tables.empty_state(size)
     state.rows, state.backend_slots, state.vip_slots = 4, 64, 16
-    plan = lb_tables.make_plan(_declare({1: 1, 2: 1, 3: 1}), {}, size, state, None)
+    plan = xdp_lb_tables.make_plan(_declare({1: 1, 2: 1, 3: 1}), {}, size, state, None)
     ids = dict(plan.backend_ids)
     assert sorted(ids.values()) == [0, 1, 2]
     state = _state_after(plan, size)
     for weights, gone in (({1: 1, 2: 1, 3: 1, 4: 1}, None), ({1: 1, 2: 3, 3: 1, 4: 1}, None),
                           ({1: 1, 2: 3, 3: 0, 4: 1}, None), ({2: 3, 3: 0, 4: 1}, 1)):
         row = state.vips["192.0.2.10:80/tcp"].row
-        plan = lb_tables.make_plan(_declare(weights), {}, size, state, None)
+        plan = xdp_lb_tables.make_plan(_declare(weights), {}, size, state, None)
         for addr, bid in ids.items():
             if addr != "198.51.100.%s" % gone:
                 assert plan.backend_ids[addr] == bid
@@ -293,7 +293,7 @@ def test_lb_tables_plan_keeps_every_other_backend_id_across_add_remove_reweight_
             assert plan.backend_frees == {ids["198.51.100.1"]: "198.51.100.1"}
         ids.update({a: b for a, b in plan.backend_ids.items() if a not in ids})
         state = _state_after(plan, size, before=state)
-        assert lb_tables.make_plan(_declare(weights), {}, size, state, None).vips_changed == []
+        assert xdp_lb_tables.make_plan(_declare(weights), {}, size, state, None).vips_changed == []
     # the drained backend keeps its id and gets no slot
     assert plan.backend_ids["198.51.100.3"] == ids["198.51.100.3"]
     assert ids["198.51.100.3"] not in changed.slots_after
@@ -301,26 +301,26 @@ def test_lb_tables_plan_keeps_every_other_backend_id_across_add_remove_reweight_
 
 def test_lb_tables_plan_needs_a_spare_row_for_a_swap_and_says_so_before_writing():
     size = 211
-    state = lb_tables.empty_state(size)
+    state = xdp_lb_tables.empty_state(size)
     state.rows, state.backend_slots, state.vip_slots = 1, 64, 16
-    plan = lb_tables.make_plan(_declare({1: 1}), {}, size, state, None)
+    plan = xdp_lb_tables.make_plan(_declare({1: 1}), {}, size, state, None)
     state = _state_after(plan, size, rows=1)
-    with pytest.raises(lb_tables.LbTablesError, match="lb_ring holds 1 rows of 211 slots and every row is in use"):
-        lb_tables.make_plan(_declare({1: 1, 2: 1}), {}, size, state, None)
+    with pytest.raises(xdp_lb_tables.LbTablesError, match="lb_ring holds 1 rows of 211 slots and every row is in use"):
+        xdp_lb_tables.make_plan(_declare({1: 1, 2: 1}), {}, size, state, None)
 
 
 def test_lb_tables_plan_never_reuses_a_row_another_vip_still_refers_to():
     size = 211
-    state = lb_tables.empty_state(size)
+    state = xdp_lb_tables.empty_state(size)
     state.rows, state.backend_slots, state.vip_slots = 2, 64, 16
     two = _declare({1: 1}) + _declare({2: 1}, vip="192.0.2.20")
-    state = _state_after(lb_tables.make_plan(two, {}, size, state, None), size, rows=2)
+    state = _state_after(xdp_lb_tables.make_plan(two, {}, size, state, None), size, rows=2)
     # both VIPs on row 0 (as a hand-written table could have them), row 1 spare
     for live in state.vips.values():
         live.row = 0
     changed = _declare({1: 1, 3: 1}) + _declare({2: 1, 3: 1}, vip="192.0.2.20")
-    with pytest.raises(lb_tables.LbTablesError, match="every row is in use"):
-        lb_tables.make_plan(changed, {}, size, state, None)
+    with pytest.raises(xdp_lb_tables.LbTablesError, match="every row is in use"):
+        xdp_lb_tables.make_plan(changed, {}, size, state, None)
 
 
 @pytest.mark.parametrize("weights, want", [
@@ -331,12 +331,12 @@ def test_lb_tables_plan_never_reuses_a_row_another_vip_still_refers_to():
 ])
 def test_lb_tables_diff_names_what_the_operator_changed_and_how_many_slots_move(weights, want):
     size = 1009
-    state = lb_tables.empty_state(size)
+    state = xdp_lb_tables.empty_state(size)
     state.rows, state.backend_slots, state.vip_slots = 4, 64, 16
-    state = _state_after(lb_tables.make_plan(_declare({1: 1, 2: 1, 3: 1}), {}, size, state, None), size)
-    plan = lb_tables.make_plan(_declare(weights), {}, size, state, None)
-    (change,) = lb_tables.describe(plan, state)["vips_changed"]
+    state = _state_after(xdp_lb_tables.make_plan(_declare({1: 1, 2: 1, 3: 1}), {}, size, state, None), size)
+    plan = xdp_lb_tables.make_plan(_declare(weights), {}, size, state, None)
+    (change,) = xdp_lb_tables.describe(plan, state)["vips_changed"]
     assert {c["backend"].rsplit(".", 1)[1]: c["change"] for c in change["backend_changes"]} == want
     assert 0 < change["slots_moved"] < size and change["ring"] == [0, 1]
-    after = lb_tables.diff_text(lb_tables.describe(plan, state))["after"]
+    after = xdp_lb_tables.diff_text(xdp_lb_tables.describe(plan, state))["after"]
     assert "vip 192.0.2.10:80/tcp ring row 1: %d slots move" % change["slots_moved"] in after

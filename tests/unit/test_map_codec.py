@@ -10,8 +10,9 @@ import pytest
 
 from harness.bpfbuild import compile_fixture
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf, map_codec
-from ansible_collections.ebpf.fleet.plugins.module_utils.map_codec import CodecError
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils.maps import map_codec
+from ansible_collections.ebpf.fleet.plugins.module_utils.maps.map_codec import CodecError
 
 NCPUS = 2
 
@@ -189,7 +190,7 @@ def test_single_member_struct_takes_a_scalar(codecs):
 
 def _program_enums():
     """{enum name: EnumCodec} of the collection's three programs (bpf/include/fleet/*.h), from their BTF."""
-    from ansible_collections.ebpf.fleet.plugins.module_utils import btf as btf_mod
+    from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import btf as btf_mod
     from harness import paths
     out = {}
     for name in ("xdp_filter", "xdp_lb", "tc_egress"):
@@ -243,7 +244,7 @@ def test_error_messages_never_carry_a_whole_value(codecs):
 
 
 def test_per_cpu_sum_adds_only_counters():
-    from ansible_collections.ebpf.fleet.plugins.module_utils import btf as btf_mod
+    from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import btf as btf_mod
     from harness import paths
     with libbpf.BpfObject.open(paths.bpf_object("xdp_lb")) as obj:
         raw = obj.btf_raw()
@@ -270,7 +271,7 @@ def test_array_index_beyond_max_entries_is_refused(codecs):
 
 
 def _program_map_codec(obj_name, map_name):
-    from ansible_collections.ebpf.fleet.plugins.module_utils import btf as btf_mod
+    from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import btf as btf_mod
     from harness import paths
     with libbpf.BpfObject.open(paths.bpf_object(obj_name)) as obj:
         raw = obj.btf_raw()

@@ -2,8 +2,8 @@
 
 import pytest
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import map_sync
-from ansible_collections.ebpf.fleet.plugins.module_utils.map_codec import CodecError, MapCodec
+from ansible_collections.ebpf.fleet.plugins.module_utils.maps import map_sync
+from ansible_collections.ebpf.fleet.plugins.module_utils.maps.map_codec import CodecError, MapCodec
 
 CUR = {b"a": b"1", b"b": b"2", b"c": b"3"}
 

@@ -10,7 +10,8 @@ import pytest
 
 from harness import paths
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import host_metrics, map_records, records
+from ansible_collections.ebpf.fleet.plugins.module_utils.host import metrics, records
+from ansible_collections.ebpf.fleet.plugins.module_utils.maps import map_records
 
 
 @pytest.fixture
@@ -93,13 +94,13 @@ def test_a_record_of_other_sizes_is_not_merged_into(deployed):
 
 def test_metrics_text_escapes_labels_and_parses_as_prometheus_text():
     parser = pytest.importorskip("prometheus_client.parser")
-    samples = [host_metrics.sample("ebpf_fleet_in_sync", {"deployment": 'we"ird\\name\n', "interface": "eth0",
-                                                          "hook": "xdp"}, 1),
-               host_metrics.sample("ebpf_fleet_packets_total", {"deployment": "f", "map": "filter_stats",
-                                                                "counter": "port_drop"}, 12),
-               host_metrics.sample("ebpf_fleet_bytes_total", {"deployment": "f", "map": "filter_stats",
-                                                              "counter": "port_drop"}, 1200)]
-    families = {f.name: f for f in parser.text_string_to_metric_families(host_metrics.render(samples))}
+    samples = [metrics.sample("ebpf_fleet_in_sync", {"deployment": 'we"ird\\name\n', "interface": "eth0",
+                                                     "hook": "xdp"}, 1),
+               metrics.sample("ebpf_fleet_packets_total", {"deployment": "f", "map": "filter_stats",
+                                                           "counter": "port_drop"}, 12),
+               metrics.sample("ebpf_fleet_bytes_total", {"deployment": "f", "map": "filter_stats",
+                                                         "counter": "port_drop"}, 1200)]
+    families = {f.name: f for f in parser.text_string_to_metric_families(metrics.render(samples))}
     assert families["ebpf_fleet_in_sync"].samples[0].labels["deployment"] == 'we"ird\\name\n'
     assert families["ebpf_fleet_packets"].type == "counter"
     assert families["ebpf_fleet_packets"].samples[0].value == 12
@@ -114,9 +115,9 @@ def test_the_host_command_imports_no_ansible():
             "        if name == 'ansible' or name.startswith('ansible.'):\n"
             "            raise ImportError('the host command imported ' + name)\n"
             "sys.meta_path.insert(0, Refuse())\n"
-            "from ansible_collections.ebpf.fleet.plugins.module_utils import host_restore, host_metrics\n"
+            "from ansible_collections.ebpf.fleet.plugins.module_utils.host import metrics, restore\n"
             "try:\n"
-            "    host_restore.main(['--help'])\n"
+            "    restore.main(['--help'])\n"
             "except SystemExit as exc:\n"
             "    sys.exit(exc.code)\n")
     env = dict(os.environ, PYTHONPATH=paths.COLLECTIONS)
@@ -133,5 +134,5 @@ def test_count_reads_the_number_of_entries_from_the_header_alone(deployed):
     assert map_records.count(state_dir, "filter", "filter_v4") == 2
     assert map_records.count(state_dir, "filter", "missing") is None
     # the metrics timer leaves out maps with more entries than it checks (drift.maps max_entries)
-    from ansible_collections.ebpf.fleet.plugins.module_utils import drift
+    from ansible_collections.ebpf.fleet.plugins.module_utils.host import drift
     assert drift.maps(state_dir, "filter", "/sys/fs/bpf/ebpf_fleet_unused", max_entries=1) == []

@@ -6,7 +6,7 @@ import re
 
 from harness import paths
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import map_types
+from ansible_collections.ebpf.fleet.plugins.module_utils.maps import map_types
 
 MODULE_UTILS = os.path.join(paths.REPO, "plugins", "module_utils")
 OWNERS = {"map_types.py", "libbpf.py"}  # libbpf names the kernel's map types and wraps the syscalls
@@ -21,8 +21,11 @@ COPIES = [
 
 def test_map_type_facts_are_kept_in_map_types_only():
     found = []
-    for name in sorted(os.listdir(MODULE_UTILS)):
-        if not name.endswith(".py") or name in OWNERS:
+    names = sorted(os.path.relpath(os.path.join(top, name), MODULE_UTILS)
+                   for top, _dirs, files in os.walk(MODULE_UTILS) for name in files)
+    assert "maps/map_types.py" in names
+    for name in names:
+        if not name.endswith(".py") or os.path.basename(name) in OWNERS:
             continue
         with open(os.path.join(MODULE_UTILS, name), encoding="utf-8") as handle:
             for num, line in enumerate(handle, 1):

@@ -1,7 +1,7 @@
 """Every Python copy of a size or name from bpf/include/fleet/*.h agrees with the header.
 
 The headers are the one source: clang reads every #define (`clang -dM -E`) and compiles every enum into BTF,
-which plugins/module_utils/btf.py reads back. COPIES lists each Python constant that repeats one of them, by
+which plugins/module_utils/kernel/btf.py reads back. COPIES lists each Python constant that repeats one of them, by
 module and name, with how it follows from the header; a copy added later is one more line there. A copy that
 is renamed or removed fails here by name, so the line is updated with it.
 """
@@ -18,7 +18,7 @@ import pytest
 
 from harness import paths
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import btf
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import btf
 
 HEADERS = sorted(glob.glob(os.path.join(paths.REPO, "bpf", "include", "fleet", "*.h")))
 INCLUDES = ["-I", os.path.join(paths.REPO, "bpf", "include"), "-I", "/usr/include/%s-linux-gnu" % os.uname().machine]
@@ -106,24 +106,24 @@ COPIES = [
      lambda h: h["defines"]["FLEET_FILTER_REDIRECT_MAX"] - 1),
     ("plugins.filter.xdp_filter_port_entries", "PROTOS",
      lambda h: names(h["enums"]["fleet_port_flags"], "FLEET_PORT_")),
-    ("plugins.module_utils.filter_tables", "FLAG_MATCH",
+    ("plugins.module_utils.dataplane.xdp_filter_tables", "FLAG_MATCH",
      lambda h: "match" if "FLEET_STRIDE_MATCH" in h["enums"]["fleet_stride_flags"] else None),
-    ("plugins.module_utils.filter_tables", "FLAG_DEEPER",
+    ("plugins.module_utils.dataplane.xdp_filter_tables", "FLAG_DEEPER",
      lambda h: "deeper" if "FLEET_STRIDE_DEEPER" in h["enums"]["fleet_stride_flags"] else None),
-    ("plugins.module_utils.egress_tables", "MARKS_DIRECT", lambda h: h["defines"]["FLEET_EGRESS_MARKS_DIRECT"]),
-    ("plugins.module_utils.egress_tables", "CLASS_IDS", lambda h: h["defines"]["FLEET_EGRESS_CLASSES"]),
-    ("plugins.module_utils.egress_tables", "NSEC", lambda h: h["defines"]["FLEET_NSEC"]),
-    ("plugins.module_utils.maglev", "DEFAULT_RING_SIZE", lambda h: h["defines"]["FLEET_LB_DEFAULT_RING_SIZE"]),
-    ("plugins.module_utils.maglev", "BACKEND_NONE", lambda h: h["defines"]["FLEET_LB_BACKEND_NONE"]),
-    ("plugins.module_utils.maglev", "PROTOS",
+    ("plugins.module_utils.dataplane.tc_egress_tables", "MARKS_DIRECT", lambda h: h["defines"]["FLEET_EGRESS_MARKS_DIRECT"]),
+    ("plugins.module_utils.dataplane.tc_egress_tables", "CLASS_IDS", lambda h: h["defines"]["FLEET_EGRESS_CLASSES"]),
+    ("plugins.module_utils.dataplane.tc_egress_tables", "NSEC", lambda h: h["defines"]["FLEET_NSEC"]),
+    ("plugins.module_utils.dataplane.maglev", "DEFAULT_RING_SIZE", lambda h: h["defines"]["FLEET_LB_DEFAULT_RING_SIZE"]),
+    ("plugins.module_utils.dataplane.maglev", "BACKEND_NONE", lambda h: h["defines"]["FLEET_LB_BACKEND_NONE"]),
+    ("plugins.module_utils.dataplane.xdp_lb_entries", "PROTOS",
      lambda h: {n[len("FLEET_LB_PROTO_"):].lower(): v for n, v in h["enums"]["fleet_lb_proto"].items()}),
-    ("plugins.module_utils.maglev", "MODES", lambda h: names(h["enums"]["fleet_lb_mode"], "FLEET_LB_MODE_")),
-    ("plugins.module_utils.loader", "CHAIN_MAX_DEFAULT", lambda h: h["defines"]["FLEET_CHAIN_MAX"]),
+    ("plugins.module_utils.dataplane.xdp_lb_entries", "MODES", lambda h: names(h["enums"]["fleet_lb_mode"], "FLEET_LB_MODE_")),
+    ("plugins.module_utils.programs.loader", "CHAIN_MAX_DEFAULT", lambda h: h["defines"]["FLEET_CHAIN_MAX"]),
     # names of objects chain.h defines, which the loader finds by name
-    ("plugins.module_utils.loader", "CHAIN_MAP", lambda h: "fleet_chain" if has_var(h["btf"], "fleet_chain") else None),
-    ("plugins.module_utils.loader", "SLOT_VAR",
+    ("plugins.module_utils.programs.loader", "CHAIN_MAP", lambda h: "fleet_chain" if has_var(h["btf"], "fleet_chain") else None),
+    ("plugins.module_utils.programs.loader", "SLOT_VAR",
      lambda h: "fleet_chain_slot" if has_var(h["btf"], "fleet_chain_slot") else None),
-    ("plugins.module_utils.loader", "NEXT_VAR",
+    ("plugins.module_utils.programs.loader", "NEXT_VAR",
      lambda h: "fleet_chain_next" if has_var(h["btf"], "fleet_chain_next") else None),
 ]
 

@@ -7,7 +7,7 @@ import pytest
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.ebpf.fleet.plugins.filter import tc_egress_entries as plugin
-from ansible_collections.ebpf.fleet.plugins.module_utils import egress_tables
+from ansible_collections.ebpf.fleet.plugins.module_utils.dataplane import tc_egress_tables
 
 entries = plugin.FilterModule().filters()["tc_egress_entries"]
 
@@ -53,7 +53,7 @@ def test_classes_get_ids_in_order_and_their_values_carry_the_derived_rate_fields
     classes = by_key(got, "egress_classes")
     assert classes[1]["set_dscp"] == 1 and classes[1]["dscp"] == 46 and classes[1]["priority"] == 6
     assert classes[2]["action"] == "drop"
-    assert classes[3]["dscp"] == 10 and classes[3] == egress_tables.class_value(
+    assert classes[3]["dscp"] == 10 and classes[3] == tc_egress_tables.class_value(
         {"action": "pass", "limit": "drop", "set_dscp": 1, "dscp": 10, "priority": 0, "rate_bps": 125000,
          "burst_bytes": 3000, "horizon_ns": 0})
     assert classes[3]["ns_per_byte"] == (10 ** 9 << 32) // 125000 and classes[3]["derived_burst_bytes"] == 3000
@@ -89,11 +89,11 @@ def test_marks_ports_and_ipv6_rules_point_at_their_class_ids():
 
 
 def _walk(got, address):
-    """tc_egress's IPv4 walk over the filter's output (egress_tables.lookup_v4 on the entries)."""
+    """tc_egress's IPv4 walk over the filter's output (tc_egress_tables.lookup_v4 on the entries)."""
     level16 = {k: (v.get("rule"), set(v["flags"])) for k, v in by_key(got, "egress_dst_v4_16").items()}
     level24 = {k: (v.get("rule"), set(v["flags"]), v["hosts"]) for k, v in by_key(got, "egress_dst_v4_24").items()}
     level32 = by_key(got, "egress_dst_v4_32")
-    return egress_tables.lookup_v4((level16, level24, level32), int(ipaddress.IPv4Address(address)))
+    return tc_egress_tables.lookup_v4((level16, level24, level32), int(ipaddress.IPv4Address(address)))
 
 
 def test_ipv4_rules_resolve_by_longest_prefix_as_the_program_walks_them():

@@ -5,10 +5,10 @@ import ctypes
 
 import pytest
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import ethtool
-from ansible_collections.ebpf.fleet.plugins.module_utils import kernel
-from ansible_collections.ebpf.fleet.plugins.module_utils import netdev_genl
-from ansible_collections.ebpf.fleet.plugins.module_utils import xdp_drivers
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import ethtool
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import probes
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import netdev_genl
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import xdp_drivers
 from ansible_collections.ebpf.fleet.plugins.modules import xdp_support
 
 XDP_OK = {"supported": "yes", "reason": "a xdp program loaded"}
@@ -25,19 +25,19 @@ def assess(driver, release, flags=None, kind="", bus_info="", xdp=None):
     ("6.18.44-fc-v769", (6, 18, 44)), ("5.4", (5, 4, 0)), ("garbage", ()), ("", ()),
 ])
 def test_kernel_release_parsing(release, expected):
-    assert kernel.parse_release(release) == expected
+    assert probes.parse_release(release) == expected
 
 
 def test_version_comparison_is_numeric_not_textual():
-    assert kernel.version_at_least("5.10.0", "5.9")
-    assert not kernel.version_at_least("4.9.0", "4.10")
-    assert not kernel.version_at_least("garbage", "4.8")
+    assert probes.version_at_least("5.10.0", "5.9")
+    assert not probes.version_at_least("4.9.0", "4.10")
+    assert not probes.version_at_least("garbage", "4.8")
 
 
 @pytest.mark.parametrize("text, expected", [("1\n", "yes"), ("2\n", "yes"), ("0\n", "no"), (None, "unknown"),
                                             ("x", "unknown")])
 def test_jit_sysctl_parsing(text, expected):
-    assert kernel.parse_jit(text)["supported"] == expected
+    assert probes.parse_jit(text)["supported"] == expected
 
 
 def test_xdp_feature_bits_decode_in_kernel_order_with_unknown_bits_named():
@@ -70,7 +70,7 @@ def test_ethtool_structs_have_the_kernel_sizes():
     ("xdp", {}, "unknown"),
 ])
 def test_link_probe_interpretation(what, result, expected):
-    assert kernel.interpret_link_probe(what, result)["supported"] == expected
+    assert probes.interpret_link_probe(what, result)["supported"] == expected
 
 
 # ---------------------------------------------------------------- decisions
@@ -167,7 +167,7 @@ def test_every_table_entry_is_consistent():
     for name, entry in xdp_drivers.DRIVERS.items():
         assert entry.name == name
         if entry.native == "yes":
-            assert kernel.parse_release(entry.native_since), name
+            assert probes.parse_release(entry.native_since), name
         if entry.offload_since:
             assert entry.name == "nfp"
 

@@ -9,8 +9,8 @@
  *      egress_marks;
  *   2. the longest destination prefix, when its rule's proto/port (0: any)
  *      match: IPv4 in a stride table (filled by
- *      plugins/module_utils/filter_tables.py as for xdp_filter, split by
- *      egress_tables.py): its /16 level in the array egress_dst_v4_16
+ *      plugins/module_utils/dataplane/xdp_filter_tables.py as for xdp_filter, split by
+ *      tc_egress_tables.py): its /16 level in the array egress_dst_v4_16
  *      (indexed by the address's first 16 bits), its /24 level in the hash
  *      egress_dst_v4_24 (with a bitmap of the addresses of that /24 that
  *      have a /32 entry, so a miss at /32 costs no lookup), its /32 level in
@@ -62,7 +62,7 @@ struct fleet_egress_class {
 	__u64 burst_bytes;             /* drop: bytes that may leave back to back after an idle time */
 	__u64 horizon_ns;              /* pace: the furthest departure accepted */
 	/* Derived from rate_bps and burst_bytes, so that a packet costs no
-	 * division: egress_tables.class_value() fills them; when derived_rate_bps
+	 * division: tc_egress_tables.class_value() fills them; when derived_rate_bps
 	 * or derived_burst_bytes differ from rate_bps / burst_bytes (a writer that
 	 * left them out), the program recomputes them, the same way, on the next
 	 * packet of the class. */

@@ -12,7 +12,7 @@
  *   3. source rule, the longest match: action pass (allow list), drop (deny
  *      list) or redirect. IPv4, config.v4_lookup "table" (the default): the
  *      stride table filter_v4 (one hash map, keys /16, /24 and /32, see
- *      plugins/module_utils/filter_tables.py), at most three lookups and
+ *      plugins/module_utils/dataplane/xdp_filter_tables.py), at most three lookups and
  *      usually one; "lpm": the exact hash filter_src_v4, then the LPM trie
  *      filter_pfx_v4. IPv6: the exact hash filter_src_v6, then the LPM trie
  *      filter_pfx_v6.

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /* The flow hash xdp_lb picks a Maglev slot with: MurmurHash3 (x86, 32-bit,
- * seed 0) over whole 32-bit words. plugins/module_utils/maglev.py
+ * seed 0) over whole 32-bit words. plugins/module_utils/dataplane/maglev.py
  * (hash_words / flow_words) computes the same value; tests check both agree
  * through the backend the program picks.
  *

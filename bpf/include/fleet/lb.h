@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /* xdp_lb: maps, keys, values and constants, written once.
  *
- * User space (plugins/module_utils/maglev.py computes the entries; the map
+ * User space (plugins/module_utils/dataplane/maglev.py computes the entries; the map
  * module writes them) reads these layouts from the object's BTF, so an
  * operator writes e.g. {vip: 192.0.2.10, port: 443, proto: tcp} -> {id: 0,
  * ring: 0, mode: dsr}.
@@ -29,7 +29,7 @@
 #define FLEET_LB_RING_ENTRIES (16 * 65537)
 #endif
 /* Connection-table capacity PER CPU, of lb_conntrack_v4 and of lb_conntrack_v6 each. The maps are
- * flagged BPF_F_NO_COMMON_LRU, so the loader (plugins/module_utils/loader.py) creates them with this
+ * flagged BPF_F_NO_COMMON_LRU, so the loader (plugins/module_utils/programs/loader.py) creates them with this
  * times the host's possible CPUs, which the kernel splits back into one LRU list per CPU: the same
  * capacity per CPU on a 2-CPU and on a 64-CPU host. Override with -D (xdp_program's `defines`). */
 #ifdef FLEET_LB_CONNTRACK_ENTRIES

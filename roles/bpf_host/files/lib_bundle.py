@@ -4,8 +4,9 @@
 
     python lib_bundle.py SRC_DIR DEST_ZIP
 
-The zip holds SRC_DIR/*.py as ansible_collections/ebpf/fleet/plugins/module_utils/*.py (with directory entries,
-so Python imports them as namespace packages straight from the zip on PYTHONPATH). Names are sorted and every
+The zip holds every SRC_DIR/**/*.py (the top-level files and the subpackages kernel/, programs/, maps/, dataplane/,
+host/ with their __init__.py) as ansible_collections/ebpf/fleet/plugins/module_utils/**/*.py, with directory entries,
+so Python imports them straight from the zip on PYTHONPATH. Names are sorted and every
 entry has the same timestamp and mode, so the same sources always give the same bytes: the copy to the hosts
 is then idempotent by checksum, however often the collection is reinstalled. DEST_ZIP is replaced atomically.
 """
@@ -28,15 +29,19 @@ def _entry(name: str, mode: int) -> zipfile.ZipInfo:
 
 def bundle(src: str, dest: str) -> int:
     """Write the zip; returns the number of modules in it."""
-    names = sorted(name for name in os.listdir(src) if name.endswith(".py"))
+    names = sorted(os.path.relpath(os.path.join(top, name), src).replace(os.sep, "/")
+                   for top, dirs, files in os.walk(src) if "__pycache__" not in top.split(os.sep)
+                   for name in files if name.endswith(".py"))
     if not names:
         raise SystemExit("lib_bundle: no *.py in %s (expected the collection's plugins/module_utils)" % src)
     tmp = "%s.%d.tmp" % (dest, os.getpid())
     try:
         with zipfile.ZipFile(tmp, "w") as archive:
             parts = PACKAGE.split("/")
-            for depth in range(1, len(parts) + 1):
-                archive.writestr(_entry("/".join(parts[:depth]) + "/", 0o40755), b"")
+            folders = ["/".join(parts[:depth]) for depth in range(1, len(parts) + 1)]
+            folders += sorted({"%s/%s" % (PACKAGE, name.rsplit("/", 1)[0]) for name in names if "/" in name})
+            for folder in folders:
+                archive.writestr(_entry(folder + "/", 0o40755), b"")
             for name in names:
                 with open(os.path.join(src, name), "rb") as source:
                     archive.writestr(_entry("%s/%s" % (PACKAGE, name), 0o100644), source.read())

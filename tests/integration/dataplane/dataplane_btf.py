@@ -13,8 +13,8 @@ import ipaddress
 import socket
 import struct
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import btf as btf_mod
-from ansible_collections.ebpf.fleet.plugins.module_utils.map_codec import _common_prefix  # pylint: disable=protected-access
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import btf as btf_mod
+from ansible_collections.ebpf.fleet.plugins.module_utils.maps.map_codec import _common_prefix  # pylint: disable=protected-access
 
 NAMED_KINDS = (btf_mod.KIND_STRUCT, btf_mod.KIND_TYPEDEF, btf_mod.KIND_ENUM, btf_mod.KIND_UNION)
 

@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
 from harness.progtest import xdp_md
 
 CLONE_NEWNET = 0x40000000

@@ -6,7 +6,8 @@ import struct
 from harness import paths
 from harness.progtest import LoadedProgram
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import egress_tables, libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils.dataplane import tc_egress_tables
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
 
 from dataplane_btf import ObjectBtf, lpm, port
 
@@ -53,10 +54,10 @@ class Egress(LoadedProgram):
         self.update("egress_config", struct.pack("<I", 0), self.btf.pack("fleet_egress_config", **fields))
 
     def set_class(self, class_id: int, raw_fields: bool = False, **fields):
-        """Write a class as egress_tables.class_value() makes it, or (raw_fields) only the fields given,
+        """Write a class as tc_egress_tables.class_value() makes it, or (raw_fields) only the fields given,
         which leaves the derived ones for the program to compute."""
         if not raw_fields:
-            fields = egress_tables.class_value(fields)
+            fields = tc_egress_tables.class_value(fields)
         self.update("egress_classes", struct.pack("<I", class_id), self.btf.pack("fleet_egress_class", **fields))
 
     def get_class(self, class_id: int) -> dict:
@@ -77,7 +78,7 @@ class Egress(LoadedProgram):
         self.set_marks(MARKS)
 
     def set_marks(self, marks: dict):
-        direct, wide = egress_tables.mark_entries(marks)
+        direct, wide = tc_egress_tables.mark_entries(marks)
         for mark, fields in direct.items():
             self.update("egress_mark_classes", struct.pack("<I", mark), self.btf.pack("fleet_egress_mark_slot",
                                                                                       **fields))
@@ -97,7 +98,7 @@ class Egress(LoadedProgram):
 
     def dst_v4_entries(self, rules: dict) -> dict:
         """{map name: {key: value}} for egress_dst_v4_16, _24 and _32, for {CIDR: (class id, proto or 0, port or 0)},
-        through egress_tables (filter_tables' stride expansion, split by level)."""
+        through tc_egress_tables (xdp_filter_tables' stride expansion, split by level)."""
         bits = self.btf.enum("fleet_stride_flags")
         rules_cache, flags_cache = {}, {}
 
@@ -113,7 +114,7 @@ class Egress(LoadedProgram):
                 flags_cache[key] = sum(bits[f] for f in flags)
             return flags_cache[key]
 
-        level16, level24, level32 = egress_tables.expand_v4(rules)
+        level16, level24, level32 = tc_egress_tables.expand_v4(rules)
         return {
             "egress_dst_v4_16": {struct.pack("<I", index): self.btf.pack(
                 "fleet_egress_stride_entry", rule=rule_bytes(rule), flags=flag_bits(flags))

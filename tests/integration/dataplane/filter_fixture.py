@@ -10,9 +10,9 @@ import struct
 from harness import paths
 from harness.progtest import LoadedProgram
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import filter_tables
+from ansible_collections.ebpf.fleet.plugins.module_utils.dataplane import xdp_filter_tables
 
 from dataplane_btf import ObjectBtf, ipv4, ipv6, lpm
 
@@ -44,10 +44,10 @@ class Filter(LoadedProgram):
         self.update("filter_config", struct.pack("<I", 0), self.btf.pack("fleet_filter_config", **fields))
 
     def stride_entries(self, rules: dict) -> dict:
-        """filter_v4 keys and values (bytes) for {address or CIDR: rule tuple}, through filter_tables."""
+        """filter_v4 keys and values (bytes) for {address or CIDR: rule tuple}, through xdp_filter_tables."""
         flag_bits = self.btf.enum("fleet_stride_flags")
         out = {}
-        for (level, block), (rule, flags) in filter_tables.expand_v4_raw(rules).items():
+        for (level, block), (rule, flags) in xdp_filter_tables.expand_v4_raw(rules).items():
             value = self.btf.pack("fleet_stride_entry", rule=self.rule(*rule) if rule else bytes(self.btf.size("fleet_filter_rule")),
                                   flags=sum(flag_bits[f] for f in flags))
             out[struct.pack("<I", level) + block.to_bytes(4, "big")] = value

@@ -1,4 +1,4 @@
-"""xdp_lb under test: load it, write its maps from VIP declarations (via maglev.lb_entries), predict its choices.
+"""xdp_lb under test: load it, write its maps from VIP declarations (via xdp_lb_entries.lb_entries), predict its choices.
 
 The byte layouts below mirror bpf/include/fleet/lb.h; test_xdp_lb checks them
 against the object's map sizes so a change in the header cannot go unnoticed.
@@ -11,7 +11,8 @@ from harness import paths
 from harness.cpus import on_cpu
 from harness.progtest import LoadedProgram
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf, maglev
+from ansible_collections.ebpf.fleet.plugins.module_utils.dataplane import maglev, xdp_lb_entries
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
 
 PROTO = {"tcp": 6, "udp": 17}
 MODE = {"dsr": 0, "ipip": 1}
@@ -74,7 +75,7 @@ class LB:
     def apply(self, vips):
         """Write the maps for these declarations, keeping ids of the previous run."""
         prev = self.entries or {}
-        self.entries = maglev.lb_entries(vips, self.ring_size, prev.get("backend_ids"), prev.get("vip_ids"))
+        self.entries = xdp_lb_entries.lb_entries(vips, self.ring_size, prev.get("backend_ids"), prev.get("vip_ids"))
         for key, value in self.entries["lb_vips_v4"] + self.entries["lb_vips_v6"]:
             self.prog.update("lb_vips_v%d" % ipaddress.ip_address(key["vip"]).version,
                              vip_key(key["vip"], key["port"], key["proto"]),

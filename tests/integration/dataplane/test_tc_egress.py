@@ -13,7 +13,7 @@ import pytest
 
 from harness.progtest import TC_ACT_OK, TC_ACT_SHOT
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import egress_tables
+from ansible_collections.ebpf.fleet.plugins.module_utils.dataplane import tc_egress_tables
 
 from egress_fixture import CLASSES, Egress, skb_ctx, skb_field
 from filter_fixture import delta
@@ -182,7 +182,7 @@ DERIVE_CASES = [(1000, 150), (3, 1), (1, 2**40), (12_500_000_000, 9000), (2**64 
 @pytest.mark.parametrize("rate_bps,burst_bytes", DERIVE_CASES)
 def test_egress_program_derives_the_class_fields_user_space_would(egress, rate_bps, burst_bytes):
     """A class written with only rate_bps/burst_bytes (e.g. by a generic map writer) gets, on its first packet,
-    the same ns_per_byte/burst_ns as egress_tables.class_value() computes; a rate change is picked up."""
+    the same ns_per_byte/burst_ns as tc_egress_tables.class_value() computes; a rate change is picked up."""
     derived = ("ns_per_byte", "burst_ns", "derived_rate_bps", "derived_burst_bytes")
     fields = {"action": "pass", "limit": "drop", "rate_bps": 5, "burst_bytes": 7}
     try:
@@ -192,7 +192,7 @@ def test_egress_program_derives_the_class_fields_user_space_would(egress, rate_b
             assert egress.get_class(4)["ns_per_byte"] == 0
             egress.run(raw(v4("192.0.2.99", UDP(dport=9))), ctx=skb_ctx(mark=0x30))
             got = egress.get_class(4)
-            want = egress_tables.class_value(fields)
+            want = tc_egress_tables.class_value(fields)
             assert {k: got[k] for k in derived} == {k: want[k] for k in derived}
     finally:
         egress.set_class(4, **CLASSES[4])
@@ -231,7 +231,7 @@ def test_egress_on_veth_marks_dscp_and_drops_real_traffic(netns):
     UDP/5001, untouched UDP/5002, and nothing for the blocked destination."""
     import socket  # pylint: disable=import-outside-toplevel
 
-    from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf  # pylint: disable=import-outside-toplevel
+    from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf  # pylint: disable=import-outside-toplevel
     from dataplane_lab import attach, drain, entered, packet_socket, udp_socket  # pylint: disable=import-outside-toplevel
 
     ns_a, ns_b = netns("ea"), netns("eb")

@@ -10,7 +10,8 @@ import pytest
 from harness import paths
 from harness.runner import run_playbook
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf, map_codec
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils.maps import map_codec
 
 from dataplane_lab import drain, entered, packet_socket, udp_socket
 from packets import IP, UDP

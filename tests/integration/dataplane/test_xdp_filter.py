@@ -13,7 +13,7 @@ import pytest
 
 from harness.progtest import XDP_DROP, XDP_PASS, XDP_REDIRECT
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
 
 from dataplane_btf import ipv4, lpm
 from filter_fixture import Filter, delta

@@ -1,7 +1,7 @@
 """xdp_lb packet by packet through BPF_PROG_TEST_RUN: verdict, output bytes, checksums, counter deltas.
 
 Every forwarded case checks the backend the program chose against the Python
-Maglev table and flow hash (maglev.py), so the C and Python hashes agree.
+Maglev table and flow hash (dataplane/maglev.py), so the C and Python hashes agree.
 """
 
 import ipaddress
@@ -26,7 +26,9 @@ from harness.progtest import XDP_DROP, XDP_PASS, XDP_TX, LoadedProgram  # noqa: 
 import lb_helpers  # noqa: E402
 from lb_helpers import LB, LB_MAC  # noqa: E402
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf, loader, maglev  # noqa: E402
+from ansible_collections.ebpf.fleet.plugins.module_utils.dataplane import maglev  # noqa: E402
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf  # noqa: E402
+from ansible_collections.ebpf.fleet.plugins.module_utils.programs import loader  # noqa: E402
 
 pytestmark = pytest.mark.kernel
 

@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import bpfbuild, paths  # noqa: E402
 from lb_helpers import LB  # noqa: E402
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf  # noqa: E402
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf  # noqa: E402
 
 pytestmark = pytest.mark.kernel
 

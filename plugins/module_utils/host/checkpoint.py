@@ -20,7 +20,7 @@ the arm: records.locked calls start_watchdog) so that a controller that dies bef
 no process behind. It (``python -m ...checkpoint watch``) sleeps until ``mtime(activity) + timeout``, takes the
 records lock (so a module still writing finishes first), and unless the checkpoint was confirmed meanwhile puts
 the snapshot back: deployments made since are removed, the others get their records back and are restored
-(program, chain position, mode, declared map contents) by host_restore, the boot-time code path. It runs as a
+(program, chain position, mode, declared map contents) by host/restore.py, the boot-time code path. It runs as a
 transient systemd unit where systemd is PID 1, else as a detached process in its own session; either way it
 exits as soon as the checkpoint is confirmed, reverted or replaced, and leaves nothing behind.
 """
@@ -38,9 +38,9 @@ import sys
 import time
 import uuid
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import deploy
-from ansible_collections.ebpf.fleet.plugins.module_utils import host_restore
-from ansible_collections.ebpf.fleet.plugins.module_utils import records
+from ansible_collections.ebpf.fleet.plugins.module_utils.programs import deploy
+from ansible_collections.ebpf.fleet.plugins.module_utils.host import restore
+from ansible_collections.ebpf.fleet.plugins.module_utils.host import records
 from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError
 
 FOLDER = records.CHECKPOINT_DIR
@@ -143,7 +143,7 @@ def remove_deployment(state_dir: str, name: str) -> None:
     """Detach a deployment, rebuild the chains it shared, remove its pins and records (state=absent)."""
     rec = records.read_deployment(state_dir, name) or {}
     if rec.get("hook") in ("xdp", "tc_ingress", "tc_egress"):
-        req = dataclasses.replace(host_restore.request_of(state_dir, name, rec), state="absent")
+        req = dataclasses.replace(restore.request_of(state_dir, name, rec), state="absent")
         plans = deploy.plan(req, None)
         if any(hp.action != "none" for hp in plans):
             deploy.apply(req, None, plans, {})
@@ -177,17 +177,17 @@ def bring_back(state_dir: str, source_of: dict) -> dict:
             remove_deployment(state_dir, name)
             out[name] = {"status": "removed"}
         except Exception as exc:  # pylint: disable=broad-except  # reported, the others still brought back
-            out[name] = {"status": "failed", "error": host_restore.failure(exc)}
+            out[name] = {"status": "failed", "error": restore.failure(exc)}
     for name in sorted(n for n, src in source_of.items() if src is not None):
         try:
             if _deployment_files(source_of[name]) != _deployment_files(records.deployment_dir(state_dir, name)):
                 _put_back(state_dir, source_of[name], name)
-            res = host_restore.restore_one(state_dir, name, replace_maps=True)
+            res = restore.restore_one(state_dir, name, replace_maps=True)
             rec = records.read_deployment(state_dir, name) or {}
             out[name] = {"status": res["status"], "version": rec.get("version"),
                          "object_sha256": rec.get("object_sha256"), "hooks": res["hooks"], "maps": res["maps"]}
         except Exception as exc:  # pylint: disable=broad-except
-            out[name] = {"status": "failed", "error": host_restore.failure(exc)}
+            out[name] = {"status": "failed", "error": restore.failure(exc)}
     return out
 
 
@@ -210,7 +210,7 @@ def _has_systemd() -> bool:
 
 
 def _launch(state_dir: str, token: str, pythonpath: str) -> dict:
-    cmd = [sys.executable, "-m", "ansible_collections.ebpf.fleet.plugins.module_utils.checkpoint",
+    cmd = [sys.executable, "-m", "ansible_collections.ebpf.fleet.plugins.module_utils.host.checkpoint",
            "watch", "--state-dir", state_dir, "--token", token]
     if _has_systemd():
         unit = UNIT_PREFIX + token

@@ -14,17 +14,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import attach
-from ansible_collections.ebpf.fleet.plugins.module_utils import bcc_compile
-from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs
-from ansible_collections.ebpf.fleet.plugins.module_utils import chain
-from ansible_collections.ebpf.fleet.plugins.module_utils import ethtool
-from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
-from ansible_collections.ebpf.fleet.plugins.module_utils import loader
-from ansible_collections.ebpf.fleet.plugins.module_utils import netdev_genl
-from ansible_collections.ebpf.fleet.plugins.module_utils import netlink
-from ansible_collections.ebpf.fleet.plugins.module_utils import records
-from ansible_collections.ebpf.fleet.plugins.module_utils import xdp_drivers
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import attach
+from ansible_collections.ebpf.fleet.plugins.module_utils.programs import bcc_load, bcc_pins
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import bpffs
+from ansible_collections.ebpf.fleet.plugins.module_utils.programs import chain
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import ethtool
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils.programs import loader
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import netdev_genl
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import netlink
+from ansible_collections.ebpf.fleet.plugins.module_utils.host import records
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import xdp_drivers
 from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError
 
 
@@ -40,17 +40,14 @@ class Request:
     hook: str                       # xdp, tc_ingress, tc_egress
     state: str = "present"
     interfaces: list = field(default_factory=list)
-    object: str = ""
     program: str = ""
     priority: int = 50
     mode: str = "native"            # xdp: native/generic/offload/auto; tc: unused
-    method: str = "link"            # link or clsact (tc: resolved from attach)
-    tc_attach: str = "auto"
+    tc_attach: str = "auto"         # tc: auto, tcx or clsact (the method is resolved per hook by plan)
     allow_generic_fallback: bool = False
     replace_incompatible_maps: bool = False
     pin_root: str = bpffs.PIN_ROOT_DEFAULT
     state_dir: str = records.STATE_DIR_DEFAULT
-    options: dict = field(default_factory=dict)   # recorded as given
 
 
 @dataclass
@@ -226,7 +223,7 @@ def _infos_for(req: Request, info, plans: list) -> dict:
 
 def _pinned_bcc(req: Request, entry, hp: HookPlan, rec: dict):
     """Another deployment's bcc program, reused from its pin on this hook (bcc cannot reload it for a slot)."""
-    loaded = bcc_compile.pinned(bpffs.prog_pin(req.pin_root, entry.deployment, hp.state.hook, hp.state.ifname))
+    loaded = bcc_pins.pinned(bpffs.prog_pin(req.pin_root, entry.deployment, hp.state.hook, hp.state.ifname))
     if loaded is None:
         raise DeployError("deployment %r (compiled with bcc) shares %s but its program is not pinned any more: "
                           "re-run its task first" % (entry.deployment, hp.state.hook_id))
@@ -238,10 +235,10 @@ def _load_bcc(req: Request, info, changing: list, mapset, maps_report: dict) -> 
     """Compile and load this deployment's bcc program once, carry its pinned maps' entries over."""
     if not any(e.deployment == req.name for hp in changing for e in hp.after):
         return
-    loaded = bcc_compile.load(info.path, info.program, req.hook, info.cflags)
+    loaded = bcc_load.load(info.path, info.program, req.hook, info.cflags)
     info.preloaded = loaded
-    maps_report.update(bcc_compile.carry_over(mapset.for_deployment(req.name), loaded.maps,
-                                              req.replace_incompatible_maps))
+    maps_report.update(bcc_pins.carry_over(mapset.for_deployment(req.name), loaded.maps,
+                                           req.replace_incompatible_maps))
     mapset.add_new(req.name, {name: os.dup(fd) for name, fd in loaded.maps.items()})
 
 

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: ebpf.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""``compiler: bcc``: compile a C source with bcc on the host and hand the loaded program to the chain.
+"""``compiler: bcc``: compile and load a C source with bcc on the host, and hand the loaded program to the chain.
 
 bcc compiles and loads programs itself (``BPF(text=..., cflags=[...])`` then
 ``load_func(name, BPF.XDP or BPF.SCHED_CLS)``), so a bcc deployment enters the
@@ -20,6 +20,8 @@ same flow as a libbpf one through an already loaded program:
 * when another deployment changes the chain, the bcc program is reused from
   its pin (it is not compiled again).
 
+Reusing the pinned program and carrying the pinned maps' entries over are in bcc_pins.py.
+
 Limitation: a bcc program cannot use ``fleet/chain.h`` (bcc declares maps its
 own way and the loader cannot set ``fleet_chain_slot``), so it can run only
 alone on a hook or last in a chain.
@@ -37,9 +39,9 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import clang
-from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
-from ansible_collections.ebpf.fleet.plugins.module_utils import map_types
+from ansible_collections.ebpf.fleet.plugins.module_utils.programs import clang
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils.maps import map_types
 from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError
 
 SYSTEM_PYTHONS = ["/usr/bin/python3", "/usr/libexec/platform-python", "/usr/bin/python"]
@@ -65,7 +67,7 @@ def has_bcc() -> bool:
 
 
 def cflags(defines: dict, include_dirs: list) -> list:
-    """bcc's -I and -D flags (built by module_utils/clang.py, as clang's are); ValueError for a bad define."""
+    """bcc's -I and -D flags (built by module_utils/programs/clang.py, as clang's are); ValueError for a bad define."""
     return clang.bcc_flags(defines, include_dirs)
 
 
@@ -157,50 +159,3 @@ def _stderr_captured():
         finally:
             os.dup2(saved, 2)
             os.close(saved)
-
-
-def pinned(prog_pin: str):
-    """The program an earlier run pinned (reused when another deployment changes the chain), or None."""
-    try:
-        fd = libbpf.obj_get(prog_pin)
-    except libbpf.BpfError:
-        return None
-    return Loaded.from_fd(fd, with_maps=False)
-
-
-def layout(info: dict) -> dict:
-    return {key: info.get(key) for key in ("type", "key_size", "value_size", "max_entries", "map_flags")}
-
-
-def copy_entries(src_fd: int, dst_fd: int) -> int:
-    """Copy every entry of one map into another of the same layout; returns how many."""
-    info = libbpf.map_info(src_fd)
-    keys, values, count = map_types.read_all(src_fd, info)
-    key_size, value_size = info["key_size"], map_types.value_buf_size(info["type"], info["value_size"])
-    for idx in range(count):
-        libbpf.map_update(dst_fd, keys[idx * key_size:(idx + 1) * key_size],
-                          values[idx * value_size:(idx + 1) * value_size])
-    return count
-
-
-def carry_over(old_maps: dict, new_maps: dict, replace_incompatible: bool) -> dict:
-    """Copy the pinned maps' entries into the new bcc maps where layouts match; report like check_maps."""
-    report = {"reused": [], "created": [], "incompatible": [], "obsolete": []}
-    for name, new_fd in sorted(new_maps.items()):
-        old_fd = old_maps.get(name)
-        if old_fd is None:
-            report["created"].append(name)
-            continue
-        old, new = layout(libbpf.map_info(old_fd)), layout(libbpf.map_info(new_fd))
-        if old != new:
-            diffs = ["%s %s != %s" % (key, old[key], new[key]) for key in old if old[key] != new[key]]
-            report["incompatible"].append({"map": name, "differences": diffs})
-            if not replace_incompatible:
-                raise BccError("maps are incompatible with the new program: %s (%s); set replace_incompatible_maps: "
-                               "true to replace it (its contents are lost)" % (name, ", ".join(diffs)))
-            continue
-        if old_fd != new_fd:
-            copy_entries(old_fd, new_fd)
-        report["reused"].append(name)
-    report["obsolete"] = sorted(set(old_maps) - set(new_maps))
-    return report

@@ -34,13 +34,14 @@ import os
 import struct
 from dataclasses import dataclass, field
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs, libbpf, maglev, map_records, map_sync, map_types
-from ansible_collections.ebpf.fleet.plugins.module_utils import records
+from ansible_collections.ebpf.fleet.plugins.module_utils.dataplane import maglev, xdp_lb_entries
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import bpffs, libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils.maps import map_records, map_sync, map_types
+from ansible_collections.ebpf.fleet.plugins.module_utils.host import records
 from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError
-from ansible_collections.ebpf.fleet.plugins.module_utils.map_codec import CodecError, MapCodec, read_raw
+from ansible_collections.ebpf.fleet.plugins.module_utils.maps.map_codec import CodecError, MapCodec, read_raw
 
 MAPS = ("lb_config", "lb_backends", "lb_vips_v4", "lb_vips_v6", "lb_ring")
-FAMILY_NONE = "none"
 U32 = struct.Struct("<I")
 
 
@@ -210,7 +211,7 @@ def empty_state(ring_size: int) -> State:
 
 @dataclass
 class VipPlan:
-    vip: maglev.Vip
+    vip: xdp_lb_entries.Vip
     vid: int
     row: int                 # row the VIP points at after the run
     old_row: int = -1        # -1: a new VIP
@@ -256,7 +257,7 @@ def _moved(old: bytes, new: bytes) -> int:
     return sum(1 for x, y in zip(a, b) if x != y)
 
 
-def ring_bytes(vip: maglev.Vip, ids: dict, ring_size: int) -> bytes:
+def ring_bytes(vip: xdp_lb_entries.Vip, ids: dict, ring_size: int) -> bytes:
     """The VIP's Maglev ring as lb_ring values: ring_size backend ids (BACKEND_NONE without a backend)."""
     try:
         table = maglev.build_table([(be.key, be.weight) for be in vip.backends], ring_size)
@@ -268,7 +269,7 @@ def ring_bytes(vip: maglev.Vip, ids: dict, ring_size: int) -> bytes:
 
 
 def make_plan(vips: list, config: dict, ring_size: int, state: State, codecs) -> Plan:
-    """The plan for declarations (maglev.validate_vips) against the live state; raises LbTablesError
+    """The plan for declarations (xdp_lb_entries.validate_vips) against the live state; raises LbTablesError
     for a declaration the deployment cannot hold (too many VIPs, backends or rows)."""
     plan = Plan()
     if state.vips and state.ring_size != ring_size:
@@ -276,7 +277,7 @@ def make_plan(vips: list, config: dict, ring_size: int, state: State, codecs) ->
                             "every ring at once; deploy with vips: [] first, or keep ring_size=%d"
                             % (ring_size, state.ring_size, state.ring_size), ring_size=state.ring_size)
     # lb_config
-    wanted_cfg = maglev.lb_config(ring_size=ring_size, **config)
+    wanted_cfg = xdp_lb_entries.lb_config(ring_size=ring_size, **config)
     if codecs is not None:
         new_raw = codecs["lb_config"].encode_value(wanted_cfg, "config")
         if new_raw != state.config_raw:
@@ -586,8 +587,8 @@ def summary(plan: Plan) -> list:
 
 def check_config(config) -> dict:
     if not isinstance(config, dict):
-        raise maglev.MaglevError("config %r: expected a dict with some of %s" % (config, ", ".join(maglev.CONFIG_FIELDS)))
-    maglev.check_fields(config, "config", maglev.CONFIG_FIELDS)
+        raise maglev.MaglevError("config %r: expected a dict with some of %s" % (config, ", ".join(xdp_lb_entries.CONFIG_FIELDS)))
+    xdp_lb_entries.check_fields(config, "config", xdp_lb_entries.CONFIG_FIELDS)
     return config
 
 

@@ -15,7 +15,7 @@ the operator writes:
 * marks (``{mark: class id}``) go to the array ``egress_mark_classes`` when
   they are below ``MARKS_DIRECT`` and to the hash ``egress_marks`` otherwise
   (:func:`mark_entries`);
-* IPv4 destination rules are expanded into filter_tables' stride table, whose
+* IPv4 destination rules are expanded into xdp_filter_tables' stride table, whose
   /16 level goes to the array ``egress_dst_v4_16`` (indexed by the first 16
   bits of the address), its /24 level to the hash ``egress_dst_v4_24`` with a
   bitmap of the addresses below that have a /32 entry, and its /32 level to
@@ -26,7 +26,7 @@ the operator writes:
 
 from __future__ import annotations
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import filter_tables
+from ansible_collections.ebpf.fleet.plugins.module_utils.dataplane import xdp_filter_tables
 from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError
 
 NSEC = 1_000_000_000
@@ -86,7 +86,7 @@ def mark_entries(marks: dict) -> tuple:
 
 
 def split_v4(table: dict) -> tuple:
-    """Split a filter_tables.expand_v4_raw() table by level, as tc_egress reads it.
+    """Split a xdp_filter_tables.expand_v4_raw() table by level, as tc_egress reads it.
 
     Returns ({first 16 bits: (rule, flags)} for egress_dst_v4_16,
     {/24 network: (rule, flags, hosts)} for egress_dst_v4_24, where hosts is the
@@ -115,7 +115,7 @@ def _dotted(address: int) -> str:
 
 def expand_v4(rules: dict) -> tuple:
     """split_v4() of the stride expansion of {CIDR or address: rule}."""
-    return split_v4(filter_tables.expand_v4_raw(rules))
+    return split_v4(xdp_filter_tables.expand_v4_raw(rules))
 
 
 def lookup_v4(tables: tuple, address: int):
@@ -126,14 +126,14 @@ def lookup_v4(tables: tuple, address: int):
     entry = level16.get(address >> 16)
     if entry is None:
         return None
-    if filter_tables.FLAG_MATCH in entry[1]:
+    if xdp_filter_tables.FLAG_MATCH in entry[1]:
         best = entry[0]
-    if filter_tables.FLAG_DEEPER not in entry[1]:
+    if xdp_filter_tables.FLAG_DEEPER not in entry[1]:
         return best
     entry = level24.get(address & 0xFFFFFF00)
     if entry is None:
         return best
-    if filter_tables.FLAG_MATCH in entry[1]:
+    if xdp_filter_tables.FLAG_MATCH in entry[1]:
         best = entry[0]
     host = address & 0xFF
     if not (entry[2][host >> 6] >> (host & 63)) & 1:

@@ -18,17 +18,17 @@ from __future__ import annotations
 import os
 import socket
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import attach
-from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs
-from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
-from ansible_collections.ebpf.fleet.plugins.module_utils import records
-from ansible_collections.ebpf.fleet.plugins.module_utils import xdp_hook
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import attach
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import bpffs
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils.host import records
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import xdp_hook
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import map_types
+from ansible_collections.ebpf.fleet.plugins.module_utils.maps import map_types
 
 try:
-    from ansible_collections.ebpf.fleet.plugins.module_utils import btf as btf_mod
-    from ansible_collections.ebpf.fleet.plugins.module_utils import map_codec
+    from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import btf as btf_mod
+    from ansible_collections.ebpf.fleet.plugins.module_utils.maps import map_codec
     HAS_MAP_CODEC = True
 except ImportError:  # the typed codec arrives with bpf_map; raw hex until then
     btf_mod = map_codec = None

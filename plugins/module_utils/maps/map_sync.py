@@ -27,9 +27,10 @@ import os
 import threading
 from dataclasses import dataclass, field
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf, map_types
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils.maps import map_types
 from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError
-from ansible_collections.ebpf.fleet.plugins.module_utils.map_codec import (
+from ansible_collections.ebpf.fleet.plugins.module_utils.maps.map_codec import (
     BATCH_DELETE_MAPS, UNDELETABLE_MAPS, CodecError, MapCodec, read_raw, short)
 
 CHUNK = 65536
@@ -106,7 +107,7 @@ class ProgRefs:
 def codec_from_object(obj_path: str, map_name: str, ncpus: int = 0) -> MapCodec:
     """The codec of map map_name as the ELF object at obj_path declares it (for a map of maps: its inner
     map, which the entries describe). Reads the file only; nothing is loaded."""
-    from ansible_collections.ebpf.fleet.plugins.module_utils import btf as btf_mod  # pylint: disable=import-outside-toplevel
+    from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import btf as btf_mod  # pylint: disable=import-outside-toplevel
     with libbpf.BpfObject.open(obj_path) as obj:
         raw = obj.btf_raw()
     if not raw:

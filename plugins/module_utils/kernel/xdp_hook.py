@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import ctypes
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
 
 MODES = {0: None, 1: "native", 2: "generic", 3: "offload", 4: "multi"}
-MODE_FLAGS = {"native": libbpf.XDP_FLAGS_DRV_MODE, "generic": libbpf.XDP_FLAGS_SKB_MODE,
-              "offload": libbpf.XDP_FLAGS_HW_MODE}
 
 
 class XdpAttachOpts(ctypes.Structure):

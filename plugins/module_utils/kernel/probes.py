@@ -19,8 +19,8 @@ import json
 import os
 import re
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs
-from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import bpffs
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
 
 YES, NO, UNKNOWN = "yes", "no", "unknown"
 JIT_SYSCTL = "/proc/sys/net/core/bpf_jit_enable"

@@ -24,8 +24,8 @@ import errno
 import glob
 import os
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
-from ansible_collections.ebpf.fleet.plugins.module_utils import netlink
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import netlink
 from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError
 
 XDP_MODE_FLAGS = {

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import kernel
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import probes
 
-YES, NO, UNKNOWN = kernel.YES, kernel.NO, kernel.UNKNOWN
+YES, NO, UNKNOWN = probes.YES, probes.NO, probes.UNKNOWN
 
 REDIRECT_TARGET_NEEDS_XDP = ("as an XDP_REDIRECT target the device needs an XDP program attached to it "
                              "(or to its peer for veth) before redirected frames are accepted")
@@ -161,7 +161,7 @@ def decide_native(entry, driver: str, release: str, flags, bus_info: str = "") -
     if not parse(release):
         return _ans(UNKNOWN, "kernel release %r cannot be compared with %s's native XDP release %s" % (
             release, entry.name, entry.native_since))
-    if kernel.version_at_least(release, entry.native_since):
+    if probes.version_at_least(release, entry.native_since):
         return _ans(YES, "%s has native XDP since Linux %s (driver table; kernel %s)" % (
             entry.name, entry.native_since, release))
     return _ans(NO, "%s gained native XDP in Linux %s; this kernel is %s (driver table; vendor backports "
@@ -169,7 +169,7 @@ def decide_native(entry, driver: str, release: str, flags, bus_info: str = "") -
 
 
 def parse(release: str) -> tuple:
-    return kernel.parse_release(release)
+    return probes.parse_release(release)
 
 
 def decide_generic(xdp_prog_type: dict) -> dict:
@@ -192,7 +192,7 @@ def decide_offload(entry, driver: str, release: str, flags) -> dict:
         return _ans(UNKNOWN, "driver %s is not in the driver table" % label)
     if not entry.offload_since:
         return _ans(NO, "%s has no XDP hardware offload (driver table: only nfp offloads)" % entry.name)
-    if kernel.version_at_least(release, entry.offload_since):
+    if probes.version_at_least(release, entry.offload_since):
         return _ans(YES, "%s offloads XDP since Linux %s with the BPF firmware (driver table)" % (
             entry.name, entry.offload_since))
     return _ans(NO, "%s gained XDP offload in Linux %s; this kernel is %s" % (entry.name, entry.offload_since, release))

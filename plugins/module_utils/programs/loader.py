@@ -16,8 +16,8 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
-from ansible_collections.ebpf.fleet.plugins.module_utils import btf
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import btf
 from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError
 
 CHAIN_MAP = "fleet_chain"
@@ -70,9 +70,9 @@ class ObjectInfo:
     has_chain: bool = False
     has_slot: bool = False
     chain_max: int = CHAIN_MAX_DEFAULT
-    compiler: str = "libbpf"                     # libbpf (an ELF object) or bcc (bcc_compile.py)
+    compiler: str = "libbpf"                     # libbpf (an ELF object) or bcc (bcc_load.py)
     cflags: list = field(default_factory=list)  # bcc: the flags it compiles with
-    preloaded: object = None                     # a program loaded already (bcc_compile.Loaded)
+    preloaded: object = None                     # a program loaded already (bcc_load.Loaded)
 
 
 def _pick_program(obj, program: str, path: str):

@@ -41,9 +41,9 @@ import os
 import socket
 import struct
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import btf as btf_mod
-from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
-from ansible_collections.ebpf.fleet.plugins.module_utils import map_types
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import btf as btf_mod
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils.maps import map_types
 from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError, short_repr
 
 # the map-type facts live in map_types; these names stay for callers of this module
@@ -51,7 +51,6 @@ FD_VALUE_MAPS = map_types.FD_VALUE
 DEVICE_MAPS = map_types.DEVICE
 ARRAY_MAPS = map_types.ARRAY
 UNDELETABLE_MAPS = map_types.UNDELETABLE
-BATCH_LOOKUP_MAPS = map_types.BATCH_LOOKUP
 BATCH_DELETE_MAPS = map_types.BATCH_DELETE
 
 BE_TYPEDEFS = {"__be16": 2, "__be32": 4, "__be64": 8, "fleet_port_t": 2}

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: ebpf.fleet contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""node_exporter textfile metrics of this host's deployments (ebpf-fleet-host metrics, host_restore.py).
+"""node_exporter textfile metrics of this host's deployments (ebpf-fleet-host metrics, restore.py).
 
 Series, read from the records (records.py) and the kernel (drift.py, the pins), nothing changed:
 
@@ -32,9 +32,9 @@ import contextlib
 import os
 import tempfile
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import bpf_inventory
-from ansible_collections.ebpf.fleet.plugins.module_utils import drift
-from ansible_collections.ebpf.fleet.plugins.module_utils import records
+from ansible_collections.ebpf.fleet.plugins.module_utils.host import bpf_inventory
+from ansible_collections.ebpf.fleet.plugins.module_utils.host import drift
+from ansible_collections.ebpf.fleet.plugins.module_utils.host import records
 
 HELP = {
     "ebpf_fleet_deployment_info": ("gauge", "A deployment recorded on this host (version and object checksum)."),

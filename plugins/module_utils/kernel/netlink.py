@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import socket
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
-from ansible_collections.ebpf.fleet.plugins.module_utils import xdp_hook
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import xdp_hook
 from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError
 
 try:

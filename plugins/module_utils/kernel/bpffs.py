@@ -129,7 +129,7 @@ def check_name(field: str, value: str) -> str:
 
 def pin(fd: int, path: str) -> None:
     """Pin fd at path (mode 0600), replacing an existing pin atomically by rename."""
-    from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf  # pylint: disable=import-outside-toplevel
+    from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf  # pylint: disable=import-outside-toplevel
 
     makedirs(os.path.dirname(path))
     tmp = "%s_tmp%d" % (path, os.getpid())

@@ -222,5 +222,5 @@ def _mark_activity(state_dir: str) -> None:
         return     # no checkpoint folder: nothing is armed
     os.utime(path)
     # imported here: checkpoint builds on this module
-    from ansible_collections.ebpf.fleet.plugins.module_utils import checkpoint  # pylint: disable=import-outside-toplevel
+    from ansible_collections.ebpf.fleet.plugins.module_utils.host import checkpoint  # pylint: disable=import-outside-toplevel
     checkpoint.start_watchdog(state_dir)

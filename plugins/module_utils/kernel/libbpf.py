@@ -28,7 +28,6 @@ LIBBPF_PACKAGE = "libbpf1"
 PROG_TYPE_SCHED_CLS = 3
 PROG_TYPE_XDP = 6
 PROG_TYPE_EXT = 28
-PROG_TYPE_TRACING = 26
 PROG_TYPE_NAMES = {
     0: "unspec", 1: "socket_filter", 2: "kprobe", 3: "sched_cls", 4: "sched_act",
     5: "tracepoint", 6: "xdp", 7: "perf_event", 8: "cgroup_skb", 9: "cgroup_sock",
@@ -76,8 +75,6 @@ XDP_FLAGS_REPLACE = 1 << 4
 
 # map update flags
 BPF_ANY = 0
-BPF_NOEXIST = 1
-BPF_EXIST = 2
 
 # link update flags
 BPF_F_REPLACE = 1 << 2
@@ -134,7 +131,6 @@ def _declare(lib: ctypes.CDLL) -> None:
         "bpf_link_create": (c_int, [c_int, c_int, c_int, c_void_p]),
         "bpf_link_update": (c_int, [c_int, c_int, c_void_p]),
         "bpf_link_detach": (c_int, [c_int]),
-        "bpf_prog_get_next_id": (c_int, [c_uint32, u32p]),
         "bpf_map_get_next_id": (c_int, [c_uint32, u32p]),
         "bpf_btf_get_next_id": (c_int, [c_uint32, u32p]),
         "bpf_link_get_next_id": (c_int, [c_uint32, u32p]),
@@ -146,7 +142,6 @@ def _declare(lib: ctypes.CDLL) -> None:
         "bpf_prog_query": (c_int, [c_int, c_int, c_uint32, u32p, u32p, u32p]),
         "bpf_prog_test_run_opts": (c_int, [c_int, c_void_p]),
         "libbpf_probe_bpf_prog_type": (c_int, [c_int, c_void_p]),
-        "libbpf_probe_bpf_map_type": (c_int, [c_int, c_void_p]),
         "libbpf_num_possible_cpus": (c_int, []),
         "libbpf_set_print": (c_void_p, [c_void_p]),
         "bpf_object__open_file": (c_void_p, [c_char_p, c_void_p]),
@@ -168,16 +163,13 @@ def _declare(lib: ctypes.CDLL) -> None:
         "bpf_map__initial_value": (c_void_p, [c_void_p, ctypes.POINTER(c_size_t)]),
         "bpf_map__btf_key_type_id": (c_uint32, [c_void_p]),
         "bpf_map__btf_value_type_id": (c_uint32, [c_void_p]),
-        "bpf_map__set_inner_map_fd": (c_int, [c_void_p, c_int]),
         "bpf_program__name": (c_char_p, [c_void_p]),
         "bpf_program__section_name": (c_char_p, [c_void_p]),
         "bpf_program__fd": (c_int, [c_void_p]),
         "bpf_program__type": (c_int, [c_void_p]),
-        "bpf_program__set_type": (c_int, [c_void_p, c_int]),
         "bpf_program__set_autoload": (c_int, [c_void_p, ctypes.c_bool]),
         "bpf_program__set_ifindex": (None, [c_void_p, c_uint32]),
         "bpf_program__flags": (c_uint32, [c_void_p]),
-        "bpf_program__set_flags": (c_int, [c_void_p, c_uint32]),
         "bpf_program__set_log_buf": (c_int, [c_void_p, c_char_p, c_size_t]),
         "bpf_program__set_log_level": (c_int, [c_void_p, c_uint32]),
         "btf__raw_data": (c_void_p, [c_void_p, u32p]),
@@ -217,12 +209,6 @@ def _check(ret: int, op: str, detail: str = "") -> int:
     return ret
 
 
-def _check_ptr(ptr, op: str, detail: str = ""):
-    if not ptr:
-        raise BpfError(op, ctypes.get_errno() or errno_mod.EINVAL, detail)
-    return ptr
-
-
 @contextlib.contextmanager
 def fd_closing(fd: int):
     """Close a BPF file descriptor when the block ends."""
@@ -257,10 +243,6 @@ def _next_ids(func_name: str):
             return
         yield nxt.value
         current = nxt
-
-
-def prog_ids():
-    return _next_ids("bpf_prog_get_next_id")
 
 
 def map_ids():
@@ -427,10 +409,6 @@ def btf_raw(btf_id: int) -> bytes:
         _check(lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info2), ctypes.byref(length)),
                "bpf_obj_get_info_by_fd(btf data)")
         return buf.raw[:size]
-
-
-def kernel_btf_present() -> bool:
-    return os.path.exists("/sys/kernel/btf/vmlinux")
 
 
 # ---------------------------------------------------------------- maps
@@ -700,10 +678,6 @@ def probe_prog_type(prog_type: int) -> bool:
     return lib().libbpf_probe_bpf_prog_type(prog_type, None) == 1
 
 
-def probe_map_type(map_type: str) -> bool:
-    return lib().libbpf_probe_bpf_map_type(MAP_TYPE_IDS[map_type], None) == 1
-
-
 # ---------------------------------------------------------------- ELF objects
 
 _PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
@@ -778,9 +752,6 @@ class ObjMap:
         """Use an existing kernel map (e.g. a pinned one) instead of creating this one."""
         _check(lib().bpf_map__reuse_fd(self._ptr, fd), "bpf_map__reuse_fd", self.name)
 
-    def set_inner_map_fd(self, fd: int) -> None:
-        _check(lib().bpf_map__set_inner_map_fd(self._ptr, fd), "bpf_map__set_inner_map_fd", self.name)
-
     def initial_value(self):
         """A writable ctypes view of an internal map's contents before load (e.g. .rodata)."""
         size = ctypes.c_size_t(0)
@@ -814,9 +785,6 @@ class ObjProgram:
     def type(self) -> str:
         return PROG_TYPE_NAMES.get(lib().bpf_program__type(self._ptr), "unknown")
 
-    def set_type(self, prog_type: int) -> None:
-        _check(lib().bpf_program__set_type(self._ptr, prog_type), "bpf_program__set_type", self.name)
-
     @property
     def fd(self) -> int:
         return lib().bpf_program__fd(self._ptr)
@@ -827,9 +795,6 @@ class ObjProgram:
     def set_ifindex(self, ifindex: int) -> None:
         """Bind for hardware offload (the program is loaded for that device)."""
         lib().bpf_program__set_ifindex(self._ptr, ifindex)
-
-    def set_flags(self, flags: int) -> None:
-        _check(lib().bpf_program__set_flags(self._ptr, flags), "bpf_program__set_flags", self.name)
 
     def capture_log(self, size: int = 1 << 20) -> None:
         """Keep the verifier log (libbpf asks for it when a load fails)."""

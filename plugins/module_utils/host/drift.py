@@ -4,7 +4,7 @@
 """Drift: whether the kernel still holds what a deployment's records say (read-only).
 
 One implementation for every reader: bpf_info (check_records), the status playbook through it, and the
-host command's metrics (host_metrics: ebpf_fleet_in_sync, ebpf_fleet_map_in_sync).
+host command's metrics (host/metrics.py: ebpf_fleet_in_sync, ebpf_fleet_map_in_sync).
 
 Per hook the deployment is recorded on (records.py: the hook's chain in <state_dir>/.hooks/):
   the hook runs the recorded chain (the attached program and the tail-called ones, in order, by id),
@@ -20,15 +20,15 @@ from __future__ import annotations
 
 import os
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs
-from ansible_collections.ebpf.fleet.plugins.module_utils import chain
-from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
-from ansible_collections.ebpf.fleet.plugins.module_utils import map_records
-from ansible_collections.ebpf.fleet.plugins.module_utils import map_sync
-from ansible_collections.ebpf.fleet.plugins.module_utils import netlink
-from ansible_collections.ebpf.fleet.plugins.module_utils import records
-from ansible_collections.ebpf.fleet.plugins.module_utils import xdp_hook
-from ansible_collections.ebpf.fleet.plugins.module_utils.map_codec import MapCodec
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import bpffs
+from ansible_collections.ebpf.fleet.plugins.module_utils.programs import chain
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils.maps import map_records
+from ansible_collections.ebpf.fleet.plugins.module_utils.maps import map_sync
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import netlink
+from ansible_collections.ebpf.fleet.plugins.module_utils.host import records
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import xdp_hook
+from ansible_collections.ebpf.fleet.plugins.module_utils.maps.map_codec import MapCodec
 
 IN_SYNC, DRIFTED = "in_sync", "drifted"
 MAX_KEYS = 5   # keys named per map in a drift report

@@ -7,7 +7,7 @@ Which types are per-CPU, arrays, maps of maps, which take batch operations,
 how big one element's value is as the syscalls read it (per-CPU values are
 padded to 8 bytes and repeated for every possible CPU), and how a whole map is
 read (one batch lookup where the type has it, one element at a time
-otherwise). map_codec, map_sync, bpf_inventory and bcc_compile take these from
+otherwise). map_codec, map_sync, bpf_inventory and bcc_load take these from
 here instead of keeping their own copies.
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 import ctypes
 import errno
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
 
 PERCPU = libbpf.PERCPU_MAP_TYPES
 # elements are fds of other kernel objects (programs, maps, cgroups, perf events): written as fds, read as ids

@@ -3,8 +3,8 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The host-side command: restore every recorded deployment at boot, and write textfile metrics.
 
-    python3 -m ansible_collections.ebpf.fleet.plugins.module_utils.host_restore restore [--state-dir DIR]
-    python3 -m ansible_collections.ebpf.fleet.plugins.module_utils.host_restore metrics --textfile DIR
+    python3 -m ansible_collections.ebpf.fleet.plugins.module_utils.host.restore restore [--state-dir DIR]
+    python3 -m ansible_collections.ebpf.fleet.plugins.module_utils.host.restore metrics --textfile DIR
 
 It runs on the host with no controller and no Ansible: it imports only the collection's module_utils (the
 same code the modules run: deploy.plan/apply for the programs, map_sync for the maps) and the standard
@@ -25,18 +25,18 @@ import json
 import os
 import sys
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import bcc_compile
-from ansible_collections.ebpf.fleet.plugins.module_utils import bpffs
-from ansible_collections.ebpf.fleet.plugins.module_utils import deploy
+from ansible_collections.ebpf.fleet.plugins.module_utils.programs import bcc_load
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import bpffs
+from ansible_collections.ebpf.fleet.plugins.module_utils.programs import deploy
 from ansible_collections.ebpf.fleet.plugins.module_utils import errors
-from ansible_collections.ebpf.fleet.plugins.module_utils import libbpf
-from ansible_collections.ebpf.fleet.plugins.module_utils import loader
-from ansible_collections.ebpf.fleet.plugins.module_utils import map_records
-from ansible_collections.ebpf.fleet.plugins.module_utils import map_sync
-from ansible_collections.ebpf.fleet.plugins.module_utils import records
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils.programs import loader
+from ansible_collections.ebpf.fleet.plugins.module_utils.maps import map_records
+from ansible_collections.ebpf.fleet.plugins.module_utils.maps import map_sync
+from ansible_collections.ebpf.fleet.plugins.module_utils.host import records
 from ansible_collections.ebpf.fleet.plugins.module_utils import validate
 from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError
-from ansible_collections.ebpf.fleet.plugins.module_utils.map_codec import MapCodec
+from ansible_collections.ebpf.fleet.plugins.module_utils.maps.map_codec import MapCodec
 
 STATE_DIR_ENV = "EBPF_FLEET_STATE_DIR"
 TEXTFILE_ENV = "EBPF_FLEET_TEXTFILE_DIR"
@@ -50,12 +50,12 @@ def _object_info(state_dir: str, name: str, rec: dict):
     hook, program = rec.get("hook"), rec.get("program", "")
     if rec.get("compiler") == "bcc":
         src = os.path.join(records.deployment_dir(state_dir, name), "source.c")
-        if not bcc_compile.has_bcc():
+        if not bcc_load.has_bcc():
             raise RestoreError("deployment %s was compiled with bcc: restoring it needs bcc (%s) in the Python "
-                               "that runs this command" % (name, bcc_compile.BCC_PACKAGE))
-        flags = bcc_compile.cflags(rec.get("defines") or {}, rec.get("include_dirs") or [])
-        info = loader.ObjectInfo(path=src, sha256=bcc_compile.digest(src, flags, program, hook), program=program,
-                                 section="", prog_type=bcc_compile.PROG_TYPE_FOR_HOOK[hook].lower(),
+                               "that runs this command" % (name, bcc_load.BCC_PACKAGE))
+        flags = bcc_load.cflags(rec.get("defines") or {}, rec.get("include_dirs") or [])
+        info = loader.ObjectInfo(path=src, sha256=bcc_load.digest(src, flags, program, hook), program=program,
+                                 section="", prog_type=bcc_load.PROG_TYPE_FOR_HOOK[hook].lower(),
                                  compiler="bcc", cflags=flags)
     else:
         info = loader.inspect(records.object_path(state_dir, name), program, hook)
@@ -174,7 +174,7 @@ def restore(state_dir: str, names: list = None) -> list:
     if not os.path.isdir(state_dir):
         return results
     # imported here: checkpoint imports this module for its reverts
-    from ansible_collections.ebpf.fleet.plugins.module_utils import checkpoint  # pylint: disable=import-outside-toplevel
+    from ansible_collections.ebpf.fleet.plugins.module_utils.host import checkpoint  # pylint: disable=import-outside-toplevel
     with records.locked(state_dir, create=False):
         pending = checkpoint.read_pending(state_dir)
         if pending and pending.get("state") == "armed" and not checkpoint.watchdog_alive(pending):
@@ -233,12 +233,12 @@ def main(argv: list = None) -> int:
                         ", ".join("%s %d" % kv for kv in sorted(item["maps"].items()) if kv[1]) or "none")
                 sys.stdout.write(line + "\n")
         return 1 if any(item["status"] == "failed" for item in results) else 0
-    from ansible_collections.ebpf.fleet.plugins.module_utils import host_metrics  # pylint: disable=import-outside-toplevel
+    from ansible_collections.ebpf.fleet.plugins.module_utils.host import metrics  # pylint: disable=import-outside-toplevel
     if not args.textfile:
         sys.stderr.write("ebpf-fleet-host metrics: --textfile DIR (or $%s) is required\n" % TEXTFILE_ENV)
         return 2
     try:
-        path, failed = host_metrics.write_textfile(args.state_dir, args.textfile, args.name)
+        path, failed = metrics.write_textfile(args.state_dir, args.textfile, args.name)
     except (OSError, FleetError) as exc:
         sys.stderr.write("ebpf-fleet-host metrics: %s\n" % failure(exc))
         return 1
