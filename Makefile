@@ -20,20 +20,23 @@ PYTEST      := $(PY) -m pytest -p no:cacheprovider --timeout=600
 BPF_CFLAGS  := -O2 -g -target bpf -Wall -Werror -I$(ROOT)/bpf/include -I/usr/include/$(shell uname -m)-linux-gnu
 BPF_SRCS    := $(wildcard bpf/*.c)
 TEST_BPF    := $(wildcard tests/bpf/*.c)
+# the C that .clang-format covers (make style checks it, make format rewrites it)
+C_STYLE     := $(BPF_SRCS) $(wildcard bpf/include/fleet/*.h) $(TEST_BPF) $(wildcard tests/bpf/*.h tests/bpf/bcc/*.c)
 BPF_OBJS    := $(patsubst bpf/%.c,$(BUILD)/bpf/%.o,$(BPF_SRCS)) $(patsubst tests/bpf/%.c,$(BUILD)/bpf/%.o,$(TEST_BPF))
 ANSIBLE_ENV := ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS) PATH=$(VENV)/bin:$$PATH
 
-.PHONY: help setup collection-link bpf sanity lint unit integration test demo lab lab-clean bench build-collection clean requirements
+.PHONY: help setup collection-link bpf sanity lint style format unit integration test demo lab lab-clean bench build-collection clean requirements
 .PHONY: docs docs-check changelog galaxy-check
 
 help:
 	@echo "make demo    run the main job on the built-in network-namespace lab"
-	@echo "make test    run every test (sanity, lint, unit, BPF build, real-kernel integration)"
+	@echo "make test    run every test (style, sanity, lint, unit, BPF build, real-kernel integration)"
 	@echo "make lab     keep the lab up for exploring (make lab-clean removes it)"
 	@echo "make bench   run the benchmarks, write build/bench/*.json and docs/performance.md"
 	@echo "make docs    generate the reference (docs/reference/rst) from the code and build the site in build/docs"
 	@echo "make changelog  what CHANGELOG.md would say if the fragments were released now (build/changelog)"
 	@echo "make setup   install what the others need (Debian packages, .venv)"
+	@echo "make format  rewrite the Python (ruff) and the C (clang-format) in the project's style"
 
 setup:
 	@VENV=$(VENV) SANITY_VENV=$(SANITY_VENV) IMPORTER_VENV=$(IMPORTER_VENV) bash scripts/setup.sh
@@ -67,6 +70,17 @@ sanity: setup
 lint: setup collection-link
 	$(ANSIBLE_ENV) $(VENV)/bin/ansible-lint --profile production --offline .
 
+# ruff (ruff.toml) for the Python, clang-format (.clang-format) for bpf/ and tests/bpf/; make format fixes both.
+style: setup
+	$(VENV)/bin/ruff check --no-cache .
+	$(VENV)/bin/ruff format --no-cache --check .
+	clang-format --dry-run -Werror $(C_STYLE)
+
+format: setup
+	$(VENV)/bin/ruff check --no-cache --fix .
+	$(VENV)/bin/ruff format --no-cache .
+	clang-format -i $(C_STYLE)
+
 unit: setup collection-link bpf
 	@mkdir -p $(REPORTS)
 	$(PYTEST) -q tests/unit --junitxml=$(REPORTS)/unit.xml
@@ -77,6 +91,7 @@ integration: setup collection-link bpf
 
 test: setup
 	@rm -rf $(REPORTS)
+	$(MAKE) --no-print-directory style
 	$(MAKE) --no-print-directory sanity
 	$(MAKE) --no-print-directory lint
 	$(MAKE) --no-print-directory docs-check

@@ -9,7 +9,7 @@ SANITY_VENV="${SANITY_VENV:-$ROOT/.venv-sanity}"
 IMPORTER_VENV="${IMPORTER_VENV:-$ROOT/.venv-importer}"
 REQUIREMENTS="$ROOT/requirements/controller.txt"
 
-# Debian packages: the BPF toolchain, the kernel-facing tools, bcc and the
+# Debian packages: the BPF toolchain (and clang-format for make style), the kernel-facing tools, bcc and the
 # system Python's bindings that modules reach through Ansible's respawn;
 # openssh-server and sudo for the lab's SSH variant (EBFLAB_SSH=1, docs/lab.md),
 # which runs one sshd per lab namespace, never one on the machine itself.
@@ -17,7 +17,7 @@ DEB_PACKAGES=(
     clang llvm libbpf-dev libbpf1 bpftool gcc-multilib
     iproute2 ethtool nftables xdp-tools tcpdump iputils-ping
     python3-bpfcc linux-headers-amd64 python3-pyroute2
-    python3-venv python3-dev rsync make git shellcheck
+    python3-venv python3-dev rsync make git shellcheck clang-format
     openssh-server sudo
 )
 POLICY_RC=/usr/sbin/policy-rc.d

@@ -436,7 +436,7 @@ def bench_scaling(args, bench):
         if xdpf is not None:
             xdpf.close()
     # IPv6 against IPv4 (stride table), per path and size: whole ns per packet
-    for (family, size, pname, mode), row in medians.items():
+    for (family, size, pname, _mode), row in medians.items():
         if family == "IPv6":
             v4 = medians[("IPv4", size, pname, "table")]
             row["params"]["vs IPv4"] = row["median"] / v4["median"]

@@ -138,7 +138,7 @@ def test_installed_collection_runs_its_lab_and_deploys_the_bundled_filter_by_pla
     try:
         up = lab("up")
         assert up.returncode == 0, up.stdout + up.stderr
-        for run in ("first", "again"):
+        for _run in ("first", "again"):
             proc = run_playbook("ebpf.fleet.deploy_xdp", inventory=str(lab_dir / "inventory.ini"),
                                 env={"ANSIBLE_COLLECTIONS_PATH": str(installed), "PYTHONPATH": ""})
             assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -21,7 +21,7 @@ def synthetic_flows(count, seed=7):
     rng = random.Random(seed)
     vip = maglev.flow_words("192.0.2.10", "192.0.2.10", 0, 0, 6)[1]
     out = []
-    for dummy in range(count):
+    for _flow in range(count):
         src = rng.getrandbits(32)
         ports = rng.getrandbits(16) | 0xBB01 << 16  # random source port, destination port 443
         out.append(maglev.hash_words((src, vip, ports, 6)))
@@ -76,7 +76,7 @@ def test_every_slot_is_filled_and_slot_counts_follow_weights():
     backends = [("a", 1), ("b", 2), ("c", 3), ("d", 4)]
     table = maglev.build_table(backends)
     assert len(table) == RING and min(table) >= 0
-    for i, (dummy, weight) in enumerate(backends):
+    for i, (_name, weight) in enumerate(backends):
         assert abs(table.count(i) / RING - weight / 10) < 0.001
 
 

@@ -69,7 +69,7 @@ def expand_v4_parsed(parsed: list) -> dict:
             entry[1].add(FLAG_MATCH)
     for level, parent in ((32, 24), (24, 16)):
         mask = (0xFFFFFFFF << (32 - parent)) & 0xFFFFFFFF
-        for (lvl, block) in [key for key in table if key[0] == level]:
+        for (_lvl, block) in [key for key in table if key[0] == level]:
             entry = table.setdefault((parent, block & mask), [None, set()])
             entry[1].add(FLAG_DEEPER)
     return table

@@ -225,8 +225,9 @@ def _launch(state_dir: str, token: str, pythonpath: str) -> dict:
     log = open(os.path.join(folder(state_dir), "watch.log"), "ab")  # pylint: disable=consider-using-with
     try:
         # its own session: the SSH session that armed it ends without taking it along
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/", env=env,
-                                close_fds=True, start_new_session=True)  # pylint: disable=consider-using-with
+        proc = subprocess.Popen(  # pylint: disable=consider-using-with
+            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/", env=env, close_fds=True, start_new_session=True
+        )
     finally:
         log.close()
     return {"launcher": "process", "pid": proc.pid}

@@ -472,7 +472,7 @@ def test_c_and_python_flow_hashes_pick_the_same_backend_on_a_full_size_ring(fres
              "backends": [be("198.51.100.%d" % (100 + i), "02:00:00:09:00:%02x" % i) for i in range(1, 41)]}]
     lb = fresh_lb(vips, ring_size=maglev.DEFAULT_RING_SIZE, rows=1)
     rng = random.Random(11)
-    for dummy in range(300):
+    for _packet in range(300):
         sport = rng.randrange(1, 65536)
         if family == "ipv4":
             src = rng.choice(["192.0.2.%d", "198.51.100.%d", "203.0.113.%d"]) % rng.randrange(256)

@@ -17,4 +17,4 @@ def test_fails_after_creating_namespaces_and_pins(netns, pin_root):
     os.makedirs(os.path.join(pin_root, "deployment"))
     with open(RECORD, "w") as handle:
         handle.write("%s\n%s\n" % (ns.name, pin_root))
-    assert False, "failing on purpose"
+    raise AssertionError("failing on purpose")
