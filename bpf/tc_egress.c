@@ -86,7 +86,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, FLEET_EGRESS_CLASSES * FLEET_EGRESS_OUTCOMES);
+	__uint(max_entries, FLEET_EGRESS_CLASSES *FLEET_EGRESS_OUTCOMES);
 	__type(key, __u32);
 	__type(value, struct fleet_counter);
 } egress_stats SEC(".maps");
@@ -265,9 +265,8 @@ static __attribute__((noinline)) int fleet_egress_derive(struct fleet_egress_cla
  * idle one restarts it at now + cost with a store. CPUs racing through that
  * restart can each count from now, so at the moment a class turns busy it
  * may let out up to one extra packet per CPU; never fewer than the rate. */
-static __always_inline __u32 fleet_egress_limit(const struct fleet_egress_config *cfg,
-						struct fleet_egress_class *cls, __u32 class_id, __u64 bytes,
-						__u64 *departure)
+static __always_inline __u32 fleet_egress_limit(const struct fleet_egress_config *cfg, struct fleet_egress_class *cls,
+						__u32 class_id, __u64 bytes, __u64 *departure)
 {
 	struct fleet_egress_bucket *b;
 	__u64 now, next, cost, ahead;

@@ -24,13 +24,13 @@ struct {
 } filter_config SEC(".maps");
 
 /* Inner map templates and the initial (empty) rule sets. */
-#define FLEET_INNER(name, maptype, ktype, vtype)                  \
-	struct name {                                             \
-		__uint(type, maptype);                            \
-		__uint(max_entries, FLEET_FILTER_INNER_MAX);      \
-		__uint(map_flags, BPF_F_NO_PREALLOC);             \
-		__type(key, ktype);                               \
-		__type(value, vtype);                             \
+#define FLEET_INNER(name, maptype, ktype, vtype)             \
+	struct name {                                        \
+		__uint(type, maptype);                       \
+		__uint(max_entries, FLEET_FILTER_INNER_MAX); \
+		__uint(map_flags, BPF_F_NO_PREALLOC);        \
+		__type(key, ktype);                          \
+		__type(value, vtype);                        \
 	}
 
 FLEET_INNER(filter_v4_set, BPF_MAP_TYPE_HASH, struct fleet_lpm_v4, struct fleet_stride_entry) filter_v4_0 SEC(".maps");
@@ -45,12 +45,12 @@ struct filter_ports_set {
 	__type(value, struct fleet_port_rules);
 } filter_ports_0 SEC(".maps");
 
-#define FLEET_OUTER(name, inner)                                  \
-	struct {                                                  \
-		__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);         \
-		__uint(max_entries, 1);                           \
-		__type(key, __u32);                               \
-		__array(values, struct inner);                    \
+#define FLEET_OUTER(name, inner)                          \
+	struct {                                          \
+		__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS); \
+		__uint(max_entries, 1);                   \
+		__type(key, __u32);                       \
+		__array(values, struct inner);            \
 	} name SEC(".maps") = { .values = { [0] = &name##_0 } }
 
 FLEET_OUTER(filter_v4, filter_v4_set);
@@ -102,7 +102,7 @@ struct {
 /* key: reason * FLEET_VERDICT_MAX + verdict; user space sums per verdict or per reason */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, FLEET_FILTER_REASON_MAX * FLEET_VERDICT_MAX);
+	__uint(max_entries, FLEET_FILTER_REASON_MAX *FLEET_VERDICT_MAX);
 	__type(key, __u32);
 	__type(value, struct fleet_counter);
 } filter_stats SEC(".maps");
@@ -187,8 +187,7 @@ static __always_inline int fleet_is_mgmt(const struct fleet_filter_config *cfg, 
 /* The stride table: the /16 block, then /24, then /32, while "deeper" says
  * there is more; the last "match" on the way is the longest prefix. Rules
  * are copied out (the verifier refuses selects between map pointers). */
-static __always_inline int fleet_stride_step(void *table, struct fleet_lpm_v4 *k, struct fleet_filter_rule *best,
-					     int *found)
+static __always_inline int fleet_stride_step(void *table, struct fleet_lpm_v4 *k, struct fleet_filter_rule *best, int *found)
 {
 	struct fleet_stride_entry *e = bpf_map_lookup_elem(table, k);
 	__u32 flags;
@@ -286,8 +285,7 @@ static __always_inline int fleet_port_rule(const struct fleet_pkt *pkt, struct f
 }
 
 /* 1 when the source is over its rate; consumes a token otherwise. */
-static __always_inline int fleet_rate_limited(const struct fleet_filter_config *cfg, const struct fleet_pkt *pkt,
-					      __u64 bytes)
+static __always_inline int fleet_rate_limited(const struct fleet_filter_config *cfg, const struct fleet_pkt *pkt, __u64 bytes)
 {
 	struct fleet_bucket_key key = {};
 	struct fleet_bucket *b;
@@ -303,8 +301,10 @@ static __always_inline int fleet_rate_limited(const struct fleet_filter_config *
 	b = bpf_map_lookup_elem(&filter_buckets, &key);
 	if (!b) {
 		struct fleet_bucket fresh = {
-			.pkt_ns = now, .pkt_tokens = cfg->burst_packets,
-			.byte_ns = now, .byte_tokens = cfg->burst_bytes,
+			.pkt_ns = now,
+			.pkt_tokens = cfg->burst_packets,
+			.byte_ns = now,
+			.byte_tokens = cfg->burst_bytes,
 		};
 
 		bpf_map_update_elem(&filter_buckets, &key, &fresh, BPF_NOEXIST);
@@ -369,12 +369,12 @@ int xdp_filter(struct xdp_md *ctx)
 	redirect_slot = cfg->redirect_slot;
 
 	rc = fleet_parse_packet(data, end, &pkt);
-	if (rc == 0 && (pkt.l3_proto == ETH_P_IP || pkt.l3_proto == ETH_P_IPV6) &&
-	    (__u64)pkt.l3_off + pkt.l3_len > bytes)
+	if (rc == 0 && (pkt.l3_proto == ETH_P_IP || pkt.l3_proto == ETH_P_IPV6) && (__u64)pkt.l3_off + pkt.l3_len > bytes)
 		rc = FLEET_PARSE_TRUNCATED; /* the IP length runs past the frame */
 	if (rc < 0) {
-		reason = rc == FLEET_PARSE_TRUNCATED ? FLEET_FILTER_REASON_TRUNCATED :
-			 rc == FLEET_PARSE_TOO_DEEP ? FLEET_FILTER_REASON_TOO_DEEP : FLEET_FILTER_REASON_MALFORMED;
+		reason = rc == FLEET_PARSE_TRUNCATED  ? FLEET_FILTER_REASON_TRUNCATED
+			 : rc == FLEET_PARSE_TOO_DEEP ? FLEET_FILTER_REASON_TOO_DEEP
+						      : FLEET_FILTER_REASON_MALFORMED;
 		verdict = fleet_apply_policy(cfg->malformed, cfg->default_verdict);
 		goto out;
 	}

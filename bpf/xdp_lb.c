@@ -114,8 +114,8 @@ static __always_inline int lb_pass(struct xdp_md *ctx, enum fleet_lb_stat why, _
 /* The flow hash (fleet/hash.h): computed only when a pick or the outer header needs it. */
 static __always_inline __u32 lb_hash(const struct fleet_pkt *pkt, int nwords)
 {
-	return fleet_flow_hash(pkt->saddr.v6w, pkt->daddr.v6w, nwords,
-			       (__u32)pkt->sport | ((__u32)pkt->dport << 16), pkt->l4_proto);
+	return fleet_flow_hash(pkt->saddr.v6w, pkt->daddr.v6w, nwords, (__u32)pkt->sport | ((__u32)pkt->dport << 16),
+			       pkt->l4_proto);
 }
 
 /* The backend id at the flow's Maglev slot of the VIP's ring, or NONE. */
@@ -129,9 +129,9 @@ static __always_inline __u32 lb_maglev_pick(const struct fleet_lb_vip *vip, __u3
 
 /* Write the saved L2 header (l2len bytes: 14, 18 or 22) and the outer IP header
  * at the new packet start; ethertype of the last L2 header -> the outer family. */
-static __always_inline int lb_encap_write(struct xdp_md *ctx, const __u8 *l2, const int l2len,
-					  const struct fleet_lb_backend *be, const struct fleet_lb_config *cfg,
-					  const __u8 *smac, __u32 hash, __u8 tos, __u16 inner_len, __u8 inner_proto)
+static __always_inline int lb_encap_write(struct xdp_md *ctx, const __u8 *l2, const int l2len, const struct fleet_lb_backend *be,
+					  const struct fleet_lb_config *cfg, const __u8 *smac, __u32 hash, __u8 tos,
+					  __u16 inner_len, __u8 inner_proto)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
@@ -169,9 +169,8 @@ static __always_inline int lb_encap_write(struct xdp_md *ctx, const __u8 *l2, co
 	return 0;
 }
 
-static __always_inline int lb_encap(struct xdp_md *ctx, const struct fleet_pkt *pkt,
-				    const struct fleet_lb_backend *be, const struct fleet_lb_config *cfg,
-				    __u32 hash)
+static __always_inline int lb_encap(struct xdp_md *ctx, const struct fleet_pkt *pkt, const struct fleet_lb_backend *be,
+				    const struct fleet_lb_config *cfg, __u32 hash)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
@@ -212,8 +211,8 @@ static __always_inline int lb_encap(struct xdp_md *ctx, const struct fleet_pkt *
 	if (data + sizeof(l2) > end)
 		return -1;
 	__builtin_memcpy(l2, data, sizeof(l2));
-	if (cfg->lb_mac.addr[0] | cfg->lb_mac.addr[1] | cfg->lb_mac.addr[2] | cfg->lb_mac.addr[3] |
-	    cfg->lb_mac.addr[4] | cfg->lb_mac.addr[5])
+	if (cfg->lb_mac.addr[0] | cfg->lb_mac.addr[1] | cfg->lb_mac.addr[2] | cfg->lb_mac.addr[3] | cfg->lb_mac.addr[4] |
+	    cfg->lb_mac.addr[5])
 		__builtin_memcpy(smac, cfg->lb_mac.addr, ETH_ALEN);
 	else
 		__builtin_memcpy(smac, l2, ETH_ALEN); /* the frame's destination: this interface */
@@ -229,8 +228,8 @@ static __always_inline int lb_encap(struct xdp_md *ctx, const struct fleet_pkt *
 
 /* A packet for a VIP: backend from the connection table or Maglev, then forward.
  * Called once per family with a constant map, so each lookup is a direct call. */
-static __always_inline int lb_balance(struct xdp_md *ctx, struct fleet_pkt *pkt, struct fleet_lb_vip *vip,
-				      void *ct, void *flow, int nwords, __u64 bytes)
+static __always_inline int lb_balance(struct xdp_md *ctx, struct fleet_pkt *pkt, struct fleet_lb_vip *vip, void *ct, void *flow,
+				      int nwords, __u64 bytes)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
@@ -311,8 +310,8 @@ forward:
 
 		if ((void *)(eth + 1) > end)
 			return XDP_ABORTED;
-		if (cfg->lb_mac.addr[0] | cfg->lb_mac.addr[1] | cfg->lb_mac.addr[2] | cfg->lb_mac.addr[3] |
-		    cfg->lb_mac.addr[4] | cfg->lb_mac.addr[5])
+		if (cfg->lb_mac.addr[0] | cfg->lb_mac.addr[1] | cfg->lb_mac.addr[2] | cfg->lb_mac.addr[3] | cfg->lb_mac.addr[4] |
+		    cfg->lb_mac.addr[5])
 			__builtin_memcpy(eth->h_source, cfg->lb_mac.addr, ETH_ALEN);
 		else
 			__builtin_memcpy(eth->h_source, eth->h_dest, ETH_ALEN);
@@ -344,8 +343,9 @@ int xdp_lb(struct xdp_md *ctx)
 
 	if (pkt.l3_proto == ETH_P_IP) {
 		struct fleet_lb_vip4_key key = { .vip = pkt.daddr.v4, .port = pkt.dport, .proto = pkt.l4_proto };
-		struct fleet_lb_flow4 flow = { .src = pkt.saddr.v4, .dst = pkt.daddr.v4, .sport = pkt.sport,
-					       .dport = pkt.dport, .proto = pkt.l4_proto };
+		struct fleet_lb_flow4 flow = {
+			.src = pkt.saddr.v4, .dst = pkt.daddr.v4, .sport = pkt.sport, .dport = pkt.dport, .proto = pkt.l4_proto
+		};
 
 		vip = bpf_map_lookup_elem(&lb_vips_v4, &key);
 		if (!vip)

@@ -13,8 +13,7 @@ import sys
 
 
 def main(argv):
-    subprocess.run([sys.executable, "-m", "ensurepip", "--default-pip"], check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "ensurepip", "--default-pip"], check=True, stdout=subprocess.DEVNULL)
     args = [arg for arg in argv if arg not in ("--no-setuptools", "--no-wheel")]
     sys.argv = ["pip", "install"] + args  # get-pip takes what to install
     runpy.run_module("pip", run_name="__main__", alter_sys=True)

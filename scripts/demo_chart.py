@@ -36,11 +36,9 @@ def stacked(ax, rows: dict, title: str, ylabel: str):
 def main(src: str, dst: str) -> int:
     with open(src, encoding="utf-8") as handle:
         summary = json.load(handle)
-    filter_rows = {"%s %s" % (host, verdict): reasons for host, data in summary.items()
-                   for verdict, reasons in sorted(data.get("filter", {}).items())}
+    filter_rows = {"%s %s" % (host, verdict): reasons for host, data in summary.items() for verdict, reasons in sorted(data.get("filter", {}).items())}
     lb_rows = {host: data["lb"]["backends"] for host, data in summary.items() if data.get("lb")}
-    egress_rows = {"%s %s" % (host, name): outcomes for host, data in summary.items()
-                   for name, outcomes in sorted(data.get("egress", {}).items())}
+    egress_rows = {"%s %s" % (host, name): outcomes for host, data in summary.items() for name, outcomes in sorted(data.get("egress", {}).items())}
     fig, axes = plt.subplots(1, 3, figsize=(16, 5))
     stacked(axes[0], filter_rows, "XDP filter: packets by verdict and reason", "packets")
     stacked(axes[1], lb_rows, "XDP load balancer: connections per backend", "TCP connections")

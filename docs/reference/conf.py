@@ -53,7 +53,7 @@ def ansible_docsite_reference(app, env, node, contnode):  # pylint: disable=unus
     if node.get('reftype') == 'ref' and target in ANSIBLE_LABELS:
         path = ANSIBLE_LABELS[target]
     elif node.get('reftype') == 'ref' and target.startswith(BUILTIN_PREFIX):
-        path = 'collections/ansible/builtin/%s.html' % target[len(BUILTIN_PREFIX):]
+        path = 'collections/ansible/builtin/%s.html' % target[len(BUILTIN_PREFIX) :]
     elif node.get('reftype') == 'envvar' and target.startswith('ANSIBLE_'):
         path = 'reference_appendices/config.html#envvar-%s' % target
     else:

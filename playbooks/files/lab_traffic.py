@@ -32,7 +32,7 @@ def attempt(case: dict, dst: str, timeout: float) -> bool:
         if kind == socket.SOCK_STREAM:
             try:
                 return sock.connect_ex((dst, int(case["port"]))) in (0, errno.ECONNREFUSED)
-            except socket.timeout:
+            except TimeoutError:
                 return False
         sock.connect((dst, int(case["port"])))
         try:
@@ -72,8 +72,7 @@ def run(spec: dict) -> dict:
         with lock:
             results[host][case["name"]] = {"sent": count, "answered": answered}
 
-    threads = [threading.Thread(target=one, args=(host, dst, case))
-               for host, dst in spec["targets"].items() for case in spec["cases"]]
+    threads = [threading.Thread(target=one, args=(host, dst, case)) for host, dst in spec["targets"].items() for case in spec["cases"]]
     for thread in threads:
         thread.start()
     for thread in threads:

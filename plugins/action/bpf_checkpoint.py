@@ -17,12 +17,11 @@ from ansible.errors import AnsibleConnectionFailure
 from ansible.plugins.action import ActionBase
 
 MODULE = "ebpf.fleet.bpf_checkpoint"
-GRACE = 15          # seconds past the host's window: its revert, and the link coming back
+GRACE = 15  # seconds past the host's window: its revert, and the link coming back
 RETRY_DELAY = 2
 
 
 class ActionModule(ActionBase):
-
     def run(self, tmp=None, task_vars=None):
         self._supports_check_mode = True
         self._supports_async = False
@@ -49,11 +48,16 @@ class ActionModule(ActionBase):
             except AnsibleConnectionFailure as exc:
                 last_error = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             if time.monotonic() + RETRY_DELAY > deadline:
-                return dict(result, failed=True, attempts=attempts, msg=(
-                    "the controller could not reach the host over a fresh connection for %ds after the change "
-                    "(%d attempts; last: %s); the host should have reverted it by itself %ds after its last step: "
-                    "check it by hand (docs/rollouts.md)" % (int(time.monotonic() - started), attempts, last_error,
-                                                             window)))
+                return dict(
+                    result,
+                    failed=True,
+                    attempts=attempts,
+                    msg=(
+                        "the controller could not reach the host over a fresh connection for %ds after the change "
+                        "(%d attempts; last: %s); the host should have reverted it by itself %ds after its last step: "
+                        "check it by hand (docs/rollouts.md)" % (int(time.monotonic() - started), attempts, last_error, window)
+                    ),
+                )
             time.sleep(RETRY_DELAY)
         result.update(answer)
         result["attempts"] = attempts

@@ -57,22 +57,21 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 def netns_path(name) -> str:
     """/run/netns/NAME for a namespace name; refuses names that resolve to something else ('..', '/', links)."""
-    expected = "the name of a network namespace in %s (1 to 64 letters, digits, '_', '.' or '-', not '.' or " \
-               "'..', no '/')" % NETNS_DIR
+    expected = "the name of a network namespace in %s (1 to 64 letters, digits, '_', '.' or '-', not '.' or '..', no '/')" % NETNS_DIR
     if not isinstance(name, str) or not NAME_PATTERN.match(name) or name in (".", ".."):
         shown = repr(name) if not isinstance(name, str) or len(name) <= 80 else repr(name[:80]) + "..."
         raise AnsibleConnectionFailure("netns=%s is not a network namespace name: expected %s" % (shown, expected))
     path = os.path.join(NETNS_DIR, name)
     if not os.path.exists(path):
-        raise AnsibleConnectionFailure("netns=%r: network namespace %r does not exist (no %s): expected %s, as "
-                                       "listed by `ip netns list`" % (name, name, path, expected))
+        raise AnsibleConnectionFailure(
+            "netns=%r: network namespace %r does not exist (no %s): expected %s, as listed by `ip netns list`" % (name, name, path, expected)
+        )
     try:
         resolved = os.path.realpath(path)
     except OSError as exc:
         resolved = "an unreadable target (%s)" % exc.strerror
     if os.path.dirname(resolved) != os.path.realpath(NETNS_DIR):
-        raise AnsibleConnectionFailure("netns=%r: %s resolves to %s, outside %s: expected %s" % (
-            name, path, resolved, NETNS_DIR, expected))
+        raise AnsibleConnectionFailure("netns=%r: %s resolves to %s, outside %s: expected %s" % (name, path, resolved, NETNS_DIR, expected))
     return path
 
 
@@ -86,6 +85,5 @@ class Connection(LocalConnection):
         return netns_path(name)
 
     def exec_command(self, cmd, in_data=None, sudoable=True):
-        wrapped = "%s --net=%s /bin/sh -c %s" % (
-            shlex.quote(self.get_option("nsenter")), shlex.quote(self._netns_path()), shlex.quote(cmd))
+        wrapped = "%s --net=%s /bin/sh -c %s" % (shlex.quote(self.get_option("nsenter")), shlex.quote(self._netns_path()), shlex.quote(cmd))
         return super().exec_command(wrapped, in_data=in_data, sudoable=sudoable)

@@ -153,7 +153,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from ansible.errors import AnsibleFilterError
 
@@ -169,24 +169,24 @@ except ImportError:
 FIELDS = ("name", "query", "of", "min", "max", "when_missing", "each")
 WHEN_MISSING = ("fail", "pass", "skip")
 VARIABLE = "deploy_xdp_health_gates"
-VALUE_MAX = 200       # longest rendering of a bad value in a message
-ELEMENTS_SHOWN = 5    # failing elements named in one message; the others are counted
+VALUE_MAX = 200  # longest rendering of a bad value in a message
+ELEMENTS_SHOWN = 5  # failing elements named in one message; the others are counted
 
 
 @dataclass(frozen=True)
 class Gate:
     """A checked gate definition, with its expressions compiled."""
 
-    where: str            # deploy_xdp_health_gates[2] ("x")
+    where: str  # deploy_xdp_health_gates[2] ("x")
     name: str
     query: str
     query_c: Any
-    of: Optional[str]
+    of: str | None
     of_c: Any
-    low: Optional[float]
-    high: Optional[float]
+    low: float | None
+    high: float | None
     when_missing: str
-    each: Optional[str]
+    each: str | None
 
     @property
     def bound(self) -> str:
@@ -260,6 +260,7 @@ def plain(value):
 
 # ---------------------------------------------------------------- the gate definitions
 
+
 def syntax_error(exc) -> str:
     """jmespath's error on one line: 'Incomplete expression at column 3' (its own message has the expression
     and a caret on the next lines)."""
@@ -267,7 +268,7 @@ def syntax_error(exc) -> str:
     reason = lines[0] if lines else type(exc).__name__
     for prefix in ("Invalid jmespath expression: ", "Bad jmespath expression: "):
         if reason.startswith(prefix):
-            reason = reason[len(prefix):]
+            reason = reason[len(prefix) :]
     reason = reason.rstrip(":").replace(", for expression", "")
     position = getattr(exc, "lex_position", None)
     if isinstance(position, int) and "column" not in reason:
@@ -277,13 +278,11 @@ def syntax_error(exc) -> str:
 
 def _compile(where: str, field: str, text):
     if not isinstance(text, str) or not text.strip():
-        raise AnsibleFilterError("%s.%s: %s is not a JMESPath expression (a non-empty string)" % (
-            where, field, show(text)))
+        raise AnsibleFilterError("%s.%s: %s is not a JMESPath expression (a non-empty string)" % (where, field, show(text)))
     try:
         return jmespath.compile(text)
     except JMESPathError as exc:
-        raise AnsibleFilterError("%s.%s: %s is not a valid JMESPath expression: %s" % (
-            where, field, show(text), syntax_error(exc))) from None
+        raise AnsibleFilterError("%s.%s: %s is not a valid JMESPath expression: %s" % (where, field, show(text), syntax_error(exc))) from None
 
 
 def _bound(where: str, item: Mapping, field: str):
@@ -291,8 +290,7 @@ def _bound(where: str, item: Mapping, field: str):
     if value is None:
         return None
     if not is_number(value):
-        raise AnsibleFilterError("%s.%s: %s is not a number (expected a YAML number such as 100 or 0.01, "
-                                 "unquoted)" % (where, field, show(value)))
+        raise AnsibleFilterError("%s.%s: %s is not a number (expected a YAML number such as 100 or 0.01, unquoted)" % (where, field, show(value)))
     return plain(value)
 
 
@@ -300,26 +298,23 @@ def check_gate(index: int, item, variable: str, seen: dict) -> Gate:
     """One gate definition, checked and compiled; seen maps names to the index of the gate that has it."""
     where = "%s[%d]" % (variable, index)
     if not isinstance(item, Mapping):
-        raise AnsibleFilterError("%s: %s is not a dict (expected a gate: name, query, min and/or max)" % (
-            where, show(item)))
+        raise AnsibleFilterError("%s: %s is not a dict (expected a gate: name, query, min and/or max)" % (where, show(item)))
     name = item.get("name")
     if not isinstance(name, str) or not name.strip():
-        raise AnsibleFilterError("%s.name: %s is not a name (expected a non-empty string, unique in the list)" % (
-            where, show(name)))
+        raise AnsibleFilterError("%s.name: %s is not a name (expected a non-empty string, unique in the list)" % (where, show(name)))
     name = str(name)
     where = "%s (%s)" % (where, show(name))
     if name in seen:
-        raise AnsibleFilterError("%s.name: %s is not unique (expected a name of its own; %s[%d] has it too)" % (
-            where, show(name), variable, seen[name]))
+        raise AnsibleFilterError("%s.name: %s is not unique (expected a name of its own; %s[%d] has it too)" % (where, show(name), variable, seen[name]))
     seen[name] = index
     unknown = sorted((key for key in item if key not in FIELDS), key=str)
     if unknown:
         close = difflib.get_close_matches(str(unknown[0]), FIELDS, n=1, cutoff=0.6)
-        raise AnsibleFilterError("%s.%s: unknown field (valid fields: %s)%s" % (
-            where, unknown[0], ", ".join(FIELDS), "; did you mean %s?" % close[0] if close else ""))
+        raise AnsibleFilterError(
+            "%s.%s: unknown field (valid fields: %s)%s" % (where, unknown[0], ", ".join(FIELDS), "; did you mean %s?" % close[0] if close else "")
+        )
     if item.get("query") is None:
-        raise AnsibleFilterError("%s.query: missing (expected a JMESPath expression over the bpf_info result)"
-                                 % where)
+        raise AnsibleFilterError("%s.query: missing (expected a JMESPath expression over the bpf_info result)" % where)
     query_c = _compile(where, "query", item["query"])
     of = item.get("of")
     of_c = None if of is None else _compile(where, "of", of)
@@ -331,15 +326,22 @@ def check_gate(index: int, item, variable: str, seen: dict) -> Gate:
     when_missing = item.get("when_missing")
     when_missing = "fail" if when_missing is None else when_missing
     if when_missing not in WHEN_MISSING:
-        raise AnsibleFilterError("%s.when_missing: %s is not one of %s" % (
-            where, show(when_missing), ", ".join(WHEN_MISSING)))
+        raise AnsibleFilterError("%s.when_missing: %s is not one of %s" % (where, show(when_missing), ", ".join(WHEN_MISSING)))
     each = item.get("each")
     if each is not None and (not isinstance(each, str) or not each.strip()):
-        raise AnsibleFilterError("%s.each: %s is not a word for an element (expected a non-empty string such as "
-                                 "backend)" % (where, show(each)))
-    return Gate(where=where, name=name, query=str(item["query"]), query_c=query_c,
-                of=None if of is None else str(of), of_c=of_c, low=low, high=high,
-                when_missing=str(when_missing), each=None if each is None else str(each))
+        raise AnsibleFilterError("%s.each: %s is not a word for an element (expected a non-empty string such as backend)" % (where, show(each)))
+    return Gate(
+        where=where,
+        name=name,
+        query=str(item["query"]),
+        query_c=query_c,
+        of=None if of is None else str(of),
+        of_c=of_c,
+        low=low,
+        high=high,
+        when_missing=str(when_missing),
+        each=None if each is None else str(each),
+    )
 
 
 def check_gates(gates, variable: str = VARIABLE) -> list:
@@ -347,8 +349,7 @@ def check_gates(gates, variable: str = VARIABLE) -> list:
     if gates is None:
         return []
     if isinstance(gates, (str, Mapping)) or not isinstance(gates, (list, tuple)):
-        raise AnsibleFilterError("%s: %s is not a list of gates (expected a list of dicts with name, query, "
-                                 "min and/or max)" % (variable, show(gates)))
+        raise AnsibleFilterError("%s: %s is not a list of gates (expected a list of dicts with name, query, min and/or max)" % (variable, show(gates)))
     seen = {}
     return [check_gate(index, item, variable, seen) for index, item in enumerate(gates)]
 
@@ -357,26 +358,27 @@ def check_result(result, when: str) -> dict:
     """A registered bpf_info result, in plain types; anything else raises AnsibleFilterError."""
     what = "health_gates: the bpf_info result %s the window" % when
     if not isinstance(result, Mapping):
-        raise AnsibleFilterError("%s is %s, not a dict (expected the registered result of ebpf.fleet.bpf_info "
-                                 "with counters: true)" % (what, show(result)))
+        raise AnsibleFilterError("%s is %s, not a dict (expected the registered result of ebpf.fleet.bpf_info with counters: true)" % (what, show(result)))
     if result.get("skipped"):
-        raise AnsibleFilterError("%s is a skipped task (%s): the gates need both readings" % (
-            what, result.get("skip_reason") or "skipped"))
+        raise AnsibleFilterError("%s is a skipped task (%s): the gates need both readings" % (what, result.get("skip_reason") or "skipped"))
     if result.get("failed"):
-        raise AnsibleFilterError("%s is a failed task (%s): the gates need both readings" % (
-            what, str(result.get("msg") or "failed").splitlines()[0][:VALUE_MAX]))
+        raise AnsibleFilterError(
+            "%s is a failed task (%s): the gates need both readings" % (what, str(result.get("msg") or "failed").splitlines()[0][:VALUE_MAX])
+        )
     if "results" in result and "deployments" not in result:
         raise AnsibleFilterError("%s is a loop's result (results: [...]): register bpf_info without a loop" % what)
     if not isinstance(result.get("deployments"), Mapping):
         keys = ", ".join(sorted(str(key) for key in result))[:VALUE_MAX]
-        raise AnsibleFilterError("%s has no deployments (its keys: %s): expected the registered result of "
-                                 "ebpf.fleet.bpf_info, without query" % (what, keys or "none"))
+        raise AnsibleFilterError(
+            "%s has no deployments (its keys: %s): expected the registered result of ebpf.fleet.bpf_info, without query" % (what, keys or "none")
+        )
     return plain(result)
 
 
 # ---------------------------------------------------------------- evaluating
 
-def search(gate: Gate, field: str, data: dict, when: str) -> Optional[Found]:
+
+def search(gate: Gate, field: str, data: dict, when: str) -> Found | None:
     """What the gate's query (or of) finds in data: None when nothing (null, [], {})."""
     text, compiled = (gate.query, gate.query_c) if field == "query" else (gate.of, gate.of_c)
     try:
@@ -384,8 +386,9 @@ def search(gate: Gate, field: str, data: dict, when: str) -> Optional[Found]:
     except JMESPathError as exc:
         if getattr(exc, "actual_type", None) == "null":
             return None  # a function given nothing, such as sum() of a deployment the host does not have
-        raise AnsibleFilterError("%s.%s: %s failed on the bpf_info result %s the window: %s" % (
-            gate.where, field, show(text), when, str(exc).splitlines()[0])) from None
+        raise AnsibleFilterError(
+            "%s.%s: %s failed on the bpf_info result %s the window: %s" % (gate.where, field, show(text), when, str(exc).splitlines()[0])
+        ) from None
     if found is None or found == [] or found == {}:
         return None
     if is_number(found):
@@ -401,12 +404,12 @@ def search(gate: Gate, field: str, data: dict, when: str) -> Optional[Found]:
         if value is not None and not is_number(value):
             raise AnsibleFilterError(
                 "%s.%s: %s found %s %s the window, not a number, a list or an object of numbers (expected "
-                "counters: add .packets, or sum(...) for one number)" % (
-                    gate.where, field, show(text), show(found if kind == "number" else value), when))
+                "counters: add .packets, or sum(...) for one number)" % (gate.where, field, show(text), show(found if kind == "number" else value), when)
+            )
     return Found(kind, items)
 
 
-def total(found: Optional[Found]):
+def total(found: Found | None):
     return 0 if found is None else sum(value for value in found.items.values() if value is not None)
 
 
@@ -415,17 +418,27 @@ def label(gate: Gate, kind: str, key) -> str:
 
 
 def outcome(gate: Gate, ok: bool, value, text: str, skipped: bool = False) -> dict:
-    return {"name": gate.name, "ok": ok, "skipped": skipped, "value": value, "bound": gate.bound,
-            "message": 'gate %s: %s (%s)' % (json.dumps(gate.name, ensure_ascii=False), text, gate.expression)}
+    return {
+        "name": gate.name,
+        "ok": ok,
+        "skipped": skipped,
+        "value": value,
+        "bound": gate.bound,
+        "message": 'gate %s: %s (%s)' % (json.dumps(gate.name, ensure_ascii=False), text, gate.expression),
+    }
 
 
 def missing(gate: Gate, text: str) -> dict:
     """The gate when its query found nothing (or the window saw no traffic): when_missing decides."""
     if gate.when_missing == "fail":
         return outcome(gate, False, None, "%s; fails (when_missing: fail)" % text)
-    return outcome(gate, True, None, "%s; %s (when_missing: %s)" % (
-        text, "passes" if gate.when_missing == "pass" else "skipped", gate.when_missing),
-        skipped=gate.when_missing == "skip")
+    return outcome(
+        gate,
+        True,
+        None,
+        "%s; %s (when_missing: %s)" % (text, "passes" if gate.when_missing == "pass" else "skipped", gate.when_missing),
+        skipped=gate.when_missing == "skip",
+    )
 
 
 def judge(gate: Gate, rise, denominator, during: str = "") -> tuple:
@@ -451,8 +464,7 @@ def evaluate(gate: Gate, before: dict, after: dict) -> dict:
         return missing(gate, "found nothing after the window")
     earlier = search(gate, "query", before, "before")
     if earlier is not None and earlier.kind != found.kind:
-        return outcome(gate, False, None, "found a %s before the window and a %s after it, cannot be judged" % (
-            earlier.kind, found.kind))
+        return outcome(gate, False, None, "found a %s before the window and a %s after it, cannot be judged" % (earlier.kind, found.kind))
     denominator = None
     if gate.of is not None:
         of_found = search(gate, "of", after, "after")
@@ -460,8 +472,7 @@ def evaluate(gate: Gate, before: dict, after: dict) -> dict:
             return missing(gate, "the denominator found nothing after the window")
         denominator = total(of_found) - total(search(gate, "of", before, "before"))
         if denominator < 0:
-            return outcome(gate, False, None, "the denominator fell by %s (a counter reset during the window?), "
-                           "cannot be judged" % num(-denominator))
+            return outcome(gate, False, None, "the denominator fell by %s (a counter reset during the window?), cannot be judged" % num(-denominator))
         if denominator == 0:
             return missing(gate, "no traffic during the window (%s rose by 0), cannot vouch for the host" % gate.of)
     start = earlier.items if earlier is not None else {}
@@ -497,8 +508,9 @@ def evaluate(gate: Gate, before: dict, after: dict) -> dict:
 def health_gates(before, after, gates, variable: str = VARIABLE) -> list:
     """Two bpf_info results (window start, window end) and the gates -> one result per gate."""
     if jmespath is None:
-        raise AnsibleFilterError("health_gates needs the Python library jmespath on the controller "
-                                 "(pip install jmespath, or the Debian package python3-jmespath)")
+        raise AnsibleFilterError(
+            "health_gates needs the Python library jmespath on the controller (pip install jmespath, or the Debian package python3-jmespath)"
+        )
     checked = check_gates(gates, variable)
     before, after = check_result(before, "before"), check_result(after, "after")
     return [evaluate(gate, before, after) for gate in checked]

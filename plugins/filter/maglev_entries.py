@@ -132,8 +132,7 @@ def maglev_entries(vips, ring_size=maglev.DEFAULT_RING_SIZE, backend_ids=None, v
         filter_rules.fail("config", "", config, "a dict with some of %s" % ", ".join(CONFIG_FIELDS))
     filter_rules.check_fields(config, "config", CONFIG_FIELDS)
     try:
-        tables = xdp_lb_entries.lb_entries(vips, ring_size=ring_size, backend_ids=dict(backend_ids or {}),
-                                           vip_ids=dict(vip_ids or {}))
+        tables = xdp_lb_entries.lb_entries(vips, ring_size=ring_size, backend_ids=dict(backend_ids or {}), vip_ids=dict(vip_ids or {}))
         lb_config = xdp_lb_entries.lb_config(ring_size=ring_size, **config)
         ring = []
         for row in sorted(tables["lb_ring"]):

@@ -119,8 +119,17 @@ from ansible_collections.ebpf.fleet.plugins.plugin_utils import filter_rules
 TOP_FIELDS = ("classes", "rules", "default_class")
 CLASS_FIELDS = ("name", "id", "action", "dscp", "priority", "limit", "rate_bps", "burst_bytes", "horizon_ns")
 RULE_FIELDS = ("cidr", "proto", "port", "mark", "class")
-MAPS = ("egress_config", "egress_classes", "egress_mark_classes", "egress_marks", "egress_dst_v4_16",
-        "egress_dst_v4_24", "egress_dst_v4_32", "egress_dst_v6", "egress_ports")
+MAPS = (
+    "egress_config",
+    "egress_classes",
+    "egress_mark_classes",
+    "egress_marks",
+    "egress_dst_v4_16",
+    "egress_dst_v4_24",
+    "egress_dst_v4_32",
+    "egress_dst_v6",
+    "egress_ports",
+)
 ACTIONS = ("pass", "drop")
 LIMITS = ("none", "drop", "pace")
 PROTOS = ("any", "tcp", "udp", "icmp", "icmpv6")
@@ -132,7 +141,8 @@ NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 DSCP_NAMES = dict(
     [("cs%d" % n, 8 * n) for n in range(8)]
     + [("af%d%d" % (x, y), 8 * x + 2 * y) for x in range(1, 5) for y in range(1, 4)]
-    + [("ef", 46), ("va", 44), ("le", 1)])
+    + [("ef", 46), ("va", 44), ("le", 1)]
+)
 
 
 def _dscp(item, where):
@@ -162,13 +172,11 @@ def _class(item, where) -> dict:
     class_id = filter_rules.int_field(item, where, "id", 0, tc_egress_tables.CLASS_IDS - 1, required=False)
     action = _choice(item, where, "action", ACTIONS, "pass")
     limit = _choice(item, where, "limit", LIMITS, "none")
-    value = {"action": action, "limit": limit, "set_dscp": 0, "dscp": 0, "priority": 0,
-             "rate_bps": 0, "burst_bytes": 0, "horizon_ns": 0}
+    value = {"action": action, "limit": limit, "set_dscp": 0, "dscp": 0, "priority": 0, "rate_bps": 0, "burst_bytes": 0, "horizon_ns": 0}
     if action == "drop":
         for field in ("dscp", "priority", "rate_bps", "burst_bytes", "horizon_ns"):
             if item.get(field) is not None:
-                filter_rules.fail(where, field, item[field], "nothing but the action in a drop class (its packets "
-                                  "are dropped)")
+                filter_rules.fail(where, field, item[field], "nothing but the action in a drop class (its packets are dropped)")
         if limit != "none":
             filter_rules.fail(where, "limit", limit, "none in a drop class (its packets are dropped)")
     if item.get("dscp") is not None:
@@ -187,8 +195,7 @@ def _class(item, where) -> dict:
     elif limit == "pace":
         if item.get("burst_bytes") is not None:
             filter_rules.fail(where, "burst_bytes", item["burst_bytes"], "no burst_bytes unless limit is drop")
-        value["horizon_ns"] = filter_rules.int_field(item, where, "horizon_ns", 1, U64, default=DEFAULT_HORIZON_NS,
-                                                     required=False)
+        value["horizon_ns"] = filter_rules.int_field(item, where, "horizon_ns", 1, U64, default=DEFAULT_HORIZON_NS, required=False)
     try:
         value = tc_egress_tables.class_value(value)
     except tc_egress_tables.EgressTableError as exc:
@@ -211,8 +218,7 @@ def _class_ids(declared, default_name):
         if name not in ids:
             class_id = next(free, None)
             if class_id is None:
-                filter_rules.fail(where, "name", name, "at most %d classes (ids 0..%d)"
-                                  % (tc_egress_tables.CLASS_IDS, tc_egress_tables.CLASS_IDS - 1))
+                filter_rules.fail(where, "name", name, "at most %d classes (ids 0..%d)" % (tc_egress_tables.CLASS_IDS, tc_egress_tables.CLASS_IDS - 1))
             ids[name] = class_id
     return ids
 
@@ -263,8 +269,7 @@ def tc_egress_entries(policy):
         filter_rules.fail("input", "", policy, "a dict {classes: [...], rules: [...], default_class: <name>}")
     filter_rules.check_fields(policy, "input", TOP_FIELDS)
     declared, first = [], {}
-    for n, item in enumerate(filter_rules.items_of(policy.get("classes") or [], "classes {name, action, dscp, ...}",
-                                                   "classes")):
+    for n, item in enumerate(filter_rules.items_of(policy.get("classes") or [], "classes {name, action, dscp, ...}", "classes")):
         where = "classes[%d]" % n
         name, class_id, value = _class(item, where)
         if name in first:
@@ -275,17 +280,23 @@ def tc_egress_entries(policy):
     if default_name is None or (default_name == DEFAULT_CLASS and DEFAULT_CLASS not in first):
         default_name = DEFAULT_CLASS
         if DEFAULT_CLASS not in first:
-            declared.insert(0, ("classes", DEFAULT_CLASS, None, tc_egress_tables.class_value(
-                {"action": "pass", "limit": "none", "set_dscp": 0, "dscp": 0, "priority": 0,
-                 "rate_bps": 0, "burst_bytes": 0, "horizon_ns": 0})))
+            declared.insert(
+                0,
+                (
+                    "classes",
+                    DEFAULT_CLASS,
+                    None,
+                    tc_egress_tables.class_value(
+                        {"action": "pass", "limit": "none", "set_dscp": 0, "dscp": 0, "priority": 0, "rate_bps": 0, "burst_bytes": 0, "horizon_ns": 0}
+                    ),
+                ),
+            )
     elif default_name not in first:
-        filter_rules.fail("input", "default_class", default_name, "the name of a declared class (%s)"
-                          % ", ".join(sorted(first) or ["none declared"]))
+        filter_rules.fail("input", "default_class", default_name, "the name of a declared class (%s)" % ", ".join(sorted(first) or ["none declared"]))
     ids = _class_ids(declared, default_name)
 
     v4, v6, ports, marks, seen = {}, {}, {}, {}, {}
-    for n, item in enumerate(filter_rules.items_of(policy.get("rules") or [], "rules {cidr, proto, port, mark, class}",
-                                                   "rules")):
+    for n, item in enumerate(filter_rules.items_of(policy.get("rules") or [], "rules {cidr, proto, port, mark, class}", "rules")):
         where = "rules[%d]" % n
         filter_rules.check_fields(item, where, RULE_FIELDS)
         class_id = _class_ref(item, where, ids)
@@ -302,14 +313,14 @@ def tc_egress_entries(policy):
         else:
             proto = item.get("proto")
             if proto not in ("tcp", "udp"):
-                filter_rules.fail(where, "proto", proto, "tcp or udp in a port rule (a rule without cidr or mark); "
-                                  "a rule needs one of cidr, mark, or proto and port")
+                filter_rules.fail(
+                    where, "proto", proto, "tcp or udp in a port rule (a rule without cidr or mark); a rule needs one of cidr, mark, or proto and port"
+                )
             port = filter_rules.int_field(item, where, "port", 1, 65535)
             key = ("port", proto, port)
             ports.setdefault(port, {})[proto] = class_id
         if key in seen:
-            field, what = {"mark": ("mark", "mark"), "cidr": ("cidr", "network"),
-                           "port": ("port", "protocol and port")}[key[0]]
+            field, what = {"mark": ("mark", "mark"), "cidr": ("cidr", "network"), "port": ("port", "protocol and port")}[key[0]]
             filter_rules.fail(where, field, item.get(field), "one rule per %s (also in %s)" % (what, seen[key]))
         seen[key] = where
 
@@ -336,9 +347,10 @@ def tc_egress_entries(policy):
             value["rule"] = _rule_value(rule)
         maps["egress_dst_v4_24"].append({"key": network, "value": value})
     maps["egress_dst_v4_32"] = [{"key": address, "value": _rule_value(level32[address])} for address in sorted(level32)]
-    maps["egress_dst_v6"] = [{"key": cidr, "value": _rule_value(v6[cidr])}
-                             for cidr in sorted(v6, key=lambda c: (ipaddress.ip_network(c).network_address,
-                                                                   ipaddress.ip_network(c).prefixlen))]
+    maps["egress_dst_v6"] = [
+        {"key": cidr, "value": _rule_value(v6[cidr])}
+        for cidr in sorted(v6, key=lambda c: (ipaddress.ip_network(c).network_address, ipaddress.ip_network(c).prefixlen))
+    ]
     for port in sorted(ports):
         value = {"tcp": ports[port].get("tcp", 0), "udp": ports[port].get("udp", 0), "set": sorted(ports[port])}
         maps["egress_ports"].append({"key": port, "value": value})

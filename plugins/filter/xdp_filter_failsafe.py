@@ -79,8 +79,7 @@ def xdp_filter_failsafe(policy, prefix="xdp_filter_"):
     if not isinstance(policy, Mapping):
         raise AnsibleFilterError("input %s: expected a dict (the xdp_filter policy)" % filter_rules.show(policy))
     problems = []
-    mgmt = {family: filter_rules.management_networks(policy.get("mgmt_" + family), prefix + "mgmt_" + family)
-            for family in ("v4", "v6")}
+    mgmt = {family: filter_rules.management_networks(policy.get("mgmt_" + family), prefix + "mgmt_" + family) for family in ("v4", "v6")}
     ports = _ints(policy.get("mgmt_ports"))
     match_any = policy.get("mgmt_match", "ports") == "any"
     default = policy.get("default_verdict") or "pass"
@@ -88,10 +87,10 @@ def xdp_filter_failsafe(policy, prefix="xdp_filter_"):
         if not mgmt["v4"] and not mgmt["v6"]:
             problems.append(
                 "%sdefault_verdict is %s but %smgmt_v4 and %smgmt_v6 are empty (and no controller address was added): "
-                "nothing would keep SSH open" % (prefix, default, prefix, prefix))
+                "nothing would keep SSH open" % (prefix, default, prefix, prefix)
+            )
         elif not match_any and not ports:
-            problems.append("%sdefault_verdict is %s but %smgmt_ports is empty: no management port would stay open"
-                            % (prefix, default, prefix))
+            problems.append("%sdefault_verdict is %s but %smgmt_ports is empty: no management port would stay open" % (prefix, default, prefix))
     for family in ("v4", "v6"):
         name = prefix + family + "_rules"
         rules = policy.get(family + "_rules") or []
@@ -106,16 +105,19 @@ def xdp_filter_failsafe(policy, prefix="xdp_filter_"):
                 continue
             hit = filter_rules.blocked_management_source(net, mgmt[family])
             if hit is not None:
-                problems.append("%s[%d] %s would %s the management source %s (%smgmt_%s)" % (
-                    name, n, filter_rules.describe_rule(item), item["action"], hit, prefix, family))
+                problems.append(
+                    "%s[%d] %s would %s the management source %s (%smgmt_%s)" % (name, n, filter_rules.describe_rule(item), item["action"], hit, prefix, family)
+                )
     port_rules = policy.get("port_rules") or []
     for n, item in enumerate(port_rules if isinstance(port_rules, list) else []):
         if not isinstance(item, Mapping) or item.get("proto") != "tcp" or item.get("action") not in filter_rules.BLOCKING:
             continue
         port = _ints([item.get("port")])
         if port and port[0] in ports:
-            problems.append("%sport_rules[%d] %s would %s the management port %d (%smgmt_ports)" % (
-                prefix, n, filter_rules.describe_rule(item), item["action"], port[0], prefix))
+            problems.append(
+                "%sport_rules[%d] %s would %s the management port %d (%smgmt_ports)"
+                % (prefix, n, filter_rules.describe_rule(item), item["action"], port[0], prefix)
+            )
     return problems
 
 

@@ -109,7 +109,7 @@ from ansible.plugins.lookup import LookupBase
 from ansible_collections.ebpf.fleet.plugins.module_utils.dataplane import xdp_filter_tables
 from ansible_collections.ebpf.fleet.plugins.plugin_utils import filter_rules
 
-VERSION = "1"   # part of the digest: a change of the output format changes the files' names
+VERSION = "1"  # part of the digest: a change of the output format changes the files' names
 ACTIONS = ("pass", "drop")
 FIELDS = ("cidr", "action", "rule_id", "redirect_slot")
 # a stride entry's flags as JSON, by (deeper, match)
@@ -130,8 +130,7 @@ def _parse_v4(text: str):
         prefixlen = int(length)
     mask = (0xFFFFFFFF << (32 - prefixlen)) & 0xFFFFFFFF
     if base & ~mask & 0xFFFFFFFF:
-        raise ValueError("the network address, %s/%d (host bits are set)"
-                         % (socket.inet_ntop(socket.AF_INET, (base & mask).to_bytes(4, "big")), prefixlen))
+        raise ValueError("the network address, %s/%d (host bits are set)" % (socket.inet_ntop(socket.AF_INET, (base & mask).to_bytes(4, "big")), prefixlen))
     return prefixlen, base
 
 
@@ -140,8 +139,7 @@ def _parse_v6(text: str):
         net = ipaddress.IPv6Network(text)
     except ValueError as exc:
         if "host bits" in str(exc):
-            raise ValueError("the network address, %s (host bits are set)"
-                             % ipaddress.IPv6Network(text, strict=False)) from None
+            raise ValueError("the network address, %s (host bits are set)" % ipaddress.IPv6Network(text, strict=False)) from None
         raise ValueError("an IPv6 address or CIDR such as 2001:db8::/32") from None
     return net.prefixlen, int(net.network_address)
 
@@ -154,11 +152,12 @@ class Converter:
         self.parse = _parse_v4 if family == "v4" else _parse_v6
         self.rules = {}
         self.bits = 32 if family == "v4" else 128
-        self.mgmt = [(net, (net.prefixlen, int(net.network_address))) for net in filter_rules.management_networks(mgmt, "mgmt")
-                     if net.max_prefixlen == self.bits]
+        self.mgmt = [
+            (net, (net.prefixlen, int(net.network_address))) for net in filter_rules.management_networks(mgmt, "mgmt") if net.max_prefixlen == self.bits
+        ]
         self.lockout = []
         self.name, self.path = "", ""
-        self._rule_json = {}   # id(rule) -> its JSON (rules are shared; self.rules keeps them alive)
+        self._rule_json = {}  # id(rule) -> its JSON (rules are shared; self.rules keeps them alive)
 
     def add(self, where, text: str, rule: dict, shown: str):
         """One rule; where is a place ("xdp_filter_v4_rules[0].cidr") or a line number of the file (kept as a
@@ -168,8 +167,9 @@ class Converter:
         except ValueError as exc:
             raise AnsibleLookupError("%s %s: expected %s" % (self.place(where), filter_rules.show(text), exc)) from None
         if key in self.rules:
-            raise AnsibleLookupError("%s %s: expected each CIDR once (also in %s)" % (
-                self.place(where), filter_rules.show(text), self.place(self.rules[key][0])))
+            raise AnsibleLookupError(
+                "%s %s: expected each CIDR once (also in %s)" % (self.place(where), filter_rules.show(text), self.place(self.rules[key][0]))
+            )
         self.rules[key] = (where, rule)
         if self.mgmt and rule["action"] in filter_rules.BLOCKING:
             for mgmt, (mlen, mbase) in self.mgmt:
@@ -177,8 +177,7 @@ class Converter:
                 mask = ((1 << self.bits) - 1) ^ ((1 << (self.bits - shorter)) - 1)
                 if (key[1] & mask) == (mbase & mask):
                     if len(self.lockout) < 20:
-                        self.lockout.append("%s %s would %s the management source %s" % (
-                            self.place(where), shown, rule["action"], mgmt))
+                        self.lockout.append("%s %s would %s the management source %s" % (self.place(where), shown, rule["action"], mgmt))
                     break
 
     def place(self, where) -> str:
@@ -187,7 +186,7 @@ class Converter:
     def read_file(self, path: str, name: str, action: str, rule_id: int):
         self.name, self.path = name, path
         shared = {}
-        with open(path, "r", encoding="utf-8", errors="replace") as handle:
+        with open(path, encoding="utf-8", errors="replace") as handle:
             for number, line in enumerate(handle, 1):
                 text = line.split("#", 1)[0].strip()
                 if not text:
@@ -197,16 +196,16 @@ class Converter:
                     raise AnsibleLookupError("%s %s: expected CIDR [action] [rule_id]" % (self.place(number), filter_rules.show(text)))
                 line_action = parts[1] if len(parts) > 1 else action
                 if line_action not in ACTIONS:
-                    raise AnsibleLookupError("%s: action %s: expected one of %s" % (
-                        self.place(number), filter_rules.show(line_action), ", ".join(ACTIONS)))
+                    raise AnsibleLookupError("%s: action %s: expected one of %s" % (self.place(number), filter_rules.show(line_action), ", ".join(ACTIONS)))
                 line_id = rule_id
                 if len(parts) > 2:
                     if not parts[2].isdigit() or int(parts[2]) > filter_rules.RULE_ID_MAX:
-                        raise AnsibleLookupError("%s: rule_id %s: expected an integer 0..%d" % (
-                            self.place(number), filter_rules.show(parts[2]), filter_rules.RULE_ID_MAX))
+                        raise AnsibleLookupError(
+                            "%s: rule_id %s: expected an integer 0..%d" % (self.place(number), filter_rules.show(parts[2]), filter_rules.RULE_ID_MAX)
+                        )
                     line_id = int(parts[2])
                 rule = shared.get((line_action, line_id))
-                if rule is None:   # one dict per distinct rule, not per line
+                if rule is None:  # one dict per distinct rule, not per line
                     rule = shared[(line_action, line_id)] = {"action": line_action, "rule_id": line_id, "redirect_slot": 0}
                 self.add(number, parts[0], rule, text)
 
@@ -234,8 +233,7 @@ class Converter:
         if self.family == "v4":
             parsed = [(prefixlen, base, rule) for (prefixlen, base), (_where, rule) in self.rules.items()]
             table = xdp_filter_tables.expand_v4_parsed(parsed)
-            maps = {"filter_v4": [self._stride_line(level, block, rule, flags)
-                                  for (level, block), (rule, flags) in sorted(table.items())]}
+            maps = {"filter_v4": [self._stride_line(level, block, rule, flags) for (level, block), (rule, flags) in sorted(table.items())]}
         else:
             exact, prefixes = [], []
             for (prefixlen, base), (_where, rule) in sorted(self.rules.items(), key=lambda item: (item[0][1], item[0][0])):
@@ -248,7 +246,7 @@ class Converter:
         out = {}
         for name, lines in maps.items():
             _write_atomic(dest, paths[name], "[\n" + ",\n".join(lines) + "\n]\n")
-            _write_atomic(dest, counts[name], "%d\n" % len(lines))   # last: it marks the entry file complete
+            _write_atomic(dest, counts[name], "%d\n" % len(lines))  # last: it marks the entry file complete
             out[name] = (paths[name], len(lines))
         return out
 
@@ -265,8 +263,7 @@ class Converter:
 
 def _write_atomic(folder: str, path: str, text: str) -> None:
     """Write path through a temporary file and a rename (hosts converting the same input share the file)."""
-    handle = tempfile.NamedTemporaryFile("w", dir=folder, prefix=".xdp_filter-", suffix=".tmp", delete=False,
-                                         encoding="utf-8")
+    handle = tempfile.NamedTemporaryFile("w", dir=folder, prefix=".xdp_filter-", suffix=".tmp", delete=False, encoding="utf-8")
     try:
         with handle:
             handle.write(text)
@@ -276,8 +273,7 @@ def _write_atomic(folder: str, path: str, text: str) -> None:
         raise
 
 
-def convert(path: str, family: str, dest: str, action: str = "drop", rule_id: int = 0, rules=None, mgmt=None,
-            name: str = "the rules file") -> dict:
+def convert(path: str, family: str, dest: str, action: str = "drop", rule_id: int = 0, rules=None, mgmt=None, name: str = "the rules file") -> dict:
     """The lookup's work for one file (callable without Ansible's plugin loader, for tests)."""
     inline = rules or []
     digest = hashlib.sha256()
@@ -294,13 +290,16 @@ def convert(path: str, family: str, dest: str, action: str = "drop", rule_id: in
         written = converter.write(dest, digest.hexdigest())
     except OSError as exc:
         raise AnsibleLookupError("%s %s: %s" % (name, path, exc)) from None
-    return {"maps": {map_name: item[0] for map_name, item in written.items()},
-            "entries": {map_name: item[1] for map_name, item in written.items()},
-            "rules": len(converter.rules), "lockout": converter.lockout, "file": path}
+    return {
+        "maps": {map_name: item[0] for map_name, item in written.items()},
+        "entries": {map_name: item[1] for map_name, item in written.items()},
+        "rules": len(converter.rules),
+        "lockout": converter.lockout,
+        "file": path,
+    }
 
 
 class LookupModule(LookupBase):
-
     def run(self, terms, variables=None, **kwargs):
         self.set_options(var_options=variables, direct=kwargs)
         family = self.get_option("family")
@@ -311,6 +310,16 @@ class LookupModule(LookupBase):
             path = self.find_file_in_search_path(variables, "files", term)
             if path is None:
                 raise AnsibleLookupError("%s %s: not found on the controller" % (name, term))
-            results.append(convert(to_native(path), family, dest, self.get_option("action"), self.get_option("rule_id"),
-                                   self.get_option("rules"), self.get_option("mgmt"), name))
+            results.append(
+                convert(
+                    to_native(path),
+                    family,
+                    dest,
+                    self.get_option("action"),
+                    self.get_option("rule_id"),
+                    self.get_option("rules"),
+                    self.get_option("mgmt"),
+                    name,
+                )
+            )
         return results

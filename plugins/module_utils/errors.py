@@ -30,6 +30,7 @@ import reprlib
 
 try:
     from pyroute2.netlink.exceptions import NetlinkError
+
     NETLINK_ERRORS = (NetlinkError,)
 except ImportError:  # pragma: no cover - reported by the modules through missing_required_lib
     NETLINK_ERRORS = ()
@@ -53,7 +54,7 @@ def short_repr(value, limit: int = VALUE_MAX) -> str:
         text = shortener.repr(value)
     except (RecursionError, ValueError, TypeError):
         text = "<%s>" % type(value).__name__
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def bounded(text: str, limit: int = MESSAGE_MAX) -> str:
@@ -189,14 +190,15 @@ def unexpected(exc: BaseException) -> dict:
     kind = type(exc).__name__
     if isinstance(exc, OSError) or (NETLINK_ERRORS and isinstance(exc, NETLINK_ERRORS)):
         where = getattr(exc, "filename", None)
-        msg = "the kernel or the file system refused an operation%s: %s (%s)" % (
-            " on %s" % where if where else "", describe_os_error(exc), kind)
+        msg = "the kernel or the file system refused an operation%s: %s (%s)" % (" on %s" % where if where else "", describe_os_error(exc), kind)
         hint = HINTS.get(error_number(exc))
         if hint:
             msg += "; %s" % hint
     else:
-        msg = "unexpected error (%s): %s; this is a bug of ebpf.fleet: run with -vvv for the traceback and " \
-              "report it" % (kind, bounded(str(exc), VALUE_MAX) or "no message")
+        msg = "unexpected error (%s): %s; this is a bug of ebpf.fleet: run with -vvv for the traceback and report it" % (
+            kind,
+            bounded(str(exc), VALUE_MAX) or "no message",
+        )
     return {"msg": msg, "exception_type": kind}
 
 

@@ -19,23 +19,21 @@ from __future__ import annotations
 import os
 import re
 
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import bpffs
 from ansible_collections.ebpf.fleet.plugins.module_utils.errors import InputError, short_repr
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import bpffs
 
-IFNAMSIZ = 16                      # the kernel's limit, with the terminating NUL
+IFNAMSIZ = 16  # the kernel's limit, with the terminating NUL
 IFNAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,%d}$" % (IFNAMSIZ - 1))
 PIN_COMPONENT = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
-PATH_MAX_CHARS = 1024              # far below PATH_MAX (4096): room for the deployment, hook and map below
+PATH_MAX_CHARS = 1024  # far below PATH_MAX (4096): room for the deployment, hook and map below
 NAME_MAX = 255
 NOT_FOR_STATE = ("/proc", "/sys", "/dev")
-IFNAME_EXPECTED = "an interface name of 1 to %d characters: letters, digits, '_', '-' or '.' (not '.' or '..')" % (
-    IFNAMSIZ - 1)
+IFNAME_EXPECTED = "an interface name of 1 to %d characters: letters, digits, '_', '-' or '.' (not '.' or '..')" % (IFNAMSIZ - 1)
 
 
 def bad(field: str, value, expected: str, why: str = "is not valid") -> InputError:
     """The InputError '<field>=<value> <why>: expected <expected>'."""
-    return InputError("%s=%s %s: expected %s" % (field, short_repr(value), why, expected),
-                      field=field, value=value, expected=expected)
+    return InputError("%s=%s %s: expected %s" % (field, short_repr(value), why, expected), field=field, value=value, expected=expected)
 
 
 def check_name(field: str, value) -> str:
@@ -49,13 +47,13 @@ def check_ifname(field: str, value, pinned: bool = True) -> str:
         why = "is not an interface name"
         if isinstance(value, str) and len(value) >= IFNAMSIZ:
             why += " (%d characters, longer than IFNAMSIZ allows)" % len(value)
-        raise InputError("%s: %s %s: expected %s" % (field, short_repr(value), why, IFNAME_EXPECTED),
-                         field=field, value=value, expected=IFNAME_EXPECTED)
+        raise InputError("%s: %s %s: expected %s" % (field, short_repr(value), why, IFNAME_EXPECTED), field=field, value=value, expected=IFNAME_EXPECTED)
     if pinned and "." in value:
-        expected = "an interface without a dot in its name: its pins are named <hook>@<interface> and bpffs " \
-                   "refuses dots (a VLAN such as eth0.100 can be renamed with `ip link set NAME name eth0v100`)"
-        raise InputError("%s: %r cannot carry a program: expected %s" % (field, value, expected),
-                         field=field, value=value, expected=expected)
+        expected = (
+            "an interface without a dot in its name: its pins are named <hook>@<interface> and bpffs "
+            "refuses dots (a VLAN such as eth0.100 can be renamed with `ip link set NAME name eth0v100`)"
+        )
+        raise InputError("%s: %r cannot carry a program: expected %s" % (field, value, expected), field=field, value=value, expected=expected)
     return value
 
 
@@ -64,16 +62,16 @@ def _check_path_text(field: str, value) -> list:
     if not isinstance(value, str) or not value:
         raise bad(field, value, "an absolute path")
     if len(value) > PATH_MAX_CHARS:
-        raise bad(field, value, "a path of at most %d characters (got %d)" % (PATH_MAX_CHARS, len(value)),
-                  "is too long")
+        raise bad(field, value, "a path of at most %d characters (got %d)" % (PATH_MAX_CHARS, len(value)), "is too long")
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
         raise bad(field, value, "a path without control characters (newlines, tabs)")
     if not value.startswith("/"):
         raise bad(field, value, "an absolute path (starting with /)", "is relative")
     parts = [part for part in value.split("/") if part]
     if any(part in (".", "..") for part in parts):
-        raise bad(field, value, "a path without '.' or '..' components (they resolve to another folder): %s"
-                  % os.path.normpath(value), "resolves to another folder")
+        raise bad(
+            field, value, "a path without '.' or '..' components (they resolve to another folder): %s" % os.path.normpath(value), "resolves to another folder"
+        )
     if any(len(part) > NAME_MAX for part in parts):
         raise bad(field, value, "path components of at most %d characters" % NAME_MAX, "is too long")
     return parts
@@ -96,19 +94,26 @@ def check_pin_root(value, field: str = "pin_root") -> str:
     default_point = bpffs.BPFFS_DEFAULT
     if not on_bpffs and not (path + "/").startswith(default_point + "/"):
         points = bpffs.bpffs_mount_points()
-        raise bad(field, value, "a folder on a mounted bpf filesystem such as %s (bpf mounts here: %s)" % (
-            bpffs.PIN_ROOT_DEFAULT, ", ".join(points) or "none; %s is mounted when missing" % default_point),
-            "is not on a bpf filesystem")
+        raise bad(
+            field,
+            value,
+            "a folder on a mounted bpf filesystem such as %s (bpf mounts here: %s)"
+            % (bpffs.PIN_ROOT_DEFAULT, ", ".join(points) or "none; %s is mounted when missing" % default_point),
+            "is not on a bpf filesystem",
+        )
     base = point if on_bpffs else default_point
-    below = [part for part in path[len(base):].split("/") if part]
+    below = [part for part in path[len(base) :].split("/") if part]
     if not below:
-        raise bad(field, value, "a folder below the bpffs mount point %s, such as %s, so that the collection's "
-                  "folders do not mix with other tools' pins" % (base, bpffs.PIN_ROOT_DEFAULT),
-                  "is a bpffs mount point itself")
+        raise bad(
+            field,
+            value,
+            "a folder below the bpffs mount point %s, such as %s, so that the collection's "
+            "folders do not mix with other tools' pins" % (base, bpffs.PIN_ROOT_DEFAULT),
+            "is a bpffs mount point itself",
+        )
     for part in below:
         if not PIN_COMPONENT.match(part):
-            raise bad(field, value, "folder names of letters, digits, '_' or '-' below %s (bpffs refuses dots)"
-                      % base, "has a folder name bpffs refuses")
+            raise bad(field, value, "folder names of letters, digits, '_' or '-' below %s (bpffs refuses dots)" % base, "has a folder name bpffs refuses")
     if os.path.lexists(value) and not os.path.isdir(value):
         raise bad(field, value, "a folder (or nothing yet), not a file", "is a file")
     return value
@@ -119,8 +124,7 @@ def check_pin_path(value, field: str = "path") -> str:
     _check_path_text(field, value)
     _point, fstype = _longest_mount(os.path.realpath(value))
     if fstype != "bpf":
-        raise bad(field, value, "the path of a pin on a mounted bpf filesystem such as %s/NAME/maps/MAP"
-                  % bpffs.PIN_ROOT_DEFAULT, "is not on a bpf filesystem")
+        raise bad(field, value, "the path of a pin on a mounted bpf filesystem such as %s/NAME/maps/MAP" % bpffs.PIN_ROOT_DEFAULT, "is not on a bpf filesystem")
     return value
 
 
@@ -131,12 +135,15 @@ def check_state_dir(value, field: str = "state_dir") -> str:
         raise bad(field, value, "a folder of its own such as /var/lib/ebpf_fleet, not /", "is the root folder")
     path = os.path.realpath(value)
     if any((path + "/").startswith(top + "/") for top in NOT_FOR_STATE):
-        raise bad(field, value, "a folder on a regular file system such as /var/lib/ebpf_fleet (not under %s)"
-                  % ", ".join(NOT_FOR_STATE), "is on a kernel file system")
+        raise bad(
+            field,
+            value,
+            "a folder on a regular file system such as /var/lib/ebpf_fleet (not under %s)" % ", ".join(NOT_FOR_STATE),
+            "is on a kernel file system",
+        )
     _point, fstype = _longest_mount(path)
     if fstype == "bpf":
-        raise bad(field, value, "a folder on a regular file system such as /var/lib/ebpf_fleet (bpffs holds only "
-                  "pins, not records)", "is on a bpf filesystem")
+        raise bad(field, value, "a folder on a regular file system such as /var/lib/ebpf_fleet (bpffs holds only pins, not records)", "is on a bpf filesystem")
     probe = value
     while not os.path.lexists(probe):
         probe = os.path.dirname(probe)

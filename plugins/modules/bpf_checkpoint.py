@@ -170,11 +170,8 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ebpf.fleet.plugins.module_utils.host import checkpoint
-from ansible_collections.ebpf.fleet.plugins.module_utils import errors
-from ansible_collections.ebpf.fleet.plugins.module_utils.host import records
-from ansible_collections.ebpf.fleet.plugins.module_utils import shared_options
-from ansible_collections.ebpf.fleet.plugins.module_utils import validate
+from ansible_collections.ebpf.fleet.plugins.module_utils import errors, shared_options, validate
+from ansible_collections.ebpf.fleet.plugins.module_utils.host import checkpoint, records
 
 
 def argument_spec() -> dict:
@@ -190,8 +187,9 @@ def argument_spec() -> dict:
 
 
 def build_module() -> AnsibleModule:
-    return AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True,
-                         required_if=[("state", "confirmed", ["token"]), ("state", "committed", ["token"])])
+    return AnsibleModule(
+        argument_spec=argument_spec(), supports_check_mode=True, required_if=[("state", "confirmed", ["token"]), ("state", "committed", ["token"])]
+    )
 
 
 def main() -> None:
@@ -209,8 +207,7 @@ def _check(module: AnsibleModule) -> None:
         module.fail_json(msg="timeout=%r: expected seconds between 1 and 86400" % params["timeout"])
     token = params["token"]
     if token and not (len(token) <= 64 and token.isalnum()):
-        module.fail_json(msg="token=%s: expected the token state=armed returned (letters and digits)" % (
-            errors.short_repr(token)))
+        module.fail_json(msg="token=%s: expected the token state=armed returned (letters and digits)" % (errors.short_repr(token)))
 
 
 def run(module: AnsibleModule) -> None:
@@ -222,8 +219,7 @@ def run(module: AnsibleModule) -> None:
             module.exit_json(changed=False, token="")
         with records.locked(state_dir, activity=False):
             pending = checkpoint.arm(state_dir, params["timeout"], params["reason"])
-        module.exit_json(changed=False, token=pending["token"], armed=pending["armed"],
-                         deployments=pending["deployments"], earlier=pending["earlier"])
+        module.exit_json(changed=False, token=pending["token"], armed=pending["armed"], deployments=pending["deployments"], earlier=pending["earlier"])
     if state in ("confirmed", "committed"):
         if not token:
             module.exit_json(changed=False, token="", deployments=[])
@@ -240,36 +236,39 @@ def run(module: AnsibleModule) -> None:
             module.exit_json(changed=False, token=token, reverted={})
         if module.check_mode:
             altered = checkpoint.changed_names(state_dir, os.path.join(checkpoint.folder(state_dir), checkpoint.SNAPSHOT))
-            module.exit_json(changed=bool(altered), token=pending["token"],
-                             reverted={"deployments": {name: {"status": "would revert"} for name in altered}})
+            module.exit_json(changed=bool(altered), token=pending["token"], reverted={"deployments": {name: {"status": "would revert"} for name in altered}})
         with records.locked(state_dir, create=False, activity=False):
             report = checkpoint.revert(state_dir, params["reason"] or "reverted on request", pending=pending)
         failed = report["failed"]
-        result = dict(changed=any(res["status"] != "unchanged" for res in report["deployments"].values()),
-                      token=pending["token"], reverted=report)
+        result = dict(changed=any(res["status"] != "unchanged" for res in report["deployments"].values()), token=pending["token"], reverted=report)
         if failed:
-            module.fail_json(msg="the revert could not bring back %s: %s" % (", ".join(failed), "; ".join(
-                report["deployments"][name]["error"] for name in failed)), **result)
+            module.fail_json(
+                msg="the revert could not bring back %s: %s" % (", ".join(failed), "; ".join(report["deployments"][name]["error"] for name in failed)), **result
+            )
         module.exit_json(**result)
     # rolled_back
     plan = checkpoint.rollback_plan(state_dir, params["names"])
     missing = [name for name in params["names"] if name not in plan]
     if missing:
-        module.fail_json(msg="names: %s has no earlier version on this host (the history in %s holds %s)" % (
-            ", ".join(missing), os.path.join(state_dir, checkpoint.HISTORY),
-            ", ".join(sorted(checkpoint.rollback_plan(state_dir))) or "nothing"))
+        module.fail_json(
+            msg="names: %s has no earlier version on this host (the history in %s holds %s)"
+            % (", ".join(missing), os.path.join(state_dir, checkpoint.HISTORY), ", ".join(sorted(checkpoint.rollback_plan(state_dir))) or "nothing")
+        )
     if module.check_mode or not plan:
-        module.exit_json(changed=bool(plan), token="", rolled_back={
-            name: {"status": "would restore" if path else "would remove", "history": seq}
-            for name, (seq, path) in plan.items()})
+        module.exit_json(
+            changed=bool(plan),
+            token="",
+            rolled_back={name: {"status": "would restore" if path else "would remove", "history": seq} for name, (seq, path) in plan.items()},
+        )
     with records.locked(state_dir, create=False, activity=False):
         results = checkpoint.rollback(state_dir, plan)
     for name, (seq, _path) in plan.items():
         results[name]["history"] = seq
     failed = sorted(name for name, res in results.items() if res["status"] == "failed")
     if failed:
-        module.fail_json(msg="rollback could not bring back %s: %s" % (", ".join(failed), "; ".join(
-            results[name]["error"] for name in failed)), rolled_back=results)
+        module.fail_json(
+            msg="rollback could not bring back %s: %s" % (", ".join(failed), "; ".join(results[name]["error"] for name in failed)), rolled_back=results
+        )
     module.exit_json(changed=True, token="", rolled_back=results)
 
 

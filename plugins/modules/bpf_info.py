@@ -206,17 +206,13 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.ebpf.fleet.plugins.module_utils.host import bpf_inventory
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import bpffs
-from ansible_collections.ebpf.fleet.plugins.module_utils.host import drift
-from ansible_collections.ebpf.fleet.plugins.module_utils import errors
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import netlink
-from ansible_collections.ebpf.fleet.plugins.module_utils.host import records
-from ansible_collections.ebpf.fleet.plugins.module_utils import validate
+from ansible_collections.ebpf.fleet.plugins.module_utils import errors, validate
+from ansible_collections.ebpf.fleet.plugins.module_utils.host import bpf_inventory, drift, records
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import bpffs, libbpf, netlink
 
 try:
     import jmespath
+
     HAS_JMESPATH = True
     JMESPATH_IMPORT_ERROR = None
 except ImportError:
@@ -264,8 +260,7 @@ def run(module: AnsibleModule) -> None:
     known = [name for _index, name in socket.if_nameindex()]
     missing = [name for name in params["interfaces"] if name not in known]
     if missing:
-        module.fail_json(msg="interfaces: %s not found in this network namespace; interfaces here: %s" % (
-            ", ".join(missing), ", ".join(sorted(known))))
+        module.fail_json(msg="interfaces: %s not found in this network namespace; interfaces here: %s" % (", ".join(missing), ", ".join(sorted(known))))
     compiled = None
     if params["query"]:
         try:
@@ -274,8 +269,7 @@ def run(module: AnsibleModule) -> None:
             module.fail_json(msg="query=%r is not a valid JMESPath expression: %s" % (params["query"], exc))
     facts = {
         "interfaces": bpf_inventory.interfaces(params["interfaces"], params["pin_root"], params["state_dir"]),
-        "deployments": bpf_inventory.deployments(params["pin_root"], params["state_dir"], params["contents"],
-                                                 params["per_cpu"], params["max_entries"]),
+        "deployments": bpf_inventory.deployments(params["pin_root"], params["state_dir"], params["contents"], params["per_cpu"], params["max_entries"]),
     }
     for name, item in facts["deployments"].items():
         if params["check_records"]:

@@ -289,15 +289,16 @@ changes:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
+
 from ansible_collections.ebpf.fleet.plugins.module_utils import shared_options
 
 try:
-    from ansible_collections.ebpf.fleet.plugins.module_utils import errors
+    from ansible_collections.ebpf.fleet.plugins.module_utils import errors, validate
     from ansible_collections.ebpf.fleet.plugins.module_utils.host import records
     from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import bpffs, libbpf
     from ansible_collections.ebpf.fleet.plugins.module_utils.maps import map_records, map_sync
-    from ansible_collections.ebpf.fleet.plugins.module_utils import validate
     from ansible_collections.ebpf.fleet.plugins.module_utils.maps.map_codec import CodecError, MapCodec
+
     HAS_DEPS = True
     DEPS_ERROR = None
 except ImportError as import_exc:  # pragma: no cover - the collection's own code is always there
@@ -314,22 +315,26 @@ def argument_spec() -> dict:
         entries_file=dict(type="path"),
         entries_src=dict(type="path"),
         entries_format=dict(type="str", choices=["auto", "lines", "json", "yaml"], default="auto"),
-        maps=dict(type="list", elements="dict", options=dict(
-            map=dict(type="str", required=True),
-            entries=dict(type="raw"),
-            entries_file=dict(type="path"),
-            entries_src=dict(type="path"),
-            entries_format=dict(type="str", choices=["auto", "lines", "json", "yaml"], default="auto"),
-            value=dict(type="raw"),
-            mode=dict(type="str", choices=["merge", "sync", "absent", "clear"]),
-            clear=dict(type="bool", default=False),
-        )),
+        maps=dict(
+            type="list",
+            elements="dict",
+            options=dict(
+                map=dict(type="str", required=True),
+                entries=dict(type="raw"),
+                entries_file=dict(type="path"),
+                entries_src=dict(type="path"),
+                entries_format=dict(type="str", choices=["auto", "lines", "json", "yaml"], default="auto"),
+                value=dict(type="raw"),
+                mode=dict(type="str", choices=["merge", "sync", "absent", "clear"]),
+                clear=dict(type="bool", default=False),
+            ),
+        ),
         value=dict(type="raw"),
         mode=dict(type="str", choices=["merge", "sync", "absent", "clear"], default="merge"),
         clear=dict(type="bool", default=False),
         per_cpu=dict(type="str", choices=["sum", "list"], default="sum"),
         diff_limit=dict(type="int", default=100),
-        **shared_options.argument_spec()   # pin_root, state_dir (doc fragment ebpf.fleet.paths)
+        **shared_options.argument_spec(),  # pin_root, state_dir (doc fragment ebpf.fleet.paths)
     )
 
 
@@ -337,9 +342,17 @@ def build_module() -> AnsibleModule:
     return AnsibleModule(
         argument_spec=argument_spec(),
         supports_check_mode=True,
-        mutually_exclusive=[("path", "name"), ("path", "map"), ("entries", "entries_file"), ("entries", "entries_src"),
-                            ("maps", "map"), ("maps", "path"), ("maps", "entries"), ("maps", "entries_file"),
-                            ("maps", "entries_src")],
+        mutually_exclusive=[
+            ("path", "name"),
+            ("path", "map"),
+            ("entries", "entries_file"),
+            ("entries", "entries_src"),
+            ("maps", "map"),
+            ("maps", "path"),
+            ("maps", "entries"),
+            ("maps", "entries_file"),
+            ("maps", "entries_src"),
+        ],
         required_by={"map": "name"},
         required_one_of=[("path", "name")],
     )
@@ -368,8 +381,7 @@ def _report(codec: MapCodec, the_plan, limit: int, per_cpu: str) -> dict:
 
     return {
         "added": [{"key": dk(k), "value": value_of(the_plan.desired[k])} for k in the_plan.added[:limit]],
-        "changed": [{"key": dk(k), "before": value_of(the_plan.current[k]), "after": value_of(the_plan.desired[k])}
-                    for k in the_plan.changed[:limit]],
+        "changed": [{"key": dk(k), "before": value_of(the_plan.current[k]), "after": value_of(the_plan.desired[k])} for k in the_plan.changed[:limit]],
         "removed": [{"key": dk(k), "value": value_of(the_plan.current.get(k))} for k in the_plan.removed[:limit]],
     }
 
@@ -468,9 +480,12 @@ def _predict_missing(module: AnsibleModule, path: str, mode: str) -> dict:
     from a map that does not exist yet), typed through the recorded object's BTF when there is a record."""
     params = module.params
     codec = _recorded_codec(module)
-    result = {"changed": False, "applied": 0, "swapped": False,
-              "map": {"path": path, "id": None, "type": None, "key_size": None, "value_size": None,
-                      "max_entries": None, "inner_map_id": None}}
+    result = {
+        "changed": False,
+        "applied": 0,
+        "swapped": False,
+        "map": {"path": path, "id": None, "type": None, "key_size": None, "value_size": None, "max_entries": None, "inner_map_id": None},
+    }
     limit = params["diff_limit"]
     if codec is not None and codec.map_type != "prog_array":
         try:
@@ -481,28 +496,31 @@ def _predict_missing(module: AnsibleModule, path: str, mode: str) -> dict:
         except CodecError as exc:
             module.fail_json(msg="invalid entry, nothing was written: %s" % _entry_message(params, exc), applied=0)
         info = codec.info
-        result["map"].update(type=info["type"], key_size=info["key_size"], value_size=info["value_size"],
-                             max_entries=info["max_entries"])
-        counts = {"added": len(the_plan.added), "changed": 0, "removed": 0,
-                  "unchanged": len(desired) - len(the_plan.added) if mode != "absent" else 0,
-                  "desired": len(desired), "before": 0}
+        result["map"].update(type=info["type"], key_size=info["key_size"], value_size=info["value_size"], max_entries=info["max_entries"])
+        counts = {
+            "added": len(the_plan.added),
+            "changed": 0,
+            "removed": 0,
+            "unchanged": len(desired) - len(the_plan.added) if mode != "absent" else 0,
+            "desired": len(desired),
+            "before": 0,
+        }
         changes = _report(codec, the_plan, limit, params["per_cpu"])
         result["predicted_from"] = "record"
-        result["msg"] = ("check mode: %s is not pinned yet; entries typed through the deployment's recorded "
-                         "object" % path)
+        result["msg"] = "check mode: %s is not pinned yet; entries typed through the deployment's recorded object" % path
     else:
         try:
             items = _declared_items(module, mode) if mode != "absent" else []
         except CodecError as exc:
             module.fail_json(msg="invalid entry, nothing was written: %s" % _entry_message(params, exc), applied=0)
-        counts = {"added": len(items), "changed": 0, "removed": 0, "unchanged": 0, "desired": len(items),
-                  "before": 0}
-        changes = {"added": [{"key": key, "value": value} for key, value in items[:limit]], "changed": [],
-                   "removed": []}
+        counts = {"added": len(items), "changed": 0, "removed": 0, "unchanged": 0, "desired": len(items), "before": 0}
+        changes = {"added": [{"key": key, "value": value} for key, value in items[:limit]], "changed": [], "removed": []}
         result["predicted_from"] = "declaration"
-        result["msg"] = ("check mode: %s is not pinned yet and the deployment has no record; every declared "
-                         "entry is predicted as added, in the declared notation (not checked against the map's "
-                         "types)" % path)
+        result["msg"] = (
+            "check mode: %s is not pinned yet and the deployment has no record; every declared "
+            "entry is predicted as added, in the declared notation (not checked against the map's "
+            "types)" % path
+        )
     result["changed"] = counts["added"] > 0
     result["counts"] = counts
     result["changes"] = changes
@@ -518,8 +536,10 @@ def run(module: AnsibleModule) -> dict:
         module.fail_json(msg="clear=true empties the map; it cannot be combined with mode=%s" % params["mode"])
     if params["entries_src"] and not params["entries_file"]:
         # the action plugin turns entries_src into entries_file; without it the controller's file is out of reach
-        module.fail_json(msg="entries_src=%s is a file on the controller: the bpf_map action plugin copies it; run "
-                             "the task through Ansible, or give entries_file (a path on the host)" % params["entries_src"])
+        module.fail_json(
+            msg="entries_src=%s is a file on the controller: the bpf_map action plugin copies it; run "
+            "the task through Ansible, or give entries_file (a path on the host)" % params["entries_src"]
+        )
     if mode != "clear" and params["entries"] is None and not params["entries_file"]:
         module.fail_json(msg="mode=%s needs entries or entries_file (to empty the map, use clear=true)" % mode)
     if params["diff_limit"] < 0:
@@ -553,8 +573,11 @@ def _read_target(module: AnsibleModule, fd: int, path: str):
     except libbpf.BpfError:
         module.fail_json(msg="%s is not a BPF map (a program or link is pinned there)" % path, applied=0)
     if info["type"] not in map_sync.SUPPORTED_MAPS:
-        module.fail_json(msg="%s is a %s map, which has no key/value contents bpf_map can manage; supported types: %s"
-                         % (path, info["type"], ", ".join(sorted(map_sync.SUPPORTED_MAPS))), applied=0)
+        module.fail_json(
+            msg="%s is a %s map, which has no key/value contents bpf_map can manage; supported types: %s"
+            % (path, info["type"], ", ".join(sorted(map_sync.SUPPORTED_MAPS))),
+            applied=0,
+        )
     if info["type"] not in map_sync.OUTER_MAPS:
         return info, None, fd
     try:
@@ -580,8 +603,11 @@ def _plan(current: dict, desired: dict, mode: str, absent, outer: bool):
 
 def _counts(the_plan, current: dict, desired: dict, mode: str, absent) -> dict:
     counts = {
-        "added": len(the_plan.added), "changed": len(the_plan.changed), "removed": len(the_plan.removed),
-        "desired": len(desired), "before": len(current),
+        "added": len(the_plan.added),
+        "changed": len(the_plan.changed),
+        "removed": len(the_plan.removed),
+        "desired": len(desired),
+        "before": len(current),
     }
     counts["unchanged"] = len(current) - counts["changed"] - counts["removed"]
     if absent is not None and mode not in ("absent", "clear"):
@@ -590,8 +616,7 @@ def _counts(the_plan, current: dict, desired: dict, mode: str, absent) -> dict:
     return counts
 
 
-def _apply(module: AnsibleModule, fd: int, target_fd: int, path: str, outer_info, codec: MapCodec, the_plan, progs,
-           result: dict) -> None:
+def _apply(module: AnsibleModule, fd: int, target_fd: int, path: str, outer_info, codec: MapCodec, the_plan, progs, result: dict) -> None:
     """apply: swap in a new inner map, or write and delete the planned entries; fills result's applied/swapped."""
     try:
         if the_plan.empty:
@@ -604,8 +629,7 @@ def _apply(module: AnsibleModule, fd: int, target_fd: int, path: str, outer_info
         else:
             result["applied"] = map_sync.apply(target_fd, codec, the_plan, progs)
     except map_sync.SyncError as exc:
-        module.fail_json(msg="%s: %s" % (path, exc), applied=exc.applied, changed=exc.applied > 0,
-                         counts=result["counts"])
+        module.fail_json(msg="%s: %s" % (path, exc), applied=exc.applied, changed=exc.applied > 0, counts=result["counts"])
     except libbpf.BpfError as exc:
         module.fail_json(msg="%s: %s" % (path, exc), applied=0, counts=result["counts"])
 
@@ -643,10 +667,15 @@ def _run_fd(module: AnsibleModule, fd: int, path: str, mode: str) -> dict:
         changes = _report(codec, the_plan, params["diff_limit"], params["per_cpu"])
         result = {
             "changed": not the_plan.empty,
-            "map": {"path": path, "id": (outer_info or info)["id"], "type": (outer_info or info)["type"],
-                    "key_size": info["key_size"], "value_size": info["value_size"],
-                    "max_entries": info["max_entries"],
-                    "inner_map_id": info["id"] if outer else None},
+            "map": {
+                "path": path,
+                "id": (outer_info or info)["id"],
+                "type": (outer_info or info)["type"],
+                "key_size": info["key_size"],
+                "value_size": info["value_size"],
+                "max_entries": info["max_entries"],
+                "inner_map_id": info["id"] if outer else None,
+            },
             "counts": counts,
             "applied": 0,
             "swapped": False,
@@ -684,8 +713,7 @@ class _OneMap:
     def fail_json(self, msg: str, **kwargs):
         where = "maps[%d] (%s): %s" % (self._index, self.params["map"], msg)
         if self._written:
-            where += " (written before it: %s)" % ", ".join(item["map"]["path"].rsplit("/", 1)[-1]
-                                                            for item in self._written)
+            where += " (written before it: %s)" % ", ".join(item["map"]["path"].rsplit("/", 1)[-1] for item in self._written)
         kwargs.setdefault("applied", 0)
         kwargs["applied"] += sum(item["applied"] for item in self._written)
         kwargs["changed"] = kwargs.get("changed", False) or any(item["changed"] for item in self._written)
@@ -703,17 +731,15 @@ def run_maps(module: AnsibleModule) -> dict:
     items = []
     for index, item in enumerate(params["maps"]):
         given = [field for field in ("entries", "entries_file", "entries_src") if item[field] is not None]
-        if len(given) > 1 and given != ["entries_file", "entries_src"]:   # the action plugin adds entries_file
-            module.fail_json(msg="maps[%d] (%s): %s are mutually exclusive; give one" % (index, item["map"],
-                                                                                         " and ".join(given)))
+        if len(given) > 1 and given != ["entries_file", "entries_src"]:  # the action plugin adds entries_file
+            module.fail_json(msg="maps[%d] (%s): %s are mutually exclusive; give one" % (index, item["map"], " and ".join(given)))
         merged = {key: value for key, value in params.items() if key != "maps"}
         merged.update({key: value for key, value in item.items() if value is not None})
         merged["mode"] = item["mode"] or params["mode"]
-        validate.check_name("maps[%d].map" % index, item["map"])   # an InputError: failing() reports it
+        validate.check_name("maps[%d].map" % index, item["map"])  # an InputError: failing() reports it
         path = map_path(merged)
         if not module.check_mode and not os.path.exists(path):
-            module.fail_json(msg="maps[%d] (%s): %s; nothing was written"
-                             % (index, item["map"], _missing_map_message(path)), applied=0)
+            module.fail_json(msg="maps[%d] (%s): %s; nothing was written" % (index, item["map"], _missing_map_message(path)), applied=0)
         items.append((index, merged, {}))
     checked = [run(_OneMap(module, index, merged, True, memo, [])) for index, merged, memo in items]
     if module.check_mode:
@@ -722,11 +748,9 @@ def run_maps(module: AnsibleModule) -> dict:
         done = []
         for index, merged, memo in items:
             done.append(run(_OneMap(module, index, merged, False, memo, done)))
-    result = {"changed": any(item["changed"] for item in done), "applied": sum(item["applied"] for item in done),
-              "maps": done}
+    result = {"changed": any(item["changed"] for item in done), "applied": sum(item["applied"] for item in done), "maps": done}
     if module._diff:
-        result["diff"] = [dict(item.pop("diff"), before_header=item["map"]["path"], after_header=item["map"]["path"])
-                          for item in done if "diff" in item]
+        result["diff"] = [dict(item.pop("diff"), before_header=item["map"]["path"], after_header=item["map"]["path"]) for item in done if "diff" in item]
     return result
 
 
@@ -748,8 +772,7 @@ def record_declaration(params: dict, path: str, mode: str, declared: dict, codec
         return None
     state_dir = params.get("state_dir") or records.STATE_DIR_DEFAULT
     with records.locked(state_dir, create=False):
-        return map_records.update(state_dir, name, map_name, mode, declared, codec.key_size, codec.value_buf_size,
-                                  codec.map_type, outer)
+        return map_records.update(state_dir, name, map_name, mode, declared, codec.key_size, codec.value_buf_size, codec.map_type, outer)
 
 
 def main() -> None:
@@ -761,8 +784,7 @@ def main() -> None:
     with errors.failing(module):
         validate.check_params(module.params)  # name, map, pin_root, path: refused before anything is opened
         if module.params["name"] and not module.params["map"] and module.params["maps"] is None:
-            module.fail_json(msg="name=%s needs map (one map) or maps (several): expected the map's name in the "
-                                 "deployment" % module.params["name"])
+            module.fail_json(msg="name=%s needs map (one map) or maps (several): expected the map's name in the deployment" % module.params["name"])
         result = run_maps(module) if module.params["maps"] is not None else run(module)
     module.exit_json(**result)
 

@@ -161,13 +161,15 @@ rows:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+
 from ansible_collections.ebpf.fleet.plugins.module_utils import shared_options
 
 try:
     from ansible_collections.ebpf.fleet.plugins.module_utils import errors, validate
     from ansible_collections.ebpf.fleet.plugins.module_utils.dataplane import maglev, xdp_lb_entries
-    from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
     from ansible_collections.ebpf.fleet.plugins.module_utils.dataplane import xdp_lb_tables as lbt
+    from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
+
     HAS_DEPS = True
     DEPS_ERROR = None
 except ImportError as import_exc:  # pragma: no cover - the collection's own code is always there
@@ -181,7 +183,7 @@ def argument_spec() -> dict:
         vips=dict(type="list", elements="dict", required=True),
         config=dict(type="dict", default={}),
         ring_size=dict(type="int", default=65537),
-        **shared_options.argument_spec()
+        **shared_options.argument_spec(),
     )
 
 
@@ -207,7 +209,8 @@ def run(module: AnsibleModule) -> dict:
             raise lbt.LbTablesError(
                 "deployment %s has no map %s under %s: load bpf/xdp_lb.c with ebpf.fleet.xdp_program name=%s "
                 "first (and check pin_root)" % (params["name"], ", ".join(missing), dep.folder, params["name"]),
-                applied=0)
+                applied=0,
+            )
         # check mode on a host where the load balancer is not loaded yet: predict a first deploy
         state = lbt.empty_state(ring_size)
         plan = lbt.make_plan(vips, config, ring_size, state, None)

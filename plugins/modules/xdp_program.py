@@ -144,8 +144,7 @@ def build_module() -> AnsibleModule:
 def main() -> None:
     module = build_module()
     with errors.failing(module):
-        program_module.run(module, "xdp", mode=module.params["mode"],
-                           allow_fallback=module.params["allow_generic_fallback"])
+        program_module.run(module, "xdp", mode=module.params["mode"], allow_fallback=module.params["allow_generic_fallback"])
 
 
 if __name__ == "__main__":

@@ -263,16 +263,8 @@ requirement_failures:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.ebpf.fleet.plugins.module_utils import errors
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import probes
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import netdev_genl
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import netlink
-from ansible_collections.ebpf.fleet.plugins.module_utils import shared_options
-from ansible_collections.ebpf.fleet.plugins.module_utils import validate
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import xdp_drivers
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import xdp_hook
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import xdp_probe
+from ansible_collections.ebpf.fleet.plugins.module_utils import errors, shared_options, validate
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf, netdev_genl, netlink, probes, xdp_drivers, xdp_hook, xdp_probe
 
 YES = probes.YES
 
@@ -283,7 +275,7 @@ def argument_spec() -> dict:
         "require": {"type": "str", "choices": list(xdp_drivers.REQUIREMENTS), "default": "none"},
         "probe": {"type": "bool", "default": False},
         # the group's options (doc fragment ebpf.fleet.paths), accepted for module_defaults; nothing is pinned here
-        **shared_options.argument_spec()
+        **shared_options.argument_spec(),
     }
 
 
@@ -302,8 +294,12 @@ def select_interfaces(all_links: list, wanted: list) -> list:
     missing = [name for name in wanted if name not in by_name]
     if missing:
         expected = "names of existing interfaces: %s" % ", ".join(sorted(by_name))
-        raise errors.InputError("interfaces: %s not found in this network namespace; expected %s" % (
-            ", ".join(repr(name) for name in missing), expected), field="interfaces", value=missing, expected=expected)
+        raise errors.InputError(
+            "interfaces: %s not found in this network namespace; expected %s" % (", ".join(repr(name) for name in missing), expected),
+            field="interfaces",
+            value=missing,
+            expected=expected,
+        )
     seen, result = set(), []
     for name in wanted:
         if name not in seen:
@@ -316,8 +312,7 @@ def interface_report(link: dict, release: str, xdp_prog_type: dict, features) ->
     """Facts and decisions for one link; features is this link's genl answer or None."""
     drv = xdp_probe.driver_facts(link["ifname"])
     flags = features["flags"] if features is not None else None
-    decisions = xdp_drivers.assess(drv["driver"], link.get("kind") or "", drv["bus_info"], release, flags,
-                                   xdp_prog_type)
+    decisions = xdp_drivers.assess(drv["driver"], link.get("kind") or "", drv["bus_info"], release, flags, xdp_prog_type)
     report = {
         "ifindex": link["ifindex"],
         "kind": link.get("kind"),
@@ -359,8 +354,7 @@ def run(module: AnsibleModule) -> dict:
     features = netdev_genl.xdp_features([item["ifindex"] for item in selected])
     interfaces = {}
     for link in selected:
-        report = interface_report(link, facts["release"], facts["prog_types"]["xdp"],
-                                  None if features is None else features.get(link["ifindex"]))
+        report = interface_report(link, facts["release"], facts["prog_types"]["xdp"], None if features is None else features.get(link["ifindex"]))
         if params["probe"]:
             if module.check_mode:
                 report["probe"] = {"status": "skipped", "reason": "check mode"}

@@ -35,8 +35,9 @@ def clang_args(clang_bin: str, src: str, out: str, defines: dict, include_dirs: 
     """The module's clang arguments (module_utils/programs/clang.py), plus the collection's headers, named
     ``ebpf_fleet/include`` in the object wherever the collection is installed."""
     try:
-        return clang.command(clang_bin, src, out, defines, list(include_dirs) + [COLLECTION_INCLUDE], arch,
-                             named_dirs={COLLECTION_INCLUDE: "ebpf_fleet/include"})
+        return clang.command(
+            clang_bin, src, out, defines, list(include_dirs) + [COLLECTION_INCLUDE], arch, named_dirs={COLLECTION_INCLUDE: "ebpf_fleet/include"}
+        )
     except ValueError as exc:
         raise AnsibleActionFail(str(exc))
 
@@ -62,18 +63,20 @@ class ProgramAction(ActionBase):
             raise AnsibleActionFail("src=%s: not found on the controller (%s)" % (args["src"], exc))
         clang_bin = shutil.which("clang")
         if not clang_bin:
-            raise AnsibleActionFail("compiler=controller needs clang on the controller (Debian package clang); "
-                                    "or set compiler: host to compile on the managed host")
+            raise AnsibleActionFail(
+                "compiler=controller needs clang on the controller (Debian package clang); or set compiler: host to compile on the managed host"
+            )
         includes = [self._find_folder(d) for d in args.get("include_dirs") or []]
         out = os.path.join(workdir, os.path.splitext(os.path.basename(src))[0] + ".o")
         cmd = clang_args(clang_bin, src, out, args.get("defines") or {}, includes, os.uname().machine)
         # in the source's folder, with the folders mapped to fixed names: the object does not depend on the
         # working directory, the collections path or the user (same source and options, same checksum)
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=clang.cwd(src),
-                              env=dict(os.environ, LC_ALL="C"))
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=clang.cwd(src), env=dict(os.environ, LC_ALL="C"))
         if proc.returncode != 0:
-            raise AnsibleActionFail("compiling src=%s with clang on the controller failed (rc %d): %s" % (
-                args["src"], proc.returncode, proc.stderr.strip()[-4000:]), result={"cmd": cmd, "stderr": proc.stderr})
+            raise AnsibleActionFail(
+                "compiling src=%s with clang on the controller failed (rc %d): %s" % (args["src"], proc.returncode, proc.stderr.strip()[-4000:]),
+                result={"cmd": cmd, "stderr": proc.stderr},
+            )
         return out
 
     def run(self, tmp=None, task_vars=None):
@@ -82,8 +85,9 @@ class ProgramAction(ActionBase):
         result = super().run(tmp, task_vars)
         del tmp
         args = dict(self._task.args)
-        compile_here = (args.get("src") and not args.get("object") and args.get("compiler", "controller") == "controller"
-                        and args.get("state", "present") == "present")
+        compile_here = (
+            args.get("src") and not args.get("object") and args.get("compiler", "controller") == "controller" and args.get("state", "present") == "present"
+        )
         if not compile_here:
             result.update(self._execute_module(module_name=self.MODULE, module_args=args, task_vars=task_vars))
             self._remove_tmp_path(self._connection._shell.tmpdir)

@@ -20,10 +20,10 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.ebpf.fleet.plugins.module_utils.errors import short_repr
 
 ACTIONS = ("pass", "drop", "redirect")
-RULE_ID_MAX = 4095        # filter_rule_stats holds FLEET_FILTER_RULES_MAX (4096) counters
-REDIRECT_SLOT_MAX = 63    # filter_redirect holds FLEET_FILTER_REDIRECT_MAX (64) slots
-MARK_MAX = 0xFFFFFFFF     # skb->mark is a __u32; 0 is no mark
-VALUE_MAX = 200           # longest rendering of a bad value in a message (a huge input never travels whole)
+RULE_ID_MAX = 4095  # filter_rule_stats holds FLEET_FILTER_RULES_MAX (4096) counters
+REDIRECT_SLOT_MAX = 63  # filter_redirect holds FLEET_FILTER_REDIRECT_MAX (64) slots
+MARK_MAX = 0xFFFFFFFF  # skb->mark is a __u32; 0 is no mark
+VALUE_MAX = 200  # longest rendering of a bad value in a message (a huge input never travels whole)
 
 
 def show(value) -> str:

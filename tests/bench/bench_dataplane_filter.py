@@ -43,16 +43,15 @@ from harness.cpus import on_cpu  # noqa: E402
 if paths.COLLECTIONS not in sys.path:
     sys.path.insert(0, paths.COLLECTIONS)
 
-from harness.netns import NetnsFactory  # noqa: E402
-from harness.progtest import LoadedProgram  # noqa: E402
-
-from ansible_collections.ebpf.fleet.plugins.module_utils.dataplane import xdp_filter_tables  # noqa: E402
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf  # noqa: E402
-
 from dataplane_btf import lpm  # noqa: E402
 from egress_fixture import Egress, skb_ctx  # noqa: E402
 from filter_fixture import Filter  # noqa: E402
+from harness.netns import NetnsFactory  # noqa: E402
+from harness.progtest import LoadedProgram  # noqa: E402
 from packets import IP, TCP, UDP, eth, raw, tcp4, udp4, udp6  # noqa: E402
+
+from ansible_collections.ebpf.fleet.plugins.module_utils.dataplane import xdp_filter_tables  # noqa: E402
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf  # noqa: E402
 
 RNG = random.Random(20261122)
 # sources the benchmark's packets use (documentation ranges); the random tables stay out of 192/8, 198/8 and 203/8
@@ -94,8 +93,9 @@ class Tables:
         for (level, block), (rule, flags) in xdp_filter_tables.expand_v4_raw(rules).items():
             ck = (rule, tuple(sorted(flags)))
             if ck not in cache:
-                cache[ck] = self.flt.btf.pack("fleet_stride_entry", rule=self._rule(rule) if rule else bytes(self.flt.btf.size("fleet_filter_rule")),
-                                              flags=sum(bits[f] for f in flags))
+                cache[ck] = self.flt.btf.pack(
+                    "fleet_stride_entry", rule=self._rule(rule) if rule else bytes(self.flt.btf.size("fleet_filter_rule")), flags=sum(bits[f] for f in flags)
+                )
             out[struct.pack("<I", level) + block.to_bytes(4, "big")] = cache[ck]
         return out
 
@@ -103,8 +103,7 @@ class Tables:
         fd = self.flt.new_rule_set(outer, {}, max_entries=max(len(entries), 1) + 16)
         keys, values = list(entries), list(entries.values())
         for i in range(0, len(keys), 65536):
-            libbpf.map_update_batch(fd, b"".join(keys[i:i + 65536]), b"".join(values[i:i + 65536]),
-                                    len(keys[i:i + 65536]))
+            libbpf.map_update_batch(fd, b"".join(keys[i : i + 65536]), b"".join(values[i : i + 65536]), len(keys[i : i + 65536]))
         self.flt.swap(outer, fd)
         os.close(fd)  # the outer map holds it
 
@@ -118,8 +117,11 @@ class Tables:
         self.install("filter_v4", self.stride(rules))
         # the rule sets hold network addresses already (random_v4 and HOT): parse them without ipaddress (1M rows)
         exact_map = {socket.inet_aton(p[:-3]): self._rule(r) for p, r in rules.items() if p.endswith("/32")}
-        lpm_map = {struct.pack("<I", int(p.rsplit("/", 1)[1])) + socket.inet_aton(p.rsplit("/", 1)[0]): self._rule(r)
-                   for p, r in rules.items() if not p.endswith("/32")}
+        lpm_map = {
+            struct.pack("<I", int(p.rsplit("/", 1)[1])) + socket.inet_aton(p.rsplit("/", 1)[0]): self._rule(r)
+            for p, r in rules.items()
+            if not p.endswith("/32")
+        }
         self.install("filter_src_v4", exact_map)
         self.install("filter_pfx_v4", lpm_map)
         return len(rules)
@@ -144,7 +146,7 @@ def time_calls(prog, frame: bytes, calls: int, ctx: bytes = b"") -> float:
     """ns of single runs (one call per packet, as the kernel timed each): the mean of the faster half,
     which drops the calls that another process interrupted."""
     runs = sorted(prog.run(frame, ctx=ctx).duration_ns for _round in range(calls))
-    return statistics.mean(runs[:len(runs) // 2])
+    return statistics.mean(runs[: len(runs) // 2])
 
 
 def table(title, header, rows):
@@ -203,7 +205,7 @@ class XdpFilter(LoadedProgram):
         fd = self.map_fd("filter_ipv6" if v6 else "filter_ipv4")
         value = self._value(MAP_FLAG_SRC)
         for i in range(0, len(keys), 4096):
-            chunk = keys[i:i + 4096]
+            chunk = keys[i : i + 4096]
             libbpf.map_update_batch(fd, b"".join(chunk), value * len(chunk), len(chunk))
 
     def deny_udp_port(self, num: int):
@@ -216,17 +218,21 @@ def pad(frame: bytes) -> bytes:
 
 # ---------------------------------------------------------------- 1. classes
 
+
 def bench_filter_classes(args, bench):
-    floors = {"pass": LoadedProgram(paths.bpf_object("floor_xdp_pass"), "floor_xdp_pass"),
-              "drop": LoadedProgram(paths.bpf_object("floor_xdp_drop"), "floor_xdp_drop")}
+    floors = {
+        "pass": LoadedProgram(paths.bpf_object("floor_xdp_pass"), "floor_xdp_pass"),
+        "drop": LoadedProgram(paths.bpf_object("floor_xdp_drop"), "floor_xdp_drop"),
+    }
     flt = Filter()
     tables = Tables(flt)
     size = args.class_size
     entries = tables.load(random_v4(size), random_v4(size, PREFIX_LENGTHS))
-    flt.fill("filter_src_v6", {bytes.fromhex("20010db8%024x" % RNG.getrandbits(96)): flt.rule("drop", 3)
-                               for _round in range(1000)})
-    flt.fill("filter_pfx_v6", {struct.pack("<I", 48) + bytes.fromhex("20010db8%04x" % RNG.randrange(1, 0xff00))
-                               + bytes(10): flt.rule("drop", 4) for _round in range(1000)})
+    flt.fill("filter_src_v6", {bytes.fromhex("20010db8%024x" % RNG.getrandbits(96)): flt.rule("drop", 3) for _round in range(1000)})
+    flt.fill(
+        "filter_pfx_v6",
+        {struct.pack("<I", 48) + bytes.fromhex("20010db8%04x" % RNG.randrange(1, 0xFF00)) + bytes(10): flt.rule("drop", 4) for _round in range(1000)},
+    )
     flt.fill("filter_ports", flt.port_entries({("tcp", 80): ("pass", 5), ("udp", 53): ("drop", 6)}))
     classes = [
         ("allow: default policy, UDP", udp4(ALLOW_SRC, 9999), "pass", {}),
@@ -236,15 +242,16 @@ def bench_filter_classes(args, bench):
         ("deny: exact source", udp4(EXACT_SRC, 9999), "drop", {}),
         ("deny: source prefix", udp4(PREFIX_SRC, 9999), "drop", {}),
         ("deny: port rule UDP/53", udp4(ALLOW_SRC, 53), "drop", {}),
-        ("deny: rate-limited source", udp4(ALLOW_SRC, 9999), "drop",
-         {"rate_pps": 1, "burst_packets": 1, "clock_ns": 1}),
+        ("deny: rate-limited source", udp4(ALLOW_SRC, 9999), "drop", {"rate_pps": 1, "burst_packets": 1, "clock_ns": 1}),
     ]
     key = "filter_classes"
-    bench.table(key, "xdp_filter per packet class (%d IPv4 rules = %d exact + %d prefixes, 1k + 1k IPv6)"
-                % (entries, size, size),
-                "BPF_PROG_TEST_RUN with repeat %d (xdp_filter never rewrites the packet), interleaved with a "
-                "trivial XDP_PASS / XDP_DROP floor on the same 64-byte frame, %d rounds alternating over the CPUs."
-                % (args.repeat, args.rounds), columns=["IPv4 lookup"])
+    bench.table(
+        key,
+        "xdp_filter per packet class (%d IPv4 rules = %d exact + %d prefixes, 1k + 1k IPv6)" % (entries, size, size),
+        "BPF_PROG_TEST_RUN with repeat %d (xdp_filter never rewrites the packet), interleaved with a "
+        "trivial XDP_PASS / XDP_DROP floor on the same 64-byte frame, %d rounds alternating over the CPUs." % (args.repeat, args.rounds),
+        columns=["IPv4 lookup"],
+    )
     for mode in ("table", "lpm"):
         for name, frame, kind, extra in classes:
             frame = pad(frame)
@@ -256,12 +263,22 @@ def bench_filter_classes(args, bench):
             times, cpus = interleaved({"floor": floors[kind], "prog": flt}, frame, args.repeat, args.rounds)
             lookup = "stride table" if mode == "table" else "exact hash + LPM trie"
             spec = ("<= 55 ns above the floor", "above", "<=", 55) if mode == "table" else None
-            bench.row(key, name, times["prog"], "ns",
-                      {"method": "BPF_PROG_TEST_RUN repeat %d" % args.repeat, "packet": "64-byte %s" %
-                       ("IPv6 UDP" if "IPv6" in name else "IPv4 TCP" if "TCP" in name else "IPv4 UDP"),
-                       "path": name, "encapsulation": "none"},
-                      {"IPv4 lookup": lookup, "cpus": cpus}, floor=times["floor"],
-                      floor_name="XDP_%s floor" % kind.upper(), target_spec=spec)
+            bench.row(
+                key,
+                name,
+                times["prog"],
+                "ns",
+                {
+                    "method": "BPF_PROG_TEST_RUN repeat %d" % args.repeat,
+                    "packet": "64-byte %s" % ("IPv6 UDP" if "IPv6" in name else "IPv4 TCP" if "TCP" in name else "IPv4 UDP"),
+                    "path": name,
+                    "encapsulation": "none",
+                },
+                {"IPv4 lookup": lookup, "cpus": cpus},
+                floor=times["floor"],
+                floor_name="XDP_%s floor" % kind.upper(),
+                target_spec=spec,
+            )
     flt.close()
     for floor in floors.values():
         floor.close()
@@ -282,22 +299,23 @@ def bench_egress_classes(args, bench):
         return raw(eth() / IP(src="192.0.2.10", dst=dst, tos=tos) / l4).ljust(64, b"\0")
 
     from packets import IPv6  # pylint: disable=import-outside-toplevel
+
     classes = [
         ("default class, untouched", v4("192.0.2.99", UDP(dport=9)), 0),
         ("DSCP rewrite by port (IPv4 checksum)", v4("192.0.2.99", TCP(dport=443)), 0),
-        ("DSCP rewrite by prefix, IPv6", raw(eth() / IPv6(src="2001:db8::10", dst="2001:db8:beef::1") / UDP(dport=9)),
-         0),
+        ("DSCP rewrite by prefix, IPv6", raw(eth() / IPv6(src="2001:db8::10", dst="2001:db8:beef::1") / UDP(dport=9)), 0),
         ("ACL drop by prefix", v4("198.51.100.5", UDP(dport=9)), 0),
         ("class by skb mark + DSCP", v4("192.0.2.99", UDP(dport=9)), 0x10),
         ("rate-limited drop (class over its rate)", v4("192.0.2.99", UDP(dport=9)), 0x30),
         ("EDT pacing (skb->tstamp)", v4("192.0.2.99", UDP(dport=9)), 0x40),
     ]
     key = "egress_classes"
-    bench.table(key, "tc_egress per class of work against the TC_ACT_OK floor (%d destination prefixes)"
-                % args.class_size,
-                "One BPF_PROG_TEST_RUN call per packet (tc_egress rewrites packets), the mean of the faster half of "
-                "%d calls per round, program and floor interleaved, %d rounds alternating over the CPUs."
-                % (args.calls, args.rounds))
+    bench.table(
+        key,
+        "tc_egress per class of work against the TC_ACT_OK floor (%d destination prefixes)" % args.class_size,
+        "One BPF_PROG_TEST_RUN call per packet (tc_egress rewrites packets), the mean of the faster half of "
+        "%d calls per round, program and floor interleaved, %d rounds alternating over the CPUs." % (args.calls, args.rounds),
+    )
     for name, frame, mark in classes:
         ctx, fctx = skb_ctx(mark=mark), skb_ctx()
         floors, progs = [], []
@@ -306,12 +324,22 @@ def bench_egress_classes(args, bench):
             with on_cpu(cpu):
                 floors.append(time_calls(floor, frame, args.calls, fctx))
                 progs.append(time_calls(eg, frame, args.calls, ctx))
-        bench.row(key, name, progs, "ns",
-                  {"method": "BPF_PROG_TEST_RUN, one call per packet, faster half of %d" % args.calls,
-                   "packet": "%d-byte %s" % (len(frame), "IPv6 UDP" if "IPv6" in name else "IPv4"),
-                   "path": name, "encapsulation": "none"},
-                  {"cpus": sorted(set(cpus))}, floor=floors, floor_name="TC_ACT_OK floor",
-                  target_spec=("<= 2.0 x the TC floor", "ratio", "<=", 2.0))
+        bench.row(
+            key,
+            name,
+            progs,
+            "ns",
+            {
+                "method": "BPF_PROG_TEST_RUN, one call per packet, faster half of %d" % args.calls,
+                "packet": "%d-byte %s" % (len(frame), "IPv6 UDP" if "IPv6" in name else "IPv4"),
+                "path": name,
+                "encapsulation": "none",
+            },
+            {"cpus": sorted(set(cpus))},
+            floor=floors,
+            floor_name="TC_ACT_OK floor",
+            target_spec=("<= 2.0 x the TC floor", "ratio", "<=", 2.0),
+        )
     eg.close()
     floor.close()
     benchlib.print_table(bench.tables[key]["rows"], key)
@@ -319,19 +347,18 @@ def bench_egress_classes(args, bench):
 
 # ---------------------------------------------------------------- 2. scaling
 
-V6_ALLOW, V6_EXACT, V6_PREFIX, V6_PREFIX_SRC = ("2001:db8:ffff:9::1", "2001:db8:ffff:8::8", "2001:db8:ffff:4::/64",
-                                                "2001:db8:ffff:4::5")
+V6_ALLOW, V6_EXACT, V6_PREFIX, V6_PREFIX_SRC = ("2001:db8:ffff:9::1", "2001:db8:ffff:8::8", "2001:db8:ffff:4::/64", "2001:db8:ffff:4::5")
 V6_LENGTHS = (48,) * 4 + (56,) * 4 + (64,) * 2
 
 
 def random_v6(count: int, lengths=(128,)) -> list:
     """count distinct (int network, length) inside 2001:db8::/32, outside 2001:db8:ffff::/48 (the hot entries)."""
     out = set()
-    base = 0x20010db8 << 96
+    base = 0x20010DB8 << 96
     while len(out) < count:
         plen = RNG.choice(lengths)
         low = RNG.getrandbits(96)
-        if low >> 80 == 0xffff:
+        if low >> 80 == 0xFFFF:
             continue
         out.add(((base | low) & (((1 << 128) - 1) ^ ((1 << (128 - plen)) - 1)), plen))
     return sorted(out)
@@ -351,22 +378,35 @@ def load_v6(tables: Tables, exact: list, prefixes: list):
 def bench_scaling(args, bench):
     """Every path of the filter against the table size (N prefixes + N exact addresses), IPv4 and IPv6, beside
     Debian's xdp-filter holding the same exact addresses where its maps can (it has no prefix match)."""
-    floors = {"pass": LoadedProgram(paths.bpf_object("floor_xdp_pass"), "floor_xdp_pass"),
-              "drop": LoadedProgram(paths.bpf_object("floor_xdp_drop"), "floor_xdp_drop")}
+    floors = {
+        "pass": LoadedProgram(paths.bpf_object("floor_xdp_pass"), "floor_xdp_pass"),
+        "drop": LoadedProgram(paths.bpf_object("floor_xdp_drop"), "floor_xdp_drop"),
+    }
     flt = Filter()
     tables = Tables(flt)
     flt.fill("filter_ports", flt.port_entries({("udp", 53): ("drop", 6)}))
     key = "filter_scaling"
-    bench.table(key, "xdp_filter against table size (N prefixes + N exact addresses), IPv4 and IPv6",
-                "BPF_PROG_TEST_RUN with repeat %d, the floor, xdp_filter and (where it holds the rules) Debian's "
-                "xdp-filter (xdpfilt_alw_all.o from xdp-tools, loaded the same way) interleaved on the same 64-byte "
-                "frame, %d rounds alternating over the CPUs. xdp-filter has no prefix match and its address maps "
-                "hold %d entries as shipped, so it runs the exact-address rows up to 10k."
-                % (args.repeat, args.rounds, XDP_FILTER_MAX), columns=["family", "table size", "lookup"])
-    paths_v4 = [("allow", udp4(ALLOW_SRC, 9999), "pass"), ("exact source deny", udp4(EXACT_SRC, 9999), "drop"),
-                ("prefix deny", udp4(PREFIX_SRC, 9999), "drop"), ("port deny", udp4(ALLOW_SRC, 53), "drop")]
-    paths_v6 = [("allow", udp6(V6_ALLOW, 9999), "pass"), ("exact source deny", udp6(V6_EXACT, 9999), "drop"),
-                ("prefix deny", udp6(V6_PREFIX_SRC, 9999), "drop"), ("port deny", udp6(V6_ALLOW, 53), "drop")]
+    bench.table(
+        key,
+        "xdp_filter against table size (N prefixes + N exact addresses), IPv4 and IPv6",
+        "BPF_PROG_TEST_RUN with repeat %d, the floor, xdp_filter and (where it holds the rules) Debian's "
+        "xdp-filter (xdpfilt_alw_all.o from xdp-tools, loaded the same way) interleaved on the same 64-byte "
+        "frame, %d rounds alternating over the CPUs. xdp-filter has no prefix match and its address maps "
+        "hold %d entries as shipped, so it runs the exact-address rows up to 10k." % (args.repeat, args.rounds, XDP_FILTER_MAX),
+        columns=["family", "table size", "lookup"],
+    )
+    paths_v4 = [
+        ("allow", udp4(ALLOW_SRC, 9999), "pass"),
+        ("exact source deny", udp4(EXACT_SRC, 9999), "drop"),
+        ("prefix deny", udp4(PREFIX_SRC, 9999), "drop"),
+        ("port deny", udp4(ALLOW_SRC, 53), "drop"),
+    ]
+    paths_v6 = [
+        ("allow", udp6(V6_ALLOW, 9999), "pass"),
+        ("exact source deny", udp6(V6_EXACT, 9999), "drop"),
+        ("prefix deny", udp6(V6_PREFIX_SRC, 9999), "drop"),
+        ("port deny", udp6(V6_ALLOW, 53), "drop"),
+    ]
     medians = {}
     for size in args.sizes:
         start = time.perf_counter()
@@ -374,16 +414,13 @@ def bench_scaling(args, bench):
         tables.load(exact4, random_v4(size, PREFIX_LENGTHS))
         exact6 = random_v6(size)
         load_v6(tables, exact6, random_v6(size, V6_LENGTHS))
-        print("tables of %d + %d rules per family loaded in %.1f s" % (size, size, time.perf_counter() - start),
-              flush=True)
+        print("tables of %d + %d rules per family loaded in %.1f s" % (size, size, time.perf_counter() - start), flush=True)
         xdpf = None
         if size <= XDP_FILTER_MAX and os.path.exists(XDP_FILTER_OBJ):
             xdpf = XdpFilter()
             hot4 = [ipaddress.IPv4Address(EXACT_SRC).packed]
-            xdpf.load_sources(hot4 + [ipaddress.IPv4Network(p).network_address.packed
-                                      for p in exact4[:XDP_FILTER_MAX - 1]])
-            xdpf.load_sources([ipaddress.IPv6Address(V6_EXACT).packed]
-                              + [net.to_bytes(16, "big") for net, _plen in exact6[:XDP_FILTER_MAX - 1]], v6=True)
+            xdpf.load_sources(hot4 + [ipaddress.IPv4Network(p).network_address.packed for p in exact4[: XDP_FILTER_MAX - 1]])
+            xdpf.load_sources([ipaddress.IPv6Address(V6_EXACT).packed] + [net.to_bytes(16, "big") for net, _plen in exact6[: XDP_FILTER_MAX - 1]], v6=True)
             xdpf.deny_udp_port(53)
         for family, family_paths in (("IPv4", paths_v4), ("IPv6", paths_v6)):
             for pname, frame, kind in family_paths:
@@ -408,8 +445,7 @@ def bench_scaling(args, bench):
                     times, cpus = interleaved(run, frame, args.repeat, args.rounds)
                     results[mode] = (times, cpus)
                 for mode, (times, cpus) in results.items():
-                    lookup = {"table": "stride table", "lpm": "exact hash + LPM trie",
-                              "v6": "exact hash + LPM trie"}[mode]
+                    lookup = {"table": "stride table", "lpm": "exact hash + LPM trie", "v6": "exact hash + LPM trie"}[mode]
                     spec = ("<= 55 ns above the floor", "above", "<=", 55) if mode == "table" else None
                     params = {"family": family, "table size": size, "lookup": lookup, "cpus": cpus}
                     if "xdp-filter" in times:
@@ -417,22 +453,36 @@ def bench_scaling(args, bench):
                         theirs = [max(x - f, 1.0) for x, f in zip(times["xdp-filter"], times["floor"])]
                         params["vs xdp-filter"] = statistics.median(o / t for o, t in zip(ours, theirs))
                         params["xdp-filter ns"] = statistics.median(times["xdp-filter"])
-                    row = bench.row(key, "xdp_filter %s, %s" % (family, pname), times[mode], "ns",
-                                    {"method": "BPF_PROG_TEST_RUN repeat %d" % args.repeat,
-                                     "packet": "64-byte %s UDP" % family, "path": pname, "encapsulation": "none"},
-                                    params, floor=times["floor"], floor_name="XDP_%s floor" % kind.upper(),
-                                    target_spec=spec)
+                    row = bench.row(
+                        key,
+                        "xdp_filter %s, %s" % (family, pname),
+                        times[mode],
+                        "ns",
+                        {"method": "BPF_PROG_TEST_RUN repeat %d" % args.repeat, "packet": "64-byte %s UDP" % family, "path": pname, "encapsulation": "none"},
+                        params,
+                        floor=times["floor"],
+                        floor_name="XDP_%s floor" % kind.upper(),
+                        target_spec=spec,
+                    )
                     medians[(family, size, pname, mode)] = row
                     if "xdp-filter" in times:
-                        bench.row(key, "Debian xdp-filter %s, %s" % (family, pname), times["xdp-filter"], "ns",
-                                  {"method": "BPF_PROG_TEST_RUN repeat %d" % args.repeat,
-                                   "packet": "64-byte %s UDP" % family, "path": pname + " (hash of addresses)",
-                                   "encapsulation": "none"},
-                                  {"family": family, "table size": min(size, XDP_FILTER_MAX), "lookup": "hash (xdp-filter)",
-                                   "cpus": cpus}, floor=times["floor"], floor_name="XDP_%s floor" % kind.upper())
+                        bench.row(
+                            key,
+                            "Debian xdp-filter %s, %s" % (family, pname),
+                            times["xdp-filter"],
+                            "ns",
+                            {
+                                "method": "BPF_PROG_TEST_RUN repeat %d" % args.repeat,
+                                "packet": "64-byte %s UDP" % family,
+                                "path": pname + " (hash of addresses)",
+                                "encapsulation": "none",
+                            },
+                            {"family": family, "table size": min(size, XDP_FILTER_MAX), "lookup": "hash (xdp-filter)", "cpus": cpus},
+                            floor=times["floor"],
+                            floor_name="XDP_%s floor" % kind.upper(),
+                        )
                         if mode == "table":
-                            benchlib.add_target(row, "<= 0.6 x xdp-filter (ns above the floor)", "vs xdp-filter",
-                                                0.6, params["vs xdp-filter"])
+                            benchlib.add_target(row, "<= 0.6 x xdp-filter (ns above the floor)", "vs xdp-filter", 0.6, params["vs xdp-filter"])
         if xdpf is not None:
             xdpf.close()
     # IPv6 against IPv4 (stride table), per path and size: whole ns per packet
@@ -452,25 +502,37 @@ def bench_scaling(args, bench):
             p = row["params"]
             if p["family"] != family:
                 continue
-            label = "%s (%s)" % (row["includes"]["path"].replace(" (hash of addresses)", ""),
-                                 "xdp-filter" if row["name"].startswith("Debian") else p["lookup"])
+            label = "%s (%s)" % (row["includes"]["path"].replace(" (hash of addresses)", ""), "xdp-filter" if row["name"].startswith("Debian") else p["lookup"])
             series.setdefault(label, []).append((p["table size"], row["above"]))
-        bench.plot("filter_scaling_%s.png" % family.lower(), "xdp_filter %s: ns above the floor against table size"
-                   % family, "rules per kind (N prefixes + N exact addresses)", "ns above the XDP floor", series,
-                   logx=True, hline=(55, "target 55 ns") if family == "IPv4" else None)
+        bench.plot(
+            "filter_scaling_%s.png" % family.lower(),
+            "xdp_filter %s: ns above the floor against table size" % family,
+            "rules per kind (N prefixes + N exact addresses)",
+            "ns above the XDP floor",
+            series,
+            logx=True,
+            hline=(55, "target 55 ns") if family == "IPv4" else None,
+        )
 
 
 # ---------------------------------------------------------------- 3. real frames
 
+
 def _nft(ns, *args, stdin=None):
-    return subprocess.run(["nsenter", "--net=%s" % ns.path, "nft"] + list(args), input=stdin, text=True,
-                          capture_output=True, check=True).stdout
+    return subprocess.run(["nsenter", "--net=%s" % ns.path, "nft"] + list(args), input=stdin, text=True, capture_output=True, check=True).stdout
 
 
 def _nft_drop_source(ns, saddr: str, ifname: str = "vb"):
     """The equivalent nftables rule set: netdev ingress on ifname, counting and dropping one source."""
-    _nft(ns, "-f", "-", stdin=("table netdev bench {\n chain ingress {\n  type filter hook ingress device %s "
-                               "priority 0; policy accept;\n  ip saddr %s counter drop\n }\n}\n" % (ifname, saddr)))
+    _nft(
+        ns,
+        "-f",
+        "-",
+        stdin=(
+            "table netdev bench {\n chain ingress {\n  type filter hook ingress device %s "
+            "priority 0; policy accept;\n  ip saddr %s counter drop\n }\n}\n" % (ifname, saddr)
+        ),
+    )
 
 
 def _nft_dropped(ns) -> int:
@@ -491,6 +553,7 @@ def bench_live(args):
         ns_b.run(["ethtool", "-K", "vb", "gro", "on"], check=False)
         mac_b = [item for item in ns_b.links() if item["ifname"] == "vb"][0]["address"]
         from scapy.layers.l2 import Ether  # pylint: disable=import-outside-toplevel
+
         frame = raw(Ether(dst=mac_b) / IP(src="192.0.2.66", dst="192.0.2.2") / UDP(sport=1234, dport=9)).ljust(60, b"\0")
         gen = LoadedProgram(paths.bpf_object("floor_xdp_tx"), "floor_xdp_tx")
         pass_prog = LoadedProgram(paths.bpf_object("floor_xdp_pass"), "floor_xdp_pass")
@@ -543,8 +606,7 @@ def bench_live(args):
         pass_prog.close()
 
         def row(name, sent_secs, handled, secs_handled, net_ns):
-            rows.append([name, count, "%.2f" % (count / sent_secs / 1e6), handled,
-                         "%.2f" % (handled / secs_handled / 1e6), "%.0f" % net_ns])
+            rows.append([name, count, "%.2f" % (count / sent_secs / 1e6), handled, "%.2f" % (handled / secs_handled / 1e6), "%.0f" % net_ns])
 
         floor_ns = per_frame["floor"] * 1e9
         xdp_ns = per_frame["xdp"] * 1e9 - floor_ns
@@ -555,16 +617,18 @@ def bench_live(args):
         row("user space (AF_PACKET socket + Python)", secs_user, counter.matched, user_secs, user_ns)
     finally:
         factory.delete_all()
-    table("real frames on veth: drop rate of the same traffic (live-frames XDP_TX generator, 60-byte UDP; "
-          "best of %d sends for the kernel paths)" % rounds,
-          ["filter", "frames sent", "offered Mpps", "frames dropped", "drop rate Mpps",
-           "ns per frame beyond the generator"], rows)
-    print("\nThe generator and the receiver share one CPU (veth runs the peer's NAPI in the sender's softirq), so"
-          " the raw rates include the generator's cost. Raw drop-rate ratios: XDP/nftables %.1fx, XDP/user space"
-          " %.1fx. Per-frame cost beyond the generator: nftables/XDP %.1fx (target >= 4), user space/XDP %.1fx"
-          " (target >= 20)." % (per_frame["nft"] / per_frame["xdp"],
-                                (1 / per_frame["xdp"]) / (counter.matched / user_secs),
-                                nft_ns / max(xdp_ns, 1), user_ns / max(xdp_ns, 1)))
+    table(
+        "real frames on veth: drop rate of the same traffic (live-frames XDP_TX generator, 60-byte UDP; best of %d sends for the kernel paths)" % rounds,
+        ["filter", "frames sent", "offered Mpps", "frames dropped", "drop rate Mpps", "ns per frame beyond the generator"],
+        rows,
+    )
+    print(
+        "\nThe generator and the receiver share one CPU (veth runs the peer's NAPI in the sender's softirq), so"
+        " the raw rates include the generator's cost. Raw drop-rate ratios: XDP/nftables %.1fx, XDP/user space"
+        " %.1fx. Per-frame cost beyond the generator: nftables/XDP %.1fx (target >= 4), user space/XDP %.1fx"
+        " (target >= 20)."
+        % (per_frame["nft"] / per_frame["xdp"], (1 / per_frame["xdp"]) / (counter.matched / user_secs), nft_ns / max(xdp_ns, 1), user_ns / max(xdp_ns, 1))
+    )
 
 
 def _napi_threads() -> set:
@@ -596,8 +660,7 @@ def bench_live_threaded(args):
         before = _napi_threads()
         link = attach(ns_b, pass_prog.prog_fd, "vb", libbpf.ATTACH_XDP)
         # `ip netns exec` remounts /sys for the namespace: right for its sysfs, and no bpffs is needed here
-        subprocess.run(["ip", "netns", "exec", ns_b.name, "sh", "-c", "echo 1 > /sys/class/net/vb/threaded"],
-                       check=True, capture_output=True)
+        subprocess.run(["ip", "netns", "exec", ns_b.name, "sh", "-c", "echo 1 > /sys/class/net/vb/threaded"], check=True, capture_output=True)
         os.close(link)
         os.sched_setaffinity(0, {0})
         count = args.frames
@@ -634,11 +697,15 @@ def bench_live_threaded(args):
     finally:
         os.sched_setaffinity(0, saved_affinity)
         factory.delete_all()
-    table("real frames, receiver on its own CPU (threaded NAPI on vb pinned to CPU 1, generator on CPU 0; "
-          "best of %d sends of %d frames)" % (args.live_rounds, args.frames),
-          ["filter", "drop rate Mpps", "ratio to nftables"],
-          [["XDP filter (native, stride table)", "%.2f" % results["xdp"], "%.1fx" % (results["xdp"] / results["nft"])],
-           ["nftables netdev ingress (behind XDP_PASS)", "%.2f" % results["nft"], "1.0x"]])
+    table(
+        "real frames, receiver on its own CPU (threaded NAPI on vb pinned to CPU 1, generator on CPU 0; "
+        "best of %d sends of %d frames)" % (args.live_rounds, args.frames),
+        ["filter", "drop rate Mpps", "ratio to nftables"],
+        [
+            ["XDP filter (native, stride table)", "%.2f" % results["xdp"], "%.1fx" % (results["xdp"] / results["nft"])],
+            ["nftables netdev ingress (behind XDP_PASS)", "%.2f" % results["nft"], "1.0x"],
+        ],
+    )
 
 
 def main():
@@ -656,15 +723,16 @@ def main():
     args.live_rounds = 2 if quick else 3
     if os.geteuid() != 0:
         sys.exit("needs root (BPF, namespaces)")
-    bench = benchlib.Bench("dataplane_filter", "Data plane: xdp_filter and tc_egress",
-                           "ns per packet through BPF_PROG_TEST_RUN beside floors and Debian's xdp-filter measured "
-                           "in the same rounds (tests/bench/bench_dataplane_filter.py).")
+    bench = benchlib.Bench(
+        "dataplane_filter",
+        "Data plane: xdp_filter and tc_egress",
+        "ns per packet through BPF_PROG_TEST_RUN beside floors and Debian's xdp-filter measured in the same rounds (tests/bench/bench_dataplane_filter.py).",
+    )
     bench_filter_classes(args, bench)
     bench_egress_classes(args, bench)
     bench_scaling(args, bench)
     if not os.path.exists(XDP_FILTER_OBJ):
-        bench.not_measured("Debian xdp-filter beside xdp_filter", "%s is missing (Debian package xdp-tools)"
-                           % XDP_FILTER_OBJ)
+        bench.not_measured("Debian xdp-filter beside xdp_filter", "%s is missing (Debian package xdp-tools)" % XDP_FILTER_OBJ)
     if args.live:
         bench_live(args)
         bench_live_threaded(args)

@@ -52,8 +52,7 @@ TARGETS = {"established": 100, "new flow": 240, "non-VIP": 40}  # ns above the f
 
 def frame(dst, sport, flags="A", v6=False, dport=80):
     l3 = IPv6(src="2001:db8:ffff::7", dst=dst) if v6 else IP(src="198.51.100.7", dst=dst)
-    return raw(Ether(dst="02:00:00:00:aa:01", src="02:00:00:00:cc:01") / l3
-               / TCP(sport=sport, dport=dport, flags=flags) / Raw(b"x" * 6))
+    return raw(Ether(dst="02:00:00:00:aa:01", src="02:00:00:00:cc:01") / l3 / TCP(sport=sport, dport=dport, flags=flags) / Raw(b"x" * 6))
 
 
 def ip_checksum(header: bytes) -> int:
@@ -99,7 +98,7 @@ def mean_ns(fd, packets, cursor):
         runs.append(libbpf.prog_test_run(fd, packets[cursor[0] % len(packets)]).duration_ns)
         cursor[0] += 1
     runs.sort()
-    return statistics.mean(runs[:max(1, CALLS * 9 // 10)])
+    return statistics.mean(runs[: max(1, CALLS * 9 // 10)])
 
 
 def backend_address(n, per_vip):
@@ -112,11 +111,22 @@ def vips(count, backends, v6=False, mode="dsr"):
     out = []
     for v in range(count):
         vip = ("2001:db8::%x" % (0x100 + v)) if v6 else "192.0.%d.%d" % (2 + v // 250, v % 250 + 1)
-        out.append({"vip": vip, "port": 80, "proto": "tcp", "mode": mode,
-                    "backends": [{"name": "be%d" % b, "address": backend_address(b - v * backends, backends),
-                                  "mac": "02:00:%02x:%02x:%02x:%02x" % (b >> 24 & 255, b >> 16 & 255, b >> 8 & 255,
-                                                                        b & 255)}
-                                 for b in range(v * backends, (v + 1) * backends)]})
+        out.append(
+            {
+                "vip": vip,
+                "port": 80,
+                "proto": "tcp",
+                "mode": mode,
+                "backends": [
+                    {
+                        "name": "be%d" % b,
+                        "address": backend_address(b - v * backends, backends),
+                        "mac": "02:00:%02x:%02x:%02x:%02x" % (b >> 24 & 255, b >> 16 & 255, b >> 8 & 255, b & 255),
+                    }
+                    for b in range(v * backends, (v + 1) * backends)
+                ],
+            }
+        )
     return out
 
 
@@ -141,9 +151,12 @@ def classes(lb, target, v6=False, full=False):
             for packet in syn:
                 lb.run(packet)
     non_vip = [frame("2001:db8::dead" if v6 else "203.0.113.99", 40000, "A", v6)]
-    out = [("established", established, "tx"), ("SYN", syn, "tx"),
-           ("new flow" + (", table full" if full else ", table partly filled"), NewFlows(target, v6), "tx"),
-           ("non-VIP", non_vip, "pass")]
+    out = [
+        ("established", established, "tx"),
+        ("SYN", syn, "tx"),
+        ("new flow" + (", table full" if full else ", table partly filled"), NewFlows(target, v6), "tx"),
+        ("non-VIP", non_vip, "pass"),
+    ]
     return out
 
 
@@ -151,20 +164,24 @@ def main():
     floor_pass = LoadedProgram(paths.bpf_object("lb_floor_pass"), "lb_floor_pass")
     floor_tx = LoadedProgram(paths.bpf_object("lb_floor_tx"), "lb_floor_tx")
     floors = {"pass": floor_pass, "tx": floor_tx}
-    bench = benchlib.Bench("dataplane_lb", "Data plane: xdp_lb",
-                           "ns per packet through BPF_PROG_TEST_RUN beside XDP_TX / XDP_PASS floors in the same "
-                           "rounds (tests/bench/bench_dataplane_lb.py).")
+    bench = benchlib.Bench(
+        "dataplane_lb",
+        "Data plane: xdp_lb",
+        "ns per packet through BPF_PROG_TEST_RUN beside XDP_TX / XDP_PASS floors in the same rounds (tests/bench/bench_dataplane_lb.py).",
+    )
     key = "lb"
-    bench.table(key, "xdp_lb per packet: path, encapsulation, VIPs x backends",
-                "One BPF_PROG_TEST_RUN call per packet (xdp_lb rewrites it), the mean of the fastest 90 %% of %d calls per round, program "
-                "and floor (XDP_TX for VIP packets, XDP_PASS for the others, one call per packet as well) "
-                "interleaved, %d rounds alternating over the CPUs in each of %d passes over every row. The "
-                "connection table holds %d entries per CPU; 'partly filled' starts at a quarter, 'full' is filled "
-                "past capacity first so every insert evicts. The repeat column times the same packet with repeat "
-                "%d where the program's output takes the same path again. Katran on this machine (measured the "
-                "same way earlier): +126 ns established, +147 ns SYN, +49 ns non-VIP."
-                % (CALLS, ROUNDS, PASSES, CT_PER_CPU, REPEAT),
-                columns=["VIPs x backends", "encapsulation", "repeat: above floor"])
+    bench.table(
+        key,
+        "xdp_lb per packet: path, encapsulation, VIPs x backends",
+        "One BPF_PROG_TEST_RUN call per packet (xdp_lb rewrites it), the mean of the fastest 90 %% of %d calls per round, program "
+        "and floor (XDP_TX for VIP packets, XDP_PASS for the others, one call per packet as well) "
+        "interleaved, %d rounds alternating over the CPUs in each of %d passes over every row. The "
+        "connection table holds %d entries per CPU; 'partly filled' starts at a quarter, 'full' is filled "
+        "past capacity first so every insert evicts. The repeat column times the same packet with repeat "
+        "%d where the program's output takes the same path again. Katran on this machine (measured the "
+        "same way earlier): +126 ns established, +147 ns SYN, +49 ns non-VIP." % (CALLS, ROUNDS, PASSES, CT_PER_CPU, REPEAT),
+        columns=["VIPs x backends", "encapsulation", "repeat: above floor"],
+    )
     configs = []  # (family, mode, vip count, backends, full)
     if QUICK:
         configs = [("IPv4", "dsr", 1, 10, False), ("IPv4", "ipip", 1, 10, False), ("IPv4", "dsr", 1, 10, True)]
@@ -172,13 +189,17 @@ def main():
         for count in (10, 100, 1000):
             for mode in ("dsr", "ipip"):
                 configs.append(("IPv4", mode, 1, count, False))
-        configs += [("IPv4", "dsr", 1, 100, True), ("IPv4", "ipip", 1, 100, True),
-                    ("IPv4", "dsr", 100, 100, False), ("IPv4", "ipip", 100, 100, False), ("IPv6", "dsr", 100, 100, False)]
+        configs += [
+            ("IPv4", "dsr", 1, 100, True),
+            ("IPv4", "ipip", 1, 100, True),
+            ("IPv4", "dsr", 100, 100, False),
+            ("IPv4", "ipip", 100, 100, False),
+            ("IPv6", "dsr", 100, 100, False),
+        ]
     cases, lbs = [], []
     for family, mode, nvips, nbackends, full in configs:
         v6 = family == "IPv6"
-        print("building %s %s: %d VIPs x %d backends%s ..."
-              % (family, mode, nvips, nbackends, ", table full" if full else ""), flush=True)
+        print("building %s %s: %d VIPs x %d backends%s ..." % (family, mode, nvips, nbackends, ", table full" if full else ""), flush=True)
         decl = vips(nvips, nbackends, v6=v6, mode=mode)
         ring = maglev.ring_size_for(nbackends) if nvips == 1 else maglev.DEFAULT_RING_SIZE
         lb = LB(decl, ring_size=ring, rows=nvips, max_backends=max(4096, nvips * nbackends))
@@ -198,10 +219,26 @@ def main():
             want = 2 if floor == "pass" else 3
             assert result.retval == want, (family, mode, path, result.retval)
             repeat = mode == "dsr" and path in ("established", "SYN", "non-VIP")
-            cases.append({"path": path, "family": family, "mode": mode, "encap": "none" if path == "non-VIP" else encap,
-                          "tables": "%d x %d" % (nvips, nbackends), "backends": nbackends, "vips": nvips,
-                          "lb": lb, "packets": packets, "floor": floor, "repeat": repeat, "cursor": [0],
-                          "prog_ns": [], "floor_ns": [], "rep": [], "cpus": set()})
+            cases.append(
+                {
+                    "path": path,
+                    "family": family,
+                    "mode": mode,
+                    "encap": "none" if path == "non-VIP" else encap,
+                    "tables": "%d x %d" % (nvips, nbackends),
+                    "backends": nbackends,
+                    "vips": nvips,
+                    "lb": lb,
+                    "packets": packets,
+                    "floor": floor,
+                    "repeat": repeat,
+                    "cursor": [0],
+                    "prog_ns": [],
+                    "floor_ns": [],
+                    "rep": [],
+                    "cpus": set(),
+                }
+            )
     for npass in range(PASSES):
         print("pass %d/%d ..." % (npass + 1, PASSES), flush=True)
         for case in cases:
@@ -224,22 +261,37 @@ def main():
             packet += " to an address that is no VIP"
         elif path.startswith("new flow"):
             packet += ", a new 5-tuple on every call"
-        params = {"VIPs x backends": case["tables"], "encapsulation": case["encap"], "backends": case["backends"],
-                  "VIPs": case["vips"], "cpus": sorted(case["cpus"])}
+        params = {
+            "VIPs x backends": case["tables"],
+            "encapsulation": case["encap"],
+            "backends": case["backends"],
+            "VIPs": case["vips"],
+            "cpus": sorted(case["cpus"]),
+        }
         if case["rep"]:
             params["repeat: above floor"] = statistics.median(case["rep"])
         if path == "non-VIP":
             name = "%s %s" % (case["family"], path)
         else:
             name = "%s %s: %s" % (case["family"], case["mode"].upper(), path)
-        row = bench.row(key, name, case["prog_ns"], "ns",
-                        {"method": "BPF_PROG_TEST_RUN, one call per packet, mean of the fastest 90 %% of %d" % CALLS,
-                         "packet": packet, "path": path, "encapsulation": case["encap"]},
-                        params, floor=case["floor_ns"], floor_name="XDP_%s floor" % case["floor"].upper(),
-                        target_spec=spec)
+        row = bench.row(
+            key,
+            name,
+            case["prog_ns"],
+            "ns",
+            {
+                "method": "BPF_PROG_TEST_RUN, one call per packet, mean of the fastest 90 %% of %d" % CALLS,
+                "packet": packet,
+                "path": path,
+                "encapsulation": case["encap"],
+            },
+            params,
+            floor=case["floor_ns"],
+            floor_name="XDP_%s floor" % case["floor"].upper(),
+            target_spec=spec,
+        )
         if limit and case["rep"]:  # the method the Katran anchors were measured with
-            benchlib.add_target(row, "<= %d ns above the floor, repeat method" % limit[0], "repeat: above floor",
-                                limit[0], params["repeat: above floor"])
+            benchlib.add_target(row, "<= %d ns above the floor, repeat method" % limit[0], "repeat: above floor", limit[0], params["repeat: above floor"])
     for lb in lbs:
         lb.close()
     floor_pass.close()
@@ -252,8 +304,15 @@ def main():
         if p["VIPs"] == 1 and "full" not in row["name"]:
             label = "%s, %s" % (row["includes"]["path"], row["includes"]["encapsulation"].split(" (")[0])
             series.setdefault(label, []).append((p["backends"], row["above"]))
-    bench.plot("lb_backends.png", "xdp_lb, 1 VIP: ns above the floor against backends", "backends of the VIP",
-               "ns above the XDP floor", series, logx=True, hline=(100, "established target 100 ns"))
+    bench.plot(
+        "lb_backends.png",
+        "xdp_lb, 1 VIP: ns above the floor against backends",
+        "backends of the VIP",
+        "ns above the XDP floor",
+        series,
+        logx=True,
+        hline=(100, "established target 100 ns"),
+    )
     bench.write()
 
 

@@ -89,9 +89,15 @@ def declaration(extra=0):
     vips = []
     for v in range(VIPS):
         count = BACKENDS + (extra if v == 0 else 0)
-        vips.append({"vip": "192.0.2.%d" % (v + 1), "port": 80, "proto": "tcp", "mode": "ipip",
-                     "backends": [{"address": "2001:db8:%x::%x" % (v + 1, n + 1), "mac": "02:00:00:00:00:01"}
-                                  for n in range(count)]})
+        vips.append(
+            {
+                "vip": "192.0.2.%d" % (v + 1),
+                "port": 80,
+                "proto": "tcp",
+                "mode": "ipip",
+                "backends": [{"address": "2001:db8:%x::%x" % (v + 1, n + 1), "mac": "02:00:00:00:00:01"} for n in range(count)],
+            }
+        )
     return vips
 
 
@@ -123,8 +129,9 @@ def main():
         ns = factory("blb")
         ns.veth("la", "lb", addr_a="198.51.100.1/24", addr_b="198.51.100.2/24")
         state_dir = os.path.join(workdir, "state")
-        res = run_module("xdp_program", {"name": "lb", "object": paths.bpf_object("xdp_lb"), "interfaces": ["la"],
-                                         "pin_root": PIN_ROOT, "state_dir": state_dir}, netns=ns)
+        res = run_module(
+            "xdp_program", {"name": "lb", "object": paths.bpf_object("xdp_lb"), "interfaces": ["la"], "pin_root": PIN_ROOT, "state_dir": state_dir}, netns=ns
+        )
         if res.failed:
             raise SystemExit("loading xdp_lb failed: %s" % res.get("msg"))
         inventory = os.path.join(workdir, "inventory.ini")
@@ -141,56 +148,69 @@ def main():
         what = "%d VIPs x %d backends, ring %d" % (VIPS, BACKENDS, RING)
         secs, _changed = timed(play, workdir, inventory, "floor.yml")
         rows.append(("ansible-playbook", "floor: one ansible.builtin.ping task", "-", secs, CPU_USED[-1], False, None))
-        plays = (("first deploy", "play.yml", False, 20),
-                 ("re-run, changed=0", "play.yml", False, 10),
-                 ("check mode: one backend added", "play_plus_one.yml", True, None),
-                 ("one backend added (one ring swapped)", "play_plus_one.yml", False, None),
-                 ("re-run, changed=0", "play_plus_one.yml", False, 10))
+        plays = (
+            ("first deploy", "play.yml", False, 20),
+            ("re-run, changed=0", "play.yml", False, 10),
+            ("check mode: one backend added", "play_plus_one.yml", True, None),
+            ("one backend added (one ring swapped)", "play_plus_one.yml", False, None),
+            ("re-run, changed=0", "play_plus_one.yml", False, 10),
+        )
         for label, name, check, target in plays[:1] if benchlib.QUICK else plays:
             secs, changed = timed(play, workdir, inventory, name, check)
             rows.append(("ansible-playbook", label, what, secs, CPU_USED[-1], changed, target))
         # the module alone (no controller): where the time goes on the host
-        args = {"name": "lb", "pin_root": PIN_ROOT, "ring_size": RING,
-                "config": {"lb_mac": "02:00:00:00:ff:01", "tunnel_src_v4": "203.0.113.0/24"}}
-        for label, vips in () if benchlib.QUICK else (("one backend removed (one ring swapped)", declaration()),
-                                                      ("re-run, changed=0", declaration())):
+        args = {"name": "lb", "pin_root": PIN_ROOT, "ring_size": RING, "config": {"lb_mac": "02:00:00:00:ff:01", "tunnel_src_v4": "203.0.113.0/24"}}
+        for label, vips in () if benchlib.QUICK else (("one backend removed (one ring swapped)", declaration()), ("re-run, changed=0", declaration())):
             secs, res = timed(run_module, "lb_tables", dict(args, vips=vips), netns=ns)
             if res.failed:
                 raise SystemExit("lb_tables failed: %s" % res.get("msg"))
-            rows.append(("module only", label, what, secs, CPU_USED[-1], res.changed,
-                         10 if "changed=0" in label else None))
+            rows.append(("module only", label, what, secs, CPU_USED[-1], res.changed, 10 if "changed=0" in label else None))
         if baseline:
-            res = run_module("xdp_program", {"name": "lbold", "object": paths.bpf_object("xdp_lb"),
-                                             "interfaces": ["lb"], "pin_root": PIN_ROOT, "state_dir": state_dir},
-                             netns=ns)
+            res = run_module(
+                "xdp_program",
+                {"name": "lbold", "object": paths.bpf_object("xdp_lb"), "interfaces": ["lb"], "pin_root": PIN_ROOT, "state_dir": state_dir},
+                netns=ns,
+            )
             if res.failed:
                 raise SystemExit("loading the baseline xdp_lb failed: %s" % res.get("msg"))
             with open(os.path.join(workdir, "baseline.yml"), "w") as handle:
                 handle.write(BASELINE % {"pin_root": PIN_ROOT})
             for label in ("first deploy", "re-run"):
                 secs, changed = timed(play, workdir, inventory, "baseline.yml")
-                rows.append(("maglev_entries + bpf_map", label, "1 VIP x 2 backends, ring 65537", secs, CPU_USED[-1],
-                             changed, None))
+                rows.append(("maglev_entries + bpf_map", label, "1 VIP x 2 backends, ring 65537", secs, CPU_USED[-1], changed, None))
     finally:
         factory.delete_all()
         shutil.rmtree(PIN_ROOT, ignore_errors=True)
         shutil.rmtree(workdir, ignore_errors=True)
-    bench = benchlib.Bench("lb_deploy", "Deploy: ebpf.fleet.lb_tables on a loaded xdp_lb",
-                           "Wall and CPU seconds of ansible-playbook runs (one lab host, a network namespace) and "
-                           "module runs, beside an ansible.builtin.ping play through the same connection in the same "
-                           "run (tests/bench/bench_lb_deploy.py).")
-    bench.table("lb_deploy", "lb_tables deploy, one host (%d VIPs x %d backends, ring %d)" % (VIPS, BACKENDS, RING),
-                "One run each (runs change the host's state, so they cannot be repeated as rounds); the ratio is "
-                "against the ping play of the same run. CPU seconds: the child processes (ansible-playbook and its "
-                "workers, the module).", columns=["how", "CPU s", "changed"])
+    bench = benchlib.Bench(
+        "lb_deploy",
+        "Deploy: ebpf.fleet.lb_tables on a loaded xdp_lb",
+        "Wall and CPU seconds of ansible-playbook runs (one lab host, a network namespace) and "
+        "module runs, beside an ansible.builtin.ping play through the same connection in the same "
+        "run (tests/bench/bench_lb_deploy.py).",
+    )
+    bench.table(
+        "lb_deploy",
+        "lb_tables deploy, one host (%d VIPs x %d backends, ring %d)" % (VIPS, BACKENDS, RING),
+        "One run each (runs change the host's state, so they cannot be repeated as rounds); the ratio is "
+        "against the ping play of the same run. CPU seconds: the child processes (ansible-playbook and its "
+        "workers, the module).",
+        columns=["how", "CPU s", "changed"],
+    )
     floor_secs = rows[0][3]
     for how, label, what, secs, cpu, changed, target in rows:
         spec = None if target is None else ("< %d s" % target, "median", "<=", target)
-        bench.row("lb_deploy", label, [secs], "s",
-                  {"method": "%s, wall seconds" % how, "packet": "-", "path": what, "encapsulation": "-"},
-                  {"how": how, "CPU s": cpu, "changed": "yes" if changed else "no"},
-                  floor=None if label.startswith("floor") else floor_secs,
-                  floor_name="ansible.builtin.ping play", target_spec=spec)
+        bench.row(
+            "lb_deploy",
+            label,
+            [secs],
+            "s",
+            {"method": "%s, wall seconds" % how, "packet": "-", "path": what, "encapsulation": "-"},
+            {"how": how, "CPU s": cpu, "changed": "yes" if changed else "no"},
+            floor=None if label.startswith("floor") else floor_secs,
+            floor_name="ansible.builtin.ping play",
+            target_spec=spec,
+        )
     benchlib.print_table(bench.tables["lb_deploy"]["rows"])
     bench.write()
 

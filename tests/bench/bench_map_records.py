@@ -51,23 +51,34 @@ def main():
         def record(mode, entries):
             return lambda: map_records.update(state_dir, "filter", "deny", mode, entries, 8, 4, "lpm_trie")
 
-        rows = [("sync, uniform value (a plain list)", timed(record("sync", uniform)), os.path.getsize(path)),
-                ("the same sync again (header compared)", timed(record("sync", uniform), ROUNDS), os.path.getsize(path)),
-                ("read back (the restore)", timed(lambda: map_records.read(state_dir, "filter", "deny"), ROUNDS),
-                 os.path.getsize(path)),
-                ("sync, distinct values", timed(record("sync", distinct)), os.path.getsize(path)),
-                ("merge of 1 entry into the record", timed(record("merge", {next(iter(uniform)): one})),
-                 os.path.getsize(path))]
-        bench = benchlib.Bench("map_records", "Map sync: deployment records for the restore at boot",
-                               "What bpf_map adds to a run with a deployment record (map_records.py), in-process "
-                               "(tests/bench/bench_map_records.py).")
-        bench.table("records", "record of %d LPM-trie entries" % SIZE,
-                    "Seconds of map_records calls in this process: the calls that change the record once, the "
-                    "others (a sync of the same set again, the read back) %d rounds." % ROUNDS, columns=["file bytes"])
+        rows = [
+            ("sync, uniform value (a plain list)", timed(record("sync", uniform)), os.path.getsize(path)),
+            ("the same sync again (header compared)", timed(record("sync", uniform), ROUNDS), os.path.getsize(path)),
+            ("read back (the restore)", timed(lambda: map_records.read(state_dir, "filter", "deny"), ROUNDS), os.path.getsize(path)),
+            ("sync, distinct values", timed(record("sync", distinct)), os.path.getsize(path)),
+            ("merge of 1 entry into the record", timed(record("merge", {next(iter(uniform)): one})), os.path.getsize(path)),
+        ]
+        bench = benchlib.Bench(
+            "map_records",
+            "Map sync: deployment records for the restore at boot",
+            "What bpf_map adds to a run with a deployment record (map_records.py), in-process (tests/bench/bench_map_records.py).",
+        )
+        bench.table(
+            "records",
+            "record of %d LPM-trie entries" % SIZE,
+            "Seconds of map_records calls in this process: the calls that change the record once, the "
+            "others (a sync of the same set again, the read back) %d rounds." % ROUNDS,
+            columns=["file bytes"],
+        )
         for name, seconds, size in rows:
-            bench.row("records", name, seconds, "s", {"method": "map_records call in-process, wall seconds",
-                                                      "packet": "-", "path": name, "encapsulation": "-"},
-                      {"entries": SIZE, "file bytes": size})
+            bench.row(
+                "records",
+                name,
+                seconds,
+                "s",
+                {"method": "map_records call in-process, wall seconds", "packet": "-", "path": name, "encapsulation": "-"},
+                {"entries": SIZE, "file bytes": size},
+            )
         benchlib.print_table(bench.tables["records"]["rows"])
         bench.write()
     finally:

@@ -97,8 +97,7 @@ def time_bpftool(bpftool, kind, path):
     value = ["1", "0", "0", "0"]
     start = time.perf_counter()
     for i in range(SAMPLE):
-        subprocess.run([bpftool, "map", "update", "pinned", path, "key"] + bpftool_key(kind, i)
-                       + ["value"] + value, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run([bpftool, "map", "update", "pinned", path, "key"] + bpftool_key(kind, i) + ["value"] + value, check=True, stdout=subprocess.DEVNULL)
     return (time.perf_counter() - start) / SAMPLE
 
 
@@ -109,17 +108,23 @@ def main():
     with open(wrapper, "w") as handle:
         handle.write("#!%s\n" % sys.executable + RSS_WRAPPER % paths.PYTHON)
     os.chmod(wrapper, 0o755)
-    bench = benchlib.Bench("maps", "Map sync: ebpf.fleet.bpf_map",
-                           "Whole bpf_map module runs (one process, as Ansible runs it) syncing a plain list into "
-                           "a pinned map, beside one bpftool process per entry (tests/bench/bench_maps.py).")
+    bench = benchlib.Bench(
+        "maps",
+        "Map sync: ebpf.fleet.bpf_map",
+        "Whole bpf_map module runs (one process, as Ansible runs it) syncing a plain list into "
+        "a pinned map, beside one bpftool process per entry (tests/bench/bench_maps.py).",
+    )
     key = "map_sync"
-    bench.table(key, "bpf_map sync of N entries (hash of IPv4 addresses, LPM trie of /24 prefixes)",
-                "Wall seconds of the whole module run. From empty: once per size and map (a fresh map). No-op: the "
-                "same list again, %d rounds. 1 %% change: 1 %% of the entries replaced by others, alternating "
-                "between the two lists, %d rounds. bpftool: %d one-entry `bpftool map update` processes per round, "
-                "%d rounds, the mean per entry extrapolated to the size. Peak memory: the maximum resident set of "
-                "the module process." % (ROUNDS, ROUNDS, SAMPLE, ROUNDS),
-                columns=["map", "entries", "peak MiB"])
+    bench.table(
+        key,
+        "bpf_map sync of N entries (hash of IPv4 addresses, LPM trie of /24 prefixes)",
+        "Wall seconds of the whole module run. From empty: once per size and map (a fresh map). No-op: the "
+        "same list again, %d rounds. 1 %% change: 1 %% of the entries replaced by others, alternating "
+        "between the two lists, %d rounds. bpftool: %d one-entry `bpftool map update` processes per round, "
+        "%d rounds, the mean per entry extrapolated to the size. Peak memory: the maximum resident set of "
+        "the module process." % (ROUNDS, ROUNDS, SAMPLE, ROUNDS),
+        columns=["map", "entries", "peak MiB"],
+    )
     try:
         for kind, map_name in MAPS:
             obj, path = fresh_map(map_name, 0)
@@ -129,24 +134,34 @@ def main():
             obj.close()
             for size in SIZES:
                 base = list(range(size))
-                changed = base[size // 100:] + list(range(size, size + size // 100))
+                changed = base[size // 100 :] + list(range(size, size + size // 100))
                 lists = []
                 for name, indexes in (("base", base), ("changed", changed)):
                     list_path = os.path.join(work, "%s_%d_%s.txt" % (kind, size, name))
                     write_list(list_path, kind, indexes)
                     lists.append(list_path)
                 obj, path = fresh_map(map_name, size)
-                includes = {"method": "ansible module run (subprocess), wall seconds", "packet": "-",
-                            "path": "bpf_map mode=sync, entries_file (plain list), value drop",
-                            "encapsulation": "-"}
+                includes = {
+                    "method": "ansible module run (subprocess), wall seconds",
+                    "packet": "-",
+                    "path": "bpf_map mode=sync, entries_file (plain list), value drop",
+                    "encapsulation": "-",
+                }
                 params = {"map": kind, "entries": size}
                 try:
                     sync_s, res, peak = time_module(path, lists[0], wrapper)
                     assert res.changed and res["counts"]["added"] == size
                     extrapolated = [p * size for p in per_entry]
                     big = size == 1000000
-                    bench.row(key, "sync from empty", [sync_s], "s", includes, dict(params, **{"peak MiB": peak}),
-                              target_spec=("<= 5 s for 1M", "median", "<=", 5) if big else None)
+                    bench.row(
+                        key,
+                        "sync from empty",
+                        [sync_s],
+                        "s",
+                        includes,
+                        dict(params, **{"peak MiB": peak}),
+                        target_spec=("<= 5 s for 1M", "median", "<=", 5) if big else None,
+                    )
                     noop, peaks = [], [peak]
                     for _round in range(ROUNDS):
                         secs, res, peak = time_module(path, lists[0], wrapper)
@@ -159,19 +174,42 @@ def main():
                         assert res.changed
                         change.append(secs)
                         peaks.append(peak)
-                    bench.row(key, "no-op re-run", noop, "s", includes, dict(params, **{"peak MiB": max(peaks[1:])}),
-                              target_spec=("<= 2 s for 1M", "median", "<=", 2) if big else None)
-                    bench.row(key, "1 % change", change, "s", includes, dict(params, **{"peak MiB": max(peaks)}),
-                              target_spec=("<= 2 s for 1M", "median", "<=", 2) if big else None)
-                    row = bench.row(key, "bpftool, one process per entry (extrapolated)", extrapolated, "s",
-                                    {"method": "one `bpftool map update pinned` per entry, %d sampled per round, "
-                                               "extrapolated" % SAMPLE, "packet": "-",
-                                     "path": "bpftool map update", "encapsulation": "-"},
-                                    params, floor=[sync_s] * ROUNDS, floor_name="bpf_map sync from empty",
-                                    ratio_against="bpf_map sync from empty")
+                    bench.row(
+                        key,
+                        "no-op re-run",
+                        noop,
+                        "s",
+                        includes,
+                        dict(params, **{"peak MiB": max(peaks[1:])}),
+                        target_spec=("<= 2 s for 1M", "median", "<=", 2) if big else None,
+                    )
+                    bench.row(
+                        key,
+                        "1 % change",
+                        change,
+                        "s",
+                        includes,
+                        dict(params, **{"peak MiB": max(peaks)}),
+                        target_spec=("<= 2 s for 1M", "median", "<=", 2) if big else None,
+                    )
+                    row = bench.row(
+                        key,
+                        "bpftool, one process per entry (extrapolated)",
+                        extrapolated,
+                        "s",
+                        {
+                            "method": "one `bpftool map update pinned` per entry, %d sampled per round, extrapolated" % SAMPLE,
+                            "packet": "-",
+                            "path": "bpftool map update",
+                            "encapsulation": "-",
+                        },
+                        params,
+                        floor=[sync_s] * ROUNDS,
+                        floor_name="bpf_map sync from empty",
+                        ratio_against="bpf_map sync from empty",
+                    )
                     if big:
-                        benchlib.add_target(row, ">= 50 x slower than bpf_map (sync from empty)", "ratio", 50,
-                                            row["ratio"]["value"], ">=")
+                        benchlib.add_target(row, ">= 50 x slower than bpf_map (sync from empty)", "ratio", 50, row["ratio"]["value"], ">=")
                 finally:
                     obj.close()
                     shutil.rmtree(os.path.dirname(os.path.dirname(path)), ignore_errors=True)
@@ -182,10 +220,8 @@ def main():
     benchlib.print_table(rows, key)
     series = {}
     for row in rows:
-        series.setdefault("%s, %s" % (row["params"]["map"], row["name"]), []).append((row["params"]["entries"],
-                                                                                      row["median"]))
-    bench.plot("map_sync.png", "bpf_map sync: wall seconds against entries", "entries", "seconds (log)", series,
-               logx=True)
+        series.setdefault("%s, %s" % (row["params"]["map"], row["name"]), []).append((row["params"]["entries"], row["median"]))
+    bench.plot("map_sync.png", "bpf_map sync: wall seconds against entries", "entries", "seconds (log)", series, logx=True)
     bench.data["plots"][-1]["logy"] = True
     bench.write()
 

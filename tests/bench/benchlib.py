@@ -24,7 +24,7 @@ import os
 import platform
 import statistics
 
-from harness.cpus import cpus   # tests/ is on sys.path (every benchmark puts it there)
+from harness.cpus import cpus  # tests/ is on sys.path (every benchmark puts it there)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -50,9 +50,14 @@ def cpu_model() -> str:
 
 
 def environment() -> dict:
-    return {"kernel": os.uname().release, "machine": os.uname().machine, "cpu_model": cpu_model(),
-            "cores": os.cpu_count(), "cpus_allowed": sorted(os.sched_getaffinity(0)),
-            "python": platform.python_version()}
+    return {
+        "kernel": os.uname().release,
+        "machine": os.uname().machine,
+        "cpu_model": cpu_model(),
+        "cores": os.cpu_count(),
+        "cpus_allowed": sorted(os.sched_getaffinity(0)),
+        "python": platform.python_version(),
+    }
 
 
 def round_cpus(rounds: int) -> list:
@@ -81,50 +86,74 @@ class Bench:
     """One benchmark's results: tables of rows, plots, notes; written as JSON."""
 
     def __init__(self, name: str, title: str, description: str):
-        self.data = {"schema": SCHEMA, "name": name, "title": title, "description": description, "quick": QUICK,
-                     "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                     "env": environment(), "load_start": list(os.getloadavg()), "tables": [], "plots": [],
-                     "notes": [], "not_measured": []}
+        self.data = {
+            "schema": SCHEMA,
+            "name": name,
+            "title": title,
+            "description": description,
+            "quick": QUICK,
+            "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "env": environment(),
+            "load_start": list(os.getloadavg()),
+            "tables": [],
+            "plots": [],
+            "notes": [],
+            "not_measured": [],
+        }
         self.tables = {}
 
     def table(self, key: str, title: str, description: str = "", columns=None) -> list:
         """A table (returns its row list). columns: extra param names to show as columns."""
         if key not in self.tables:
-            entry = {"key": key, "title": title, "description": description, "columns": list(columns or []),
-                     "rows": []}
+            entry = {"key": key, "title": title, "description": description, "columns": list(columns or []), "rows": []}
             self.data["tables"].append(entry)
             self.tables[key] = entry
         return self.tables[key]["rows"]
 
-    def row(self, table: str, name: str, samples, unit: str, includes: dict, params: dict = None,
-            floor=None, floor_name: str = "", ratio_against: str = "", target_spec=None) -> dict:
+    def row(
+        self,
+        table: str,
+        name: str,
+        samples,
+        unit: str,
+        includes: dict,
+        params: dict = None,
+        floor=None,
+        floor_name: str = "",
+        ratio_against: str = "",
+        target_spec=None,
+    ) -> dict:
         """Add a row. samples: the figure of each round. floor: the floor's figure in the same rounds (same
         length) or one number; the row then carries `above` and `ratio`. target_spec: (text, metric, op, limit)."""
         samples = [float(s) for s in samples]
-        row = {"name": name, "includes": dict(includes), "params": dict(params or {}), "unit": unit,
-               "samples": samples}
+        row = {"name": name, "includes": dict(includes), "params": dict(params or {}), "unit": unit, "samples": samples}
         row.update(spread(samples))
         if floor is not None:
             floors = [float(f) for f in floor] if isinstance(floor, (list, tuple)) else [float(floor)] * len(samples)
             row["floor"] = {"name": floor_name, "median": statistics.median(floors), "samples": floors}
             row["above"] = statistics.median(s - f for s, f in zip(samples, floors))
-            row["ratio"] = {"value": statistics.median(s / f for s, f in zip(samples, floors) if f),
-                            "against": ratio_against or floor_name}
+            row["ratio"] = {"value": statistics.median(s / f for s, f in zip(samples, floors) if f), "against": ratio_against or floor_name}
         row["targets"] = []
         if target_spec is not None:
             text, metric, op, limit = target_spec
-            figure = row["ratio"]["value"] if metric == "ratio" else row[metric] if metric in row \
-                else row["params"][metric]
+            figure = row["ratio"]["value"] if metric == "ratio" else row[metric] if metric in row else row["params"][metric]
             add_target(row, text, metric, limit, figure, op)
         self.tables[table]["rows"].append(row)
         return row
 
-    def plot(self, file: str, title: str, xlabel: str, ylabel: str, series: dict, logx: bool = False,
-             hline=None):
+    def plot(self, file: str, title: str, xlabel: str, ylabel: str, series: dict, logx: bool = False, hline=None):
         """A line plot the report draws: series {label: [(x, y), ...]}; hline (value, label) for a target."""
-        self.data["plots"].append({"file": file, "title": title, "xlabel": xlabel, "ylabel": ylabel,
-                                   "logx": logx, "hline": list(hline) if hline else None,
-                                   "series": {k: [list(p) for p in v] for k, v in series.items()}})
+        self.data["plots"].append(
+            {
+                "file": file,
+                "title": title,
+                "xlabel": xlabel,
+                "ylabel": ylabel,
+                "logx": logx,
+                "hline": list(hline) if hline else None,
+                "series": {k: [list(p) for p in v] for k, v in series.items()},
+            }
+        )
 
     def note(self, text: str):
         self.data["notes"].append(text)
@@ -134,7 +163,7 @@ class Bench:
 
     def write(self) -> str:
         self.data["load_end"] = list(os.getloadavg())
-        self.data["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        self.data["finished"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         os.makedirs(OUT_DIR, exist_ok=True)
         path = os.path.join(OUT_DIR, self.data["name"] + ".json")
         with open(path + ".tmp", "w") as handle:
@@ -152,7 +181,5 @@ def print_table(rows: list, title: str = ""):
         extra = ""
         if "above" in row:
             extra = "  above %s: %+.0f  ratio %.2f" % (row["floor"]["name"], row["above"], row["ratio"]["value"])
-        verdict = "".join("  [%s: %.2f %s]" % (t["text"], t["figure"], "met" if t["met"] else "MISSED")
-                          for t in row.get("targets", []))
-        print("%-60s %10.1f %s (%.1f-%.1f)%s%s" % (row["name"][:60], row["median"], row["unit"], row["min"],
-                                                   row["max"], extra, verdict), flush=True)
+        verdict = "".join("  [%s: %.2f %s]" % (t["text"], t["figure"], "met" if t["met"] else "MISSED") for t in row.get("targets", []))
+        print("%-60s %10.1f %s (%.1f-%.1f)%s%s" % (row["name"][:60], row["median"], row["unit"], row["min"], row["max"], extra, verdict), flush=True)

@@ -19,7 +19,10 @@ int tc_count(struct __sk_buff *skb)
 	__u32 k = fleet_chain_slot;
 	struct fleet_counter *c = bpf_map_lookup_elem(&tc_hits, &k);
 
-	if (c) { c->packets++; c->bytes += skb->len; }
+	if (c) {
+		c->packets++;
+		c->bytes += skb->len;
+	}
 	return fleet_tc_next(skb, TC_ACT_OK);
 }
 char _license[] SEC("license") = "GPL";

@@ -30,7 +30,10 @@ int tc_drop_udp(struct __sk_buff *skb)
 
 	if (fixture_udp_to_drop_port(data, end)) {
 		struct fleet_counter *c = bpf_map_lookup_elem(&tc_drops, &k);
-		if (c) { c->packets++; c->bytes += end - data; }
+		if (c) {
+			c->packets++;
+			c->bytes += end - data;
+		}
 		return TC_ACT_SHOT;
 	}
 	return fleet_tc_next(skb, TC_ACT_OK);

@@ -17,7 +17,10 @@ int xdp_count(struct xdp_md *ctx)
 {
 	__u32 k = fleet_chain_slot;
 	struct fleet_counter *c = bpf_map_lookup_elem(&hits, &k);
-	if (c) { c->packets++; c->bytes += ctx->data_end - ctx->data; }
+	if (c) {
+		c->packets++;
+		c->bytes += ctx->data_end - ctx->data;
+	}
 	return fleet_xdp_next(ctx, XDP_PASS);
 }
 FLEET_XDP_RUN_CONFIG(xdp_count, 10);

@@ -32,7 +32,10 @@ int xdp_drop_udp(struct xdp_md *ctx)
 
 	if (fixture_udp_to_drop_port(data, end)) {
 		struct fleet_counter *c = bpf_map_lookup_elem(&drops, &k);
-		if (c) { c->packets++; c->bytes += end - data; }
+		if (c) {
+			c->packets++;
+			c->bytes += end - data;
+		}
 		return XDP_DROP;
 	}
 	return fleet_xdp_next(ctx, XDP_PASS);

@@ -23,17 +23,21 @@ import glob
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 from ansible_runner.config.runner import RunnerConfig
 
-from . import awx_survey
-from . import paths
+from . import awx_survey, paths
 
 AWX_DIR = os.path.join(paths.REPO, "examples", "awx")
-PROMPTS = {"limit": "ask_limit_on_launch", "job_tags": "ask_tags_on_launch", "job_type": "ask_job_type_on_launch",
-           "diff_mode": "ask_diff_mode_on_launch", "verbosity": "ask_verbosity_on_launch"}
+PROMPTS = {
+    "limit": "ask_limit_on_launch",
+    "job_tags": "ask_tags_on_launch",
+    "job_type": "ask_job_type_on_launch",
+    "diff_mode": "ask_diff_mode_on_launch",
+    "verbosity": "ask_verbosity_on_launch",
+}
 
 
 class LaunchError(ValueError):
@@ -83,8 +87,7 @@ class JobLaunch:
     def runner_kwargs(self, private_data_dir: str, inventory: str) -> dict:
         """Keyword arguments for ansible_runner.run() / RunnerConfig for this job; the extra vars go in the private
         data dir's env/extravars (runner_config writes it), as the controller passes them."""
-        kwargs: dict = {"private_data_dir": private_data_dir, "playbook": self.playbook, "inventory": inventory,
-                        "verbosity": self.verbosity or None}
+        kwargs: dict = {"private_data_dir": private_data_dir, "playbook": self.playbook, "inventory": inventory, "verbosity": self.verbosity or None}
         if self.forks:
             kwargs["forks"] = self.forks
         if self.limit:
@@ -102,8 +105,9 @@ def _prompted(template: dict, prompts: dict) -> dict:
         if key not in PROMPTS:
             raise LaunchError("%s: launch field %r: expected one of %s" % (template["name"], key, sorted(PROMPTS)))
         if not template.get(PROMPTS[key], False):
-            raise LaunchError("%s: %s=%r given at launch, but %s is not true: the controller would ignore it" % (
-                template["name"], key, given[key], PROMPTS[key]))
+            raise LaunchError(
+                "%s: %s=%r given at launch, but %s is not true: the controller would ignore it" % (template["name"], key, given[key], PROMPTS[key])
+            )
     if given.get("job_type", "run") not in ("run", "check"):
         raise LaunchError("%s: job_type %r: expected run or check" % (template["name"], given["job_type"]))
     return given
@@ -111,20 +115,25 @@ def _prompted(template: dict, prompts: dict) -> dict:
 
 def _launch(template: dict, extra_vars: dict, prompts: dict) -> JobLaunch:
     given = _prompted(template, prompts)
-    return JobLaunch(template=template["name"], playbook=template["playbook"], extra_vars=extra_vars,
-                     forks=int(template.get("forks", 0)), verbosity=int(given.get("verbosity", template.get("verbosity", 0))),
-                     limit=given.get("limit", template.get("limit", "")) or "",
-                     job_tags=given.get("job_tags", template.get("job_tags", "")) or "",
-                     job_type=given.get("job_type", template.get("job_type", "run")),
-                     diff_mode=bool(given.get("diff_mode", template.get("diff_mode", False))), prompts=given)
+    return JobLaunch(
+        template=template["name"],
+        playbook=template["playbook"],
+        extra_vars=extra_vars,
+        forks=int(template.get("forks", 0)),
+        verbosity=int(given.get("verbosity", template.get("verbosity", 0))),
+        limit=given.get("limit", template.get("limit", "")) or "",
+        job_tags=given.get("job_tags", template.get("job_tags", "")) or "",
+        job_type=given.get("job_type", template.get("job_type", "run")),
+        diff_mode=bool(given.get("diff_mode", template.get("diff_mode", False))),
+        prompts=given,
+    )
 
 
-def job_launch(config: dict, template_name: str, answers: Optional[dict] = None, **prompts: Any) -> JobLaunch:
+def job_launch(config: dict, template_name: str, answers: dict | None = None, **prompts: Any) -> JobLaunch:
     """Launch a job template with survey answers (checked by AWX's rules) and prompts (limit=, job_tags=,
     job_type=, diff_mode=, verbosity=)."""
     template = by_name(config, "controller_templates", template_name)
-    extra = dict(yaml.safe_load(template.get("extra_vars") or "{}") if isinstance(template.get("extra_vars"), str)
-                 else template.get("extra_vars") or {})
+    extra = dict(yaml.safe_load(template.get("extra_vars") or "{}") if isinstance(template.get("extra_vars"), str) else template.get("extra_vars") or {})
     if template.get("survey_enabled"):
         extra.update(awx_survey.extra_vars(template["survey_spec"], answers or {}))
     elif answers:
@@ -132,8 +141,7 @@ def job_launch(config: dict, template_name: str, answers: Optional[dict] = None,
     return _launch(template, extra, prompts)
 
 
-def workflow_node_launch(config: dict, workflow_name: str, node_id: str, answers: Optional[dict] = None,
-                         artifacts: Optional[dict] = None) -> JobLaunch:
+def workflow_node_launch(config: dict, workflow_name: str, node_id: str, answers: dict | None = None, artifacts: dict | None = None) -> JobLaunch:
     """The job a workflow node would start: the template's survey defaults, the node's extra data, the artifacts
     of earlier nodes (set_stats), then the workflow's survey answers (checked by AWX's rules)."""
     workflow = by_name(config, "controller_workflows", workflow_name)
@@ -145,8 +153,9 @@ def workflow_node_launch(config: dict, workflow_name: str, node_id: str, answers
     if ujt.get("type") != "job_template":
         raise LaunchError("%s: node %r is a %s: expected a job_template node" % (workflow_name, node_id, ujt.get("type")))
     template = by_name(config, "controller_templates", ujt["name"])
-    extra = awx_survey.extra_vars(template["survey_spec"], node.get("extra_data") or {}) if template.get("survey_enabled") \
-        else dict(node.get("extra_data") or {})
+    extra = (
+        awx_survey.extra_vars(template["survey_spec"], node.get("extra_data") or {}) if template.get("survey_enabled") else dict(node.get("extra_data") or {})
+    )
     extra.update(artifacts or {})
     if workflow.get("survey_enabled"):
         extra.update(awx_survey.extra_vars(workflow["survey_spec"], answers or {}))

@@ -37,8 +37,7 @@ from typing import Any
 QUESTION_TYPES = ("text", "textarea", "password", "integer", "float", "multiplechoice", "multiselect")
 TEXT_TYPES = ("text", "textarea", "password")
 CHOICE_TYPES = ("multiplechoice", "multiselect")
-REQUIRED_KEYS = (("question_name", str, "a string"), ("variable", str, "a string"), ("type", str, "a string"),
-                 ("required", bool, "a boolean"))
+REQUIRED_KEYS = (("question_name", str, "a string"), ("variable", str, "a string"), ("type", str, "a string"), ("required", bool, "a boolean"))
 
 
 class SurveyError(ValueError):
@@ -84,17 +83,14 @@ def answer_errors(question: dict, value: Any, where: str = "", what: str = "answ
         if not isinstance(value, str):
             return ["%s: %s %r for %s: expected a string" % (where, what, value, variable)]
         if low is not None and len(value) < low:
-            return ["%s: %s %r for %s is %d characters long: expected at least min=%d" % (
-                where, what, value, variable, len(value), low)]
+            return ["%s: %s %r for %s is %d characters long: expected at least min=%d" % (where, what, value, variable, len(value), low)]
         if high is not None and len(value) > high:
-            return ["%s: %s %r for %s is %d characters long: expected at most max=%d" % (
-                where, what, value, variable, len(value), high)]
+            return ["%s: %s %r for %s is %d characters long: expected at most max=%d" % (where, what, value, variable, len(value), high)]
         return []
     if qtype in ("integer", "float"):
         ok = _is_int(value) if qtype == "integer" else _is_number(value)
         if not ok:
-            return ["%s: %s %r for %s: expected %s" % (
-                where, what, value, variable, "an integer" if qtype == "integer" else "a number")]
+            return ["%s: %s %r for %s: expected %s" % (where, what, value, variable, "an integer" if qtype == "integer" else "a number")]
         if low is not None and value < low:
             return ["%s: %s %r for %s: expected at least min=%s" % (where, what, value, variable, low)]
         if high is not None and value > high:
@@ -107,8 +103,7 @@ def answer_errors(question: dict, value: Any, where: str = "", what: str = "answ
         return []
     if not isinstance(value, list):
         return ["%s: %s %r for %s: expected a list of choices from %s" % (where, what, value, variable, choices)]
-    return ["%s: %s %r for %s: expected each item among %s" % (where, what, item, variable, choices)
-            for item in value if item not in choices]
+    return ["%s: %s %r for %s: expected each item among %s" % (where, what, item, variable, choices) for item in value if item not in choices]
 
 
 def _default_errors(question: dict, where: str) -> list:
@@ -138,17 +133,14 @@ def _question_errors(index: int, question: Any, seen: set) -> list:
         elif not isinstance(question[key], kind):
             errors.append("%s: field %r is %r: expected %s" % (where, key, question[key], label))
     if "question_description" in question and not isinstance(question["question_description"], str):
-        errors.append("%s: field 'question_description' is %r: expected a string" % (
-            where, question["question_description"]))
+        errors.append("%s: field 'question_description' is %r: expected a string" % (where, question["question_description"]))
     if errors:
         return errors
     variable = question["variable"]
     if not variable.isidentifier() or keyword.iskeyword(variable):
-        errors.append("%s: variable %r: expected a valid variable name (letters, digits, _; not a digit first; "
-                      "no keyword)" % (where, variable))
+        errors.append("%s: variable %r: expected a valid variable name (letters, digits, _; not a digit first; no keyword)" % (where, variable))
     if variable in seen:
-        errors.append("%s: variable %r: expected unique variables, it is already used by an earlier question" % (
-            where, variable))
+        errors.append("%s: variable %r: expected unique variables, it is already used by an earlier question" % (where, variable))
     seen.add(variable)
     if question["type"] not in QUESTION_TYPES:
         errors.append("%s: type %r: expected one of %s" % (where, question["type"], ", ".join(QUESTION_TYPES)))
@@ -164,8 +156,7 @@ def _question_errors(index: int, question: Any, seen: set) -> list:
     if question["type"] in CHOICE_TYPES:
         choices = question.get("choices")
         if choices is None:
-            errors.append("%s: field 'choices' is missing: expected a list or a newline-separated string for type %s" % (
-                where, question["type"]))
+            errors.append("%s: field 'choices' is missing: expected a list or a newline-separated string for type %s" % (where, question["type"]))
         elif not isinstance(choices, (list, str)) or not all(isinstance(c, str) for c in choice_list(choices)):
             errors.append("%s: choices %r: expected a list of strings or a newline-separated string" % (where, choices))
         elif not choice_list(choices):
@@ -182,8 +173,7 @@ def spec_errors(spec: Any) -> list:
     if not isinstance(spec, dict):
         return ["survey spec %r: expected a mapping with name, description and spec" % (spec,)]
     errors = []
-    for key, kind, label in (("name", str, "a string"), ("description", str, "a string"),
-                             ("spec", list, "a list of questions")):
+    for key, kind, label in (("name", str, "a string"), ("description", str, "a string"), ("spec", list, "a list of questions")):
         if key not in spec:
             errors.append("survey spec: field %r is missing: expected %s" % (key, label))
         elif not isinstance(spec[key], kind):

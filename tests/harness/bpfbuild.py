@@ -16,8 +16,7 @@ def compile_fixture(name: str, **defines) -> str:
     out_dir = os.path.join(paths.BUILD, "bpf", "variants")
     os.makedirs(out_dir, exist_ok=True)
     out = os.path.join(out_dir, "%s%s.o" % (name, tag))
-    cmd = ["clang", "-O2", "-g", "-target", "bpf", "-Wall", "-Werror", "-I" + paths.BPF_INCLUDE,
-           "-I/usr/include/%s-linux-gnu" % os.uname().machine]
+    cmd = ["clang", "-O2", "-g", "-target", "bpf", "-Wall", "-Werror", "-I" + paths.BPF_INCLUDE, "-I/usr/include/%s-linux-gnu" % os.uname().machine]
     cmd += ["-D%s=%s" % item for item in sorted(defines.items())]
     cmd += ["-c", os.path.join(paths.REPO, "tests", "bpf", name + ".c"), "-o", out]
     subprocess.run(cmd, check=True)

@@ -79,8 +79,7 @@ def run_in_netns(argv: list, netns, env: dict, timeout: int = 300) -> subprocess
     name = netns if isinstance(netns, str) else netns.name
     full_env = dict(BASE_ENV)
     full_env.update(env)
-    return subprocess.run(["nsenter", "--net=/run/netns/%s" % name] + list(argv), env=full_env,
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(["nsenter", "--net=/run/netns/%s" % name] + list(argv), env=full_env, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def run_unit(unit_path: str, netns, env: dict = None, timeout: int = 300) -> subprocess.CompletedProcess:

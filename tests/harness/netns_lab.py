@@ -22,13 +22,13 @@ class NetnsLab:
         self.prefix = "%s%slab-" % (harness_netns.PREFIX, harness_netns.RUN_ID)
         self.dir = str(tmp_path / "lab")
         self.pin_base = os.path.join(harness_bpffs.TEST_PIN_BASE, harness_netns.unique("lab"))
-        self.env = dict(os.environ, EBFLAB_PREFIX=self.prefix, EBFLAB_DIR=self.dir, EBFLAB_PIN_ROOT=self.pin_base,
-                        EBFLAB_PYTHON=paths.PYTHON, EBFLAB_EDGES=str(edges))
+        self.env = dict(
+            os.environ, EBFLAB_PREFIX=self.prefix, EBFLAB_DIR=self.dir, EBFLAB_PIN_ROOT=self.pin_base, EBFLAB_PYTHON=paths.PYTHON, EBFLAB_EDGES=str(edges)
+        )
         self.inventory = os.path.join(self.dir, "inventory.ini")
 
     def sh(self, *args):
-        return subprocess.run(["bash", LAB] + list(args), env=self.env, capture_output=True, text=True,
-                              timeout=120, check=False)
+        return subprocess.run(["bash", LAB] + list(args), env=self.env, capture_output=True, text=True, timeout=120, check=False)
 
     def vars_file(self, kind: str, name: str, data: dict):
         """Write <lab>/group_vars/<name>.yml or <lab>/host_vars/<name>.yml (kind: group_vars, host_vars)."""
@@ -43,12 +43,12 @@ class NetnsLab:
         return os.path.join(self.dir, "state", host, "records")
 
     def info(self, host, **args):
-        result = run_module("bpf_info", dict({"pin_root": self.pin_root(host), "state_dir": self.state_dir(host)},
-                                             **args), netns=self.prefix + host)
+        result = run_module("bpf_info", dict({"pin_root": self.pin_root(host), "state_dir": self.state_dir(host)}, **args), netns=self.prefix + host)
         assert not result.failed, result
         return result
 
     def xdp(self, host):
-        link = json.loads(subprocess.run(["ip", "-n", self.prefix + host, "-j", "-d", "link", "show", "lab0"],
-                                         capture_output=True, text=True, check=True).stdout)[0]
+        link = json.loads(
+            subprocess.run(["ip", "-n", self.prefix + host, "-j", "-d", "link", "show", "lab0"], capture_output=True, text=True, check=True).stdout
+        )[0]
         return link.get("xdp")

@@ -1,8 +1,8 @@
 """Run BPF programs on packets with BPF_PROG_TEST_RUN, and read their per-CPU counters.
 
-    with LoadedProgram(paths.bpf_object("xdp_filter"), "xdp_filter") as prog:
-        result = prog.run(raw(Ether()/IP()/UDP(dport=53)))
-        assert result.retval == XDP_DROP
+with LoadedProgram(paths.bpf_object("xdp_filter"), "xdp_filter") as prog:
+    result = prog.run(raw(Ether()/IP()/UDP(dport=53)))
+    assert result.retval == XDP_DROP
 """
 
 import struct

@@ -32,8 +32,7 @@ def module_env():
     return env
 
 
-def run_module(module: str, args: dict, netns=None, check_mode=False, diff=False, timeout=300,
-               python=None) -> ModuleResult:
+def run_module(module: str, args: dict, netns=None, check_mode=False, diff=False, timeout=300, python=None) -> ModuleResult:
     """Run ebpf.fleet.<module> with args; returns its result (failed results are returned, not raised)."""
     payload = dict(args)
     payload["_ansible_check_mode"] = check_mode
@@ -46,8 +45,7 @@ def run_module(module: str, args: dict, netns=None, check_mode=False, diff=False
         name = netns if isinstance(netns, str) else netns.name
         cmd = ["nsenter", "--net=/run/netns/%s" % name] + cmd
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=module_env(),
-                              cwd=paths.REPO, check=False)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=module_env(), cwd=paths.REPO, check=False)
     finally:
         os.unlink(args_path)
     out = proc.stdout.strip()
@@ -83,20 +81,22 @@ def playbook_command(playbook: str, inventory: str = None, extra_vars: dict = No
 def playbook_env(env: dict = None) -> dict:
     """The environment ansible-playbook runs with: the collection on its collections path, the venv's Python."""
     run_env = module_env()
-    run_env.update({
-        "ANSIBLE_COLLECTIONS_PATH": paths.COLLECTIONS,
-        "ANSIBLE_PYTHON_INTERPRETER": paths.PYTHON,
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_HOST_KEY_CHECKING": "0",
-        "ANSIBLE_RETRY_FILES_ENABLED": "0",
-        "ANSIBLE_LOCAL_TEMP": tempfile.gettempdir(),
-    })
+    run_env.update(
+        {
+            "ANSIBLE_COLLECTIONS_PATH": paths.COLLECTIONS,
+            "ANSIBLE_PYTHON_INTERPRETER": paths.PYTHON,
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_HOST_KEY_CHECKING": "0",
+            "ANSIBLE_RETRY_FILES_ENABLED": "0",
+            "ANSIBLE_LOCAL_TEMP": tempfile.gettempdir(),
+        }
+    )
     run_env.update(env or {})
     return run_env
 
 
-def run_playbook(playbook: str, inventory: str = None, extra_vars: dict = None, check=False, diff=False,
-                 timeout=600, env=None) -> subprocess.CompletedProcess:
+def run_playbook(playbook: str, inventory: str = None, extra_vars: dict = None, check=False, diff=False, timeout=600, env=None) -> subprocess.CompletedProcess:
     """ansible-playbook with the collection on its collections path."""
-    return subprocess.run(playbook_command(playbook, inventory, extra_vars, check, diff), capture_output=True,
-                          text=True, timeout=timeout, env=playbook_env(env), check=False)
+    return subprocess.run(
+        playbook_command(playbook, inventory, extra_vars, check, diff), capture_output=True, text=True, timeout=timeout, env=playbook_env(env), check=False
+    )

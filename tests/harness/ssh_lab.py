@@ -15,16 +15,13 @@ import itertools
 import os
 import subprocess
 
-from . import bpffs
-from . import netns
-from . import paths
+from . import bpffs, netns, paths
 from .runner import playbook_command, playbook_env
 
 LAB_SCRIPT = os.path.join(paths.REPO, "scripts", "lab.sh")
 SSHD = "/usr/sbin/sshd"
 CONTROLLER_ADDRESS = "198.51.100.2"
-ADDRESSES = {"ctl": CONTROLLER_ADDRESS, "lb1": "198.51.100.20", "backend1": "198.51.100.21",
-             "backend2": "198.51.100.22"}
+ADDRESSES = {"ctl": CONTROLLER_ADDRESS, "lb1": "198.51.100.20", "backend1": "198.51.100.21", "backend2": "198.51.100.22"}
 ADDRESSES.update({"edge%d" % n: "198.51.100.%d" % (10 + n) for n in range(1, 10)})
 
 
@@ -48,7 +45,7 @@ def live_pids(exe: str = None, cmdline_contains: str = None, netns_name: str = N
                 continue
             with open("/proc/%s/cmdline" % name, "rb") as handle:
                 cmdline = handle.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:   # gone, or a zombie (no exe)
+        except OSError:  # gone, or a zombie (no exe)
             continue
         if cmdline_contains is None or cmdline_contains in cmdline:
             found.append(int(name))
@@ -75,8 +72,15 @@ class SshLab:
         self.logs = str(tmp_path / "logs")
         self.pin_base = os.path.join(bpffs.TEST_PIN_BASE, netns.unique("ssh"))
         self.edges = edges
-        self.env = dict(os.environ, EBFLAB_PREFIX=self.prefix, EBFLAB_DIR=self.dir, EBFLAB_PIN_ROOT=self.pin_base,
-                        EBFLAB_PYTHON=paths.PYTHON, EBFLAB_EDGES=str(edges), EBFLAB_SSH="1")
+        self.env = dict(
+            os.environ,
+            EBFLAB_PREFIX=self.prefix,
+            EBFLAB_DIR=self.dir,
+            EBFLAB_PIN_ROOT=self.pin_base,
+            EBFLAB_PYTHON=paths.PYTHON,
+            EBFLAB_EDGES=str(edges),
+            EBFLAB_SSH="1",
+        )
         self.inventory = os.path.join(self.dir, "inventory.ini")
         self.ssh_config = os.path.join(self.dir, "ssh", "config")
         self.ctl = self.prefix + "ctl"
@@ -86,14 +90,12 @@ class SshLab:
 
     def sh(self, *args, timeout=120) -> subprocess.CompletedProcess:
         """bash scripts/lab.sh ARGS with this lab's environment."""
-        return subprocess.run(["bash", LAB_SCRIPT] + list(args), env=self.env, capture_output=True, text=True,
-                              timeout=timeout, check=False)
+        return subprocess.run(["bash", LAB_SCRIPT] + list(args), env=self.env, capture_output=True, text=True, timeout=timeout, check=False)
 
     def up(self) -> subprocess.CompletedProcess:
         proc = self.sh("up")
         if proc.returncode != 0:
-            raise AssertionError("scripts/lab.sh up (EBFLAB_SSH=1): expected exit 0, got %d\n%s%s"
-                                 % (proc.returncode, proc.stdout, proc.stderr))
+            raise AssertionError("scripts/lab.sh up (EBFLAB_SSH=1): expected exit 0, got %d\n%s%s" % (proc.returncode, proc.stdout, proc.stderr))
         return proc
 
     def down(self) -> subprocess.CompletedProcess:
@@ -160,18 +162,15 @@ class SshLab:
         return self.in_ctl(["ssh", "-F", self.ssh_config] + opts + [host, command])
 
     def ssh(self, host: str, command: str, timeout=60) -> subprocess.CompletedProcess:
-        return subprocess.run(self.ssh_command(host, command), capture_output=True, text=True, timeout=timeout,
-                              check=False)
+        return subprocess.run(self.ssh_command(host, command), capture_output=True, text=True, timeout=timeout, check=False)
 
-    def playbook_command(self, playbook: str, extra_vars: dict = None, check=False, diff=False, limit=None,
-                         args=()) -> list:
+    def playbook_command(self, playbook: str, extra_vars: dict = None, check=False, diff=False, limit=None, args=()) -> list:
         cmd = playbook_command(playbook, self.inventory, extra_vars, check, diff)
         if limit:
             cmd += ["--limit", limit]
         return self.in_ctl(cmd + list(args))
 
-    def playbook(self, playbook: str, extra_vars: dict = None, check=False, diff=False, limit=None, args=(),
-                 env: dict = None, timeout=600, background=False):
+    def playbook(self, playbook: str, extra_vars: dict = None, check=False, diff=False, limit=None, args=(), env: dict = None, timeout=600, background=False):
         """ansible-playbook in the controller namespace against the lab's inventory.
 
         Returns a CompletedProcess, or with background=True the Popen of ansible-playbook itself (nsenter execs
@@ -180,8 +179,7 @@ class SshLab:
         """
         cmd = self.playbook_command(playbook, extra_vars, check, diff, limit, args)
         if not background:
-            return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=ansible_env(env),
-                                  check=False)
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=ansible_env(env), check=False)
         os.makedirs(self.logs, exist_ok=True)
         base = os.path.join(self.logs, "playbook-%d" % next(self._logs))
         with open(base + ".out", "w", encoding="utf-8") as out, open(base + ".err", "w", encoding="utf-8") as err:
@@ -197,13 +195,11 @@ class SshLab:
         with open(proc.log_base + ".out", encoding="utf-8") as out, open(proc.log_base + ".err", encoding="utf-8") as err:
             return subprocess.CompletedProcess(proc.args, returncode, out.read(), err.read())
 
-    def ansible(self, pattern: str, module: str, module_args: str = "", become=False, env: dict = None, args=(),
-                timeout=300) -> subprocess.CompletedProcess:
+    def ansible(self, pattern: str, module: str, module_args: str = "", become=False, env: dict = None, args=(), timeout=300) -> subprocess.CompletedProcess:
         """An ad hoc `ansible PATTERN -m MODULE -a ARGS` in the controller namespace."""
         cmd = [os.path.join(os.path.dirname(paths.PYTHON), "ansible"), pattern, "-i", self.inventory, "-m", module]
         if module_args:
             cmd += ["-a", module_args]
         if become:
             cmd.append("--become")
-        return subprocess.run(self.in_ctl(cmd + list(args)), capture_output=True, text=True, timeout=timeout,
-                              env=ansible_env(env), check=False)
+        return subprocess.run(self.in_ctl(cmd + list(args)), capture_output=True, text=True, timeout=timeout, env=ansible_env(env), check=False)

@@ -50,8 +50,12 @@ print(sent, flush=True)
 
 
 def _popen(netns, code, *args):
-    return subprocess.Popen(["nsenter", "--net=/run/netns/%s" % netns.name, sys.executable, "-c", code]
-                            + [str(a) for a in args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        ["nsenter", "--net=/run/netns/%s" % netns.name, sys.executable, "-c", code] + [str(a) for a in args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 class UdpFlow:

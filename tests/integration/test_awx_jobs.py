@@ -22,16 +22,14 @@ import subprocess
 
 import ansible_runner
 import pytest
-
-from harness import awx_job
-from harness import paths
+from harness import awx_job, paths
 from harness.netns_lab import NetnsLab
 
 pytestmark = [pytest.mark.kernel, pytest.mark.playbook]
 
 EDGES = ["edge1", "edge2"]
 NOT_EDGES = ["backend1", "backend2", "lb1"]
-GATE_WINDOW = 2          # seconds; the surveys' defaults (30, 60) would only make the test slower
+GATE_WINDOW = 2  # seconds; the surveys' defaults (30, 60) would only make the test slower
 # no rise of the filter's drops while nobody sends traffic: passes
 QUIET = {"name": "no drops", "query": "deployments.filter.counters.filter_stats.verdicts.drop", "max": 0}
 # a rise of passed packets, with nobody sending: fails
@@ -50,12 +48,27 @@ class Controller:
         # the project update: the project's files in a folder of their own (AWX checks the project out; a job
         # writes there, as status.yml's JSON report does), then the collections of its collections/requirements.yml
         self.project = os.path.join(self.folder, "project")
-        subprocess.run(["rsync", "-a", "--exclude", ".git", "--exclude", ".venv*", "--exclude", "build",
-                        "--exclude", "__pycache__", paths.REPO + "/", self.project + "/"], check=True)
-        proc = subprocess.run([os.path.join(os.path.dirname(paths.PYTHON), "ansible-galaxy"), "collection", "install",
-                               "-r", "collections/requirements.yml", "-p", self.collections],
-                              cwd=self.project, env=dict(os.environ, ANSIBLE_COLLECTIONS_PATH=self.collections),
-                              capture_output=True, text=True, check=False, timeout=300)
+        subprocess.run(
+            ["rsync", "-a", "--exclude", ".git", "--exclude", ".venv*", "--exclude", "build", "--exclude", "__pycache__", paths.REPO + "/", self.project + "/"],
+            check=True,
+        )
+        proc = subprocess.run(
+            [
+                os.path.join(os.path.dirname(paths.PYTHON), "ansible-galaxy"),
+                "collection",
+                "install",
+                "-r",
+                "collections/requirements.yml",
+                "-p",
+                self.collections,
+            ],
+            cwd=self.project,
+            env=dict(os.environ, ANSIBLE_COLLECTIONS_PATH=self.collections),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "[WARNING]" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
 
@@ -74,8 +87,7 @@ class Controller:
             "ANSIBLE_NOCOLOR": "1",
             "ANSIBLE_RETRY_FILES_ENABLED": "0",
         }
-        runner = ansible_runner.run(envvars=envvars, quiet=True, timeout=900,
-                                    **launch.runner_kwargs(private, self.lab.inventory))
+        runner = ansible_runner.run(envvars=envvars, quiet=True, timeout=900, **launch.runner_kwargs(private, self.lab.inventory))
         stdout = runner.stdout.read()
         assert "[WARNING]" not in stdout and "[DEPRECATION WARNING]" not in stdout, stdout
         assert "Traceback" not in stdout, stdout
@@ -117,9 +129,14 @@ def test_the_project_update_installs_the_collection_from_the_projects_requiremen
 
 
 def test_a_dry_run_of_the_deploy_template_on_the_canary_changes_nothing_and_says_what_would(controller):
-    launch = awx_job.job_launch(controller.config, "ebpf.fleet deploy",
-                                {"deploy_xdp_hosts": "all", "deploy_xdp_gate_window": GATE_WINDOW},
-                                limit="canary", job_type="check", diff_mode=True)
+    launch = awx_job.job_launch(
+        controller.config,
+        "ebpf.fleet deploy",
+        {"deploy_xdp_hosts": "all", "deploy_xdp_gate_window": GATE_WINDOW},
+        limit="canary",
+        job_type="check",
+        diff_mode=True,
+    )
     runner, artifacts, stdout = controller.run(launch)
     assert runner.status == "successful", stdout
     command = controller.command(runner)
@@ -131,12 +148,11 @@ def test_a_dry_run_of_the_deploy_template_on_the_canary_changes_nothing_and_says
     assert (result["result"], result["health_gate"]) == ("passed", "not_run")
     assert {host: item["result"] for host, item in result["hosts"].items()} == {"edge1": "checked"}
     assert controller.deployments("edge1") == {}
-    assert runner.stats["changed"].get("edge1", 0) > 0          # it says what it would change
+    assert runner.stats["changed"].get("edge1", 0) > 0  # it says what it would change
 
 
 def test_the_workflows_canary_node_deploys_the_canary_and_publishes_a_passed_gate(controller):
-    launch = awx_job.workflow_node_launch(controller.config, "ebpf.fleet canary rollout", "canary",
-                                          {"deploy_xdp_gate_window": GATE_WINDOW})
+    launch = awx_job.workflow_node_launch(controller.config, "ebpf.fleet canary rollout", "canary", {"deploy_xdp_gate_window": GATE_WINDOW})
     runner, artifacts, stdout = controller.run(launch)
     assert runner.status == "successful", stdout
     assert launch.limit == "canary" and launch.extra_vars["deploy_xdp_serial"] == "25%"
@@ -154,9 +170,13 @@ def test_the_workflows_canary_node_deploys_the_canary_and_publishes_a_passed_gat
 def test_the_workflows_fleet_node_stops_at_a_failed_gate_reverts_the_host_and_publishes_why(controller):
     controller.lab.vars_file("host_vars", "edge2", {"deploy_xdp_health_gates": [BUSY]})
     # AWX hands the canary's artifacts to the next nodes as extra vars; the workflow survey's answers win
-    launch = awx_job.workflow_node_launch(controller.config, "ebpf.fleet canary rollout", "fleet",
-                                          {"deploy_xdp_gate_window": GATE_WINDOW, "deploy_xdp_serial": "0"},
-                                          artifacts=controller.canary_artifacts)
+    launch = awx_job.workflow_node_launch(
+        controller.config,
+        "ebpf.fleet canary rollout",
+        "fleet",
+        {"deploy_xdp_gate_window": GATE_WINDOW, "deploy_xdp_serial": "0"},
+        artifacts=controller.canary_artifacts,
+    )
     assert launch.extra_vars["ebpf_fleet_deploy"]["result"] == "passed"
     runner, artifacts, stdout = controller.run(launch)
     assert runner.status == "failed", stdout
@@ -164,7 +184,8 @@ def test_the_workflows_fleet_node_stops_at_a_failed_gate_reverts_the_host_and_pu
     result = artifacts["ebpf_fleet_deploy"]
     assert (result["result"], result["health_gate"]) == ("failed", "failed"), result
     assert {host: item["result"] for host, item in result["hosts"].items()} == dict(
-        {"edge1": "deployed", "edge2": "gate_failed"}, **{host: "pending" for host in NOT_EDGES}), result
+        {"edge1": "deployed", "edge2": "gate_failed"}, **{host: "pending" for host in NOT_EDGES}
+    ), result
     assert result["failed_hosts"] == ["edge2"] and result["pending_hosts"] == NOT_EDGES
     assert 'gate "web traffic passes"' in result["hosts"]["edge2"]["message"], result
     assert [gate["ok"] for gate in result["hosts"]["edge2"]["gates"]] == [False]
@@ -197,8 +218,7 @@ def test_the_status_node_and_template_publish_the_fleets_status(controller):
     assert status["status"] == "in_sync" and status["drifted_hosts"] == [], status
     assert set(status["hosts"]) >= set(EDGES + NOT_EDGES)
     # the template, its survey asking to fail on drift (a multiple choice answered "true"): in sync, so it passes
-    launch = awx_job.job_launch(controller.config, "ebpf.fleet status", {"ebpf_fleet_status_fail_on_drift": "true"},
-                                limit="edges")
+    launch = awx_job.job_launch(controller.config, "ebpf.fleet status", {"ebpf_fleet_status_fail_on_drift": "true"}, limit="edges")
     runner, artifacts, stdout = controller.run(launch)
     assert runner.status == "successful", stdout
     assert artifacts["ebpf_fleet_status"]["status"] == "in_sync"
@@ -206,7 +226,7 @@ def test_the_status_node_and_template_publish_the_fleets_status(controller):
 
 def test_the_remove_template_needs_its_hosts_and_then_cleans_them(controller):
     with pytest.raises(Exception, match="ebpf_fleet_remove_hosts"):
-        awx_job.job_launch(controller.config, "ebpf.fleet remove", {})      # no default on purpose
+        awx_job.job_launch(controller.config, "ebpf.fleet remove", {})  # no default on purpose
     launch = awx_job.job_launch(controller.config, "ebpf.fleet remove", {"ebpf_fleet_remove_hosts": "edges"})
     runner, _, stdout = controller.run(launch)
     assert runner.status == "successful", stdout

@@ -3,7 +3,6 @@
 from types import SimpleNamespace
 
 import pytest
-
 from harness import paths
 from harness.traffic import udp_count
 
@@ -23,8 +22,7 @@ def lab(netns, pin_root, state_dir):
     tx.veth("va", "vb", peer_ns=rx, addr_a="203.0.113.1/24", addr_b="203.0.113.2/24")
     rx.veth("fa", "fb")
 
-    return SimpleNamespace(tx=tx, rx=rx, pin_root=pin_root, state_dir=state_dir,
-                           base=dict(pin_root=pin_root, state_dir=state_dir))
+    return SimpleNamespace(tx=tx, rx=rx, pin_root=pin_root, state_dir=state_dir, base=dict(pin_root=pin_root, state_dir=state_dir))
 
 
 def packets(value):
@@ -35,12 +33,12 @@ def packets(value):
 
 
 def test_finds_deployment_and_foreign_program_and_sums_counters(lab, run_module):
-    res = run_module("xdp_program", dict(lab.base, name="guard", object=obj("xdp_drop_udp"), interfaces=["vb"],
-                                         priority=10), netns=lab.rx)
+    res = run_module("xdp_program", dict(lab.base, name="guard", object=obj("xdp_drop_udp"), interfaces=["vb"], priority=10), netns=lab.rx)
     assert res.changed and not res.failed, res
     guard_id = res["attachments"]["vb"]["chain"][0]["prog_id"]
-    res = run_module("tc_program", dict(lab.base, name="tcguard", object=obj("tc_drop_udp"), interfaces=["vb"],
-                                        direction="ingress", attach="clsact"), netns=lab.rx)
+    res = run_module(
+        "tc_program", dict(lab.base, name="tcguard", object=obj("tc_drop_udp"), interfaces=["vb"], direction="ingress", attach="clsact"), netns=lab.rx
+    )
     assert res.changed and not res.failed, res
     tc_id = res["attachments"]["vb"]["chain"][0]["prog_id"]
     lab.rx.run(["ip", "link", "set", "dev", "fa", "xdpgeneric", "obj", obj("xdp_plain_pass"), "sec", "xdp"])
@@ -71,24 +69,20 @@ def test_finds_deployment_and_foreign_program_and_sums_counters(lab, run_module)
 
 
 def test_query_reduces_the_result(lab, run_module):
-    assert run_module("xdp_program", dict(lab.base, name="guard", object=obj("xdp_drop_udp"), interfaces=["vb"]),
-                      netns=lab.rx).changed
-    assert run_module("xdp_program", dict(lab.base, name="count", object=obj("xdp_count"), interfaces=["vb"],
-                                          priority=5), netns=lab.rx).changed
+    assert run_module("xdp_program", dict(lab.base, name="guard", object=obj("xdp_drop_udp"), interfaces=["vb"]), netns=lab.rx).changed
+    assert run_module("xdp_program", dict(lab.base, name="count", object=obj("xdp_count"), interfaces=["vb"], priority=5), netns=lab.rx).changed
     lab.rx.run(["ip", "link", "set", "dev", "fa", "xdpgeneric", "obj", obj("xdp_plain_pass"), "sec", "xdp"])
-    res = run_module("bpf_info", dict(lab.base, query="values(interfaces)[].xdp.programs[] | [?!managed].name"),
-                     netns=lab.rx)
+    res = run_module("bpf_info", dict(lab.base, query="values(interfaces)[].xdp.programs[] | [?!managed].name"), netns=lab.rx)
     assert not res.failed, res
     assert res["query_result"] == ["xdp_plain_pass"]
     assert "interfaces" not in res and "deployments" not in res
-    res = run_module("bpf_info", dict(lab.base, interfaces=["vb"],
-                                      query="interfaces.vb.xdp.programs[].[position, deployment, via]"), netns=lab.rx)
+    res = run_module("bpf_info", dict(lab.base, interfaces=["vb"], query="interfaces.vb.xdp.programs[].[position, deployment, via]"), netns=lab.rx)
     assert res["query_result"] == [[1, "count", "xdp_link"], [2, "guard", "tail_call"]], res
     # TC programs on a TCX link, found through BPF_PROG_QUERY
-    assert run_module("tc_program", dict(lab.base, name="eguard", object=obj("tc_drop_udp"), interfaces=["vb"],
-                                         direction="egress", attach="tcx"), netns=lab.rx).changed
-    res = run_module("bpf_info", dict(lab.base, interfaces=["vb"],
-                                      query="interfaces.vb.tc_egress[].[via, deployment, managed]"), netns=lab.rx)
+    assert run_module(
+        "tc_program", dict(lab.base, name="eguard", object=obj("tc_drop_udp"), interfaces=["vb"], direction="egress", attach="tcx"), netns=lab.rx
+    ).changed
+    res = run_module("bpf_info", dict(lab.base, interfaces=["vb"], query="interfaces.vb.tc_egress[].[via, deployment, managed]"), netns=lab.rx)
     assert res["query_result"] == [["tcx", "eguard", True]], res
 
 
@@ -113,7 +107,7 @@ def test_maps_read_back_in_the_operators_notation_and_only_counters_are_summed(l
     cpus = libbpf.num_possible_cpus()
     fd = libbpf.obj_get(bpffs.map_pin(lab.pin_root, "lb", "lb_stats"))
     try:
-        assert libbpf.map_info(fd)["btf_key_type_id"] == 0   # what the kernel holds: no types
+        assert libbpf.map_info(fd)["btf_key_type_id"] == 0  # what the kernel holds: no types
         libbpf.map_update(fd, struct.pack("<I", 3), b"".join(struct.pack("<QQ", cpu + 1, 100) for cpu in range(cpus)))
     finally:
         os.close(fd)
@@ -151,12 +145,10 @@ def test_check_records_reports_in_sync_then_what_drifted_and_counters_per_verdic
 
     module("xdp_program", name="filter", object=obj("xdp_filter"), interfaces=["vb"], priority=10)
     module("xdp_program", name="count", object=obj("xdp_count"), interfaces=["vb"], priority=5)
-    module("bpf_map", name="filter", map="filter_config", mode="sync",
-           entries=[{"key": 0, "value": {"default_verdict": "drop"}}])
-    module("bpf_map", name="filter", map="filter_mgmt_v4", mode="merge", entries=["192.0.2.0/28", "192.0.2.64/28"],
-           value=1)
+    module("bpf_map", name="filter", map="filter_config", mode="sync", entries=[{"key": 0, "value": {"default_verdict": "drop"}}])
+    module("bpf_map", name="filter", map="filter_mgmt_v4", mode="merge", entries=["192.0.2.0/28", "192.0.2.64/28"], value=1)
     sent, received = udp_count(lab.tx, lab.rx, "203.0.113.2", PORT)
-    assert sent > 0 and received == 0     # default-deny
+    assert sent > 0 and received == 0  # default-deny
 
     def drift():
         res = module("bpf_info", check_records=True, counters=True)
@@ -165,14 +157,13 @@ def test_check_records_reports_in_sync_then_what_drifted_and_counters_per_verdic
     found, deps = drift()
     assert {name: d["state"] for name, d in found.items()} == {"filter": "in_sync", "count": "in_sync"}, found
     [hook] = found["filter"]["hooks"]
-    assert (hook["hook"], hook["interface"], hook["in_sync"], hook["position"], hook["mode"], hook["reason"]) == (
-        "xdp", "vb", True, 2, "native", None)
+    assert (hook["hook"], hook["interface"], hook["in_sync"], hook["position"], hook["mode"], hook["reason"]) == ("xdp", "vb", True, 2, "native", None)
     assert hook["prog_id"] == hook["recorded_prog_id"] == deps["filter"]["programs"]["xdp@vb"]["id"]
     maps = [(m["map"], m["in_sync"]) for m in found["filter"]["maps"]]
     assert maps == [("filter_config", True), ("filter_mgmt_v4", True)]
     stats = deps["filter"]["counters"]["filter_stats"]
     assert stats["verdicts"]["drop"] >= sent and stats["counters"]["default_drop"]["packets"] >= sent
-    assert "counters" not in module("bpf_info")["deployments"]["filter"]      # only on request
+    assert "counters" not in module("bpf_info")["deployments"]["filter"]  # only on request
 
     # by hand: filter_config's element changed; a declared management prefix deleted, an undeclared one added
     # (filter_mgmt_v4 was declared by merges: what else it holds is not drift)
@@ -188,8 +179,7 @@ def test_check_records_reports_in_sync_then_what_drifted_and_counters_per_verdic
                 libbpf.map_update(fd, codec.encode_key("198.51.100.0/24"), codec.encode_value(1))
     found, _deps = drift()
     assert found["count"]["state"] == "in_sync" and found["filter"]["state"] == "drifted"
-    assert found["filter"]["reasons"] == ["map filter_config: 1 changed by hand (0)",
-                                          "map filter_mgmt_v4: 1 missing by hand (192.0.2.64/28)"]
+    assert found["filter"]["reasons"] == ["map filter_config: 1 changed by hand (0)", "map filter_mgmt_v4: 1 missing by hand (192.0.2.64/28)"]
     mgmt = found["filter"]["maps"][1]
     assert (mgmt["missing"], mgmt["changed"], mgmt["extra"], mgmt["keys"]) == (1, 0, 0, ["192.0.2.64/28"])
     # a sync declaration holds exactly its entries: the same map declared with sync, then an entry added by hand
@@ -208,5 +198,4 @@ def test_check_records_reports_in_sync_then_what_drifted_and_counters_per_verdic
     found, _deps = drift()
     assert found["count"]["state"] == "drifted" and "has no record" in found["count"]["reasons"][0]
     assert found["filter"]["hooks"][0]["in_sync"] is False
-    assert found["filter"]["hooks"][0]["reason"] == ("nothing of the recorded chain is attached to xdp@vb: detached "
-                                                     "behind the collection's back")
+    assert found["filter"]["hooks"][0]["reason"] == ("nothing of the recorded chain is attached to xdp@vb: detached behind the collection's back")

@@ -4,7 +4,6 @@ import os
 import socket
 
 import pytest
-
 from harness import paths
 
 from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import bpffs, libbpf
@@ -62,9 +61,19 @@ def ok(result):
 
 def test_hash_with_struct_key_and_value_round_trips_through_module_and_read(pin_root, loaded, run_module):
     key = {"vip": "192.0.2.10", "port": 443, "proto": 6}
-    value = {"addr6": "2001:db8::10", "mac": "02:00:00:00:00:01", "weight": 3, "delta": -2, "name": "web",
-             "enabled": True, "verdict": "redirect", "flags": ["log", "count"], "mark": 7, "ports": [1, 2, 3],
-             "tiny": -1}
+    value = {
+        "addr6": "2001:db8::10",
+        "mac": "02:00:00:00:00:01",
+        "weight": 3,
+        "delta": -2,
+        "name": "web",
+        "enabled": True,
+        "verdict": "redirect",
+        "flags": ["log", "count"],
+        "mark": 7,
+        "ports": [1, 2, 3],
+        "tiny": -1,
+    }
     res = ok(run_module("bpf_map", target(pin_root, "vips", entries=[{"key": key, "value": value}])))
     assert res.changed and res["counts"]["added"] == 1 and res["applied"] == 1
     expected_key = dict(key, pad=0)
@@ -83,8 +92,7 @@ def test_lpm_trie_cidr_keys_merge_sync_absent(pin_root, loaded, run_module):
     merge = {"192.0.2.0/24": "drop", "198.51.100.7": "drop"}
     res = ok(run_module("bpf_map", target(pin_root, "prefixes_v4", entries=merge)))
     assert res["counts"] == {"added": 1, "changed": 1, "removed": 0, "unchanged": 1, "desired": 2, "before": 2}
-    assert as_dict(entries_of(pin_root, "prefixes_v4")) == {
-        "203.0.113.0/24": "drop", "192.0.2.0/24": "drop", "198.51.100.7/32": "drop"}
+    assert as_dict(entries_of(pin_root, "prefixes_v4")) == {"203.0.113.0/24": "drop", "192.0.2.0/24": "drop", "198.51.100.7/32": "drop"}
     # sync removes the rest
     res = ok(run_module("bpf_map", target(pin_root, "prefixes_v4", mode="sync", entries={"203.0.113.0/24": "drop"})))
     assert res["counts"]["removed"] == 2
@@ -107,8 +115,8 @@ def test_lpm_trie_lookup_in_the_kernel_matches_the_written_prefix(pin_root, load
 
 
 def test_lru_hash_and_plain_hash(pin_root, loaded, run_module):
-    ok(run_module("bpf_map", target(pin_root, "flows", entries={"2001:db8::1": 10, "::1": 2 ** 63})))
-    assert as_dict(entries_of(pin_root, "flows")) == {"2001:db8::1": 10, "::1": 2 ** 63}
+    ok(run_module("bpf_map", target(pin_root, "flows", entries={"2001:db8::1": 10, "::1": 2**63})))
+    assert as_dict(entries_of(pin_root, "flows")) == {"2001:db8::1": 10, "::1": 2**63}
     ok(run_module("bpf_map", target(pin_root, "deny_v4", entries=["192.0.2.1", "192.0.2.2"], value="drop")))
     assert as_dict(entries_of(pin_root, "deny_v4")) == {"192.0.2.1": "drop", "192.0.2.2": "drop"}
 
@@ -132,8 +140,7 @@ def test_per_cpu_array_and_hash_one_value_for_all_or_per_cpu(pin_root, loaded, r
     assert as_dict(entries_of(pin_root, "counters"))[0] == {"packets": 2 * cpus, "bytes": 100 * cpus}
     assert as_dict(entries_of(pin_root, "counters", "list"))[0] == [{"packets": 2, "bytes": 100}] * cpus
     per_cpu = list(range(1, cpus + 1))
-    res = ok(run_module("bpf_map", target(pin_root, "port_hits", entries={"443": {"per_cpu": per_cpu}},
-                                          per_cpu="list")))
+    res = ok(run_module("bpf_map", target(pin_root, "port_hits", entries={"443": {"per_cpu": per_cpu}}, per_cpu="list")))
     assert res["changes"]["added"] == [{"key": 443, "value": per_cpu}]
     assert entries_of(pin_root, "port_hits", "list") == [{"key": 443, "value": per_cpu}]
     assert entries_of(pin_root, "port_hits") == [{"key": 443, "value": sum(per_cpu)}]
@@ -161,8 +168,7 @@ def test_prog_array_by_pin_path_and_devmap_by_interface_name(pin_root, loaded, r
 
 def test_check_mode_reports_the_plan_and_writes_nothing(pin_root, loaded, run_module):
     ok(run_module("bpf_map", target(pin_root, "deny_v4", entries={"192.0.2.1": "drop"})))
-    res = ok(run_module("bpf_map", target(pin_root, "deny_v4", mode="sync", entries={"192.0.2.9": "drop"}),
-                        check_mode=True, diff=True))
+    res = ok(run_module("bpf_map", target(pin_root, "deny_v4", mode="sync", entries={"192.0.2.9": "drop"}), check_mode=True, diff=True))
     assert res.changed and res["applied"] == 0
     assert res["counts"]["added"] == 1 and res["counts"]["removed"] == 1
     assert res["diff"] == {"before": "192.0.2.1: drop\n", "after": "192.0.2.9: drop\n"}
@@ -212,21 +218,35 @@ def test_map_without_btf_takes_hex(pin_root, run_module):
         os.close(fd)
 
 
-@pytest.mark.parametrize("map_name, args, message", [
-    ("vips", {"entries": [{"key": {"vip": "192.0.2.1"}, "value": {"wieght": 1}}]},
-     "entries[0].value: unknown member 'wieght' of struct backend: valid members are addr6, mac, weight"),
-    ("vips", {"entries": [{"key": {"vip": "192.0.2.1"}, "value": {"weight": 1}},
-                          {"key": {"vip": "192.0.2.2"}, "value": {"weight": 70000}}]},
-     "entries[1].value.weight: 70000 is out of range for unsigned short (0..65535)"),
-    ("prefixes_v4", {"entries": {"203.0.113.0/24": "drop", "203.0.113.1/24": "drop"}},
-     "'203.0.113.1/24' has host bits set: expected the network address, 203.0.113.0/24"),
-    ("prefixes_v4", {"entries": {"203.0.113.0/24": "drop", "203.0.113.0/40": "drop"}}, "prefix length '40' is not 0..32"),
-    ("deny_v4", {"entries": {"0xc0000201ff": "drop"}}, "is 5 bytes; expected 4 bytes (8 hex digits)"),
-    ("deny_v4", {"entries": {"192.0.2.1": "reject"}}, "expected one of pass, drop, redirect"),
-])
+@pytest.mark.parametrize(
+    "map_name, args, message",
+    [
+        (
+            "vips",
+            {"entries": [{"key": {"vip": "192.0.2.1"}, "value": {"wieght": 1}}]},
+            "entries[0].value: unknown member 'wieght' of struct backend: valid members are addr6, mac, weight",
+        ),
+        (
+            "vips",
+            {"entries": [{"key": {"vip": "192.0.2.1"}, "value": {"weight": 1}}, {"key": {"vip": "192.0.2.2"}, "value": {"weight": 70000}}]},
+            "entries[1].value.weight: 70000 is out of range for unsigned short (0..65535)",
+        ),
+        (
+            "prefixes_v4",
+            {"entries": {"203.0.113.0/24": "drop", "203.0.113.1/24": "drop"}},
+            "'203.0.113.1/24' has host bits set: expected the network address, 203.0.113.0/24",
+        ),
+        ("prefixes_v4", {"entries": {"203.0.113.0/24": "drop", "203.0.113.0/40": "drop"}}, "prefix length '40' is not 0..32"),
+        ("deny_v4", {"entries": {"0xc0000201ff": "drop"}}, "is 5 bytes; expected 4 bytes (8 hex digits)"),
+        ("deny_v4", {"entries": {"192.0.2.1": "reject"}}, "expected one of pass, drop, redirect"),
+    ],
+)
 def test_bad_input_fails_clearly_and_leaves_the_map_unchanged(pin_root, loaded, run_module, map_name, args, message):
-    seed = {"vips": [{"key": {"vip": "198.51.100.1"}, "value": {"weight": 9}}],
-            "prefixes_v4": {"198.51.100.0/24": "pass"}, "deny_v4": {"198.51.100.1": "pass"}}[map_name]
+    seed = {
+        "vips": [{"key": {"vip": "198.51.100.1"}, "value": {"weight": 9}}],
+        "prefixes_v4": {"198.51.100.0/24": "pass"},
+        "deny_v4": {"198.51.100.1": "pass"},
+    }[map_name]
     ok(run_module("bpf_map", target(pin_root, map_name, entries=seed)))
     before = entries_of(pin_root, map_name)
     res = run_module("bpf_map", target(pin_root, map_name, mode="sync", **args))
@@ -264,11 +284,14 @@ def test_missing_map_and_wrong_map_type_fail_clearly(pin_root, loaded, run_modul
 
 # ---------------------------------------------------------------- bounds before the first write
 
-@pytest.mark.parametrize("args, message", [
-    ({"entries": {"1": "drop", "2": "drop", "8": "redirect"}}, "entries['8']: index 8 is out of range: the array "
-                                                               "map has 8 elements (0..7)"),
-    ({"entries": [{"key": 3, "value": "drop"}, {"key": 4096, "value": "drop"}]}, "entries[1].key: index 4096 is out"),
-])
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ({"entries": {"1": "drop", "2": "drop", "8": "redirect"}}, "entries['8']: index 8 is out of range: the array map has 8 elements (0..7)"),
+        ({"entries": [{"key": 3, "value": "drop"}, {"key": 4096, "value": "drop"}]}, "entries[1].key: index 4096 is out"),
+    ],
+)
 def test_array_entry_out_of_range_fails_before_any_write(pin_root, loaded, run_module, args, message):
     ok(run_module("bpf_map", target(pin_root, "policy", entries={"5": "drop"})))
     before = entries_of(pin_root, "policy")
@@ -294,10 +317,13 @@ def test_more_entries_than_a_hash_holds_fails_before_any_write(pin_root, loaded,
 
 # ---------------------------------------------------------------- hostile input
 
+
 def test_alias_bomb_and_huge_value_fail_fast_with_a_short_message(pin_root, loaded, run_module, tmp_path):
     bomb = tmp_path / "bomb.yml"
-    bomb.write_text("a: &a ['192.0.2.1', '192.0.2.1', '192.0.2.1', '192.0.2.1', '192.0.2.1', '192.0.2.1']\n" + "".join(
-        "%s: &%s [%s]\n" % (chr(98 + i), chr(98 + i), ", ".join(["*" + chr(97 + i)] * 9)) for i in range(12)))
+    bomb.write_text(
+        "a: &a ['192.0.2.1', '192.0.2.1', '192.0.2.1', '192.0.2.1', '192.0.2.1', '192.0.2.1']\n"
+        + "".join("%s: &%s [%s]\n" % (chr(98 + i), chr(98 + i), ", ".join(["*" + chr(97 + i)] * 9)) for i in range(12))
+    )
     res = run_module("bpf_map", target(pin_root, "deny_v4", entries_file=str(bomb)))
     assert res.failed and "bomb.yml line" in res["msg"] and "aliases expand it" in res["msg"], res.get("msg")
     assert len(res["msg"]) < 500
@@ -308,11 +334,18 @@ def test_alias_bomb_and_huge_value_fail_fast_with_a_short_message(pin_root, load
 
 # ---------------------------------------------------------------- check mode before the first deploy
 
-def test_check_mode_without_the_map_or_a_record_predicts_every_declared_entry_and_writes_nothing(
-        pin_root, run_module, tmp_path):
-    state = str(tmp_path / "never")   # neither the pins nor the records exist
-    args = {"name": "filter", "map": "filter_v4", "pin_root": os.path.join(pin_root, "fresh"), "mode": "sync",
-            "entries": {"198.51.100.%d/32" % i: "drop" for i in range(5)}, "diff_limit": 3, "state_dir": state}
+
+def test_check_mode_without_the_map_or_a_record_predicts_every_declared_entry_and_writes_nothing(pin_root, run_module, tmp_path):
+    state = str(tmp_path / "never")  # neither the pins nor the records exist
+    args = {
+        "name": "filter",
+        "map": "filter_v4",
+        "pin_root": os.path.join(pin_root, "fresh"),
+        "mode": "sync",
+        "entries": {"198.51.100.%d/32" % i: "drop" for i in range(5)},
+        "diff_limit": 3,
+        "state_dir": state,
+    }
     res = ok(run_module("bpf_map", args, check_mode=True, diff=True))
     assert res.changed and res["predicted_from"] == "declaration" and res["applied"] == 0
     assert res["counts"] == {"added": 5, "changed": 0, "removed": 0, "unchanged": 0, "desired": 5, "before": 0}
@@ -330,8 +363,7 @@ def test_check_mode_after_a_reboot_types_the_entries_through_the_recorded_object
     with open(paths.bpf_object("map_types"), "rb") as src, open(os.path.join(folder, "object.o"), "wb") as dst:
         dst.write(src.read())
     base = {"name": "maps", "pin_root": pin_root, "state_dir": state_dir}
-    res = ok(run_module("bpf_map", dict(base, map="policy", mode="sync", entries={"0": "pass", "1": "drop"}),
-                        check_mode=True, diff=True))
+    res = ok(run_module("bpf_map", dict(base, map="policy", mode="sync", entries={"0": "pass", "1": "drop"}), check_mode=True, diff=True))
     assert res["predicted_from"] == "record" and res["map"]["type"] == "array" and res["map"]["max_entries"] == 8
     # typed: index 0 declared pass is all zero, what a new array already holds
     assert res["counts"]["added"] == 1 and res["changes"]["added"] == [{"key": 1, "value": "drop"}]
@@ -346,16 +378,22 @@ def test_check_mode_after_a_reboot_types_the_entries_through_the_recorded_object
 
 
 def test_maps_checks_every_map_before_writing_any_and_names_the_item_that_fails(pin_root, loaded, run_module):
-    both = {"name": DEPLOY, "pin_root": pin_root, "mode": "sync", "value": "drop",
-            "maps": [{"map": "deny_v4", "entries": ["192.0.2.1"]},
-                     {"map": "prefixes_v4", "entries": {"203.0.113.0/24": "pass"}}]}
+    both = {
+        "name": DEPLOY,
+        "pin_root": pin_root,
+        "mode": "sync",
+        "value": "drop",
+        "maps": [{"map": "deny_v4", "entries": ["192.0.2.1"]}, {"map": "prefixes_v4", "entries": {"203.0.113.0/24": "pass"}}],
+    }
     # a later map's bad entry (host bits set), a missing pin, and two entry sources: nothing is written
     bad_entry = dict(both, maps=[both["maps"][0], {"map": "prefixes_v4", "entries": ["203.0.113.1/24"]}])
     missing = dict(both, maps=[both["maps"][0], {"map": "nope", "entries": []}])
     two_sources = dict(both, maps=[both["maps"][0], {"map": "prefixes_v4", "entries": [], "entries_file": "/x"}])
-    for args, message in ((bad_entry, "maps[1] (prefixes_v4): invalid entry, nothing was written"),
-                          (missing, "maps[1] (nope): map pin"),
-                          (two_sources, "maps[1] (prefixes_v4): entries and entries_file are mutually exclusive")):
+    for args, message in (
+        (bad_entry, "maps[1] (prefixes_v4): invalid entry, nothing was written"),
+        (missing, "maps[1] (nope): map pin"),
+        (two_sources, "maps[1] (prefixes_v4): entries and entries_file are mutually exclusive"),
+    ):
         res = run_module("bpf_map", args)
         assert res.failed and message in res["msg"], res.get("msg")
         assert entries_of(pin_root, "deny_v4") == [] and entries_of(pin_root, "prefixes_v4") == []

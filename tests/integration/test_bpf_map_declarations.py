@@ -5,7 +5,6 @@ default verdict pass, the load balancer's backend id 0 in its ring, the egress p
 import os
 
 import pytest
-
 from harness import paths
 
 from ansible_collections.ebpf.fleet.plugins.filter.maglev_entries import maglev_entries
@@ -68,12 +67,24 @@ def test_filter_declarations_of_deploy_xdp_with_default_verdict_pass_converge(pi
         ("filter_mgmt_v4", dict(mode="sync", entries=[], value=1)),
         ("filter_mgmt_v6", dict(mode="sync", entries=[], value=1)),
         ("filter_mgmt_ports", dict(mode="sync", entries=[22], value=1)),
-        ("filter_v4", dict(mode="sync", entries=xdp_filter_v4_entries(
-            [{"cidr": "198.51.100.0/24", "action": "drop", "rule_id": 0},
-             {"cidr": "198.51.100.7", "action": "pass", "rule_id": 3}]))),
-        ("filter_ports", dict(mode="sync", entries=xdp_filter_port_entries(
-            [{"proto": "tcp", "port": 0, "action": "pass", "rule_id": 0},
-             {"proto": "udp", "port": 53, "action": "drop", "rule_id": 2}]))),
+        (
+            "filter_v4",
+            dict(
+                mode="sync",
+                entries=xdp_filter_v4_entries(
+                    [{"cidr": "198.51.100.0/24", "action": "drop", "rule_id": 0}, {"cidr": "198.51.100.7", "action": "pass", "rule_id": 3}]
+                ),
+            ),
+        ),
+        (
+            "filter_ports",
+            dict(
+                mode="sync",
+                entries=xdp_filter_port_entries(
+                    [{"proto": "tcp", "port": 0, "action": "pass", "rule_id": 0}, {"proto": "udp", "port": 53, "action": "drop", "rule_id": 2}]
+                ),
+            ),
+        ),
         ("filter_config", dict(mode="sync", entries=[{"key": 0, "value": {"default_verdict": "pass"}}])),
     ]
     for map_name, args in tasks:
@@ -84,13 +95,22 @@ def test_filter_declarations_of_deploy_xdp_with_default_verdict_pass_converge(pi
 
 def test_load_balancer_declarations_with_backend_id_0_converge(pin_root, deploy, run_module):
     deploy("xdp_lb", "lb")
-    tables = maglev_entries([
-        {"vip": "192.0.2.10", "port": 80, "proto": "tcp", "mode": "dsr",
-         "backends": [{"address": "198.51.100.1", "mac": "02:00:00:00:00:01", "weight": 1},
-                      {"address": "198.51.100.2", "mac": "02:00:00:00:00:02", "weight": 1}]},
-        {"vip": "2001:db8::10", "port": 53, "proto": "udp", "mode": "ipip",
-         "backends": [{"address": "2001:db8::1", "weight": 1}]},
-    ], ring_size=1021)
+    tables = maglev_entries(
+        [
+            {
+                "vip": "192.0.2.10",
+                "port": 80,
+                "proto": "tcp",
+                "mode": "dsr",
+                "backends": [
+                    {"address": "198.51.100.1", "mac": "02:00:00:00:00:01", "weight": 1},
+                    {"address": "198.51.100.2", "mac": "02:00:00:00:00:02", "weight": 1},
+                ],
+            },
+            {"vip": "2001:db8::10", "port": 53, "proto": "udp", "mode": "ipip", "backends": [{"address": "2001:db8::1", "weight": 1}]},
+        ],
+        ring_size=1021,
+    )
     assert 0 in tables["backend_ids"].values()
     ring = tables["maps"]["lb_ring"]
     assert any(e["value"] == 0 for e in ring)  # backend id 0: an all-zero value in the array
@@ -106,10 +126,11 @@ def test_load_balancer_declarations_with_backend_id_0_converge(pin_root, deploy,
 
 def test_egress_class_0_config_and_marks_converge(pin_root, deploy, run_module):
     deploy("tc_egress", "egress")
-    classes = [{"key": 0, "value": tc_egress_tables.class_value({"action": "pass"})},
-               {"key": 1, "value": tc_egress_tables.class_value({"action": "pass", "set_dscp": 1, "dscp": 46})},
-               {"key": 4, "value": tc_egress_tables.class_value({"action": "pass", "limit": "drop", "rate_bps": 1000,
-                                                                 "burst_bytes": 150})}]
+    classes = [
+        {"key": 0, "value": tc_egress_tables.class_value({"action": "pass"})},
+        {"key": 1, "value": tc_egress_tables.class_value({"action": "pass", "set_dscp": 1, "dscp": 46})},
+        {"key": 4, "value": tc_egress_tables.class_value({"action": "pass", "limit": "drop", "rate_bps": 1000, "burst_bytes": 150})},
+    ]
     direct, wide = tc_egress_tables.mark_entries({0x10: 0, 0x20: 1, 0x20000: 0})
     first, _second = twice(run_module, pin_root, "egress", "egress_classes", mode="sync", entries=classes)
     assert first["counts"]["added"] == 2  # class 0 is all zero: it already holds its value
@@ -140,6 +161,5 @@ def test_the_verdict_enums_end_marker_is_refused_and_nothing_is_written(pin_root
     assert not run_module("bpf_map", dict(args, entries={0: {"default_verdict": "drop"}})).failed
     res = run_module("bpf_map", dict(args, entries={0: {"default_verdict": verdict}}))
     assert res.failed and res["applied"] == 0 and "nothing was written" in res["msg"]
-    assert "is the end marker of enum fleet_verdict (FLEET_VERDICT_MAX = 3), not a value: expected one of pass, " \
-           "drop, redirect" in res["msg"]
+    assert "is the end marker of enum fleet_verdict (FLEET_VERDICT_MAX = 3), not a value: expected one of pass, drop, redirect" in res["msg"]
     assert contents(pin_root, "filter", "filter_config")[0]["default_verdict"] == "drop"

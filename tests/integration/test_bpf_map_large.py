@@ -9,7 +9,6 @@ import subprocess
 import time
 
 import pytest
-
 from harness import paths
 from harness.runner import module_env
 
@@ -38,8 +37,7 @@ def loaded(pin_root):
 
 def cidr_file(path, count, offset=0):
     with open(path, "w") as handle:
-        handle.write("".join("%d.%d.%d.0/24\n" % (10 + ((i + offset) >> 16), ((i + offset) >> 8) & 255,
-                                                  (i + offset) & 255) for i in range(count)))
+        handle.write("".join("%d.%d.%d.0/24\n" % (10 + ((i + offset) >> 16), ((i + offset) >> 8) & 255, (i + offset) & 255) for i in range(count)))
     return str(path)
 
 
@@ -50,8 +48,7 @@ def count_of(fd, codec=None):
 
 def test_a_million_cidrs_sync_from_empty_and_rerun_is_a_no_op(pin_root, loaded, run_module, tmp_path):
     path = cidr_file(tmp_path / "m.txt", MILLION)
-    args = {"name": DEPLOY, "map": "prefixes_v4", "pin_root": pin_root, "entries_file": path, "value": "drop",
-            "mode": "sync"}
+    args = {"name": DEPLOY, "map": "prefixes_v4", "pin_root": pin_root, "entries_file": path, "value": "drop", "mode": "sync"}
     res = run_module("bpf_map", args)
     assert not res.failed, res.get("msg")
     assert res.changed and res["counts"]["added"] == MILLION and res["applied"] == MILLION
@@ -72,12 +69,15 @@ def test_a_million_cidrs_sync_from_empty_and_rerun_is_a_no_op(pin_root, loaded, 
 
 def test_a_kill_in_the_middle_of_a_sync_is_repaired_by_a_rerun(pin_root, loaded, run_module, tmp_path):
     path = cidr_file(tmp_path / "m.txt", MILLION)
-    args = {"name": DEPLOY, "map": "prefixes_v4", "pin_root": pin_root, "entries_file": path, "value": "drop",
-            "mode": "sync"}
+    args = {"name": DEPLOY, "map": "prefixes_v4", "pin_root": pin_root, "entries_file": path, "value": "drop", "mode": "sync"}
     args_path = tmp_path / "args.json"
     args_path.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-    proc = subprocess.Popen([paths.PYTHON, "-m", "ansible_collections.ebpf.fleet.plugins.modules.bpf_map",
-                             str(args_path)], env=module_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [paths.PYTHON, "-m", "ansible_collections.ebpf.fleet.plugins.modules.bpf_map", str(args_path)],
+        env=module_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     fd = loaded.map("prefixes_v4").fd
     deadline = time.monotonic() + 60
     try:
@@ -105,8 +105,7 @@ def outer_slot(obj):
 
 def test_rule_set_in_an_array_of_maps_is_switched_whole(pin_root, loaded, run_module):
     first_inner = outer_slot(loaded)
-    args = {"name": DEPLOY, "map": "rules_v4", "pin_root": pin_root, "mode": "sync",
-            "entries": {"203.0.113.0/24": "drop", "192.0.2.0/24": "pass"}}
+    args = {"name": DEPLOY, "map": "rules_v4", "pin_root": pin_root, "mode": "sync", "entries": {"203.0.113.0/24": "drop", "192.0.2.0/24": "pass"}}
     res = run_module("bpf_map", args, diff=True)
     assert not res.failed, res.get("msg")
     assert res.changed and res["swapped"] and res["counts"]["added"] == 2
@@ -116,8 +115,7 @@ def test_rule_set_in_an_array_of_maps_is_switched_whole(pin_root, loaded, run_mo
     try:
         info = libbpf.map_info(inner_fd)
         assert info["type"] == "lpm_trie" and info["btf_key_type_id"] and info["max_entries"] == 1100000
-        assert sorted((e["key"], e["value"]) for e in read_entries(inner_fd)) == [
-            ("192.0.2.0/24", "pass"), ("203.0.113.0/24", "drop")]
+        assert sorted((e["key"], e["value"]) for e in read_entries(inner_fd)) == [("192.0.2.0/24", "pass"), ("203.0.113.0/24", "drop")]
     finally:
         os.close(inner_fd)
     assert not run_module("bpf_map", args).changed
@@ -136,8 +134,7 @@ def test_rule_set_in_an_array_of_maps_is_switched_whole(pin_root, loaded, run_mo
 
 def test_rule_set_check_mode_and_bad_entry_keep_the_old_inner_map(pin_root, loaded, run_module):
     first_inner = outer_slot(loaded)
-    args = {"name": DEPLOY, "map": "rules_v4", "pin_root": pin_root, "mode": "sync",
-            "entries": {"203.0.113.0/24": "drop"}}
+    args = {"name": DEPLOY, "map": "rules_v4", "pin_root": pin_root, "mode": "sync", "entries": {"203.0.113.0/24": "drop"}}
     res = run_module("bpf_map", args, check_mode=True)
     assert res.changed and not res["swapped"] and outer_slot(loaded) == first_inner
     res = run_module("bpf_map", dict(args, entries={"203.0.113.0/24": "drop", "203.0.113.1/24": "drop"}))
@@ -149,7 +146,6 @@ def test_program_reads_only_whole_rule_sets(pin_root, loaded, run_module):
     prog = loaded.program("map_types_prog").fd
     packet = b"\0" * 64
     assert libbpf.prog_test_run(prog, packet).retval == 2  # XDP_PASS: empty rule set
-    args = {"name": DEPLOY, "map": "rules_v4", "pin_root": pin_root, "mode": "sync",
-            "entries": {"0.0.0.0/0": "drop"}}
+    args = {"name": DEPLOY, "map": "rules_v4", "pin_root": pin_root, "mode": "sync", "entries": {"0.0.0.0/0": "drop"}}
     assert run_module("bpf_map", args)["swapped"]
     assert libbpf.prog_test_run(prog, packet).retval == 1  # XDP_DROP: the new set is in place

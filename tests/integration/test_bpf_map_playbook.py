@@ -3,7 +3,6 @@
 import os
 
 import pytest
-
 from harness import paths
 from harness.runner import run_playbook
 
@@ -44,8 +43,7 @@ def lab(pin_root, netns, tmp_path):
 
 
 def play(lab, *flags):
-    proc = run_playbook(str(lab / "play.yml"), inventory=str(lab / "inventory.ini"), check="--check" in flags,
-                        diff="--diff" in flags)
+    proc = run_playbook(str(lab / "play.yml"), inventory=str(lab / "inventory.ini"), check="--check" in flags, diff="--diff" in flags)
     return proc.returncode, proc.stdout + proc.stderr
 
 
@@ -79,12 +77,11 @@ def test_a_bad_line_names_the_controllers_file_and_nothing_is_written(lab, pin_r
     rc, out = play(lab)
     assert rc != 0
     assert "deny.txt line 2" in out and "203.0.113.0/24" in out, out
-    assert "entries-deny.txt" not in out          # the host's temporary copy is not what the operator sees
+    assert "entries-deny.txt" not in out  # the host's temporary copy is not what the operator sees
     assert contents(pin_root) == {}
 
 
-def test_deploy_xdp_check_diff_on_a_host_never_deployed_predicts_every_map_and_writes_nothing(
-        pin_root, netns, tmp_path):
+def test_deploy_xdp_check_diff_on_a_host_never_deployed_predicts_every_map_and_writes_nothing(pin_root, netns, tmp_path):
     """playbooks/deploy_xdp.yml --check --diff before the first deploy: no pins, no records. Every map task
     predicts its entries as declared instead of failing on the missing pin."""
     host = netns("nd")
@@ -93,17 +90,22 @@ def test_deploy_xdp_check_diff_on_a_host_never_deployed_predicts_every_map_and_w
     state = str(tmp_path / "state")
     (tmp_path / "inventory.ini").write_text(
         "[xdp_filter]\nedge ansible_connection=ebpf.fleet.netns ansible_netns=%s ebpf_fleet_pin_root=%s "
-        "ebpf_fleet_state_dir=%s xdp_filter_interfaces='[\"nda\"]'\n" % (host.name, fresh_pins, state))
+        "ebpf_fleet_state_dir=%s xdp_filter_interfaces='[\"nda\"]'\n" % (host.name, fresh_pins, state)
+    )
     # bpf_host would check this machine's own /etc (this host is not a lab host with paths of its own)
-    proc = run_playbook(os.path.join(paths.REPO, "playbooks", "deploy_xdp.yml"),
-                        inventory=str(tmp_path / "inventory.ini"), check=True, diff=True,
-                        extra_vars={"xdp_filter_port_rules": [{"proto": "udp", "port": 53, "action": "drop"}]},
-                        env={"ANSIBLE_SKIP_TAGS": "bpf_host"})
+    proc = run_playbook(
+        os.path.join(paths.REPO, "playbooks", "deploy_xdp.yml"),
+        inventory=str(tmp_path / "inventory.ini"),
+        check=True,
+        diff=True,
+        extra_vars={"xdp_filter_port_rules": [{"proto": "udp", "port": 53, "action": "drop"}]},
+        env={"ANSIBLE_SKIP_TAGS": "bpf_host"},
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "[WARNING]" not in out and "[DEPRECATION WARNING]" not in out, out
     assert "failed=0" in out
-    assert "53: " in out and "default_verdict" in out   # the port rule and the config, predicted in the diff
+    assert "53: " in out and "default_verdict" in out  # the port rule and the config, predicted in the diff
     # no map was pinned or written (whether xdp_program's check mode creates folders is its own test's concern)
     assert not os.path.exists(os.path.join(fresh_pins, "filter", "maps"))
 
@@ -141,7 +143,7 @@ def test_maps_declares_several_maps_in_one_task_and_a_bad_one_leaves_all_untouch
             finally:
                 os.close(fd)
 
-        rc, out = play(lab, "--check", "--diff")           # predicted, with a diff per map named by its pin
+        rc, out = play(lab, "--check", "--diff")  # predicted, with a diff per map named by its pin
         assert rc == 0 and "changed=1" in out and "[WARNING]" not in out, out
         assert bpffs.map_pin(pin_root, "maps", "prefixes_v4") in out and "198.51.100.0/24: drop" in out, out
         assert contents(pin_root) == {} and policy().get(1) != "drop"
@@ -155,8 +157,7 @@ def test_maps_declares_several_maps_in_one_task_and_a_bad_one_leaves_all_untouch
 
         # the second map's file has a bad line: the first map, checked fine, is not written either
         (lab / "files" / "deny.txt").write_text("192.0.2.0/24\n192.0.2.1/24\n")
-        proc = run_playbook(str(lab / "play.yml"), inventory=str(lab / "inventory.ini"),
-                            extra_vars={"second_verdict": "pass"})
+        proc = run_playbook(str(lab / "play.yml"), inventory=str(lab / "inventory.ini"), extra_vars={"second_verdict": "pass"})
         out = proc.stdout + proc.stderr
         assert proc.returncode != 0 and "maps[1] (prefixes_v4)" in out and "deny.txt" in out, out
         assert "Traceback" not in out

@@ -12,7 +12,6 @@ import subprocess
 import time
 
 import pytest
-
 from harness import paths
 from harness.traffic import udp_count
 
@@ -24,7 +23,7 @@ from ansible_collections.ebpf.fleet.plugins.module_utils.maps.map_codec import r
 
 pytestmark = pytest.mark.kernel
 
-PORT = 9999   # the port xdp_drop_udp drops (tests/bpf/drop_udp.h)
+PORT = 9999  # the port xdp_drop_udp drops (tests/bpf/drop_udp.h)
 
 
 def ok(result):
@@ -44,17 +43,18 @@ def host(netns, pin_root, state_dir, run_module):
         return run_module(module, dict({"pin_root": pin_root, "state_dir": state_dir}, **args), netns=server, **kwargs)
 
     lab["run"] = run
-    ok(run("xdp_program", {"name": "guard", "object": paths.bpf_object("xdp_count"), "interfaces": ["vb"],
-                           "mode": "native", "priority": 5}))
-    ok(run("xdp_program", {"name": "filter", "object": paths.bpf_object("xdp_filter"), "interfaces": ["vb"],
-                           "mode": "native", "priority": 10}))
+    ok(run("xdp_program", {"name": "guard", "object": paths.bpf_object("xdp_count"), "interfaces": ["vb"], "mode": "native", "priority": 5}))
+    ok(run("xdp_program", {"name": "filter", "object": paths.bpf_object("xdp_filter"), "interfaces": ["vb"], "mode": "native", "priority": 10}))
     declare(lab, ["203.0.113.0/24"])
     return lab
 
 
 def declare(lab, cidrs):
-    return ok(lab["run"]("bpf_map", {"name": "filter", "map": "filter_v4", "mode": "sync",
-                                     "entries": xdp_filter_v4_entries([{"cidr": c, "action": "drop"} for c in cidrs])}))
+    return ok(
+        lab["run"](
+            "bpf_map", {"name": "filter", "map": "filter_v4", "mode": "sync", "entries": xdp_filter_v4_entries([{"cidr": c, "action": "drop"} for c in cidrs])}
+        )
+    )
 
 
 def state(lab) -> dict:
@@ -69,16 +69,18 @@ def state(lab) -> dict:
         finally:
             os.close(fd)
     outer = libbpf.obj_get(bpffs.map_pin(lab["pin_root"], "filter", "filter_v4"))
-    fd = map_sync.inner_map_fd(outer, libbpf.map_info(outer))   # the rule set is the map of maps' inner map
+    fd = map_sync.inner_map_fd(outer, libbpf.map_info(outer))  # the rule set is the map of maps' inner map
     try:
         rules = sorted(json.dumps(e, sort_keys=True) for e in read_entries(fd))
     finally:
         os.close(fd)
         os.close(outer)
-    return {"chain": [(e["deployment"], tags[e["deployment"]]) for e in rec["entries"]],
-            "mode": (link.get("xdp") or {}).get("mode"), "rules": rules,
-            "sha": {name: records.read_deployment(lab["state_dir"], name)["object_sha256"]
-                    for name in records.list_deployments(lab["state_dir"])}}
+    return {
+        "chain": [(e["deployment"], tags[e["deployment"]]) for e in rec["entries"]],
+        "mode": (link.get("xdp") or {}).get("mode"),
+        "rules": rules,
+        "sha": {name: records.read_deployment(lab["state_dir"], name)["object_sha256"] for name in records.list_deployments(lab["state_dir"])},
+    }
 
 
 def passes(lab) -> bool:
@@ -92,8 +94,9 @@ def leftovers(lab) -> list:
     found = []
     if os.path.exists(os.path.join(lab["state_dir"], ".checkpoint")):
         found.append(sorted(os.listdir(os.path.join(lab["state_dir"], ".checkpoint"))))
-    procs = subprocess.run(["pgrep", "-af", "module_utils.host.checkpoint watch --state-dir %s " % lab["state_dir"]],
-                           capture_output=True, text=True, check=False).stdout.strip()
+    procs = subprocess.run(
+        ["pgrep", "-af", "module_utils.host.checkpoint watch --state-dir %s " % lab["state_dir"]], capture_output=True, text=True, check=False
+    ).stdout.strip()
     if procs:
         found.append(procs)
     return found
@@ -113,16 +116,14 @@ def test_an_unconfirmed_change_is_reverted_by_the_watchdog_to_the_exact_previous
     assert passes(host)
     armed = ok(host["run"]("bpf_checkpoint", {"state": "armed", "timeout": 4}))
     assert not armed.changed and armed["deployments"] == ["filter", "guard"]
-    assert leftovers(host)[1:] == []          # the watchdog starts with the change, not before
+    assert leftovers(host)[1:] == []  # the watchdog starts with the change, not before
     # the change: guard becomes a program that drops UDP, the filter gets another rule set, a new deployment
-    ok(host["run"]("xdp_program", {"name": "guard", "object": paths.bpf_object("xdp_drop_udp"),
-                                   "interfaces": ["vb"], "mode": "native", "priority": 5}))
+    ok(host["run"]("xdp_program", {"name": "guard", "object": paths.bpf_object("xdp_drop_udp"), "interfaces": ["vb"], "mode": "native", "priority": 5}))
     declare(host, ["192.0.2.0/24", "198.51.100.64/26"])
-    ok(host["run"]("xdp_program", {"name": "extra", "object": paths.bpf_object("xdp_plain_pass"),
-                                   "interfaces": ["vb"], "mode": "native", "priority": 20}))
+    ok(host["run"]("xdp_program", {"name": "extra", "object": paths.bpf_object("xdp_plain_pass"), "interfaces": ["vb"], "mode": "native", "priority": 20}))
     changed_at = time.monotonic()
     pending = records.read_json(os.path.join(host["state_dir"], ".checkpoint", "pending.json"))
-    assert pending["launcher"] == "process" and leftovers(host)[1:]      # no systemd here: a detached process
+    assert pending["launcher"] == "process" and leftovers(host)[1:]  # no systemd here: a detached process
     assert not passes(host) and state(host) != before
     reverted_at = wait_for(lambda: not os.path.exists(os.path.join(host["state_dir"], ".checkpoint")), 15)
     # the window counts from the change's last step (4 s), the watchdog polls twice a second
@@ -144,7 +145,7 @@ def test_an_unconfirmed_change_is_reverted_by_the_watchdog_to_the_exact_previous
 def test_each_module_run_restarts_the_window_and_a_confirm_in_time_keeps_the_change(host):
     armed = ok(host["run"]("bpf_checkpoint", {"state": "armed", "timeout": 3}))
     for cidrs in (["192.0.2.0/24"], ["192.0.2.0/25"], ["192.0.2.0/26"]):
-        time.sleep(1.5)      # 4.5 s in all, but never 3 s after a step
+        time.sleep(1.5)  # 4.5 s in all, but never 3 s after a step
         declare(host, cidrs)
     changed = state(host)
     confirmed = ok(host["run"]("bpf_checkpoint", {"state": "committed", "token": armed["token"]}))
@@ -166,8 +167,7 @@ def test_an_explicit_revert_and_check_mode(host):
     declare(host, ["192.0.2.0/24"])
     predicted = ok(host["run"]("bpf_checkpoint", {"state": "reverted", "token": armed["token"]}, check_mode=True))
     assert predicted.changed and state(host) != before
-    reverted = ok(host["run"]("bpf_checkpoint", {"state": "reverted", "token": armed["token"],
-                                                 "reason": "a task of the change failed"}))
+    reverted = ok(host["run"]("bpf_checkpoint", {"state": "reverted", "token": armed["token"], "reason": "a task of the change failed"}))
     assert reverted.changed and reverted["reverted"]["reason"] == "a task of the change failed"
     assert state(host) == before and leftovers(host) == []
     bad = host["run"]("bpf_checkpoint", {"state": "committed", "token": "../x"})
@@ -178,15 +178,13 @@ def test_rollback_walks_the_history_back_to_before_the_first_deploy(host):
     v1 = state(host)
     for obj, cidrs in (("xdp_drop_udp", ["192.0.2.0/24"]), ("xdp_count", ["198.51.100.64/26"])):
         armed = ok(host["run"]("bpf_checkpoint", {"state": "armed"}))
-        ok(host["run"]("xdp_program", {"name": "guard", "object": paths.bpf_object(obj), "interfaces": ["vb"],
-                                       "mode": "native", "priority": 5}))
+        ok(host["run"]("xdp_program", {"name": "guard", "object": paths.bpf_object(obj), "interfaces": ["vb"], "mode": "native", "priority": 5}))
         declare(host, cidrs)
         ok(host["run"]("bpf_checkpoint", {"state": "committed", "token": armed["token"]}))
         if obj == "xdp_drop_udp":
             v2 = state(host)
     predicted = ok(host["run"]("bpf_checkpoint", {"state": "rolled_back"}, check_mode=True))
-    assert predicted["rolled_back"] == {"filter": {"status": "would restore", "history": 2},
-                                        "guard": {"status": "would restore", "history": 2}}
+    assert predicted["rolled_back"] == {"filter": {"status": "would restore", "history": 2}, "guard": {"status": "would restore", "history": 2}}
     first = ok(host["run"]("bpf_checkpoint", {"state": "rolled_back"}))
     assert first.changed and state(host) == v2 and not passes(host)
     second = ok(host["run"]("bpf_checkpoint", {"state": "rolled_back", "names": ["guard", "filter"]}))
@@ -196,8 +194,7 @@ def test_rollback_walks_the_history_back_to_before_the_first_deploy(host):
     assert not ok(host["run"]("bpf_checkpoint", {"state": "rolled_back"})).changed
     # a deployment first made by a committed change rolls back to not deployed
     armed = ok(host["run"]("bpf_checkpoint", {"state": "armed"}))
-    ok(host["run"]("xdp_program", {"name": "extra", "object": paths.bpf_object("xdp_plain_pass"),
-                                   "interfaces": ["vb"], "mode": "native", "priority": 20}))
+    ok(host["run"]("xdp_program", {"name": "extra", "object": paths.bpf_object("xdp_plain_pass"), "interfaces": ["vb"], "mode": "native", "priority": 20}))
     ok(host["run"]("bpf_checkpoint", {"state": "committed", "token": armed["token"]}))
     gone = ok(host["run"]("bpf_checkpoint", {"state": "rolled_back", "names": ["extra"]}))
     assert gone["rolled_back"]["extra"]["status"] == "removed" and state(host) == v1
@@ -212,8 +209,7 @@ def test_a_host_restarting_inside_the_window_reverts_at_boot(host, run_module):
     os.kill(pending["pid"], 9)
     wait_for(lambda: not leftovers(host)[1:], 5)
     env = dict(os.environ, PYTHONPATH=paths.COLLECTIONS, EBPF_FLEET_STATE_DIR=host["state_dir"])
-    proc = host["server"].run([paths.PYTHON, "-m", "ansible_collections.ebpf.fleet.plugins.module_utils.host.restore",
-                               "restore"], check=False, env=env)
+    proc = host["server"].run([paths.PYTHON, "-m", "ansible_collections.ebpf.fleet.plugins.module_utils.host.restore", "restore"], check=False, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "filter: reverted" in proc.stdout
     assert state(host) == before and leftovers(host) == []

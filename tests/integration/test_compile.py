@@ -6,7 +6,6 @@ import re
 import shutil
 
 import pytest
-
 from harness import paths
 from harness.runner import run_playbook
 from harness.traffic import udp_count
@@ -55,19 +54,19 @@ def play(netns, pin_root, state_dir, tmp_path):
     shutil.copy(os.path.join(SRC, "drop_udp.h"), files / "drop_udp.h")  # the header guard.c includes
     shutil.copy(os.path.join(SRC, "tc_count.c"), files / "tc_count.c")
     (tmp_path / "play.yml").write_text(PLAYBOOK % {"pin_root": pin_root, "state_dir": state_dir})
-    (tmp_path / "inventory.ini").write_text("[lab]\nlabhost ansible_connection=ebpf.fleet.netns ansible_netns=%s\n"
-                                            % rx.name)
+    (tmp_path / "inventory.ini").write_text("[lab]\nlabhost ansible_connection=ebpf.fleet.netns ansible_netns=%s\n" % rx.name)
 
     class Play:
         pass
+
     p = Play()
     p.tx, p.rx, p.dir, p.pin_root, p.state_dir = tx, rx, tmp_path, pin_root, state_dir
 
     def run(port, check=False, diff=False):
-        proc = run_playbook(str(tmp_path / "play.yml"), inventory=str(tmp_path / "inventory.ini"),
-                            extra_vars={"port": port}, check=check, diff=diff)
+        proc = run_playbook(str(tmp_path / "play.yml"), inventory=str(tmp_path / "inventory.ini"), extra_vars={"port": port}, check=check, diff=diff)
         found = re.search(r"RESULT (\{.*\})", proc.stdout)
         return proc, json.loads(found.group(1).replace('\\"', '"')) if found else None
+
     p.run = run
     return p
 
@@ -98,7 +97,7 @@ def test_playbook_compiles_on_controller_and_is_idempotent_with_check_and_diff(p
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert res["xdp"] is True and res["tc"] is False
     assert "(to be loaded)" in proc.stdout and "deployment guard" in proc.stdout
-    assert res["xdp_id"] == 0                      # predicted: not loaded
+    assert res["xdp_id"] == 0  # predicted: not loaded
     assert xdp_prog_id(play.rx) == first_id
     sent, received = udp_count(play.tx, play.rx, "192.0.2.2", 9999)
     assert sent > 0 and received == 0
@@ -117,9 +116,16 @@ def test_compile_error_fails_before_the_host_changes(play):
 def test_host_compile_through_the_module(netns, pin_root, state_dir, run_module):
     ns = netns("hc")
     ns.veth("va", "vb")
-    args = dict(name="hostbuilt", src=os.path.join(SRC, "xdp_drop_udp.c"), compiler="host",
-                include_dirs=[paths.BPF_INCLUDE], defines={"VERSION": 3}, interfaces=["vb"],
-                pin_root=pin_root, state_dir=state_dir)
+    args = dict(
+        name="hostbuilt",
+        src=os.path.join(SRC, "xdp_drop_udp.c"),
+        compiler="host",
+        include_dirs=[paths.BPF_INCLUDE],
+        defines={"VERSION": 3},
+        interfaces=["vb"],
+        pin_root=pin_root,
+        state_dir=state_dir,
+    )
     res = run_module("xdp_program", args, netns=ns)
     assert res.changed and not res.failed, res
     assert xdp_prog_id(ns) == res["attachments"]["vb"]["chain"][0]["prog_id"]

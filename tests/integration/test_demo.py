@@ -14,7 +14,6 @@ import subprocess
 
 import pytest
 import yaml
-
 from harness import bpffs as harness_bpffs
 from harness import netns as harness_netns
 from harness import paths
@@ -28,8 +27,7 @@ LAB = os.path.join(paths.REPO, "scripts", "lab.sh")
 TRAFFIC = os.path.join(paths.REPO, "playbooks", "vars", "lab_demo.yml")
 SCRIPT = os.path.join(paths.REPO, "playbooks", "files", "lab_traffic.py")
 HOSTS = ("client", "edge1", "edge2", "lb1", "backend1", "backend2")
-FUNCTION_HOSTS = {"edge1": ["filter"], "edge2": ["filter"], "lb1": ["lb"], "backend1": ["egress"],
-                  "backend2": ["egress"]}
+FUNCTION_HOSTS = {"edge1": ["filter"], "edge2": ["filter"], "lb1": ["lb"], "backend1": ["egress"], "backend2": ["egress"]}
 VIP, CLIENT = "203.0.113.10", "198.51.100.33"
 BACKEND_ADDRESSES = {"198.51.100.21": "backend1", "198.51.100.22": "backend2"}
 RECAP = re.compile(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
@@ -48,15 +46,16 @@ def recap(proc) -> dict:
 @pytest.fixture
 def lab(tmp_path):
     """scripts/lab.sh up with a prefix, pin root and folder of this test run; down afterwards."""
-    env = dict(os.environ,
-               EBFLAB_PREFIX="%s%slab-" % (harness_netns.PREFIX, harness_netns.RUN_ID),
-               EBFLAB_DIR=str(tmp_path / "lab"),
-               EBFLAB_PIN_ROOT=os.path.join(harness_bpffs.TEST_PIN_BASE, harness_netns.unique("lab")),
-               EBFLAB_PYTHON=paths.PYTHON)
+    env = dict(
+        os.environ,
+        EBFLAB_PREFIX="%s%slab-" % (harness_netns.PREFIX, harness_netns.RUN_ID),
+        EBFLAB_DIR=str(tmp_path / "lab"),
+        EBFLAB_PIN_ROOT=os.path.join(harness_bpffs.TEST_PIN_BASE, harness_netns.unique("lab")),
+        EBFLAB_PYTHON=paths.PYTHON,
+    )
 
     def run(*args):
-        return subprocess.run(["bash", LAB] + list(args), env=env, capture_output=True, text=True, timeout=120,
-                              check=False)
+        return subprocess.run(["bash", LAB] + list(args), env=env, capture_output=True, text=True, timeout=120, check=False)
 
     try:
         yield env, run
@@ -72,9 +71,11 @@ def lab_namespaces(prefix: str) -> list:
 
 
 def info(env, host, **args):
-    result = run_module("bpf_info", dict({"pin_root": os.path.join(env["EBFLAB_PIN_ROOT"], host),
-                                          "state_dir": os.path.join(env["EBFLAB_DIR"], "state", host, "records")},
-                                         **args), netns=env["EBFLAB_PREFIX"] + host)
+    result = run_module(
+        "bpf_info",
+        dict({"pin_root": os.path.join(env["EBFLAB_PIN_ROOT"], host), "state_dir": os.path.join(env["EBFLAB_DIR"], "state", host, "records")}, **args),
+        netns=env["EBFLAB_PREFIX"] + host,
+    )
     assert not result.failed, result
     return result["query_result"]
 
@@ -96,7 +97,7 @@ def test_demo_lab_deploys_the_example_inventory_idempotently_and_counts_real_tra
     assert run("status").returncode == 0
     inventory = os.path.join(lab_dir, "inventory.ini")
     text = open(inventory, encoding="utf-8").read()
-    for host in HOSTS[1:]:   # each host: its own pin root and state dir
+    for host in HOSTS[1:]:  # each host: its own pin root and state dir
         assert "ebpf_fleet_pin_root=%s/%s " % (pin_base, host) in text
         assert "ebpf_fleet_state_dir=%s/state/%s/records " % (lab_dir, host) in text
     # the group_vars are the example inventory's
@@ -111,13 +112,11 @@ def test_demo_lab_deploys_the_example_inventory_idempotently_and_counts_real_tra
     second = run_playbook("ebpf.fleet.deploy_xdp", inventory=inventory)
     assert second.returncode == 0, second.stdout + second.stderr
     assert_no_warning(second)
-    assert recap(second) == {
-        host: (0, 0, 0) for host in HOSTS}, second.stdout
+    assert recap(second) == {host: (0, 0, 0) for host in HOSTS}, second.stdout
     for host, deployments in FUNCTION_HOSTS.items():
         assert sorted(info(env, host, query="keys(deployments)")) == deployments, host
     for host in ("edge1", "edge2", "lb1"):
-        link = json.loads(subprocess.run(["ip", "-n", prefix + host, "-j", "-d", "link", "show", "lab0"],
-                                         capture_output=True, text=True, check=True).stdout)[0]
+        link = json.loads(subprocess.run(["ip", "-n", prefix + host, "-j", "-d", "link", "show", "lab0"], capture_output=True, text=True, check=True).stdout)[0]
         assert link["xdp"]["mode"] == 1  # native XDP on the host's veth
 
     # the client: the filter cases to both edges, and connections to the VIP, each on the backend Maglev gives it
@@ -127,8 +126,7 @@ def test_demo_lab_deploys_the_example_inventory_idempotently_and_counts_real_tra
     sent = json.loads(harness_netns.in_netns(prefix + "client", [paths.PYTHON, SCRIPT, json.dumps(spec)]).stdout)
     for host in ("edge1", "edge2"):
         answered = {name: result["answered"] for name, result in sent[host].items()}
-        assert answered == {"web": 2, "dns": 0, "other_udp": 0, "denied_source_web": 0, "ssh_from_mgmt": 2,
-                            "ssh_from_client": 0}, host
+        assert answered == {"web": 2, "dns": 0, "other_udp": 0, "denied_source_web": 0, "ssh_from_mgmt": 2, "ssh_from_client": 0}, host
     sports = list(range(31001, 31041))
     spec = {"dst": VIP, "port": 80, "src": CLIENT, "sports": sports}
     got = json.loads(harness_netns.in_netns(prefix + "client", [paths.PYTHON, SCRIPT, json.dumps(spec)]).stdout)
@@ -138,8 +136,7 @@ def test_demo_lab_deploys_the_example_inventory_idempotently_and_counts_real_tra
     # the demo playbook wraps the same: deploy (nothing to change), traffic, summary, verdict checks, the JSON
     out_dir = os.path.join(lab_dir, "demo")
     os.makedirs(out_dir)
-    demo = run_playbook(os.path.join(paths.REPO, "playbooks", "demo.yml"), inventory=inventory,
-                        extra_vars={"demo_output_dir": out_dir})
+    demo = run_playbook(os.path.join(paths.REPO, "playbooks", "demo.yml"), inventory=inventory, extra_vars={"demo_output_dir": out_dir})
     assert demo.returncode == 0, demo.stdout + demo.stderr
     assert_no_warning(demo)
     assert set(recap(demo).values()) == {(0, 0, 0)}, demo.stdout
@@ -150,21 +147,22 @@ def test_demo_lab_deploys_the_example_inventory_idempotently_and_counts_real_tra
         # send more than its SYN); what each case got is checked exactly above and by the playbook's own assert
         counts = summary[host]["filter"]
         want = {"pass": {"mgmt": 2, "port": 2}, "drop": {"default": 4, "source": 2, "port": 2}}
-        assert all(counts[verdict].get(reason, 0) >= n for verdict, reasons in want.items()
-                   for reason, n in reasons.items()), counts
-    assert summary["lb1"]["lb"]["backends"] == {
-        name: list(map(maglev_choice, range(30001, 30041))).count(name) for name in ("backend1", "backend2")}
+        assert all(counts[verdict].get(reason, 0) >= n for verdict, reasons in want.items() for reason, n in reasons.items()), counts
+    assert summary["lb1"]["lb"]["backends"] == {name: list(map(maglev_choice, range(30001, 30041))).count(name) for name in ("backend1", "backend2")}
     for host in ("backend1", "backend2"):
         egress = summary[host]["egress"]
-        assert egress["blocked"] == {"drop": 2}, egress          # the UDP to the discard port never left
-        assert egress["clients"]["pass"] > 0, egress              # answers to the client, marked AF21
+        assert egress["blocked"] == {"drop": 2}, egress  # the UDP to the discard port never left
+        assert egress["clients"]["pass"] > 0, egress  # answers to the client, marked AF21
     assert "answered by: backend1" in demo.stdout and "class blocked: drop 2" in demo.stdout, demo.stdout
 
     # make demo's chart of the same numbers
     png = os.path.join(out_dir, "demo.png")
-    chart = subprocess.run([paths.PYTHON, os.path.join(paths.REPO, "scripts", "demo_chart.py"),
-                            os.path.join(out_dir, "demo_summary.json"), png], capture_output=True, text=True,
-                           check=False)
+    chart = subprocess.run(
+        [paths.PYTHON, os.path.join(paths.REPO, "scripts", "demo_chart.py"), os.path.join(out_dir, "demo_summary.json"), png],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert chart.returncode == 0, chart.stdout + chart.stderr
     with open(png, "rb") as handle:
         assert handle.read(8) == b"\x89PNG\r\n\x1a\n"

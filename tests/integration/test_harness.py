@@ -3,7 +3,6 @@
 import os
 
 import pytest
-
 from harness import paths
 from harness.netns import leftover_namespaces
 
@@ -41,5 +40,5 @@ def test_libbpf_loads_a_program_and_runs_it_on_a_packet():
         cpus = libbpf.num_possible_cpus()
         keys, values, count = libbpf.map_lookup_batch(obj.map("hits").fd, 4, 16 * cpus, 4)
         assert count == 4
-        packets = sum(int.from_bytes(values[i * 16:i * 16 + 8], "little") for i in range(cpus))
+        packets = sum(int.from_bytes(values[i * 16 : i * 16 + 8], "little") for i in range(cpus))
         assert packets == 10

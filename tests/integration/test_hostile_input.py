@@ -10,7 +10,6 @@ import json
 import os
 
 import pytest
-
 from harness import paths
 from harness.netns import unique
 
@@ -31,8 +30,7 @@ def tree(path):
 def kernel_view(ns):
     links = json.loads(ns.ip("-j", "-d", "link", "show").stdout)
     qdiscs = json.loads(ns.run(["tc", "-j", "qdisc", "show"]).stdout or "[]")
-    return ([(link["ifname"], json.dumps(link.get("xdp"), sort_keys=True)) for link in links],
-            sorted((q.get("dev"), q.get("kind")) for q in qdiscs))
+    return ([(link["ifname"], json.dumps(link.get("xdp"), sort_keys=True)) for link in links], sorted((q.get("dev"), q.get("kind")) for q in qdiscs))
 
 
 @pytest.fixture
@@ -88,11 +86,11 @@ def cases():
 
 def base_args(module, lab):
     if module == "xdp_program":
-        return dict(name="guard", object=paths.bpf_object("xdp_drop_udp"), interfaces=["vb"],
-                    pin_root=lab["pin_root"], state_dir=lab["state_dir"])
+        return dict(name="guard", object=paths.bpf_object("xdp_drop_udp"), interfaces=["vb"], pin_root=lab["pin_root"], state_dir=lab["state_dir"])
     if module == "tc_program":
-        return dict(name="guard", object=paths.bpf_object("tc_drop_udp"), interfaces=["vb"], direction="egress",
-                    pin_root=lab["pin_root"], state_dir=lab["state_dir"])
+        return dict(
+            name="guard", object=paths.bpf_object("tc_drop_udp"), interfaces=["vb"], direction="egress", pin_root=lab["pin_root"], state_dir=lab["state_dir"]
+        )
     if module == "bpf_map":
         return dict(name="guard", map="drops", pin_root=lab["pin_root"], entries=[{"key": 0, "value": 0}])
     if module == "bpf_info":
@@ -134,10 +132,28 @@ def test_a_hostile_name_through_ansible_playbook_fails_with_the_message_and_no_t
     from harness.runner import run_playbook
 
     playbook = tmp_path / "play.yml"
-    playbook.write_text(json.dumps([{"hosts": "all", "gather_facts": False, "tasks": [
-        {"name": "hostile", "ebpf.fleet.xdp_program": {
-            "name": "../evil; rm -rf /", "object": paths.bpf_object("xdp_drop_udp"), "interfaces": ["vb"],
-            "pin_root": lab["pin_root"], "state_dir": lab["state_dir"]}}]}]))
+    playbook.write_text(
+        json.dumps(
+            [
+                {
+                    "hosts": "all",
+                    "gather_facts": False,
+                    "tasks": [
+                        {
+                            "name": "hostile",
+                            "ebpf.fleet.xdp_program": {
+                                "name": "../evil; rm -rf /",
+                                "object": paths.bpf_object("xdp_drop_udp"),
+                                "interfaces": ["vb"],
+                                "pin_root": lab["pin_root"],
+                                "state_dir": lab["state_dir"],
+                            },
+                        }
+                    ],
+                }
+            ]
+        )
+    )
     inventory = tmp_path / "inventory.ini"
     inventory.write_text("lab ansible_connection=ebpf.fleet.netns ansible_netns=%s\n" % lab["ns"].name)
     before = tree(lab["pin_root"]), tree(lab["state_dir"]), kernel_view(lab["ns"])

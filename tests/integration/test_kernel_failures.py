@@ -13,7 +13,6 @@ import tempfile
 from types import SimpleNamespace
 
 import pytest
-
 from harness import paths
 from harness.runner import ModuleResult, module_env
 
@@ -38,21 +37,22 @@ def run_patched(module: str, args: dict, patch: str, netns) -> ModuleResult:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
         json.dump({"ANSIBLE_MODULE_ARGS": dict(args, _ansible_check_mode=False, _ansible_diff=False)}, handle)
         args_path = handle.name
-    script = "\n".join([
-        "import sys",
-        patch,
-        "from ansible_collections.ebpf.fleet.plugins.modules import %s as target" % module,
-        "target.main()",
-    ])
+    script = "\n".join(
+        [
+            "import sys",
+            patch,
+            "from ansible_collections.ebpf.fleet.plugins.modules import %s as target" % module,
+            "target.main()",
+        ]
+    )
     cmd = ["nsenter", "--net=/run/netns/%s" % netns.name, paths.PYTHON, "-c", script, args_path]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=module_env(), cwd=paths.REPO,
-                              check=False)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=module_env(), cwd=paths.REPO, check=False)
     finally:
         os.unlink(args_path)
     out = proc.stdout.strip()
     try:
-        result = json.loads(out[out.index("{"):])
+        result = json.loads(out[out.index("{") :])
     except ValueError:
         result = {"failed": True, "msg": "module printed no JSON"}
     result = ModuleResult(result)
@@ -77,13 +77,10 @@ def test_clsact_filter_conflict_fails_naming_the_hook_the_errno_and_the_fix(lab,
     """Real: another tool's bpf filter holds the priority and handle the collection uses on clsact ingress; the
     kernel refuses the add with EEXIST (it used to reach the operator as a NetlinkError traceback)."""
     lab.ns.run(["tc", "qdisc", "add", "dev", "vb", "clsact"])
-    lab.ns.run(["tc", "filter", "add", "dev", "vb", "ingress", "prio", "61934", "handle", "1", "bpf", "da",
-                "obj", obj("tc_count"), "sec", "tc"])
+    lab.ns.run(["tc", "filter", "add", "dev", "vb", "ingress", "prio", "61934", "handle", "1", "bpf", "da", "obj", obj("tc_count"), "sec", "tc"])
     before = lab.ns.run(["tc", "-j", "filter", "show", "dev", "vb", "ingress"]).stdout
-    res = run_module("tc_program", lab.args(name="guard", object=obj("tc_drop_udp"), attach="clsact",
-                                            direction="ingress"), netns=lab.ns)
-    assert_clean_failure(res, "attaching program", "tc_ingress@vb", "clsact filter", "(EEXIST)",
-                         "tc filter del dev vb ingress prio 61934")
+    res = run_module("tc_program", lab.args(name="guard", object=obj("tc_drop_udp"), attach="clsact", direction="ingress"), netns=lab.ns)
+    assert_clean_failure(res, "attaching program", "tc_ingress@vb", "clsact filter", "(EEXIST)", "tc filter del dev vb ingress prio 61934")
     assert lab.ns.run(["tc", "-j", "filter", "show", "dev", "vb", "ingress"]).stdout == before
 
 
@@ -102,18 +99,18 @@ def test_xdp_attach_ebusy_from_a_foreign_program_fails_naming_the_interface_and_
     """The kernel's EBUSY is real; its timing is injected: another tool attaches an XDP program right after the
     module's plan found the interface free (the race the plan-time check cannot close), by running the plan's
     check and then `ip link set dev vb xdpgeneric obj ...` inside the module's process."""
-    patch = "\n".join([
-        "import subprocess",
-        "from ansible_collections.ebpf.fleet.plugins.module_utils.programs import deploy",
-        "original = deploy._check_foreign_xdp",
-        "def racing(ifname, ifindex):",
-        "    original(ifname, ifindex)",
-        "    subprocess.run(['ip', 'link', 'set', 'dev', ifname, 'xdpgeneric', 'obj', %r, 'sec', 'xdp'], check=True)"
-        % obj("xdp_plain_pass"),
-        "deploy._check_foreign_xdp = racing",
-    ])
-    res = run_patched("xdp_program", lab.args(name="guard", object=obj("xdp_drop_udp"), mode="generic"), patch,
-                      lab.ns)
+    patch = "\n".join(
+        [
+            "import subprocess",
+            "from ansible_collections.ebpf.fleet.plugins.module_utils.programs import deploy",
+            "original = deploy._check_foreign_xdp",
+            "def racing(ifname, ifindex):",
+            "    original(ifname, ifindex)",
+            "    subprocess.run(['ip', 'link', 'set', 'dev', ifname, 'xdpgeneric', 'obj', %r, 'sec', 'xdp'], check=True)" % obj("xdp_plain_pass"),
+            "deploy._check_foreign_xdp = racing",
+        ]
+    )
+    res = run_patched("xdp_program", lab.args(name="guard", object=obj("xdp_drop_udp"), mode="generic"), patch, lab.ns)
     assert_clean_failure(res, "attaching program", "xdp@vb", "(EBUSY)", "ip link set dev vb xdp off")
     foreign = xdp_ids(lab.ns)
     assert foreign, "the foreign program must still be attached"
@@ -122,12 +119,14 @@ def test_xdp_attach_ebusy_from_a_foreign_program_fails_naming_the_interface_and_
 
 def test_an_unexpected_exception_ends_in_a_failed_result_with_its_type_not_a_traceback(lab):
     """Injected (no real input reaches a bug on purpose): the plan raises a KeyError, as a bug would."""
-    patch = "\n".join([
-        "from ansible_collections.ebpf.fleet.plugins.module_utils.programs import deploy",
-        "def broken(req, info):",
-        "    raise KeyError('ifindex')",
-        "deploy.plan = broken",
-    ])
+    patch = "\n".join(
+        [
+            "from ansible_collections.ebpf.fleet.plugins.module_utils.programs import deploy",
+            "def broken(req, info):",
+            "    raise KeyError('ifindex')",
+            "deploy.plan = broken",
+        ]
+    )
     res = run_patched("xdp_program", lab.args(name="guard", object=obj("xdp_drop_udp")), patch, lab.ns)
     assert_clean_failure(res, "unexpected error (KeyError): 'ifindex'", "run with -vvv for the traceback")
     assert res["exception_type"] == "KeyError"
@@ -136,19 +135,20 @@ def test_an_unexpected_exception_ends_in_a_failed_result_with_its_type_not_a_tra
 def test_an_os_error_from_the_file_system_names_the_path(lab):
     """Injected: the state folder cannot be created (a read-only file system is not available to the tests),
     raised where records.locked creates it."""
-    patch = "\n".join([
-        "import errno, os",
-        "from ansible_collections.ebpf.fleet.plugins.module_utils.host import records",
-        "real = os.makedirs",
-        "def readonly(path, *args, **kwargs):",
-        "    if path == %r:" % os.path.join(tempfile.gettempdir(), "ebft-ro-state"),
-        "        raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)",
-        "    return real(path, *args, **kwargs)",
-        "records.os.makedirs = readonly",
-    ])
+    patch = "\n".join(
+        [
+            "import errno, os",
+            "from ansible_collections.ebpf.fleet.plugins.module_utils.host import records",
+            "real = os.makedirs",
+            "def readonly(path, *args, **kwargs):",
+            "    if path == %r:" % os.path.join(tempfile.gettempdir(), "ebft-ro-state"),
+            "        raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)",
+            "    return real(path, *args, **kwargs)",
+            "records.os.makedirs = readonly",
+        ]
+    )
     state = os.path.join(tempfile.gettempdir(), "ebft-ro-state")
-    res = run_patched("xdp_program", lab.args(name="guard", object=obj("xdp_drop_udp"), state_dir=state), patch,
-                      lab.ns)
+    res = run_patched("xdp_program", lab.args(name="guard", object=obj("xdp_drop_udp"), state_dir=state), patch, lab.ns)
     assert_clean_failure(res, state, "(EROFS)", "the file system is read-only")
     assert not os.path.exists(state)
 
@@ -160,8 +160,7 @@ def test_bpf_map_kernel_errors_and_bad_pins_fail_cleanly(lab, run_module):
     prog_pin = os.path.join(lab.pin_root, "guard", "progs", "xdp@vb")
     res = run_module("bpf_map", dict(path=prog_pin, entries=[{"key": 0, "value": 1}]), netns=lab.ns)
     assert_clean_failure(res, "is not a BPF map")
-    res = run_module("bpf_map", dict(path=os.path.join(lab.pin_root, "guard", "maps"),
-                                     entries=[{"key": 0, "value": 1}]), netns=lab.ns)
+    res = run_module("bpf_map", dict(path=os.path.join(lab.pin_root, "guard", "maps"), entries=[{"key": 0, "value": 1}]), netns=lab.ns)
     assert res.failed and "Traceback" not in res["_stdout"] + res["_stderr"], res
     assert run_module("xdp_program", lab.args(name="guard", state="absent"), netns=lab.ns).changed
 
@@ -173,8 +172,7 @@ def test_a_record_that_is_not_json_fails_naming_the_file(lab, run_module, module
     os.makedirs(folder)
     with open(os.path.join(folder, "deployment.json"), "w") as handle:
         handle.write("{not json")
-    args = lab.args(name="guard", object=obj("xdp_drop_udp")) if module == "xdp_program" else \
-        dict(pin_root=lab.pin_root, state_dir=lab.state_dir)
+    args = lab.args(name="guard", object=obj("xdp_drop_udp")) if module == "xdp_program" else dict(pin_root=lab.pin_root, state_dir=lab.state_dir)
     res = run_module(module, args, netns=lab.ns)
     assert_clean_failure(res, "record %s/deployment.json is not valid JSON" % folder, "remove its folder")
     assert res["field"] == "state_dir"
@@ -186,17 +184,26 @@ def test_bpffs_mount_refused_fails_naming_the_mount_point_and_the_fix(lab, tmp_p
     CAP_SYS_ADMIN, so its mount(2) of bpffs is refused with EPERM. Nothing is mounted on the machine."""
     args_path = tmp_path / "args.json"
     pin_root = "/sys/fs/bpf/%s" % os.path.basename(lab.pin_root)
-    args_path.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": dict(
-        lab.args(name="guard", object=obj("xdp_drop_udp"), pin_root=pin_root))}))
+    args_path.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": dict(lab.args(name="guard", object=obj("xdp_drop_udp"), pin_root=pin_root))}))
     module = "ansible_collections.ebpf.fleet.plugins.modules.xdp_program"
-    inner = "while mountpoint -q /sys/fs/bpf; do umount /sys/fs/bpf; done; exec nsenter --net=/run/netns/%s " \
-            "capsh --drop=cap_sys_admin -- -c 'exec %s -m %s %s'" % (lab.ns.name, paths.PYTHON, module, args_path)
+    inner = (
+        "while mountpoint -q /sys/fs/bpf; do umount /sys/fs/bpf; done; exec nsenter --net=/run/netns/%s "
+        "capsh --drop=cap_sys_admin -- -c 'exec %s -m %s %s'" % (lab.ns.name, paths.PYTHON, module, args_path)
+    )
     before = open("/proc/self/mounts").read().count(" bpf ")
-    proc = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", inner], capture_output=True,
-                          text=True, timeout=300, env=module_env(), cwd=paths.REPO, check=False)
+    proc = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", inner],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=module_env(),
+        cwd=paths.REPO,
+        check=False,
+    )
     out = proc.stdout.strip()
-    res = ModuleResult(json.loads(out[out.index("{"):]) if "{" in out else {"failed": True, "msg": out})
+    res = ModuleResult(json.loads(out[out.index("{") :]) if "{" in out else {"failed": True, "msg": out})
     res["_stdout"], res["_stderr"] = proc.stdout, proc.stderr
-    assert_clean_failure(res, "cannot mount bpffs at /sys/fs/bpf: Operation not permitted",
-                         "mount it yourself (mount -t bpf bpf /sys/fs/bpf) or run the task as root")
+    assert_clean_failure(
+        res, "cannot mount bpffs at /sys/fs/bpf: Operation not permitted", "mount it yourself (mount -t bpf bpf /sys/fs/bpf) or run the task as root"
+    )
     assert open("/proc/self/mounts").read().count(" bpf ") == before

@@ -14,13 +14,12 @@ import subprocess
 import sys
 
 import pytest
-
 from harness import paths
 from harness.runner import run_playbook
 
 from ansible_collections.ebpf.fleet.plugins.filter.maglev_entries import maglev_entries
 from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import bpffs, libbpf
-from ansible_collections.ebpf.fleet.plugins.module_utils.maps.map_codec import read_entries, read_raw, MapCodec
+from ansible_collections.ebpf.fleet.plugins.module_utils.maps.map_codec import MapCodec, read_entries, read_raw
 
 pytestmark = pytest.mark.kernel
 
@@ -29,8 +28,12 @@ VIP2 = "192.0.2.20"
 CLIENT = "198.51.100.100"
 LB_IP = "198.51.100.1"
 LB_MAC = "02:00:00:51:00:01"
-BACKENDS = {"b1": ("198.51.100.11", "02:00:00:51:00:11"), "b2": ("198.51.100.12", "02:00:00:51:00:12"),
-            "b3": ("198.51.100.13", "02:00:00:51:00:13"), "b4": ("198.51.100.14", "02:00:00:51:00:14")}
+BACKENDS = {
+    "b1": ("198.51.100.11", "02:00:00:51:00:11"),
+    "b2": ("198.51.100.12", "02:00:00:51:00:12"),
+    "b3": ("198.51.100.13", "02:00:00:51:00:13"),
+    "b4": ("198.51.100.14", "02:00:00:51:00:14"),
+}
 NAME_OF = {addr: name for name, (addr, _mac) in BACKENDS.items()}
 RING = 1009
 MAPS = ("lb_config", "lb_backends", "lb_vips_v4", "lb_vips_v6", "lb_ring")
@@ -86,8 +89,7 @@ def backend(name, weight=None, **extra):
 
 def vips_of(*names, weights=None, vip=VIP):
     weights = weights or {}
-    return [{"vip": vip, "port": 80, "proto": "tcp", "mode": "dsr",
-             "backends": [backend(n, weights.get(n)) for n in names]}]
+    return [{"vip": vip, "port": 80, "proto": "tcp", "mode": "dsr", "backends": [backend(n, weights.get(n)) for n in names]}]
 
 
 class Lab:
@@ -109,24 +111,29 @@ class Lab:
             self.plug(ns, "e0", mac, addr, "p" + name)
             for vip in (VIP, VIP2):
                 ns.ip("addr", "add", vip + "/32", "dev", "lo")
-            for pair in ("net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0",
-                         "net.ipv4.conf.e0.rp_filter=0", "net.ipv4.conf.all.arp_ignore=1",
-                         "net.ipv4.conf.all.arp_announce=2"):
+            for pair in (
+                "net.ipv4.conf.all.rp_filter=0",
+                "net.ipv4.conf.default.rp_filter=0",
+                "net.ipv4.conf.e0.rp_filter=0",
+                "net.ipv4.conf.all.arp_ignore=1",
+                "net.ipv4.conf.all.arp_announce=2",
+            ):
                 ns.run(["sysctl", "-q", "-w", pair])
-            proc = subprocess.Popen(["nsenter", "--net=%s" % ns.path, sys.executable, "-c", SERVER, name],
-                                    stdout=subprocess.PIPE, text=True)
+            proc = subprocess.Popen(["nsenter", "--net=%s" % ns.path, sys.executable, "-c", SERVER, name], stdout=subprocess.PIPE, text=True)
             self.procs.append(proc)
             assert proc.stdout.readline().strip() == "ready"
-        res = run_module("xdp_program", {"name": "lb", "object": paths.bpf_object("xdp_lb"), "interfaces": ["l0"],
-                                         "pin_root": pin_root, "state_dir": state_dir}, netns=self.lbns)
+        res = run_module(
+            "xdp_program",
+            {"name": "lb", "object": paths.bpf_object("xdp_lb"), "interfaces": ["l0"], "pin_root": pin_root, "state_dir": state_dir},
+            netns=self.lbns,
+        )
         assert res.changed and not res.failed, res
 
     def plug(self, ns, ifname, mac, addr, port):
         self.sw.plug_lb_host(ns, ifname, mac, addr, port, paths.bpf_object("lb_floor_pass"))
 
     def args(self, vips, **kw):
-        return dict({"name": "lb", "vips": vips, "ring_size": RING, "pin_root": self.pin_root,
-                     "config": {"lb_mac": LB_MAC}}, **kw)
+        return dict({"name": "lb", "vips": vips, "ring_size": RING, "pin_root": self.pin_root, "config": {"lb_mac": LB_MAC}}, **kw)
 
     def tables(self, vips, check=False, diff=False, **kw):
         return self.run_module("lb_tables", self.args(vips, **kw), netns=self.lbns, check_mode=check, diff=diff)
@@ -155,12 +162,10 @@ class Lab:
 
     def live_backends(self):
         """address -> id of lb_backends entries in use."""
-        return {entry["value"]["addr4"]: entry["key"] for entry in self.map_entries("lb_backends")
-                if entry["value"]["family"] == "ipv4"}
+        return {entry["value"]["addr4"]: entry["key"] for entry in self.map_entries("lb_backends") if entry["value"]["family"] == "ipv4"}
 
     def hold(self, sports, vip=VIP):
-        cmd = ["nsenter", "--net=%s" % self.client.path, sys.executable, "-c", HOLDER, vip,
-               json.dumps(sports), CLIENT]
+        cmd = ["nsenter", "--net=%s" % self.client.path, sys.executable, "-c", HOLDER, vip, json.dumps(sports), CLIENT]
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.procs.append(proc)
         assert proc.stdout.readline().strip() == "connected"
@@ -188,8 +193,13 @@ def lab(netns, pin_root, state_dir, run_module):
 
 
 def test_first_deploy_changes_then_rerun_is_unchanged_and_check_mode_predicts_without_writing(lab):
-    v6 = {"vip": "2001:db8::10", "port": 53, "proto": "udp", "mode": "ipip",
-          "backends": [{"address": "2001:db8:1::1", "mac": "02:00:00:51:00:fe", "name": "v6-a"}, backend("b1")]}
+    v6 = {
+        "vip": "2001:db8::10",
+        "port": 53,
+        "proto": "udp",
+        "mode": "ipip",
+        "backends": [{"address": "2001:db8:1::1", "mac": "02:00:00:51:00:fe", "name": "v6-a"}, backend("b1")],
+    }
     vips = vips_of("b1", "b2", "b3") + [v6]
     before = lab.fingerprint()
     check = lab.tables(vips, check=True, diff=True)
@@ -200,8 +210,7 @@ def test_first_deploy_changes_then_rerun_is_unchanged_and_check_mode_predicts_wi
     assert first.changed and not first.failed, first
     assert first["changes"] == check["changes"] and first["diff"] == check["diff"]  # check mode predicted it
     assert "vip 192.0.2.10:80/tcp (id 0, ring row 0, dsr, 3 backends)" in first["diff"]["after"]
-    assert sorted(a["address"] for a in first["changes"]["backends_added"]) == sorted(
-        [BACKENDS[n][0] for n in ("b1", "b2", "b3")] + ["2001:db8:1::1"])
+    assert sorted(a["address"] for a in first["changes"]["backends_added"]) == sorted([BACKENDS[n][0] for n in ("b1", "b2", "b3")] + ["2001:db8:1::1"])
     (vip6,) = lab.map_entries("lb_vips_v6")
     assert vip6["key"] == {"vip": "2001:db8::10", "port": 53, "pad": 0, "proto": "udp"}
     assert vip6["value"] == {"id": 1, "ring": 1, "mode": "ipip"}
@@ -289,8 +298,7 @@ def test_vips_added_and_removed_keep_their_ids_and_rows_and_check_mode_predicts_
     assert lab.live_vips()[VIP] == live[VIP]  # the other VIP untouched
     only2 = vips_of("b2", "b3", "b4", vip=VIP2)
     res = lab.tables(only2)
-    assert res["changes"]["vips_removed"] == [{"vip": "192.0.2.10:80/tcp", "id": live[VIP]["id"],
-                                               "ring": live[VIP]["ring"]}]
+    assert res["changes"]["vips_removed"] == [{"vip": "192.0.2.10:80/tcp", "id": live[VIP]["id"], "ring": live[VIP]["ring"]}]
     assert [r["address"] for r in res["changes"]["backends_removed"]] == [BACKENDS["b1"][0]]
     assert lab.live_vips()[VIP2]["id"] == live[VIP2]["id"] and VIP not in lab.live_vips()
     assert not lab.tables(only2).changed
@@ -325,14 +333,12 @@ PLAYBOOK = """
 
 @pytest.mark.playbook
 def test_through_ansible_playbook_first_run_changes_second_does_not_and_no_warning(lab, tmp_path):
-    (tmp_path / "inventory.ini").write_text("lab ansible_connection=ebpf.fleet.netns ansible_netns=%s\n"
-                                            % lab.lbns.name)
+    (tmp_path / "inventory.ini").write_text("lab ansible_connection=ebpf.fleet.netns ansible_netns=%s\n" % lab.lbns.name)
     values = {"pin_root": lab.pin_root, "ring": RING, "mac": LB_MAC, "vips": json.dumps(vips_of("b1", "b2", "b3"))}
     (tmp_path / "play.yml").write_text(PLAYBOOK % values)
 
     def play(check=False):
-        proc = run_playbook(str(tmp_path / "play.yml"), inventory=str(tmp_path / "inventory.ini"), check=check,
-                            diff=True)
+        proc = run_playbook(str(tmp_path / "play.yml"), inventory=str(tmp_path / "inventory.ini"), check=check, diff=True)
         out = proc.stdout + proc.stderr
         assert proc.returncode == 0, out
         assert "[WARNING]" not in out and "[DEPRECATION WARNING]" not in out, out
@@ -349,8 +355,7 @@ def test_through_ansible_playbook_first_run_changes_second_does_not_and_no_warni
 def test_tables_written_by_the_filter_are_taken_over_without_renumbering_a_backend(lab):
     old = maglev_entries(vips_of("b1", "b2", "b3"), ring_size=RING, config={"lb_mac": LB_MAC})
     for name, entries in old["maps"].items():
-        res = lab.run_module("bpf_map", {"name": "lb", "map": name, "pin_root": lab.pin_root, "entries": entries},
-                             netns=lab.lbns)
+        res = lab.run_module("bpf_map", {"name": "lb", "map": name, "pin_root": lab.pin_root, "entries": entries}, netns=lab.lbns)
         assert not res.failed, res
     holder = lab.hold(list(range(24001, 24021)))
     start = lab.ping(holder)
@@ -371,19 +376,27 @@ def test_tables_are_recorded_and_restored_after_a_simulated_reboot_with_connecti
     first = lab.tables(vips, state_dir=lab.state_dir)
     assert first.changed and sorted(first["recorded"]) == sorted(MAPS), first
     again = lab.tables(vips, state_dir=lab.state_dir)
-    assert not again.changed and again["recorded"] == []      # a no-op run reads and records nothing
+    assert not again.changed and again["recorded"] == []  # a no-op run reads and records nothing
     assert not os.path.exists(os.path.join(lab.state_dir, "lb", "maps", "lb_conntrack.entries"))
     before = lab.fingerprint()
     holder = lab.hold(list(range(24001, 24031)))
     answers = lab.ping(holder)
-    for entry in os.listdir(lab.pin_root):                      # what a reboot wipes
+    for entry in os.listdir(lab.pin_root):  # what a reboot wipes
         subprocess.run(["rm", "-rf", os.path.join(lab.pin_root, entry)], check=True)
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "EBPF_FLEET_LIB": paths.COLLECTIONS,
-           "EBPF_FLEET_PYTHON": "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else paths.PYTHON,
-           "EBPF_FLEET_STATE_DIR": lab.state_dir}
-    restore = subprocess.run(["nsenter", "--net=%s" % lab.lbns.path,
-                              os.path.join(paths.REPO, "extras", "host", "ebpf-fleet-host"), "restore"],
-                             env=env, capture_output=True, text=True, timeout=300, check=False)
+    env = {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "EBPF_FLEET_LIB": paths.COLLECTIONS,
+        "EBPF_FLEET_PYTHON": "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else paths.PYTHON,
+        "EBPF_FLEET_STATE_DIR": lab.state_dir,
+    }
+    restore = subprocess.run(
+        ["nsenter", "--net=%s" % lab.lbns.path, os.path.join(paths.REPO, "extras", "host", "ebpf-fleet-host"), "restore"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert restore.returncode == 0 and restore.stdout.startswith("lb: restored"), restore.stdout + restore.stderr
     assert lab.fingerprint() == before
     # the connection table starts empty, but the rings are the same: established connections keep their

@@ -8,7 +8,6 @@ program per interface. The dispatcher case is covered by a test that fakes what 
 import os
 
 import pytest
-
 from harness import paths
 
 from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import attach, btf, libbpf
@@ -35,13 +34,12 @@ def run_config(obj_name: str) -> tuple:
 @pytest.mark.parametrize("obj_name,priority", XDP_OBJECTS)
 def test_objects_declare_libxdp_priority_and_chain_actions(obj_name, priority):
     config, var_name = run_config(obj_name)
-    assert var_name == "_" + obj_name          # libxdp looks the configuration up by the program's name
+    assert var_name == "_" + obj_name  # libxdp looks the configuration up by the program's name
     assert config == {"priority": priority, "XDP_PASS": 1}
 
 
 @pytest.mark.parametrize("obj_name,_priority", XDP_OBJECTS)
-def test_xdp_loader_loads_our_objects_and_xdp_program_refuses_to_clobber_them(
-        obj_name, _priority, netns, pin_root, state_dir, run_module):
+def test_xdp_loader_loads_our_objects_and_xdp_program_refuses_to_clobber_them(obj_name, _priority, netns, pin_root, state_dir, run_module):
     ns = netns("xl")
     ns.veth("va", "vb")
     loaded = ns.run(["xdp-loader", "load", "-m", "native", "vb", paths.bpf_object(obj_name)], check=False)
@@ -49,10 +47,11 @@ def test_xdp_loader_loads_our_objects_and_xdp_program_refuses_to_clobber_them(
     try:
         status = ns.run(["xdp-loader", "status", "vb"]).stdout
         assert obj_name in status and "native" in status
-        res = run_module("xdp_program", dict(name="fleet", object=paths.bpf_object("xdp_count"), interfaces=["vb"],
-                                             pin_root=pin_root, state_dir=state_dir), netns=ns)
+        res = run_module(
+            "xdp_program", dict(name="fleet", object=paths.bpf_object("xdp_count"), interfaces=["vb"], pin_root=pin_root, state_dir=state_dir), netns=ns
+        )
         assert res.failed and "did not attach" in res["msg"] and "vb" in res["msg"], res
-        assert obj_name in ns.run(["xdp-loader", "status", "vb"]).stdout   # still there, untouched
+        assert obj_name in ns.run(["xdp-loader", "status", "vb"]).stdout  # still there, untouched
     finally:
         ns.run(["xdp-loader", "unload", "vb", "--all"], check=False)
 

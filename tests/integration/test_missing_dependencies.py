@@ -1,7 +1,6 @@
 """A host without libbpf or pyroute2 gets a message naming the package to install, not a traceback."""
 
 import pytest
-
 from harness import paths, runner
 
 pytestmark = pytest.mark.kernel
@@ -33,6 +32,7 @@ sys.meta_path.insert(0, _Hide())
 @pytest.fixture
 def host_without(tmp_path, monkeypatch, netns):
     """Run modules in a namespace under a Python where one dependency cannot be imported or loaded."""
+
     def prepare(code):
         (tmp_path / "sitecustomize.py").write_text(code)
         base_env = runner.module_env
@@ -41,16 +41,17 @@ def host_without(tmp_path, monkeypatch, netns):
             result = base_env()
             result["PYTHONPATH"] = str(tmp_path) + ":" + result["PYTHONPATH"]
             return result
+
         monkeypatch.setattr(runner, "module_env", env)
         ns = netns("dep")
         ns.veth("va", "vb")
         return ns
+
     return prepare
 
 
 def program_args(pin_root, state_dir, **extra):
-    args = dict(name="dep", object=paths.bpf_object("xdp_count"), interfaces=["va"], pin_root=pin_root,
-                state_dir=state_dir)
+    args = dict(name="dep", object=paths.bpf_object("xdp_count"), interfaces=["va"], pin_root=pin_root, state_dir=state_dir)
     args.update(extra)
     return args
 

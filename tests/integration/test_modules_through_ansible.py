@@ -8,7 +8,6 @@ import re
 import shutil
 
 import pytest
-
 from harness import paths
 from harness.runner import run_playbook
 
@@ -95,11 +94,11 @@ def group_lab(netns, pin_root, state_dir, tmp_path):
     try:
         obj.load()
         bpffs.pin(obj.map("prefixes_v4").fd, bpffs.map_pin(pin_root, "maps", "prefixes_v4"))
-        (tmp_path / "inventory.ini").write_text("[lab]\nlabhost ansible_connection=ebpf.fleet.netns ansible_netns=%s\n"
-                                                % host.name)
-        (tmp_path / "play.yml").write_text(GROUP_PLAYBOOK % {
-            "pin_root": pin_root, "state_dir": state_dir, "xdp_object": paths.bpf_object("xdp_drop_udp"),
-            "tc_object": paths.bpf_object("tc_count")})
+        (tmp_path / "inventory.ini").write_text("[lab]\nlabhost ansible_connection=ebpf.fleet.netns ansible_netns=%s\n" % host.name)
+        (tmp_path / "play.yml").write_text(
+            GROUP_PLAYBOOK
+            % {"pin_root": pin_root, "state_dir": state_dir, "xdp_object": paths.bpf_object("xdp_drop_udp"), "tc_object": paths.bpf_object("tc_count")}
+        )
         yield tmp_path
     finally:
         obj.close()
@@ -108,9 +107,10 @@ def group_lab(netns, pin_root, state_dir, tmp_path):
 def test_every_module_through_ansible_with_group_defaults_and_no_warning(group_lab):
     def play(**kw):
         return run_playbook(str(group_lab / "play.yml"), inventory=str(group_lab / "inventory.ini"), **kw)
+
     first = play()
     assert_clean(first)
-    assert recap(first)["labhost"][0] == 3          # xdp_program, tc_program, bpf_map
+    assert recap(first)["labhost"][0] == 3  # xdp_program, tc_program, bpf_map
     again = play()
     assert_clean(again)
     assert recap(again)["labhost"] == (0, 0, 0)
@@ -120,6 +120,7 @@ def test_every_module_through_ansible_with_group_defaults_and_no_warning(group_l
 
 
 # ---------------------------------------------------------------- deploy_xdp.yml in check mode, never deployed
+
 
 def listing(*roots) -> list:
     found = []
@@ -138,11 +139,16 @@ def test_deploy_xdp_check_mode_on_a_host_never_deployed_predicts_and_writes_noth
     fresh_state = str(tmp_path / "state" / "edge")
     (tmp_path / "inventory.ini").write_text(
         "[xdp_filter]\nedge ansible_connection=ebpf.fleet.netns ansible_netns=%s xdp_filter_interfaces='[\"vb\"]' "
-        "ebpf_fleet_pin_root=%s ebpf_fleet_state_dir=%s\n" % (host.name, fresh_pins, fresh_state))
+        "ebpf_fleet_pin_root=%s ebpf_fleet_state_dir=%s\n" % (host.name, fresh_pins, fresh_state)
+    )
     # bpf_host would check this machine's own /etc (this host is not a lab host with paths of its own)
-    proc = run_playbook(os.path.join(paths.REPO, "playbooks", "deploy_xdp.yml"),
-                        inventory=str(tmp_path / "inventory.ini"), check=True, diff=True,
-                        env={"ANSIBLE_SKIP_TAGS": "bpf_host"})
+    proc = run_playbook(
+        os.path.join(paths.REPO, "playbooks", "deploy_xdp.yml"),
+        inventory=str(tmp_path / "inventory.ini"),
+        check=True,
+        diff=True,
+        env={"ANSIBLE_SKIP_TAGS": "bpf_host"},
+    )
     output = proc.stdout + proc.stderr
     # the program side: the filter is predicted, to be loaded on vb
     task = output.split("TASK [ebpf.fleet.xdp_filter : Deploy the filter program]", 1)[1].split("TASK [", 1)[0]
@@ -152,7 +158,7 @@ def test_deploy_xdp_check_mode_on_a_host_never_deployed_predicts_and_writes_noth
     assert listing(pin_root) == [pin_root], listing(pin_root)
     assert not os.path.exists(os.path.dirname(fresh_state))
     assert_clean(proc)
-    assert recap(proc)["edge"][1:] == (0, 0)   # unreachable, failed
+    assert recap(proc)["edge"][1:] == (0, 0)  # unreachable, failed
 
 
 # ---------------------------------------------------------------- idempotence from any directory
@@ -187,14 +193,12 @@ def copy_collection(dest) -> str:
     """The collection copied into another collections path (as `ansible-galaxy collection install` would)."""
     root = dest / "ansible_collections" / "ebpf" / "fleet"
     for part in ("plugins", "meta", "bpf"):
-        shutil.copytree(os.path.join(paths.REPO, part), root / part,
-                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(os.path.join(paths.REPO, part), root / part, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(os.path.join(paths.REPO, "galaxy.yml"), root / "galaxy.yml")
     return str(dest)
 
 
-def test_same_source_from_any_directory_runner_or_collections_path_changes_nothing(
-        netns, pin_root, state_dir, tmp_path, monkeypatch):
+def test_same_source_from_any_directory_runner_or_collections_path_changes_nothing(netns, pin_root, state_dir, tmp_path, monkeypatch):
     host = netns("id")
     host.veth("va", "vb")
     inventory = tmp_path / "inventory.ini"
@@ -226,8 +230,7 @@ def test_same_source_from_any_directory_runner_or_collections_path_changes_nothi
 
     # the collection from another collections path (the only one: build/collections is not on it)
     other_path = copy_collection(tmp_path / "collections2")
-    third = run_playbook(str(two / "play.yml"), inventory=str(inventory),
-                         env={"ANSIBLE_COLLECTIONS_PATH": other_path, "PYTHONPATH": ""})
+    third = run_playbook(str(two / "play.yml"), inventory=str(inventory), env={"ANSIBLE_COLLECTIONS_PATH": other_path, "PYTHONPATH": ""})
     assert_clean(third)
     assert recap(third)["labhost"][0] == 0, third.stdout
     assert sha256() == digest
@@ -240,9 +243,12 @@ def test_same_source_from_any_directory_runner_or_collections_path_changes_nothi
     shutil.copy(inventory, private / "inventory" / "hosts")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PATH", os.path.dirname(paths.PYTHON) + os.pathsep + os.environ["PATH"])
-    result = ansible_runner.run(private_data_dir=str(private), playbook="play.yml", quiet=True,
-                                envvars={"ANSIBLE_COLLECTIONS_PATH": paths.COLLECTIONS,
-                                         "ANSIBLE_PYTHON_INTERPRETER": paths.PYTHON, "ANSIBLE_NOCOLOR": "1"})
+    result = ansible_runner.run(
+        private_data_dir=str(private),
+        playbook="play.yml",
+        quiet=True,
+        envvars={"ANSIBLE_COLLECTIONS_PATH": paths.COLLECTIONS, "ANSIBLE_PYTHON_INTERPRETER": paths.PYTHON, "ANSIBLE_NOCOLOR": "1"},
+    )
     output = result.stdout.read()
     assert result.rc == 0, output
     assert not WARNING.search(output), output

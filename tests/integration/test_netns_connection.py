@@ -4,7 +4,6 @@ import json
 import os
 
 import pytest
-
 from harness.netns import unique
 from harness.runner import run_playbook
 
@@ -21,7 +20,8 @@ def test_tasks_run_in_the_namespace_and_see_its_links(netns, tmp_path):
     playbook.write_text(
         "- hosts: lab\n  gather_facts: false\n  tasks:\n"
         "    - ansible.builtin.command: ip -j link show\n      register: links\n      changed_when: false\n"
-        "    - ansible.builtin.copy:\n        content: '{{ links.stdout }}'\n        dest: %s\n" % out)
+        "    - ansible.builtin.copy:\n        content: '{{ links.stdout }}'\n        dest: %s\n" % out
+    )
     proc = run_playbook(str(playbook), inventory=str(inventory))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     names = {link["ifname"] for link in json.loads(out.read_text())}

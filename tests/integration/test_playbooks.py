@@ -3,14 +3,11 @@
 Every run through ansible-playbook must be free of [WARNING] and [DEPRECATION WARNING] lines.
 """
 
-import json
 import os
 import re
 import subprocess
 
 import pytest
-import yaml
-
 from harness import paths
 from harness.netns_lab import NetnsLab as Lab
 from harness.runner import run_module, run_playbook
@@ -67,8 +64,9 @@ def test_check_xdp_support_reports_each_lab_host(netns, tmp_path):
     host_a.veth("v0", "v1")
     host_b.bridge("br0")
     inventory = tmp_path / "inventory.ini"
-    inventory.write_text("a ansible_connection=ebpf.fleet.netns ansible_netns=%s\n"
-                         "b ansible_connection=ebpf.fleet.netns ansible_netns=%s\n" % (host_a.name, host_b.name))
+    inventory.write_text(
+        "a ansible_connection=ebpf.fleet.netns ansible_netns=%s\nb ansible_connection=ebpf.fleet.netns ansible_netns=%s\n" % (host_a.name, host_b.name)
+    )
     proc = run_playbook(CHECK, inventory=str(inventory))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert_no_warning(proc)
@@ -87,20 +85,21 @@ def test_check_xdp_support_takes_host_and_group_vars_over_its_defaults(netns, tm
     (tmp_path / "inventory.ini").write_text(
         "[veths]\na ansible_netns=%s xdp_check_interfaces='[\"v0\"]'\n"
         "[bridges]\nb ansible_netns=%s\n"
-        "[all:vars]\nansible_connection=ebpf.fleet.netns\n" % (host_a.name, host_b.name))
+        "[all:vars]\nansible_connection=ebpf.fleet.netns\n" % (host_a.name, host_b.name)
+    )
     (tmp_path / "group_vars").mkdir()
     (tmp_path / "group_vars" / "bridges.yml").write_text("xdp_check_require: native\n")
     proc = run_playbook(CHECK, inventory=str(tmp_path / "inventory.ini"))
     assert_no_warning(proc)
     counts = recap(proc)
-    assert counts["a"][2] == 0 and counts["b"][2] == 1, proc.stdout   # b: its group's require=native
+    assert counts["a"][2] == 0 and counts["b"][2] == 1, proc.stdout  # b: its group's require=native
     assert "native XDP is required" in proc.stdout and "br0" in proc.stdout
     assert "v0: driver=veth" in proc.stdout
-    assert "v1:" not in proc.stdout                                    # a: only its own interface list
+    assert "v1:" not in proc.stdout  # a: only its own interface list
 
 
 DEPLOY_PLAY = "Deploy the network functions of each host's groups"
-EDGES_ONLY = {"deploy_xdp_hosts": "edges"}   # the waves of the filter's hosts; the lab's other hosts wait
+EDGES_ONLY = {"deploy_xdp_hosts": "edges"}  # the waves of the filter's hosts; the lab's other hosts wait
 
 
 def test_deploy_xdp_rolls_out_in_the_waves_and_batches_the_inventory_sets(make_lab):
@@ -124,8 +123,7 @@ def test_deploy_xdp_rolls_out_in_the_waves_and_batches_the_inventory_sets(make_l
     assert second.returncode == 0, second.stdout + second.stderr
     assert_no_warning(second)
     assert batches(second, DEPLOY_PLAY) == [["edge2"], ["edge1", "edge3"]], second.stdout
-    assert {host: counts[0] for host, counts in recap(second).items()} == {
-        "edge1": 0, "edge2": 0, "edge3": 0}, second.stdout
+    assert {host: counts[0] for host, counts in recap(second).items()} == {"edge1": 0, "edge2": 0, "edge3": 0}, second.stdout
 
     # a percentage from -e splits each wave; a bad wave number fails before anything runs, naming the host
     third = run_playbook(DEPLOY, inventory=lab.inventory, extra_vars=dict(EDGES_ONLY, deploy_xdp_serial="50%"))
@@ -147,13 +145,13 @@ def test_deploy_xdp_stops_the_rollout_when_a_batch_fails_more_than_max_fail_perc
     assert proc.returncode != 0
     assert_no_warning(proc)
     assert "xdp_filter_port_rules" in proc.stdout, proc.stdout
-    assert batches(proc, DEPLOY_PLAY) == [["edge1"]], proc.stdout    # edge2 and edge3 never started
+    assert batches(proc, DEPLOY_PLAY) == [["edge1"]], proc.stdout  # edge2 and edge3 never started
     assert all(lab.xdp(host) is None for host in ("edge1", "edge2", "edge3"))
 
     # 50 %: a batch of two where one fails is not above the threshold, so the next batch runs
     lab.vars_file("group_vars", "all", {"deploy_xdp_serial": 2, "deploy_xdp_max_fail_percentage": 50})
     proc = run_playbook(DEPLOY, inventory=lab.inventory, extra_vars=EDGES_ONLY)
-    assert proc.returncode != 0   # edge1 still failed
+    assert proc.returncode != 0  # edge1 still failed
     assert batches(proc, DEPLOY_PLAY) == [["edge1", "edge2"], ["edge3"]], proc.stdout
     assert lab.xdp("edge1") is None and lab.xdp("edge2")["mode"] == 1 and lab.xdp("edge3")["mode"] == 1
 
@@ -168,35 +166,48 @@ def test_deploy_xdp_tags_deploy_one_function_and_its_hosts_only(make_lab):
     assert lab.info("lb1", query="keys(deployments)")["query_result"] == ["lb"]
     for host in ("edge1", "backend1", "backend2"):
         assert lab.info(host, query="keys(deployments)")["query_result"] == [], host
-    assert "203.0.113.10" in subprocess.run(["ip", "-n", lab.prefix + "backend1", "addr", "show", "dev", "lo"],
-                                            capture_output=True, text=True, check=True).stdout
+    assert (
+        "203.0.113.10" in subprocess.run(["ip", "-n", lab.prefix + "backend1", "addr", "show", "dev", "lo"], capture_output=True, text=True, check=True).stdout
+    )
 
 
 def filter_state(lab, host) -> dict:
     """What the host's filter holds: program ids and version, the entries of its plain maps."""
     maps = ("filter_config", "filter_mgmt_v4", "filter_mgmt_ports")
-    info = lab.info(host, contents=True, max_entries=100000,
-                    query="deployments.filter.{version: version, programs: programs, maps: maps.{%s}}" % ", ".join(
-                        "%s: %s.entries" % (name, name) for name in maps))
+    info = lab.info(
+        host,
+        contents=True,
+        max_entries=100000,
+        query="deployments.filter.{version: version, programs: programs, maps: maps.{%s}}" % ", ".join("%s: %s.entries" % (name, name) for name in maps),
+    )
     return info["query_result"]
 
 
 def holds_rule_sets(lab, host, policy) -> bool:
     """The swappable rule sets (filter_v4, filter_ports) hold exactly the policy's rules (bpf_map predicts no change)."""
-    for name, entries in (("filter_v4", v4_plugin.xdp_filter_v4_entries(policy["xdp_filter_v4_rules"])),
-                          ("filter_ports", port_plugin.xdp_filter_port_entries(policy["xdp_filter_port_rules"]))):
-        result = run_module("bpf_map", {"name": "filter", "map": name, "mode": "sync", "entries": entries,
-                                        "pin_root": lab.pin_root(host)}, netns=lab.prefix + host, check_mode=True)
+    for name, entries in (
+        ("filter_v4", v4_plugin.xdp_filter_v4_entries(policy["xdp_filter_v4_rules"])),
+        ("filter_ports", port_plugin.xdp_filter_port_entries(policy["xdp_filter_port_rules"])),
+    ):
+        result = run_module(
+            "bpf_map",
+            {"name": "filter", "map": name, "mode": "sync", "entries": entries, "pin_root": lab.pin_root(host)},
+            netns=lab.prefix + host,
+            check_mode=True,
+        )
         assert not result.failed, result
         if result.changed:
             return False
     return True
 
 
-POLICY = dict(EDGES_ONLY, xdp_filter_default_verdict="drop",
-              xdp_filter_v4_rules=[{"cidr": "192.0.2.0/24", "action": "drop", "rule_id": 1}],
-              xdp_filter_port_rules=[{"proto": "udp", "port": 53, "action": "drop", "rule_id": 11}],
-              xdp_filter_mgmt_v4=["198.51.100.0/28"])
+POLICY = dict(
+    EDGES_ONLY,
+    xdp_filter_default_verdict="drop",
+    xdp_filter_v4_rules=[{"cidr": "192.0.2.0/24", "action": "drop", "rule_id": 1}],
+    xdp_filter_port_rules=[{"proto": "udp", "port": 53, "action": "drop", "rule_id": 11}],
+    xdp_filter_mgmt_v4=["198.51.100.0/28"],
+)
 
 
 def test_deploy_xdp_checks_the_whole_declaration_before_changing_a_deployed_host(make_lab):
@@ -208,9 +219,11 @@ def test_deploy_xdp_checks_the_whole_declaration_before_changing_a_deployed_host
     assert before["maps"]["filter_mgmt_v4"] and holds_rule_sets(lab, "edge1", POLICY)
 
     # a new, valid source rule and a port rule with a bad protocol: the source rule must not be swapped in
-    bad_port = dict(POLICY, xdp_filter_v4_rules=POLICY["xdp_filter_v4_rules"] + [
-        {"cidr": "203.0.113.0/24", "action": "drop", "rule_id": 2}],
-        xdp_filter_port_rules=[{"proto": "tcpp", "port": 80, "action": "pass", "rule_id": 10}])
+    bad_port = dict(
+        POLICY,
+        xdp_filter_v4_rules=POLICY["xdp_filter_v4_rules"] + [{"cidr": "203.0.113.0/24", "action": "drop", "rule_id": 2}],
+        xdp_filter_port_rules=[{"proto": "tcpp", "port": 80, "action": "pass", "rule_id": 10}],
+    )
     proc = run_playbook(DEPLOY, inventory=lab.inventory, extra_vars=bad_port)
     assert proc.returncode != 0
     assert_no_warning(proc)
@@ -220,8 +233,7 @@ def test_deploy_xdp_checks_the_whole_declaration_before_changing_a_deployed_host
 
     # a bad value only the map's BTF can refuse (checked against the deployed filter in check mode), with a new
     # source (a new program version would be the first write)
-    bad_config = dict(POLICY, xdp_filter_v4_rules=bad_port["xdp_filter_v4_rules"],
-                      xdp_filter_config={"non_ip": "sometimes"}, xdp_filter_priority=11)
+    bad_config = dict(POLICY, xdp_filter_v4_rules=bad_port["xdp_filter_v4_rules"], xdp_filter_config={"non_ip": "sometimes"}, xdp_filter_priority=11)
     proc = run_playbook(DEPLOY, inventory=lab.inventory, extra_vars=bad_config)
     assert proc.returncode != 0
     assert_no_warning(proc)
@@ -233,8 +245,7 @@ def test_deploy_xdp_checks_the_whole_declaration_before_changing_a_deployed_host
 
 def files_under(folder) -> list:
     """Every file (pins, records) under folder; empty folders are not counted."""
-    return sorted(os.path.relpath(os.path.join(top, name), folder)
-                  for top, _dirs, names in os.walk(folder) for name in names)
+    return sorted(os.path.relpath(os.path.join(top, name), folder) for top, _dirs, names in os.walk(folder) for name in names)
 
 
 def test_deploy_xdp_failed_first_deploy_leaves_nothing_behind(make_lab):
@@ -245,13 +256,13 @@ def test_deploy_xdp_failed_first_deploy_leaves_nothing_behind(make_lab):
     proc = run_playbook(DEPLOY, inventory=lab.inventory, extra_vars=bad)
     assert proc.returncode != 0
     assert_no_warning(proc)
-    assert lab.xdp("edge1") is None                                     # nothing attached
-    assert files_under(lab.pin_root("edge1")) == []                     # no pins
-    assert not os.path.exists(os.path.join(lab.state_dir("edge1"), "filter"))   # no record
+    assert lab.xdp("edge1") is None  # nothing attached
+    assert files_under(lab.pin_root("edge1")) == []  # no pins
+    assert not os.path.exists(os.path.join(lab.state_dir("edge1"), "filter"))  # no record
     assert [name for name in files_under(lab.state_dir("edge1")) if not name.endswith(".lock")] == []
     assert lab.info("edge1", query="keys(deployments)")["query_result"] == []
     out = proc.stdout
-    assert "Declare the filter's maps" in out and "sometimes" in out, out   # the original error, re-raised
+    assert "Declare the filter's maps" in out and "sometimes" in out, out  # the original error, re-raised
     assert "what this run made was removed" in out, out
     assert "Traceback" not in out + proc.stderr
 

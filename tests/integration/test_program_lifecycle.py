@@ -10,7 +10,6 @@ import time
 from types import SimpleNamespace
 
 import pytest
-
 from harness import bpffs as harness_bpffs
 from harness import paths
 from harness.bpfbuild import compile_fixture
@@ -47,8 +46,7 @@ def lab(netns, pin_root, tmp_path):
     fresh_pins = os.path.join(pin_root, "fresh", "root")
     fresh_state = str(tmp_path / "var" / "state")
     base = dict(interfaces=["vb"], pin_root=fresh_pins, state_dir=fresh_state)
-    return SimpleNamespace(tx=tx, rx=rx, pin_root=fresh_pins, state_dir=fresh_state, pin_base=pin_root,
-                           args=lambda **kw: dict(base, **kw))
+    return SimpleNamespace(tx=tx, rx=rx, pin_root=fresh_pins, state_dir=fresh_state, pin_base=pin_root, args=lambda **kw: dict(base, **kw))
 
 
 def record(lab, name="guard"):
@@ -57,6 +55,7 @@ def record(lab, name="guard"):
 
 
 # ---------------------------------------------------------------- records
+
 
 def test_version_keeps_counting_after_ten_versions_are_kept(lab, run_module):
     objects = [paths.bpf_object("xdp_drop_udp"), compile_fixture("xdp_drop_udp", VERSION=2)]
@@ -86,8 +85,7 @@ def test_a_change_of_any_recorded_option_updates_the_record(lab, run_module, tmp
 
     # compiled on the host: the compiler and the include folders are recorded and followed too
     src = os.path.join(SRC, "xdp_drop_udp.c")
-    host = lab.args(name="guard", src=src, compiler="host", mode="auto", allow_generic_fallback=True,
-                    include_dirs=[paths.BPF_INCLUDE])
+    host = lab.args(name="guard", src=src, compiler="host", mode="auto", allow_generic_fallback=True, include_dirs=[paths.BPF_INCLUDE])
     assert run_module("xdp_program", host, netns=lab.rx).changed
     assert record(lab)["compiler"] == "host"
     assert not run_module("xdp_program", host, netns=lab.rx).changed
@@ -100,30 +98,27 @@ def test_a_change_of_any_recorded_option_updates_the_record(lab, run_module, tmp
 
 # ---------------------------------------------------------------- runs that write nothing
 
+
 def test_absent_of_a_name_never_deployed_creates_no_folder_and_no_lock(lab, run_module, tmp_path):
     res = run_module("xdp_program", lab.args(name="never", state="absent"), netns=lab.rx)
     assert not res.changed and not res.failed, res
     assert tree(lab.pin_base) == [(lab.pin_base, "0o700")]
     assert not os.path.exists(os.path.dirname(lab.state_dir))
     # with the folders there (another deployment), still no lock file and nothing new
-    assert run_module("xdp_program", lab.args(name="guard", object=paths.bpf_object("xdp_drop_udp")),
-                      netns=lab.rx).changed
+    assert run_module("xdp_program", lab.args(name="guard", object=paths.bpf_object("xdp_drop_udp")), netns=lab.rx).changed
     before = tree(lab.pin_base, lab.state_dir)
     assert not run_module("xdp_program", lab.args(name="never", state="absent"), netns=lab.rx).changed
-    assert not run_module("tc_program", lab.args(name="never", state="absent", direction="ingress"),
-                          netns=lab.rx).changed
+    assert not run_module("tc_program", lab.args(name="never", state="absent", direction="ingress"), netns=lab.rx).changed
     assert tree(lab.pin_base, lab.state_dir) == before
     assert not [path for path, _mode in before if path.endswith(".lock")]
 
 
 def test_check_mode_on_a_host_never_deployed_predicts_and_creates_nothing(lab, run_module):
-    res = run_module("xdp_program", lab.args(name="guard", object=paths.bpf_object("xdp_drop_udp")),
-                     netns=lab.rx, check_mode=True, diff=True)
+    res = run_module("xdp_program", lab.args(name="guard", object=paths.bpf_object("xdp_drop_udp")), netns=lab.rx, check_mode=True, diff=True)
     assert res.changed and not res.failed, res
     assert res["attachments"]["vb"]["action"] == "attach"
     assert res["diff"]["after"]["xdp@vb"][0].endswith("(to be loaded)")
-    res = run_module("tc_program", lab.args(name="count", object=paths.bpf_object("tc_count"), direction="ingress"),
-                     netns=lab.rx, check_mode=True)
+    res = run_module("tc_program", lab.args(name="count", object=paths.bpf_object("tc_count"), direction="ingress"), netns=lab.rx, check_mode=True)
     assert res.changed and not res.failed, res
     assert tree(lab.pin_base) == [(lab.pin_base, "0o700")]
     assert not os.path.exists(os.path.dirname(lab.state_dir))
@@ -134,7 +129,7 @@ def test_check_mode_after_a_reboot_predicts_the_reload(lab, run_module):
     """A reboot keeps the records (disk) and loses the pins and attachments (bpffs, the kernel)."""
     args = lab.args(name="guard", object=paths.bpf_object("xdp_drop_udp"))
     assert run_module("xdp_program", args, netns=lab.rx).changed
-    harness_bpffs.remove_pin_root(lab.pin_root)   # the link's pin goes: the kernel detaches the program
+    harness_bpffs.remove_pin_root(lab.pin_root)  # the link's pin goes: the kernel detaches the program
     for _attempt in range(50):
         if not xdp_prog_id(lab.rx):
             break
@@ -153,19 +148,27 @@ def test_check_mode_mounts_no_bpffs(netns, tmp_path):
     """In a mount namespace without bpffs (a host after boot), check mode leaves /sys/fs/bpf unmounted."""
     ns = netns("mnt")
     ns.veth("va", "vb")
-    args = {"name": "guard", "object": paths.bpf_object("xdp_drop_udp"), "interfaces": ["vb"],
-            "state_dir": str(tmp_path / "state"), "_ansible_check_mode": True}
+    args = {
+        "name": "guard",
+        "object": paths.bpf_object("xdp_drop_udp"),
+        "interfaces": ["vb"],
+        "state_dir": str(tmp_path / "state"),
+        "_ansible_check_mode": True,
+    }
     args_file = tmp_path / "args.json"
     args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-    script = ("umount /sys/fs/bpf 2>/dev/null; nsenter --net=/run/netns/%s %s -m "
-              "ansible_collections.ebpf.fleet.plugins.modules.xdp_program %s; echo; grep -c ' /sys/fs/bpf bpf ' /proc/self/mounts"
-              % (ns.name, paths.PYTHON, args_file))
+    script = (
+        "umount /sys/fs/bpf 2>/dev/null; nsenter --net=/run/netns/%s %s -m "
+        "ansible_collections.ebpf.fleet.plugins.modules.xdp_program %s; echo; grep -c ' /sys/fs/bpf bpf ' /proc/self/mounts"
+        % (ns.name, paths.PYTHON, args_file)
+    )
     env = dict(os.environ, PYTHONPATH=paths.COLLECTIONS)
-    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
-                          capture_output=True, text=True, env=env, check=False, timeout=120)
+    proc = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script], capture_output=True, text=True, env=env, check=False, timeout=120
+    )
     lines = proc.stdout.strip().splitlines()
     assert len(lines) >= 2, proc.stdout + proc.stderr
-    result = json.loads(proc.stdout[proc.stdout.index("{"):proc.stdout.rindex("}") + 1])
+    result = json.loads(proc.stdout[proc.stdout.index("{") : proc.stdout.rindex("}") + 1])
     assert result["changed"] and not result.get("failed"), proc.stdout + proc.stderr
     assert lines[-1] == "0", "check mode mounted bpffs"
     assert not os.path.exists(tmp_path / "state")
@@ -173,11 +176,10 @@ def test_check_mode_mounts_no_bpffs(netns, tmp_path):
 
 # ---------------------------------------------------------------- folders
 
+
 def test_folders_under_the_pin_root_and_state_dir_are_0700(lab, run_module):
-    assert run_module("xdp_program", lab.args(name="guard", object=paths.bpf_object("xdp_drop_udp")),
-                      netns=lab.rx).changed
-    assert run_module("tc_program", lab.args(name="count", object=paths.bpf_object("tc_count"), direction="ingress"),
-                      netns=lab.rx).changed
+    assert run_module("xdp_program", lab.args(name="guard", object=paths.bpf_object("xdp_drop_udp")), netns=lab.rx).changed
+    assert run_module("tc_program", lab.args(name="count", object=paths.bpf_object("tc_count"), direction="ingress"), netns=lab.rx).changed
     entries = tree(lab.pin_base, lab.state_dir)
     folders = {path: mode for path, mode in entries if stat.S_ISDIR(os.lstat(path).st_mode)}
     assert os.path.join(lab.pin_root, "guard", "progs") in folders
@@ -187,6 +189,7 @@ def test_folders_under_the_pin_root_and_state_dir_are_0700(lab, run_module):
 
 
 # ---------------------------------------------------------------- refused before anything changes
+
 
 @pytest.mark.parametrize("name", ["..", ".", "a/b", "../../etc", "x;touch /tmp/pwn", "a" * 65, "", "-x", "a b"])
 def test_hostile_deployment_names_are_refused_before_anything_changes(lab, run_module, name):
@@ -201,8 +204,7 @@ def test_hostile_deployment_names_are_refused_before_anything_changes(lab, run_m
 @pytest.mark.parametrize("value", ["9999\n#define EVIL 1", "9999\\", "99\r99"])
 def test_a_define_clang_would_cut_is_refused_naming_it(lab, run_module, value):
     src = os.path.join(SRC, "xdp_drop_udp.c")
-    res = run_module("xdp_program", lab.args(name="guard", src=src, compiler="host", defines={"DROP_PORT": value}),
-                     netns=lab.rx)
+    res = run_module("xdp_program", lab.args(name="guard", src=src, compiler="host", defines={"DROP_PORT": value}), netns=lab.rx)
     assert res.failed and res["msg"].startswith("defines: DROP_PORT="), res
     assert "Traceback" not in res["_stderr"]
     assert xdp_prog_id(lab.rx) == 0 and not os.path.exists(os.path.dirname(lab.state_dir))

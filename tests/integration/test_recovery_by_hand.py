@@ -11,13 +11,12 @@ import os
 from types import SimpleNamespace
 
 import pytest
-
 from harness import paths
 from harness.traffic import udp_count
 
 pytestmark = pytest.mark.kernel
 
-PORT = 9999   # the drop fixtures drop UDP to this port (tests/bpf/drop_udp.h)
+PORT = 9999  # the drop fixtures drop UDP to this port (tests/bpf/drop_udp.h)
 WRAPPER = os.path.join(paths.REPO, "extras", "host", "ebpf-fleet-host")
 
 
@@ -26,8 +25,7 @@ def lab(netns, pin_root, state_dir):
     """tx (203.0.113.1, va) -- veth -- rx (203.0.113.2, vb): the deployments go on rx's vb."""
     tx, rx = netns("rtx"), netns("rrx")
     tx.veth("va", "vb", peer_ns=rx, addr_a="203.0.113.1/24", addr_b="203.0.113.2/24")
-    return SimpleNamespace(tx=tx, rx=rx, pin_root=pin_root, state_dir=state_dir,
-                           base=dict(pin_root=pin_root, state_dir=state_dir, interfaces=["vb"]))
+    return SimpleNamespace(tx=tx, rx=rx, pin_root=pin_root, state_dir=state_dir, base=dict(pin_root=pin_root, state_dir=state_dir, interfaces=["vb"]))
 
 
 def udp_received(lab) -> bool:
@@ -42,15 +40,13 @@ def xdp_prog_id(lab) -> int:
 
 
 def drift_state(lab, run_module, name: str) -> str:
-    res = run_module("bpf_info", dict(pin_root=lab.pin_root, state_dir=lab.state_dir, check_records=True),
-                     netns=lab.rx)
+    res = run_module("bpf_info", dict(pin_root=lab.pin_root, state_dir=lab.state_dir, check_records=True), netns=lab.rx)
     assert not res.failed, res.get("msg")
     return res["deployments"][name]["drift"]["state"]
 
 
 def test_ip_link_cannot_detach_the_pinned_xdp_link_bpftool_can_and_the_host_command_restores_it(lab, run_module):
-    res = run_module("xdp_program", dict(lab.base, name="guard", object=paths.bpf_object("xdp_drop_udp")),
-                     netns=lab.rx)
+    res = run_module("xdp_program", dict(lab.base, name="guard", object=paths.bpf_object("xdp_drop_udp")), netns=lab.rx)
     assert res.changed and not res.failed, res
     assert not udp_received(lab)
 
@@ -63,8 +59,7 @@ def test_ip_link_cannot_detach_the_pinned_xdp_link_bpftool_can_and_the_host_comm
     assert xdp_prog_id(lab) == 0 and udp_received(lab)
     assert drift_state(lab, run_module, "guard") == "drifted"
 
-    env = dict(os.environ, EBPF_FLEET_LIB=paths.COLLECTIONS, EBPF_FLEET_PYTHON=paths.PYTHON,
-               EBPF_FLEET_STATE_DIR=lab.state_dir)
+    env = dict(os.environ, EBPF_FLEET_LIB=paths.COLLECTIONS, EBPF_FLEET_PYTHON=paths.PYTHON, EBPF_FLEET_STATE_DIR=lab.state_dir)
     restored = lab.rx.run([WRAPPER, "restore"], check=False, env=env)
     assert restored.returncode == 0, restored.stdout + restored.stderr
     assert restored.stdout.startswith("guard: restored"), restored.stdout
@@ -74,8 +69,7 @@ def test_ip_link_cannot_detach_the_pinned_xdp_link_bpftool_can_and_the_host_comm
 
 @pytest.mark.parametrize("attach", ["tcx", "clsact"])
 def test_a_tc_program_is_taken_off_by_its_link_pin_or_its_clsact_preference(lab, run_module, attach):
-    res = run_module("tc_program", dict(lab.base, name="tcguard", object=paths.bpf_object("tc_drop_udp"),
-                                        direction="ingress", attach=attach), netns=lab.rx)
+    res = run_module("tc_program", dict(lab.base, name="tcguard", object=paths.bpf_object("tc_drop_udp"), direction="ingress", attach=attach), netns=lab.rx)
     assert res.changed and not res.failed, res
     assert not udp_received(lab)
     if attach == "tcx":

@@ -13,7 +13,6 @@ import shutil
 import subprocess
 
 import pytest
-
 from harness import host_units, paths
 from harness.traffic import udp_count
 
@@ -41,8 +40,7 @@ def exec_start(unit: str) -> list:
 
 
 def run_unit(unit: str, netns, state_dir: str, textfile: str = "") -> subprocess.CompletedProcess:
-    env = {"EBPF_FLEET_LIB": paths.COLLECTIONS, "EBPF_FLEET_PYTHON": host_units.system_python(),
-           "EBPF_FLEET_STATE_DIR": state_dir}
+    env = {"EBPF_FLEET_LIB": paths.COLLECTIONS, "EBPF_FLEET_PYTHON": host_units.system_python(), "EBPF_FLEET_STATE_DIR": state_dir}
     if textfile:
         env["EBPF_FLEET_TEXTFILE_DIR"] = textfile
     return host_units.run_in_netns(exec_start(unit), netns, env)
@@ -61,32 +59,44 @@ def host(netns, pin_root, state_dir, run_module):
     client, server = netns("rc"), netns("rs")
     client.veth("va", "vb", peer_ns=server, addr_a="198.51.100.1/24", addr_b="198.51.100.2/24")
     common = {"pin_root": pin_root, "state_dir": state_dir, "interfaces": ["vb"], "mode": "native"}
-    ok(run_module("xdp_program", dict(common, name="filter", object=paths.bpf_object("xdp_filter"), priority=10),
-                  netns=server))
-    ok(run_module("xdp_program", dict(common, name="counter", object=paths.bpf_object("xdp_count"), priority=5),
-                  netns=server))
+    ok(run_module("xdp_program", dict(common, name="filter", object=paths.bpf_object("xdp_filter"), priority=10), netns=server))
+    ok(run_module("xdp_program", dict(common, name="counter", object=paths.bpf_object("xdp_count"), priority=5), netns=server))
 
     def declare(map_name, **args):
-        return ok(run_module("bpf_map", dict(args, name="filter", map=map_name, pin_root=pin_root,
-                                             state_dir=state_dir), netns=server))
+        return ok(run_module("bpf_map", dict(args, name="filter", map=map_name, pin_root=pin_root, state_dir=state_dir), netns=server))
 
     declare("filter_config", mode="sync", entries=[{"key": 0, "value": {"default_verdict": "pass"}}])
-    declare("filter_ports", mode="sync", entries=xdp_filter_port_entries(
-        [{"proto": "udp", "port": DROPPED_PORT, "action": "drop", "rule_id": 11}]))
-    declare("filter_v4", mode="sync", entries=xdp_filter_v4_entries(
-        [{"cidr": "203.0.113.0/24", "action": "drop", "rule_id": 1}]))
+    declare("filter_ports", mode="sync", entries=xdp_filter_port_entries([{"proto": "udp", "port": DROPPED_PORT, "action": "drop", "rule_id": 11}]))
+    declare("filter_v4", mode="sync", entries=xdp_filter_v4_entries([{"cidr": "203.0.113.0/24", "action": "drop", "rule_id": 1}]))
     # merged twice, one key removed again: the record follows every mode
     declare("filter_mgmt_v4", mode="merge", entries=["192.0.2.0/28", "192.0.2.64/28"], value=1)
     declare("filter_mgmt_v4", mode="merge", entries=["198.51.100.0/28"], value=1)
     declare("filter_mgmt_v4", mode="absent", entries=["192.0.2.64/28"])
     # the egress program on the server's side: UDP it sends to OPEN_PORT falls in class 3, which drops
-    ok(run_module("tc_program", {"name": "egress", "object": paths.bpf_object("tc_egress"), "direction": "egress",
-                                 "interfaces": ["vb"], "pin_root": pin_root, "state_dir": state_dir}, netns=server))
-    for map_name, entries in (("egress_classes", [{"key": 3, "value": tc_egress_tables.class_value({"action": "drop"})}]),
-                              ("egress_ports", [{"key": OPEN_PORT, "value": {"udp": 3, "set": ["udp"]}}]),
-                              ("egress_config", [{"key": 0, "value": {"default_class": 0}}])):
-        ok(run_module("bpf_map", {"name": "egress", "map": map_name, "mode": "sync", "entries": entries,
-                                  "pin_root": pin_root, "state_dir": state_dir}, netns=server))
+    ok(
+        run_module(
+            "tc_program",
+            {
+                "name": "egress",
+                "object": paths.bpf_object("tc_egress"),
+                "direction": "egress",
+                "interfaces": ["vb"],
+                "pin_root": pin_root,
+                "state_dir": state_dir,
+            },
+            netns=server,
+        )
+    )
+    for map_name, entries in (
+        ("egress_classes", [{"key": 3, "value": tc_egress_tables.class_value({"action": "drop"})}]),
+        ("egress_ports", [{"key": OPEN_PORT, "value": {"udp": 3, "set": ["udp"]}}]),
+        ("egress_config", [{"key": 0, "value": {"default_class": 0}}]),
+    ):
+        ok(
+            run_module(
+                "bpf_map", {"name": "egress", "map": map_name, "mode": "sync", "entries": entries, "pin_root": pin_root, "state_dir": state_dir}, netns=server
+            )
+        )
     return {"client": client, "server": server, "pin_root": pin_root, "state_dir": state_dir}
 
 
@@ -135,9 +145,9 @@ def wipe_as_a_reboot_does(lab):
 def test_bpf_map_records_the_declared_contents_but_never_counters(host, run_module):
     state_dir, pin_root = host["state_dir"], host["pin_root"]
     assert map_records.listed(state_dir, "filter") == sorted(DECLARED)
-    assert map_records.listed(state_dir, "counter") == []          # nothing declared: nothing recorded
+    assert map_records.listed(state_dir, "counter") == []  # nothing declared: nothing recorded
     mgmt = map_records.read(state_dir, "filter", "filter_mgmt_v4")
-    assert len(mgmt.entries) == 2 and not mgmt.exact               # merges only: restore adds, never removes
+    assert len(mgmt.entries) == 2 and not mgmt.exact  # merges only: restore adds, never removes
     assert map_records.read(state_dir, "filter", "filter_ports").exact
     assert not os.path.exists(map_records.path_of(state_dir, "filter", "filter_stats"))
 
@@ -145,21 +155,28 @@ def test_bpf_map_records_the_declared_contents_but_never_counters(host, run_modu
     saved = open(record, "rb").read()
     args = {"name": "filter", "map": "filter_mgmt_v4", "pin_root": pin_root, "state_dir": state_dir}
     # check mode predicts and records nothing; a refused entry records nothing
-    check = run_module("bpf_map", dict(args, mode="sync", entries=["203.0.113.0/24"], value=1), netns=host["server"],
-                       check_mode=True)
+    check = run_module("bpf_map", dict(args, mode="sync", entries=["203.0.113.0/24"], value=1), netns=host["server"], check_mode=True)
     assert check.changed and check["recorded"] is None
     bad = run_module("bpf_map", dict(args, mode="merge", entries=["203.0.113.0/33"], value=1), netns=host["server"])
     assert bad.failed and open(record, "rb").read() == saved
     # a map named by its pin path is recorded under its deployment too
-    by_path = run_module("bpf_map", {"path": bpffs.map_pin(pin_root, "filter", "filter_mgmt_v4"), "mode": "merge",
-                                     "entries": ["203.0.113.0/24"], "value": 1, "pin_root": pin_root,
-                                     "state_dir": state_dir}, netns=host["server"])
+    by_path = run_module(
+        "bpf_map",
+        {
+            "path": bpffs.map_pin(pin_root, "filter", "filter_mgmt_v4"),
+            "mode": "merge",
+            "entries": ["203.0.113.0/24"],
+            "value": 1,
+            "pin_root": pin_root,
+            "state_dir": state_dir,
+        },
+        netns=host["server"],
+    )
     assert by_path.changed and by_path["recorded"] == record
     assert len(map_records.read(state_dir, "filter", "filter_mgmt_v4").entries) == 3
 
 
-def test_restore_after_a_simulated_reboot_brings_back_chain_maps_and_verdicts_and_a_second_run_changes_nothing(
-        host, tmp_path):
+def test_restore_after_a_simulated_reboot_brings_back_chain_maps_and_verdicts_and_a_second_run_changes_nothing(host, tmp_path):
     lab, state_dir = host, host["state_dir"]
     before = verdicts(lab)
     assert before[0] == 0 and before[1] > 0 and before[2] == 0
@@ -168,7 +185,7 @@ def test_restore_after_a_simulated_reboot_brings_back_chain_maps_and_verdicts_an
     assert [d for d, _id in chain_of(state_dir)] == ["counter", "filter"]
 
     wipe_as_a_reboot_does(lab)
-    assert all(received > 0 for received in verdicts(lab))        # nothing filters any more
+    assert all(received > 0 for received in verdicts(lab))  # nothing filters any more
 
     first = run_unit("ebpf-fleet-restore.service", lab["server"], state_dir)
     assert first.returncode == 0, first.stdout + first.stderr
@@ -191,7 +208,8 @@ def test_restore_after_a_simulated_reboot_brings_back_chain_maps_and_verdicts_an
     assert sorted(second.stdout.splitlines()) == [
         "counter: unchanged (hooks: xdp@vb none; maps written: none)",
         "egress: unchanged (hooks: tc_egress@vb none; maps written: none)",
-        "filter: unchanged (hooks: xdp@vb none; maps written: none)"]
+        "filter: unchanged (hooks: xdp@vb none; maps written: none)",
+    ]
     assert chain_of(state_dir) == chain and xdp_of(lab["server"])["prog"]["id"] == chain[0][1]
 
     # metrics, as the timer's service writes them, parsed as Prometheus does
@@ -200,28 +218,26 @@ def test_restore_after_a_simulated_reboot_brings_back_chain_maps_and_verdicts_an
     assert proc.returncode == 0, proc.stdout + proc.stderr
     series = parse_metrics(textfile / "ebpf_fleet.prom")
     tag = libbpf_tag(chain[1][1])
-    info = series[("ebpf_fleet_program_info", (("deployment", "filter"), ("hook", "xdp"), ("id", str(chain[1][1])),
-                                               ("interface", "vb"), ("mode", "native"), ("tag", tag),
-                                               ("version", "1")))]
+    info = series[
+        (
+            "ebpf_fleet_program_info",
+            (("deployment", "filter"), ("hook", "xdp"), ("id", str(chain[1][1])), ("interface", "vb"), ("mode", "native"), ("tag", tag), ("version", "1")),
+        )
+    ]
     assert info == 1
     assert series[("ebpf_fleet_in_sync", (("deployment", "filter"), ("hook", "xdp"), ("interface", "vb")))] == 1
     assert series[("ebpf_fleet_chain_position", (("deployment", "filter"), ("hook", "xdp"), ("interface", "vb")))] == 2
-    assert series[("ebpf_fleet_chain_position", (("deployment", "counter"), ("hook", "xdp"),
-                                                 ("interface", "vb")))] == 1
-    drops = series[("ebpf_fleet_packets_total", (("counter", "port_drop"), ("deployment", "filter"),
-                                                 ("map", "filter_stats")))]
-    passes = series[("ebpf_fleet_packets_total", (("counter", "default_pass"), ("deployment", "filter"),
-                                                  ("map", "filter_stats")))]
-    assert drops > 0 and passes > 0   # the flows sent after the restore (counters start empty)
-    assert series[("ebpf_fleet_bytes_total", (("counter", "port_drop"), ("deployment", "filter"),
-                                              ("map", "filter_stats")))] >= drops * 60
+    assert series[("ebpf_fleet_chain_position", (("deployment", "counter"), ("hook", "xdp"), ("interface", "vb")))] == 1
+    drops = series[("ebpf_fleet_packets_total", (("counter", "port_drop"), ("deployment", "filter"), ("map", "filter_stats")))]
+    passes = series[("ebpf_fleet_packets_total", (("counter", "default_pass"), ("deployment", "filter"), ("map", "filter_stats")))]
+    assert drops > 0 and passes > 0  # the flows sent after the restore (counters start empty)
+    assert series[("ebpf_fleet_bytes_total", (("counter", "port_drop"), ("deployment", "filter"), ("map", "filter_stats")))] >= drops * 60
     assert series[("ebpf_fleet_scrape_error", (("deployment", "filter"),))] == 0
-    for map_name in DECLARED:     # the maps hold what bpf_map declared (drift.py)
+    for map_name in DECLARED:  # the maps hold what bpf_map declared (drift.py)
         assert series[("ebpf_fleet_map_in_sync", (("deployment", "filter"), ("map", map_name)))] == 1
-    assert series[("ebpf_fleet_packets_total", (("counter", "3_drop"), ("deployment", "egress"),
-                                                ("map", "egress_stats")))] > 0       # class 3, outcome drop
+    assert series[("ebpf_fleet_packets_total", (("counter", "3_drop"), ("deployment", "egress"), ("map", "egress_stats")))] > 0  # class 3, outcome drop
     assert series[("ebpf_fleet_in_sync", (("deployment", "egress"), ("hook", "tc_egress"), ("interface", "vb")))] == 1
-    assert not [p for p in os.listdir(textfile) if p != "ebpf_fleet.prom"]   # no temporary file left
+    assert not [p for p in os.listdir(textfile) if p != "ebpf_fleet.prom"]  # no temporary file left
 
     # drift: the hook's link taken away behind the records' back is reported, and the next restore repairs it
     bpffs.unpin(os.path.join(bpffs.hook_dir(lab["pin_root"], "xdp", "vb"), "link"))
@@ -238,11 +254,22 @@ def test_restore_after_a_simulated_reboot_brings_back_chain_maps_and_verdicts_an
 def test_a_deployment_that_cannot_be_restored_is_reported_and_the_others_still_are(host, run_module):
     lab, state_dir = host, host["state_dir"]
     lab["server"].veth("vc", "vd")
-    ok(run_module("xdp_program", {"name": "lost", "object": paths.bpf_object("xdp_count"), "interfaces": ["vc"],
-                                  "mode": "native", "pin_root": lab["pin_root"], "state_dir": state_dir},
-                  netns=lab["server"]))
+    ok(
+        run_module(
+            "xdp_program",
+            {
+                "name": "lost",
+                "object": paths.bpf_object("xdp_count"),
+                "interfaces": ["vc"],
+                "mode": "native",
+                "pin_root": lab["pin_root"],
+                "state_dir": state_dir,
+            },
+            netns=lab["server"],
+        )
+    )
     wipe_as_a_reboot_does(lab)
-    lab["server"].ip("link", "del", "vc")     # the interface did not come back after the reboot
+    lab["server"].ip("link", "del", "vc")  # the interface did not come back after the reboot
     proc = run_unit("ebpf-fleet-restore.service", lab["server"], state_dir)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     lines = dict(line.split(": ", 1) for line in proc.stdout.splitlines())

@@ -16,7 +16,6 @@ import subprocess
 import zipfile
 
 import pytest
-
 from harness import host_units, paths
 from harness.runner import run_playbook
 
@@ -63,20 +62,26 @@ class Host:
         self.fstab.write_text(FSTAB)
         (tmp_path / "inventory.ini").write_text(
             "[lab]\nlab1 ansible_connection=ebpf.fleet.netns ansible_netns=%s ebpf_fleet_state_dir=%s "
-            "ebpf_fleet_pin_root=%s\n" % (self.ns.name, self.state_dir, pin_root))
+            "ebpf_fleet_pin_root=%s\n" % (self.ns.name, self.state_dir, pin_root)
+        )
         (tmp_path / "play.yml").write_text(PLAYBOOK)
 
     def variables(self) -> dict:
-        return {"bpf_host_bpffs_mount": str(self.mount), "bpf_host_fstab_file": str(self.fstab),
-                "bpf_host_default_file": str(self.default_file), "bpf_host_command_path": str(self.command),
-                "bpf_host_unit_dir": str(self.unit_dir), "bpf_host_lib_dir": str(self.lib),
-                "bpf_host_metrics_dir": str(self.metrics), "bpf_host_install_packages": False}
+        return {
+            "bpf_host_bpffs_mount": str(self.mount),
+            "bpf_host_fstab_file": str(self.fstab),
+            "bpf_host_default_file": str(self.default_file),
+            "bpf_host_command_path": str(self.command),
+            "bpf_host_unit_dir": str(self.unit_dir),
+            "bpf_host_lib_dir": str(self.lib),
+            "bpf_host_metrics_dir": str(self.metrics),
+            "bpf_host_install_packages": False,
+        }
 
     def play(self, check=False, **variables):
         extra = self.variables()
         extra.update(variables)
-        proc = run_playbook(str(self.tmp / "play.yml"), inventory=str(self.tmp / "inventory.ini"), extra_vars=extra,
-                            check=check, diff=check)
+        proc = run_playbook(str(self.tmp / "play.yml"), inventory=str(self.tmp / "inventory.ini"), extra_vars=extra, check=check, diff=check)
         out = proc.stdout + proc.stderr
         assert "[WARNING]" not in out and "[DEPRECATION WARNING]" not in out, out
         return proc
@@ -89,7 +94,7 @@ class Host:
         out = {}
         for top, dirs, files in os.walk(self.root):
             if top == str(self.mount):
-                dirs[:] = files[:] = []       # bpffs when mounted: pins, not files
+                dirs[:] = files[:] = []  # bpffs when mounted: pins, not files
             for name in dirs + files:
                 path = os.path.join(top, name)
                 info = os.lstat(path)
@@ -122,7 +127,7 @@ def test_present_idempotent_check_mode_writes_nothing_and_absent_leaves_nothing_
 
     check = host.play(check=True)
     assert check.returncode == 0, check.stdout
-    assert host.changed(check) > 0                           # predicted
+    assert host.changed(check) > 0  # predicted
     assert host.snapshot() == fresh and not host.is_mounted()
 
     # an earlier version's library (module_utils copied file by file) is replaced by the zip
@@ -139,22 +144,24 @@ def test_present_idempotent_check_mode_writes_nothing_and_absent_leaves_nothing_
     assert host.is_mounted()
     assert host.fstab.read_text() == FSTAB + "bpf %s bpf defaults 0 0\n" % host.mount
     settings = host_units.read_environment_file(str(host.default_file))
-    assert settings == {"EBPF_FLEET_STATE_DIR": str(host.state_dir), "EBPF_FLEET_TEXTFILE_DIR": str(host.metrics),
-                        "EBPF_FLEET_LIB": str(host.lib), "EBPF_FLEET_PYTHON": "/usr/bin/python3",
-                        "EBPF_FLEET_PIN_ROOT": host.pin_root}
+    assert settings == {
+        "EBPF_FLEET_STATE_DIR": str(host.state_dir),
+        "EBPF_FLEET_TEXTFILE_DIR": str(host.metrics),
+        "EBPF_FLEET_LIB": str(host.lib),
+        "EBPF_FLEET_PYTHON": "/usr/bin/python3",
+        "EBPF_FLEET_PIN_ROOT": host.pin_root,
+    }
     assert os.stat(host.command).st_mode & 0o777 == 0o755
     wrapper = host.command.read_text()
     assert 'EBPF_FLEET_LIB="${EBPF_FLEET_LIB:-%s}"' % host.lib in wrapper
     assert 'EBPF_FLEET_STATE_DIR="${EBPF_FLEET_STATE_DIR:-%s}"' % host.state_dir in wrapper
     # the library: one zip of the collection's module_utils, the old file-by-file copy removed
     source = os.path.join(paths.REPO, "plugins", "module_utils")
-    shipped = sorted(os.path.relpath(os.path.join(top, p), source) for top, _dirs, files in os.walk(source)
-                     for p in files if p.endswith(".py"))
+    shipped = sorted(os.path.relpath(os.path.join(top, p), source) for top, _dirs, files in os.walk(source) for p in files if p.endswith(".py"))
     assert "kernel/libbpf.py" in shipped and "errors.py" in shipped
     prefix = "ansible_collections/ebpf/fleet/plugins/module_utils/"
     with zipfile.ZipFile(host.lib / "module_utils.zip") as bundle:
-        packed = sorted(name[len(prefix):] for name in bundle.namelist()
-                        if name.startswith(prefix) and name.endswith(".py"))
+        packed = sorted(name[len(prefix) :] for name in bundle.namelist() if name.startswith(prefix) and name.endswith(".py"))
     assert packed == shipped
     assert not (host.lib / "ansible_collections" / "ebpf" / "fleet" / "plugins" / "module_utils").exists()
     restore = (host.unit_dir / UNITS[0]).read_text()
@@ -166,8 +173,7 @@ def test_present_idempotent_check_mode_writes_nothing_and_absent_leaves_nothing_
     metrics = (host.unit_dir / UNITS[1]).read_text()
     assert "ExecStart=%s metrics\n" % host.command in metrics
     assert "Environment=EBPF_FLEET_TEXTFILE_DIR=%s\n" % host.metrics in metrics
-    assert (host.unit_dir / UNITS[2]).read_text() == open(
-        os.path.join(paths.REPO, "extras", "host", "systemd", UNITS[2]), encoding="utf-8").read()
+    assert (host.unit_dir / UNITS[2]).read_text() == open(os.path.join(paths.REPO, "extras", "host", "systemd", UNITS[2]), encoding="utf-8").read()
     assert os.stat(host.state_dir).st_mode & 0o777 == 0o700 and host.metrics.is_dir()
     # no systemd here: the units are installed, not enabled, and the output says so
     assert "systemd does not run this host" in first.stdout and "neither enabled nor started" in first.stdout
@@ -185,8 +191,8 @@ def test_present_idempotent_check_mode_writes_nothing_and_absent_leaves_nothing_
 
     gone = host.play(bpf_host_state="absent")
     assert gone.returncode == 0, gone.stdout
-    assert host.snapshot() == fresh                      # the fstab file as it was, every file and folder gone
-    assert host.is_mounted()                             # never unmounted: other programs' pins live there
+    assert host.snapshot() == fresh  # the fstab file as it was, every file and folder gone
+    assert host.is_mounted()  # never unmounted: other programs' pins live there
     again = host.play(bpf_host_state="absent")
     assert again.returncode == 0 and host.changed(again) == 0, again.stdout
 
@@ -195,15 +201,20 @@ def xdp_of(netns, ifname) -> dict:
     return json.loads(netns.ip("-j", "-d", "link", "show", ifname).stdout)[0].get("xdp") or {}
 
 
-def test_the_installed_units_restore_and_write_metrics_and_absent_is_refused_while_a_deployment_is_recorded(
-        host, run_module):
+def test_the_installed_units_restore_and_write_metrics_and_absent_is_refused_while_a_deployment_is_recorded(host, run_module):
     """After a deployment exists and a reboot wiped pins and attachments, each installed unit's ExecStart (read
     from the installed file, its environment from its Environment= and EnvironmentFile= lines: the role's
     /etc/default file) brings the program back and writes metrics that Prometheus's parser reads."""
     assert host.play().returncode == 0
     host.ns.veth("va", "vb")
-    deployment = {"name": "counter", "object": paths.bpf_object("xdp_count"), "interfaces": ["vb"], "mode": "native",
-                  "pin_root": host.pin_root, "state_dir": str(host.state_dir)}
+    deployment = {
+        "name": "counter",
+        "object": paths.bpf_object("xdp_count"),
+        "interfaces": ["vb"],
+        "mode": "native",
+        "pin_root": host.pin_root,
+        "state_dir": str(host.state_dir),
+    }
     try:
         result = run_module("xdp_program", deployment, netns=host.ns)
         assert not result.failed, result.get("msg")
@@ -219,7 +230,7 @@ def test_the_installed_units_restore_and_write_metrics_and_absent_is_refused_whi
         restored = host_units.run_unit(restore_unit, host.ns)
         assert restored.returncode == 0, restored.stdout + restored.stderr
         assert restored.stdout.startswith("counter: restored"), restored.stdout
-        assert xdp_of(host.ns, "vb")["mode"] == 1           # native, as recorded
+        assert xdp_of(host.ns, "vb")["mode"] == 1  # native, as recorded
 
         metrics_unit = str(host.unit_dir / "ebpf-fleet-metrics.service")
         written = host_units.run_unit(metrics_unit, host.ns)
@@ -230,29 +241,31 @@ def test_the_installed_units_restore_and_write_metrics_and_absent_is_refused_whi
 
         refused = host.play(bpf_host_state="absent")
         assert refused.returncode != 0
-        assert ("bpf_host on lab1: bpf_host_state=absent refused: 1 deployment(s) recorded in %s (counter)"
-                % host.state_dir) in refused.stdout, refused.stdout
+        assert ("bpf_host on lab1: bpf_host_state=absent refused: 1 deployment(s) recorded in %s (counter)" % host.state_dir) in refused.stdout, refused.stdout
         assert os.path.exists(restore_unit) and os.path.exists(host.command)
 
         forced = host.play(bpf_host_state="absent", bpf_host_force=True)
         assert forced.returncode == 0, forced.stdout
         assert not os.path.exists(restore_unit) and not os.path.exists(host.command) and not host.lib.exists()
         assert not host.default_file.exists() and not host.metrics.exists()
-        assert (host.state_dir / "counter" / "deployment.json").is_file()     # the records stay
+        assert (host.state_dir / "counter" / "deployment.json").is_file()  # the records stay
         assert host.fstab.read_text() == FSTAB
     finally:
         run_module("xdp_program", dict(deployment, state="absent"), netns=host.ns)
 
 
-@pytest.mark.parametrize("variables, message", [
-    ({"bpf_host_xdp_interfaces": ["nope0"]},
-     "bpf_host on lab1: interfaces: 'nope0' not found in this network namespace; expected names of existing"),
-    ({"bpf_host_xdp_interfaces": ["br0"], "bpf_host_xdp_require": "native"},
-     "bpf_host on lab1: require=native not met: br0: native XDP is required but native is no ("),
-    ({"bpf_host_tc_interfaces": ["br0", "nope1"]}, "bpf_host on lab1: bpf_host_tc_interfaces: nope1 not found"),
-])
-def test_an_interface_that_cannot_be_used_fails_naming_host_interface_and_reason_before_any_change(
-        host, variables, message):
+@pytest.mark.parametrize(
+    "variables, message",
+    [
+        ({"bpf_host_xdp_interfaces": ["nope0"]}, "bpf_host on lab1: interfaces: 'nope0' not found in this network namespace; expected names of existing"),
+        (
+            {"bpf_host_xdp_interfaces": ["br0"], "bpf_host_xdp_require": "native"},
+            "bpf_host on lab1: require=native not met: br0: native XDP is required but native is no (",
+        ),
+        ({"bpf_host_tc_interfaces": ["br0", "nope1"]}, "bpf_host on lab1: bpf_host_tc_interfaces: nope1 not found"),
+    ],
+)
+def test_an_interface_that_cannot_be_used_fails_naming_host_interface_and_reason_before_any_change(host, variables, message):
     host.ns.bridge("br0")
     fresh = host.snapshot()
     proc = host.play(**variables)
@@ -260,13 +273,16 @@ def test_an_interface_that_cannot_be_used_fails_naming_host_interface_and_reason
     assert host.snapshot() == fresh and not host.is_mounted()
 
 
-@pytest.mark.parametrize("variables, message", [
-    ({"bpf_host_install_packages": "maybe"}, "argument 'bpf_host_install_packages' is of type str"),
-    ({"bpf_host_xdp_interfaces": {"eth1": 1}}, "argument 'bpf_host_xdp_interfaces' is of type dict"),
-    ({"bpf_host_state": "gone"}, "value of bpf_host_state must be one of: present, absent, got: gone"),
-    ({"bpf_host_fstab_file": "etc/fstab"}, 'bpf_host_fstab_file "etc/fstab": expected an absolute path'),
-    ({"bpf_host_lib_dir": "/usr/local/../lib"}, 'bpf_host_lib_dir "/usr/local/../lib": expected an absolute path'),
-])
+@pytest.mark.parametrize(
+    "variables, message",
+    [
+        ({"bpf_host_install_packages": "maybe"}, "argument 'bpf_host_install_packages' is of type str"),
+        ({"bpf_host_xdp_interfaces": {"eth1": 1}}, "argument 'bpf_host_xdp_interfaces' is of type dict"),
+        ({"bpf_host_state": "gone"}, "value of bpf_host_state must be one of: present, absent, got: gone"),
+        ({"bpf_host_fstab_file": "etc/fstab"}, 'bpf_host_fstab_file "etc/fstab": expected an absolute path'),
+        ({"bpf_host_lib_dir": "/usr/local/../lib"}, 'bpf_host_lib_dir "/usr/local/../lib": expected an absolute path'),
+    ],
+)
 def test_wrong_variables_fail_with_the_argument_spec_or_a_named_message_before_any_change(host, variables, message):
     fresh = host.snapshot()
     proc = host.play(**variables)

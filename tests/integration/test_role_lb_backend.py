@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-
 from harness.runner import run_playbook
 
 pytestmark = [pytest.mark.kernel, pytest.mark.playbook]
@@ -31,8 +30,9 @@ def _kernel_has_ipip() -> bool:
     name = "ebftipipprobe%d" % os.getpid()
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
-        probe = subprocess.run(["nsenter", "--net=/run/netns/%s" % name, "ip", "link", "add", "name", "probe0",
-                                "type", "ipip", "external"], capture_output=True, check=False)
+        probe = subprocess.run(
+            ["nsenter", "--net=/run/netns/%s" % name, "ip", "link", "add", "name", "probe0", "type", "ipip", "external"], capture_output=True, check=False
+        )
         return probe.returncode == 0
     finally:
         subprocess.run(["ip", "netns", "del", name], check=False)
@@ -47,15 +47,13 @@ class Backend:
         self.tmp = tmp_path
         self.sysctl_file = str(tmp_path / "sysctl.d" / "60-lb-backend.conf")
         os.makedirs(os.path.dirname(self.sysctl_file))
-        (tmp_path / "inventory.ini").write_text(
-            "[backends]\nbackend1 ansible_connection=ebpf.fleet.netns ansible_netns=%s\n" % self.ns.name)
+        (tmp_path / "inventory.ini").write_text("[backends]\nbackend1 ansible_connection=ebpf.fleet.netns ansible_netns=%s\n" % self.ns.name)
         (tmp_path / "play.yml").write_text(PLAYBOOK)
 
     def play(self, check=False, **variables):
         extra = {"lb_backend_sysctl_file": self.sysctl_file}
         extra.update(variables)
-        proc = run_playbook(str(self.tmp / "play.yml"), inventory=str(self.tmp / "inventory.ini"), extra_vars=extra,
-                            check=check, diff=check)
+        proc = run_playbook(str(self.tmp / "play.yml"), inventory=str(self.tmp / "inventory.ini"), extra_vars=extra, check=check, diff=check)
         out = proc.stdout + proc.stderr
         assert "[WARNING]" not in out and "[DEPRECATION WARNING]" not in out, out
         return proc
@@ -64,8 +62,7 @@ class Backend:
         return int(dict(RECAP.findall(proc.stdout))["backend1"])
 
     def sh(self, *argv) -> str:
-        return subprocess.run(["nsenter", "--net=/run/netns/%s" % self.ns.name] + list(argv), capture_output=True,
-                              text=True, check=True).stdout
+        return subprocess.run(["nsenter", "--net=/run/netns/%s" % self.ns.name] + list(argv), capture_output=True, text=True, check=True).stdout
 
     def sysctls(self, device=None) -> dict:
         keys = list(SYSCTLS) + (["net/ipv4/conf/%s/rp_filter" % device] if device else [])
@@ -73,8 +70,7 @@ class Backend:
 
     def addresses(self, dev="lo") -> list:
         links = json.loads(self.sh("ip", "-j", "addr", "show"))
-        return sorted(a["local"] for link in links if link["ifname"] == dev for a in link.get("addr_info", [])
-                      if a["family"] == "inet")
+        return sorted(a["local"] for link in links if link["ifname"] == dev for a in link.get("addr_info", []) if a["family"] == "inet")
 
     def links(self) -> dict:
         return {link["ifname"]: link for link in json.loads(self.sh("ip", "-j", "-d", "link", "show"))}
@@ -171,12 +167,13 @@ def test_ipip_mode_on_a_kernel_without_ipip_fails_naming_host_device_and_reason_
     assert backend.sysctls() == before and not os.path.exists(backend.sysctl_file)
 
 
-@pytest.mark.parametrize("variables, message", [
-    ({"lb_backend_arp_ignore": "many", "lb_backend_vips": [VIP]},
-     "argument 'lb_backend_arp_ignore' is of type str"),
-    ({"lb_backend_mode": "nat", "lb_backend_vips": [VIP]},
-     "value of lb_backend_mode must be one of: dsr, ipip, got: nat"),
-])
+@pytest.mark.parametrize(
+    "variables, message",
+    [
+        ({"lb_backend_arp_ignore": "many", "lb_backend_vips": [VIP]}, "argument 'lb_backend_arp_ignore' is of type str"),
+        ({"lb_backend_mode": "nat", "lb_backend_vips": [VIP]}, "value of lb_backend_mode must be one of: dsr, ipip, got: nat"),
+    ],
+)
 def test_wrong_variable_types_fail_with_the_argument_spec_message(backend, variables, message):
     proc = backend.play(**variables)
     assert proc.returncode != 0
@@ -184,14 +181,19 @@ def test_wrong_variable_types_fail_with_the_argument_spec_message(backend, varia
     assert backend.addresses() == ["127.0.0.1"]
 
 
-@pytest.mark.parametrize("variables, message", [
-    ({"lb_backend_vips": []}, "lb_backend_vips []: expected at least one VIP"),
-    ({"lb_backend_vips": ["198.51.100.300"]}, "lb_backend_vips[0] \"198.51.100.300\": expected an IPv4 address"),
-    ({"lb_backend_vips": ["198.51.100.10/32"]}, "expected an IPv4 address such as 192.0.2.10 (no prefix length"),
-    ({"lb_backend_vips": [VIP], "lb_backend_ipip_device": "a.b"}, "lb_backend_ipip_device \"a.b\": expected 1 to 15"),
-    ({"lb_backend_vips": [VIP], "lb_backend_sysctl_file": "relative.conf"},
-     "lb_backend_sysctl_file \"relative.conf\": expected an absolute path ending in .conf"),
-])
+@pytest.mark.parametrize(
+    "variables, message",
+    [
+        ({"lb_backend_vips": []}, "lb_backend_vips []: expected at least one VIP"),
+        ({"lb_backend_vips": ["198.51.100.300"]}, "lb_backend_vips[0] \"198.51.100.300\": expected an IPv4 address"),
+        ({"lb_backend_vips": ["198.51.100.10/32"]}, "expected an IPv4 address such as 192.0.2.10 (no prefix length"),
+        ({"lb_backend_vips": [VIP], "lb_backend_ipip_device": "a.b"}, "lb_backend_ipip_device \"a.b\": expected 1 to 15"),
+        (
+            {"lb_backend_vips": [VIP], "lb_backend_sysctl_file": "relative.conf"},
+            "lb_backend_sysctl_file \"relative.conf\": expected an absolute path ending in .conf",
+        ),
+    ],
+)
 def test_bad_values_fail_naming_variable_value_and_expected_before_any_change(backend, variables, message):
     proc = backend.play(**variables)
     assert proc.returncode != 0 and message in proc.stdout, proc.stdout
@@ -222,8 +224,7 @@ def _in(ns, *argv):
 
 
 def _arp(client, *targets) -> dict:
-    out = subprocess.run(_in(client, sys.executable, "-c", ARP_PROBE, "cl0", *targets), capture_output=True,
-                         text=True, check=True, timeout=60).stdout
+    out = subprocess.run(_in(client, sys.executable, "-c", ARP_PROBE, "cl0", *targets), capture_output=True, text=True, check=True, timeout=60).stdout
     return dict(line.split() for line in out.splitlines())
 
 
@@ -242,12 +243,14 @@ def test_dsr_backend_accepts_packets_for_the_vip_and_does_not_answer_arp_for_it(
     assert _arp(client, VIP, "198.51.100.2") == {VIP: "none", "198.51.100.2": "reply"}
 
     client.ip("route", "add", VIP + "/32", "via", "198.51.100.2")  # the DSR hop: the backend's MAC, the VIP kept
-    receiver = subprocess.Popen(_in(backend.ns, sys.executable, "-c", UDP_RECEIVER, VIP), stdout=subprocess.PIPE,
-                                text=True)
+    receiver = subprocess.Popen(_in(backend.ns, sys.executable, "-c", UDP_RECEIVER, VIP), stdout=subprocess.PIPE, text=True)
     try:
         assert receiver.stdout.readline().strip() == "ready"
-        subprocess.run(_in(client, sys.executable, "-c", "import socket; socket.socket(socket.AF_INET, "
-                           "socket.SOCK_DGRAM).sendto(b'to-the-vip', ('%s', 5001))" % VIP), check=True, timeout=60)
+        subprocess.run(
+            _in(client, sys.executable, "-c", "import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'to-the-vip', ('%s', 5001))" % VIP),
+            check=True,
+            timeout=60,
+        )
         assert receiver.stdout.readline().strip() == "to-the-vip"
     finally:
         receiver.kill()

@@ -10,7 +10,6 @@ import re
 import time
 
 import pytest
-
 from harness.runner import run_module, run_playbook
 from harness.traffic import udp_count
 
@@ -45,14 +44,14 @@ class Edge:
         self.tmp = tmp_path
         (tmp_path / "inventory.ini").write_text(
             "[edges]\nedge1 ansible_connection=ebpf.fleet.netns ansible_netns=%s ebpf_fleet_pin_root=%s "
-            "ebpf_fleet_state_dir=%s\n" % (self.ns.name, pin_root, self.state_dir))
+            "ebpf_fleet_state_dir=%s\n" % (self.ns.name, pin_root, self.state_dir)
+        )
         (tmp_path / "play.yml").write_text(PLAYBOOK)
 
     def play(self, check=False, env=None, **variables):
         extra = {"xdp_filter_interfaces": ["lab0"], "xdp_filter_rules_file_dir": self.cache}
         extra.update(variables)
-        proc = run_playbook(str(self.tmp / "play.yml"), inventory=str(self.tmp / "inventory.ini"), extra_vars=extra,
-                            check=check, diff=check, env=env)
+        proc = run_playbook(str(self.tmp / "play.yml"), inventory=str(self.tmp / "inventory.ini"), extra_vars=extra, check=check, diff=check, env=env)
         out = proc.stdout + proc.stderr
         assert "[WARNING]" not in out and "[DEPRECATION WARNING]" not in out, out
         assert "Traceback" not in out, out
@@ -70,29 +69,31 @@ class Edge:
         """Every pin and record file the host holds (lock files aside)."""
         found = {}
         for root in (self.pin_root, self.state_dir):
-            found[root] = sorted(os.path.relpath(os.path.join(top, name), root)
-                                 for top, _dirs, names in os.walk(root) for name in names if not name.endswith(".lock"))
+            found[root] = sorted(
+                os.path.relpath(os.path.join(top, name), root) for top, _dirs, names in os.walk(root) for name in names if not name.endswith(".lock")
+            )
         return found
 
     def maps(self, *names, max_entries=100) -> dict:
         query = "deployments.filter.maps.{%s}" % ", ".join("%s: %s.entries" % (name, name) for name in names)
-        info = run_module("bpf_info", {"pin_root": self.pin_root, "state_dir": self.state_dir, "contents": True,
-                                       "max_entries": max_entries, "query": query}, netns=self.ns)
+        info = run_module(
+            "bpf_info", {"pin_root": self.pin_root, "state_dir": self.state_dir, "contents": True, "max_entries": max_entries, "query": query}, netns=self.ns
+        )
         assert not info.failed, info
         return info["query_result"]
 
     def holds(self, name, entries) -> bool:
         """The map (for a rule set: its inner map) holds exactly these entries (bpf_map in check mode predicts
         no change; bpf_info shows a map of maps' slot, not the rules)."""
-        result = run_module("bpf_map", {"name": "filter", "map": name, "mode": "sync", "entries": entries,
-                                        "pin_root": self.pin_root}, netns=self.ns, check_mode=True)
+        result = run_module(
+            "bpf_map", {"name": "filter", "map": name, "mode": "sync", "entries": entries, "pin_root": self.pin_root}, netns=self.ns, check_mode=True
+        )
         assert not result.failed, result
         return not result.changed
 
     def stats(self) -> dict:
         entries = self.maps("filter_stats")["filter_stats"]
-        return {(e["key"]["reason"], e["key"]["verdict"]): e["value"]["packets"] for e in entries
-                if e["value"]["packets"]}
+        return {(e["key"]["reason"], e["key"]["verdict"]): e["value"]["packets"] for e in entries if e["value"]["packets"]}
 
     def udp(self, port, src=None, count=20) -> int:
         """Datagrams from the client (from src, when given) to the edge's UDP port that arrived."""
@@ -167,19 +168,21 @@ def test_wrong_variable_type_fails_with_the_argument_spec_message_and_changes_no
     assert edge.xdp() is None
 
 
-@pytest.mark.parametrize("variables, message", [
-    ({"xdp_filter_default_verdict": "drop"},
-     "xdp_filter_default_verdict is drop but xdp_filter_mgmt_v4 and xdp_filter_mgmt_v6 are empty"),
-    ({"xdp_filter_mgmt_v4": ["198.51.100.1/32"],
-      "xdp_filter_v4_rules": [{"cidr": "198.51.100.0/24", "action": "drop", "rule_id": 3}]},
-     "xdp_filter_v4_rules[0] {cidr: 198.51.100.0/24, action: drop, rule_id: 3} would drop the management source "
-     "198.51.100.1/32 (xdp_filter_mgmt_v4)"),
-    ({"xdp_filter_mgmt_v4": ["198.51.100.1/32"],
-      "xdp_filter_port_rules": [{"proto": "tcp", "port": 22, "action": "drop", "rule_id": 4}]},
-     "xdp_filter_port_rules[0] {proto: tcp, port: 22, action: drop, rule_id: 4} would drop the management port 22"),
-])
-def test_the_failsafe_refuses_a_policy_that_would_block_the_management_ports_before_anything_is_applied(
-        edge, variables, message):
+@pytest.mark.parametrize(
+    "variables, message",
+    [
+        ({"xdp_filter_default_verdict": "drop"}, "xdp_filter_default_verdict is drop but xdp_filter_mgmt_v4 and xdp_filter_mgmt_v6 are empty"),
+        (
+            {"xdp_filter_mgmt_v4": ["198.51.100.1/32"], "xdp_filter_v4_rules": [{"cidr": "198.51.100.0/24", "action": "drop", "rule_id": 3}]},
+            "xdp_filter_v4_rules[0] {cidr: 198.51.100.0/24, action: drop, rule_id: 3} would drop the management source 198.51.100.1/32 (xdp_filter_mgmt_v4)",
+        ),
+        (
+            {"xdp_filter_mgmt_v4": ["198.51.100.1/32"], "xdp_filter_port_rules": [{"proto": "tcp", "port": 22, "action": "drop", "rule_id": 4}]},
+            "xdp_filter_port_rules[0] {proto: tcp, port: 22, action: drop, rule_id: 4} would drop the management port 22",
+        ),
+    ],
+)
+def test_the_failsafe_refuses_a_policy_that_would_block_the_management_ports_before_anything_is_applied(edge, variables, message):
     proc = edge.play(**variables)
     assert proc.returncode != 0
     out = " ".join(proc.stdout.split())
@@ -208,11 +211,13 @@ def test_controller_address_joins_the_management_list_and_ipv6_rules_fill_both_i
     # The netns connection has no SSH session: the test fakes the host's SSH_CONNECTION line as the role's internal
     # variable (what `printenv SSH_CONNECTION` returns on an SSH host); its first field is the controller.
     fake_ssh = "%s 40022 %s 22" % (CLIENT, EDGE)
-    rules6 = [{"cidr": "2001:db8:66::/48", "action": "drop", "rule_id": 5},
-              {"cidr": "2001:db8:77::1", "action": "pass", "rule_id": 6}]
-    first = edge.play(xdp_filter_default_verdict="drop", xdp_filter_v6_rules=rules6,
-                      xdp_filter_port_rules=[{"proto": "udp", "port": 5000, "action": "pass"}],
-                      xdp_filter__ssh_connection=fake_ssh)
+    rules6 = [{"cidr": "2001:db8:66::/48", "action": "drop", "rule_id": 5}, {"cidr": "2001:db8:77::1", "action": "pass", "rule_id": 6}]
+    first = edge.play(
+        xdp_filter_default_verdict="drop",
+        xdp_filter_v6_rules=rules6,
+        xdp_filter_port_rules=[{"proto": "udp", "port": 5000, "action": "pass"}],
+        xdp_filter__ssh_connection=fake_ssh,
+    )
     assert first.returncode == 0, first.stdout
     maps = edge.maps("filter_mgmt_v4", "filter_mgmt_v6")
     assert [e["key"] for e in maps["filter_mgmt_v4"]] == [CLIENT + "/32"]
@@ -225,24 +230,34 @@ def test_controller_address_joins_the_management_list_and_ipv6_rules_fill_both_i
     # the address from the inventory (IPv6) instead; IPv6 rules from a file merged with the inline ones
     rules_file = tmp_path / "deny_v6.txt"
     rules_file.write_text("# IPv6 sources\n\n2001:db8:88::/64 drop 7   # a comment\n2001:db8:99::5\n")
-    second = edge.play(xdp_filter_default_verdict="drop", xdp_filter_v6_rules=rules6,
-                       xdp_filter_v6_rules_file=str(rules_file), xdp_filter_controller_address=CLIENT6,
-                       xdp_filter__ssh_connection=fake_ssh)
+    second = edge.play(
+        xdp_filter_default_verdict="drop",
+        xdp_filter_v6_rules=rules6,
+        xdp_filter_v6_rules_file=str(rules_file),
+        xdp_filter_controller_address=CLIENT6,
+        xdp_filter__ssh_connection=fake_ssh,
+    )
     assert second.returncode == 0, second.stdout
     maps = edge.maps("filter_mgmt_v4", "filter_mgmt_v6")
     assert maps["filter_mgmt_v4"] == [] and [e["key"] for e in maps["filter_mgmt_v6"]] == [CLIENT6 + "/128"]
-    assert edge.holds("filter_src_v6", [{"key": "2001:db8:77::1", "value": {"action": "pass", "rule_id": 6}},
-                                        {"key": "2001:db8:99::5", "value": {"action": "drop"}}])
-    assert edge.holds("filter_pfx_v6", [{"key": "2001:db8:66::/48", "value": {"action": "drop", "rule_id": 5}},
-                                        {"key": "2001:db8:88::/64", "value": {"action": "drop", "rule_id": 7}}])
-    again = edge.play(xdp_filter_default_verdict="drop", xdp_filter_v6_rules=rules6,
-                      xdp_filter_v6_rules_file=str(rules_file), xdp_filter_controller_address=CLIENT6,
-                      xdp_filter__ssh_connection=fake_ssh)
+    assert edge.holds(
+        "filter_src_v6", [{"key": "2001:db8:77::1", "value": {"action": "pass", "rule_id": 6}}, {"key": "2001:db8:99::5", "value": {"action": "drop"}}]
+    )
+    assert edge.holds(
+        "filter_pfx_v6",
+        [{"key": "2001:db8:66::/48", "value": {"action": "drop", "rule_id": 5}}, {"key": "2001:db8:88::/64", "value": {"action": "drop", "rule_id": 7}}],
+    )
+    again = edge.play(
+        xdp_filter_default_verdict="drop",
+        xdp_filter_v6_rules=rules6,
+        xdp_filter_v6_rules_file=str(rules_file),
+        xdp_filter_controller_address=CLIENT6,
+        xdp_filter__ssh_connection=fake_ssh,
+    )
     assert again.returncode == 0 and edge.changed(again) == 0, again.stdout
 
     # switched off: nothing is added
-    off = edge.play(xdp_filter_mgmt_include_controller=False, xdp_filter_mgmt_v4=["198.51.100.1/32"],
-                    xdp_filter__ssh_connection=fake_ssh)
+    off = edge.play(xdp_filter_mgmt_include_controller=False, xdp_filter_mgmt_v4=["198.51.100.1/32"], xdp_filter__ssh_connection=fake_ssh)
     assert off.returncode == 0, off.stdout
     assert [e["key"] for e in edge.maps("filter_mgmt_v4")["filter_mgmt_v4"]] == ["198.51.100.1/32"]
 
@@ -262,25 +277,31 @@ def test_a_million_line_rules_file_is_deployed_and_a_rerun_changes_nothing(edge,
             else:
                 handle.write(text + "\n")
     started = time.monotonic()
-    first = edge.play(xdp_filter_v4_rules_file=str(rules_file), xdp_filter_v4_rules=[
-        {"cidr": "192.0.2.0/24", "action": "drop", "rule_id": 1}])
+    first = edge.play(xdp_filter_v4_rules_file=str(rules_file), xdp_filter_v4_rules=[{"cidr": "192.0.2.0/24", "action": "drop", "rule_id": 1}])
     first_s = time.monotonic() - started
     assert first.returncode == 0, first.stdout
     started = time.monotonic()
-    second = edge.play(xdp_filter_v4_rules_file=str(rules_file), xdp_filter_v4_rules=[
-        {"cidr": "192.0.2.0/24", "action": "drop", "rule_id": 1}])
+    second = edge.play(xdp_filter_v4_rules_file=str(rules_file), xdp_filter_v4_rules=[{"cidr": "192.0.2.0/24", "action": "drop", "rule_id": 1}])
     second_s = time.monotonic() - started
     assert second.returncode == 0 and edge.changed(second) == 0, second.stdout
     print("\n1M-line rules file: first deploy %.1f s, re-run (changed=0) %.1f s" % (first_s, second_s))
     # the table holds them: a merge of a few of its entries changes nothing
-    probe = run_module("bpf_map", {"name": "filter", "map": "filter_v4", "mode": "merge", "pin_root": edge.pin_root,
-                                   "entries": [
-                                       {"key": "10.0.0.16/32", "value": {"rule": {"action": "drop"}, "flags": ["match"]}},
-                                       {"key": "10.0.0.0/32", "value": {"rule": {"action": "pass", "rule_id": 9},
-                                                                        "flags": ["match"]}},
-                                       {"key": "192.0.2.0/24", "value": {"rule": {"action": "drop", "rule_id": 1},
-                                                                         "flags": ["match"]}}]},
-                       netns=edge.ns, check_mode=True)
+    probe = run_module(
+        "bpf_map",
+        {
+            "name": "filter",
+            "map": "filter_v4",
+            "mode": "merge",
+            "pin_root": edge.pin_root,
+            "entries": [
+                {"key": "10.0.0.16/32", "value": {"rule": {"action": "drop"}, "flags": ["match"]}},
+                {"key": "10.0.0.0/32", "value": {"rule": {"action": "pass", "rule_id": 9}, "flags": ["match"]}},
+                {"key": "192.0.2.0/24", "value": {"rule": {"action": "drop", "rule_id": 1}, "flags": ["match"]}},
+            ],
+        },
+        netns=edge.ns,
+        check_mode=True,
+    )
     assert not probe.failed and not probe.changed, probe
     # 1M /32s, the 62500 /24 blocks and 245 /16 blocks above them, 192.0.2.0/24 and its /16
     assert probe["counts"]["before"] == 1000000 + 62500 + 245 + 2, probe["counts"]

@@ -20,7 +20,6 @@ import subprocess
 import sys
 
 import pytest
-
 from harness import paths
 from harness.runner import run_playbook
 
@@ -93,8 +92,7 @@ def predict(sports, weights):
     known by its address) and the data plane's flow hash."""
     listed = [(BACKENDS[name][0], weight) for name, weight in sorted(weights.items())]
     table = maglev.build_table(listed, RING)
-    return {sport: NAME_OF[listed[table[maglev.slot_of(maglev.flow_hash(CLIENT, VIP, sport, 80, 6), RING)]][0]]
-            for sport in sports}
+    return {sport: NAME_OF[listed[table[maglev.slot_of(maglev.flow_hash(CLIENT, VIP, sport, 80, 6), RING)]][0]] for sport in sports}
 
 
 class Lab:
@@ -119,8 +117,7 @@ class Lab:
             ns.ip("addr", "add", VIP + "/32", "dev", "lo")
             for pair in ("net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2"):
                 ns.run(["sysctl", "-q", "-w", pair])
-            proc = subprocess.Popen(["nsenter", "--net=%s" % ns.path, sys.executable, "-c", SERVER, name],
-                                    stdout=subprocess.PIPE, text=True)
+            proc = subprocess.Popen(["nsenter", "--net=%s" % ns.path, sys.executable, "-c", SERVER, name], stdout=subprocess.PIPE, text=True)
             self.procs.append(proc)
             assert proc.stdout.readline().strip() == "ready"
         # backend2's address comes from its facts, gathered by the role (default_ipv4 needs a default route); its
@@ -132,16 +129,20 @@ class Lab:
         # ansible_host names the namespace too: a task delegated to a host (the role's fact gathering) reaches it
         # through ansible_host, as Ansible does not pass a delegated host's ansible_netns to the connection
         host = "ansible_connection=ebpf.fleet.netns ansible_host=%s"
-        (tmp_path / "inventory.ini").write_text("\n".join([
-            "[xdp_lb]",
-            "lb1 %s ebpf_fleet_pin_root=%s ebpf_fleet_state_dir=%s" % (host % self.lbns.name, pin_root, state_dir),
-            "[lb_backend]",
-            "backend1 %s xdp_lb_backend_address=%s xdp_lb_backend_mac=%s" % (
-                host % self.backends["backend1"].name, *BACKENDS["backend1"]),
-            "backend2 %s xdp_lb_backend_mac=%s" % (host % self.backends["backend2"].name, BACKENDS["backend2"][1]),
-            "[others]",
-            "backend3 %s" % (host % self.orphan.name),
-            ""]))
+        (tmp_path / "inventory.ini").write_text(
+            "\n".join(
+                [
+                    "[xdp_lb]",
+                    "lb1 %s ebpf_fleet_pin_root=%s ebpf_fleet_state_dir=%s" % (host % self.lbns.name, pin_root, state_dir),
+                    "[lb_backend]",
+                    "backend1 %s xdp_lb_backend_address=%s xdp_lb_backend_mac=%s" % (host % self.backends["backend1"].name, *BACKENDS["backend1"]),
+                    "backend2 %s xdp_lb_backend_mac=%s" % (host % self.backends["backend2"].name, BACKENDS["backend2"][1]),
+                    "[others]",
+                    "backend3 %s" % (host % self.orphan.name),
+                    "",
+                ]
+            )
+        )
         (tmp_path / "play.yml").write_text(PLAYBOOK)
 
     def plug(self, ns, ifname, mac, addr, port):
@@ -152,8 +153,7 @@ class Lab:
         if vips is not None:
             extra["xdp_lb_vips"] = vips
         extra.update(variables)
-        proc = run_playbook(str(self.tmp / "play.yml"), inventory=str(self.tmp / "inventory.ini"), extra_vars=extra,
-                            check=check, diff=check)
+        proc = run_playbook(str(self.tmp / "play.yml"), inventory=str(self.tmp / "inventory.ini"), extra_vars=extra, check=check, diff=check)
         out = proc.stdout + proc.stderr
         assert "[WARNING]" not in out and "[DEPRECATION WARNING]" not in out, out
         return proc
@@ -167,9 +167,11 @@ class Lab:
         pins = os.path.join(self.pin_root, "lb")
         records = os.path.join(self.state_dir, "lb")
         link = json.loads(self.lbns.ip("-j", "-d", "link", "show", "l0").stdout)[0]
-        return {"pins": sorted(os.listdir(pins)) if os.path.exists(pins) else None,
-                "records": sorted(os.listdir(records)) if os.path.exists(records) else None,
-                "xdp": "xdp" in link}
+        return {
+            "pins": sorted(os.listdir(pins)) if os.path.exists(pins) else None,
+            "records": sorted(os.listdir(records)) if os.path.exists(records) else None,
+            "xdp": "xdp" in link,
+        }
 
     def map_entries(self, name):
         fd = libbpf.obj_get(bpffs.map_pin(self.pin_root, "lb", name))
@@ -208,14 +210,26 @@ def lab(netns, tmp_path, pin_root, state_dir):
 
 def vips_of(**backends):
     """One TCP VIP on port 80 (DSR) whose backends are inventory hosts: name=options ({} for defaults)."""
-    return [{"address": VIP, "port": 80, "protocol": "tcp", "forwarding": "dsr",
-             "backends": [dict({"host": name}, **options) for name, options in backends.items()]}]
+    return [
+        {
+            "address": VIP,
+            "port": 80,
+            "protocol": "tcp",
+            "forwarding": "dsr",
+            "backends": [dict({"host": name}, **options) for name, options in backends.items()],
+        }
+    ]
 
 
 def test_backends_named_by_host_connections_spread_as_maglev_predicts_rerun_and_check_mode_change_nothing(lab):
     # plus a UDP VIP forwarded by IPIP to a backend given by address (declared only: no traffic)
-    ipip = {"address": "192.0.2.53", "port": 53, "protocol": "udp", "forwarding": "ipip",
-            "backends": [{"address": "198.51.100.31", "mac": "02:00:00:52:00:fe"}]}
+    ipip = {
+        "address": "192.0.2.53",
+        "port": 53,
+        "protocol": "udp",
+        "forwarding": "ipip",
+        "backends": [{"address": "198.51.100.31", "mac": "02:00:00:52:00:fe"}],
+    }
     vips = vips_of(backend1={"weight": 2}, backend2={}) + [ipip]
     config = {"tunnel_src_v4": "203.0.113.0/24"}
     fresh = lab.lb_state()
@@ -231,13 +245,10 @@ def test_backends_named_by_host_connections_spread_as_maglev_predicts_rerun_and_
     assert lab.changed(first)["lb1"] > 0
     state = lab.lb_state()
     assert state["xdp"] and "maps" in state["pins"] and state["records"], state
-    declared = {(e["key"]["vip"], e["key"]["port"], e["key"]["proto"]): e["value"]["mode"]
-                for e in lab.map_entries("lb_vips_v4")}
+    declared = {(e["key"]["vip"], e["key"]["port"], e["key"]["proto"]): e["value"]["mode"] for e in lab.map_entries("lb_vips_v4")}
     assert declared == {(VIP, 80, "tcp"): "dsr", ("192.0.2.53", 53, "udp"): "ipip"}
-    backends = {e["value"]["addr4"]: e["value"]["mac"] for e in lab.map_entries("lb_backends")
-                if e["value"]["family"] == "ipv4"}
-    assert backends == {"198.51.100.11": "02:00:00:52:00:11", "198.51.100.12": "02:00:00:52:00:12",
-                        "198.51.100.31": "02:00:00:52:00:fe"}
+    backends = {e["value"]["addr4"]: e["value"]["mac"] for e in lab.map_entries("lb_backends") if e["value"]["family"] == "ipv4"}
+    assert backends == {"198.51.100.11": "02:00:00:52:00:11", "198.51.100.12": "02:00:00:52:00:12", "198.51.100.31": "02:00:00:52:00:fe"}
 
     # real TCP connections: each lands on the backend the ring of weights {backend1: 2, backend2: 1} predicts
     sports = list(range(31001, 31061))
@@ -293,11 +304,14 @@ def test_absent_removes_program_pins_and_records(lab):
     assert again.returncode == 0 and lab.changed(again)["lb1"] == 0, again.stdout
 
 
-@pytest.mark.parametrize("variables, message", [
-    ({"xdp_lb_ring_size": "big"}, "argument 'xdp_lb_ring_size' is of type str"),
-    ({"xdp_lb_mode": "fast"}, "value of xdp_lb_mode must be one of: native, generic, offload, auto, got: fast"),
-    ({"xdp_lb_config": "lb_mac"}, "argument 'xdp_lb_config' is of type str"),
-])
+@pytest.mark.parametrize(
+    "variables, message",
+    [
+        ({"xdp_lb_ring_size": "big"}, "argument 'xdp_lb_ring_size' is of type str"),
+        ({"xdp_lb_mode": "fast"}, "value of xdp_lb_mode must be one of: native, generic, offload, auto, got: fast"),
+        ({"xdp_lb_config": "lb_mac"}, "argument 'xdp_lb_config' is of type str"),
+    ],
+)
 def test_wrong_variable_types_fail_with_the_argument_spec_message(lab, variables, message):
     proc = lab.play(vips_of(backend1={}, backend2={}), **variables)
     assert proc.returncode != 0
@@ -305,23 +319,34 @@ def test_wrong_variable_types_fail_with_the_argument_spec_message(lab, variables
     assert lab.lb_state() == {"pins": None, "records": None, "xdp": False}
 
 
-@pytest.mark.parametrize("vips, message", [
-    (vips_of(backend1={}, backend9={}),
-     'xdp_lb_vips[0] (192.0.2.10:80/tcp) backends[1] host "backend9": expected a host of the inventory; '
-     '"backend9" is not one'),
-    (vips_of(backend1={}, backend3={}),
-     "xdp_lb_vips[0] (192.0.2.10:80/tcp) backends[1] host backend3: backend3 has no address (no host variable "
-     "xdp_lb_backend_address, no fact ansible_default_ipv4.address) and no MAC"),
-    ([{"address": VIP, "port": 80, "protocol": "sctp", "backends": [{"host": "backend1", "wieght": 2}]}],
-     'xdp_lb_vips[0].protocol "sctp": expected tcp or udp; xdp_lb_vips[0] (192.0.2.10:80/sctp) backends[0].wieght 2: '
-     'expected no such field; valid fields: host, address, mac, weight, drain, name'),
-    ([{"address": VIP, "port": 80, "backends": [{"address": "198.51.100.50"}]}],
-     'backends[0] {"address": "198.51.100.50"}: expected a mac with the address'),
-    ([{"address": VIP, "port": 80, "backends": [{"host": "backend1", "address": "198.51.100.50"}]}],
-     "expected exactly one of host (an inventory host) and address (with mac)"),
-    ([{"address": "192.0.2.300", "port": 80, "backends": [{"host": "backend1"}]}],
-     "vips[0].vip '192.0.2.300': expected an IPv4 or IPv6 address"),
-])
+@pytest.mark.parametrize(
+    "vips, message",
+    [
+        (
+            vips_of(backend1={}, backend9={}),
+            'xdp_lb_vips[0] (192.0.2.10:80/tcp) backends[1] host "backend9": expected a host of the inventory; "backend9" is not one',
+        ),
+        (
+            vips_of(backend1={}, backend3={}),
+            "xdp_lb_vips[0] (192.0.2.10:80/tcp) backends[1] host backend3: backend3 has no address (no host variable "
+            "xdp_lb_backend_address, no fact ansible_default_ipv4.address) and no MAC",
+        ),
+        (
+            [{"address": VIP, "port": 80, "protocol": "sctp", "backends": [{"host": "backend1", "wieght": 2}]}],
+            'xdp_lb_vips[0].protocol "sctp": expected tcp or udp; xdp_lb_vips[0] (192.0.2.10:80/sctp) backends[0].wieght 2: '
+            'expected no such field; valid fields: host, address, mac, weight, drain, name',
+        ),
+        (
+            [{"address": VIP, "port": 80, "backends": [{"address": "198.51.100.50"}]}],
+            'backends[0] {"address": "198.51.100.50"}: expected a mac with the address',
+        ),
+        (
+            [{"address": VIP, "port": 80, "backends": [{"host": "backend1", "address": "198.51.100.50"}]}],
+            "expected exactly one of host (an inventory host) and address (with mac)",
+        ),
+        ([{"address": "192.0.2.300", "port": 80, "backends": [{"host": "backend1"}]}], "vips[0].vip '192.0.2.300': expected an IPv4 or IPv6 address"),
+    ],
+)
 def test_bad_declarations_and_unknown_backend_hosts_fail_naming_them_before_any_change(lab, vips, message):
     proc = lab.play(vips)
     assert proc.returncode != 0
@@ -330,13 +355,15 @@ def test_bad_declarations_and_unknown_backend_hosts_fail_naming_them_before_any_
     assert lab.lb_state() == {"pins": None, "records": None, "xdp": False}
 
 
-@pytest.mark.parametrize("variables, message", [
-    ({"xdp_lb_interfaces": []}, "xdp_lb_interfaces []: expected at least one interface"),
-    ({"xdp_lb_gather_backend_facts": False},
-     "xdp_lb_vips[0] (192.0.2.10:80/tcp) backends[1] host backend2: backend2 has no address"),
-    ({"xdp_lb_config": {"udp_timeout": 5}}, "config.udp_timeout 5: expected no such field"),
-    ({"xdp_lb_ring_size": 1000}, "ring size 1000: expected a prime number"),
-])
+@pytest.mark.parametrize(
+    "variables, message",
+    [
+        ({"xdp_lb_interfaces": []}, "xdp_lb_interfaces []: expected at least one interface"),
+        ({"xdp_lb_gather_backend_facts": False}, "xdp_lb_vips[0] (192.0.2.10:80/tcp) backends[1] host backend2: backend2 has no address"),
+        ({"xdp_lb_config": {"udp_timeout": 5}}, "config.udp_timeout 5: expected no such field"),
+        ({"xdp_lb_ring_size": 1000}, "ring size 1000: expected a prime number"),
+    ],
+)
 def test_bad_settings_fail_on_the_controller_before_the_program_is_loaded(lab, variables, message):
     proc = lab.play(vips_of(backend1={}, backend2={}), **variables)
     assert proc.returncode != 0

@@ -19,7 +19,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import yaml
-
 from harness import paths
 from harness.runner import run_module
 from harness.ssh_lab import SshLab, live_pids
@@ -35,18 +34,17 @@ EDGES = ["edge1", "edge2", "edge3", "edge4", "edge5"]
 RECAP = re.compile(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 DEPLOY_PLAY = "Deploy the network functions of each host's groups"
 HOST_LINE = re.compile(r"^(?:ok|changed|skipping|fatal|failed): \[([^\]\s]+)(?: -> [^\]]+)?\]", re.M)
-WINDOW = 15          # the confirm window of these tests (the default is 60 s)
+WINDOW = 15  # the confirm window of these tests (the default is 60 s)
 
-BASE = {   # the baseline policy every test starts from and returns to (group_vars/edges.yml)
+BASE = {  # the baseline policy every test starts from and returns to (group_vars/edges.yml)
     "deploy_xdp_confirm_timeout": WINDOW,
     "xdp_filter_default_verdict": "drop",
     "xdp_filter_v4_rules": [{"cidr": "192.0.2.0/24", "action": "drop", "rule_id": 2}],
     "xdp_filter_port_rules": [{"proto": "tcp", "port": 80, "action": "pass", "rule_id": 10}],
-    "xdp_filter_mgmt_v4": ["198.51.100.0/28"],        # the controller, 198.51.100.2, is a management source
+    "xdp_filter_mgmt_v4": ["198.51.100.0/28"],  # the controller, 198.51.100.2, is a management source
 }
 # a new version: one more source dropped (a documentation range nobody in the lab uses)
-UPGRADE = dict(BASE, xdp_filter_v4_rules=BASE["xdp_filter_v4_rules"] + [
-    {"cidr": "203.0.113.0/24", "action": "drop", "rule_id": 3}])
+UPGRADE = dict(BASE, xdp_filter_v4_rules=BASE["xdp_filter_v4_rules"] + [{"cidr": "203.0.113.0/24", "action": "drop", "rule_id": 3}])
 # TCP SYNs from the ordinary client 198.51.100.33 to port 80 of every edge, 20 a second, until killed: the traffic
 # the health gate watches (the filter passes TCP/80; nothing listens, the edge answers with a reset)
 WEB_TRAFFIC = r"""
@@ -110,8 +108,7 @@ class Fleet:
         return os.path.join(self.lab.dir, "state", host, "records")
 
     def info(self, host, **args):
-        result = run_module("bpf_info", dict({"pin_root": self.lab.pin_root(host), "state_dir": self.state_dir(host)},
-                                             **args), netns=self.lab.netns(host))
+        result = run_module("bpf_info", dict({"pin_root": self.lab.pin_root(host), "state_dir": self.state_dir(host)}, **args), netns=self.lab.netns(host))
         assert not result.failed, result
         return result
 
@@ -122,18 +119,27 @@ class Fleet:
         if info is None:
             return {}
         hook = info["drift"]["hooks"][0]
-        return {"tag": hook["tag"], "sha": info["object_sha256"], "position": hook["position"], "mode": hook["mode"],
-                "drift": info["drift"]["state"],
-                "maps": {name: info["maps"][name].get("entries") for name in
-                         ("filter_config", "filter_mgmt_v4", "filter_mgmt_ports")}}
+        return {
+            "tag": hook["tag"],
+            "sha": info["object_sha256"],
+            "position": hook["position"],
+            "mode": hook["mode"],
+            "drift": info["drift"]["state"],
+            "maps": {name: info["maps"][name].get("entries") for name in ("filter_config", "filter_mgmt_v4", "filter_mgmt_ports")},
+        }
 
     def holds(self, host, policy) -> bool:
         """The swappable rule sets hold exactly the policy's rules (bpf_map in check mode predicts no change)."""
-        for name, entries in (("filter_v4", v4_plugin.xdp_filter_v4_entries(policy["xdp_filter_v4_rules"])),
-                              ("filter_ports", port_plugin.xdp_filter_port_entries(policy["xdp_filter_port_rules"]))):
-            result = run_module("bpf_map", {"name": "filter", "map": name, "mode": "sync", "entries": entries,
-                                            "pin_root": self.lab.pin_root(host)}, netns=self.lab.netns(host),
-                                check_mode=True)
+        for name, entries in (
+            ("filter_v4", v4_plugin.xdp_filter_v4_entries(policy["xdp_filter_v4_rules"])),
+            ("filter_ports", port_plugin.xdp_filter_port_entries(policy["xdp_filter_port_rules"])),
+        ):
+            result = run_module(
+                "bpf_map",
+                {"name": "filter", "map": name, "mode": "sync", "entries": entries, "pin_root": self.lab.pin_root(host)},
+                netns=self.lab.netns(host),
+                check_mode=True,
+            )
             assert not result.failed, result
             if result.changed:
                 return False
@@ -143,11 +149,13 @@ class Fleet:
         """{host: True when it runs the policy: its rule sets hold exactly the policy's rules and, for the baseline,
         the filter is exactly the one the first deploy left (program, position, mode, declared maps, in sync)};
         the hosts are read in parallel (a module run each costs a second)."""
+
         def one(host):
             if not self.holds(host, policy):
                 return False
             current = self.filter(host)
             return current == self.base[host] if policy is BASE else current.get("drift") == "in_sync"
+
         with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
             return dict(zip(hosts, pool.map(one, hosts)))
 
@@ -202,8 +210,7 @@ def baseline(fleet):
 def test_a_filter_that_locks_the_controller_out_reverts_within_the_window(fleet, baseline):
     # edge1: no management source, the controller's address not added, default drop: SSH from the controller is
     # dropped by the filter itself (the fail-safe refusal overridden on purpose)
-    fleet.vars("host_vars", "edge1", {"xdp_filter_mgmt_v4": [], "xdp_filter_mgmt_include_controller": False,
-                                      "xdp_filter_allow_lockout": True})
+    fleet.vars("host_vars", "edge1", {"xdp_filter_mgmt_v4": [], "xdp_filter_mgmt_include_controller": False, "xdp_filter_allow_lockout": True})
     proc = fleet.deploy(limit="edge1")
     assert proc.returncode != 0
     assert_no_warning(proc)
@@ -217,18 +224,34 @@ def test_a_filter_that_locks_the_controller_out_reverts_within_the_window(fleet,
     assert fleet.reaches("edge1")
     assert fleet.on(BASE, ["edge1"]) == {"edge1": True}
     assert fleet.armed("edge1") == []
-    assert recap(proc)["edge1"][2] == 1          # the failure is the confirm's, not an unreachable host
+    assert recap(proc)["edge1"][2] == 1  # the failure is the confirm's, not an unreachable host
 
 
 def test_a_canary_whose_health_gate_fails_is_rolled_back_and_the_later_waves_are_never_touched(fleet, baseline):
-    bad = dict(BASE, xdp_filter_v4_rules=BASE["xdp_filter_v4_rules"] + [
-        {"cidr": "198.51.100.32/28", "action": "drop", "rule_id": 4}])     # drops the web client 198.51.100.33
-    fleet.vars("group_vars", "edges", dict(bad, deploy_xdp_wave=1, deploy_xdp_gate_window=4, deploy_xdp_health_gates=[
-        {"name": "web traffic passes", "query": "deployments.filter.counters.filter_stats.verdicts.drop",
-         "of": "deployments.filter.counters.filter_stats.verdicts", "max": 0.2}]))
+    bad = dict(
+        BASE, xdp_filter_v4_rules=BASE["xdp_filter_v4_rules"] + [{"cidr": "198.51.100.32/28", "action": "drop", "rule_id": 4}]
+    )  # drops the web client 198.51.100.33
+    fleet.vars(
+        "group_vars",
+        "edges",
+        dict(
+            bad,
+            deploy_xdp_wave=1,
+            deploy_xdp_gate_window=4,
+            deploy_xdp_health_gates=[
+                {
+                    "name": "web traffic passes",
+                    "query": "deployments.filter.counters.filter_stats.verdicts.drop",
+                    "of": "deployments.filter.counters.filter_stats.verdicts",
+                    "max": 0.2,
+                }
+            ],
+        ),
+    )
     fleet.vars("host_vars", "edge1", {"deploy_xdp_wave": 0})
-    web = subprocess.Popen(["nsenter", "--net=/run/netns/%s" % fleet.lab.netns("client"), sys.executable, "-c",
-                            WEB_TRAFFIC] + [fleet.lab.address(h) for h in EDGES])
+    web = subprocess.Popen(
+        ["nsenter", "--net=/run/netns/%s" % fleet.lab.netns("client"), sys.executable, "-c", WEB_TRAFFIC] + [fleet.lab.address(h) for h in EDGES]
+    )
     try:
         proc = fleet.deploy()
     finally:
@@ -242,7 +265,7 @@ def test_a_canary_whose_health_gate_fails_is_rolled_back_and_the_later_waves_are
     assert all(fleet.on(BASE, EDGES).values())
     assert all(fleet.armed(host) == [] for host in EDGES)
     for host in EDGES[1:]:
-        assert recap(proc)[host] == (0, 0, 0), proc.stdout        # the rollout's plan only
+        assert recap(proc)[host] == (0, 0, 0), proc.stdout  # the rollout's plan only
 
 
 def descendants(pid: int) -> list:
@@ -265,7 +288,7 @@ def descendants(pid: int) -> list:
 
 
 def test_a_controller_killed_mid_wave_leaves_armed_hosts_to_revert_and_a_rerun_converges(fleet, baseline):
-    fleet.vars("group_vars", "all", {"deploy_xdp_serial": [1, 2, "100%"]})    # edge1 | edge2, edge3 | edge4, edge5
+    fleet.vars("group_vars", "all", {"deploy_xdp_serial": [1, 2, "100%"]})  # edge1 | edge2, edge3 | edge4, edge5
     fleet.vars("group_vars", "edges", UPGRADE)
     running = fleet.deploy(background=True)
     # the controller dies once edge2's change took its first step (its watchdog runs)
@@ -273,14 +296,14 @@ def test_a_controller_killed_mid_wave_leaves_armed_hosts_to_revert_and_a_rerun_c
     while not (fleet.pending("edge2") or {}).get("launcher"):
         assert running.poll() is None and time.monotonic() < deadline, "edge2's change never started"
         time.sleep(0.05)
-    for pid in descendants(running.pid):       # ansible-playbook, its workers, their ssh
+    for pid in descendants(running.pid):  # ansible-playbook, its workers, their ssh
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
     killed = time.monotonic()
     running.wait()
-    for host in ("edge2", "edge3"):            # every host whose change started reverts by itself
+    for host in ("edge2", "edge3"):  # every host whose change started reverts by itself
         while fleet.armed(host):
             assert time.monotonic() < killed + WINDOW + 30, "%s did not revert by itself" % host
             time.sleep(0.2)
@@ -289,12 +312,12 @@ def test_a_controller_killed_mid_wave_leaves_armed_hosts_to_revert_and_a_rerun_c
     assert all(fleet.on(BASE, EDGES[1:]).values()) and fleet.on(UPGRADE, ["edge1"]) == {"edge1": True}
     assert all(fleet.armed(host) == [] for host in EDGES)
 
-    fleet.vars("group_vars", "all", None)      # the re-run, all at once
+    fleet.vars("group_vars", "all", None)  # the re-run, all at once
     rerun = fleet.deploy()
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert_no_warning(rerun)
     assert all(fleet.on(UPGRADE, EDGES).values())
-    assert recap(rerun)["edge1"][0] == 0, rerun.stdout                    # already there
+    assert recap(rerun)["edge1"][0] == 0, rerun.stdout  # already there
 
 
 def test_rollback_returns_every_host_to_the_previous_version(fleet):
@@ -309,7 +332,7 @@ def test_rollback_returns_every_host_to_the_previous_version(fleet):
     check = fleet.lab.playbook(ROLLBACK, extra_vars={"rollback_hosts": "edges"}, check=True)
     assert check.returncode == 0, check.stdout + check.stderr
     assert_no_warning(check)
-    assert all(fleet.on(UPGRADE, EDGES).values())                                      # check mode changed nothing
+    assert all(fleet.on(UPGRADE, EDGES).values())  # check mode changed nothing
     back = fleet.lab.playbook(ROLLBACK, extra_vars={"rollback_hosts": "edges"})
     assert back.returncode == 0, back.stdout + back.stderr
     assert_no_warning(back)
@@ -332,7 +355,7 @@ def test_a_host_failing_inside_a_rescue_stops_the_rollout_at_max_fail_percentage
     assert "sometimes" in proc.stdout and "rolled back: the host runs its previous deployments again" in proc.stdout
     # edge3 reverted, edge5 never started
     assert fleet.on(BASE, ["edge3", "edge5"]) == {"edge3": True, "edge5": True}
-    assert recap(proc)["edge5"] == (0, 0, 0), proc.stdout     # the rollout's plan only
+    assert recap(proc)["edge5"] == (0, 0, 0), proc.stdout  # the rollout's plan only
     # the rest of the batch finished before the stop: confirmed and committed, nothing left armed to revert later
     assert all(fleet.on(UPGRADE, ["edge1", "edge2", "edge4"]).values())
     assert all(fleet.armed(host) == [] for host in EDGES)

@@ -11,7 +11,6 @@ import subprocess
 import time
 
 import pytest
-
 from harness import paths
 from harness.ssh_lab import CONTROLLER_ADDRESS, SSHD, SshLab, alive, live_pids
 
@@ -86,11 +85,10 @@ def test_ssh_lab_reaches_edges_lb_and_backends_over_ssh_from_the_controller_name
     lab = ssh_lab
     inventory = open(lab.inventory, encoding="utf-8").read()
     for host in lab.hosts():
-        line = "%s ansible_connection=ssh ansible_host=%s ansible_user=root ansible_ssh_common_args='-F %s' " % (
-            host, lab.address(host), lab.ssh_config)
+        line = "%s ansible_connection=ssh ansible_host=%s ansible_user=root ansible_ssh_common_args='-F %s' " % (host, lab.address(host), lab.ssh_config)
         assert "\n" + line in inventory, inventory
     assert re.search(r"^client ansible_host=%sclient ansible_netns=" % lab.prefix, inventory, re.M), inventory
-    assert lab.ctl not in inventory and not re.search(r"^ctl ", inventory, re.M)   # the controller is no inventory host
+    assert lab.ctl not in inventory and not re.search(r"^ctl ", inventory, re.M)  # the controller is no inventory host
     status = lab.sh("status")
     assert status.returncode == 0, status.stdout + status.stderr
     assert re.search(r"^ctl\s+%s\s+lab0 %s/24" % (lab.ctl, CONTROLLER_ADDRESS), status.stdout, re.M), status.stdout
@@ -115,27 +113,25 @@ def test_ssh_lab_reaches_edges_lb_and_backends_over_ssh_from_the_controller_name
         assert rc == 0 and out.split()[0] == CONTROLLER_ADDRESS and out.split()[2] == lab.address(host), proc.stdout
 
     # become through sudo for real (Ansible skips it for root to root unless told not to): root, by sudo
-    proc = lab.ansible("edges", "ansible.builtin.shell", 'echo "$(id -u) ${SUDO_USER:-no-sudo}"', become=True,
-                       env={"ANSIBLE_BECOME_ALLOW_SAME_USER": "1"})
+    proc = lab.ansible("edges", "ansible.builtin.shell", 'echo "$(id -u) ${SUDO_USER:-no-sudo}"', become=True, env={"ANSIBLE_BECOME_ALLOW_SAME_USER": "1"})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert_no_warning(proc)
-    assert {host: out for host, (_s, _rc, out) in ad_hoc_results(proc).items()} == {
-        "edge1": "0 root", "edge2": "0 root"}, proc.stdout
+    assert {host: out for host, (_s, _rc, out) in ad_hoc_results(proc).items()} == {"edge1": "0 root", "edge2": "0 root"}, proc.stdout
 
 
 def test_an_xdp_program_that_drops_everything_locks_the_controller_out_of_that_edge_only(ssh_lab):
     lab = ssh_lab
-    drop = paths.bpf_object("floor_xdp_drop")      # tests/bpf/floor_xdp_drop.c: XDP_DROP, nothing else
+    drop = paths.bpf_object("floor_xdp_drop")  # tests/bpf/floor_xdp_drop.c: XDP_DROP, nothing else
     for host in ("edge1", "edge2"):
         proc = lab.ssh(host, "true")
         assert proc.returncode == 0, (host, proc.stderr)
     # a session that is open when the drop starts: the keep-alives (3 probes, 3 s apart) end it in about 10 s
-    session = subprocess.Popen(lab.ssh_command("edge1", "sleep 1207"), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
+    session = subprocess.Popen(lab.ssh_command("edge1", "sleep 1207"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: remote_sleeps(lab, "edge1", 1207), 15, "the session's sleep on edge1")
-        subprocess.run(["ip", "-n", lab.netns("edge1"), "link", "set", "dev", "lab0", "xdpdrv", "obj", drop,
-                        "sec", "xdp"], check=True, capture_output=True, text=True)
+        subprocess.run(
+            ["ip", "-n", lab.netns("edge1"), "link", "set", "dev", "lab0", "xdpdrv", "obj", drop, "sec", "xdp"], check=True, capture_output=True, text=True
+        )
         started = time.monotonic()
         rc = session.wait(timeout=30)
         ended_after = time.monotonic() - started
@@ -149,7 +145,7 @@ def test_an_xdp_program_that_drops_everything_locks_the_controller_out_of_that_e
     started = time.monotonic()
     proc = lab.ssh("edge1", "true", timeout=30)
     assert proc.returncode == 255 and time.monotonic() - started < 15, (proc.returncode, proc.stderr)
-    assert "port 22: Connection timed out" in proc.stderr, proc.stderr     # dropped, not refused
+    assert "port 22: Connection timed out" in proc.stderr, proc.stderr  # dropped, not refused
     proc = lab.ssh("edge2", "echo $SSH_CONNECTION")
     assert proc.returncode == 0 and proc.stdout.split()[0] == CONTROLLER_ADDRESS, proc.stderr
 
@@ -166,14 +162,15 @@ def test_ssh_lab_up_again_changes_nothing_and_down_leaves_no_namespace_process_p
     with open(os.path.join(lab.dir, "ssh", "known_hosts"), encoding="utf-8") as handle:
         known_hosts = handle.read()
     lab.up()
-    assert {host: lab.sshd_pid(host) for host in lab.hosts()} == pids      # no sshd restarted
+    assert {host: lab.sshd_pid(host) for host in lab.hosts()} == pids  # no sshd restarted
     with open(os.path.join(lab.dir, "ssh", "known_hosts"), encoding="utf-8") as handle:
-        assert handle.read() == known_hosts                                 # no key made again
+        assert handle.read() == known_hosts  # no key made again
     proc = lab.ssh("edge1", "true")
     assert proc.returncode == 0, proc.stderr
     # sshd listens only on the host's lab address, in the host's namespace
-    listening = subprocess.run(["nsenter", "--net=/run/netns/%s" % lab.netns("lb1"), "ss", "-Hltn"],
-                               capture_output=True, text=True, check=True).stdout.split("\n")
+    listening = subprocess.run(["nsenter", "--net=/run/netns/%s" % lab.netns("lb1"), "ss", "-Hltn"], capture_output=True, text=True, check=True).stdout.split(
+        "\n"
+    )
     assert [line.split()[3] for line in listening if line] == ["198.51.100.20:22"], listening
     # and none in the machine's own namespace (its uplink)
     host_listening = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True).stdout
@@ -193,11 +190,11 @@ def test_ssh_lab_up_again_changes_nothing_and_down_leaves_no_namespace_process_p
 
     proc = lab.sh("down")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert running.wait(timeout=10) != 0                     # the playbook was killed with its namespace
+    assert running.wait(timeout=10) != 0  # the playbook was killed with its namespace
     assert lab.namespaces() == []
     assert [pid for pid in left if alive(pid)] == []
     assert live_pids(exe=SSHD, cmdline_contains=lab.dir) == []
     assert not os.path.exists(lab.pin_base)
     assert not os.path.exists(lab.dir)
-    proc = lab.sh("down")                                     # idempotent
+    proc = lab.sh("down")  # idempotent
     assert proc.returncode == 0, proc.stdout + proc.stderr

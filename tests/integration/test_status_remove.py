@@ -10,7 +10,6 @@ import re
 import subprocess
 
 import pytest
-
 from harness import paths
 from harness.runner import run_playbook
 from harness.traffic import udp_count
@@ -54,17 +53,27 @@ class Lab:
         self.inventory = str(tmp_path / "inventory.ini")
         with open(self.inventory, "w", encoding="utf-8") as handle:
             # remove.yml ends with bpf_host absent: its paths are this test's, not the machine's /etc
-            host_paths = " ".join("bpf_host_%s=%s" % (name, tmp_path / "host" / path) for name, path in (
-                ("fstab_file", "etc/fstab"), ("default_file", "etc/default/ebpf-fleet"),
-                ("unit_dir", "etc/systemd/system"), ("command_path", "usr/local/sbin/ebpf-fleet-host"),
-                ("lib_dir", "usr/local/lib/ebpf-fleet"), ("metrics_dir", "var/lib/node-exporter")))
-            handle.write("[lb_backend]\nedge ansible_connection=ebpf.fleet.netns ansible_netns=%s "
-                         "ebpf_fleet_pin_root=%s ebpf_fleet_state_dir=%s lb_backend_sysctl_file=%s %s\n"
-                         % (self.edge.name, pin_root, state_dir, self.sysctl_file, host_paths))
+            host_paths = " ".join(
+                "bpf_host_%s=%s" % (name, tmp_path / "host" / path)
+                for name, path in (
+                    ("fstab_file", "etc/fstab"),
+                    ("default_file", "etc/default/ebpf-fleet"),
+                    ("unit_dir", "etc/systemd/system"),
+                    ("command_path", "usr/local/sbin/ebpf-fleet-host"),
+                    ("lib_dir", "usr/local/lib/ebpf-fleet"),
+                    ("metrics_dir", "var/lib/node-exporter"),
+                )
+            )
+            handle.write(
+                "[lb_backend]\nedge ansible_connection=ebpf.fleet.netns ansible_netns=%s "
+                "ebpf_fleet_pin_root=%s ebpf_fleet_state_dir=%s lb_backend_sysctl_file=%s %s\n"
+                % (self.edge.name, pin_root, state_dir, self.sysctl_file, host_paths)
+            )
             # a second host with nothing deployed: its own line, in sync, untouched by edge's drift
-            handle.write("[others]\nquiet ansible_connection=ebpf.fleet.netns ansible_netns=%s "
-                         "ebpf_fleet_pin_root=%s ebpf_fleet_state_dir=%s\n"
-                         % (self.quiet.name, pin_root + "q", tmp_path / "quiet_state"))
+            handle.write(
+                "[others]\nquiet ansible_connection=ebpf.fleet.netns ansible_netns=%s "
+                "ebpf_fleet_pin_root=%s ebpf_fleet_state_dir=%s\n" % (self.quiet.name, pin_root + "q", tmp_path / "quiet_state")
+            )
         self.report = str(tmp_path / "report" / "status.json")
         os.makedirs(os.path.dirname(self.report))
 
@@ -77,12 +86,15 @@ class Lab:
         common = {"interfaces": ["vb"], "mode": "native"}
         self.module("xdp_program", name="filter", object=paths.bpf_object("xdp_filter"), priority=10, **common)
         self.module("xdp_program", name="counter", object=paths.bpf_object("xdp_count"), priority=5, **common)
-        self.module("bpf_map", name="filter", map="filter_config", mode="sync",
-                    entries=[{"key": 0, "value": {"default_verdict": "pass"}}])
-        self.module("bpf_map", name="filter", map="filter_ports", mode="sync", entries=xdp_filter_port_entries(
-            [{"proto": "udp", "port": DROPPED_PORT, "action": "drop", "rule_id": 11}]))
-        self.module("tc_program", name="egress", object=paths.bpf_object("tc_egress"), direction="egress",
-                    interfaces=["vb"])
+        self.module("bpf_map", name="filter", map="filter_config", mode="sync", entries=[{"key": 0, "value": {"default_verdict": "pass"}}])
+        self.module(
+            "bpf_map",
+            name="filter",
+            map="filter_ports",
+            mode="sync",
+            entries=xdp_filter_port_entries([{"proto": "udp", "port": DROPPED_PORT, "action": "drop", "rule_id": 11}]),
+        )
+        self.module("tc_program", name="egress", object=paths.bpf_object("tc_egress"), direction="egress", interfaces=["vb"])
         (self.tmp / "backend.yml").write_text(BACKEND)
         proc = self.play(str(self.tmp / "backend.yml"), lb_backend_vips=[VIP])
         assert proc.returncode == 0, proc.stdout
@@ -101,8 +113,7 @@ class Lab:
             return json.load(handle), proc.stdout
 
     def sh(self, *argv, check=True) -> str:
-        return subprocess.run(["nsenter", "--net=/run/netns/%s" % self.edge.name] + list(argv), capture_output=True,
-                              text=True, check=check).stdout
+        return subprocess.run(["nsenter", "--net=/run/netns/%s" % self.edge.name] + list(argv), capture_output=True, text=True, check=check).stdout
 
     def xdp(self) -> dict:
         return json.loads(self.edge.ip("-j", "-d", "link", "show", "vb").stdout)[0].get("xdp") or {}
@@ -111,8 +122,9 @@ class Lab:
         """The programs on vb's XDP and TC hooks (TCX and clsact), whoever attached them, by id and name, as the
         kernel reports them (BPF_PROG_QUERY and netlink through bpf_info; this bpftool predates TCX)."""
         info = ok(self.run_module("bpf_info", {"interfaces": ["vb"]}, netns=self.edge))["interfaces"]["vb"]
-        return {hook: sorted((p["id"], p["name"]) for p in (info[hook]["programs"] if hook == "xdp" else info[hook]))
-                for hook in ("xdp", "tc_ingress", "tc_egress")}
+        return {
+            hook: sorted((p["id"], p["name"]) for p in (info[hook]["programs"] if hook == "xdp" else info[hook])) for hook in ("xdp", "tc_ingress", "tc_egress")
+        }
 
     def vips(self) -> list:
         links = json.loads(self.sh("ip", "-j", "addr", "show", "dev", "lo"))
@@ -122,8 +134,7 @@ class Lab:
         """Everything remove.yml takes away, as a comparable snapshot."""
         pins = sorted(os.path.join(d, f) for d, _s, fs in os.walk(self.pin_root) for f in fs)
         recs = sorted(os.path.join(d, f) for d, _s, fs in os.walk(self.state_dir) for f in fs)
-        return (pins, recs, os.path.isdir(self.pin_root), os.path.isdir(self.state_dir), self.xdp(), self.net(),
-                self.vips(), os.path.exists(self.sysctl_file))
+        return (pins, recs, os.path.isdir(self.pin_root), os.path.isdir(self.state_dir), self.xdp(), self.net(), self.vips(), os.path.exists(self.sysctl_file))
 
 
 def changed(proc) -> int:
@@ -160,15 +171,13 @@ def test_status_in_sync_then_drifted_by_a_hand_edited_map_and_a_replaced_program
     deps = report["hosts"]["edge"]["deployments"]
     assert sorted(deps) == ["counter", "egress", "filter"]
     vb = deps["filter"]["interfaces"]["vb"]
-    assert (vb["hook"], vb["mode"], vb["program"], vb["in_sync"], vb["position"]) == ("xdp", "native", "recorded",
-                                                                                      True, 2)
+    assert (vb["hook"], vb["mode"], vb["program"], vb["in_sync"], vb["position"]) == ("xdp", "native", "recorded", True, 2)
     assert vb["prog_id"] == vb["recorded_prog_id"] > 0
-    assert deps["counter"]["interfaces"]["vb"]["prog_id"] == lab.xdp()["prog"]["id"]   # first in the chain
+    assert deps["counter"]["interfaces"]["vb"]["prog_id"] == lab.xdp()["prog"]["id"]  # first in the chain
     assert deps["filter"]["version"] == 1 and deps["filter"]["state"] == "in_sync" and deps["filter"]["reasons"] == []
     assert deps["filter"]["counters"]["filter_stats"]["verdicts"]["drop"] >= sent
     assert deps["egress"]["interfaces"]["vb"]["hook"] == "tc_egress"
-    assert all(m["in_sync"] for m in deps["filter"]["maps"]) and {m["map"] for m in deps["filter"]["maps"]} == {
-        "filter_config", "filter_ports"}
+    assert all(m["in_sync"] for m in deps["filter"]["maps"]) and {m["map"] for m in deps["filter"]["maps"]} == {"filter_config", "filter_ports"}
     lines = status_lines(stdout)
     assert len(lines) == 3, stdout
     [filter_line] = [line for line in lines if line.startswith("edge filter ")]
@@ -186,14 +195,13 @@ def test_status_in_sync_then_drifted_by_a_hand_edited_map_and_a_replaced_program
     deps = report["hosts"]["edge"]["deployments"]
     assert deps["filter"]["state"] == "drifted" and deps["counter"]["state"] == deps["egress"]["state"] == "in_sync"
     [config] = [m for m in deps["filter"]["maps"] if m["map"] == "filter_config"]
-    assert (config["in_sync"], config["changed"], config["missing"], config["extra"], config["keys"]) == (
-        False, 1, 0, 0, [0])
+    assert (config["in_sync"], config["changed"], config["missing"], config["extra"], config["keys"]) == (False, 1, 0, 0, [0])
     assert deps["filter"]["reasons"] == ["map filter_config: 1 changed by hand (0)"]
     assert deps["filter"]["interfaces"]["vb"]["program"] == "recorded"
     [filter_line] = [line for line in status_lines(stdout) if line.startswith("edge filter ")]
     assert " drifted " in filter_line and filter_line.endswith("drift: map filter_config: 1 changed by hand (0)")
     printed = [line for line in stdout.splitlines() if '\\"status\\": \\"drifted\\"' in line]
-    assert printed, stdout    # ebpf_fleet_status_print: the same document in the play's output
+    assert printed, stdout  # ebpf_fleet_status_print: the same document in the play's output
     # ... and the flag for cron and CI fails the run on drift, naming the host and what drifted
     proc = lab.play(STATUS, ebpf_fleet_status_json="", ebpf_fleet_status_fail_on_drift=True)
     assert proc.returncode != 0 and "edge drifted from its records: map filter_config" in proc.stdout, proc.stdout
@@ -204,8 +212,7 @@ def test_status_in_sync_then_drifted_by_a_hand_edited_map_and_a_replaced_program
     assert report["hosts"]["edge"]["status"] == "in_sync"
 
     # the XDP program replaced behind the collection's back: the link detached, another program attached
-    link = json.loads(lab.sh("bpftool", "-j", "link", "show", "pinned",
-                             os.path.join(bpffs.hook_dir(lab.pin_root, "xdp", "vb"), "link")))
+    link = json.loads(lab.sh("bpftool", "-j", "link", "show", "pinned", os.path.join(bpffs.hook_dir(lab.pin_root, "xdp", "vb"), "link")))
     lab.sh("bpftool", "link", "detach", "id", str(link["id"]))
     lab.edge.ip("link", "set", "dev", "vb", "xdpdrv", "obj", paths.bpf_object("xdp_plain_pass"), "sec", "xdp")
     foreign = lab.xdp()["prog"]["id"]
@@ -215,12 +222,12 @@ def test_status_in_sync_then_drifted_by_a_hand_edited_map_and_a_replaced_program
     for name in ("counter", "filter"):
         assert deps[name]["state"] == "drifted"
         assert deps[name]["interfaces"]["vb"]["program"] != "recorded"
-        assert deps[name]["reasons"] == ["xdp@vb runs program %d (xdp_plain_pass), not the recorded chain: replaced "
-                                         "behind the collection's back" % foreign], deps[name]
+        assert deps[name]["reasons"] == ["xdp@vb runs program %d (xdp_plain_pass), not the recorded chain: replaced behind the collection's back" % foreign], (
+            deps[name]
+        )
         assert deps[name]["interfaces"]["vb"]["prog_id"] == foreign
     drifted = [line for line in status_lines(stdout) if " drifted " in line]
-    assert len(drifted) == 2 and all("program=other(id %d)" % foreign in line and "xdp_plain_pass" in line
-                                     for line in drifted), stdout
+    assert len(drifted) == 2 and all("program=other(id %d)" % foreign in line and "xdp_plain_pass" in line for line in drifted), stdout
 
 
 def test_remove_leaves_no_pins_records_or_attachments_and_a_second_run_changes_nothing(lab):
@@ -239,10 +246,10 @@ def test_remove_leaves_no_pins_records_or_attachments_and_a_second_run_changes_n
     gone = lab.play(REMOVE)
     assert gone.returncode == 0, gone.stdout + gone.stderr
     now = lab.kernel_and_disk()
-    assert now[0] == [] and now[1] == [] and not now[2] and not now[3], now     # no pins, no records, no folders
-    assert now[4] == {} and now[5] == {"xdp": [], "tc_ingress": [], "tc_egress": []}, now   # nothing on vb
+    assert now[0] == [] and now[1] == [] and not now[2] and not now[3], now  # no pins, no records, no folders
+    assert now[4] == {} and now[5] == {"xdp": [], "tc_ingress": [], "tc_egress": []}, now  # nothing on vb
     assert not json.loads(lab.edge.ip("-j", "-d", "link", "show", "vc").stdout)[0].get("xdp")
-    assert now[6] == ["127.0.0.1"] and not now[7]                                  # the backend role's VIP, sysctls
+    assert now[6] == ["127.0.0.1"] and not now[7]  # the backend role's VIP, sysctls
     assert now[4:] == pristine[4:]
 
     again = lab.play(REMOVE)

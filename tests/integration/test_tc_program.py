@@ -5,7 +5,6 @@ import os
 from types import SimpleNamespace
 
 import pytest
-
 from harness import paths
 from harness.bpfbuild import compile_fixture
 from harness.runner import module_env
@@ -40,7 +39,8 @@ def lab(netns, pin_root, state_dir):
 TCX_QUERY = (
     "import json, socket, sys\n"
     "from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf\n"
-    "print(json.dumps(libbpf.prog_query(socket.if_nametoindex(sys.argv[1]), libbpf.ATTACH_TCX_EGRESS)))\n")
+    "print(json.dumps(libbpf.prog_query(socket.if_nametoindex(sys.argv[1]), libbpf.ATTACH_TCX_EGRESS)))\n"
+)
 
 
 def tcx_egress_ids(ns, ifname="va"):
@@ -65,7 +65,7 @@ def counter(pin, slot=0):
     with libbpf.fd_closing(fd):
         cpus = libbpf.num_possible_cpus()
         value = libbpf.map_lookup(fd, slot.to_bytes(4, "little"), 16 * cpus)
-    return sum(int.from_bytes(value[i * 16:i * 16 + 8], "little") for i in range(cpus))
+    return sum(int.from_bytes(value[i * 16 : i * 16 + 8], "little") for i in range(cpus))
 
 
 def test_tcx_egress_drops_udp_is_idempotent_and_replaces_atomically(lab, run_module):
@@ -75,7 +75,7 @@ def test_tcx_egress_drops_udp_is_idempotent_and_replaces_atomically(lab, run_mod
     assert res["attachments"]["va"]["method"] == "link"
     first_id = res["attachments"]["va"]["chain"][0]["prog_id"]
     assert tcx_egress_ids(lab.tx) == [first_id]
-    assert qdiscs(lab.tx).count("clsact") == 0          # TCX needs no qdisc
+    assert qdiscs(lab.tx).count("clsact") == 0  # TCX needs no qdisc
     sent, received = udp_count(lab.tx, lab.rx, "198.51.100.2", PORT)
     assert sent > 0 and received == 0
     again = run_module("tc_program", args, netns=lab.tx)
@@ -95,8 +95,7 @@ def test_tcx_egress_drops_udp_is_idempotent_and_replaces_atomically(lab, run_mod
     assert new_id != first_id and tcx_egress_ids(lab.tx) == [new_id]
     assert res["maps"]["reused"] == ["tc_drops"]
     assert counter(os.path.join(lab.pin_root, "eguard", "maps", "tc_drops")) >= sent
-    res = run_module("tc_program", dict(name="eguard", state="absent", pin_root=lab.pin_root,
-                                        state_dir=lab.state_dir), netns=lab.tx)
+    res = run_module("tc_program", dict(name="eguard", state="absent", pin_root=lab.pin_root, state_dir=lab.state_dir), netns=lab.tx)
     assert res.changed and not res.failed, res
     assert tcx_egress_ids(lab.tx) == []
 
@@ -104,8 +103,7 @@ def test_tcx_egress_drops_udp_is_idempotent_and_replaces_atomically(lab, run_mod
 def test_clsact_egress_drops_udp_and_absent_keeps_foreign_filter_and_qdisc(lab, run_module):
     # another tool's clsact qdisc and filter on the same direction, after ours (a lower pref runs first)
     lab.tx.run(["tc", "qdisc", "add", "dev", "va", "clsact"])
-    lab.tx.run(["tc", "filter", "add", "dev", "va", "egress", "pref", "65000", "bpf", "da", "obj",
-                obj("tc_count"), "sec", "tc"])
+    lab.tx.run(["tc", "filter", "add", "dev", "va", "egress", "pref", "65000", "bpf", "da", "obj", obj("tc_count"), "sec", "tc"])
     foreign = tc_filters(lab.tx)
     assert len(foreign) == 1
     args = lab.args(name="eguard", object=obj("tc_drop_udp"), attach="clsact")
@@ -119,7 +117,7 @@ def test_clsact_egress_drops_udp_and_absent_keeps_foreign_filter_and_qdisc(lab, 
     assert not run_module("tc_program", args, netns=lab.tx).changed
     res = run_module("tc_program", dict(args, object=tc_v2_object()), netns=lab.tx)
     assert res.changed and res["applied"]["tc_egress@va"]["action"] == "update", res
-    assert len(tc_filters(lab.tx)) == 2                 # replaced in place, not added
+    assert len(tc_filters(lab.tx)) == 2  # replaced in place, not added
     res = run_module("tc_program", lab.args(name="eguard", state="absent"), netns=lab.tx)
     assert res.changed and not res.failed, res
     assert tc_filters(lab.tx) == foreign
@@ -138,18 +136,16 @@ def test_clsact_qdisc_created_by_the_module_is_removed_with_it(lab, run_module):
 
 
 def test_two_tc_programs_in_order_then_first_removed(lab, run_module):
-    assert run_module("tc_program", lab.args(name="eguard", object=obj("tc_drop_udp"), priority=20),
-                      netns=lab.tx).changed
-    res = run_module("tc_program", lab.args(name="ecount", object=obj("tc_count"), priority=10),
-                     netns=lab.tx, diff=True)
+    assert run_module("tc_program", lab.args(name="eguard", object=obj("tc_drop_udp"), priority=20), netns=lab.tx).changed
+    res = run_module("tc_program", lab.args(name="ecount", object=obj("tc_count"), priority=10), netns=lab.tx, diff=True)
     assert res.changed and not res.failed, res
     chain = res["attachments"]["va"]["chain"]
     assert [e["deployment"] for e in chain] == ["ecount", "eguard"]
     assert res["diff"]["after"]["tc_egress@va"][0].startswith("1. tc_count (deployment ecount, priority 10)")
     ids = tcx_egress_ids(lab.tx)
-    assert ids == [chain[0]["prog_id"]]                 # one program on the hook, the rest by tail call
+    assert ids == [chain[0]["prog_id"]]  # one program on the hook, the rest by tail call
     sent, received = udp_count(lab.tx, lab.rx, "198.51.100.2", PORT)
-    assert sent > 0 and received == 0                  # the second still drops behind the first
+    assert sent > 0 and received == 0  # the second still drops behind the first
     assert counter(os.path.join(lab.pin_root, "ecount", "maps", "tc_hits"), slot=0) >= sent
     res = run_module("tc_program", lab.args(name="ecount", state="absent"), netns=lab.tx)
     assert res.changed and not res.failed, res
@@ -161,8 +157,7 @@ def test_two_tc_programs_in_order_then_first_removed(lab, run_module):
 
 def test_tc_check_mode_changes_nothing(lab, run_module):
     before = lab.tx.run(["bpftool", "-j", "net"]).stdout
-    res = run_module("tc_program", lab.args(name="eguard", object=obj("tc_drop_udp")), netns=lab.tx,
-                     check_mode=True, diff=True)
+    res = run_module("tc_program", lab.args(name="eguard", object=obj("tc_drop_udp")), netns=lab.tx, check_mode=True, diff=True)
     assert res.changed and not res.failed, res
     assert lab.tx.run(["bpftool", "-j", "net"]).stdout == before
     assert not os.path.exists(os.path.join(lab.pin_root, "eguard"))

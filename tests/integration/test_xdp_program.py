@@ -5,7 +5,6 @@ import os
 from types import SimpleNamespace
 
 import pytest
-
 from harness import paths
 from harness.bpfbuild import compile_fixture
 from harness.traffic import UdpFlow, udp_count
@@ -45,8 +44,14 @@ def bpftool_view(ns, pin_root=None):
     """What bpftool shows of this namespace: its attachments (`bpftool net`), the links of those programs
     (other sessions' links elsewhere on the machine are left out) and, with pin_root, the pins there."""
     net = json.loads(ns.run(["bpftool", "-j", "net"]).stdout)
-    attached = {prog.get("id") for entry in net for progs in entry.values() if isinstance(progs, list)
-                for dev in progs for prog in (dev.get("multi_attachments") or [dev])}
+    attached = {
+        prog.get("id")
+        for entry in net
+        for progs in entry.values()
+        if isinstance(progs, list)
+        for dev in progs
+        for prog in (dev.get("multi_attachments") or [dev])
+    }
     links = [link for link in json.loads(ns.run(["bpftool", "-j", "link"]).stdout) if link.get("prog_id") in attached]
     pins = sorted(os.path.join(top, name) for top, _dirs, files in os.walk(pin_root) for name in files) if pin_root else []
     return net, links, pins
@@ -82,7 +87,7 @@ def test_fifty_replaces_under_traffic_let_no_packet_through(lab, run_module):
             ids.add(xdp_prog_id(lab.rx))
     finally:
         sent, received = flow.stop()
-    assert len(ids) == 51            # 50 real replaces, each a new program
+    assert len(ids) == 51  # 50 real replaces, each a new program
     assert sent > 1000 and received == 0
 
 
@@ -97,7 +102,8 @@ def test_map_state_survives_an_upgrade(lab, run_module):
         with libbpf.fd_closing(fd):
             cpus = libbpf.num_possible_cpus()
             _keys, values, n = libbpf.map_lookup_batch(fd, 4, 16 * cpus, 2)
-            return sum(int.from_bytes(values[i * 16:i * 16 + 8], "little") for i in range(n * cpus))
+            return sum(int.from_bytes(values[i * 16 : i * 16 + 8], "little") for i in range(n * cpus))
+
     before = drops()
     assert before >= sent > 0
     res = run_module("xdp_program", lab.args(name="guard", object=v2_object()), netns=lab.rx)
@@ -120,16 +126,14 @@ def test_incompatible_map_fails_unless_replacement_allowed(lab, run_module):
 
 
 def test_two_programs_in_order_then_first_removed(lab, run_module):
-    assert run_module("xdp_program", lab.args(name="guard", object=obj("xdp_drop_udp"), priority=20),
-                      netns=lab.rx).changed
-    res = run_module("xdp_program", lab.args(name="count", object=obj("xdp_count"), priority=10),
-                     netns=lab.rx, diff=True)
+    assert run_module("xdp_program", lab.args(name="guard", object=obj("xdp_drop_udp"), priority=20), netns=lab.rx).changed
+    res = run_module("xdp_program", lab.args(name="count", object=obj("xdp_count"), priority=10), netns=lab.rx, diff=True)
     assert res.changed, res
     chain = res["attachments"]["vb"]["chain"]
     assert [e["deployment"] for e in chain] == ["count", "guard"]
     assert xdp_prog_id(lab.rx) == chain[0]["prog_id"]
     sent, received = udp_count(lab.tx, lab.rx, "192.0.2.2", PORT, duration=0.3)
-    assert sent > 0 and received == 0          # the second program still drops behind the first
+    assert sent > 0 and received == 0  # the second program still drops behind the first
     res = run_module("xdp_program", lab.args(name="count", state="absent"), netns=lab.rx)
     assert res.changed, res
     assert not os.path.exists(os.path.join(lab.pin_root, "count"))
@@ -162,12 +166,10 @@ def test_verifier_failure_keeps_previous_program_and_reports_log(lab, run_module
 
 
 def test_check_mode_changes_nothing_and_diff_shows_order(lab, run_module):
-    assert run_module("xdp_program", lab.args(name="guard", object=obj("xdp_drop_udp"), priority=20),
-                      netns=lab.rx).changed
+    assert run_module("xdp_program", lab.args(name="guard", object=obj("xdp_drop_udp"), priority=20), netns=lab.rx).changed
     before = bpftool_view(lab.rx, lab.pin_root)
     assert before[1], "the link of the attached program is in the view"
-    res = run_module("xdp_program", lab.args(name="count", object=obj("xdp_count"), priority=10),
-                     netns=lab.rx, check_mode=True, diff=True)
+    res = run_module("xdp_program", lab.args(name="count", object=obj("xdp_count"), priority=10), netns=lab.rx, check_mode=True, diff=True)
     assert res.changed and not res.failed, res
     assert bpftool_view(lab.rx, lab.pin_root) == before
     assert not os.path.exists(os.path.join(lab.pin_root, "count"))
@@ -188,8 +190,7 @@ def test_generic_mode_on_bridge_and_auto_fallback(netns, pin_root, state_dir, ru
     assert res.changed and not res.failed, res
     assert res["attachments"]["br0"]["mode"] == "generic"
     assert res["applied"]["xdp@br0"]["fallback"] is True
-    assert not run_module("xdp_program", dict(base, name="loose", mode="auto", allow_generic_fallback=True),
-                          netns=ns).changed
+    assert not run_module("xdp_program", dict(base, name="loose", mode="auto", allow_generic_fallback=True), netns=ns).changed
     assert run_module("xdp_program", dict(base, name="loose", state="absent"), netns=ns).changed
     res = run_module("xdp_program", dict(base, name="gen", mode="generic"), netns=ns)
     assert res.changed and not res.failed, res

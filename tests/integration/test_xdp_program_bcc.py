@@ -7,7 +7,6 @@ import re
 import subprocess
 
 import pytest
-
 from harness import paths
 from harness.runner import run_playbook
 from harness.traffic import udp_count
@@ -55,13 +54,11 @@ def kernel_headers_present():
 
 
 @pytest.mark.skipif(not bcc_available(), reason="python3-bpfcc (bcc for the system Python) is not installed")
-def test_bcc_program_attached_found_by_bpf_info_and_runs_last_in_a_chain(netns, pin_root, state_dir, tmp_path,
-                                                                         run_module):
+def test_bcc_program_attached_found_by_bpf_info_and_runs_last_in_a_chain(netns, pin_root, state_dir, tmp_path, run_module):
     tx, rx = netns("tx"), netns("rx")
     tx.veth("va", "vb", peer_ns=rx, addr_a="203.0.113.1/24", addr_b="203.0.113.2/24")
     (tmp_path / "play.yml").write_text(PLAYBOOK % {"src": SRC, "pin_root": pin_root, "state_dir": state_dir})
-    (tmp_path / "inventory.ini").write_text("[lab]\nlabhost ansible_connection=ebpf.fleet.netns ansible_netns=%s\n"
-                                            % rx.name)
+    (tmp_path / "inventory.ini").write_text("[lab]\nlabhost ansible_connection=ebpf.fleet.netns ansible_netns=%s\n" % rx.name)
 
     assert kernel_headers_present(), "kernel headers for bcc are missing: run make setup"
 
@@ -86,17 +83,23 @@ def test_bcc_program_attached_found_by_bpf_info_and_runs_last_in_a_chain(netns, 
     [entry] = second["info"]["deployments"]["bccguard"]["maps"]["bcc_drops"]["entries"]
     value = entry["value"]
     drops = value if isinstance(value, int) else int.from_bytes(bytes.fromhex(value[2:])[:8], "little")
-    assert drops >= sent                                    # per-CPU counters, summed
+    assert drops >= sent  # per-CPU counters, summed
 
     # a libbpf program in front: the bcc program is reused from its pin and runs last
-    res = run_module("xdp_program", dict(name="count", object=paths.bpf_object("xdp_count"), priority=10,
-                                         interfaces=["vb"], pin_root=pin_root, state_dir=state_dir), netns=rx)
+    res = run_module(
+        "xdp_program",
+        dict(name="count", object=paths.bpf_object("xdp_count"), priority=10, interfaces=["vb"], pin_root=pin_root, state_dir=state_dir),
+        netns=rx,
+    )
     assert res.changed and not res.failed, res
     chain = res["attachments"]["vb"]["chain"]
     assert [e["deployment"] for e in chain] == ["count", "bccguard"] and chain[1]["prog_id"] == prog["id"]
     sent, received = udp_count(tx, rx, "203.0.113.2", 9999)
     assert sent > 0 and received == 0
     # a bcc program cannot be first of a chain (it cannot tail-call)
-    res = run_module("xdp_program", dict(name="count", object=paths.bpf_object("xdp_count"), priority=90,
-                                         interfaces=["vb"], pin_root=pin_root, state_dir=state_dir), netns=rx)
+    res = run_module(
+        "xdp_program",
+        dict(name="count", object=paths.bpf_object("xdp_count"), priority=90, interfaces=["vb"], pin_root=pin_root, state_dir=state_dir),
+        netns=rx,
+    )
     assert res.failed and "bccguard" in res["msg"] and "alone or last" in res["msg"], res

@@ -7,7 +7,6 @@ generic mode, why, and that `require` / `probe` behave as documented.
 import json
 
 import pytest
-
 from harness import paths
 
 pytestmark = pytest.mark.kernel

@@ -13,10 +13,7 @@ import yaml
 from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar, trust_as_template
 from ansible.utils.helpers import pct_to_int
-
-from harness import awx_job
-from harness import awx_survey
-from harness import paths
+from harness import awx_job, awx_survey, paths
 
 # answers a person must type (required questions without a default)
 TYPED_ANSWERS = {"ebpf_fleet_remove_hosts": "edges"}
@@ -44,9 +41,15 @@ def inventory_groups() -> set:
 
 
 def test_the_configuration_has_every_object_type_docs_awx_md_names():
-    assert set(CONFIG) == {"controller_projects", "controller_inventories", "controller_inventory_sources",
-                           "controller_credentials", "controller_execution_environments", "controller_templates",
-                           "controller_workflows"}
+    assert set(CONFIG) == {
+        "controller_projects",
+        "controller_inventories",
+        "controller_inventory_sources",
+        "controller_credentials",
+        "controller_execution_environments",
+        "controller_templates",
+        "controller_workflows",
+    }
     assert set(TEMPLATES) == {"ebpf.fleet deploy", "ebpf.fleet status", "ebpf.fleet rollback", "ebpf.fleet remove"}
 
 
@@ -56,8 +59,7 @@ def test_every_survey_passes_awx_rules_and_its_defaults_launch(name):
     assert item["survey_enabled"] is True
     awx_survey.validate_spec(item["survey_spec"])
     spec = item["survey_spec"]
-    typed = {q["variable"]: TYPED_ANSWERS[q["variable"]] for q in spec["spec"]
-             if q["required"] and "default" not in q}
+    typed = {q["variable"]: TYPED_ANSWERS[q["variable"]] for q in spec["spec"] if q["required"] and "default" not in q}
     extra = awx_survey.extra_vars(spec, typed)
     assert set(extra) >= {q["variable"] for q in spec["spec"] if q["required"]}
 
@@ -68,8 +70,7 @@ def test_each_job_template_runs_a_playbook_that_reads_every_survey_variable(name
     playbook = os.path.join(paths.REPO, template["playbook"])
     assert os.path.isfile(playbook), template["playbook"]
     text = read_without_comments(playbook)
-    unread = [q["variable"] for q in template["survey_spec"]["spec"]
-              if not re.search(r"\b%s\b" % re.escape(q["variable"]), text)]
+    unread = [q["variable"] for q in template["survey_spec"]["spec"] if not re.search(r"\b%s\b" % re.escape(q["variable"]), text)]
     assert unread == [], "%s: %s reads none of %s outside its comments" % (name, template["playbook"], unread)
 
 
@@ -116,8 +117,7 @@ def deploy_answer_sets(item):
     for question in spec["spec"]:
         if question["type"] == "integer":
             for bound in ("min", "max"):
-                yield "%s=%s" % (question["variable"], bound), awx_survey.extra_vars(
-                    spec, {question["variable"]: question[bound]})
+                yield "%s=%s" % (question["variable"], bound), awx_survey.extra_vars(spec, {question["variable"]: question[bound]})
 
 
 @pytest.mark.parametrize("name", ["ebpf.fleet deploy", "ebpf.fleet canary rollout"])
@@ -127,13 +127,12 @@ def test_deploy_survey_defaults_and_bounds_pass_the_playbooks_own_checks(name):
         assert failing_plan_checks(extra) == [], "%s, %s: %s" % (name, label, extra)
     # the check bites: a list typed into the wave size, or a zero confirm window, is refused before any host changes
     assert failing_plan_checks({"deploy_xdp_serial": "[1, '25%']"}) == [
-        "(deploy_xdp_serial_items | map('string') | map('trim') | reject('match', '^[0-9]+%?$') | list) == []"]
-    assert failing_plan_checks({"deploy_xdp_confirm_timeout": 0}) == [
-        "deploy_xdp_confirm_timeout | default(60) | string is match('^[1-9][0-9]{0,4}$')"]
+        "(deploy_xdp_serial_items | map('string') | map('trim') | reject('match', '^[0-9]+%?$') | list) == []"
+    ]
+    assert failing_plan_checks({"deploy_xdp_confirm_timeout": 0}) == ["deploy_xdp_confirm_timeout | default(60) | string is match('^[1-9][0-9]{0,4}$')"]
 
 
-@pytest.mark.parametrize("variable,template", [("deploy_xdp_serial", "ebpf.fleet deploy"),
-                                               ("rollback_serial", "ebpf.fleet rollback")])
+@pytest.mark.parametrize("variable,template", [("deploy_xdp_serial", "ebpf.fleet deploy"), ("rollback_serial", "ebpf.fleet rollback")])
 def test_batch_size_defaults_are_what_ansible_serial_takes(variable, template):
     question = [q for q in TEMPLATES[template]["survey_spec"]["spec"] if q["variable"] == variable][0]
     assert pct_to_int(question["default"], 40) == 0

@@ -6,10 +6,7 @@ import json
 import os
 
 import pytest
-
-from harness import awx_job
-from harness import awx_survey
-from harness import paths
+from harness import awx_job, awx_survey, paths
 
 CONFIG = awx_job.load_config()
 INVENTORY = os.path.join(paths.REPO, "examples", "inventory", "hosts.ini")
@@ -29,14 +26,20 @@ def test_a_deploy_launch_with_its_defaults_is_ansible_playbook_with_the_survey_a
     assert cmd[cmd.index("-i") + 1] == INVENTORY and cmd[cmd.index("--forks") + 1] == "20"
     assert "--limit" not in cmd and "--check" not in cmd
     assert "@%s" % (tmp_path / "pdd" / "env" / "extravars") in cmd
-    assert extra == {"deploy_xdp_hosts": "all", "deploy_xdp_serial": "0", "deploy_xdp_max_fail_percentage": 0,
-                     "deploy_xdp_confirm_timeout": 60, "deploy_xdp_gate_window": 30}
+    assert extra == {
+        "deploy_xdp_hosts": "all",
+        "deploy_xdp_serial": "0",
+        "deploy_xdp_max_fail_percentage": 0,
+        "deploy_xdp_confirm_timeout": 60,
+        "deploy_xdp_gate_window": 30,
+    }
     assert os.path.isfile(tmp_path / "pdd" / "project" / launch.playbook)
 
 
 def test_a_dry_run_with_functions_and_a_limit_is_check_mode_with_tags(tmp_path):
-    launch = awx_job.job_launch(CONFIG, "ebpf.fleet deploy", {"deploy_xdp_serial": "25%"}, job_type="check",
-                                job_tags="xdp_filter", limit="edges", diff_mode=True)
+    launch = awx_job.job_launch(
+        CONFIG, "ebpf.fleet deploy", {"deploy_xdp_serial": "25%"}, job_type="check", job_tags="xdp_filter", limit="edges", diff_mode=True
+    )
     cmd, extra = command(launch, tmp_path)
     assert cmd[cmd.index("--limit") + 1] == "edges" and cmd[cmd.index("--tags") + 1] == "xdp_filter"
     assert "--check" in cmd and "--diff" in cmd
@@ -44,8 +47,11 @@ def test_a_dry_run_with_functions_and_a_limit_is_check_mode_with_tags(tmp_path):
 
 
 def test_a_prompt_the_template_does_not_ask_for_is_refused_by_name():
-    with pytest.raises(awx_job.LaunchError, match=r"ebpf.fleet status: job_type='check' given at launch, but "
-                                                  r"ask_job_type_on_launch is not true"):
+    with pytest.raises(
+        awx_job.LaunchError,
+        match=r"ebpf.fleet status: job_type='check' given at launch, but "
+        r"ask_job_type_on_launch is not true",
+    ):
         awx_job.job_launch(CONFIG, "ebpf.fleet status", job_type="check")
     with pytest.raises(awx_job.LaunchError, match="job_type 'dry': expected run or check"):
         awx_job.job_launch(CONFIG, "ebpf.fleet deploy", job_type="dry")
@@ -61,12 +67,19 @@ def test_survey_answers_go_through_awx_rules():
 
 
 def test_the_canary_node_runs_deploy_on_the_canary_group_with_the_workflow_survey_winning(tmp_path):
-    launch = awx_job.workflow_node_launch(CONFIG, WORKFLOW, "canary", {"deploy_xdp_gate_window": 120},
-                                          artifacts={"deploy_xdp_gate_window": 5, "from_an_earlier_node": True})
+    launch = awx_job.workflow_node_launch(
+        CONFIG, WORKFLOW, "canary", {"deploy_xdp_gate_window": 120}, artifacts={"deploy_xdp_gate_window": 5, "from_an_earlier_node": True}
+    )
     cmd, extra = command(launch, tmp_path)
     assert cmd[cmd.index("--limit") + 1] == "canary" and cmd[-1] == "playbooks/deploy_xdp.yml"
-    assert extra == {"deploy_xdp_hosts": "all", "deploy_xdp_serial": "25%", "deploy_xdp_max_fail_percentage": 0,
-                     "deploy_xdp_confirm_timeout": 60, "deploy_xdp_gate_window": 120, "from_an_earlier_node": True}
+    assert extra == {
+        "deploy_xdp_hosts": "all",
+        "deploy_xdp_serial": "25%",
+        "deploy_xdp_max_fail_percentage": 0,
+        "deploy_xdp_confirm_timeout": 60,
+        "deploy_xdp_gate_window": 120,
+        "from_an_earlier_node": True,
+    }
 
 
 def test_the_fleet_node_has_no_limit_and_the_rollback_node_rolls_back_the_canary_only():

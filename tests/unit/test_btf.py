@@ -40,13 +40,10 @@ def test_every_kind_is_read_with_its_fields():
     s8 = b.add("signed char", btf.KIND_INT, size_type=1, extra=struct.pack("<I", (btf.INT_SIGNED << 24) | 8))
     ptr = b.add("", btf.KIND_PTR, size_type=u32)
     arr = b.add("", btf.KIND_ARRAY, extra=struct.pack("<III", s8, u32, 6))
-    st = b.add("pair", btf.KIND_STRUCT, vlen=2, size_type=8,
-               extra=struct.pack("<III", b.s("a"), u32, 0) + struct.pack("<III", b.s("b"), u32, 32))
-    bf = b.add("bits", btf.KIND_STRUCT, vlen=1, size_type=4, kflag=1,
-               extra=struct.pack("<III", b.s("f"), u32, (3 << 24) | 5))
+    st = b.add("pair", btf.KIND_STRUCT, vlen=2, size_type=8, extra=struct.pack("<III", b.s("a"), u32, 0) + struct.pack("<III", b.s("b"), u32, 32))
+    bf = b.add("bits", btf.KIND_STRUCT, vlen=1, size_type=4, kflag=1, extra=struct.pack("<III", b.s("f"), u32, (3 << 24) | 5))
     un = b.add("u", btf.KIND_UNION, vlen=1, size_type=4, extra=struct.pack("<III", b.s("x"), u32, 0))
-    en = b.add("color", btf.KIND_ENUM, vlen=2, size_type=4, kflag=1,
-               extra=struct.pack("<Ii", b.s("C_RED"), -1) + struct.pack("<Ii", b.s("C_BLUE"), 2))
+    en = b.add("color", btf.KIND_ENUM, vlen=2, size_type=4, kflag=1, extra=struct.pack("<Ii", b.s("C_RED"), -1) + struct.pack("<Ii", b.s("C_BLUE"), 2))
     fwd = b.add("later", btf.KIND_FWD)
     td = b.add("u32_t", btf.KIND_TYPEDEF, size_type=u32)
     vol = b.add("", btf.KIND_VOLATILE, size_type=td)
@@ -59,8 +56,7 @@ def test_every_kind_is_read_with_its_fields():
     flt = b.add("double", btf.KIND_FLOAT, size_type=8)
     tag = b.add("tag", btf.KIND_DECL_TAG, size_type=st, extra=struct.pack("<i", 1))
     ttag = b.add("user", btf.KIND_TYPE_TAG, size_type=u32)
-    e64 = b.add("big", btf.KIND_ENUM64, vlen=1, size_type=8,
-                extra=struct.pack("<III", b.s("BIG_ONE"), 1, 2))
+    e64 = b.add("big", btf.KIND_ENUM64, vlen=1, size_type=8, extra=struct.pack("<III", b.s("BIG_ONE"), 1, 2))
     parsed = btf.Btf.parse(b.blob())
 
     assert len(parsed) == e64 + 1
@@ -97,13 +93,16 @@ def test_the_kernels_own_btf_parses_completely():
     assert {btf.KIND_INT, btf.KIND_STRUCT, btf.KIND_FUNC, btf.KIND_FUNC_PROTO, btf.KIND_ENUM} <= kinds
 
 
-@pytest.mark.parametrize("blob, message", [
-    (b"\x01\x02", "too short"),
-    (struct.pack("<HBBIIIII", 0x1234, 1, 0, 24, 0, 0, 0, 1) + b"\0", "not BTF: magic 0x1234"),
-    (struct.pack("<HBBIIIII", 0xEB9F, 2, 0, 24, 0, 0, 0, 1) + b"\0", "version 2"),
-    (struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, 100, 0, 1) + b"\0", "past the end"),
-    (struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, 8, 8, 1) + b"\0" * 9, "truncated"),
-])
+@pytest.mark.parametrize(
+    "blob, message",
+    [
+        (b"\x01\x02", "too short"),
+        (struct.pack("<HBBIIIII", 0x1234, 1, 0, 24, 0, 0, 0, 1) + b"\0", "not BTF: magic 0x1234"),
+        (struct.pack("<HBBIIIII", 0xEB9F, 2, 0, 24, 0, 0, 0, 1) + b"\0", "version 2"),
+        (struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, 100, 0, 1) + b"\0", "past the end"),
+        (struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, 8, 8, 1) + b"\0" * 9, "truncated"),
+    ],
+)
 def test_bad_blobs_fail_with_the_reason(blob, message):
     with pytest.raises(btf.BtfError) as err:
         btf.Btf.parse(blob)

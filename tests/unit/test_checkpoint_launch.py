@@ -36,20 +36,38 @@ def systemd(monkeypatch):
 def test_the_watchdog_is_a_transient_unit_named_by_the_token(systemd, tmp_path):
     started = checkpoint._launch(str(tmp_path), "0123abcd", "/var/lib/ebpf_fleet/.checkpoint/lib.zip")
     assert started == {"launcher": "systemd", "unit": "ebpf-fleet-checkpoint-0123abcd"}
-    assert systemd.calls == [[
-        "systemd-run", "--unit", "ebpf-fleet-checkpoint-0123abcd", "--collect", "--quiet", "--service-type=exec",
-        "--setenv=PYTHONPATH=/var/lib/ebpf_fleet/.checkpoint/lib.zip", "--",
-        sys.executable, "-m", "ansible_collections.ebpf.fleet.plugins.module_utils.host.checkpoint", "watch",
-        "--state-dir", str(tmp_path), "--token", "0123abcd"]]
+    assert systemd.calls == [
+        [
+            "systemd-run",
+            "--unit",
+            "ebpf-fleet-checkpoint-0123abcd",
+            "--collect",
+            "--quiet",
+            "--service-type=exec",
+            "--setenv=PYTHONPATH=/var/lib/ebpf_fleet/.checkpoint/lib.zip",
+            "--",
+            sys.executable,
+            "-m",
+            "ansible_collections.ebpf.fleet.plugins.module_utils.host.checkpoint",
+            "watch",
+            "--state-dir",
+            str(tmp_path),
+            "--token",
+            "0123abcd",
+        ]
+    ]
 
 
 def test_a_unit_that_does_not_start_fails_the_arm_with_systemd_run_s_words(monkeypatch, tmp_path):
     def refuse(argv, **_kwargs):
         return subprocess.CompletedProcess(argv, 1, "", "Failed to start transient service unit: Access denied\n")
+
     monkeypatch.setattr(checkpoint, "_has_systemd", lambda: True)
     monkeypatch.setattr(checkpoint.subprocess, "run", refuse)
-    with pytest.raises(checkpoint.CheckpointError, match="systemd-run could not start the revert watchdog "
-                       "ebpf-fleet-checkpoint-x1: Failed to start transient service unit: Access denied"):
+    with pytest.raises(
+        checkpoint.CheckpointError,
+        match="systemd-run could not start the revert watchdog ebpf-fleet-checkpoint-x1: Failed to start transient service unit: Access denied",
+    ):
         checkpoint._launch(str(tmp_path), "x1", "/lib.zip")
 
 
@@ -58,7 +76,7 @@ def test_a_unit_is_alive_while_systemctl_says_active_and_is_stopped_when_it_ling
     assert checkpoint.watchdog_alive(pending)
     assert systemd.calls[-1] == ["systemctl", "is-active", "--quiet", "ebpf-fleet-checkpoint-t1"]
     monkeypatch.setattr(checkpoint, "STOP_WAIT", 0.2)
-    checkpoint._stop_watchdog(pending)          # still "active" after the wait: stopped
+    checkpoint._stop_watchdog(pending)  # still "active" after the wait: stopped
     assert systemd.calls[-1] == ["systemctl", "stop", "ebpf-fleet-checkpoint-t1"]
-    systemd.codes["systemctl"] = 3              # inactive
+    systemd.codes["systemctl"] = 3  # inactive
     assert not checkpoint.watchdog_alive(pending)

@@ -8,12 +8,10 @@ import shutil
 import subprocess
 
 import pytest
-
-from ansible_collections.ebpf.fleet.plugins.module_utils.programs import bcc_load
-from ansible_collections.ebpf.fleet.plugins.module_utils.programs import clang
-from ansible_collections.ebpf.fleet.plugins.plugin_utils import compile as controller_compile
-
 from harness import paths
+
+from ansible_collections.ebpf.fleet.plugins.module_utils.programs import bcc_load, clang
+from ansible_collections.ebpf.fleet.plugins.plugin_utils import compile as controller_compile
 
 
 def makefile_bpf_cflags() -> list:
@@ -24,8 +22,8 @@ def makefile_bpf_cflags() -> list:
 
 def test_makefile_bpf_cflags_are_the_modules_flags_plus_warnings():
     flags = makefile_bpf_cflags()
-    assert flags[:len(clang.BASE_FLAGS)] == clang.BASE_FLAGS
-    rest = flags[len(clang.BASE_FLAGS):]
+    assert flags[: len(clang.BASE_FLAGS)] == clang.BASE_FLAGS
+    rest = flags[len(clang.BASE_FLAGS) :]
     assert rest[:2] == ["-Wall", "-Werror"]
     assert rest[2:] == ["-I$(ROOT)/bpf/include", clang.system_include("ARCH")]
 
@@ -43,26 +41,32 @@ def test_controller_host_and_bcc_share_the_define_and_include_flags():
 
 
 def test_paths_are_recorded_relative_to_fixed_names():
-    cmd = clang.command("clang", "/src/dir/x.c", "/tmp/o/x.o", {}, ["/src/dir/include", "/other"], "x86_64",
-                        named_dirs={"/coll/bpf/include": "ebpf_fleet/include"})
+    cmd = clang.command(
+        "clang", "/src/dir/x.c", "/tmp/o/x.o", {}, ["/src/dir/include", "/other"], "x86_64", named_dirs={"/coll/bpf/include": "ebpf_fleet/include"}
+    )
     assert "-fdebug-compilation-dir=." in cmd
     maps = [flag for flag in cmd if flag.startswith("-ffile-prefix-map=")]
     # shortest first: the longest matching folder wins in clang and gcc
-    assert maps == ["-ffile-prefix-map=/other=include1", "-ffile-prefix-map=/src/dir=.",
-                    "-ffile-prefix-map=/src/dir/include=include0",
-                    "-ffile-prefix-map=/coll/bpf/include=ebpf_fleet/include"]
+    assert maps == [
+        "-ffile-prefix-map=/other=include1",
+        "-ffile-prefix-map=/src/dir=.",
+        "-ffile-prefix-map=/src/dir/include=include0",
+        "-ffile-prefix-map=/coll/bpf/include=ebpf_fleet/include",
+    ]
     assert clang.cwd("/src/dir/x.c") == "/src/dir"
 
 
-@pytest.mark.parametrize("value, what", [
-    ("53\n#define EVIL 1", "control character '\\\\n'"),
-    ("a\rb", "control character '\\\\r'"),
-    ("x\\", "trailing backslash"),
-    ("tab\there", "control character '\\\\t'"),
-])
+@pytest.mark.parametrize(
+    "value, what",
+    [
+        ("53\n#define EVIL 1", "control character '\\\\n'"),
+        ("a\rb", "control character '\\\\r'"),
+        ("x\\", "trailing backslash"),
+        ("tab\there", "control character '\\\\t'"),
+    ],
+)
 def test_define_value_clang_would_cut_is_refused_naming_the_define(value, what):
-    for build in (lambda d: clang.command("clang", "/p/x.c", "/o/x.o", d, [], "x86_64"),
-                  lambda d: bcc_load.cflags(d, [])):
+    for build in (lambda d: clang.command("clang", "/p/x.c", "/o/x.o", d, [], "x86_64"), lambda d: bcc_load.cflags(d, [])):
         with pytest.raises(ValueError, match="defines: DROP_PORT=.*%s" % what):
             build({"DROP_PORT": value})
 
@@ -84,8 +88,15 @@ def compile_in(tmp_path, checkout: str, workdir: str, collection: str) -> bytes:
     (tmp_path / workdir).mkdir(parents=True, exist_ok=True)
     os.chdir(tmp_path / workdir)
     out = tmp_path / checkout / "out.o"
-    cmd = clang.command(shutil.which("clang"), str(src_dir / "xdp_drop_udp.c"), str(out), {"DROP_PORT": 53},
-                        [str(include)], os.uname().machine, named_dirs={str(include): "ebpf_fleet/include"})
+    cmd = clang.command(
+        shutil.which("clang"),
+        str(src_dir / "xdp_drop_udp.c"),
+        str(out),
+        {"DROP_PORT": 53},
+        [str(include)],
+        os.uname().machine,
+        named_dirs={str(include): "ebpf_fleet/include"},
+    )
     subprocess.run(cmd, check=True, cwd=clang.cwd(str(src_dir / "xdp_drop_udp.c")))
     return out.read_bytes()
 

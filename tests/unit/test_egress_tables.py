@@ -38,14 +38,17 @@ def test_extremes_stay_in_64_bits():
     assert tc_egress_tables.class_value({"action": "drop"})["ns_per_byte"] == 0
 
 
-@pytest.mark.parametrize("fields,message", [
-    ({"limit": "drop", "rate_bps": 0}, "rate_bps: a class with limit 'drop' needs a rate"),
-    ({"limit": "pace"}, "rate_bps: a class with limit 'pace' needs a rate"),
-    ({"rate_bps": -1}, "rate_bps: -1 is not an integer"),
-    ({"rate_bps": 1, "burst_bytes": "10k"}, "burst_bytes: '10k' is not an integer"),
-    ({"rate_bps": True}, "rate_bps: True is not an integer"),
-    ({"rate_bps": 1, "horizon_ns": 2**64}, "horizon_ns: 18446744073709551616 is not an integer"),
-])
+@pytest.mark.parametrize(
+    "fields,message",
+    [
+        ({"limit": "drop", "rate_bps": 0}, "rate_bps: a class with limit 'drop' needs a rate"),
+        ({"limit": "pace"}, "rate_bps: a class with limit 'pace' needs a rate"),
+        ({"rate_bps": -1}, "rate_bps: -1 is not an integer"),
+        ({"rate_bps": 1, "burst_bytes": "10k"}, "burst_bytes: '10k' is not an integer"),
+        ({"rate_bps": True}, "rate_bps: True is not an integer"),
+        ({"rate_bps": 1, "horizon_ns": 2**64}, "horizon_ns: 18446744073709551616 is not an integer"),
+    ],
+)
 def test_bad_class_fields_are_named(fields, message):
     with pytest.raises(tc_egress_tables.EgressTableError) as err:
         tc_egress_tables.class_value(fields)
@@ -58,12 +61,15 @@ def test_marks_split_at_the_direct_array():
     assert wide == {0x10000: {"class_id": 5}, 0xFFFFFFFF: {"class_id": 2}}
 
 
-@pytest.mark.parametrize("marks,message", [
-    ({0: 1}, "mark 0: expected an integer from 1 to 2^32-1"),
-    ({2**32: 1}, "mark 4294967296: expected"),
-    ({5: 64}, "mark 0x5: class 64 is not an integer from 0 to 63"),
-    ({5: "af11"}, "mark 0x5: class 'af11' is not"),
-])
+@pytest.mark.parametrize(
+    "marks,message",
+    [
+        ({0: 1}, "mark 0: expected an integer from 1 to 2^32-1"),
+        ({2**32: 1}, "mark 4294967296: expected"),
+        ({5: 64}, "mark 0x5: class 64 is not an integer from 0 to 63"),
+        ({5: "af11"}, "mark 0x5: class 'af11' is not"),
+    ],
+)
 def test_bad_marks_are_named(marks, message):
     with pytest.raises(tc_egress_tables.EgressTableError) as err:
         tc_egress_tables.mark_entries(marks)
@@ -71,8 +77,7 @@ def test_bad_marks_are_named(marks, message):
 
 
 def test_split_levels_and_the_host_bitmap():
-    level16, level24, level32 = tc_egress_tables.expand_v4({"198.51.100.0/24": "drop", "198.51.100.128/25": "ef",
-                                                            "198.51.100.3": "x", "0.0.0.0/0": "big"})
+    level16, level24, level32 = tc_egress_tables.expand_v4({"198.51.100.0/24": "drop", "198.51.100.128/25": "ef", "198.51.100.3": "x", "0.0.0.0/0": "big"})
     net = int(ipaddress.IPv4Address("198.51.100.0"))
     assert level16[net >> 16] == ("big", {"match", "deeper"})
     assert len(level16) == 65536
@@ -94,7 +99,6 @@ def test_program_walk_finds_what_the_stride_table_finds(seed):
     raw = xdp_filter_tables.expand_v4_raw(rules)
     split = tc_egress_tables.split_v4(raw)
     probes = [rng.getrandbits(32) for _round in range(2000)]
-    probes += [int(ipaddress.IPv4Network(p)[0]) + rng.randrange(ipaddress.IPv4Network(p).num_addresses)
-               for p in rng.sample(sorted(rules), 200)]
+    probes += [int(ipaddress.IPv4Network(p)[0]) + rng.randrange(ipaddress.IPv4Network(p).num_addresses) for p in rng.sample(sorted(rules), 200)]
     for addr in probes:
         assert tc_egress_tables.lookup_v4(split, addr) == xdp_filter_tables.lookup_v4(raw, str(ipaddress.IPv4Address(addr)))

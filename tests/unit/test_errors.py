@@ -9,16 +9,14 @@ import re
 import subprocess
 
 import pytest
-
 from harness import paths
 
 import ansible_collections.ebpf.fleet.plugins.module_utils as module_utils_pkg
-from ansible_collections.ebpf.fleet.plugins.module_utils import errors
+from ansible_collections.ebpf.fleet.plugins.module_utils import errors, validate
 from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import attach, bpffs, libbpf
 from ansible_collections.ebpf.fleet.plugins.module_utils.maps import map_sync
-from ansible_collections.ebpf.fleet.plugins.module_utils.programs import loader
-from ansible_collections.ebpf.fleet.plugins.module_utils import validate
 from ansible_collections.ebpf.fleet.plugins.module_utils.maps.map_codec import CodecError
+from ansible_collections.ebpf.fleet.plugins.module_utils.programs import loader
 
 
 class FailJson(Exception):
@@ -63,10 +61,15 @@ def test_a_fleet_error_becomes_fail_json_with_its_details_and_extra_keys():
     module = FakeModule()
     with pytest.raises(FailJson) as err:
         with errors.failing(module, changed=False):
-            raise errors.InputError("name='a b' is not a valid name: expected letters", field="name", value="a b",
-                                    expected="letters", hint_key=1)
-    assert err.value.result == {"msg": "name='a b' is not a valid name: expected letters", "field": "name",
-                                "value": "a b", "expected": "letters", "hint_key": 1, "changed": False}
+            raise errors.InputError("name='a b' is not a valid name: expected letters", field="name", value="a b", expected="letters", hint_key=1)
+    assert err.value.result == {
+        "msg": "name='a b' is not a valid name: expected letters",
+        "field": "name",
+        "value": "a b",
+        "expected": "letters",
+        "hint_key": 1,
+        "changed": False,
+    }
 
 
 def test_subclass_attributes_become_result_keys_verifier_log_and_applied():
@@ -114,14 +117,17 @@ def test_exit_and_fail_json_pass_through_the_translator():
 
 def test_converting_names_the_step_the_errno_and_what_to_do():
     with pytest.raises(errors.KernelError) as err:
-        with errors.converting("attaching program p to xdp@vb (bpf_link, mode native)",
-                               hint={errno.EBUSY: "detach the other program first"}):
+        with errors.converting("attaching program p to xdp@vb (bpf_link, mode native)", hint={errno.EBUSY: "detach the other program first"}):
             raise libbpf.BpfError("bpf_link_create", errno.EBUSY)
-    assert str(err.value) == ("attaching program p to xdp@vb (bpf_link, mode native) failed: bpf_link_create "
-                              "failed: Device or resource busy (EBUSY); detach the other program first")
+    assert str(err.value) == (
+        "attaching program p to xdp@vb (bpf_link, mode native) failed: bpf_link_create failed: Device or resource busy (EBUSY); detach the other program first"
+    )
     assert err.value.errno == errno.EBUSY and isinstance(err.value, OSError)
-    with pytest.raises(errors.KernelError, match=r"pinning /sys/fs/bpf/x failed: Is a directory \(EISDIR\); "
-                                                 r"a folder is in the way; remove it"):
+    with pytest.raises(
+        errors.KernelError,
+        match=r"pinning /sys/fs/bpf/x failed: Is a directory \(EISDIR\); "
+        r"a folder is in the way; remove it",
+    ):
         with errors.converting("pinning /sys/fs/bpf/x"):
             raise IsADirectoryError(errno.EISDIR, "Is a directory")
 
@@ -135,8 +141,11 @@ def test_converting_lets_errors_with_their_own_message_through():
 def test_converting_turns_a_netlink_error_into_a_kernel_error():
     from pyroute2.netlink.exceptions import NetlinkError
 
-    with pytest.raises(errors.KernelError, match=r"adding the clsact filter on tc_ingress@vb failed: File exists "
-                                                 r"\(EEXIST\); remove it"):
+    with pytest.raises(
+        errors.KernelError,
+        match=r"adding the clsact filter on tc_ingress@vb failed: File exists "
+        r"\(EEXIST\); remove it",
+    ):
         with errors.converting("adding the clsact filter on tc_ingress@vb", hint="remove it"):
             raise NetlinkError(errno.EEXIST, "File exists")
 
@@ -148,28 +157,35 @@ def test_a_huge_value_is_cut_in_the_result():
 
 # ---------------------------------------------------------------- validate.py
 
-@pytest.mark.parametrize("field, value, message", [
-    ("name", "a;rm -rf /", "name='a;rm -rf /' is not a valid name: expected 1 to 64 characters"),
-    ("name", "..", "name='..' is not a valid name"),
-    ("name", "a/b", "name='a/b' is not a valid name"),
-    ("name", "a.b", "(no dots: bpffs refuses them)"),
-    ("name", "n" * 65, "is not a valid name"),
-    ("map", "$(reboot)", "map='$(reboot)' is not a valid name"),
-])
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("name", "a;rm -rf /", "name='a;rm -rf /' is not a valid name: expected 1 to 64 characters"),
+        ("name", "..", "name='..' is not a valid name"),
+        ("name", "a/b", "name='a/b' is not a valid name"),
+        ("name", "a.b", "(no dots: bpffs refuses them)"),
+        ("name", "n" * 65, "is not a valid name"),
+        ("map", "$(reboot)", "map='$(reboot)' is not a valid name"),
+    ],
+)
 def test_hostile_deployment_and_map_names_are_refused(field, value, message):
     with pytest.raises(errors.InputError, match=re.escape(message)) as err:
         validate.check_params({field: value})
     assert err.value.field == field and err.value.value == value
 
 
-@pytest.mark.parametrize("value, pinned, message", [
-    ("eth0;ls", False, "interfaces: 'eth0;ls' is not an interface name: expected an interface name of 1 to 15"),
-    ("..", False, "interfaces: '..' is not an interface name"),
-    ("a/b", False, "interfaces: 'a/b' is not an interface name"),
-    ("a" * 16, False, "(16 characters, longer than IFNAMSIZ allows)"),
-    ("", False, "interfaces: '' is not an interface name"),
-    ("eth0.100", True, "interfaces: 'eth0.100' cannot carry a program: expected an interface without a dot"),
-])
+@pytest.mark.parametrize(
+    "value, pinned, message",
+    [
+        ("eth0;ls", False, "interfaces: 'eth0;ls' is not an interface name: expected an interface name of 1 to 15"),
+        ("..", False, "interfaces: '..' is not an interface name"),
+        ("a/b", False, "interfaces: 'a/b' is not an interface name"),
+        ("a" * 16, False, "(16 characters, longer than IFNAMSIZ allows)"),
+        ("", False, "interfaces: '' is not an interface name"),
+        ("eth0.100", True, "interfaces: 'eth0.100' cannot carry a program: expected an interface without a dot"),
+    ],
+)
 def test_hostile_interface_names_are_refused(value, pinned, message):
     with pytest.raises(errors.InputError, match=re.escape(message)):
         validate.check_ifname("interfaces", value, pinned=pinned)
@@ -179,16 +195,19 @@ def test_a_vlan_interface_name_is_fine_where_nothing_is_pinned():
     assert validate.check_ifname("interfaces", "eth0.100", pinned=False) == "eth0.100"
 
 
-@pytest.mark.parametrize("value, message", [
-    ("/tmp/pins", "pin_root='/tmp/pins' is not on a bpf filesystem: expected a folder on a mounted bpf filesystem"),
-    ("/etc", "pin_root='/etc' is not on a bpf filesystem"),
-    ("/sys/fs/bpf/../../../etc", "resolves to another folder: expected a path without '.' or '..' components"),
-    ("relative/pins", "is relative: expected an absolute path"),
-    ("/sys/fs/bpf", "is a bpffs mount point itself"),
-    ("/sys/fs/bpf/my.pins", "has a folder name bpffs refuses"),
-    ("/sys/fs/bpf/a\nb", "expected a path without control characters"),
-    ("/sys/fs/bpf/" + "p" * 2000, "is too long: expected a path of at most 1024 characters"),
-])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("/tmp/pins", "pin_root='/tmp/pins' is not on a bpf filesystem: expected a folder on a mounted bpf filesystem"),
+        ("/etc", "pin_root='/etc' is not on a bpf filesystem"),
+        ("/sys/fs/bpf/../../../etc", "resolves to another folder: expected a path without '.' or '..' components"),
+        ("relative/pins", "is relative: expected an absolute path"),
+        ("/sys/fs/bpf", "is a bpffs mount point itself"),
+        ("/sys/fs/bpf/my.pins", "has a folder name bpffs refuses"),
+        ("/sys/fs/bpf/a\nb", "expected a path without control characters"),
+        ("/sys/fs/bpf/" + "p" * 2000, "is too long: expected a path of at most 1024 characters"),
+    ],
+)
 def test_pin_roots_outside_bpffs_or_resolving_elsewhere_are_refused(value, message):
     with pytest.raises(errors.InputError, match=re.escape(message)):
         validate.check_pin_root(value)
@@ -198,14 +217,17 @@ def test_the_default_pin_root_is_accepted_mounted_or_not():
     assert validate.check_pin_root(bpffs.PIN_ROOT_DEFAULT) == bpffs.PIN_ROOT_DEFAULT
 
 
-@pytest.mark.parametrize("value, message", [
-    ("/", "is the root folder"),
-    ("/proc/ebft", "is on a kernel file system"),
-    ("/sys/fs/bpf/ebpf_fleet", "is on a kernel file system"),
-    ("/var/lib/../../etc", "resolves to another folder"),
-    ("state", "is relative"),
-    ("/etc/passwd/state", "is not a folder: expected a folder (or a path to create one), but /etc/passwd is a file"),
-])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("/", "is the root folder"),
+        ("/proc/ebft", "is on a kernel file system"),
+        ("/sys/fs/bpf/ebpf_fleet", "is on a kernel file system"),
+        ("/var/lib/../../etc", "resolves to another folder"),
+        ("state", "is relative"),
+        ("/etc/passwd/state", "is not a folder: expected a folder (or a path to create one), but /etc/passwd is a file"),
+    ],
+)
 def test_bad_state_dirs_are_refused(value, message):
     with pytest.raises(errors.InputError, match=re.escape(message)):
         validate.check_state_dir(value)

@@ -15,7 +15,6 @@ import tarfile
 import pytest
 import yaml
 from bindep.depends import Depends
-
 from harness import paths
 
 BIN = os.path.dirname(paths.PYTHON)
@@ -43,7 +42,7 @@ def names(requirement_lines) -> set:
 
 def introspect(folder) -> dict:
     text = run(os.path.join(BIN, "ansible-builder"), "introspect", str(folder))
-    return yaml.safe_load(text[text.index("---"):])
+    return yaml.safe_load(text[text.index("---") :])
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +85,17 @@ def test_the_ee_definition_names_the_tarball_of_galaxy_yml_version():
 
 def test_ansible_builder_create_makes_a_context_that_installs_the_collection_and_finds_its_dependencies(ee_dir, tmp_path):
     context = tmp_path / "context"
-    run(os.path.join(BIN, "ansible-builder"), "create", "-f", "execution-environment.yml", "--context", str(context),
-        "--output-filename", "Containerfile", cwd=ee_dir)
+    run(
+        os.path.join(BIN, "ansible-builder"),
+        "create",
+        "-f",
+        "execution-environment.yml",
+        "--context",
+        str(context),
+        "--output-filename",
+        "Containerfile",
+        cwd=ee_dir,
+    )
     containerfile = (context / "Containerfile").read_text()
     build = context / "_build"
 
@@ -109,7 +117,6 @@ def test_ansible_builder_create_makes_a_context_that_installs_the_collection_and
     installed = tmp_path / "collections"
     run(os.path.join(BIN, "ansible-galaxy"), "collection", "install", "-p", str(installed), str(build / "collections" / TARBALL))
     pip_out, bindep_out = tmp_path / "requirements.txt", tmp_path / "bindep.txt"
-    run(paths.PYTHON, str(build / "scripts" / "introspect.py"), "introspect", "--write-pip", str(pip_out),
-        "--write-bindep", str(bindep_out), str(installed))
+    run(paths.PYTHON, str(build / "scripts" / "introspect.py"), "introspect", "--write-pip", str(pip_out), "--write-bindep", str(bindep_out), str(installed))
     assert names(pip_out.read_text().splitlines()) - {""} == PYTHON_DEPS
     assert names(bindep_out.read_text().splitlines()) - {""} == DEBIAN_PACKAGES | RHEL_PACKAGES

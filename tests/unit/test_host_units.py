@@ -31,7 +31,7 @@ def test_metrics_service_runs_from_its_timer_and_writes_the_textfile_folder():
     svc, timer = unit("ebpf-fleet-metrics.service"), unit("ebpf-fleet-metrics.timer")
     assert svc["Service"]["ExecStart"] == "/usr/local/sbin/ebpf-fleet-host metrics"
     assert "EBPF_FLEET_TEXTFILE_DIR=" in svc["Service"]["Environment"]
-    assert "Install" not in svc               # started by the timer only
+    assert "Install" not in svc  # started by the timer only
     assert timer["Timer"]["OnUnitActiveSec"] and timer["Install"]["WantedBy"] == "timers.target"
 
 

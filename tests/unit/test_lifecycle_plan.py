@@ -6,23 +6,16 @@ NIC cannot exist on this VM) or where a decision is pure; the real-kernel behavi
 
 import pytest
 
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import attach
-from ansible_collections.ebpf.fleet.plugins.module_utils.programs import bcc_pins
-from ansible_collections.ebpf.fleet.plugins.module_utils.programs import chain
-from ansible_collections.ebpf.fleet.plugins.module_utils.programs import deploy
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
-from ansible_collections.ebpf.fleet.plugins.module_utils.programs import loader
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import netlink
-from ansible_collections.ebpf.fleet.plugins.module_utils.programs import program_module
 from ansible_collections.ebpf.fleet.plugins.module_utils.errors import InputError
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import attach, libbpf, netlink
+from ansible_collections.ebpf.fleet.plugins.module_utils.programs import bcc_pins, chain, deploy, loader, program_module
 from ansible_collections.ebpf.fleet.plugins.plugin_utils import compile as controller_compile
 
 SHA_A, SHA_B = "a" * 64, "b" * 64
 
 
 def info(sha=SHA_A, program="prog", has_chain=True):
-    return loader.ObjectInfo(path="/x.o", sha256=sha, program=program, section="xdp", prog_type="xdp",
-                             has_chain=has_chain)
+    return loader.ObjectInfo(path="/x.o", sha256=sha, program=program, section="xdp", prog_type="xdp", has_chain=has_chain)
 
 
 def entry(dep, prio, sha=SHA_A, prog_id=0, program="prog"):
@@ -35,18 +28,22 @@ def hooks(monkeypatch, tmp_path):
     state = {"entries": [], "live": [], "mode": "", "method": "", "tcx": True}
 
     def read_hook(pin_root, state_dir, hook, ifname, ifindex):
-        return chain.HookState(hook=hook, ifname=ifname, ifindex=ifindex, entries=list(state["entries"]),
-                               mode=state["mode"], method=state["method"], live_ids=list(state["live"]))
+        return chain.HookState(
+            hook=hook, ifname=ifname, ifindex=ifindex, entries=list(state["entries"]), mode=state["mode"], method=state["method"], live_ids=list(state["live"])
+        )
+
     monkeypatch.setattr(netlink, "ifindex", lambda name: 9)
     monkeypatch.setattr(chain, "read_hook", read_hook)
     monkeypatch.setattr(attach, "tcx_supported", lambda ifindex: state["tcx"])
     monkeypatch.setattr(deploy, "_check_foreign_xdp", lambda ifname, ifindex: None)
-    state["req"] = lambda **kw: deploy.Request(**dict(dict(name="guard", hook="xdp", interfaces=["eth9"],
-                                                           state_dir=str(tmp_path), pin_root="/sys/fs/bpf/t"), **kw))
+    state["req"] = lambda **kw: deploy.Request(
+        **dict(dict(name="guard", hook="xdp", interfaces=["eth9"], state_dir=str(tmp_path), pin_root="/sys/fs/bpf/t"), **kw)
+    )
     return state
 
 
 # ---------------------------------------------------------------- idempotence and actions
+
 
 def test_same_object_same_order_same_mode_is_no_change(hooks):
     hooks.update(entries=[entry("guard", 50, prog_id=7)], live=[7], mode="native", method="link")
@@ -61,8 +58,7 @@ def test_new_checksum_is_an_update(hooks):
 
 
 def test_new_priority_reorders(hooks):
-    hooks.update(entries=[entry("count", 10, prog_id=3), entry("guard", 50, prog_id=7)], live=[3, 7],
-                 mode="native", method="link")
+    hooks.update(entries=[entry("count", 10, prog_id=3), entry("guard", 50, prog_id=7)], live=[3, 7], mode="native", method="link")
     [hp] = deploy.plan(hooks["req"](mode="native", priority=5), info())
     assert hp.action == "update"
     assert [e.deployment for e in hp.after] == ["guard", "count"]
@@ -82,6 +78,7 @@ def test_record_that_disagrees_with_the_kernel_is_repaired(hooks):
 def test_absent_detaches_only_when_last(hooks, tmp_path):
     hooks.update(entries=[entry("guard", 50, prog_id=7)], live=[7], mode="native", method="link")
     from ansible_collections.ebpf.fleet.plugins.module_utils.host import records
+
     records.write_hook(str(tmp_path), "xdp@eth9", {"pin_root": "/sys/fs/bpf/t", "entries": [entry("guard", 50).as_dict()]})
     [hp] = deploy.plan(hooks["req"](state="absent", interfaces=[]), None)
     assert hp.action == "detach" and hp.after == []
@@ -92,10 +89,18 @@ def test_absent_detaches_only_when_last(hooks, tmp_path):
 
 # ---------------------------------------------------------------- XDP mode and auto fallback
 
-@pytest.mark.parametrize("want, fallback, current, ok", [
-    ("native", False, "native", True), ("native", False, "generic", False), ("generic", False, "generic", True),
-    ("auto", False, "native", True), ("auto", False, "generic", False), ("auto", True, "generic", True),
-])
+
+@pytest.mark.parametrize(
+    "want, fallback, current, ok",
+    [
+        ("native", False, "native", True),
+        ("native", False, "generic", False),
+        ("generic", False, "generic", True),
+        ("auto", False, "native", True),
+        ("auto", False, "generic", False),
+        ("auto", True, "generic", True),
+    ],
+)
 def test_mode_matches(want, fallback, current, ok):
     req = deploy.Request(name="g", hook="xdp", mode=want, allow_generic_fallback=fallback)
     assert deploy._mode_matches(req, current) is ok
@@ -123,6 +128,7 @@ def test_native_attach_without_driver_support_falls_back_only_when_allowed(monke
         if flags == libbpf.XDP_FLAGS_DRV_MODE:
             raise libbpf.BpfError("bpf_link_create", 95)
         return 42
+
     monkeypatch.setattr(libbpf, "link_create", link_create)
     with pytest.raises(attach.NoNativeXdp):
         attach.link_attach("xdp", 9, 5, "native")
@@ -131,6 +137,7 @@ def test_native_attach_without_driver_support_falls_back_only_when_allowed(monke
 
 
 # ---------------------------------------------------------------- TC attach method
+
 
 def test_tc_auto_uses_tcx_when_the_kernel_has_it_and_clsact_otherwise(hooks):
     [hp] = deploy.plan(hooks["req"](hook="tc_egress", tc_attach="auto"), info())
@@ -160,13 +167,13 @@ def test_tc_method_change_is_a_change(hooks):
 
 # ---------------------------------------------------------------- offload (mocked)
 
+
 def test_offload_loads_for_the_device_and_attaches_with_hw_flags(monkeypatch):
     """An offload-capable NIC (Netronome nfp) cannot exist on this VM: the offload path is checked with fakes.
     The program must be loaded for the device (prog ifindex) and attached with XDP_FLAGS_HW_MODE."""
     built, created = [], []
     hook = chain.HookState(hook="xdp", ifname="nfp0", ifindex=4)
-    plan = deploy.HookPlan(state=hook, before=[], after=[entry("guard", 50)], action="attach", mode="offload",
-                           method="link")
+    plan = deploy.HookPlan(state=hook, before=[], after=[entry("guard", 50)], action="attach", mode="offload", method="link")
 
     class Gen:
         entries = [entry("guard", 50, prog_id=11)]
@@ -182,6 +189,7 @@ def test_offload_loads_for_the_device_and_attaches_with_hw_flags(monkeypatch):
     def swap(gen, pin_root, mode, method, allow_fallback=False):
         created.append(attach.XDP_MODE_FLAGS[mode])
         return {"mode": mode, "method": method, "fallback": False, "reattached": False}
+
     monkeypatch.setattr(chain, "build_generation", build_generation)
     monkeypatch.setattr(chain, "swap", swap)
     monkeypatch.setattr(deploy.records, "write_hook", lambda *a: None)
@@ -192,20 +200,21 @@ def test_offload_loads_for_the_device_and_attaches_with_hw_flags(monkeypatch):
     assert results["xdp@nfp0"]["mode"] == "offload"
 
 
-@pytest.mark.parametrize("flags, driver, refused", [
-    (["basic", "hw_offload"], "nfp", False),
-    (["basic", "redirect"], "veth", True),
-    (None, "nfp", False),          # no xdp-features (before 6.3): the driver table says nfp offloads
-    (None, "virtio_net", True),
-])
+@pytest.mark.parametrize(
+    "flags, driver, refused",
+    [
+        (["basic", "hw_offload"], "nfp", False),
+        (["basic", "redirect"], "veth", True),
+        (None, "nfp", False),  # no xdp-features (before 6.3): the driver table says nfp offloads
+        (None, "virtio_net", True),
+    ],
+)
 def test_offload_is_planned_only_for_a_device_that_can(hooks, monkeypatch, flags, driver, refused):
-    monkeypatch.setattr(deploy.netdev_genl, "xdp_features", lambda ifindexes: None if flags is None else
-                        {9: {"flags": flags}})
+    monkeypatch.setattr(deploy.netdev_genl, "xdp_features", lambda ifindexes: None if flags is None else {9: {"flags": flags}})
     monkeypatch.setattr(deploy.ethtool, "drvinfo", lambda ifname: {"driver": driver})
     req = hooks["req"](mode="offload")
     if refused:
-        with pytest.raises(deploy.DeployError, match="mode=offload: interface eth9 \\(driver %s\\) cannot run XDP "
-                           "programs on the NIC" % driver):
+        with pytest.raises(deploy.DeployError, match="mode=offload: interface eth9 \\(driver %s\\) cannot run XDP programs on the NIC" % driver):
             deploy.plan(req, info())
     else:
         [hp] = deploy.plan(req, info())
@@ -213,6 +222,7 @@ def test_offload_is_planned_only_for_a_device_that_can(hooks, monkeypatch, flags
 
 
 # ---------------------------------------------------------------- maps
+
 
 def test_map_compatibility_names_each_difference():
     declared = {"type": "hash", "key_size": 4, "value_size": 8, "max_entries": 1024, "map_flags": 0}
@@ -222,9 +232,11 @@ def test_map_compatibility_names_each_difference():
 
 
 def test_bcc_maps_carry_over_when_compatible_and_fail_when_not(monkeypatch):
-    layouts = {1: {"type": "array", "key_size": 4, "value_size": 8, "max_entries": 4, "map_flags": 0},
-               2: {"type": "array", "key_size": 4, "value_size": 8, "max_entries": 4, "map_flags": 0},
-               3: {"type": "array", "key_size": 4, "value_size": 8, "max_entries": 64, "map_flags": 0}}
+    layouts = {
+        1: {"type": "array", "key_size": 4, "value_size": 8, "max_entries": 4, "map_flags": 0},
+        2: {"type": "array", "key_size": 4, "value_size": 8, "max_entries": 4, "map_flags": 0},
+        3: {"type": "array", "key_size": 4, "value_size": 8, "max_entries": 64, "map_flags": 0},
+    }
     copied = []
     monkeypatch.setattr(libbpf, "map_info", lambda fd: layouts[fd])
     monkeypatch.setattr(bcc_pins, "copy_entries", lambda src, dst: copied.append((src, dst)))
@@ -246,15 +258,28 @@ def test_a_program_without_the_chain_map_can_only_be_alone_or_last():
 
 # ---------------------------------------------------------------- argument validation
 
+
 class FailJson(Exception):
     pass
 
 
 class FakeModule:
     def __init__(self, **params):
-        self.params = dict(name="guard", state="present", interfaces=["eth0"], object="/x.o", src=None,
-                           compiler="controller", program="", defines={}, include_dirs=[], priority=50,
-                           pin_root="/sys/fs/bpf/t", state_dir="/tmp/s", replace_incompatible_maps=False)
+        self.params = dict(
+            name="guard",
+            state="present",
+            interfaces=["eth0"],
+            object="/x.o",
+            src=None,
+            compiler="controller",
+            program="",
+            defines={},
+            include_dirs=[],
+            priority=50,
+            pin_root="/sys/fs/bpf/t",
+            state_dir="/tmp/s",
+            replace_incompatible_maps=False,
+        )
         self.params.update(params)
         self.check_mode = False
 
@@ -262,16 +287,19 @@ class FakeModule:
         raise FailJson(msg)
 
 
-@pytest.mark.parametrize("params, message", [
-    (dict(name="a.b"), "name='a.b' is not a valid name: expected 1 to 64 characters"),
-    (dict(name=""), "name='' is not a valid name"),
-    (dict(interfaces=["a-very-long-interface-name"]), "interfaces: 'a-very-long-interface-name' is not an interface"),
-    (dict(interfaces=[]), "interfaces: state=present needs at least one interface"),
-    (dict(object=None), "exactly one of object or src is required with state=present (got neither)"),
-    (dict(src="/x.c", compiler="host"), "exactly one of object or src is required with state=present (got both)"),
-    (dict(object=None, src="/x.c"), "compiled by the action plugin ebpf.fleet.xdp_program"),
-    (dict(priority=-1), "priority=-1: expected an integer from 0 to 1000000"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (dict(name="a.b"), "name='a.b' is not a valid name: expected 1 to 64 characters"),
+        (dict(name=""), "name='' is not a valid name"),
+        (dict(interfaces=["a-very-long-interface-name"]), "interfaces: 'a-very-long-interface-name' is not an interface"),
+        (dict(interfaces=[]), "interfaces: state=present needs at least one interface"),
+        (dict(object=None), "exactly one of object or src is required with state=present (got neither)"),
+        (dict(src="/x.c", compiler="host"), "exactly one of object or src is required with state=present (got both)"),
+        (dict(object=None, src="/x.c"), "compiled by the action plugin ebpf.fleet.xdp_program"),
+        (dict(priority=-1), "priority=-1: expected an integer from 0 to 1000000"),
+    ],
+)
 def test_argument_errors_name_field_value_and_expectation(params, message):
     with pytest.raises((FailJson, InputError)) as err:
         program_module._validate(FakeModule(**params), "xdp")
@@ -288,8 +316,7 @@ def test_bcc_needs_the_function_name(tmp_path):
     with pytest.raises(FailJson, match="program: compiler=bcc needs the name of the C function"):
         program_module.bcc_info(FakeModule(src=str(src), object=None, compiler="bcc"), "xdp")
     a = program_module.bcc_info(FakeModule(src=str(src), object=None, compiler="bcc", program="f"), "xdp")
-    b = program_module.bcc_info(FakeModule(src=str(src), object=None, compiler="bcc", program="f",
-                                           defines={"X": 1}), "xdp")
+    b = program_module.bcc_info(FakeModule(src=str(src), object=None, compiler="bcc", program="f", defines={"X": 1}), "xdp")
     assert a.sha256 != b.sha256 and a.compiler == "bcc" and not a.has_chain
 
 

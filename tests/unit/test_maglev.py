@@ -6,9 +6,8 @@ import subprocess
 import sys
 
 import pytest
-from harness import paths
-
 from ansible.errors import AnsibleFilterError
+from harness import paths
 
 from ansible_collections.ebpf.fleet.plugins.filter.maglev_entries import maglev_entries
 from ansible_collections.ebpf.fleet.plugins.module_utils.dataplane import maglev, xdp_lb_entries, xdp_lb_tables
@@ -64,11 +63,13 @@ def test_table_is_identical_across_processes_and_input_order():
     random.Random(3).shuffle(shuffled)
     again = maglev.build_table(shuffled)
     assert names_of(table, backends) == names_of(again, shuffled)
-    code = ("import sys; sys.path.insert(0, %r); from ansible_collections.ebpf.fleet.plugins.module_utils.dataplane import maglev;"
-            "b=[('be%%d'%%i,1+i%%3) for i in range(20)]; print(sum(i*v for i,v in enumerate(maglev.build_table(b))))"
-            % paths.COLLECTIONS)
-    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                           env={"PYTHONHASHSEED": str(seed)}).stdout for seed in (1, 2)}
+    code = (
+        "import sys; sys.path.insert(0, %r); from ansible_collections.ebpf.fleet.plugins.module_utils.dataplane import maglev;"
+        "b=[('be%%d'%%i,1+i%%3) for i in range(20)]; print(sum(i*v for i,v in enumerate(maglev.build_table(b))))" % paths.COLLECTIONS
+    )
+    outs = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env={"PYTHONHASHSEED": str(seed)}).stdout for seed in (1, 2)
+    }
     assert outs == {"%d\n" % sum(i * v for i, v in enumerate(table))}
 
 
@@ -127,6 +128,7 @@ def test_draining_a_backend_moves_only_its_own_flows(flow_hashes):
 
 def test_thousand_backends_build_in_well_under_two_seconds():
     import time
+
     backends = [("2001:db8::%x" % i, 1 + i % 4) for i in range(1000)]
     start = time.perf_counter()
     table = maglev.build_table(backends, maglev.ring_size_for(1000))
@@ -137,27 +139,38 @@ def test_thousand_backends_build_in_well_under_two_seconds():
     assert start2 - start < 2 and time.perf_counter() - start2 < 2
 
 
-@pytest.mark.parametrize("size, backends, match", [
-    (65536, [("a", 1)], "prime"),
-    (101, [("a", 1), ("b", 1)], "at least 100 slots"),
-    (RING, [("a", 1), ("a", 2)], "unique"),
-    (RING, [("a", -1)], "weight"),
-])
+@pytest.mark.parametrize(
+    "size, backends, match",
+    [
+        (65536, [("a", 1)], "prime"),
+        (101, [("a", 1), ("b", 1)], "at least 100 slots"),
+        (RING, [("a", 1), ("a", 2)], "unique"),
+        (RING, [("a", -1)], "weight"),
+    ],
+)
 def test_bad_tables_are_refused_with_the_field_and_value(size, backends, match):
     with pytest.raises(maglev.MaglevError, match=match):
         maglev.build_table(backends, size)
 
 
 def test_lb_entries_keep_backend_ids_stable_and_map_the_ring_to_ids():
-    vips = [{"vip": "192.0.2.10", "port": 443, "proto": "tcp", "mode": "dsr",
-             "backends": [{"address": "203.0.113.1", "mac": "02:00:00:00:00:01"},
-                          {"address": "203.0.113.2", "mac": "02:00:00:00:00:02", "weight": 2}]},
-            {"vip": "2001:db8::10", "port": 53, "proto": "udp", "mode": "ipip",
-             "backends": [{"address": "2001:db8:1::1", "mac": "02:00:00:00:00:03"}]}]
+    vips = [
+        {
+            "vip": "192.0.2.10",
+            "port": 443,
+            "proto": "tcp",
+            "mode": "dsr",
+            "backends": [{"address": "203.0.113.1", "mac": "02:00:00:00:00:01"}, {"address": "203.0.113.2", "mac": "02:00:00:00:00:02", "weight": 2}],
+        },
+        {"vip": "2001:db8::10", "port": 53, "proto": "udp", "mode": "ipip", "backends": [{"address": "2001:db8:1::1", "mac": "02:00:00:00:00:03"}]},
+    ]
     first = xdp_lb_entries.lb_entries(vips, ring_size=1009)
-    assert first["lb_vips_v4"] == [({"vip": "192.0.2.10", "port": 443, "proto": "tcp"},
-                                    {"id": first["vip_ids"]["192.0.2.10:443/tcp"],
-                                     "ring": first["vip_ids"]["192.0.2.10:443/tcp"], "mode": "dsr"})]
+    assert first["lb_vips_v4"] == [
+        (
+            {"vip": "192.0.2.10", "port": 443, "proto": "tcp"},
+            {"id": first["vip_ids"]["192.0.2.10:443/tcp"], "ring": first["vip_ids"]["192.0.2.10:443/tcp"], "mode": "dsr"},
+        )
+    ]
     assert first["lb_vips_v6"][0][1]["mode"] == "ipip"
     ids = first["backend_ids"]
     assert sorted(ids.values()) == [0, 1, 2]
@@ -172,14 +185,17 @@ def test_lb_entries_keep_backend_ids_stable_and_map_the_ring_to_ids():
     assert second["backend_ids"]["203.0.113.9"] == ids["203.0.113.1"]
 
 
-@pytest.mark.parametrize("vip, match", [
-    ({"vip": "192.0.2.300", "port": 1}, r"vips\[0\].vip '192.0.2.300'"),
-    ({"vip": "192.0.2.1", "port": 0}, r"vips\[0\].port 0"),
-    ({"vip": "192.0.2.1", "port": 80, "proto": "sctp"}, "proto 'sctp': expected one of tcp, udp"),
-    ({"vip": "192.0.2.1", "port": 80, "mode": "nat"}, "mode 'nat'"),
-    ({"vip": "192.0.2.1", "port": 80, "backends": [{"address": "203.0.113.1", "mac": "zz"}]}, "mac 'zz'"),
-    ({"vip": "192.0.2.1", "port": 80, "backends": [{"address": "203.0.113.1", "weight": "x"}]}, "weight 'x'"),
-])
+@pytest.mark.parametrize(
+    "vip, match",
+    [
+        ({"vip": "192.0.2.300", "port": 1}, r"vips\[0\].vip '192.0.2.300'"),
+        ({"vip": "192.0.2.1", "port": 0}, r"vips\[0\].port 0"),
+        ({"vip": "192.0.2.1", "port": 80, "proto": "sctp"}, "proto 'sctp': expected one of tcp, udp"),
+        ({"vip": "192.0.2.1", "port": 80, "mode": "nat"}, "mode 'nat'"),
+        ({"vip": "192.0.2.1", "port": 80, "backends": [{"address": "203.0.113.1", "mac": "zz"}]}, "mac 'zz'"),
+        ({"vip": "192.0.2.1", "port": 80, "backends": [{"address": "203.0.113.1", "weight": "x"}]}, "weight 'x'"),
+    ],
+)
 def test_lb_entries_refuse_bad_declarations_naming_field_and_value(vip, match):
     with pytest.raises(maglev.MaglevError, match=match):
         xdp_lb_entries.lb_entries([vip], ring_size=1009)
@@ -187,8 +203,7 @@ def test_lb_entries_refuse_bad_declarations_naming_field_and_value(vip, match):
 
 def test_lb_config_is_written_in_operator_notation_and_checked():
     cfg = xdp_lb_entries.lb_config(udp_timeout_ms=5000, lb_mac="02:00:00:00:FF:01", tunnel_src_v4="203.0.113.0/24")
-    assert cfg == {"ring_size": 65537, "udp_timeout_ms": 5000, "lb_mac": "02:00:00:00:ff:01",
-                   "tunnel_src_v4": "203.0.113.0/24", "tunnel_src_v6": "::/0"}
+    assert cfg == {"ring_size": 65537, "udp_timeout_ms": 5000, "lb_mac": "02:00:00:00:ff:01", "tunnel_src_v4": "203.0.113.0/24", "tunnel_src_v6": "::/0"}
     with pytest.raises(maglev.MaglevError, match="tunnel_src_v6 '198.51.100.0/24': expected an IPv6 prefix"):
         xdp_lb_entries.lb_config(tunnel_src_v6="198.51.100.0/24")
     with pytest.raises(maglev.MaglevError, match="udp_timeout_ms -1"):
@@ -203,20 +218,32 @@ def test_ring_entries_place_a_row_at_row_times_ring_size():
 
 # ---------------------------------------------------------------- unknown fields (a typo never builds an empty ring)
 
-@pytest.mark.parametrize("vip, match", [
-    ({"vip": "192.0.2.1", "port": 80, "backend": [{"address": "203.0.113.1"}]},
-     r"vips\[0\].backend \[\{'address': '203.0.113.1'\}\]: expected no such field; valid fields: vip, port, proto, "
-     r"mode, backends"),
-    ({"vip": "192.0.2.1", "port": 80, "backends": [{"address": "203.0.113.1", "wieght": 3}]},
-     r"vips\[0\].backends\[0\].wieght 3: expected no such field; valid fields: address, mac, weight, name"),
-    ({"vip": "192.0.2.1", "port": 80}, r"vips\[0\].backends: missing; expected a list"),
-    ({"vip": "192.0.2.1", "port": 80, "backends": {"address": "203.0.113.1"}}, r"vips\[0\].backends \{.*expected a list"),
-    ({"vip": "192.0.2.1", "port": 80, "backends": ["203.0.113.1"]}, r"vips\[0\].backends\[0\] '203.0.113.1': expected a dict"),
-    ({"vip": "192.0.2.1", "port": 80, "backends": [{"address": "203.0.113.1"}, {"address": "203.0.113.1"}]},
-     r"vips\[0\].backends\[1\].name '203.0.113.1': expected names unique within a VIP"),
-    ({"vip": "192.0.2.1", "port": 80, "backends": [{"address": "203.0.113.1", "name": ""}]},
-     r"vips\[0\].backends\[0\].name '': expected a non-empty string"),
-])
+
+@pytest.mark.parametrize(
+    "vip, match",
+    [
+        (
+            {"vip": "192.0.2.1", "port": 80, "backend": [{"address": "203.0.113.1"}]},
+            r"vips\[0\].backend \[\{'address': '203.0.113.1'\}\]: expected no such field; valid fields: vip, port, proto, "
+            r"mode, backends",
+        ),
+        (
+            {"vip": "192.0.2.1", "port": 80, "backends": [{"address": "203.0.113.1", "wieght": 3}]},
+            r"vips\[0\].backends\[0\].wieght 3: expected no such field; valid fields: address, mac, weight, name",
+        ),
+        ({"vip": "192.0.2.1", "port": 80}, r"vips\[0\].backends: missing; expected a list"),
+        ({"vip": "192.0.2.1", "port": 80, "backends": {"address": "203.0.113.1"}}, r"vips\[0\].backends \{.*expected a list"),
+        ({"vip": "192.0.2.1", "port": 80, "backends": ["203.0.113.1"]}, r"vips\[0\].backends\[0\] '203.0.113.1': expected a dict"),
+        (
+            {"vip": "192.0.2.1", "port": 80, "backends": [{"address": "203.0.113.1"}, {"address": "203.0.113.1"}]},
+            r"vips\[0\].backends\[1\].name '203.0.113.1': expected names unique within a VIP",
+        ),
+        (
+            {"vip": "192.0.2.1", "port": 80, "backends": [{"address": "203.0.113.1", "name": ""}]},
+            r"vips\[0\].backends\[0\].name '': expected a non-empty string",
+        ),
+    ],
+)
 def test_declarations_with_unknown_or_missing_fields_are_refused_naming_them(vip, match):
     with pytest.raises(maglev.MaglevError, match=match):
         xdp_lb_entries.validate_vips([vip])
@@ -227,8 +254,10 @@ def test_declarations_with_unknown_or_missing_fields_are_refused_naming_them(vip
 def test_the_filter_refuses_a_misspelt_field_at_every_level():
     good = {"vip": "192.0.2.1", "port": 80, "backends": [{"address": "203.0.113.1", "weight": 2}]}
     assert maglev_entries([good], ring_size=101)["maps"]["lb_ring"]
-    for bad, field in (({"backend": good["backends"]}, "vips[0].backend"),
-                       ({"backends": [{"address": "203.0.113.1", "wieght": 2}]}, "vips[0].backends[0].wieght")):
+    for bad, field in (
+        ({"backend": good["backends"]}, "vips[0].backend"),
+        ({"backends": [{"address": "203.0.113.1", "wieght": 2}]}, "vips[0].backends[0].wieght"),
+    ):
         vip = {k: v for k, v in good.items() if k != "backends"}
         vip.update(bad)
         with pytest.raises(AnsibleFilterError, match=r"maglev_entries: %s .*expected no such field" % re.escape(field)):
@@ -238,12 +267,12 @@ def test_the_filter_refuses_a_misspelt_field_at_every_level():
 
 
 def test_port_and_weight_given_as_decimal_strings_by_templating_are_taken_as_numbers():
-    (vip,) = xdp_lb_entries.validate_vips([{"vip": "192.0.2.1", "port": "80", "backends": [{"address": "203.0.113.1",
-                                                                                            "weight": "2"}]}])
+    (vip,) = xdp_lb_entries.validate_vips([{"vip": "192.0.2.1", "port": "80", "backends": [{"address": "203.0.113.1", "weight": "2"}]}])
     assert vip.port == 80 and vip.backends[0].weight == 2
 
 
 # ---------------------------------------------------------------- lb_tables plans: ids from the kernel's state only
+
 
 def _state_after(plan, ring_size, rows=4, before=None):
     """The State a kernel would hold after applying plan (what read_state would read back)."""
@@ -263,13 +292,15 @@ def _state_after(plan, ring_size, rows=4, before=None):
     vips = {}
     for vp in plan.vips_added + plan.vips_changed + plan.vips_kept:
         vips[vp.vip.ident] = xdp_lb_tables.LiveVip(vp.vip.ident, b"", 4, vp.vid, vp.row, vp.vip.mode)
-    return xdp_lb_tables.State(ring_size=ring_size, config={}, config_raw=b"", backends=backends, backend_slots=64,
-                               free_ids=free, vips=vips, vip_slots=16, rows=rows, ring=ring)
+    return xdp_lb_tables.State(
+        ring_size=ring_size, config={}, config_raw=b"", backends=backends, backend_slots=64, free_ids=free, vips=vips, vip_slots=16, rows=rows, ring=ring
+    )
 
 
 def _declare(weights, vip="192.0.2.10"):
-    return xdp_lb_entries.validate_vips([{"vip": vip, "port": 80, "backends": [
-        {"address": "198.51.100.%d" % n, "mac": "02:00:00:00:00:%02x" % n, "weight": w} for n, w in weights.items()]}])
+    return xdp_lb_entries.validate_vips(
+        [{"vip": vip, "port": 80, "backends": [{"address": "198.51.100.%d" % n, "mac": "02:00:00:00:00:%02x" % n, "weight": w} for n, w in weights.items()]}]
+    )
 
 
 def test_lb_tables_plan_keeps_every_other_backend_id_across_add_remove_reweight_drain_without_hidden_state():
@@ -280,8 +311,7 @@ def test_lb_tables_plan_keeps_every_other_backend_id_across_add_remove_reweight_
     ids = dict(plan.backend_ids)
     assert sorted(ids.values()) == [0, 1, 2]
     state = _state_after(plan, size)
-    for weights, gone in (({1: 1, 2: 1, 3: 1, 4: 1}, None), ({1: 1, 2: 3, 3: 1, 4: 1}, None),
-                          ({1: 1, 2: 3, 3: 0, 4: 1}, None), ({2: 3, 3: 0, 4: 1}, 1)):
+    for weights, gone in (({1: 1, 2: 1, 3: 1, 4: 1}, None), ({1: 1, 2: 3, 3: 1, 4: 1}, None), ({1: 1, 2: 3, 3: 0, 4: 1}, None), ({2: 3, 3: 0, 4: 1}, 1)):
         row = state.vips["192.0.2.10:80/tcp"].row
         plan = xdp_lb_tables.make_plan(_declare(weights), {}, size, state, None)
         for addr, bid in ids.items():
@@ -323,12 +353,15 @@ def test_lb_tables_plan_never_reuses_a_row_another_vip_still_refers_to():
         xdp_lb_tables.make_plan(changed, {}, size, state, None)
 
 
-@pytest.mark.parametrize("weights, want", [
-    ({1: 1, 2: 1, 3: 1, 4: 1}, {"4": "added", "1": "rebalanced", "2": "rebalanced", "3": "rebalanced"}),
-    ({1: 1, 2: 3, 3: 1}, {"1": "rebalanced", "2": "reweighted", "3": "rebalanced"}),
-    ({1: 1, 2: 1, 3: 0}, {"1": "rebalanced", "2": "rebalanced", "3": "drained"}),
-    ({1: 1, 2: 1}, {"1": "rebalanced", "2": "rebalanced", "3": "removed"}),
-])
+@pytest.mark.parametrize(
+    "weights, want",
+    [
+        ({1: 1, 2: 1, 3: 1, 4: 1}, {"4": "added", "1": "rebalanced", "2": "rebalanced", "3": "rebalanced"}),
+        ({1: 1, 2: 3, 3: 1}, {"1": "rebalanced", "2": "reweighted", "3": "rebalanced"}),
+        ({1: 1, 2: 1, 3: 0}, {"1": "rebalanced", "2": "rebalanced", "3": "drained"}),
+        ({1: 1, 2: 1}, {"1": "rebalanced", "2": "rebalanced", "3": "removed"}),
+    ],
+)
 def test_lb_tables_diff_names_what_the_operator_changed_and_how_many_slots_move(weights, want):
     size = 1009
     state = xdp_lb_tables.empty_state(size)

@@ -7,7 +7,6 @@ opened (not loaded), so these tests need no BPF privileges.
 import shutil
 
 import pytest
-
 from harness.bpfbuild import compile_fixture
 
 from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
@@ -51,9 +50,19 @@ def test_struct_key_with_address_port_and_integer(codecs):
 
 def test_struct_value_with_every_member_notation(codecs):
     c = codecs["vips"]
-    value = {"addr6": "2001:db8::1", "mac": "02:00:00:00:00:01", "weight": 65535, "delta": -5,
-             "name": "web-1", "enabled": True, "verdict": "DROP", "flags": ["log", "TCP"],
-             "mark": 0x01020304, "ports": [80, 443], "tiny": -128}
+    value = {
+        "addr6": "2001:db8::1",
+        "mac": "02:00:00:00:00:01",
+        "weight": 65535,
+        "delta": -5,
+        "name": "web-1",
+        "enabled": True,
+        "verdict": "DROP",
+        "flags": ["log", "TCP"],
+        "mark": 0x01020304,
+        "ports": [80, 443],
+        "tiny": -128,
+    }
     data = c.encode_value(value)
     assert len(data) == c.value_size
     back = c.decode_value(data)
@@ -79,13 +88,16 @@ def test_lpm_keys_are_cidrs_in_the_kernels_layout(codecs):
     assert roundtrip_key(v4, {"prefixlen": 24, "addr": "198.51.100.0"}) == "198.51.100.0/24"
 
 
-@pytest.mark.parametrize("bad, reason", [
-    ("192.0.2.1/24", "host bits set: expected the network address, 192.0.2.0/24"),
-    ("192.0.2.0/33", "prefix length '33' is not 0..32"),
-    ("192.0.2/24", "bad address"),
-    ("nonsense", "bad address"),
-    (42, "expected a IPv4 CIDR"),
-])
+@pytest.mark.parametrize(
+    "bad, reason",
+    [
+        ("192.0.2.1/24", "host bits set: expected the network address, 192.0.2.0/24"),
+        ("192.0.2.0/33", "prefix length '33' is not 0..32"),
+        ("192.0.2/24", "bad address"),
+        ("nonsense", "bad address"),
+        (42, "expected a IPv4 CIDR"),
+    ],
+)
 def test_bad_cidrs_fail_with_the_reason(codecs, bad, reason):
     with pytest.raises(CodecError) as err:
         codecs["prefixes_v4"].encode_key(bad, "entries[3].key")
@@ -113,26 +125,29 @@ def test_scalar_keys_and_values(codecs):
     assert roundtrip_key(codecs["deny_v4"], "198.51.100.7") == "198.51.100.7"
     assert codecs["deny_v4"].encode_key("198.51.100.7") == bytes([198, 51, 100, 7])
     assert roundtrip_key(codecs["flows"], "2001:db8::7") == "2001:db8::7"
-    assert roundtrip_value(codecs["flows"], 2 ** 64 - 1) == 2 ** 64 - 1
+    assert roundtrip_value(codecs["flows"], 2**64 - 1) == 2**64 - 1
     assert roundtrip_value(codecs["macs"], "aa:bb:cc:dd:ee:ff") == "aa:bb:cc:dd:ee:ff"
     assert roundtrip_key(codecs["policy"], "3") == 3  # JSON dict keys arrive as strings
     assert codecs["port_hits"].encode_key(443) == b"\x01\xbb"
 
 
-@pytest.mark.parametrize("map_name, value, reason", [
-    ("flows", 2 ** 64, "out of range for unsigned long long (0..18446744073709551615)"),
-    ("flows", -1, "out of range"),
-    ("flows", "many", "expected an integer"),
-    ("vips", {"weight": 70000}, "weight: 70000 is out of range"),
-    ("vips", {"tiny": 128}, "tiny: 128 is out of range for signed char (-128..127)"),
-    ("vips", {"wieght": 1}, "unknown member 'wieght' of struct backend: valid members are addr6, mac, weight"),
-    ("vips", {"name": "x" * 9}, "at most 8 fit"),
-    ("vips", {"ports": [1, 2, 3, 4]}, "4 items given; the array holds 3"),
-    ("vips", {"mac": "02:00:00:00:00"}, "not a MAC address"),
-    ("vips", {"addr6": "2001:db8::g"}, "not an IPv6 address"),
-    ("vips", {"enabled": "maybe"}, "expected true or false"),
-    ("macs", "0x0102", "is 2 bytes; expected 6 bytes (12 hex digits)"),
-])
+@pytest.mark.parametrize(
+    "map_name, value, reason",
+    [
+        ("flows", 2**64, "out of range for unsigned long long (0..18446744073709551615)"),
+        ("flows", -1, "out of range"),
+        ("flows", "many", "expected an integer"),
+        ("vips", {"weight": 70000}, "weight: 70000 is out of range"),
+        ("vips", {"tiny": 128}, "tiny: 128 is out of range for signed char (-128..127)"),
+        ("vips", {"wieght": 1}, "unknown member 'wieght' of struct backend: valid members are addr6, mac, weight"),
+        ("vips", {"name": "x" * 9}, "at most 8 fit"),
+        ("vips", {"ports": [1, 2, 3, 4]}, "4 items given; the array holds 3"),
+        ("vips", {"mac": "02:00:00:00:00"}, "not a MAC address"),
+        ("vips", {"addr6": "2001:db8::g"}, "not an IPv6 address"),
+        ("vips", {"enabled": "maybe"}, "expected true or false"),
+        ("macs", "0x0102", "is 2 bytes; expected 6 bytes (12 hex digits)"),
+    ],
+)
 def test_bad_values_fail_naming_where_and_why(codecs, map_name, value, reason):
     with pytest.raises(CodecError) as err:
         codecs[map_name].encode_value(value, "entries[0].value")
@@ -188,10 +203,13 @@ def test_single_member_struct_takes_a_scalar(codecs):
 
 # ---------------------------------------------------------------- enum end markers
 
+
 def _program_enums():
     """{enum name: EnumCodec} of the collection's three programs (bpf/include/fleet/*.h), from their BTF."""
-    from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import btf as btf_mod
     from harness import paths
+
+    from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import btf as btf_mod
+
     out = {}
     for name in ("xdp_filter", "xdp_lb", "tc_egress"):
         try:
@@ -210,8 +228,11 @@ def test_end_markers_of_the_programs_enums_are_exactly_the_max_and_count_enumera
     enums = _program_enums()
     markers = {name: map_codec.end_marker(item.members, name) for name, item in enums.items()}
     assert {name: m.name for name, m in markers.items() if m} == {
-        "fleet_verdict": "FLEET_VERDICT_MAX", "fleet_filter_reason": "FLEET_FILTER_REASON_MAX",
-        "fleet_lb_stat": "FLEET_LB_STAT_MAX", "fleet_egress_outcome": "FLEET_EGRESS_OUTCOMES"}
+        "fleet_verdict": "FLEET_VERDICT_MAX",
+        "fleet_filter_reason": "FLEET_FILTER_REASON_MAX",
+        "fleet_lb_stat": "FLEET_LB_STAT_MAX",
+        "fleet_egress_outcome": "FLEET_EGRESS_OUTCOMES",
+    }
     # every other enum of the three programs keeps all its values
     assert {"fleet_policy", "fleet_proto", "fleet_lb_family", "fleet_lb_mode", "fleet_egress_limit"} <= set(enums)
 
@@ -228,11 +249,12 @@ def test_enum_end_marker_is_not_a_value(value):
 
 
 def test_a_last_enumerator_that_is_a_value_is_not_an_end_marker():
-    item = _program_enums()["fleet_lb_family"]   # NONE, IPV4, IPV6: ipv6 is a value
+    item = _program_enums()["fleet_lb_family"]  # NONE, IPV4, IPV6: ipv6 is a value
     assert map_codec.end_marker(item.members, "fleet_lb_family") is None
 
 
 # ---------------------------------------------------------------- short messages, per-CPU sums
+
 
 def test_error_messages_never_carry_a_whole_value(codecs):
     huge = "x" * 1_000_000
@@ -244,8 +266,10 @@ def test_error_messages_never_carry_a_whole_value(codecs):
 
 
 def test_per_cpu_sum_adds_only_counters():
-    from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import btf as btf_mod
     from harness import paths
+
+    from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import btf as btf_mod
+
     with libbpf.BpfObject.open(paths.bpf_object("xdp_lb")) as obj:
         raw = obj.btf_raw()
         parsed = btf_mod.Btf.parse(raw)
@@ -256,8 +280,7 @@ def test_per_cpu_sum_adds_only_counters():
     assert map_codec.summarize(conn, per_cpu) == {"backend": [0, 5], "pad": 0, "last_seen_ns": [0, 77]}
     same = [{"backend": 5, "pad": 0, "last_seen_ns": 9}] * 3
     assert map_codec.summarize(conn, same) == {"backend": 5, "pad": 0, "last_seen_ns": 9}
-    assert map_codec.summarize(counter, [{"packets": 1, "bytes": 60}, {"packets": 2, "bytes": 120}]) == \
-        {"packets": 3, "bytes": 180}
+    assert map_codec.summarize(counter, [{"packets": 1, "bytes": 60}, {"packets": 2, "bytes": 120}]) == {"packets": 3, "bytes": 180}
     assert map_codec.summarize(map_codec.IntCodec(4, False), [1, 2, 3]) == 6
 
 
@@ -271,8 +294,10 @@ def test_array_index_beyond_max_entries_is_refused(codecs):
 
 
 def _program_map_codec(obj_name, map_name):
-    from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import btf as btf_mod
     from harness import paths
+
+    from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import btf as btf_mod
+
     with libbpf.BpfObject.open(paths.bpf_object(obj_name)) as obj:
         raw = obj.btf_raw()
     info = btf_mod.map_definition(btf_mod.Btf.parse(raw), map_name, libbpf.MAP_TYPE_NAMES)
@@ -288,7 +313,7 @@ def test_counter_keys_made_of_enums_read_back_by_name():
     key = (port * width + 1).to_bytes(4, "little")
     assert stats.decode_key(key) == {"reason": "port", "verdict": "drop"}
     assert stats.encode_key({"reason": "port", "verdict": "drop"}) == key
-    assert stats.encode_key(port * width + 1) == key   # the number still works
+    assert stats.encode_key(port * width + 1) == key  # the number still works
     with pytest.raises(CodecError, match="verdict: 'max' is the end marker"):
         stats.encode_key({"reason": "port", "verdict": "max"}, "entries[0]")
     egress = _program_map_codec("tc_egress", "egress_stats")

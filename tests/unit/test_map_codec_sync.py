@@ -45,8 +45,7 @@ def test_plain_list_skips_comments_and_blanks_and_names_bad_lines(tmp_path):
 
 def test_entries_list_forms_and_duplicates():
     codec = MapCodec.build({"type": "hash", "key_size": 1, "value_size": 1, "max_entries": 8})
-    out = map_sync.encode_entries(codec, [{"key": "0x01", "value": "0x02"}, {"0x03": "0x04"}, "0x05"], "entries",
-                                  default_value="0x07")
+    out = map_sync.encode_entries(codec, [{"key": "0x01", "value": "0x02"}, {"0x03": "0x04"}, "0x05"], "entries", default_value="0x07")
     assert out == {b"\1": b"\2", b"\3": b"\4", b"\5": b"\7"}
     with pytest.raises(CodecError, match=r"entries\[1\]: key '0x01' is given twice"):
         map_sync.encode_entries(codec, ["0x01", "0x01"], "entries", default_value="0x00")
@@ -56,7 +55,7 @@ def test_entries_list_forms_and_duplicates():
 
 def test_plan_of_an_array_counts_a_declared_zero_element_as_unchanged():
     zero = b"\0\0"
-    current = {b"1": b"\1\0"}   # arrays: only non-zero elements are read as present
+    current = {b"1": b"\1\0"}  # arrays: only non-zero elements are read as present
     plan = map_sync.plan(dict(current), {b"0": zero, b"1": b"\1\0"}, "sync", zero)
     assert plan.empty
     plan = map_sync.plan(dict(current), {b"0": zero, b"1": zero, b"2": b"\2\0"}, "sync", zero)
@@ -65,17 +64,24 @@ def test_plan_of_an_array_counts_a_declared_zero_element_as_unchanged():
 
 # ---------------------------------------------------------------- hostile files
 
-@pytest.mark.parametrize("name, text, message", [
-    ("deep.json", "[" * 200000 + "]" * 200000, "deep.json: nested too deeply to read"),
-    ("deep.yml", "[" * 100000 + "]" * 100000, "deep.yml line 1: nested deeper than 64 levels"),
-    ("deep_block.yml", "".join("%s- \n" % ("  " * i) for i in range(100)), "deep_block.yml line 65: nested deeper than 64 levels"),
-    ("bomb.yml", "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
-        "%s: &%s [%s]\n" % (chr(98 + i), chr(98 + i), ", ".join(["*" + chr(97 + i)] * 10)) for i in range(8)),
-     "bomb.yml line 5: its aliases expand it to more than 16 times its own size"),
-    ("long.yml", "- " + "x" * 100000 + "\n", "long.yml line 1: a value of 100000 characters"),
-    ("bad.json", '{"a": 1,\n "b": }', "bad.json line 2: not valid JSON"),
-    ("bad.yml", "a: [1, 2\nb: 3\n", "bad.yml line 2: not valid YAML"),
-])
+
+@pytest.mark.parametrize(
+    "name, text, message",
+    [
+        ("deep.json", "[" * 200000 + "]" * 200000, "deep.json: nested too deeply to read"),
+        ("deep.yml", "[" * 100000 + "]" * 100000, "deep.yml line 1: nested deeper than 64 levels"),
+        ("deep_block.yml", "".join("%s- \n" % ("  " * i) for i in range(100)), "deep_block.yml line 65: nested deeper than 64 levels"),
+        (
+            "bomb.yml",
+            "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+            + "".join("%s: &%s [%s]\n" % (chr(98 + i), chr(98 + i), ", ".join(["*" + chr(97 + i)] * 10)) for i in range(8)),
+            "bomb.yml line 5: its aliases expand it to more than 16 times its own size",
+        ),
+        ("long.yml", "- " + "x" * 100000 + "\n", "long.yml line 1: a value of 100000 characters"),
+        ("bad.json", '{"a": 1,\n "b": }', "bad.json line 2: not valid JSON"),
+        ("bad.yml", "a: [1, 2\nb: 3\n", "bad.yml line 2: not valid YAML"),
+    ],
+)
 def test_hostile_entries_files_fail_fast_with_a_short_message_naming_the_file(tmp_path, name, text, message):
     path = tmp_path / name
     path.write_text(text)
@@ -87,8 +93,7 @@ def test_hostile_entries_files_fail_fast_with_a_short_message_naming_the_file(tm
 
 def test_yaml_aliases_that_reuse_a_value_are_fine(tmp_path):
     path = tmp_path / "ok.yml"
-    path.write_text("- {key: 1, value: &v {weight: 1, name: web}}\n" + "".join(
-        "- {key: %d, value: *v}\n" % i for i in range(2, 2000)))
+    path.write_text("- {key: 1, value: &v {weight: 1, name: web}}\n" + "".join("- {key: %d, value: *v}\n" % i for i in range(2, 2000)))
     data, fmt = map_sync.load_file(str(path))
     assert fmt == "yaml" and len(data) == 1999 and data[-1]["value"] == {"weight": 1, "name": "web"}
 
@@ -101,12 +106,15 @@ def test_plan_for_an_array_codec_matches_declared_zero_elements():
     assert not map_sync.plan({one_key: codec.encode_value(7)}, desired, "sync").empty  # the old call, unaware
 
 
-@pytest.mark.parametrize("info, count, size", [
-    ({"type": "hash", "max_entries": 262144}, 1000, 262144),                # fits: the declared size
-    ({"type": "hash", "max_entries": 262144}, 262144, 262144),
-    ({"type": "hash", "max_entries": 262144}, 1065794, 2097152),            # a million-line rule set: grows
-    ({"type": "lpm_trie", "max_entries": 262144}, 300000, 524288),
-    ({"type": "array", "max_entries": 65536}, 70000, 65536),                 # arrays keep their size
-])
+@pytest.mark.parametrize(
+    "info, count, size",
+    [
+        ({"type": "hash", "max_entries": 262144}, 1000, 262144),  # fits: the declared size
+        ({"type": "hash", "max_entries": 262144}, 262144, 262144),
+        ({"type": "hash", "max_entries": 262144}, 1065794, 2097152),  # a million-line rule set: grows
+        ({"type": "lpm_trie", "max_entries": 262144}, 300000, 524288),
+        ({"type": "array", "max_entries": 65536}, 70000, 65536),  # arrays keep their size
+    ],
+)
 def test_a_new_inner_map_grows_to_hold_a_larger_rule_set(info, count, size):
     assert map_sync.inner_capacity(info, count) == size

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from harness import paths
 
 from ansible_collections.ebpf.fleet.plugins.module_utils.host import metrics, records
@@ -63,11 +62,11 @@ def test_a_uniform_set_stores_its_value_once_and_reads_back_equal(deployed):
     entries = {n.to_bytes(8, "little"): value for n in range(1000)}
     map_records.update(deployed, "filter", "deny", "sync", entries, 8, 4, "lpm_trie")
     path = map_records.path_of(deployed, "filter", "deny")
-    assert os.path.getsize(path) < 8 * 1000 + 4 + 400    # keys, one value, the header
+    assert os.path.getsize(path) < 8 * 1000 + 4 + 400  # keys, one value, the header
     assert map_records.read(deployed, "filter", "deny").entries == entries
     mtime = os.stat(path).st_mtime_ns
     assert not map_records.write(deployed, "filter", map_records.read(deployed, "filter", "deny"))
-    assert os.stat(path).st_mtime_ns == mtime            # the same declaration rewrites nothing
+    assert os.stat(path).st_mtime_ns == mtime  # the same declaration rewrites nothing
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "header"])
@@ -94,32 +93,32 @@ def test_a_record_of_other_sizes_is_not_merged_into(deployed):
 
 def test_metrics_text_escapes_labels_and_parses_as_prometheus_text():
     parser = pytest.importorskip("prometheus_client.parser")
-    samples = [metrics.sample("ebpf_fleet_in_sync", {"deployment": 'we"ird\\name\n', "interface": "eth0",
-                                                     "hook": "xdp"}, 1),
-               metrics.sample("ebpf_fleet_packets_total", {"deployment": "f", "map": "filter_stats",
-                                                           "counter": "port_drop"}, 12),
-               metrics.sample("ebpf_fleet_bytes_total", {"deployment": "f", "map": "filter_stats",
-                                                         "counter": "port_drop"}, 1200)]
+    samples = [
+        metrics.sample("ebpf_fleet_in_sync", {"deployment": 'we"ird\\name\n', "interface": "eth0", "hook": "xdp"}, 1),
+        metrics.sample("ebpf_fleet_packets_total", {"deployment": "f", "map": "filter_stats", "counter": "port_drop"}, 12),
+        metrics.sample("ebpf_fleet_bytes_total", {"deployment": "f", "map": "filter_stats", "counter": "port_drop"}, 1200),
+    ]
     families = {f.name: f for f in parser.text_string_to_metric_families(metrics.render(samples))}
     assert families["ebpf_fleet_in_sync"].samples[0].labels["deployment"] == 'we"ird\\name\n'
     assert families["ebpf_fleet_packets"].type == "counter"
     assert families["ebpf_fleet_packets"].samples[0].value == 12
-    assert families["ebpf_fleet_bytes"].samples[0].labels == {"deployment": "f", "map": "filter_stats",
-                                                              "counter": "port_drop"}
+    assert families["ebpf_fleet_bytes"].samples[0].labels == {"deployment": "f", "map": "filter_stats", "counter": "port_drop"}
 
 
 def test_the_host_command_imports_no_ansible():
-    code = ("import sys\n"
-            "class Refuse:\n"
-            "    def find_spec(self, name, path=None, target=None):\n"
-            "        if name == 'ansible' or name.startswith('ansible.'):\n"
-            "            raise ImportError('the host command imported ' + name)\n"
-            "sys.meta_path.insert(0, Refuse())\n"
-            "from ansible_collections.ebpf.fleet.plugins.module_utils.host import metrics, restore\n"
-            "try:\n"
-            "    restore.main(['--help'])\n"
-            "except SystemExit as exc:\n"
-            "    sys.exit(exc.code)\n")
+    code = (
+        "import sys\n"
+        "class Refuse:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'ansible' or name.startswith('ansible.'):\n"
+        "            raise ImportError('the host command imported ' + name)\n"
+        "sys.meta_path.insert(0, Refuse())\n"
+        "from ansible_collections.ebpf.fleet.plugins.module_utils.host import metrics, restore\n"
+        "try:\n"
+        "    restore.main(['--help'])\n"
+        "except SystemExit as exc:\n"
+        "    sys.exit(exc.code)\n"
+    )
     env = dict(os.environ, PYTHONPATH=paths.COLLECTIONS)
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
@@ -128,11 +127,13 @@ def test_the_host_command_imports_no_ansible():
 
 def test_count_reads_the_number_of_entries_from_the_header_alone(deployed):
     state_dir = deployed
-    decl = map_records.Declared(map="filter_v4", entries={b"\x01\x00\x00\x00": b"\x02", b"\x03\x00\x00\x00": b"\x02"},
-                                key_size=4, value_size=1, map_type="hash")
+    decl = map_records.Declared(
+        map="filter_v4", entries={b"\x01\x00\x00\x00": b"\x02", b"\x03\x00\x00\x00": b"\x02"}, key_size=4, value_size=1, map_type="hash"
+    )
     map_records.write(state_dir, "filter", decl)
     assert map_records.count(state_dir, "filter", "filter_v4") == 2
     assert map_records.count(state_dir, "filter", "missing") is None
     # the metrics timer leaves out maps with more entries than it checks (drift.maps max_entries)
     from ansible_collections.ebpf.fleet.plugins.module_utils.host import drift
+
     assert drift.maps(state_dir, "filter", "/sys/fs/bpf/ebpf_fleet_unused", max_entries=1) == []

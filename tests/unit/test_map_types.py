@@ -21,8 +21,7 @@ COPIES = [
 
 def test_map_type_facts_are_kept_in_map_types_only():
     found = []
-    names = sorted(os.path.relpath(os.path.join(top, name), MODULE_UTILS)
-                   for top, _dirs, files in os.walk(MODULE_UTILS) for name in files)
+    names = sorted(os.path.relpath(os.path.join(top, name), MODULE_UTILS) for top, _dirs, files in os.walk(MODULE_UTILS) for name in files)
     assert "maps/map_types.py" in names
     for name in names:
         if not name.endswith(".py") or os.path.basename(name) in OWNERS:

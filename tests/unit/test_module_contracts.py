@@ -10,15 +10,13 @@ import pytest
 import yaml
 from ansible import constants as C
 from ansible.plugins.action import ActionBase
+from harness import paths
 
 from ansible_collections.ebpf.fleet.plugins.module_utils import shared_options
 
-from harness import paths
-
 with open(os.path.join(paths.REPO, "meta", "runtime.yml"), encoding="utf-8") as handle:
     GROUP = yaml.safe_load(handle)["action_groups"]["ebpf"]
-MODULES = sorted(name[:-3] for name in os.listdir(os.path.join(paths.REPO, "plugins", "modules"))
-                 if name.endswith(".py") and not name.startswith("_"))
+MODULES = sorted(name[:-3] for name in os.listdir(os.path.join(paths.REPO, "plugins", "modules")) if name.endswith(".py") and not name.startswith("_"))
 
 
 def reserved_result_keys() -> set:

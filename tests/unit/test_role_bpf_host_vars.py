@@ -8,12 +8,10 @@ import re
 import jinja2
 import pytest
 import yaml
-
 from harness import paths
 
 ROLE = os.path.join(paths.REPO, "roles", "bpf_host")
-KEYS = {"bpf_host__packages_base", "bpf_host__packages_bpftool", "bpf_host__packages_compile",
-        "bpf_host__packages_bcc"}
+KEYS = {"bpf_host__packages_base", "bpf_host__packages_bpftool", "bpf_host__packages_compile", "bpf_host__packages_bcc"}
 FACTS = {"kernel": "6.8.0-31-generic"}
 
 
@@ -29,14 +27,12 @@ def names(family: str) -> dict:
 def test_every_family_names_each_package_group(family):
     data = names(family)
     assert set(data) == KEYS
-    assert all(data[key] and all(isinstance(n, str) and re.match(r"^[a-z0-9][a-z0-9+.-]*$", n) for n in data[key])
-               for key in KEYS), data
+    assert all(data[key] and all(isinstance(n, str) and re.match(r"^[a-z0-9][a-z0-9+.-]*$", n) for n in data[key]) for key in KEYS), data
 
 
 def test_ubuntu_uses_debians_names_but_for_bpftool_which_comes_with_the_kernels_tools():
     debian, ubuntu = names("Debian"), names("Ubuntu")
-    assert {k: v for k, v in ubuntu.items() if k != "bpf_host__packages_bpftool"} == \
-           {k: v for k, v in debian.items() if k != "bpf_host__packages_bpftool"}
+    assert {k: v for k, v in ubuntu.items() if k != "bpf_host__packages_bpftool"} == {k: v for k, v in debian.items() if k != "bpf_host__packages_bpftool"}
     assert debian["bpf_host__packages_base"] == ["libbpf1", "python3", "python3-pyroute2", "iproute2", "ethtool"]
     assert debian["bpf_host__packages_bpftool"] == ["bpftool"]
     assert ubuntu["bpf_host__packages_bpftool"] == ["linux-tools-common", "linux-tools-6.8.0-31-generic"]

@@ -5,10 +5,7 @@ import ctypes
 
 import pytest
 
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import ethtool
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import probes
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import netdev_genl
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import xdp_drivers
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import ethtool, netdev_genl, probes, xdp_drivers
 from ansible_collections.ebpf.fleet.plugins.modules import xdp_support
 
 XDP_OK = {"supported": "yes", "reason": "a xdp program loaded"}
@@ -20,10 +17,19 @@ def assess(driver, release, flags=None, kind="", bus_info="", xdp=None):
 
 # ---------------------------------------------------------------- parsing
 
-@pytest.mark.parametrize("release, expected", [
-    ("6.1.0-18-amd64", (6, 1, 0)), ("5.15.0-91-generic", (5, 15, 0)), ("4.18.0-513.el8.x86_64", (4, 18, 0)),
-    ("6.18.44-fc-v769", (6, 18, 44)), ("5.4", (5, 4, 0)), ("garbage", ()), ("", ()),
-])
+
+@pytest.mark.parametrize(
+    "release, expected",
+    [
+        ("6.1.0-18-amd64", (6, 1, 0)),
+        ("5.15.0-91-generic", (5, 15, 0)),
+        ("4.18.0-513.el8.x86_64", (4, 18, 0)),
+        ("6.18.44-fc-v769", (6, 18, 44)),
+        ("5.4", (5, 4, 0)),
+        ("garbage", ()),
+        ("", ()),
+    ],
+)
 def test_kernel_release_parsing(release, expected):
     assert probes.parse_release(release) == expected
 
@@ -34,8 +40,7 @@ def test_version_comparison_is_numeric_not_textual():
     assert not probes.version_at_least("garbage", "4.8")
 
 
-@pytest.mark.parametrize("text, expected", [("1\n", "yes"), ("2\n", "yes"), ("0\n", "no"), (None, "unknown"),
-                                            ("x", "unknown")])
+@pytest.mark.parametrize("text, expected", [("1\n", "yes"), ("2\n", "yes"), ("0\n", "no"), (None, "unknown"), ("x", "unknown")])
 def test_jit_sysctl_parsing(text, expected):
     assert probes.parse_jit(text)["supported"] == expected
 
@@ -48,10 +53,8 @@ def test_xdp_feature_bits_decode_in_kernel_order_with_unknown_bits_named():
 
 
 def test_drvinfo_struct_parsing_blanks_na_fields():
-    info = ethtool.EthtoolDrvinfo(driver=b"mlx5_core", version=b"5.15.0-91-generic", fw_version=b"16.35.2000",
-                                  bus_info=b"0000:03:00.0")
-    assert ethtool.parse_drvinfo(info) == {"driver": "mlx5_core", "version": "5.15.0-91-generic",
-                                           "firmware": "16.35.2000", "bus_info": "0000:03:00.0"}
+    info = ethtool.EthtoolDrvinfo(driver=b"mlx5_core", version=b"5.15.0-91-generic", fw_version=b"16.35.2000", bus_info=b"0000:03:00.0")
+    assert ethtool.parse_drvinfo(info) == {"driver": "mlx5_core", "version": "5.15.0-91-generic", "firmware": "16.35.2000", "bus_info": "0000:03:00.0"}
     bridge = ethtool.EthtoolDrvinfo(driver=b"bridge", version=b"2.3", fw_version=b"N/A", bus_info=b"N/A")
     assert ethtool.parse_drvinfo(bridge)["firmware"] == "" and ethtool.parse_drvinfo(bridge)["bus_info"] == ""
 
@@ -61,19 +64,23 @@ def test_ethtool_structs_have_the_kernel_sizes():
     assert ctypes.sizeof(ethtool.EthtoolChannels) == 36
 
 
-@pytest.mark.parametrize("what, result, expected", [
-    ("xdp", {"xdp": {"stage": "link", "errno": 0}}, "yes"),
-    ("xdp", {"xdp": {"stage": "link", "errno": 22}}, "no"),      # EINVAL: pre-5.9 kernel, no XDP links
-    ("tcx", {"tcx": {"stage": "link", "errno": 22}}, "no"),      # pre-6.6 kernel
-    ("tcx", {"tcx": {"stage": "link", "errno": 1}}, "unknown"),  # EPERM: not a kernel answer
-    ("xdp", {"error": "unshare(CLONE_NEWNET) failed: Operation not permitted"}, "unknown"),
-    ("xdp", {}, "unknown"),
-])
+@pytest.mark.parametrize(
+    "what, result, expected",
+    [
+        ("xdp", {"xdp": {"stage": "link", "errno": 0}}, "yes"),
+        ("xdp", {"xdp": {"stage": "link", "errno": 22}}, "no"),  # EINVAL: pre-5.9 kernel, no XDP links
+        ("tcx", {"tcx": {"stage": "link", "errno": 22}}, "no"),  # pre-6.6 kernel
+        ("tcx", {"tcx": {"stage": "link", "errno": 1}}, "unknown"),  # EPERM: not a kernel answer
+        ("xdp", {"error": "unshare(CLONE_NEWNET) failed: Operation not permitted"}, "unknown"),
+        ("xdp", {}, "unknown"),
+    ],
+)
 def test_link_probe_interpretation(what, result, expected):
     assert probes.interpret_link_probe(what, result)["supported"] == expected
 
 
 # ---------------------------------------------------------------- decisions
+
 
 def test_kernel_flags_win_over_the_table():
     # a driver the table says gained XDP in 4.9, but the kernel reports no flags: no

@@ -69,10 +69,10 @@ static __always_inline int fleet_tc_next(struct __sk_buff *skb, int verdict)
 
 /* libxdp run configuration (see xdp-tools' xdp_helpers.h): lower priority
  * runs first; chain_call_actions are the verdicts that continue the chain. */
-#define FLEET_XDP_RUN_CONFIG(prog, prio)                                   \
-	struct {                                                           \
-		__uint(priority, prio);                                    \
-		__uint(XDP_PASS, 1);                                       \
+#define FLEET_XDP_RUN_CONFIG(prog, prio) \
+	struct {                         \
+		__uint(priority, prio);  \
+		__uint(XDP_PASS, 1);     \
 	} _##prog SEC(".xdp_run_config")
 
 #endif

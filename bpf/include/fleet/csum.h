@@ -17,7 +17,7 @@ static __always_inline __u16 fleet_csum_fold(__u32 sum)
  * long as all three are in the same order. */
 static __always_inline void fleet_csum_replace2(__u16 *check, __u16 old, __u16 new)
 {
-	__u32 sum = (__u16)~*check;
+	__u32 sum = (__u16) ~*check;
 
 	sum += (__u16)~old;
 	sum += new;

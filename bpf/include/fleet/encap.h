@@ -36,8 +36,8 @@ static __always_inline __be32 fleet_prefix_host(__be32 prefix, __u32 prefixlen, 
 	return bpf_htonl((bpf_ntohl(prefix) & ~hostmask) | (hash & hostmask));
 }
 
-static __always_inline void fleet_outer_ipv4(struct iphdr *outer, __u8 tos, __u16 inner_len, __u8 proto,
-					     __be32 saddr, __be32 daddr)
+static __always_inline void fleet_outer_ipv4(struct iphdr *outer, __u8 tos, __u16 inner_len, __u8 proto, __be32 saddr,
+					     __be32 daddr)
 {
 	outer->version = 4;
 	outer->ihl = 5;
@@ -53,9 +53,8 @@ static __always_inline void fleet_outer_ipv4(struct iphdr *outer, __u8 tos, __u1
 	outer->check = fleet_ipv4_csum(outer);
 }
 
-static __always_inline void fleet_outer_ipv6(struct ipv6hdr *outer, __u8 tclass, __u32 flowlabel,
-					     __u16 inner_len, __u8 proto, const __u32 *saddr,
-					     const __u32 *daddr)
+static __always_inline void fleet_outer_ipv6(struct ipv6hdr *outer, __u8 tclass, __u32 flowlabel, __u16 inner_len, __u8 proto,
+					     const __u32 *saddr, const __u32 *daddr)
 {
 	__u32 *w = (__u32 *)outer;
 

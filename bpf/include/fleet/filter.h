@@ -34,10 +34,10 @@
 
 #include "fleet/types.h"
 
-#define FLEET_FILTER_RULES_MAX 4096     /* per-rule counters */
+#define FLEET_FILTER_RULES_MAX 4096 /* per-rule counters */
 #define FLEET_FILTER_REDIRECT_MAX 64
-#define FLEET_FILTER_INNER_MAX 262144   /* default size of a rule-set map */
-#define FLEET_FILTER_BUCKETS_MAX 65536  /* tracked sources for rate limiting */
+#define FLEET_FILTER_INNER_MAX 262144  /* default size of a rule-set map */
+#define FLEET_FILTER_BUCKETS_MAX 65536 /* tracked sources for rate limiting */
 
 enum fleet_verdict {
 	FLEET_VERDICT_PASS = 0,
@@ -96,26 +96,26 @@ enum fleet_filter_reason {
 /* filter_config[0] */
 struct fleet_filter_config {
 	enum fleet_verdict default_verdict;
-	enum fleet_verdict non_ip;          /* ARP and friends: pass unless told */
-	enum fleet_policy fragments;        /* later fragments (no L4 header) */
-	enum fleet_policy ip_options;       /* IPv4 options, IPv6 extension headers */
-	enum fleet_policy malformed;        /* truncated, impossible fields, too many tags/headers */
-	__u32 redirect_slot;                /* filter_redirect key for the "redirect" default */
-	enum fleet_mgmt_match mgmt_match;   /* ports: TCP to a port of filter_mgmt_ports; any: all traffic */
+	enum fleet_verdict non_ip;	  /* ARP and friends: pass unless told */
+	enum fleet_policy fragments;	  /* later fragments (no L4 header) */
+	enum fleet_policy ip_options;	  /* IPv4 options, IPv6 extension headers */
+	enum fleet_policy malformed;	  /* truncated, impossible fields, too many tags/headers */
+	__u32 redirect_slot;		  /* filter_redirect key for the "redirect" default */
+	enum fleet_mgmt_match mgmt_match; /* ports: TCP to a port of filter_mgmt_ports; any: all traffic */
 	enum fleet_v4_lookup v4_lookup;
-	__u64 rate_pps;                     /* per source; 0: no packet limit */
+	__u64 rate_pps; /* per source; 0: no packet limit */
 	__u64 burst_packets;
-	__u64 rate_bps;                     /* bytes per second; 0: no byte limit */
+	__u64 rate_bps; /* bytes per second; 0: no byte limit */
 	__u64 burst_bytes;
-	__u64 clock_ns;                     /* tests only: when not 0, the time the buckets see */
+	__u64 clock_ns; /* tests only: when not 0, the time the buckets see */
 };
 
 /* A rule: the value of the source maps, part of the stride and port entries. */
 struct fleet_filter_rule {
 	enum fleet_verdict action;
-	__u32 rule_id;       /* index of filter_rule_stats */
+	__u32 rule_id;	     /* index of filter_rule_stats */
 	__u32 redirect_slot; /* filter_redirect key when action is redirect */
-	__u32 mark;          /* not 0: handed to TC as skb->mark (fleet/meta.h) when the packet passes */
+	__u32 mark;	     /* not 0: handed to TC as skb->mark (fleet/meta.h) when the packet passes */
 };
 
 /* Value of filter_v4 (key: struct fleet_lpm_v4 with prefixlen 16, 24 or 32). */

@@ -40,8 +40,7 @@ static __always_inline __u32 fleet_murmur_final(__u32 h, __u32 len)
 }
 
 /* 5-tuple hash; nwords_addr = 1 (IPv4) or 4 (IPv6). */
-static __always_inline __u32 fleet_flow_hash(const __u32 *src, const __u32 *dst, int nwords_addr,
-					     __u32 ports, __u32 proto)
+static __always_inline __u32 fleet_flow_hash(const __u32 *src, const __u32 *dst, int nwords_addr, __u32 ports, __u32 proto)
 {
 	__u32 h = 0;
 	int i;

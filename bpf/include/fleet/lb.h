@@ -53,7 +53,7 @@ enum fleet_lb_proto {
 
 /* How a VIP's packets reach the backend. */
 enum fleet_lb_mode {
-	FLEET_LB_MODE_DSR = 0,  /* L2 direct server return: new MACs, XDP_TX; the backend holds the VIP */
+	FLEET_LB_MODE_DSR = 0,	/* L2 direct server return: new MACs, XDP_TX; the backend holds the VIP */
 	FLEET_LB_MODE_IPIP = 1, /* IPIP / IP6IP6 (or 4in6, 6in4) to the backend's address, XDP_TX */
 };
 
@@ -66,16 +66,16 @@ enum fleet_lb_family {
 /* Indexes of lb_stats: one counter per path a packet can take. */
 enum fleet_lb_stat {
 	FLEET_LB_STAT_PASS_NON_VIP = 0, /* not IP, or not to a VIP (address, port, proto) */
-	FLEET_LB_STAT_PASS_UNPARSED,    /* truncated or malformed before the VIP is known */
-	FLEET_LB_STAT_PASS_FRAGMENT,    /* IP fragments are never balanced (see docs/lb.md) */
-	FLEET_LB_STAT_CT_HIT,           /* established flow: backend from the connection table */
-	FLEET_LB_STAT_CT_MISS,          /* not in the table: Maglev pick, inserted */
-	FLEET_LB_STAT_SYN,              /* TCP SYN: Maglev pick, table bypassed and overwritten */
-	FLEET_LB_STAT_RST,              /* TCP RST not in the table: Maglev pick, not inserted */
-	FLEET_LB_STAT_UDP_EXPIRED,      /* UDP entry older than the timeout: picked again */
-	FLEET_LB_STAT_DROP_NO_BACKEND,  /* VIP without a usable backend */
-	FLEET_LB_STAT_DROP_ENCAP,       /* encapsulation impossible (no tunnel source, no headroom) */
-	FLEET_LB_STAT_TX,               /* forwarded (XDP_TX) */
+	FLEET_LB_STAT_PASS_UNPARSED,	/* truncated or malformed before the VIP is known */
+	FLEET_LB_STAT_PASS_FRAGMENT,	/* IP fragments are never balanced (see docs/lb.md) */
+	FLEET_LB_STAT_CT_HIT,		/* established flow: backend from the connection table */
+	FLEET_LB_STAT_CT_MISS,		/* not in the table: Maglev pick, inserted */
+	FLEET_LB_STAT_SYN,		/* TCP SYN: Maglev pick, table bypassed and overwritten */
+	FLEET_LB_STAT_RST,		/* TCP RST not in the table: Maglev pick, not inserted */
+	FLEET_LB_STAT_UDP_EXPIRED,	/* UDP entry older than the timeout: picked again */
+	FLEET_LB_STAT_DROP_NO_BACKEND,	/* VIP without a usable backend */
+	FLEET_LB_STAT_DROP_ENCAP,	/* encapsulation impossible (no tunnel source, no headroom) */
+	FLEET_LB_STAT_TX,		/* forwarded (XDP_TX) */
 	FLEET_LB_STAT_MAX,
 };
 
@@ -94,23 +94,23 @@ struct fleet_lb_vip6_key {
 };
 
 struct fleet_lb_vip {
-	__u32 id;                /* lb_vip_stats index */
-	__u32 ring;              /* row of lb_ring: write a new row, then flip this to swap atomically */
+	__u32 id;   /* lb_vip_stats index */
+	__u32 ring; /* row of lb_ring: write a new row, then flip this to swap atomically */
 	enum fleet_lb_mode mode;
 };
 
 struct fleet_lb_backend {
 	enum fleet_lb_family family;
-	fleet_mac_t mac;         /* DSR: the backend's MAC; IPIP: the next hop's MAC */
+	fleet_mac_t mac; /* DSR: the backend's MAC; IPIP: the next hop's MAC */
 	__u16 pad;
-	fleet_ipv4_t addr4;      /* IPIP outer destination (family ipv4) */
-	fleet_ipv6_t addr6;      /* IP6IP6 outer destination (family ipv6) */
+	fleet_ipv4_t addr4; /* IPIP outer destination (family ipv4) */
+	fleet_ipv6_t addr6; /* IP6IP6 outer destination (family ipv6) */
 };
 
 struct fleet_lb_config {
-	__u32 ring_size;              /* slots per ring row (prime, e.g. 65537); 0: the default */
-	__u32 udp_timeout_ms;         /* UDP connection-table entries older than this are re-picked; 0: 30 s */
-	fleet_mac_t lb_mac;           /* source MAC of forwarded frames; all zero: the frame's destination MAC */
+	__u32 ring_size;      /* slots per ring row (prime, e.g. 65537); 0: the default */
+	__u32 udp_timeout_ms; /* UDP connection-table entries older than this are re-picked; 0: 30 s */
+	fleet_mac_t lb_mac;   /* source MAC of forwarded frames; all zero: the frame's destination MAC */
 	__u16 pad;
 	struct fleet_lpm_v4 tunnel_src_v4; /* outer IPv4 source: this prefix, host bits from the flow hash */
 	struct fleet_lpm_v6 tunnel_src_v6; /* outer IPv6 source: this prefix, low 32 bits from the flow hash */
@@ -138,7 +138,7 @@ struct fleet_lb_flow6 {
 struct fleet_lb_conn {
 	__u32 backend;
 	__u32 pad;
-	__u64 last_seen_ns;  /* bpf_ktime_get_ns() of the last packet (UDP timeout) */
+	__u64 last_seen_ns; /* bpf_ktime_get_ns() of the last packet (UDP timeout) */
 };
 
 #endif

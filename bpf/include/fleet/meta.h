@@ -20,14 +20,14 @@
 #define FLEET_XDP_META_MAGIC 0x666c6d6b /* "flmk" */
 
 struct fleet_xdp_meta {
-	__u32 mark;                    /* for skb->mark; 0 is never written */
-	__u32 magic;                   /* FLEET_XDP_META_MAGIC */
+	__u32 mark;  /* for skb->mark; 0 is never written */
+	__u32 magic; /* FLEET_XDP_META_MAGIC */
 };
 
 /* tc_mark_stats[outcome] */
 enum fleet_mark_outcome {
-	FLEET_MARK_SET = 0,            /* metadata with the magic: skb->mark set */
-	FLEET_MARK_NONE = 1,           /* no (or foreign) metadata: skb->mark left as it was */
+	FLEET_MARK_SET = 0,  /* metadata with the magic: skb->mark set */
+	FLEET_MARK_NONE = 1, /* no (or foreign) metadata: skb->mark left as it was */
 	FLEET_MARK_OUTCOMES = 2,
 };
 

@@ -31,10 +31,10 @@
 
 #define FLEET_PARSE_TRUNCATED (-1) /* a header runs past the end */
 #define FLEET_PARSE_MALFORMED (-2) /* a header's fields are impossible */
-#define FLEET_PARSE_TOO_DEEP  (-3) /* more VLAN tags or extension headers than the bound */
+#define FLEET_PARSE_TOO_DEEP (-3)  /* more VLAN tags or extension headers than the bound */
 
 /* IP fragment position */
-#define FLEET_FRAG_NONE  0
+#define FLEET_FRAG_NONE 0
 #define FLEET_FRAG_FIRST 1 /* offset 0, more fragments: L4 header present */
 #define FLEET_FRAG_LATER 2 /* offset > 0: no L4 header */
 
@@ -61,19 +61,19 @@ struct fleet_ipv6_frag_hdr {
 
 /* What a program needs to know about a packet after one parse. */
 struct fleet_pkt {
-	__u16 l3_proto;      /* host order: ETH_P_IP, ETH_P_IPV6, or the unparsed ethertype */
-	__u8 l4_proto;       /* IPPROTO_*, 0 when not reached */
+	__u16 l3_proto; /* host order: ETH_P_IP, ETH_P_IPV6, or the unparsed ethertype */
+	__u8 l4_proto;	/* IPPROTO_*, 0 when not reached */
 	__u8 vlan_depth;
-	__u8 frag;           /* FLEET_FRAG_* */
-	__u8 ip_options;     /* IPv4 options present, or IPv6 extension headers walked */
-	__u8 tcp_flags;      /* byte 13 of the TCP header (FIN 0x01 SYN 0x02 RST 0x04 ACK 0x10) */
+	__u8 frag;	 /* FLEET_FRAG_* */
+	__u8 ip_options; /* IPv4 options present, or IPv6 extension headers walked */
+	__u8 tcp_flags;	 /* byte 13 of the TCP header (FIN 0x01 SYN 0x02 RST 0x04 ACK 0x10) */
 	__u8 icmp_type;
-	__u16 l3_off;        /* offsets from the start of the frame */
+	__u16 l3_off; /* offsets from the start of the frame */
 	__u16 l4_off;
 	__u16 vlan_id[FLEET_VLAN_MAX];
-	__be16 sport;        /* network order; ICMP: identifier in sport for echo */
+	__be16 sport; /* network order; ICMP: identifier in sport for echo */
 	__be16 dport;
-	__u32 l3_len;        /* IP total length (IPv4) / payload + 40 (IPv6) */
+	__u32 l3_len; /* IP total length (IPv4) / payload + 40 (IPv6) */
 	union {
 		__be32 v4;
 		__u8 v6[16];

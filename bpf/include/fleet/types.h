@@ -23,8 +23,12 @@
 #include <linux/types.h>
 
 typedef __u32 fleet_ipv4_t;
-typedef struct fleet_ipv6 { __u8 addr[16]; } fleet_ipv6_t;
-typedef struct fleet_mac { __u8 addr[6]; } fleet_mac_t;
+typedef struct fleet_ipv6 {
+	__u8 addr[16];
+} fleet_ipv6_t;
+typedef struct fleet_mac {
+	__u8 addr[6];
+} fleet_mac_t;
 typedef __u16 fleet_port_t;
 
 /* LPM trie keys, written as CIDR strings. */

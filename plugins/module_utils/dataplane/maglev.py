@@ -90,8 +90,7 @@ def build_table(backends, size: int = DEFAULT_RING_SIZE, min_slots: int = MIN_SL
     if not active:
         return [BACKEND_NONE] * size
     if size < max(min_slots, 1) * len(active):
-        raise MaglevError("ring size %d: expected at least %d slots per backend (%d backends); see ring_size_for()"
-                          % (size, min_slots, len(active)))
+        raise MaglevError("ring size %d: expected at least %d slots per backend (%d backends); see ring_size_for()" % (size, min_slots, len(active)))
     count = len(active)
     pos = [0] * count
     skips = [0] * count

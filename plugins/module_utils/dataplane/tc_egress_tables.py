@@ -31,7 +31,7 @@ from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetErro
 
 NSEC = 1_000_000_000
 MARKS_DIRECT = 65536  # FLEET_EGRESS_MARKS_DIRECT in bpf/include/fleet/egress.h
-CLASS_IDS = 64        # FLEET_EGRESS_CLASSES
+CLASS_IDS = 64  # FLEET_EGRESS_CLASSES
 _U32 = 0xFFFFFFFF
 _U64 = (1 << 64) - 1
 
@@ -54,12 +54,10 @@ def class_value(fields: dict) -> dict:
             raise EgressTableError("%s: %r is not an integer from 0 to 2^64-1" % (name, value))
     rate, burst = out.get("rate_bps", 0), out.get("burst_bytes", 0)
     if out.get("limit", "none") not in ("none", 0) and not rate:
-        raise EgressTableError("rate_bps: a class with limit %r needs a rate in bytes per second above 0, got %r"
-                               % (out["limit"], rate))
+        raise EgressTableError("rate_bps: a class with limit %r needs a rate in bytes per second above 0, got %r" % (out["limit"], rate))
     if rate:
         ns_per_byte = (NSEC << 32) // rate
-        out.update(ns_per_byte=ns_per_byte, burst_ns=fp_ns(min(burst, _U32), ns_per_byte),
-                   derived_rate_bps=rate, derived_burst_bytes=burst)
+        out.update(ns_per_byte=ns_per_byte, burst_ns=fp_ns(min(burst, _U32), ns_per_byte), derived_rate_bps=rate, derived_burst_bytes=burst)
     else:
         out.update(ns_per_byte=0, burst_ns=0, derived_rate_bps=0, derived_burst_bytes=0)
     return out

@@ -69,7 +69,7 @@ def expand_v4_parsed(parsed: list) -> dict:
             entry[1].add(FLAG_MATCH)
     for level, parent in ((32, 24), (24, 16)):
         mask = (0xFFFFFFFF << (32 - parent)) & 0xFFFFFFFF
-        for (_lvl, block) in [key for key in table if key[0] == level]:
+        for _lvl, block in [key for key in table if key[0] == level]:
             entry = table.setdefault((parent, block & mask), [None, set()])
             entry[1].add(FLAG_DEEPER)
     return table
@@ -79,8 +79,7 @@ def expand_v4(rules: dict) -> list:
     """The table as bpf_map entries: [{"key": "198.51.0.0/16", "value": {"rule": ..., "flags": [...]}}]."""
     out = []
     for (level, block), (rule, flags) in sorted(expand_v4_raw(rules).items()):
-        out.append({"key": "%s/%d" % (ipaddress.IPv4Address(block), level),
-                    "value": {"rule": rule, "flags": sorted(flags)}})
+        out.append({"key": "%s/%d" % (ipaddress.IPv4Address(block), level), "value": {"rule": rule, "flags": sorted(flags)}})
     return out
 
 

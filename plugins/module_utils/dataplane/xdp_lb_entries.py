@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from ansible_collections.ebpf.fleet.plugins.module_utils.dataplane.maglev import (
-    BACKEND_NONE, DEFAULT_RING_SIZE, MaglevError, build_table, is_prime)
+from ansible_collections.ebpf.fleet.plugins.module_utils.dataplane.maglev import BACKEND_NONE, DEFAULT_RING_SIZE, MaglevError, build_table, is_prime
 
 PROTOS = {"tcp": 6, "udp": 17}
 MODES = ("dsr", "ipip")
@@ -52,8 +51,7 @@ def check_fields(item, where: str, allowed) -> None:
     """Refuse a field that is not in allowed (a typo such as `wieght` or `backend`), naming it."""
     unknown = sorted(str(key) for key in item if key not in allowed)
     if unknown:
-        raise MaglevError("%s.%s %r: expected no such field; valid fields: %s"
-                          % (where, unknown[0], item[unknown[0]], ", ".join(allowed)))
+        raise MaglevError("%s.%s %r: expected no such field; valid fields: %s" % (where, unknown[0], item[unknown[0]], ", ".join(allowed)))
 
 
 def _int(value, field: str, low: int, high: int, expected: str) -> int:
@@ -80,8 +78,7 @@ class Vip:
     __slots__ = ("ident", "address", "port", "proto", "mode", "backends")
 
     def __init__(self, ident: str, address, port: int, proto: str, mode: str, backends: list):
-        self.ident, self.address, self.port, self.proto, self.mode, self.backends = \
-            ident, address, port, proto, mode, backends
+        self.ident, self.address, self.port, self.proto, self.mode, self.backends = ident, address, port, proto, mode, backends
 
 
 def validate_vips(vips, where: str = "vips") -> list:
@@ -110,8 +107,7 @@ def validate_vips(vips, where: str = "vips") -> list:
             raise MaglevError("%s: VIP %s declared twice" % (vwhere, ident))
         seen_vips.add(ident)
         if "backends" not in vip:
-            raise MaglevError("%s.backends: missing; expected a list of {%s} (an empty list drops the VIP's "
-                              "new flows)" % (vwhere, ", ".join(BACKEND_FIELDS)))
+            raise MaglevError("%s.backends: missing; expected a list of {%s} (an empty list drops the VIP's new flows)" % (vwhere, ", ".join(BACKEND_FIELDS)))
         declared = vip["backends"]
         if not isinstance(declared, (list, tuple)):
             raise MaglevError("%s.backends %r: expected a list of {%s}" % (vwhere, declared, ", ".join(BACKEND_FIELDS)))
@@ -124,27 +120,22 @@ def validate_vips(vips, where: str = "vips") -> list:
             check_fields(backend, bwhere, BACKEND_FIELDS)
             baddr = _ip(backend.get("address"), bwhere + ".address")
             mac = _mac(backend.get("mac", "00:00:00:00:00:00"), bwhere + ".mac")
-            weight = _int(backend.get("weight", 1), bwhere + ".weight", 0, (1 << 31) - 1,
-                          "an integer >= 0 (0 drains)")
+            weight = _int(backend.get("weight", 1), bwhere + ".weight", 0, (1 << 31) - 1, "an integer >= 0 (0 drains)")
             name = backend.get("name")
             if name is not None and (not isinstance(name, str) or not name):
-                raise MaglevError("%s.name %r: expected a non-empty string (the Maglev permutation key)"
-                                  % (bwhere, name))
+                raise MaglevError("%s.name %r: expected a non-empty string (the Maglev permutation key)" % (bwhere, name))
             key = backend_key(backend)
             if key in keys:
-                raise MaglevError("%s.name %r: expected names unique within a VIP (also backends[%d])"
-                                  % (bwhere, key, keys[key]))
+                raise MaglevError("%s.name %r: expected names unique within a VIP (also backends[%d])" % (bwhere, key, keys[key]))
             if str(baddr) in addresses:
-                raise MaglevError("%s.address %r: expected each address once per VIP (also backends[%d])"
-                                  % (bwhere, str(baddr), addresses[str(baddr)]))
+                raise MaglevError("%s.address %r: expected each address once per VIP (also backends[%d])" % (bwhere, str(baddr), addresses[str(baddr)]))
             keys[key] = addresses[str(baddr)] = m
             backends.append(Backend(key, weight, baddr, mac))
         out.append(Vip(ident, addr, port, proto, mode, backends))
     return out
 
 
-def lb_entries(vips: list, ring_size: int = DEFAULT_RING_SIZE, backend_ids: dict = None,
-               vip_ids: dict = None) -> dict:
+def lb_entries(vips: list, ring_size: int = DEFAULT_RING_SIZE, backend_ids: dict = None, vip_ids: dict = None) -> dict:
     """Turn VIP declarations into the entries of xdp_lb's maps (operator notation, by BTF field name).
 
     vips: [{vip: 192.0.2.10, port: 443, proto: tcp, mode: dsr|ipip,
@@ -184,14 +175,16 @@ def lb_entries(vips: list, ring_size: int = DEFAULT_RING_SIZE, backend_ids: dict
 
     backend_ids = allocate(backend_ids, set(seen_backends))
     vip_ids = allocate(vip_ids, seen_vips)
-    out = {"lb_vips_v4": [], "lb_vips_v6": [], "lb_backends": [], "lb_ring": {},
-           "backend_ids": backend_ids, "vip_ids": vip_ids}
+    out = {"lb_vips_v4": [], "lb_vips_v6": [], "lb_backends": [], "lb_ring": {}, "backend_ids": backend_ids, "vip_ids": vip_ids}
     for key in sorted(seen_backends, key=lambda k: backend_ids[k]):
         addr_text, mac = seen_backends[key]
         addr = ipaddress.ip_address(addr_text)
-        value = {"family": "ipv%d" % addr.version, "mac": mac,
-                 "addr4": str(addr) if addr.version == 4 else "0.0.0.0",
-                 "addr6": str(addr) if addr.version == 6 else "::"}
+        value = {
+            "family": "ipv%d" % addr.version,
+            "mac": mac,
+            "addr4": str(addr) if addr.version == 4 else "0.0.0.0",
+            "addr6": str(addr) if addr.version == 6 else "::",
+        }
         out["lb_backends"].append((backend_ids[key], value))
     for ident, addr, port, proto, mode, backends in plans:
         vid = vip_ids[ident]
@@ -199,13 +192,17 @@ def lb_entries(vips: list, ring_size: int = DEFAULT_RING_SIZE, backend_ids: dict
         ids = [backend_ids[entry[0]] for entry in backends]
         out["lb_ring"][vid] = [BACKEND_NONE if i == BACKEND_NONE else ids[i] for i in table]
         mapname = "lb_vips_v%d" % addr.version
-        out[mapname].append(({"vip": str(addr), "port": port, "proto": proto},
-                             {"id": vid, "ring": vid, "mode": mode}))
+        out[mapname].append(({"vip": str(addr), "port": port, "proto": proto}, {"id": vid, "ring": vid, "mode": mode}))
     return out
 
 
-def lb_config(ring_size: int = DEFAULT_RING_SIZE, udp_timeout_ms: int = 0, lb_mac: str = "00:00:00:00:00:00",
-              tunnel_src_v4: str = "0.0.0.0/0", tunnel_src_v6: str = "::/0") -> dict:
+def lb_config(
+    ring_size: int = DEFAULT_RING_SIZE,
+    udp_timeout_ms: int = 0,
+    lb_mac: str = "00:00:00:00:00:00",
+    tunnel_src_v4: str = "0.0.0.0/0",
+    tunnel_src_v6: str = "::/0",
+) -> dict:
     """The lb_config entry (key 0) in operator notation: ring size, UDP timeout, source MAC, tunnel sources.
 
     tunnel_src_v4 / _v6: prefixes the outer source of IPIP / IP6IP6 is taken from (host bits from the flow

@@ -35,10 +35,10 @@ import struct
 from dataclasses import dataclass, field
 
 from ansible_collections.ebpf.fleet.plugins.module_utils.dataplane import maglev, xdp_lb_entries
+from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError
+from ansible_collections.ebpf.fleet.plugins.module_utils.host import records
 from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import bpffs, libbpf
 from ansible_collections.ebpf.fleet.plugins.module_utils.maps import map_records, map_sync, map_types
-from ansible_collections.ebpf.fleet.plugins.module_utils.host import records
-from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError
 from ansible_collections.ebpf.fleet.plugins.module_utils.maps.map_codec import CodecError, MapCodec, read_raw
 
 MAPS = ("lb_config", "lb_backends", "lb_vips_v4", "lb_vips_v6", "lb_ring")
@@ -50,6 +50,7 @@ class LbTablesError(FleetError):
 
 
 # ---------------------------------------------------------------- the live maps
+
 
 class LiveMap:
     """One pinned map of the deployment: fd, codec, and its contents as {key bytes: value bytes}."""
@@ -84,7 +85,7 @@ class LiveMap:
     def entries(self) -> dict:
         keys, values, count = self.read()
         ks, vs = self.codec.key_size, self.codec.value_buf_size
-        return {keys[i * ks:(i + 1) * ks]: values[i * vs:(i + 1) * vs] for i in range(count)}
+        return {keys[i * ks : (i + 1) * ks]: values[i * vs : (i + 1) * vs] for i in range(count)}
 
 
 class Deployment:
@@ -107,9 +108,10 @@ class Deployment:
         ring = self.maps["lb_ring"].info
         if ring["type"] != "array" or ring["key_size"] != 4 or ring["value_size"] != 4:
             self.close()
-            raise LbTablesError("%s is not xdp_lb's lb_ring (expected an array of __u32, got a %s with %d-byte "
-                                "keys and %d-byte values)" % (self.maps["lb_ring"].path, ring["type"],
-                                                              ring["key_size"], ring["value_size"]))
+            raise LbTablesError(
+                "%s is not xdp_lb's lb_ring (expected an array of __u32, got a %s with %d-byte "
+                "keys and %d-byte values)" % (self.maps["lb_ring"].path, ring["type"], ring["key_size"], ring["value_size"])
+            )
 
     def close(self) -> None:
         for live in self.maps.values():
@@ -133,17 +135,17 @@ class LiveVip:
 class State:
     """What the kernel holds, decoded to what the plan needs."""
 
-    ring_size: int                       # of the running config (0 in the map: the default)
-    config: dict                         # lb_config in operator notation (without ring_size)
+    ring_size: int  # of the running config (0 in the map: the default)
+    config: dict  # lb_config in operator notation (without ring_size)
     config_raw: bytes
-    backends: dict                       # address text -> (id, mac)
-    backend_slots: int                   # lb_backends max_entries
-    free_ids: list                       # backend ids of family none, ascending
-    vips: dict                           # ident -> LiveVip
-    vip_slots: int                       # VIP ids available (lb_vip_stats size, or lb_vips max)
-    rows: int                            # rows of lb_ring at ring_size
-    ring: dict = field(default_factory=dict)    # row -> its values (the rows VIPs refer to)
-    dedup: list = field(default_factory=list)   # ids holding an address another id also holds
+    backends: dict  # address text -> (id, mac)
+    backend_slots: int  # lb_backends max_entries
+    free_ids: list  # backend ids of family none, ascending
+    vips: dict  # ident -> LiveVip
+    vip_slots: int  # VIP ids available (lb_vip_stats size, or lb_vips max)
+    rows: int  # rows of lb_ring at ring_size
+    ring: dict = field(default_factory=dict)  # row -> its values (the rows VIPs refer to)
+    dedup: list = field(default_factory=list)  # ids holding an address another id also holds
 
 
 def _ident(key: dict) -> str:
@@ -185,11 +187,19 @@ def read_state(dep: Deployment, ring_size: int) -> State:
     ring_info = dep["lb_ring"].info
     # a VIP id indexes lb_vip_stats, sized like lb_vips_v4 (FLEET_LB_MAX_VIPS); v4 and v6 share the ids
     vip_slots = dep["lb_vips_v4"].info["max_entries"]
-    state = State(ring_size=live_size, config=cfg, config_raw=cfg_raw, backends=backends,
-                  backend_slots=be_map.info["max_entries"], free_ids=free_ids, vips=vips,
-                  vip_slots=vip_slots, rows=ring_info["max_entries"] // ring_size, dedup=dedup)
-    state.ring = {live.row: read_row(dep["lb_ring"], live.row, ring_size)
-                  for live in vips.values() if live.row < state.rows}
+    state = State(
+        ring_size=live_size,
+        config=cfg,
+        config_raw=cfg_raw,
+        backends=backends,
+        backend_slots=be_map.info["max_entries"],
+        free_ids=free_ids,
+        vips=vips,
+        vip_slots=vip_slots,
+        rows=ring_info["max_entries"] // ring_size,
+        dedup=dedup,
+    )
+    state.ring = {live.row: read_row(dep["lb_ring"], live.row, ring_size) for live in vips.values() if live.row < state.rows}
     return state
 
 
@@ -203,43 +213,42 @@ def read_row(live: LiveMap, row: int, ring_size: int) -> bytes:
 
 def empty_state(ring_size: int) -> State:
     """A deployment whose maps are not pinned yet (check mode on a new host): nothing is there."""
-    return State(ring_size=ring_size, config={}, config_raw=b"", backends={}, backend_slots=1 << 31,
-                 free_ids=[], vips={}, vip_slots=1 << 31, rows=1 << 31)
+    return State(ring_size=ring_size, config={}, config_raw=b"", backends={}, backend_slots=1 << 31, free_ids=[], vips={}, vip_slots=1 << 31, rows=1 << 31)
 
 
 # ---------------------------------------------------------------- the plan
+
 
 @dataclass
 class VipPlan:
     vip: xdp_lb_entries.Vip
     vid: int
-    row: int                 # row the VIP points at after the run
-    old_row: int = -1        # -1: a new VIP
-    ring: bytes = b""        # the new ring (when it is written)
-    moved: int = 0           # slots whose backend changes
-    slots_before: dict = field(default_factory=dict)   # backend id -> slots
+    row: int  # row the VIP points at after the run
+    old_row: int = -1  # -1: a new VIP
+    ring: bytes = b""  # the new ring (when it is written)
+    moved: int = 0  # slots whose backend changes
+    slots_before: dict = field(default_factory=dict)  # backend id -> slots
     slots_after: dict = field(default_factory=dict)
     mode_changed: bool = False
-    live_key: bytes = b""    # the VIP's key as the kernel holds it (the flip replaces exactly that entry)
+    live_key: bytes = b""  # the VIP's key as the kernel holds it (the flip replaces exactly that entry)
 
 
 @dataclass
 class Plan:
-    config: bytes = b""                                 # new lb_config value, or b""
-    config_change: dict = field(default_factory=dict)   # field -> [before, after]
+    config: bytes = b""  # new lb_config value, or b""
+    config_change: dict = field(default_factory=dict)  # field -> [before, after]
     backend_writes: dict = field(default_factory=dict)  # id -> (address, mac, kind: added|mac)
-    backend_frees: dict = field(default_factory=dict)   # id -> address
-    vips_removed: list = field(default_factory=list)    # LiveVip
-    vips_added: list = field(default_factory=list)      # VipPlan
-    vips_changed: list = field(default_factory=list)    # VipPlan (ring or mode)
-    vips_kept: list = field(default_factory=list)       # VipPlan
-    backend_ids: dict = field(default_factory=dict)     # address -> id after the run
-    drained: dict = field(default_factory=dict)         # ident -> [addresses at weight 0]
+    backend_frees: dict = field(default_factory=dict)  # id -> address
+    vips_removed: list = field(default_factory=list)  # LiveVip
+    vips_added: list = field(default_factory=list)  # VipPlan
+    vips_changed: list = field(default_factory=list)  # VipPlan (ring or mode)
+    vips_kept: list = field(default_factory=list)  # VipPlan
+    backend_ids: dict = field(default_factory=dict)  # address -> id after the run
+    drained: dict = field(default_factory=dict)  # ident -> [addresses at weight 0]
 
     @property
     def empty(self) -> bool:
-        return not (self.config or self.backend_writes or self.backend_frees or self.vips_removed
-                    or self.vips_added or self.vips_changed)
+        return not (self.config or self.backend_writes or self.backend_frees or self.vips_removed or self.vips_added or self.vips_changed)
 
 
 def _counts(ring: bytes) -> dict:
@@ -273,9 +282,11 @@ def make_plan(vips: list, config: dict, ring_size: int, state: State, codecs) ->
     for a declaration the deployment cannot hold (too many VIPs, backends or rows)."""
     plan = Plan()
     if state.vips and state.ring_size != ring_size:
-        raise LbTablesError("ring_size %d: the running load balancer uses %d. Changing the ring size rewrites "
-                            "every ring at once; deploy with vips: [] first, or keep ring_size=%d"
-                            % (ring_size, state.ring_size, state.ring_size), ring_size=state.ring_size)
+        raise LbTablesError(
+            "ring_size %d: the running load balancer uses %d. Changing the ring size rewrites "
+            "every ring at once; deploy with vips: [] first, or keep ring_size=%d" % (ring_size, state.ring_size, state.ring_size),
+            ring_size=state.ring_size,
+        )
     # lb_config
     wanted_cfg = xdp_lb_entries.lb_config(ring_size=ring_size, **config)
     if codecs is not None:
@@ -293,8 +304,10 @@ def make_plan(vips: list, config: dict, ring_size: int, state: State, codecs) ->
         for be in vip.backends:
             addr = str(be.address)
             if addr in macs and macs[addr] != be.mac:
-                raise LbTablesError("backend %s: declared with mac %s (VIP %s) and %s (VIP %s); lb_backends holds "
-                                    "one MAC per backend address" % (addr, macs[addr], where[addr], be.mac, vip.ident))
+                raise LbTablesError(
+                    "backend %s: declared with mac %s (VIP %s) and %s (VIP %s); lb_backends holds "
+                    "one MAC per backend address" % (addr, macs[addr], where[addr], be.mac, vip.ident)
+                )
             macs[addr] = be.mac
             where.setdefault(addr, vip.ident)
     free = list(state.free_ids)
@@ -312,8 +325,10 @@ def make_plan(vips: list, config: dict, ring_size: int, state: State, codecs) ->
                 bid = next_new
                 next_new += 1
             if bid >= state.backend_slots:
-                raise LbTablesError("backend %s: lb_backends holds %d backends and all are in use; build xdp_lb "
-                                    "with a larger FLEET_LB_MAX_BACKENDS" % (addr, state.backend_slots))
+                raise LbTablesError(
+                    "backend %s: lb_backends holds %d backends and all are in use; build xdp_lb "
+                    "with a larger FLEET_LB_MAX_BACKENDS" % (addr, state.backend_slots)
+                )
             plan.backend_writes[bid] = (addr, macs[addr], "added")
         plan.backend_ids[addr] = bid
     for addr, (bid, _mac) in state.backends.items():
@@ -351,9 +366,12 @@ def make_plan(vips: list, config: dict, ring_size: int, state: State, codecs) ->
             return free_rows.pop(0)
         if freed_rows:
             return freed_rows.pop(0)
-        raise LbTablesError("%s: lb_ring holds %d rows of %d slots and every row is in use; a ring swap needs a "
-                            "spare row. Declare fewer VIPs or build xdp_lb with FLEET_LB_RING_ENTRIES of at least "
-                            "(VIPs + 1) * %d" % (what, state.rows, ring_size, ring_size), rows=state.rows)
+        raise LbTablesError(
+            "%s: lb_ring holds %d rows of %d slots and every row is in use; a ring swap needs a "
+            "spare row. Declare fewer VIPs or build xdp_lb with FLEET_LB_RING_ENTRIES of at least "
+            "(VIPs + 1) * %d" % (what, state.rows, ring_size, ring_size),
+            rows=state.rows,
+        )
 
     for vip in vips:
         ring = ring_bytes(vip, plan.backend_ids, ring_size)
@@ -364,13 +382,11 @@ def make_plan(vips: list, config: dict, ring_size: int, state: State, codecs) ->
             if next_vid >= state.vip_slots:
                 raise LbTablesError("VIP %s: no free VIP id (%d)" % (vip.ident, state.vip_slots))
             used_vids.add(next_vid)
-            vp = VipPlan(vip=vip, vid=next_vid, row=take_row("VIP %s" % vip.ident), ring=ring,
-                         slots_after=_counts(ring))
+            vp = VipPlan(vip=vip, vid=next_vid, row=take_row("VIP %s" % vip.ident), ring=ring, slots_after=_counts(ring))
             plan.vips_added.append(vp)
         else:
             old = state.ring.get(live.row, b"")
-            vp = VipPlan(vip=vip, vid=live.vid, row=live.row, old_row=live.row, mode_changed=live.mode != vip.mode,
-                         live_key=live.key)
+            vp = VipPlan(vip=vip, vid=live.vid, row=live.row, old_row=live.row, mode_changed=live.mode != vip.mode, live_key=live.key)
             if old != ring:
                 vp.ring = ring
                 vp.moved = _moved(old, ring) if len(old) == len(ring) else ring_size
@@ -386,6 +402,7 @@ def make_plan(vips: list, config: dict, ring_size: int, state: State, codecs) ->
 
 # ---------------------------------------------------------------- the plan in the operator's notation
 
+
 def describe(plan: Plan, state: State) -> dict:
     """added / removed / changed VIPs and backends, rings as 'N slots move'."""
     addr_of = {bid: addr for addr, (bid, _mac) in state.backends.items()}
@@ -399,12 +416,13 @@ def describe(plan: Plan, state: State) -> dict:
         ids = sorted(bid for bid in set(vp.slots_before) | set(vp.slots_after) if bid != maglev.BACKEND_NONE)
         # the kernel keeps no weights: a backend's old weight is read as its share of the old ring, so the
         # ratio declared weight / old slots is the same for every backend whose weight did not change
-        ratio = {bid: weights[addr_of[bid]] / vp.slots_before[bid] for bid in ids
-                 if vp.slots_before.get(bid) and weights.get(addr_of.get(bid), 0) > 0}
+        ratio = {bid: weights[addr_of[bid]] / vp.slots_before[bid] for bid in ids if vp.slots_before.get(bid) and weights.get(addr_of.get(bid), 0) > 0}
         reference = None
         if ratio:
+
             def close(a, b):
                 return abs(a - b) <= 0.1 * max(a, b)
+
             reference = max(ratio.values(), key=lambda r: sum(1 for other in ratio.values() if close(r, other)))
         out = []
         for bid in ids:
@@ -426,8 +444,7 @@ def describe(plan: Plan, state: State) -> dict:
         return out
 
     def vip_entry(vp: VipPlan) -> dict:
-        item = {"vip": vp.vip.ident, "id": vp.vid, "mode": vp.vip.mode, "ring": vp.row,
-                "backends": len([be for be in vp.vip.backends if be.weight > 0])}
+        item = {"vip": vp.vip.ident, "id": vp.vid, "mode": vp.vip.mode, "ring": vp.row, "backends": len([be for be in vp.vip.backends if be.weight > 0])}
         return item
 
     changed = []
@@ -440,10 +457,10 @@ def describe(plan: Plan, state: State) -> dict:
         changed.append(item)
     return {
         "config": plan.config_change if plan.config else {},
-        "backends_added": [{"address": a, "id": bid, "mac": mac}
-                           for bid, (a, mac, kind) in sorted(plan.backend_writes.items()) if kind == "added"],
-        "backends_updated": [{"address": a, "id": bid, "mac": [state.backends[a][1], mac]}
-                             for bid, (a, mac, kind) in sorted(plan.backend_writes.items()) if kind == "mac"],
+        "backends_added": [{"address": a, "id": bid, "mac": mac} for bid, (a, mac, kind) in sorted(plan.backend_writes.items()) if kind == "added"],
+        "backends_updated": [
+            {"address": a, "id": bid, "mac": [state.backends[a][1], mac]} for bid, (a, mac, kind) in sorted(plan.backend_writes.items()) if kind == "mac"
+        ],
         "backends_removed": [{"address": a, "id": bid} for bid, a in sorted(plan.backend_frees.items())],
         "vips_added": [dict(vip_entry(vp), backend_changes=backend_changes(vp)) for vp in plan.vips_added],
         "vips_removed": [{"vip": live.ident, "id": live.vid, "ring": live.row} for live in plan.vips_removed],
@@ -468,8 +485,7 @@ def diff_text(changes: dict) -> dict:
     for item in changes["vips_removed"]:
         before.append("vip %s (id %d, ring row %d)" % (item["vip"], item["id"], item["ring"]))
     for item in changes["vips_added"]:
-        after.append("vip %s (id %d, ring row %d, %s, %d backends)" % (item["vip"], item["id"], item["ring"],
-                                                                       item["mode"], item["backends"]))
+        after.append("vip %s (id %d, ring row %d, %s, %d backends)" % (item["vip"], item["id"], item["ring"], item["mode"], item["backends"]))
     for item in changes["vips_changed"]:
         if isinstance(item["mode"], list):
             before.append("vip %s mode %s" % (item["vip"], item["mode"][0]))
@@ -485,24 +501,23 @@ def diff_text(changes: dict) -> dict:
 
 # ---------------------------------------------------------------- applying
 
+
 def _backend_value(codec: MapCodec, addr: str, mac: str) -> bytes:
     ip = ipaddress.ip_address(addr)
-    return codec.encode_value({"family": "ipv%d" % ip.version, "mac": mac,
-                               "addr4": addr if ip.version == 4 else "0.0.0.0",
-                               "addr6": addr if ip.version == 6 else "::"}, "backend %s" % addr)
+    return codec.encode_value(
+        {"family": "ipv%d" % ip.version, "mac": mac, "addr4": addr if ip.version == 4 else "0.0.0.0", "addr6": addr if ip.version == 6 else "::"},
+        "backend %s" % addr,
+    )
 
 
 def encode_plan(plan: Plan, dep: Deployment) -> dict:
     """Every key and value the plan writes, encoded before anything is written (CodecError names the entry)."""
     be_codec = dep["lb_backends"].codec
-    out = {"backends": [(U32.pack(bid), _backend_value(be_codec, a, mac))
-                        for bid, (a, mac, _kind) in sorted(plan.backend_writes.items())],
-           "vips": {}}
+    out = {"backends": [(U32.pack(bid), _backend_value(be_codec, a, mac)) for bid, (a, mac, _kind) in sorted(plan.backend_writes.items())], "vips": {}}
     for vp in plan.vips_added + plan.vips_changed:
         family = vp.vip.address.version
         codec = dep["lb_vips_v%d" % family].codec
-        key = vp.live_key or codec.encode_key({"vip": str(vp.vip.address), "port": vp.vip.port,
-                                               "proto": vp.vip.proto}, "vip %s" % vp.vip.ident)
+        key = vp.live_key or codec.encode_key({"vip": str(vp.vip.address), "port": vp.vip.port, "proto": vp.vip.proto}, "vip %s" % vp.vip.ident)
         value = codec.encode_value({"id": vp.vid, "ring": vp.row, "mode": vp.vip.mode}, "vip %s" % vp.vip.ident)
         out["vips"][vp.vip.ident] = (family, key, value)
     return out
@@ -548,13 +563,14 @@ def apply(plan: Plan, dep: Deployment, ring_size: int, enc: dict = None) -> int:
         if plan.backend_frees:
             ids = sorted(plan.backend_frees)
             zero = dep["lb_backends"].codec.zero_value
-            libbpf.map_update_batch(dep["lb_backends"].fd, b"".join(U32.pack(i) for i in ids), zero * len(ids),
-                                    len(ids))
+            libbpf.map_update_batch(dep["lb_backends"].fd, b"".join(U32.pack(i) for i in ids), zero * len(ids), len(ids))
             writes += 1
     except libbpf.BpfError as exc:
-        raise LbTablesError("writing the load balancer's maps failed after %d updates: %s; the data plane "
-                            "still uses complete rings (a re-run continues from the maps' state)" % (writes, exc),
-                            applied=writes)
+        raise LbTablesError(
+            "writing the load balancer's maps failed after %d updates: %s; the data plane "
+            "still uses complete rings (a re-run continues from the maps' state)" % (writes, exc),
+            applied=writes,
+        )
     return writes
 
 
@@ -569,8 +585,16 @@ def record(dep: Deployment, state_dir: str, name: str, changed: bool) -> list:
     with records.locked(state_dir, create=False):
         for map_name in MAPS:
             live = dep[map_name]
-            map_records.update(state_dir, name, map_name, "sync", map_sync.read_current(live.fd, live.codec),
-                               live.codec.key_size, live.codec.value_buf_size, live.codec.map_type)
+            map_records.update(
+                state_dir,
+                name,
+                map_name,
+                "sync",
+                map_sync.read_current(live.fd, live.codec),
+                live.codec.key_size,
+                live.codec.value_buf_size,
+                live.codec.map_type,
+            )
     return list(MAPS)
 
 
@@ -578,10 +602,19 @@ def summary(plan: Plan) -> list:
     """The VIPs after the run: id, ring row, mode, backends with their ids and weights."""
     out = []
     for vp in sorted(plan.vips_added + plan.vips_changed + plan.vips_kept, key=lambda v: v.vip.ident):
-        out.append({"vip": str(vp.vip.address), "port": vp.vip.port, "proto": vp.vip.proto, "mode": vp.vip.mode,
-                    "id": vp.vid, "ring": vp.row,
-                    "backends": [{"address": str(be.address), "id": plan.backend_ids[str(be.address)],
-                                  "weight": be.weight, "name": be.key} for be in vp.vip.backends]})
+        out.append(
+            {
+                "vip": str(vp.vip.address),
+                "port": vp.vip.port,
+                "proto": vp.vip.proto,
+                "mode": vp.vip.mode,
+                "id": vp.vid,
+                "ring": vp.row,
+                "backends": [
+                    {"address": str(be.address), "id": plan.backend_ids[str(be.address)], "weight": be.weight, "name": be.key} for be in vp.vip.backends
+                ],
+            }
+        )
     return out
 
 
@@ -592,5 +625,4 @@ def check_config(config) -> dict:
     return config
 
 
-__all__ = ["CodecError", "Deployment", "LbTablesError", "apply", "describe", "diff_text", "empty_state",
-           "make_plan", "read_state", "summary", "check_config"]
+__all__ = ["CodecError", "Deployment", "LbTablesError", "apply", "describe", "diff_text", "empty_state", "make_plan", "read_state", "summary", "check_config"]

@@ -18,17 +18,14 @@ from __future__ import annotations
 import os
 import socket
 
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import attach
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import bpffs
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
 from ansible_collections.ebpf.fleet.plugins.module_utils.host import records
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import xdp_hook
-
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import attach, bpffs, libbpf, xdp_hook
 from ansible_collections.ebpf.fleet.plugins.module_utils.maps import map_types
 
 try:
     from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import btf as btf_mod
     from ansible_collections.ebpf.fleet.plugins.module_utils.maps import map_codec
+
     HAS_MAP_CODEC = True
 except ImportError:  # the typed codec arrives with bpf_map; raw hex until then
     btf_mod = map_codec = None
@@ -39,6 +36,7 @@ TC_HOOKS = ("tc_ingress", "tc_egress")
 
 # ---------------------------------------------------------------- programs
 
+
 def program(prog_id: int) -> dict:
     """id, name, tag, type of a program by id ({'id': n, 'error': ...} when it vanished)."""
     try:
@@ -47,8 +45,15 @@ def program(prog_id: int) -> dict:
         return {"id": prog_id, "error": str(exc)}
     with libbpf.fd_closing(fd):
         info = libbpf.prog_info(fd)
-    return {"id": info["id"], "name": info["name"], "tag": info["tag"], "type": info["type"],
-            "map_ids": info["map_ids"], "run_cnt": info["run_cnt"], "run_time_ns": info["run_time_ns"]}
+    return {
+        "id": info["id"],
+        "name": info["name"],
+        "tag": info["tag"],
+        "type": info["type"],
+        "map_ids": info["map_ids"],
+        "run_cnt": info["run_cnt"],
+        "run_time_ns": info["run_time_ns"],
+    }
 
 
 def managed_programs(pin_root: str) -> dict:
@@ -106,8 +111,7 @@ def _tail_called(state_dir: str, pin_root: str, hook_id: str, first_id: int, man
     entries = rec.get("entries", [])
     if not entries or entries[0].get("prog_id") != first_id:
         return []
-    return [_entry(e["prog_id"], "tail_call", managed, links, hook_id, position=pos + 2)
-            for pos, e in enumerate(entries[1:]) if e.get("prog_id")]
+    return [_entry(e["prog_id"], "tail_call", managed, links, hook_id, position=pos + 2) for pos, e in enumerate(entries[1:]) if e.get("prog_id")]
 
 
 def xdp_programs(ifname: str, ifindex: int, ctx: dict) -> dict:
@@ -145,16 +149,14 @@ def tc_programs(ifname: str, ifindex: int, hook: str, ctx: dict) -> list:
     for prio, handle, name, prog_id in sorted(filters):
         if not prog_id:
             continue
-        progs.append(_entry(prog_id, "clsact", ctx["managed"], ctx["links"], hook_id, pref=prio, handle=handle,
-                            filter_name=name))
+        progs.append(_entry(prog_id, "clsact", ctx["managed"], ctx["links"], hook_id, pref=prio, handle=handle, filter_name=name))
         progs += _tail_called(ctx["state_dir"], ctx["pin_root"], hook_id, prog_id, ctx["managed"], ctx["links"])
     return progs
 
 
 def interfaces(names: list, pin_root: str, state_dir: str) -> dict:
     """Per interface (all of this network namespace when names is empty): XDP and TC programs."""
-    ctx = {"managed": managed_programs(pin_root), "links": links_by_prog(), "pin_root": pin_root,
-           "state_dir": state_dir}
+    ctx = {"managed": managed_programs(pin_root), "links": links_by_prog(), "pin_root": pin_root, "state_dir": state_dir}
     known = {name: index for index, name in socket.if_nameindex()}
     out = {}
     for ifname in names or sorted(known):
@@ -166,6 +168,7 @@ def interfaces(names: list, pin_root: str, state_dir: str) -> dict:
 
 
 # ---------------------------------------------------------------- maps
+
 
 def _hex(data: bytes) -> str:
     return "0x" + data.hex()
@@ -182,11 +185,11 @@ def _raw_entries(fd: int, info: dict, per_cpu: str, limit: int) -> list:
     stride = map_types.per_cpu_stride(info["value_size"])
     out = []
     for idx in range(min(count, limit)):
-        key, value = keys[idx * key_size:(idx + 1) * key_size], values[idx * vsize:(idx + 1) * vsize]
+        key, value = keys[idx * key_size : (idx + 1) * key_size], values[idx * vsize : (idx + 1) * vsize]
         if info["type"] not in map_types.PERCPU:
             out.append({"key": _hex(key), "value": _hex(value)})
             continue
-        cpus = [_hex(value[i:i + info["value_size"]]) for i in range(0, vsize, stride)]
+        cpus = [_hex(value[i : i + info["value_size"]]) for i in range(0, vsize, stride)]
         out.append({"key": _hex(key), "value": cpus[0] if per_cpu == "sum" and len(set(cpus)) == 1 else cpus})
     return out
 
@@ -229,8 +232,7 @@ def map_entries(fd: int, info: dict, per_cpu: str = "sum", limit: int = 1000, ty
 
     types: the deployment's recorded object (object_types), which types the maps the kernel holds no BTF for."""
     if info["type"] in map_types.NO_DATA:
-        return {"entries": [], "notation": None, "truncated": False,
-                "note": "%s maps hold no readable data" % info["type"]}
+        return {"entries": [], "notation": None, "truncated": False, "note": "%s maps hold no readable data" % info["type"]}
     if HAS_MAP_CODEC:
         definition = _recorded_definition(types, map_name or info["name"], info)
         try:
@@ -261,8 +263,8 @@ def pinned_map(path: str, contents: bool, per_cpu: str, limit: int, types=None) 
 
 # ---------------------------------------------------------------- deployments
 
-def deployments(pin_root: str, state_dir: str, contents: bool = False, per_cpu: str = "sum",
-                limit: int = 1000) -> dict:
+
+def deployments(pin_root: str, state_dir: str, contents: bool = False, per_cpu: str = "sum", limit: int = 1000) -> dict:
     """This collection's deployments: records (versions, options) and pins (programs, maps)."""
     names = set(records.list_deployments(state_dir))
     if os.path.isdir(pin_root):
@@ -295,8 +297,7 @@ def deployments(pin_root: str, state_dir: str, contents: bool = False, per_cpu: 
                 continue
             with libbpf.fd_closing(fd):
                 pinfo = libbpf.prog_info(fd)
-            item["programs"][hook_id] = {"id": pinfo["id"], "name": pinfo["name"], "tag": pinfo["tag"],
-                                         "type": pinfo["type"]}
+            item["programs"][hook_id] = {"id": pinfo["id"], "name": pinfo["name"], "tag": pinfo["tag"], "type": pinfo["type"]}
         maps = os.path.join(folder, "maps")
         types = object_types(state_dir, name) if contents and rec else None
         for map_name in sorted(os.listdir(maps)) if os.path.isdir(maps) else []:
@@ -348,8 +349,7 @@ def counters(pin_root: str, state_dir: str, name: str, limit: int = MAX_COUNTER_
         found, by_verdict = {}, {}
         for entry in entries:
             value = entry.get("value")
-            if not (isinstance(value, dict) and isinstance(value.get("packets"), int)
-                    and isinstance(value.get("bytes"), int)):
+            if not (isinstance(value, dict) and isinstance(value.get("packets"), int) and isinstance(value.get("bytes"), int)):
                 found = None
                 break  # not a map of counters
             found[counter_label(entry["key"])] = {"packets": value["packets"], "bytes": value["bytes"]}

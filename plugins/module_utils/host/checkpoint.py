@@ -38,10 +38,9 @@ import sys
 import time
 import uuid
 
-from ansible_collections.ebpf.fleet.plugins.module_utils.programs import deploy
-from ansible_collections.ebpf.fleet.plugins.module_utils.host import restore
-from ansible_collections.ebpf.fleet.plugins.module_utils.host import records
 from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError
+from ansible_collections.ebpf.fleet.plugins.module_utils.host import records, restore
+from ansible_collections.ebpf.fleet.plugins.module_utils.programs import deploy
 
 FOLDER = records.CHECKPOINT_DIR
 PENDING = "pending.json"
@@ -100,13 +99,14 @@ def _stamp(when: float) -> str:
 
 # ---------------------------------------------------------------- snapshots and what differs
 
+
 def _deployment_files(path: str) -> dict:
     """{relative path: (inode, size)} of a deployment's records folder (its identity, cheap to compare)."""
     out = {}
     for top, _dirs, files in os.walk(path):
         for name in files:
             if name.startswith("."):
-                continue   # a temporary file of a write in progress
+                continue  # a temporary file of a write in progress
             full = os.path.join(top, name)
             st = os.stat(full)
             out[os.path.relpath(full, path)] = (st.st_ino, st.st_size)
@@ -138,6 +138,7 @@ def changed_names(state_dir: str, snapshot: str) -> list:
 
 
 # ---------------------------------------------------------------- putting records back
+
 
 def remove_deployment(state_dir: str, name: str) -> None:
     """Detach a deployment, rebuild the chains it shared, remove its pins and records (state=absent)."""
@@ -184,8 +185,13 @@ def bring_back(state_dir: str, source_of: dict) -> dict:
                 _put_back(state_dir, source_of[name], name)
             res = restore.restore_one(state_dir, name, replace_maps=True)
             rec = records.read_deployment(state_dir, name) or {}
-            out[name] = {"status": res["status"], "version": rec.get("version"),
-                         "object_sha256": rec.get("object_sha256"), "hooks": res["hooks"], "maps": res["maps"]}
+            out[name] = {
+                "status": res["status"],
+                "version": rec.get("version"),
+                "object_sha256": rec.get("object_sha256"),
+                "hooks": res["hooks"],
+                "maps": res["maps"],
+            }
         except Exception as exc:  # pylint: disable=broad-except
             out[name] = {"status": "failed", "error": restore.failure(exc)}
     return out
@@ -193,12 +199,13 @@ def bring_back(state_dir: str, source_of: dict) -> dict:
 
 # ---------------------------------------------------------------- the watchdog
 
+
 def _own_library() -> str:
     """The zip (a module's payload) or folder this code runs from, for the watchdog's PYTHONPATH."""
     path = os.path.dirname(os.path.abspath(__file__))
     while path and path != os.path.dirname(path):
         if os.path.isfile(path):
-            return path                     # .../payload.zip/ansible_collections/... : the zip
+            return path  # .../payload.zip/ansible_collections/... : the zip
         if os.path.basename(path) == "ansible_collections":
             return os.path.dirname(path)
         path = os.path.dirname(path)
@@ -210,16 +217,17 @@ def _has_systemd() -> bool:
 
 
 def _launch(state_dir: str, token: str, pythonpath: str) -> dict:
-    cmd = [sys.executable, "-m", "ansible_collections.ebpf.fleet.plugins.module_utils.host.checkpoint",
-           "watch", "--state-dir", state_dir, "--token", token]
+    cmd = [sys.executable, "-m", "ansible_collections.ebpf.fleet.plugins.module_utils.host.checkpoint", "watch", "--state-dir", state_dir, "--token", token]
     if _has_systemd():
         unit = UNIT_PREFIX + token
-        proc = subprocess.run(["systemd-run", "--unit", unit, "--collect", "--quiet", "--service-type=exec",
-                               "--setenv=PYTHONPATH=%s" % pythonpath, "--"] + cmd,
-                              capture_output=True, text=True, check=False)
+        proc = subprocess.run(
+            ["systemd-run", "--unit", unit, "--collect", "--quiet", "--service-type=exec", "--setenv=PYTHONPATH=%s" % pythonpath, "--"] + cmd,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if proc.returncode != 0:
-            raise CheckpointError("systemd-run could not start the revert watchdog %s: %s" % (
-                unit, proc.stderr.strip() or proc.returncode))
+            raise CheckpointError("systemd-run could not start the revert watchdog %s: %s" % (unit, proc.stderr.strip() or proc.returncode))
         return {"launcher": "systemd", "unit": unit}
     env = dict(os.environ, PYTHONPATH=pythonpath)
     log = open(os.path.join(folder(state_dir), "watch.log"), "ab")  # pylint: disable=consider-using-with
@@ -262,8 +270,10 @@ def _wait_started(state_dir: str, pending: dict) -> None:
     with contextlib.suppress(OSError):
         with open(os.path.join(folder(state_dir), "watch.log"), "rb") as handle:
             log = handle.read()[-600:].decode("utf-8", "replace").strip()
-    raise CheckpointError("the revert watchdog (%s) did not start within %ds, so the change is not armed: %s" % (
-        pending.get("unit") or "pid %s" % pending.get("pid"), START_WAIT, log or "no output"))
+    raise CheckpointError(
+        "the revert watchdog (%s) did not start within %ds, so the change is not armed: %s"
+        % (pending.get("unit") or "pid %s" % pending.get("pid"), START_WAIT, log or "no output")
+    )
 
 
 def watchdog_alive(pending: dict) -> bool:
@@ -316,14 +326,19 @@ def watch(state_dir: str, token: str, poll: float = 0.5) -> int:
             if not pending or pending.get("token") != token or pending.get("state") != "armed":
                 return 0
             if time.time() < _due(state_dir, pending):
-                continue    # a module ran while we waited for the lock: the window starts again
-            revert(state_dir, "not confirmed within %ss of the last change at %s: the controller did not reach "
-                   "the host again over a fresh connection" % (pending.get("timeout"), _stamp(last_change(state_dir))),
-                   pending=pending, watchdog=True)
+                continue  # a module ran while we waited for the lock: the window starts again
+            revert(
+                state_dir,
+                "not confirmed within %ss of the last change at %s: the controller did not reach "
+                "the host again over a fresh connection" % (pending.get("timeout"), _stamp(last_change(state_dir))),
+                pending=pending,
+                watchdog=True,
+            )
             return 0
 
 
 # ---------------------------------------------------------------- the operations (callers hold the records lock)
+
 
 def arm(state_dir: str, timeout: int, reason: str = "") -> dict:
     """Take a checkpoint of every deployment; returns the pending record. The watchdog starts with the change:
@@ -335,12 +350,17 @@ def arm(state_dir: str, timeout: int, reason: str = "") -> dict:
     earlier = {}
     pending = read_pending(state_dir)
     if pending and pending.get("state") == "armed":
-        earlier = {"reverted": revert(state_dir, "a new run armed a checkpoint before the change armed at %s was "
-                                      "confirmed" % _stamp(float(pending.get("armed_at", 0))), pending=pending)}
+        earlier = {
+            "reverted": revert(
+                state_dir,
+                "a new run armed a checkpoint before the change armed at %s was confirmed" % _stamp(float(pending.get("armed_at", 0))),
+                pending=pending,
+            )
+        }
     elif pending:
         earlier = {"committed": commit(state_dir, pending)}
     elif os.path.isdir(folder(state_dir)):
-        shutil.rmtree(folder(state_dir))      # the remains of an arm that died half way
+        shutil.rmtree(folder(state_dir))  # the remains of an arm that died half way
     with contextlib.suppress(FileNotFoundError):
         os.unlink(os.path.join(state_dir, REVERTED))
     token = uuid.uuid4().hex[:16]
@@ -351,8 +371,18 @@ def arm(state_dir: str, timeout: int, reason: str = "") -> dict:
         shutil.copyfile(lib, os.path.join(folder(state_dir), LIB))
         lib = os.path.join(folder(state_dir), LIB)
     now = time.time()
-    pending = {"token": token, "state": "armed", "armed_at": now, "armed": _stamp(now), "timeout": int(timeout),
-               "reason": reason, "deployments": names, "lib": lib, "launcher": None, "pid": None}
+    pending = {
+        "token": token,
+        "state": "armed",
+        "armed_at": now,
+        "armed": _stamp(now),
+        "timeout": int(timeout),
+        "reason": reason,
+        "deployments": names,
+        "lib": lib,
+        "launcher": None,
+        "pid": None,
+    }
     records.write_json(pending_path(state_dir), pending)
     return dict(pending, earlier=earlier)
 
@@ -364,16 +394,24 @@ def revert(state_dir: str, reason: str, pending: dict = None, watchdog: bool = F
         raise CheckpointError("no checkpoint is armed on this host (%s): nothing to revert to" % folder(state_dir))
     snapshot = os.path.join(folder(state_dir), SNAPSHOT)
     if not os.path.isdir(snapshot):
-        raise CheckpointError("the checkpoint %s has no snapshot folder %s: it cannot be reverted; restore the host "
-                              "by hand (docs/rollouts.md)" % (pending.get("token"), snapshot))
+        raise CheckpointError(
+            "the checkpoint %s has no snapshot folder %s: it cannot be reverted; restore the host by hand (docs/rollouts.md)" % (pending.get("token"), snapshot)
+        )
     wanted = {name: None for name in records.list_deployments(state_dir)}
     wanted.update({name: os.path.join(snapshot, name) for name in records.list_deployments(snapshot)})
     results = bring_back(state_dir, wanted)
     now = time.time()
-    report = {"token": pending.get("token"), "reason": reason, "reverted_at": now, "reverted": _stamp(now),
-              "armed_at": pending.get("armed_at"), "last_change": last_change(state_dir),
-              "by": "watchdog" if watchdog else "request", "deployments": results,
-              "failed": sorted(name for name, res in results.items() if res["status"] == "failed")}
+    report = {
+        "token": pending.get("token"),
+        "reason": reason,
+        "reverted_at": now,
+        "reverted": _stamp(now),
+        "armed_at": pending.get("armed_at"),
+        "last_change": last_change(state_dir),
+        "by": "watchdog" if watchdog else "request",
+        "deployments": results,
+        "failed": sorted(name for name, res in results.items() if res["status"] == "failed"),
+    }
     if watchdog:
         # for the controller that comes back: its confirm fails with this (a requested revert answers at once)
         records.write_json(os.path.join(state_dir, REVERTED), report)
@@ -383,7 +421,7 @@ def revert(state_dir: str, reason: str, pending: dict = None, watchdog: bool = F
 
 def _disarm(state_dir: str, pending: dict, watchdog: bool = False) -> None:
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(pending_path(state_dir))      # the watchdog sees it gone and exits
+        os.unlink(pending_path(state_dir))  # the watchdog sees it gone and exits
     if not watchdog:
         _stop_watchdog(pending)
     shutil.rmtree(folder(state_dir), ignore_errors=True)
@@ -405,8 +443,7 @@ def commit(state_dir: str, pending: dict) -> list:
     snapshot = os.path.join(folder(state_dir), SNAPSHOT)
     changed = changed_names(state_dir, snapshot) if os.path.isdir(snapshot) else []
     for name in changed:
-        push_history(state_dir, name, os.path.join(snapshot, name)
-                     if os.path.isdir(os.path.join(snapshot, name)) else None)
+        push_history(state_dir, name, os.path.join(snapshot, name) if os.path.isdir(os.path.join(snapshot, name)) else None)
     _disarm(state_dir, pending)
     return changed
 
@@ -418,9 +455,10 @@ def _expect(state_dir: str, token: str) -> dict:
     done = read_reverted(state_dir)
     if done and done.get("token") == token:
         raise Reverted(done)
-    raise CheckpointError("no checkpoint %s is armed on this host (%s): %s" % (
-        token, folder(state_dir), "another run armed %s since" % pending.get("token") if pending
-        else "it was committed or reverted by another run"))
+    raise CheckpointError(
+        "no checkpoint %s is armed on this host (%s): %s"
+        % (token, folder(state_dir), "another run armed %s since" % pending.get("token") if pending else "it was committed or reverted by another run")
+    )
 
 
 class Reverted(CheckpointError):
@@ -428,13 +466,18 @@ class Reverted(CheckpointError):
 
     def __init__(self, report: dict):
         self.report = report
-        changes = ", ".join("%s %s%s" % (name, res["status"], " v%s" % res["version"] if res.get("version") else "")
-                            for name, res in sorted(report.get("deployments", {}).items())) or "nothing to change"
-        super().__init__("rolled back at %s: %s; the previous deployments were restored (%s)" % (
-            report.get("reverted"), report.get("reason"), changes))
+        changes = (
+            ", ".join(
+                "%s %s%s" % (name, res["status"], " v%s" % res["version"] if res.get("version") else "")
+                for name, res in sorted(report.get("deployments", {}).items())
+            )
+            or "nothing to change"
+        )
+        super().__init__("rolled back at %s: %s; the previous deployments were restored (%s)" % (report.get("reverted"), report.get("reason"), changes))
 
 
 # ---------------------------------------------------------------- history and rollback
+
 
 def history_dir(state_dir: str, name: str) -> str:
     return os.path.join(state_dir, HISTORY, name)
@@ -460,10 +503,10 @@ def push_history(state_dir: str, name: str, source) -> None:
     dest = os.path.join(base, str(seq))
     if source is None:
         os.makedirs(dest, mode=0o700)
-        open(os.path.join(dest, ABSENT), "w").close()   # pylint: disable=consider-using-with
+        open(os.path.join(dest, ABSENT), "w").close()  # pylint: disable=consider-using-with
     else:
         _link_tree(source, dest)
-    for old_seq, _path in items[:max(0, len(items) + 1 - KEEP_HISTORY)]:
+    for old_seq, _path in items[: max(0, len(items) + 1 - KEEP_HISTORY)]:
         shutil.rmtree(os.path.join(base, str(old_seq)), ignore_errors=True)
 
 
@@ -491,6 +534,7 @@ def rollback(state_dir: str, plan: dict) -> dict:
 
 
 # ---------------------------------------------------------------- the watchdog's command line
+
 
 def main(argv: list = None) -> int:
     parser = argparse.ArgumentParser(prog="ebpf-fleet-checkpoint")

@@ -20,18 +20,14 @@ from __future__ import annotations
 
 import os
 
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import bpffs
-from ansible_collections.ebpf.fleet.plugins.module_utils.programs import chain
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
-from ansible_collections.ebpf.fleet.plugins.module_utils.maps import map_records
-from ansible_collections.ebpf.fleet.plugins.module_utils.maps import map_sync
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import netlink
 from ansible_collections.ebpf.fleet.plugins.module_utils.host import records
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import xdp_hook
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import bpffs, libbpf, netlink, xdp_hook
+from ansible_collections.ebpf.fleet.plugins.module_utils.maps import map_records, map_sync
 from ansible_collections.ebpf.fleet.plugins.module_utils.maps.map_codec import MapCodec
+from ansible_collections.ebpf.fleet.plugins.module_utils.programs import chain
 
 IN_SYNC, DRIFTED = "in_sync", "drifted"
-MAX_KEYS = 5   # keys named per map in a drift report
+MAX_KEYS = 5  # keys named per map in a drift report
 
 
 def pin_root_of(rec: dict, default: str = bpffs.PIN_ROOT_DEFAULT) -> str:
@@ -43,8 +39,7 @@ def recorded_hooks(state_dir: str, name: str, rec: dict) -> dict:
     out = {}
     for hook_id in records.list_hooks(state_dir):
         hrec = records.read_hook(state_dir, hook_id) or {}
-        if hrec.get("pin_root") == pin_root_of(rec) and any(e.get("deployment") == name
-                                                            for e in hrec.get("entries", [])):
+        if hrec.get("pin_root") == pin_root_of(rec) and any(e.get("deployment") == name for e in hrec.get("entries", [])):
             hook, _sep, ifname = hook_id.partition("@")
             out[(hook, ifname)] = hrec
     for ifname in rec.get("interfaces") or []:
@@ -75,8 +70,7 @@ def _not_attached(hook: str, hook_id: str, ifindex: int) -> str:
         other, _mode = _xdp_attached(ifindex)
         if other:
             prog = _program(other)
-            return "%s runs program %d (%s), not the recorded chain: replaced behind the collection's back" % (
-                hook_id, other, prog.get("name", "?"))
+            return "%s runs program %d (%s), not the recorded chain: replaced behind the collection's back" % (hook_id, other, prog.get("name", "?"))
     return "nothing of the recorded chain is attached to %s: detached behind the collection's back" % hook_id
 
 
@@ -85,9 +79,19 @@ def hook_status(state_dir: str, name: str, rec: dict, hook: str, ifname: str, hr
     pin_root = pin_root_of(rec)
     hook_id = bpffs.hook_id(hook, ifname)
     # prog_id: what runs at the deployment's place (another tool's program when one replaced the chain: then no tag)
-    out = {"hook": hook, "interface": ifname, "in_sync": False, "reason": None, "position": 0, "mode": None,
-           "recorded_mode": rec.get("mode") or None, "prog_id": 0, "recorded_prog_id": 0, "tag": None,
-           "version": rec.get("version")}
+    out = {
+        "hook": hook,
+        "interface": ifname,
+        "in_sync": False,
+        "reason": None,
+        "position": 0,
+        "mode": None,
+        "recorded_mode": rec.get("mode") or None,
+        "prog_id": 0,
+        "recorded_prog_id": 0,
+        "tag": None,
+        "version": rec.get("version"),
+    }
     try:
         ifindex = netlink.ifindex(ifname)
     except netlink.LinkNotFound:
@@ -108,17 +112,15 @@ def hook_status(state_dir: str, name: str, rec: dict, hook: str, ifname: str, hr
     if not state.live_ids:
         out["reason"] = _not_attached(hook, hook_id, ifindex)
         if hook == "xdp":
-            out["prog_id"] = _xdp_attached(ifindex)[0]   # another tool's program, or 0 (tag: none, not ours)
+            out["prog_id"] = _xdp_attached(ifindex)[0]  # another tool's program, or 0 (tag: none, not ours)
         return out
     prog = _program(live) if live else {}
     out.update(prog_id=live, tag=prog.get("tag"))
     if not state.consistent:
-        out["reason"] = "%s runs programs %s, the record says %s" % (
-            hook_id, state.live_ids, [e.prog_id for e in state.entries])
+        out["reason"] = "%s runs programs %s, the record says %s" % (hook_id, state.live_ids, [e.prog_id for e in state.entries])
         return out
     if entry.sha256 != rec.get("object_sha256"):
-        out["reason"] = "%s runs object %s for %s, the record says %s" % (
-            hook_id, entry.sha256[:12], name, str(rec.get("object_sha256"))[:12])
+        out["reason"] = "%s runs object %s for %s, the record says %s" % (hook_id, entry.sha256[:12], name, str(rec.get("object_sha256"))[:12])
         return out
     if hook == "xdp":
         attached, mode = _xdp_attached(ifindex)
@@ -135,8 +137,7 @@ def hook_status(state_dir: str, name: str, rec: dict, hook: str, ifname: str, hr
 
 
 def hooks(state_dir: str, name: str, rec: dict) -> list:
-    return [hook_status(state_dir, name, rec, hook, ifname, hrec)
-            for (hook, ifname), hrec in sorted(recorded_hooks(state_dir, name, rec).items())]
+    return [hook_status(state_dir, name, rec, hook, ifname, hrec) for (hook, ifname), hrec in sorted(recorded_hooks(state_dir, name, rec).items())]
 
 
 def _keys(codec: MapCodec, keys: list) -> list:
@@ -179,7 +180,12 @@ def map_status(state_dir: str, name: str, map_name: str, pin_root: str) -> dict:
             codec = MapCodec.for_fd(target)
             if (codec.key_size, codec.value_buf_size) != (decl.key_size, decl.value_size):
                 out["reason"] = "map %s has %d-byte keys and %d-byte values, its record %d and %d" % (
-                    map_name, codec.key_size, codec.value_buf_size, decl.key_size, decl.value_size)
+                    map_name,
+                    codec.key_size,
+                    codec.value_buf_size,
+                    decl.key_size,
+                    decl.value_size,
+                )
                 return out
             current = map_sync.read_current(target, codec)
             absent = None if target != fd else map_sync.absent_value(codec)
@@ -188,16 +194,13 @@ def map_status(state_dir: str, name: str, map_name: str, pin_root: str) -> dict:
             missing = [k for k in plan.write if k not in current] if absent is None else []
             lost = set(missing)
             changed = [k for k in plan.write if k not in lost]
-            out.update(missing=len(missing), changed=len(changed), extra=len(plan.removed),
-                       keys=_keys(codec, changed + missing + list(plan.removed)))
+            out.update(missing=len(missing), changed=len(changed), extra=len(plan.removed), keys=_keys(codec, changed + missing + list(plan.removed)))
         finally:
             if target != fd:
                 os.close(target)
     if plan.write or plan.removed:
-        parts = ["%d %s" % (count, what) for count, what in ((out["changed"], "changed"), (out["missing"], "missing"),
-                                                             (out["extra"], "not declared")) if count]
-        out["reason"] = "map %s: %s by hand (%s)" % (map_name, ", ".join(parts),
-                                                     ", ".join(str(k) for k in out["keys"]))
+        parts = ["%d %s" % (count, what) for count, what in ((out["changed"], "changed"), (out["missing"], "missing"), (out["extra"], "not declared")) if count]
+        out["reason"] = "map %s: %s by hand (%s)" % (map_name, ", ".join(parts), ", ".join(str(k) for k in out["keys"]))
         return out
     out["in_sync"] = True
     return out
@@ -219,8 +222,7 @@ def check(state_dir: str, name: str, pin_root: str = bpffs.PIN_ROOT_DEFAULT) -> 
     except records.RecordError as exc:
         return {"state": DRIFTED, "reasons": [str(exc)], "hooks": [], "maps": []}
     if not rec:
-        return {"state": DRIFTED, "hooks": [], "maps": [],
-                "reasons": ["%s is pinned under %s but has no record in %s" % (name, pin_root, state_dir)]}
+        return {"state": DRIFTED, "hooks": [], "maps": [], "reasons": ["%s is pinned under %s but has no record in %s" % (name, pin_root, state_dir)]}
     found_hooks = hooks(state_dir, name, rec)
     found_maps = maps(state_dir, name, pin_root_of(rec, pin_root))
     reasons = [item["reason"] for item in found_hooks + found_maps if not item["in_sync"]]

@@ -32,9 +32,7 @@ import contextlib
 import os
 import tempfile
 
-from ansible_collections.ebpf.fleet.plugins.module_utils.host import bpf_inventory
-from ansible_collections.ebpf.fleet.plugins.module_utils.host import drift
-from ansible_collections.ebpf.fleet.plugins.module_utils.host import records
+from ansible_collections.ebpf.fleet.plugins.module_utils.host import bpf_inventory, drift, records
 
 HELP = {
     "ebpf_fleet_deployment_info": ("gauge", "A deployment recorded on this host (version and object checksum)."),
@@ -66,8 +64,9 @@ def hook_samples(state_dir: str, name: str, rec: dict) -> list:
     for item in drift.hooks(state_dir, name, rec):
         labels = {"deployment": name, "interface": item["interface"], "hook": item["hook"]}
         if item["prog_id"] and item["tag"]:
-            out.append(sample("ebpf_fleet_program_info", dict(
-                labels, mode=item["mode"] or "", tag=item["tag"], id=item["prog_id"], version=rec.get("version", "")), 1))
+            out.append(
+                sample("ebpf_fleet_program_info", dict(labels, mode=item["mode"] or "", tag=item["tag"], id=item["prog_id"], version=rec.get("version", "")), 1)
+            )
         out.append(sample("ebpf_fleet_in_sync", labels, int(item["in_sync"])))
         if item["position"]:
             out.append(sample("ebpf_fleet_chain_position", labels, item["position"]))
@@ -75,8 +74,10 @@ def hook_samples(state_dir: str, name: str, rec: dict) -> list:
 
 
 def map_samples(state_dir: str, name: str, rec: dict) -> list:
-    return [sample("ebpf_fleet_map_in_sync", {"deployment": name, "map": item["map"]}, int(item["in_sync"]))
-            for item in drift.maps(state_dir, name, drift.pin_root_of(rec), MAX_MAP_CHECK)]
+    return [
+        sample("ebpf_fleet_map_in_sync", {"deployment": name, "map": item["map"]}, int(item["in_sync"]))
+        for item in drift.maps(state_dir, name, drift.pin_root_of(rec), MAX_MAP_CHECK)
+    ]
 
 
 def counter_samples(state_dir: str, name: str, rec: dict) -> list:
@@ -100,9 +101,13 @@ def collect(state_dir: str) -> tuple:
         except records.RecordError:
             rec, error = {}, 1
         if rec:
-            samples.append(sample("ebpf_fleet_deployment_info", {
-                "deployment": name, "hook": rec.get("hook", ""), "version": rec.get("version", ""),
-                "sha256": str(rec.get("object_sha256", ""))[:12]}, 1))
+            samples.append(
+                sample(
+                    "ebpf_fleet_deployment_info",
+                    {"deployment": name, "hook": rec.get("hook", ""), "version": rec.get("version", ""), "sha256": str(rec.get("object_sha256", ""))[:12]},
+                    1,
+                )
+            )
             for part in (hook_samples, map_samples, counter_samples):
                 try:
                     samples += part(state_dir, name, rec)

@@ -76,9 +76,11 @@ def read_json(path: str):
     except FileNotFoundError:
         return None
     except ValueError as exc:
-        raise RecordError("record %s is not valid JSON (%s): expected a record written by ebpf.fleet; restore it "
-                          "or remove its folder to forget the deployment" % (path, exc), field="state_dir",
-                          value=os.path.dirname(path))
+        raise RecordError(
+            "record %s is not valid JSON (%s): expected a record written by ebpf.fleet; restore it or remove its folder to forget the deployment" % (path, exc),
+            field="state_dir",
+            value=os.path.dirname(path),
+        )
 
 
 def deployment_dir(state_dir: str, name: str) -> str:
@@ -96,8 +98,7 @@ def read_deployment(state_dir: str, name: str):
 def list_deployments(state_dir: str) -> list:
     if not os.path.isdir(state_dir):
         return []
-    return sorted(entry for entry in os.listdir(state_dir)
-                  if not entry.startswith(".") and os.path.isfile(os.path.join(state_dir, entry, RECORD_FILE)))
+    return sorted(entry for entry in os.listdir(state_dir) if not entry.startswith(".") and os.path.isfile(os.path.join(state_dir, entry, RECORD_FILE)))
 
 
 # options kept in a record that decide nothing on the host when the source was compiled on the controller:
@@ -116,8 +117,7 @@ def changed_fields(old, record: dict, sha256: str) -> list:
     return fields
 
 
-def write_deployment(state_dir: str, name: str, record: dict, object_src: str, sha256: str,
-                     object_file: str = OBJECT_FILE) -> dict:
+def write_deployment(state_dir: str, name: str, record: dict, object_src: str, sha256: str, object_file: str = OBJECT_FILE) -> dict:
     """Copy the object (when it changed) and write the record; returns the record written.
 
     object_file names the copy: object.o for an ELF object, source.c for a bcc deployment's source."""
@@ -219,8 +219,9 @@ def _mark_activity(state_dir: str) -> None:
     try:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
     except OSError:
-        return     # no checkpoint folder: nothing is armed
+        return  # no checkpoint folder: nothing is armed
     os.utime(path)
     # imported here: checkpoint builds on this module
     from ansible_collections.ebpf.fleet.plugins.module_utils.host import checkpoint  # pylint: disable=import-outside-toplevel
+
     checkpoint.start_watchdog(state_dir)

@@ -25,18 +25,13 @@ import json
 import os
 import sys
 
-from ansible_collections.ebpf.fleet.plugins.module_utils.programs import bcc_load
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import bpffs
-from ansible_collections.ebpf.fleet.plugins.module_utils.programs import deploy
-from ansible_collections.ebpf.fleet.plugins.module_utils import errors
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
-from ansible_collections.ebpf.fleet.plugins.module_utils.programs import loader
-from ansible_collections.ebpf.fleet.plugins.module_utils.maps import map_records
-from ansible_collections.ebpf.fleet.plugins.module_utils.maps import map_sync
-from ansible_collections.ebpf.fleet.plugins.module_utils.host import records
-from ansible_collections.ebpf.fleet.plugins.module_utils import validate
+from ansible_collections.ebpf.fleet.plugins.module_utils import errors, validate
 from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError
+from ansible_collections.ebpf.fleet.plugins.module_utils.host import records
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import bpffs, libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils.maps import map_records, map_sync
 from ansible_collections.ebpf.fleet.plugins.module_utils.maps.map_codec import MapCodec
+from ansible_collections.ebpf.fleet.plugins.module_utils.programs import bcc_load, deploy, loader
 
 STATE_DIR_ENV = "EBPF_FLEET_STATE_DIR"
 TEXTFILE_ENV = "EBPF_FLEET_TEXTFILE_DIR"
@@ -51,18 +46,26 @@ def _object_info(state_dir: str, name: str, rec: dict):
     if rec.get("compiler") == "bcc":
         src = os.path.join(records.deployment_dir(state_dir, name), "source.c")
         if not bcc_load.has_bcc():
-            raise RestoreError("deployment %s was compiled with bcc: restoring it needs bcc (%s) in the Python "
-                               "that runs this command" % (name, bcc_load.BCC_PACKAGE))
+            raise RestoreError(
+                "deployment %s was compiled with bcc: restoring it needs bcc (%s) in the Python that runs this command" % (name, bcc_load.BCC_PACKAGE)
+            )
         flags = bcc_load.cflags(rec.get("defines") or {}, rec.get("include_dirs") or [])
-        info = loader.ObjectInfo(path=src, sha256=bcc_load.digest(src, flags, program, hook), program=program,
-                                 section="", prog_type=bcc_load.PROG_TYPE_FOR_HOOK[hook].lower(),
-                                 compiler="bcc", cflags=flags)
+        info = loader.ObjectInfo(
+            path=src,
+            sha256=bcc_load.digest(src, flags, program, hook),
+            program=program,
+            section="",
+            prog_type=bcc_load.PROG_TYPE_FOR_HOOK[hook].lower(),
+            compiler="bcc",
+            cflags=flags,
+        )
     else:
         info = loader.inspect(records.object_path(state_dir, name), program, hook)
     if info.sha256 != rec.get("object_sha256"):
-        raise RestoreError("deployment %s: the recorded object copy %s has checksum %s, the record says %s; re-run "
-                           "its task from the controller" % (name, info.path, info.sha256[:12],
-                                                             str(rec.get("object_sha256"))[:12]))
+        raise RestoreError(
+            "deployment %s: the recorded object copy %s has checksum %s, the record says %s; re-run "
+            "its task from the controller" % (name, info.path, info.sha256[:12], str(rec.get("object_sha256"))[:12])
+        )
     return info
 
 
@@ -71,11 +74,20 @@ def request_of(state_dir: str, name: str, rec: dict, replace_maps: bool = False)
     hook = rec.get("hook")
     if hook not in ("xdp", "tc_ingress", "tc_egress"):
         raise RestoreError("deployment %s: the record names no hook (got %r)" % (name, hook))
-    return deploy.Request(name=name, hook=hook, state="present", interfaces=list(rec.get("interfaces") or []),
-                          program=rec.get("program", ""), priority=int(rec.get("priority", 50)),
-                          mode=rec.get("mode") or "", tc_attach=rec.get("tc_attach") or "auto",
-                          allow_generic_fallback=bool(rec.get("allow_generic_fallback")),
-                          replace_incompatible_maps=replace_maps, pin_root=rec.get("pin_root") or bpffs.PIN_ROOT_DEFAULT, state_dir=state_dir)
+    return deploy.Request(
+        name=name,
+        hook=hook,
+        state="present",
+        interfaces=list(rec.get("interfaces") or []),
+        program=rec.get("program", ""),
+        priority=int(rec.get("priority", 50)),
+        mode=rec.get("mode") or "",
+        tc_attach=rec.get("tc_attach") or "auto",
+        allow_generic_fallback=bool(rec.get("allow_generic_fallback")),
+        replace_incompatible_maps=replace_maps,
+        pin_root=rec.get("pin_root") or bpffs.PIN_ROOT_DEFAULT,
+        state_dir=state_dir,
+    )
 
 
 def restore_programs(state_dir: str, name: str, rec: dict, replace_maps: bool = False) -> dict:
@@ -84,15 +96,16 @@ def restore_programs(state_dir: str, name: str, rec: dict, replace_maps: bool = 
     replace_maps: pinned maps that no longer fit the recorded object are replaced (a revert to an object whose
     maps an upgrade replaced); otherwise they fail the restore."""
     req = request_of(state_dir, name, rec, replace_maps)
-    validate.check_params({"name": name, "interfaces": req.interfaces, "pin_root": req.pin_root,
-                           "state_dir": state_dir}, pinned_interfaces=True)
+    validate.check_params({"name": name, "interfaces": req.interfaces, "pin_root": req.pin_root, "state_dir": state_dir}, pinned_interfaces=True)
     bpffs.ensure_pin_root(req.pin_root)
     info = _object_info(state_dir, name, rec)
     plans = deploy.plan(req, info)
     maps_report = deploy.check_maps(req, info) if info.compiler != "bcc" else {}
     if maps_report.get("incompatible") and not replace_maps:
-        raise RestoreError("deployment %s: pinned maps do not fit the recorded object (%s); re-run its task with "
-                           "replace_incompatible_maps" % (name, ", ".join(m["map"] for m in maps_report["incompatible"])))
+        raise RestoreError(
+            "deployment %s: pinned maps do not fit the recorded object (%s); re-run its task with "
+            "replace_incompatible_maps" % (name, ", ".join(m["map"] for m in maps_report["incompatible"]))
+        )
     actions = {hp.state.hook_id: hp.action for hp in plans}
     if any(action != "none" for action in actions.values()):
         deploy.apply(req, info, plans, maps_report)
@@ -109,9 +122,10 @@ def _write_declared(fd: int, decl: map_records.Declared, where: str) -> int:
     try:
         codec = MapCodec.for_fd(target_fd)
         if (codec.key_size, codec.value_buf_size) != (decl.key_size, decl.value_size):
-            raise RestoreError("%s: the recorded entries have %d-byte keys and %d-byte values, the map %d and %d; "
-                               "re-run the bpf_map task that declares it" % (
-                                   where, decl.key_size, decl.value_size, codec.key_size, codec.value_buf_size))
+            raise RestoreError(
+                "%s: the recorded entries have %d-byte keys and %d-byte values, the map %d and %d; "
+                "re-run the bpf_map task that declares it" % (where, decl.key_size, decl.value_size, codec.key_size, codec.value_buf_size)
+            )
         current = map_sync.read_current(target_fd, codec)
         mode = "sync" if decl.exact else "merge"
         if outer_info is not None:
@@ -140,9 +154,10 @@ def restore_maps(state_dir: str, name: str, pin_root: str) -> dict:
         try:
             fd = libbpf.obj_get(path)
         except libbpf.BpfError as exc:
-            raise RestoreError("deployment %s: map %s has recorded contents but is not pinned at %s (%s): its "
-                               "object no longer declares it? re-run the deployment's tasks" % (
-                                   name, map_name, path, exc))
+            raise RestoreError(
+                "deployment %s: map %s has recorded contents but is not pinned at %s (%s): its "
+                "object no longer declares it? re-run the deployment's tasks" % (name, map_name, path, exc)
+            )
         with libbpf.fd_closing(fd):
             out[map_name] = _write_declared(fd, decl, path)
     return out
@@ -175,11 +190,16 @@ def restore(state_dir: str, names: list = None) -> list:
         return results
     # imported here: checkpoint imports this module for its reverts
     from ansible_collections.ebpf.fleet.plugins.module_utils.host import checkpoint  # pylint: disable=import-outside-toplevel
+
     with records.locked(state_dir, create=False):
         pending = checkpoint.read_pending(state_dir)
         if pending and pending.get("state") == "armed" and not checkpoint.watchdog_alive(pending):
-            report = checkpoint.revert(state_dir, "its watchdog is gone (the host restarted?) before the change armed "
-                                       "at %s was confirmed" % pending.get("armed"), pending=pending, watchdog=True)
+            report = checkpoint.revert(
+                state_dir,
+                "its watchdog is gone (the host restarted?) before the change armed at %s was confirmed" % pending.get("armed"),
+                pending=pending,
+                watchdog=True,
+            )
             for name, res in sorted(report["deployments"].items()):
                 status = "reverted" if res["status"] != "failed" else "failed"
                 results.append(dict({"hooks": {}, "maps": {}}, **dict(res, name=name, status=status)))
@@ -197,18 +217,22 @@ def restore(state_dir: str, names: list = None) -> list:
 
 # ---------------------------------------------------------------- the command line
 
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ebpf-fleet-host", description="Restore this host's ebpf.fleet "
-                                     "deployments from their records, or write their textfile metrics.")
-    parser.add_argument("--state-dir", default=os.environ.get(STATE_DIR_ENV) or records.STATE_DIR_DEFAULT,
-                        help="the records' folder (default: $%s or %s)" % (STATE_DIR_ENV, records.STATE_DIR_DEFAULT))
+    parser = argparse.ArgumentParser(
+        prog="ebpf-fleet-host", description="Restore this host's ebpf.fleet deployments from their records, or write their textfile metrics."
+    )
+    parser.add_argument(
+        "--state-dir",
+        default=os.environ.get(STATE_DIR_ENV) or records.STATE_DIR_DEFAULT,
+        help="the records' folder (default: $%s or %s)" % (STATE_DIR_ENV, records.STATE_DIR_DEFAULT),
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     rest = sub.add_parser("restore", help="bring back every recorded deployment (programs, chains, map contents)")
     rest.add_argument("--json", action="store_true", help="print the results as one JSON document")
     rest.add_argument("names", nargs="*", help="only these deployments")
     met = sub.add_parser("metrics", help="write node_exporter textfile metrics (ebpf_fleet_*)")
-    met.add_argument("--textfile", default=os.environ.get(TEXTFILE_ENV),
-                     help="node_exporter's textfile folder (default: $%s)" % TEXTFILE_ENV)
+    met.add_argument("--textfile", default=os.environ.get(TEXTFILE_ENV), help="node_exporter's textfile folder (default: $%s)" % TEXTFILE_ENV)
     met.add_argument("--name", default="ebpf_fleet.prom", help="file name in the folder (default ebpf_fleet.prom)")
     return parser
 
@@ -230,10 +254,12 @@ def main(argv: list = None) -> int:
                 else:
                     line += " (hooks: %s; maps written: %s)" % (
                         ", ".join("%s %s" % kv for kv in sorted(item["hooks"].items())) or "none",
-                        ", ".join("%s %d" % kv for kv in sorted(item["maps"].items()) if kv[1]) or "none")
+                        ", ".join("%s %d" % kv for kv in sorted(item["maps"].items()) if kv[1]) or "none",
+                    )
                 sys.stdout.write(line + "\n")
         return 1 if any(item["status"] == "failed" for item in results) else 0
     from ansible_collections.ebpf.fleet.plugins.module_utils.host import metrics  # pylint: disable=import-outside-toplevel
+
     if not args.textfile:
         sys.stderr.write("ebpf-fleet-host metrics: --textfile DIR (or $%s) is required\n" % TEXTFILE_ENV)
         return 2

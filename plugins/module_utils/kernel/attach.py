@@ -24,9 +24,8 @@ import errno
 import glob
 import os
 
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import netlink
 from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf, netlink
 
 XDP_MODE_FLAGS = {
     "native": libbpf.XDP_FLAGS_DRV_MODE,
@@ -83,6 +82,7 @@ def link_prog_id(link_pin: str) -> int:
 
 # ---------------------------------------------------------------- links (xdp, tcx)
 
+
 def link_attach(hook: str, ifindex: int, prog_fd: int, mode: str = "") -> int:
     """A new link for prog_fd on the hook; returns the link fd."""
     if hook == "xdp":
@@ -122,6 +122,7 @@ def link_remove(link_pin: str) -> None:
 
 
 # ---------------------------------------------------------------- clsact
+
 
 def _ipr():
     netlink.require_pyroute2()
@@ -168,12 +169,12 @@ def _raw_bpf_id(opts) -> int:
     pos = opts.offset + 4
     end = opts.offset + opts.length
     while pos + 4 <= end:
-        length = int.from_bytes(data[pos:pos + 2], "little")
-        kind = int.from_bytes(data[pos + 2:pos + 4], "little") & 0x3FFF
+        length = int.from_bytes(data[pos : pos + 2], "little")
+        kind = int.from_bytes(data[pos + 2 : pos + 4], "little") & 0x3FFF
         if length < 4:
             break
         if kind == 11 and length >= 8:
-            return int.from_bytes(data[pos + 4:pos + 8], "little")
+            return int.from_bytes(data[pos + 4 : pos + 8], "little")
         pos += (length + 3) & ~3
     return 0
 
@@ -192,9 +193,17 @@ def clsact_attach(ifindex: int, hook: str, prog_fd: int, replace: bool) -> bool:
         if not replace and not clsact_present(ifindex):
             ipr.tc("add", "clsact", ifindex)
             created = True
-        ipr.tc("replace-filter" if replace else "add-filter", "bpf", ifindex, CLSACT_HANDLE,
-               fd=prog_fd, name=CLSACT_NAME, parent=CLSACT_PARENT[hook], prio=CLSACT_PRIO,
-               direct_action=True)
+        ipr.tc(
+            "replace-filter" if replace else "add-filter",
+            "bpf",
+            ifindex,
+            CLSACT_HANDLE,
+            fd=prog_fd,
+            name=CLSACT_NAME,
+            parent=CLSACT_PARENT[hook],
+            prio=CLSACT_PRIO,
+            direct_action=True,
+        )
     return created
 
 

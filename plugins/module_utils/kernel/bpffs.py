@@ -76,8 +76,9 @@ def ensure_mounted(mount_point: str = BPFFS_DEFAULT) -> bool:
     ret = libc.mount(b"bpf", mount_point.encode(), b"bpf", 0, None)
     if ret != 0:
         err = ctypes.get_errno()
-        raise BpffsError("cannot mount bpffs at %s: %s; mount it yourself (mount -t bpf bpf %s) or run the task as "
-                         "root" % (mount_point, os.strerror(err), mount_point))
+        raise BpffsError(
+            "cannot mount bpffs at %s: %s; mount it yourself (mount -t bpf bpf %s) or run the task as root" % (mount_point, os.strerror(err), mount_point)
+        )
     return True
 
 
@@ -87,8 +88,7 @@ def _under_default(pin_root: str) -> bool:
 
 
 def _not_on_bpffs(pin_root: str) -> BpffsError:
-    return BpffsError("pin_root %r is not on a bpf filesystem; expected a path under a bpffs "
-                      "mount such as %s" % (pin_root, BPFFS_DEFAULT))
+    return BpffsError("pin_root %r is not on a bpf filesystem; expected a path under a bpffs mount such as %s" % (pin_root, BPFFS_DEFAULT))
 
 
 def ensure_pin_root(pin_root: str = PIN_ROOT_DEFAULT) -> None:
@@ -120,10 +120,8 @@ def makedirs(path: str) -> None:
 def check_name(field: str, value: str) -> str:
     """Names become pin folders: letters, digits, '_', '-', at most 64 (bpffs allows no dots)."""
     if not isinstance(value, str) or not NAME_PATTERN.match(value):
-        expected = "1 to 64 characters of letters, digits, '_' or '-' (no dots: bpffs refuses them), starting " \
-                   "with a letter or digit"
-        raise InputError("%s=%s is not a valid name: expected %s" % (field, short_repr(value), expected),
-                         field=field, value=value, expected=expected)
+        expected = "1 to 64 characters of letters, digits, '_' or '-' (no dots: bpffs refuses them), starting with a letter or digit"
+        raise InputError("%s=%s is not a valid name: expected %s" % (field, short_repr(value), expected), field=field, value=value, expected=expected)
     return value
 
 

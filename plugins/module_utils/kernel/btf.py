@@ -44,11 +44,26 @@ KIND_TYPE_TAG = 18
 KIND_ENUM64 = 19
 
 KIND_NAMES = {
-    0: "void", KIND_INT: "int", KIND_PTR: "ptr", KIND_ARRAY: "array", KIND_STRUCT: "struct",
-    KIND_UNION: "union", KIND_ENUM: "enum", KIND_FWD: "fwd", KIND_TYPEDEF: "typedef",
-    KIND_VOLATILE: "volatile", KIND_CONST: "const", KIND_RESTRICT: "restrict", KIND_FUNC: "func",
-    KIND_FUNC_PROTO: "func_proto", KIND_VAR: "var", KIND_DATASEC: "datasec", KIND_FLOAT: "float",
-    KIND_DECL_TAG: "decl_tag", KIND_TYPE_TAG: "type_tag", KIND_ENUM64: "enum64",
+    0: "void",
+    KIND_INT: "int",
+    KIND_PTR: "ptr",
+    KIND_ARRAY: "array",
+    KIND_STRUCT: "struct",
+    KIND_UNION: "union",
+    KIND_ENUM: "enum",
+    KIND_FWD: "fwd",
+    KIND_TYPEDEF: "typedef",
+    KIND_VOLATILE: "volatile",
+    KIND_CONST: "const",
+    KIND_RESTRICT: "restrict",
+    KIND_FUNC: "func",
+    KIND_FUNC_PROTO: "func_proto",
+    KIND_VAR: "var",
+    KIND_DATASEC: "datasec",
+    KIND_FLOAT: "float",
+    KIND_DECL_TAG: "decl_tag",
+    KIND_TYPE_TAG: "type_tag",
+    KIND_ENUM64: "enum64",
 }
 
 # INT encoding bits
@@ -132,7 +147,7 @@ class Btf:
         self._by_name = None
 
     @classmethod
-    def parse(cls, raw: bytes) -> "Btf":
+    def parse(cls, raw: bytes) -> Btf:
         if len(raw) < _HEADER.size:
             raise BtfError("BTF blob too short: %d bytes" % len(raw))
         magic, version, _flags, hdr_len, type_off, type_len, str_off, str_len = _HEADER.unpack_from(raw, 0)
@@ -145,9 +160,9 @@ class Btf:
         base = hdr_len
         if base + type_off + type_len > len(raw) or base + str_off + str_len > len(raw):
             raise BtfError("BTF sections run past the end of the blob")
-        strings = raw[base + str_off: base + str_off + str_len]
+        strings = raw[base + str_off : base + str_off + str_len]
         types = [VOID]
-        data = raw[base + type_off: base + type_off + type_len]
+        data = raw[base + type_off : base + type_off + type_len]
         reader = _Reader(data, strings)
         while reader.pos < len(data):
             types.append(reader.read_type(len(types)))
@@ -238,7 +253,7 @@ class Btf:
         return item.name or item.kind_name
 
 
-def map_definition(btf: "Btf", name: str, map_type_names: dict = None) -> dict:
+def map_definition(btf: Btf, name: str, map_type_names: dict = None) -> dict:
     """A map's definition in an object's BTF (the variable name in section .maps, declared with
     __uint/__type/__array): {type, key_size, value_size, max_entries, map_flags, btf_key_type_id,
     btf_value_type_id, inner} in the shape of libbpf.map_info; inner is the definition of a map of maps'
@@ -253,12 +268,21 @@ def map_definition(btf: "Btf", name: str, map_type_names: dict = None) -> dict:
     raise KeyError(name)
 
 
-def _map_struct(btf: "Btf", struct_id: int, name: str, map_type_names: dict = None) -> dict:
+def _map_struct(btf: Btf, struct_id: int, name: str, map_type_names: dict = None) -> dict:
     item = btf.type(struct_id)
     if item.kind != KIND_STRUCT:
         raise BtfError("map %s: its definition is a %s, not a struct" % (name, item.kind_name))
-    out = {"name": name, "type": 0, "key_size": 0, "value_size": 0, "max_entries": 0, "map_flags": 0,
-           "btf_key_type_id": 0, "btf_value_type_id": 0, "inner": None}
+    out = {
+        "name": name,
+        "type": 0,
+        "key_size": 0,
+        "value_size": 0,
+        "max_entries": 0,
+        "map_flags": 0,
+        "btf_key_type_id": 0,
+        "btf_value_type_id": 0,
+        "inner": None,
+    }
     for member in item.members:
         ptr = btf.type(btf.skip_qualifiers(member.type_id))
         if member.name in ("type", "max_entries", "map_flags", "key_size", "value_size") and ptr.kind == KIND_PTR:
@@ -352,8 +376,7 @@ class _Reader:
                 item.members.append(Member("", v_type, v_off * 8, size=v_size))
         elif kind == KIND_DECL_TAG:
             (item.component_idx,) = self._take(_I32)
-        elif kind in (KIND_PTR, KIND_FWD, KIND_TYPEDEF, KIND_VOLATILE, KIND_CONST, KIND_RESTRICT,
-                      KIND_FLOAT, KIND_TYPE_TAG):
+        elif kind in (KIND_PTR, KIND_FWD, KIND_TYPEDEF, KIND_VOLATILE, KIND_CONST, KIND_RESTRICT, KIND_FLOAT, KIND_TYPE_TAG):
             pass
         else:
             raise BtfError("unknown BTF kind %d at type %d" % (kind, type_id))

@@ -25,11 +25,18 @@ class EthtoolDrvinfo(ctypes.Structure):
     """struct ethtool_drvinfo (linux/ethtool.h)."""
 
     _fields_ = [
-        ("cmd", ctypes.c_uint32), ("driver", ctypes.c_char * 32), ("version", ctypes.c_char * 32),
-        ("fw_version", ctypes.c_char * 32), ("bus_info", ctypes.c_char * 32),
-        ("erom_version", ctypes.c_char * 32), ("reserved2", ctypes.c_char * 12),
-        ("n_priv_flags", ctypes.c_uint32), ("n_stats", ctypes.c_uint32), ("testinfo_len", ctypes.c_uint32),
-        ("eedump_len", ctypes.c_uint32), ("regdump_len", ctypes.c_uint32),
+        ("cmd", ctypes.c_uint32),
+        ("driver", ctypes.c_char * 32),
+        ("version", ctypes.c_char * 32),
+        ("fw_version", ctypes.c_char * 32),
+        ("bus_info", ctypes.c_char * 32),
+        ("erom_version", ctypes.c_char * 32),
+        ("reserved2", ctypes.c_char * 12),
+        ("n_priv_flags", ctypes.c_uint32),
+        ("n_stats", ctypes.c_uint32),
+        ("testinfo_len", ctypes.c_uint32),
+        ("eedump_len", ctypes.c_uint32),
+        ("regdump_len", ctypes.c_uint32),
     ]
 
 
@@ -37,17 +44,22 @@ class EthtoolChannels(ctypes.Structure):
     """struct ethtool_channels (linux/ethtool.h)."""
 
     _fields_ = [
-        ("cmd", ctypes.c_uint32), ("max_rx", ctypes.c_uint32), ("max_tx", ctypes.c_uint32),
-        ("max_other", ctypes.c_uint32), ("max_combined", ctypes.c_uint32), ("rx_count", ctypes.c_uint32),
-        ("tx_count", ctypes.c_uint32), ("other_count", ctypes.c_uint32), ("combined_count", ctypes.c_uint32),
+        ("cmd", ctypes.c_uint32),
+        ("max_rx", ctypes.c_uint32),
+        ("max_tx", ctypes.c_uint32),
+        ("max_other", ctypes.c_uint32),
+        ("max_combined", ctypes.c_uint32),
+        ("rx_count", ctypes.c_uint32),
+        ("tx_count", ctypes.c_uint32),
+        ("other_count", ctypes.c_uint32),
+        ("combined_count", ctypes.c_uint32),
     ]
 
 
 class IfreqData(ctypes.Structure):
     """struct ifreq with ifr_data (the pointer member of its union)."""
 
-    _fields_ = [("ifr_name", ctypes.c_char * IFNAMSIZ), ("ifr_data", ctypes.c_void_p),
-                ("pad", ctypes.c_char * 16)]
+    _fields_ = [("ifr_name", ctypes.c_char * IFNAMSIZ), ("ifr_data", ctypes.c_void_p), ("pad", ctypes.c_char * 16)]
 
 
 def _text(raw: bytes) -> str:
@@ -58,7 +70,7 @@ def _text(raw: bytes) -> str:
 def _ethtool(ifname: str, struct) -> bool:
     """Run one SIOCETHTOOL get; False when the device has no handler for it (EOPNOTSUPP)."""
     req = IfreqData()
-    req.ifr_name = ifname.encode()[:IFNAMSIZ - 1]
+    req.ifr_name = ifname.encode()[: IFNAMSIZ - 1]
     req.ifr_data = ctypes.addressof(struct)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         try:
@@ -93,9 +105,14 @@ def drvinfo(ifname: str) -> dict:
 
 def parse_channels(chan: EthtoolChannels) -> dict:
     return {
-        "rx": chan.rx_count, "tx": chan.tx_count, "other": chan.other_count,
-        "combined": chan.combined_count, "max_rx": chan.max_rx, "max_tx": chan.max_tx,
-        "max_other": chan.max_other, "max_combined": chan.max_combined,
+        "rx": chan.rx_count,
+        "tx": chan.tx_count,
+        "other": chan.other_count,
+        "combined": chan.combined_count,
+        "max_rx": chan.max_rx,
+        "max_tx": chan.max_tx,
+        "max_other": chan.max_other,
+        "max_combined": chan.max_combined,
     }
 
 

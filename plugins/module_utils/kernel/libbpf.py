@@ -29,26 +29,76 @@ PROG_TYPE_SCHED_CLS = 3
 PROG_TYPE_XDP = 6
 PROG_TYPE_EXT = 28
 PROG_TYPE_NAMES = {
-    0: "unspec", 1: "socket_filter", 2: "kprobe", 3: "sched_cls", 4: "sched_act",
-    5: "tracepoint", 6: "xdp", 7: "perf_event", 8: "cgroup_skb", 9: "cgroup_sock",
-    10: "lwt_in", 11: "lwt_out", 12: "lwt_xmit", 13: "sock_ops", 14: "sk_skb",
-    15: "cgroup_device", 16: "sk_msg", 17: "raw_tracepoint", 18: "cgroup_sock_addr",
-    19: "lwt_seg6local", 20: "lirc_mode2", 21: "sk_reuseport", 22: "flow_dissector",
-    23: "cgroup_sysctl", 24: "raw_tracepoint_writable", 25: "cgroup_sockopt",
-    26: "tracing", 27: "struct_ops", 28: "ext", 29: "lsm", 30: "sk_lookup",
-    31: "syscall", 32: "netfilter",
+    0: "unspec",
+    1: "socket_filter",
+    2: "kprobe",
+    3: "sched_cls",
+    4: "sched_act",
+    5: "tracepoint",
+    6: "xdp",
+    7: "perf_event",
+    8: "cgroup_skb",
+    9: "cgroup_sock",
+    10: "lwt_in",
+    11: "lwt_out",
+    12: "lwt_xmit",
+    13: "sock_ops",
+    14: "sk_skb",
+    15: "cgroup_device",
+    16: "sk_msg",
+    17: "raw_tracepoint",
+    18: "cgroup_sock_addr",
+    19: "lwt_seg6local",
+    20: "lirc_mode2",
+    21: "sk_reuseport",
+    22: "flow_dissector",
+    23: "cgroup_sysctl",
+    24: "raw_tracepoint_writable",
+    25: "cgroup_sockopt",
+    26: "tracing",
+    27: "struct_ops",
+    28: "ext",
+    29: "lsm",
+    30: "sk_lookup",
+    31: "syscall",
+    32: "netfilter",
 }
 
 # enum bpf_map_type
 MAP_TYPE_NAMES = {
-    0: "unspec", 1: "hash", 2: "array", 3: "prog_array", 4: "perf_event_array",
-    5: "percpu_hash", 6: "percpu_array", 7: "stack_trace", 8: "cgroup_array",
-    9: "lru_hash", 10: "lru_percpu_hash", 11: "lpm_trie", 12: "array_of_maps",
-    13: "hash_of_maps", 14: "devmap", 15: "sockmap", 16: "cpumap", 17: "xskmap",
-    18: "sockhash", 19: "cgroup_storage", 20: "reuseport_sockarray",
-    21: "percpu_cgroup_storage", 22: "queue", 23: "stack", 24: "sk_storage",
-    25: "devmap_hash", 26: "struct_ops", 27: "ringbuf", 28: "inode_storage",
-    29: "task_storage", 30: "bloom_filter", 31: "user_ringbuf", 32: "cgrp_storage",
+    0: "unspec",
+    1: "hash",
+    2: "array",
+    3: "prog_array",
+    4: "perf_event_array",
+    5: "percpu_hash",
+    6: "percpu_array",
+    7: "stack_trace",
+    8: "cgroup_array",
+    9: "lru_hash",
+    10: "lru_percpu_hash",
+    11: "lpm_trie",
+    12: "array_of_maps",
+    13: "hash_of_maps",
+    14: "devmap",
+    15: "sockmap",
+    16: "cpumap",
+    17: "xskmap",
+    18: "sockhash",
+    19: "cgroup_storage",
+    20: "reuseport_sockarray",
+    21: "percpu_cgroup_storage",
+    22: "queue",
+    23: "stack",
+    24: "sk_storage",
+    25: "devmap_hash",
+    26: "struct_ops",
+    27: "ringbuf",
+    28: "inode_storage",
+    29: "task_storage",
+    30: "bloom_filter",
+    31: "user_ringbuf",
+    32: "cgrp_storage",
     33: "arena",
 }
 MAP_TYPE_IDS = {name: num for num, name in MAP_TYPE_NAMES.items()}
@@ -61,9 +111,20 @@ ATTACH_TCX_EGRESS = 47
 
 # enum bpf_link_type
 LINK_TYPE_NAMES = {
-    0: "unspec", 1: "raw_tracepoint", 2: "tracing", 3: "cgroup", 4: "iter",
-    5: "netns", 6: "xdp", 7: "perf_event", 8: "kprobe_multi", 9: "struct_ops",
-    10: "netfilter", 11: "tcx", 12: "uprobe_multi", 13: "netkit",
+    0: "unspec",
+    1: "raw_tracepoint",
+    2: "tracing",
+    3: "cgroup",
+    4: "iter",
+    5: "netns",
+    6: "xdp",
+    7: "perf_event",
+    8: "kprobe_multi",
+    9: "struct_ops",
+    10: "netfilter",
+    11: "tcx",
+    12: "uprobe_multi",
+    13: "netkit",
 }
 
 # XDP flags (linux/if_link.h)
@@ -88,6 +149,7 @@ _BPF_JMP_EXIT = 0x95
 
 class BpfError(FleetError, OSError):
     """A failed libbpf call: the operation, the errno and, for loads, the verifier log."""
+
     RESULT_ATTRS = {"verifier_log": "log"}
 
     def __init__(self, op: str, err: int, detail: str = "", log: str = ""):
@@ -112,8 +174,13 @@ _LIBC = None
 
 def _declare(lib: ctypes.CDLL) -> None:
     c_int, c_uint32, c_uint64, c_void_p, c_char_p, c_size_t = (
-        ctypes.c_int, ctypes.c_uint32, ctypes.c_uint64, ctypes.c_void_p,
-        ctypes.c_char_p, ctypes.c_size_t)
+        ctypes.c_int,
+        ctypes.c_uint32,
+        ctypes.c_uint64,
+        ctypes.c_void_p,
+        ctypes.c_char_p,
+        ctypes.c_size_t,
+    )
     u32p = ctypes.POINTER(c_uint32)
     signatures = {
         "bpf_map_create": (c_int, [c_int, c_char_p, c_uint32, c_uint32, c_uint32, c_void_p]),
@@ -189,8 +256,7 @@ def lib() -> ctypes.CDLL:
             handle = ctypes.CDLL(path, use_errno=True)
             _declare(handle)
         except (OSError, AttributeError) as exc:
-            raise LibbpfMissing(
-                "libbpf 1.x is required (Debian/Ubuntu package %s): %s" % (LIBBPF_PACKAGE, exc))
+            raise LibbpfMissing("libbpf 1.x is required (Debian/Ubuntu package %s): %s" % (LIBBPF_PACKAGE, exc))
         _LIB = handle
     return _LIB
 
@@ -224,6 +290,7 @@ def num_possible_cpus() -> int:
 
 
 # ---------------------------------------------------------------- pins and ids
+
 
 def obj_get(path: str) -> int:
     return _check(lib().bpf_obj_get(path.encode()), "bpf_obj_get", path)
@@ -271,39 +338,67 @@ def btf_fd_by_id(btf_id: int) -> int:
 
 # ---------------------------------------------------------------- info structs
 
+
 class ProgInfo(ctypes.Structure):
     _fields_ = [
-        ("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("tag", ctypes.c_uint8 * 8),
-        ("jited_prog_len", ctypes.c_uint32), ("xlated_prog_len", ctypes.c_uint32),
-        ("jited_prog_insns", ctypes.c_uint64), ("xlated_prog_insns", ctypes.c_uint64),
-        ("load_time", ctypes.c_uint64), ("created_by_uid", ctypes.c_uint32),
-        ("nr_map_ids", ctypes.c_uint32), ("map_ids", ctypes.c_uint64),
-        ("name", ctypes.c_char * 16), ("ifindex", ctypes.c_uint32),
-        ("gpl_compatible", ctypes.c_uint32), ("netns_dev", ctypes.c_uint64),
-        ("netns_ino", ctypes.c_uint64), ("nr_jited_ksyms", ctypes.c_uint32),
-        ("nr_jited_func_lens", ctypes.c_uint32), ("jited_ksyms", ctypes.c_uint64),
-        ("jited_func_lens", ctypes.c_uint64), ("btf_id", ctypes.c_uint32),
-        ("func_info_rec_size", ctypes.c_uint32), ("func_info", ctypes.c_uint64),
-        ("nr_func_info", ctypes.c_uint32), ("nr_line_info", ctypes.c_uint32),
-        ("line_info", ctypes.c_uint64), ("jited_line_info", ctypes.c_uint64),
-        ("nr_jited_line_info", ctypes.c_uint32), ("line_info_rec_size", ctypes.c_uint32),
-        ("jited_line_info_rec_size", ctypes.c_uint32), ("nr_prog_tags", ctypes.c_uint32),
-        ("prog_tags", ctypes.c_uint64), ("run_time_ns", ctypes.c_uint64),
-        ("run_cnt", ctypes.c_uint64), ("recursion_misses", ctypes.c_uint64),
-        ("verified_insns", ctypes.c_uint32), ("attach_btf_obj_id", ctypes.c_uint32),
+        ("type", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("tag", ctypes.c_uint8 * 8),
+        ("jited_prog_len", ctypes.c_uint32),
+        ("xlated_prog_len", ctypes.c_uint32),
+        ("jited_prog_insns", ctypes.c_uint64),
+        ("xlated_prog_insns", ctypes.c_uint64),
+        ("load_time", ctypes.c_uint64),
+        ("created_by_uid", ctypes.c_uint32),
+        ("nr_map_ids", ctypes.c_uint32),
+        ("map_ids", ctypes.c_uint64),
+        ("name", ctypes.c_char * 16),
+        ("ifindex", ctypes.c_uint32),
+        ("gpl_compatible", ctypes.c_uint32),
+        ("netns_dev", ctypes.c_uint64),
+        ("netns_ino", ctypes.c_uint64),
+        ("nr_jited_ksyms", ctypes.c_uint32),
+        ("nr_jited_func_lens", ctypes.c_uint32),
+        ("jited_ksyms", ctypes.c_uint64),
+        ("jited_func_lens", ctypes.c_uint64),
+        ("btf_id", ctypes.c_uint32),
+        ("func_info_rec_size", ctypes.c_uint32),
+        ("func_info", ctypes.c_uint64),
+        ("nr_func_info", ctypes.c_uint32),
+        ("nr_line_info", ctypes.c_uint32),
+        ("line_info", ctypes.c_uint64),
+        ("jited_line_info", ctypes.c_uint64),
+        ("nr_jited_line_info", ctypes.c_uint32),
+        ("line_info_rec_size", ctypes.c_uint32),
+        ("jited_line_info_rec_size", ctypes.c_uint32),
+        ("nr_prog_tags", ctypes.c_uint32),
+        ("prog_tags", ctypes.c_uint64),
+        ("run_time_ns", ctypes.c_uint64),
+        ("run_cnt", ctypes.c_uint64),
+        ("recursion_misses", ctypes.c_uint64),
+        ("verified_insns", ctypes.c_uint32),
+        ("attach_btf_obj_id", ctypes.c_uint32),
         ("attach_btf_id", ctypes.c_uint32),
     ]
 
 
 class MapInfo(ctypes.Structure):
     _fields_ = [
-        ("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("key_size", ctypes.c_uint32),
-        ("value_size", ctypes.c_uint32), ("max_entries", ctypes.c_uint32),
-        ("map_flags", ctypes.c_uint32), ("name", ctypes.c_char * 16),
-        ("ifindex", ctypes.c_uint32), ("btf_vmlinux_value_type_id", ctypes.c_uint32),
-        ("netns_dev", ctypes.c_uint64), ("netns_ino", ctypes.c_uint64),
-        ("btf_id", ctypes.c_uint32), ("btf_key_type_id", ctypes.c_uint32),
-        ("btf_value_type_id", ctypes.c_uint32), ("pad", ctypes.c_uint32),
+        ("type", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("key_size", ctypes.c_uint32),
+        ("value_size", ctypes.c_uint32),
+        ("max_entries", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32),
+        ("name", ctypes.c_char * 16),
+        ("ifindex", ctypes.c_uint32),
+        ("btf_vmlinux_value_type_id", ctypes.c_uint32),
+        ("netns_dev", ctypes.c_uint64),
+        ("netns_ino", ctypes.c_uint64),
+        ("btf_id", ctypes.c_uint32),
+        ("btf_key_type_id", ctypes.c_uint32),
+        ("btf_value_type_id", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
         ("map_extra", ctypes.c_uint64),
     ]
 
@@ -312,16 +407,24 @@ class LinkInfo(ctypes.Structure):
     # type, id, prog_id, then a union aligned to 8 bytes; the variants the
     # collection reads (xdp, tcx) start with the interface index.
     _fields_ = [
-        ("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("prog_id", ctypes.c_uint32),
-        ("pad", ctypes.c_uint32), ("ifindex", ctypes.c_uint32), ("attach_type", ctypes.c_uint32),
+        ("type", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("prog_id", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
+        ("ifindex", ctypes.c_uint32),
+        ("attach_type", ctypes.c_uint32),
         ("rest", ctypes.c_uint64 * 6),
     ]
 
 
 class BtfInfo(ctypes.Structure):
     _fields_ = [
-        ("btf", ctypes.c_uint64), ("btf_size", ctypes.c_uint32), ("id", ctypes.c_uint32),
-        ("name", ctypes.c_uint64), ("name_len", ctypes.c_uint32), ("kernel_btf", ctypes.c_uint32),
+        ("btf", ctypes.c_uint64),
+        ("btf_size", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("name", ctypes.c_uint64),
+        ("name_len", ctypes.c_uint32),
+        ("kernel_btf", ctypes.c_uint32),
     ]
 
 
@@ -343,9 +446,8 @@ def prog_info(fd: int) -> dict:
         info2.nr_map_ids = count
         info2.map_ids = ctypes.addressof(ids)
         size = ctypes.c_uint32(ctypes.sizeof(info2))
-        _check(lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info2), ctypes.byref(size)),
-               "bpf_obj_get_info_by_fd(prog maps)")
-        map_ids_out = list(ids[:min(count, info2.nr_map_ids)])
+        _check(lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info2), ctypes.byref(size)), "bpf_obj_get_info_by_fd(prog maps)")
+        map_ids_out = list(ids[: min(count, info2.nr_map_ids)])
     return {
         "id": info.id,
         "name": info.name.decode(errors="replace"),
@@ -391,8 +493,7 @@ def link_info(fd: int) -> dict:
     if result["type"] in ("xdp", "tcx", "netkit"):
         result["ifindex"] = info.ifindex
     if result["type"] == "tcx":
-        result["attach_type"] = {ATTACH_TCX_INGRESS: "ingress", ATTACH_TCX_EGRESS: "egress"}.get(
-            info.attach_type, str(info.attach_type))
+        result["attach_type"] = {ATTACH_TCX_INGRESS: "ingress", ATTACH_TCX_EGRESS: "egress"}.get(info.attach_type, str(info.attach_type))
     return result
 
 
@@ -406,30 +507,33 @@ def btf_raw(btf_id: int) -> bytes:
         info2.btf = ctypes.addressof(buf)
         info2.btf_size = size
         length = ctypes.c_uint32(ctypes.sizeof(info2))
-        _check(lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info2), ctypes.byref(length)),
-               "bpf_obj_get_info_by_fd(btf data)")
+        _check(lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info2), ctypes.byref(length)), "bpf_obj_get_info_by_fd(btf data)")
         return buf.raw[:size]
 
 
 # ---------------------------------------------------------------- maps
 
+
 class MapCreateOpts(ctypes.Structure):
     _fields_ = [
-        ("sz", ctypes.c_size_t), ("btf_fd", ctypes.c_uint32), ("btf_key_type_id", ctypes.c_uint32),
-        ("btf_value_type_id", ctypes.c_uint32), ("btf_vmlinux_value_type_id", ctypes.c_uint32),
-        ("inner_map_fd", ctypes.c_uint32), ("map_flags", ctypes.c_uint32),
-        ("map_extra", ctypes.c_uint64), ("numa_node", ctypes.c_uint32),
+        ("sz", ctypes.c_size_t),
+        ("btf_fd", ctypes.c_uint32),
+        ("btf_key_type_id", ctypes.c_uint32),
+        ("btf_value_type_id", ctypes.c_uint32),
+        ("btf_vmlinux_value_type_id", ctypes.c_uint32),
+        ("inner_map_fd", ctypes.c_uint32),
+        ("map_flags", ctypes.c_uint32),
+        ("map_extra", ctypes.c_uint64),
+        ("numa_node", ctypes.c_uint32),
         ("map_ifindex", ctypes.c_uint32),
     ]
 
 
-def map_create(map_type: str, name: str, key_size: int, value_size: int, max_entries: int,
-               map_flags: int = 0, inner_map_fd: int = 0) -> int:
-    opts = MapCreateOpts(sz=ctypes.sizeof(MapCreateOpts), map_flags=map_flags,
-                         inner_map_fd=inner_map_fd)
-    return _check(lib().bpf_map_create(MAP_TYPE_IDS[map_type], name.encode()[:15], key_size,
-                                       value_size, max_entries, ctypes.byref(opts)),
-                  "bpf_map_create", name)
+def map_create(map_type: str, name: str, key_size: int, value_size: int, max_entries: int, map_flags: int = 0, inner_map_fd: int = 0) -> int:
+    opts = MapCreateOpts(sz=ctypes.sizeof(MapCreateOpts), map_flags=map_flags, inner_map_fd=inner_map_fd)
+    return _check(
+        lib().bpf_map_create(MAP_TYPE_IDS[map_type], name.encode()[:15], key_size, value_size, max_entries, ctypes.byref(opts)), "bpf_map_create", name
+    )
 
 
 def map_update(fd: int, key: bytes, value: bytes, flags: int = BPF_ANY) -> None:
@@ -477,8 +581,7 @@ def _batch_opts(elem_flags: int = 0):
     return MapBatchOpts(sz=ctypes.sizeof(MapBatchOpts), elem_flags=elem_flags, flags=0)
 
 
-def map_lookup_batch(fd: int, key_size: int, value_size: int, max_entries: int,
-                     chunk: int = 65536):
+def map_lookup_batch(fd: int, key_size: int, value_size: int, max_entries: int, chunk: int = 65536):
     """All (keys, values) as two bytes objects of equal count, with BPF_MAP_LOOKUP_BATCH.
 
     value_size is the size of one element's value as the syscall returns it
@@ -498,15 +601,14 @@ def map_lookup_batch(fd: int, key_size: int, value_size: int, max_entries: int,
     opts = _batch_opts()
     while True:
         count = ctypes.c_uint32(chunk)
-        ret = lib().bpf_map_lookup_batch(fd, None if first else in_tok, out_tok, keys_buf, vals_buf,
-                                         ctypes.byref(count), ctypes.byref(opts))
+        ret = lib().bpf_map_lookup_batch(fd, None if first else in_tok, out_tok, keys_buf, vals_buf, ctypes.byref(count), ctypes.byref(opts))
         done = ret == -errno_mod.ENOENT
         if ret < 0 and not done:
             _check(ret, "bpf_map_lookup_batch")
         n = count.value
         if n:
-            keys_out.append(keys_buf.raw[:n * key_size])
-            vals_out.append(vals_buf.raw[:n * value_size])
+            keys_out.append(keys_buf.raw[: n * key_size])
+            vals_out.append(vals_buf.raw[: n * value_size])
             total += n
         if done:
             break
@@ -541,26 +643,35 @@ def map_delete_batch(fd: int, keys: bytes, count: int) -> int:
 
 # ---------------------------------------------------------------- programs and links
 
-def prog_load_insns(prog_type: int, name: str, insns: bytes, license_: str = "GPL",
-                    expected_attach_type: int = 0, ifindex: int = 0) -> int:
+
+def prog_load_insns(prog_type: int, name: str, insns: bytes, license_: str = "GPL", expected_attach_type: int = 0, ifindex: int = 0) -> int:
     """Load raw instructions (8 bytes each), for probes and tiny helper programs."""
-    opts = ProgLoadOpts(sz=ctypes.sizeof(ProgLoadOpts), expected_attach_type=expected_attach_type,
-                        prog_ifindex=ifindex)
-    return _check(lib().bpf_prog_load(prog_type, name.encode()[:15], license_.encode(), insns,
-                                      len(insns) // 8, ctypes.byref(opts)), "bpf_prog_load", name)
+    opts = ProgLoadOpts(sz=ctypes.sizeof(ProgLoadOpts), expected_attach_type=expected_attach_type, prog_ifindex=ifindex)
+    return _check(lib().bpf_prog_load(prog_type, name.encode()[:15], license_.encode(), insns, len(insns) // 8, ctypes.byref(opts)), "bpf_prog_load", name)
 
 
 class ProgLoadOpts(ctypes.Structure):
     _fields_ = [
-        ("sz", ctypes.c_size_t), ("attempts", ctypes.c_int), ("expected_attach_type", ctypes.c_int),
-        ("prog_btf_fd", ctypes.c_uint32), ("prog_flags", ctypes.c_uint32),
-        ("prog_ifindex", ctypes.c_uint32), ("kern_version", ctypes.c_uint32),
-        ("attach_btf_id", ctypes.c_uint32), ("attach_prog_fd", ctypes.c_uint32),
-        ("attach_btf_obj_fd", ctypes.c_uint32), ("fd_array", ctypes.c_void_p),
-        ("func_info", ctypes.c_void_p), ("func_info_cnt", ctypes.c_uint32),
-        ("func_info_rec_size", ctypes.c_uint32), ("line_info", ctypes.c_void_p),
-        ("line_info_cnt", ctypes.c_uint32), ("line_info_rec_size", ctypes.c_uint32),
-        ("log_level", ctypes.c_uint32), ("log_size", ctypes.c_uint32), ("log_buf", ctypes.c_char_p),
+        ("sz", ctypes.c_size_t),
+        ("attempts", ctypes.c_int),
+        ("expected_attach_type", ctypes.c_int),
+        ("prog_btf_fd", ctypes.c_uint32),
+        ("prog_flags", ctypes.c_uint32),
+        ("prog_ifindex", ctypes.c_uint32),
+        ("kern_version", ctypes.c_uint32),
+        ("attach_btf_id", ctypes.c_uint32),
+        ("attach_prog_fd", ctypes.c_uint32),
+        ("attach_btf_obj_fd", ctypes.c_uint32),
+        ("fd_array", ctypes.c_void_p),
+        ("func_info", ctypes.c_void_p),
+        ("func_info_cnt", ctypes.c_uint32),
+        ("func_info_rec_size", ctypes.c_uint32),
+        ("line_info", ctypes.c_void_p),
+        ("line_info_cnt", ctypes.c_uint32),
+        ("line_info_rec_size", ctypes.c_uint32),
+        ("log_level", ctypes.c_uint32),
+        ("log_size", ctypes.c_uint32),
+        ("log_buf", ctypes.c_char_p),
     ]
 
 
@@ -573,8 +684,11 @@ def return_insns(value: int) -> bytes:
 
 class LinkCreateOpts(ctypes.Structure):
     _fields_ = [
-        ("sz", ctypes.c_size_t), ("flags", ctypes.c_uint32), ("iter_info", ctypes.c_void_p),
-        ("iter_info_len", ctypes.c_uint32), ("target_btf_id", ctypes.c_uint32),
+        ("sz", ctypes.c_size_t),
+        ("flags", ctypes.c_uint32),
+        ("iter_info", ctypes.c_void_p),
+        ("iter_info_len", ctypes.c_uint32),
+        ("target_btf_id", ctypes.c_uint32),
         ("union", ctypes.c_uint64 * 5),
     ]
 
@@ -586,8 +700,7 @@ class LinkUpdateOpts(ctypes.Structure):
 def link_create(prog_fd: int, target: int, attach_type: int, flags: int = 0) -> int:
     """BPF_LINK_CREATE: target is an ifindex for xdp and tcx links."""
     opts = LinkCreateOpts(sz=ctypes.sizeof(LinkCreateOpts), flags=flags)
-    return _check(lib().bpf_link_create(prog_fd, target, attach_type, ctypes.byref(opts)),
-                  "bpf_link_create")
+    return _check(lib().bpf_link_create(prog_fd, target, attach_type, ctypes.byref(opts)), "bpf_link_create")
 
 
 def link_update(link_fd: int, new_prog_fd: int, old_prog_fd: int = -1) -> None:
@@ -611,17 +724,26 @@ def prog_query(target: int, attach_type: int, max_progs: int = 64) -> list:
     ret = lib().bpf_prog_query(target, attach_type, 0, ctypes.byref(flags), ids, ctypes.byref(cnt))
     if ret < 0:
         raise BpfError("bpf_prog_query", -ret)
-    return list(ids[:cnt.value])
+    return list(ids[: cnt.value])
 
 
 class TestRunOpts(ctypes.Structure):
     _fields_ = [
-        ("sz", ctypes.c_size_t), ("data_in", ctypes.c_void_p), ("data_out", ctypes.c_void_p),
-        ("data_size_in", ctypes.c_uint32), ("data_size_out", ctypes.c_uint32),
-        ("ctx_in", ctypes.c_void_p), ("ctx_out", ctypes.c_void_p),
-        ("ctx_size_in", ctypes.c_uint32), ("ctx_size_out", ctypes.c_uint32),
-        ("retval", ctypes.c_uint32), ("repeat", ctypes.c_int), ("duration", ctypes.c_uint32),
-        ("flags", ctypes.c_uint32), ("cpu", ctypes.c_uint32), ("batch_size", ctypes.c_uint32),
+        ("sz", ctypes.c_size_t),
+        ("data_in", ctypes.c_void_p),
+        ("data_out", ctypes.c_void_p),
+        ("data_size_in", ctypes.c_uint32),
+        ("data_size_out", ctypes.c_uint32),
+        ("ctx_in", ctypes.c_void_p),
+        ("ctx_out", ctypes.c_void_p),
+        ("ctx_size_in", ctypes.c_uint32),
+        ("ctx_size_out", ctypes.c_uint32),
+        ("retval", ctypes.c_uint32),
+        ("repeat", ctypes.c_int),
+        ("duration", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("cpu", ctypes.c_uint32),
+        ("batch_size", ctypes.c_uint32),
     ]
 
 
@@ -638,8 +760,7 @@ class TestRunResult:
         return "TestRunResult(retval=%d, len=%d, ns=%d)" % (self.retval, len(self.data), self.duration_ns)
 
 
-def prog_test_run(prog_fd: int, data: bytes, repeat: int = 1, ctx: bytes = b"", flags: int = 0,
-                  batch_size: int = 0, data_out_size: int = 0) -> TestRunResult:
+def prog_test_run(prog_fd: int, data: bytes, repeat: int = 1, ctx: bytes = b"", flags: int = 0, batch_size: int = 0, data_out_size: int = 0) -> TestRunResult:
     """BPF_PROG_TEST_RUN: run the program on data; returns verdict, output bytes, ns per run.
 
     ctx is an xdp_md / __sk_buff image for programs that read it (ingress ifindex, mark).
@@ -668,8 +789,8 @@ def prog_test_run(prog_fd: int, data: bytes, repeat: int = 1, ctx: bytes = b"", 
     opts.flags = flags
     opts.batch_size = batch_size
     _check(lib().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts)), "bpf_prog_test_run_opts")
-    data_out = out_buf.raw[:opts.data_size_out] if out_buf is not None else b""
-    ctx_res = ctx_out.raw[:opts.ctx_size_out] if ctx_out is not None else b""
+    data_out = out_buf.raw[: opts.data_size_out] if out_buf is not None else b""
+    ctx_res = ctx_out.raw[: opts.ctx_size_out] if ctx_out is not None else b""
     return TestRunResult(opts.retval, data_out, opts.duration, ctx_res)
 
 
@@ -761,9 +882,14 @@ class ObjMap:
         return (ctypes.c_uint8 * size.value).from_address(ptr)
 
     def layout(self) -> dict:
-        return {"name": self.name, "type": self.type, "key_size": self.key_size,
-                "value_size": self.value_size, "max_entries": self.max_entries,
-                "map_flags": self.map_flags}
+        return {
+            "name": self.name,
+            "type": self.type,
+            "key_size": self.key_size,
+            "value_size": self.value_size,
+            "max_entries": self.max_entries,
+            "map_flags": self.map_flags,
+        }
 
 
 class ObjProgram:
@@ -823,7 +949,7 @@ class BpfObject:
         self.loaded = False
 
     @classmethod
-    def open(cls, path: str) -> "BpfObject":
+    def open(cls, path: str) -> BpfObject:
         _capture_messages()
         del _MESSAGES[:]
         ptr = lib().bpf_object__open_file(path.encode(), None)
@@ -832,7 +958,7 @@ class BpfObject:
             raise BpfError("bpf_object__open_file", err, path, log="\n".join(_MESSAGES))
         return cls(ptr, path)
 
-    def __enter__(self) -> "BpfObject":
+    def __enter__(self) -> BpfObject:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 try:
     from pyroute2.netlink import NLM_F_REQUEST, genlmsg
-    from pyroute2.netlink.generic import GenericNetlinkSocket
     from pyroute2.netlink.exceptions import NetlinkError
+    from pyroute2.netlink.generic import GenericNetlinkSocket
+
     HAS_PYROUTE2 = True
 except ImportError:  # pragma: no cover - reported by the module through missing_required_lib
     HAS_PYROUTE2 = False
@@ -28,13 +29,13 @@ NETDEV_CMD_DEV_GET = 1
 
 # enum netdev_xdp_act (include/uapi/linux/netdev.h), in bit order
 XDP_FEATURE_BITS = (
-    ("basic", 1 << 0),          # XDP_PASS/DROP/ABORTED/TX in the driver: native XDP
-    ("redirect", 1 << 1),       # XDP_REDIRECT from this device
-    ("ndo_xmit", 1 << 2),       # can be the target of XDP_REDIRECT (ndo_xdp_xmit)
-    ("xsk_zerocopy", 1 << 3),   # AF_XDP zero-copy
-    ("hw_offload", 1 << 4),     # programs run on the NIC
-    ("rx_sg", 1 << 5),          # multi-buffer (jumbo frames) on receive
-    ("ndo_xmit_sg", 1 << 6),    # multi-buffer frames as redirect target
+    ("basic", 1 << 0),  # XDP_PASS/DROP/ABORTED/TX in the driver: native XDP
+    ("redirect", 1 << 1),  # XDP_REDIRECT from this device
+    ("ndo_xmit", 1 << 2),  # can be the target of XDP_REDIRECT (ndo_xdp_xmit)
+    ("xsk_zerocopy", 1 << 3),  # AF_XDP zero-copy
+    ("hw_offload", 1 << 4),  # programs run on the NIC
+    ("rx_sg", 1 << 5),  # multi-buffer (jumbo frames) on receive
+    ("ndo_xmit_sg", 1 << 6),  # multi-buffer frames as redirect target
 )
 
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import socket
 
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import xdp_hook
 from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf, xdp_hook
 
 try:
     from pyroute2 import IPRoute
+
     HAS_PYROUTE2 = True
     PYROUTE2_IMPORT_ERROR = None
 except ImportError as exc:  # pragma: no cover - reported by modules through missing_required_lib

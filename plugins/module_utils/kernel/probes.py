@@ -19,8 +19,7 @@ import json
 import os
 import re
 
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import bpffs
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import bpffs, libbpf
 
 YES, NO, UNKNOWN = "yes", "no", "unknown"
 JIT_SYSCTL = "/proc/sys/net/core/bpf_jit_enable"
@@ -119,8 +118,7 @@ def prog_types() -> dict:
         except OSError as exc:
             result[name] = answer(UNKNOWN, "probe failed: %s" % exc)
             continue
-        result[name] = answer(YES, "a %s program loaded" % name) if ok else answer(
-            NO, "the kernel refused to load a %s program" % name)
+        result[name] = answer(YES, "a %s program loaded" % name) if ok else answer(NO, "the kernel refused to load a %s program" % name)
     return result
 
 
@@ -131,8 +129,10 @@ def _link_probe_in_child() -> dict:
         err = ctypes.get_errno()
         return {"error": "unshare(CLONE_NEWNET) failed: %s" % os.strerror(err)}
     out = {}
-    for key, prog_type, ret, attach in (("xdp", libbpf.PROG_TYPE_XDP, XDP_PASS, libbpf.ATTACH_XDP),
-                                        ("tcx", libbpf.PROG_TYPE_SCHED_CLS, TCX_NEXT, libbpf.ATTACH_TCX_INGRESS)):
+    for key, prog_type, ret, attach in (
+        ("xdp", libbpf.PROG_TYPE_XDP, XDP_PASS, libbpf.ATTACH_XDP),
+        ("tcx", libbpf.PROG_TYPE_SCHED_CLS, TCX_NEXT, libbpf.ATTACH_TCX_INGRESS),
+    ):
         try:
             prog_fd = libbpf.prog_load_insns(prog_type, "fleet_probe", libbpf.return_insns(ret))
         except OSError as exc:
@@ -151,8 +151,7 @@ def _link_probe_in_child() -> dict:
 
 def interpret_link_probe(what: str, result) -> dict:
     """Turn the child's {'stage', 'errno'} into an answer."""
-    label = {"xdp": "bpf_link for XDP (BPF_LINK_CREATE, attach type xdp)",
-             "tcx": "TCX (BPF_LINK_CREATE, attach type tcx_ingress)"}[what]
+    label = {"xdp": "bpf_link for XDP (BPF_LINK_CREATE, attach type xdp)", "tcx": "TCX (BPF_LINK_CREATE, attach type tcx_ingress)"}[what]
     if not result:
         return answer(UNKNOWN, "%s: the probe did not run" % label)
     if "error" in result:
@@ -162,8 +161,7 @@ def interpret_link_probe(what: str, result) -> dict:
         return answer(UNKNOWN, "%s: no result" % label)
     err = res.get("errno", 0)
     if res.get("stage") == "load":
-        return answer(UNKNOWN if err == errno.EPERM else NO,
-                      "%s: the trivial program did not load (%s)" % (label, os.strerror(err)))
+        return answer(UNKNOWN if err == errno.EPERM else NO, "%s: the trivial program did not load (%s)" % (label, os.strerror(err)))
     if err == 0:
         return answer(YES, "%s: a link was created on the loopback of a private network namespace" % label)
     if err in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
@@ -208,8 +206,7 @@ def bpffs_fact() -> dict:
     points = bpffs.bpffs_mount_points()
     if points:
         return dict(answer(YES, "bpf filesystem mounted at %s" % ", ".join(points)), mount_points=points)
-    return dict(answer(NO, "no bpf filesystem is mounted (the collection's modules mount /sys/fs/bpf when they pin)"),
-                mount_points=[])
+    return dict(answer(NO, "no bpf filesystem is mounted (the collection's modules mount /sys/fs/bpf when they pin)"), mount_points=[])
 
 
 def facts() -> dict:
@@ -231,8 +228,9 @@ def facts() -> dict:
         "version": ".".join(str(part) for part in parse_release(release)),
         "bpf_syscall": syscall,
         "jit_enabled": jit_fact() if syscall["supported"] == YES else parse_jit(_read(JIT_SYSCTL)),
-        "vmlinux_btf": answer(YES, "%s exists" % VMLINUX_BTF) if btf else answer(
-            NO, "%s is missing (kernel built without CONFIG_DEBUG_INFO_BTF)" % VMLINUX_BTF),
+        "vmlinux_btf": answer(YES, "%s exists" % VMLINUX_BTF)
+        if btf
+        else answer(NO, "%s is missing (kernel built without CONFIG_DEBUG_INFO_BTF)" % VMLINUX_BTF),
         "bpffs": bpffs_fact(),
         "xdp_link": links["xdp_link"],
         "tcx": links["tcx"],

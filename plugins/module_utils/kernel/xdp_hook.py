@@ -23,8 +23,14 @@ class XdpAttachOpts(ctypes.Structure):
 
 
 class XdpQueryOpts(ctypes.Structure):
-    _fields_ = [("sz", ctypes.c_size_t), ("prog_id", ctypes.c_uint32), ("drv_prog_id", ctypes.c_uint32),
-                ("hw_prog_id", ctypes.c_uint32), ("skb_prog_id", ctypes.c_uint32), ("attach_mode", ctypes.c_uint8)]
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("prog_id", ctypes.c_uint32),
+        ("drv_prog_id", ctypes.c_uint32),
+        ("hw_prog_id", ctypes.c_uint32),
+        ("skb_prog_id", ctypes.c_uint32),
+        ("attach_mode", ctypes.c_uint8),
+    ]
 
 
 _DECLARED = False
@@ -54,8 +60,7 @@ def attach(ifindex: int, prog_fd: int, flags: int, old_prog_fd: int = -1) -> Non
     opts = XdpAttachOpts(sz=ctypes.sizeof(XdpAttachOpts), old_prog_fd=old_prog_fd)
     if old_prog_fd >= 0:
         flags |= libbpf.XDP_FLAGS_REPLACE
-    _check(_lib().bpf_xdp_attach(ifindex, prog_fd, flags, ctypes.byref(opts)), "bpf_xdp_attach",
-           "ifindex %d, flags %#x" % (ifindex, flags))
+    _check(_lib().bpf_xdp_attach(ifindex, prog_fd, flags, ctypes.byref(opts)), "bpf_xdp_attach", "ifindex %d, flags %#x" % (ifindex, flags))
 
 
 def detach(ifindex: int, flags: int) -> None:
@@ -67,5 +72,10 @@ def query(ifindex: int) -> dict:
     """{'mode': native|generic|offload|multi|None, 'prog_id', 'native_id', 'generic_id', 'offload_id'}."""
     opts = XdpQueryOpts(sz=ctypes.sizeof(XdpQueryOpts))
     _check(_lib().bpf_xdp_query(ifindex, 0, ctypes.byref(opts)), "bpf_xdp_query", "ifindex %d" % ifindex)
-    return {"mode": MODES.get(opts.attach_mode, "unknown"), "prog_id": opts.prog_id, "native_id": opts.drv_prog_id,
-            "generic_id": opts.skb_prog_id, "offload_id": opts.hw_prog_id}
+    return {
+        "mode": MODES.get(opts.attach_mode, "unknown"),
+        "prog_id": opts.prog_id,
+        "native_id": opts.drv_prog_id,
+        "generic_id": opts.skb_prog_id,
+        "offload_id": opts.hw_prog_id,
+    }

@@ -16,9 +16,7 @@ from __future__ import annotations
 import errno
 import os
 
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import ethtool
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import xdp_hook
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import ethtool, libbpf, xdp_hook
 from ansible_collections.ebpf.fleet.plugins.module_utils.kernel.probes import XDP_PASS
 
 PROBE_PROG_NAME = "fleet_xdp_probe"
@@ -86,14 +84,12 @@ def probe_native(ifindex: int) -> dict:
     before = xdp_hook.query(ifindex)
     mode = before["mode"]
     if mode == "native":
-        return {"status": "confirmed", "reason": "program %d is attached in native mode now; nothing was changed"
-                % before["native_id"]}
+        return {"status": "confirmed", "reason": "program %d is attached in native mode now; nothing was changed" % before["native_id"]}
     if mode not in (None, "generic"):
         return {"status": "skipped", "reason": "a program is attached in %s mode; probing would disturb it" % mode}
     prior_id = before["generic_id"] if mode == "generic" else 0
     if prior_id and _xdp_link_owns(prior_id):
-        return {"status": "skipped", "reason": "program %d is attached through a bpf_link; it cannot be detached "
-                                               "for a probe" % prior_id}
+        return {"status": "skipped", "reason": "program %d is attached through a bpf_link; it cannot be detached for a probe" % prior_id}
     prior_fd = libbpf.prog_fd_by_id(prior_id) if prior_id else -1
     probe_fd = -1
     libbpf._capture_messages()  # pylint: disable=protected-access
@@ -118,8 +114,11 @@ def probe_native(ifindex: int) -> dict:
                 xdp_hook.attach(ifindex, prior_fd, libbpf.XDP_FLAGS_SKB_MODE | libbpf.XDP_FLAGS_UPDATE_IF_NOEXIST)
         after = xdp_hook.query(ifindex)
         if after["mode"] != mode or after["prog_id"] != before["prog_id"]:
-            result = {"status": "failed", "reason": "the previous XDP state (%s, program %s) was not restored: now %s, "
-                      "program %s" % (mode, before["prog_id"], after["mode"], after["prog_id"])}
+            result = {
+                "status": "failed",
+                "reason": "the previous XDP state (%s, program %s) was not restored: now %s, "
+                "program %s" % (mode, before["prog_id"], after["mode"], after["prog_id"]),
+            }
         elif prior_id:
             result["reason"] += "; program %d was attached again in generic mode" % prior_id
         return result

@@ -41,10 +41,10 @@ import os
 import socket
 import struct
 
+from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError, short_repr
 from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import btf as btf_mod
 from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
 from ansible_collections.ebpf.fleet.plugins.module_utils.maps import map_types
-from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError, short_repr
 
 # the map-type facts live in map_types; these names stay for callers of this module
 FD_VALUE_MAPS = map_types.FD_VALUE
@@ -65,7 +65,7 @@ def short(value, limit: int = SHORT_LIMIT) -> str:
 
 
 def _cap(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class CodecError(FleetError, ValueError):
@@ -78,6 +78,7 @@ class CodecError(FleetError, ValueError):
 
 
 # ---------------------------------------------------------------- codecs
+
 
 class Codec:
     """Bytes of one fixed size <-> notation."""
@@ -145,8 +146,10 @@ class HexCodec(Codec):
             return _parse_hex(value, self.size, where)
         if isinstance(value, int) and not isinstance(value, bool) and self.size in (1, 2, 4, 8):
             return IntCodec(self.size, False).encode(value, where)
-        raise CodecError(where, "expected raw bytes as a hex string of %d bytes (\"0x...\")%s, got %s"
-                         % (self.size, " for %s" % self.what if self.what else "", short(value)))
+        raise CodecError(
+            where,
+            "expected raw bytes as a hex string of %d bytes (\"0x...\")%s, got %s" % (self.size, " for %s" % self.what if self.what else "", short(value)),
+        )
 
     def decode(self, data):
         return _hex_of(data)
@@ -285,10 +288,10 @@ def _common_prefix(names: list) -> str:
         return ""
     if len(names) == 1:
         cut = names[0].rfind("_")
-        return names[0][:cut + 1] if cut >= 0 else ""
+        return names[0][: cut + 1] if cut >= 0 else ""
     prefix = os.path.commonprefix(names)
     cut = prefix.rfind("_")
-    prefix = prefix[:cut + 1] if cut >= 0 else ""
+    prefix = prefix[: cut + 1] if cut >= 0 else ""
     # never strip a whole name
     if any(len(n) == len(prefix) for n in names):
         return ""
@@ -314,7 +317,7 @@ def end_marker(members: list, type_name: str, prefix: str = None):
         return None
     if prefix is None:
         prefix = _common_prefix([m.name for m in members])
-    short_name = last.name[len(prefix):].lower()
+    short_name = last.name[len(prefix) :].lower()
     word = short_name.rsplit("_", 1)[-1]
     plural = (type_name or "").rsplit("_", 1)[-1].lower() + "s"
     if short_name in END_MARKER_WORDS or word in END_MARKER_WORDS or (plural != "s" and short_name == plural):
@@ -334,7 +337,7 @@ class EnumCodec(Codec):
         self.lookup = {}
         self.order = []
         for m in members:
-            short_name = m.name[len(prefix):].lower()
+            short_name = m.name[len(prefix) :].lower()
             if m is marker:
                 self.marker = (short_name, m.name, m.value)
                 continue
@@ -350,8 +353,11 @@ class EnumCodec(Codec):
         return "enum %s (%s)" % (self.type_name, ", ".join(self.names()))
 
     def _refuse_marker(self, value, where):
-        raise CodecError(where, "%s is the end marker of enum %s (%s = %d), not a value: expected one of %s"
-                         % (short(value), self.type_name, self.marker[1], self.marker[2], ", ".join(self.names())))
+        raise CodecError(
+            where,
+            "%s is the end marker of enum %s (%s = %d), not a value: expected one of %s"
+            % (short(value), self.type_name, self.marker[1], self.marker[2], ", ".join(self.names())),
+        )
 
     def _one(self, value, where) -> int:
         if isinstance(value, str):
@@ -364,8 +370,7 @@ class EnumCodec(Codec):
             try:
                 num = int(value, 0)
             except ValueError:
-                raise CodecError(where, "%s is not a value of enum %s: expected one of %s"
-                                 % (short(value), self.type_name, ", ".join(self.names())))
+                raise CodecError(where, "%s is not a value of enum %s: expected one of %s" % (short(value), self.type_name, ", ".join(self.names())))
         elif isinstance(value, int) and not isinstance(value, bool):
             num = value
         else:
@@ -447,7 +452,7 @@ class ArrayCodec(Codec):
 
     def decode(self, data):
         step = self.elem.size
-        return [self.elem.decode(data[i * step:(i + 1) * step]) for i in range(self.count)]
+        return [self.elem.decode(data[i * step : (i + 1) * step]) for i in range(self.count)]
 
 
 class StructCodec(Codec):
@@ -471,8 +476,7 @@ class StructCodec(Codec):
             raise CodecError(where, "expected a dict with members %s, got %s" % (", ".join(self.names), short(value)))
         unknown = [k for k in value if k not in self.names]
         if unknown:
-            raise CodecError(where, "unknown member %s of struct %s: valid members are %s"
-                             % (short(unknown[0]), self.name or "(anon)", ", ".join(self.names)))
+            raise CodecError(where, "unknown member %s of struct %s: valid members are %s" % (short(unknown[0]), self.name or "(anon)", ", ".join(self.names)))
         buf = bytearray(self.size)
         bits = 0
         for spec in self.fields:
@@ -487,7 +491,7 @@ class StructCodec(Codec):
                     data = _parse_hex(item["hex"], codec.size, sub)
                 else:
                     data = codec.encode(item, sub)
-                buf[offset:offset + codec.size] = data
+                buf[offset : offset + codec.size] = data
             else:
                 bit_off, nbits, signed = spec[1], spec[2], spec[3]
                 num = _to_int(value[fname], sub, "an integer")
@@ -506,7 +510,7 @@ class StructCodec(Codec):
         for spec in self.fields:
             if len(spec) == 3:
                 fname, offset, codec = spec
-                out[fname] = codec.decode(data[offset:offset + codec.size])
+                out[fname] = codec.decode(data[offset : offset + codec.size])
             else:
                 fname, bit_off, nbits, signed = spec
                 if whole is None:
@@ -537,8 +541,9 @@ class LpmCodec(Codec):
         if isinstance(value, dict):
             return self.fallback.encode(value, where)
         if not isinstance(value, str):
-            raise CodecError(where, "expected a %s such as %s, got %s"
-                             % (self.describe(), "\"192.0.2.0/24\"" if self.addr_len == 4 else "\"2001:db8::/32\"", short(value)))
+            raise CodecError(
+                where, "expected a %s such as %s, got %s" % (self.describe(), "\"192.0.2.0/24\"" if self.addr_len == 4 else "\"2001:db8::/32\"", short(value))
+            )
         addr, sep, plen = value.partition("/")
         try:
             packed = socket.inet_pton(self.family, addr)
@@ -553,8 +558,7 @@ class LpmCodec(Codec):
                 host = num & ((1 << (self.max_len - length)) - 1)
                 if host:
                     net = socket.inet_ntop(self.family, (num - host).to_bytes(self.addr_len, "big"))
-                    raise CodecError(where, "%s has host bits set: expected the network address, %s/%d"
-                                     % (short(value), net, length))
+                    raise CodecError(where, "%s has host bits set: expected the network address, %s/%d" % (short(value), net, length))
         else:
             length = self.max_len
         return self._head.pack(length) + packed + b"\0" * self._pad
@@ -587,7 +591,7 @@ class LpmCodec(Codec):
 
     def decode(self, data):
         length = self._head.unpack_from(data)[0]
-        return "%s/%d" % (socket.inet_ntop(self.family, data[4:4 + self.addr_len]), length)
+        return "%s/%d" % (socket.inet_ntop(self.family, data[4 : 4 + self.addr_len]), length)
 
 
 class DeviceCodec(Codec):
@@ -644,8 +648,7 @@ class KeyLayoutCodec(Codec):
             return self.inner.encode(value, where)
         names = [p[0] for p in self.parts]
         if set(value) != set(names):
-            raise CodecError(where, "expected a dict with exactly the members %s, got %s"
-                             % (", ".join(names), short(value)))
+            raise CodecError(where, "expected a dict with exactly the members %s, got %s" % (", ".join(names), short(value)))
         num = 0
         for name, codec, radix in self.parts:
             sub = "%s.%s" % (where, name) if where else name
@@ -687,6 +690,7 @@ def key_layout(btf: btf_mod.Btf, map_name: str, key: Codec):
 
 
 # ---------------------------------------------------------------- compiling codecs from BTF
+
 
 def _special(name: str):
     if name == "fleet_ipv4_t":
@@ -771,6 +775,7 @@ def _lpm(btf, item, fields, codec):
 
 # ---------------------------------------------------------------- whole keys and values of a map
 
+
 def _raw_or(codec: Codec):
     """Top-level encoder: "0x..." strings and {"hex": ...} are raw bytes, anything else goes to the codec."""
     size = codec.size
@@ -782,6 +787,7 @@ def _raw_or(codec: Codec):
         if isinstance(value, dict) and len(value) == 1 and "hex" in value:
             return _parse_hex(value["hex"], size, where) if isinstance(value["hex"], str) else enc(value, where)
         return enc(value, where)
+
     return encode
 
 
@@ -868,7 +874,7 @@ class MapCodec:
         self.zero_value = b"\0" * self.value_buf_size
 
     @classmethod
-    def build(cls, info: dict, btf_raw: bytes = b"", ncpus: int = 0) -> "MapCodec":
+    def build(cls, info: dict, btf_raw: bytes = b"", ncpus: int = 0) -> MapCodec:
         """Codecs from map info (libbpf.map_info) and the map's BTF blob (empty: raw hex)."""
         key_codec = value_codec = None
         if btf_raw and (info.get("btf_key_type_id") or info.get("btf_value_type_id")):
@@ -881,8 +887,7 @@ class MapCodec:
         if key_codec is None or key_codec.size != info["key_size"]:
             key_codec = _default_int(info["key_size"]) if info["type"] in ARRAY_MAPS else HexCodec(info["key_size"])
         if value_codec is None or value_codec.size != info["value_size"]:
-            value_codec = (_default_int(info["value_size"]) if info["type"] in FD_VALUE_MAPS | DEVICE_MAPS
-                           else HexCodec(info["value_size"]))
+            value_codec = _default_int(info["value_size"]) if info["type"] in FD_VALUE_MAPS | DEVICE_MAPS else HexCodec(info["value_size"])
         if info["type"] in DEVICE_MAPS:
             value_codec = DeviceCodec(value_codec)
         if not ncpus and info["type"] in map_types.PERCPU:
@@ -890,13 +895,12 @@ class MapCodec:
         return cls(info, key_codec, value_codec, ncpus or 1)
 
     @classmethod
-    def for_fd(cls, map_fd: int, btf_raw: bytes = None, info: dict = None) -> "MapCodec":
+    def for_fd(cls, map_fd: int, btf_raw: bytes = None, info: dict = None) -> MapCodec:
         """The codec of an open map; btf_raw and info (type ids) may come from elsewhere, e.g. the object the
         map was loaded from when the kernel refused the map's BTF (an enum as an array's key)."""
         live = libbpf.map_info(map_fd)
         if info is not None:
-            live = dict(live, btf_key_type_id=info.get("btf_key_type_id", 0),
-                        btf_value_type_id=info.get("btf_value_type_id", 0))
+            live = dict(live, btf_key_type_id=info.get("btf_key_type_id", 0), btf_value_type_id=info.get("btf_value_type_id", 0))
         if btf_raw is None:
             btf_raw = libbpf.btf_raw(live["btf_id"]) if live.get("btf_id") else b""
         return cls.build(live, btf_raw)
@@ -912,8 +916,7 @@ class MapCodec:
     def check_index(self, data: bytes, where: str) -> None:
         index = int.from_bytes(data, "little")
         if index >= self.key_limit:
-            raise CodecError(where, "index %d is out of range: the %s map has %d elements (0..%d)"
-                             % (index, self.map_type, self.key_limit, self.key_limit - 1))
+            raise CodecError(where, "index %d is out of range: the %s map has %d elements (0..%d)" % (index, self.map_type, self.key_limit, self.key_limit - 1))
 
     def encode_keys(self, values: list, where) -> list:
         """encode_key for a list (a plain list file): where(i) names item i for errors."""
@@ -941,10 +944,8 @@ class MapCodec:
             one = self._enc_value(value, where).ljust(self.stride, b"\0")
             return one * self.ncpus
         if len(per_cpu) != self.ncpus:
-            raise CodecError(where, "%d per-CPU values given; this host has %d possible CPUs"
-                             % (len(per_cpu), self.ncpus))
-        return b"".join(self._enc_value(v, "%s[%d]" % (where, i)).ljust(self.stride, b"\0")
-                        for i, v in enumerate(per_cpu))
+            raise CodecError(where, "%d per-CPU values given; this host has %d possible CPUs" % (len(per_cpu), self.ncpus))
+        return b"".join(self._enc_value(v, "%s[%d]" % (where, i)).ljust(self.stride, b"\0") for i, v in enumerate(per_cpu))
 
     # -- decoding
 
@@ -957,7 +958,7 @@ class MapCodec:
         if not self.per_cpu:
             return self.value.decode(data)
         size = self.value_size
-        values = [self.value.decode(data[i * self.stride:i * self.stride + size]) for i in range(self.ncpus)]
+        values = [self.value.decode(data[i * self.stride : i * self.stride + size]) for i in range(self.ncpus)]
         if per_cpu == "list":
             return values
         return summarize(self.value, values)
@@ -969,6 +970,7 @@ def _default_int(size: int) -> Codec:
 
 # ---------------------------------------------------------------- reading a whole map
 
+
 def read_raw(map_fd: int, codec: MapCodec):
     """All elements as (keys, values, count): two bytes objects, count elements of key_size /
     value_buf_size each (map_types.read_all)."""
@@ -976,7 +978,7 @@ def read_raw(map_fd: int, codec: MapCodec):
 
 
 def split(data: bytes, size: int, count: int) -> list:
-    return [data[i:i + size] for i in range(0, size * count, size)]
+    return [data[i : i + size] for i in range(0, size * count, size)]
 
 
 def read_entries(map_fd: int, per_cpu: str = "sum", btf_raw: bytes = None, info: dict = None) -> list:
@@ -987,5 +989,4 @@ def read_entries(map_fd: int, per_cpu: str = "sum", btf_raw: bytes = None, info:
     codec = MapCodec.for_fd(map_fd, btf_raw, info)
     keys, values, count = read_raw(map_fd, codec)
     ks, vs = codec.key_size, codec.value_buf_size
-    return [{"key": codec.decode_key(keys[i * ks:(i + 1) * ks]),
-             "value": codec.decode_value(values[i * vs:(i + 1) * vs], per_cpu)} for i in range(count)]
+    return [{"key": codec.decode_key(keys[i * ks : (i + 1) * ks]), "value": codec.decode_value(values[i * vs : (i + 1) * vs], per_cpu)} for i in range(count)]

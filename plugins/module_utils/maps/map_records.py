@@ -30,9 +30,9 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from ansible_collections.ebpf.fleet.plugins.module_utils.maps import map_types
-from ansible_collections.ebpf.fleet.plugins.module_utils.host import records
 from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError
+from ansible_collections.ebpf.fleet.plugins.module_utils.host import records
+from ansible_collections.ebpf.fleet.plugins.module_utils.maps import map_types
 
 FORMAT = 1
 SUFFIX = ".entries"
@@ -49,13 +49,14 @@ class MapRecordError(FleetError, ValueError):
 @dataclass
 class Declared:
     """One map's recorded declaration: {key bytes: value bytes} and whether it is the map's whole contents."""
+
     map: str
     entries: dict = field(default_factory=dict)
     exact: bool = True
     key_size: int = 0
-    value_size: int = 0       # bytes per value as the kernel reads and writes it (per-CPU: every CPU's)
+    value_size: int = 0  # bytes per value as the kernel reads and writes it (per-CPU: every CPU's)
     map_type: str = ""
-    outer: bool = False       # the entries of the inner map of a one-slot map of maps
+    outer: bool = False  # the entries of the inner map of a one-slot map of maps
 
 
 def folder(state_dir: str, name: str) -> str:
@@ -75,8 +76,7 @@ def listed(state_dir: str, name: str) -> list:
     path = folder(state_dir, name)
     if not os.path.isdir(path):
         return []
-    return sorted(entry[:-len(SUFFIX)] for entry in os.listdir(path)
-                  if entry.endswith(SUFFIX) and not entry.startswith("."))
+    return sorted(entry[: -len(SUFFIX)] for entry in os.listdir(path) if entry.endswith(SUFFIX) and not entry.startswith("."))
 
 
 def _uniform(entries: dict):
@@ -92,9 +92,18 @@ def encode(decl: Declared) -> bytes:
     uniform = _uniform(decl.entries)
     values = uniform if uniform is not None else b"".join(decl.entries.values())
     body = b"".join(decl.entries) + values
-    header = {"format": FORMAT, "map": decl.map, "exact": decl.exact, "count": len(decl.entries), "key_size": decl.key_size,
-              "value_size": decl.value_size, "map_type": decl.map_type, "outer": decl.outer,
-              "uniform": uniform is not None, "sha256": hashlib.sha256(body).hexdigest()}
+    header = {
+        "format": FORMAT,
+        "map": decl.map,
+        "exact": decl.exact,
+        "count": len(decl.entries),
+        "key_size": decl.key_size,
+        "value_size": decl.value_size,
+        "map_type": decl.map_type,
+        "outer": decl.outer,
+        "uniform": uniform is not None,
+        "sha256": hashlib.sha256(body).hexdigest(),
+    }
     return json.dumps(header, sort_keys=True).encode() + b"\n" + body
 
 
@@ -106,21 +115,34 @@ def decode(data: bytes, where: str) -> Declared:
         if header.get("format") != FORMAT:
             raise ValueError("format %r, expected %d" % (header.get("format"), FORMAT))
     except (ValueError, KeyError, TypeError) as exc:
-        raise MapRecordError("%s: not a map record written by ebpf.fleet (%s); re-run the bpf_map task that "
-                             "declares this map, or remove the file" % (where, exc), field="state_dir", value=where)
+        raise MapRecordError(
+            "%s: not a map record written by ebpf.fleet (%s); re-run the bpf_map task that declares this map, or remove the file" % (where, exc),
+            field="state_dir",
+            value=where,
+        )
     size = ks * count + (vs if header.get("uniform") and count else vs * count)
     if len(body) != size or hashlib.sha256(body).hexdigest() != header.get("sha256"):
-        raise MapRecordError("%s: truncated or damaged (%d bytes of entries, expected %d, or a checksum mismatch); "
-                             "re-run the bpf_map task that declares this map" % (where, len(body), size),
-                             field="state_dir", value=where)
-    keys = [body[i:i + ks] for i in range(0, ks * count, ks)]
-    values = body[ks * count:]
+        raise MapRecordError(
+            "%s: truncated or damaged (%d bytes of entries, expected %d, or a checksum mismatch); "
+            "re-run the bpf_map task that declares this map" % (where, len(body), size),
+            field="state_dir",
+            value=where,
+        )
+    keys = [body[i : i + ks] for i in range(0, ks * count, ks)]
+    values = body[ks * count :]
     if header.get("uniform"):
         entries = dict.fromkeys(keys, values)
     else:
-        entries = dict(zip(keys, [values[i:i + vs] for i in range(0, vs * count, vs)]))
-    return Declared(map=header.get("map", ""), entries=entries, exact=bool(header.get("exact")), key_size=ks,
-                    value_size=vs, map_type=header.get("map_type", ""), outer=bool(header.get("outer")))
+        entries = dict(zip(keys, [values[i : i + vs] for i in range(0, vs * count, vs)]))
+    return Declared(
+        map=header.get("map", ""),
+        entries=entries,
+        exact=bool(header.get("exact")),
+        key_size=ks,
+        value_size=vs,
+        map_type=header.get("map_type", ""),
+        outer=bool(header.get("outer")),
+    )
 
 
 def read(state_dir: str, name: str, map_name: str):
@@ -148,7 +170,7 @@ def write(state_dir: str, name: str, decl: Declared) -> bool:
     path = path_of(state_dir, name, decl.map)
     data = encode(decl)
     # the header holds the body's checksum: an equal header line is an equal file (read() checks the body)
-    header = data[:data.index(b"\n") + 1]
+    header = data[: data.index(b"\n") + 1]
     try:
         with open(path, "rb") as handle:
             if handle.readline() == header and os.fstat(handle.fileno()).st_size == len(data):
@@ -166,8 +188,7 @@ def remove(state_dir: str, name: str, map_name: str) -> bool:
     return False
 
 
-def update(state_dir: str, name: str, map_name: str, mode: str, desired: dict, key_size: int, value_size: int,
-           map_type: str, outer: bool = False):
+def update(state_dir: str, name: str, map_name: str, mode: str, desired: dict, key_size: int, value_size: int, map_type: str, outer: bool = False):
     """Fold one successful bpf_map run into the record: sync replaces the set, merge adds to it, absent
     removes its keys, clear forgets the map (nothing declared). Returns the record's path, or None when
     nothing is recorded for this map."""
@@ -185,8 +206,7 @@ def update(state_dir: str, name: str, map_name: str, mode: str, desired: dict, k
     else:  # absent
         if old is None:
             return None
-        decl = Declared(map=map_name, entries={k: v for k, v in old.entries.items() if k not in desired},
-                        exact=old.exact)
+        decl = Declared(map=map_name, entries={k: v for k, v in old.entries.items() if k not in desired}, exact=old.exact)
         if not decl.entries and not decl.exact:
             remove(state_dir, name, map_name)
             return None

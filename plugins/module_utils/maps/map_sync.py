@@ -27,11 +27,10 @@ import os
 import threading
 from dataclasses import dataclass, field
 
+from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError
 from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
 from ansible_collections.ebpf.fleet.plugins.module_utils.maps import map_types
-from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError
-from ansible_collections.ebpf.fleet.plugins.module_utils.maps.map_codec import (
-    BATCH_DELETE_MAPS, UNDELETABLE_MAPS, CodecError, MapCodec, read_raw, short)
+from ansible_collections.ebpf.fleet.plugins.module_utils.maps.map_codec import BATCH_DELETE_MAPS, UNDELETABLE_MAPS, CodecError, MapCodec, read_raw, short
 
 CHUNK = 65536
 MODES = ("merge", "sync", "absent", "clear")
@@ -48,6 +47,7 @@ ALIAS_SLACK = 100000
 
 class SyncError(FleetError, RuntimeError):
     """A failure with what was already applied (0 when nothing was written)."""
+
     RESULT_ATTRS = {"applied": "applied"}
 
     def __init__(self, message: str, applied: int = 0):
@@ -70,6 +70,7 @@ def fd_kind(fd: int) -> str:
 
 # ---------------------------------------------------------------- desired contents
 
+
 class ProgRefs:
     """prog_array values: a program pin path or a program id; compared by id, written as fds."""
 
@@ -86,8 +87,7 @@ class ProgRefs:
                 fd = libbpf.prog_fd_by_id(int(value))
             info = libbpf.prog_info(fd)
         except (libbpf.BpfError, ValueError, TypeError) as exc:
-            raise CodecError(where, "%s is not a loaded program (expected a program pin path or id): %s"
-                             % (short(value), exc))
+            raise CodecError(where, "%s is not a loaded program (expected a program pin path or id): %s" % (short(value), exc))
         prog_id = info["id"].to_bytes(4, "little")
         if prog_id in self.fds:
             os.close(fd)
@@ -108,6 +108,7 @@ def codec_from_object(obj_path: str, map_name: str, ncpus: int = 0) -> MapCodec:
     """The codec of map map_name as the ELF object at obj_path declares it (for a map of maps: its inner
     map, which the entries describe). Reads the file only; nothing is loaded."""
     from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import btf as btf_mod  # pylint: disable=import-outside-toplevel
+
     with libbpf.BpfObject.open(obj_path) as obj:
         raw = obj.btf_raw()
     if not raw:
@@ -137,15 +138,13 @@ def _items(entries, where: str):
             else:
                 yield sub, item, None
     elif entries is not None:
-        raise CodecError(where, "expected a dict of key: value or a list of {key:, value:}, got %s %s"
-                         % (type(entries).__name__, short(entries, 60)))
+        raise CodecError(where, "expected a dict of key: value or a list of {key:, value:}, got %s %s" % (type(entries).__name__, short(entries, 60)))
 
 
 iter_entries = _items
 
 
-def encode_entries(codec: MapCodec, entries, where: str = "entries", default_value=None,
-                   keys_only: bool = False, value_encoder=None) -> dict:
+def encode_entries(codec: MapCodec, entries, where: str = "entries", default_value=None, keys_only: bool = False, value_encoder=None) -> dict:
     """{key bytes: value bytes} for every entry; the first bad one raises CodecError naming it."""
     out = {}
     enc_key, enc_value = codec.encode_key, (value_encoder or codec.encode_value)
@@ -178,8 +177,7 @@ def read_lines(path: str):
     return numbers, [line for line in lines if line]
 
 
-def encode_lines(codec: MapCodec, path: str, default_value=None, keys_only: bool = False,
-                 value_encoder=None) -> dict:
+def encode_lines(codec: MapCodec, path: str, default_value=None, keys_only: bool = False, value_encoder=None) -> dict:
     """{key bytes: value bytes} for a plain list file; every line gets default_value."""
     value = None if keys_only else (value_encoder or codec.encode_value)(default_value, "value")
     numbers, lines = read_lines(path)
@@ -222,8 +220,9 @@ def check_yaml_events(events, path: str) -> None:
     MAX_DEPTH, has a scalar longer than MAX_SCALAR_CHARS, or whose aliases expand it to more than
     ALIAS_EXPANSION times its own nodes (an alias bomb): each would exhaust memory or the stack later."""
     import yaml  # pylint: disable=import-outside-toplevel
-    sizes = {}        # anchor -> expanded node count
-    stack = []        # [expanded node count, anchor] of the open collections
+
+    sizes = {}  # anchor -> expanded node count
+    stack = []  # [expanded node count, anchor] of the open collections
     nodes = expanded = 0
     for event in events:
         if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
@@ -242,8 +241,7 @@ def check_yaml_events(events, path: str) -> None:
             continue
         if isinstance(event, yaml.ScalarEvent):
             if len(event.value) > MAX_SCALAR_CHARS:
-                raise _file_error(path, event.start_mark.line + 1, "a value of %d characters (at most %d)"
-                                  % (len(event.value), MAX_SCALAR_CHARS))
+                raise _file_error(path, event.start_mark.line + 1, "a value of %d characters (at most %d)" % (len(event.value), MAX_SCALAR_CHARS))
             count = 1
             if event.anchor:
                 sizes[event.anchor] = 1
@@ -257,9 +255,11 @@ def check_yaml_events(events, path: str) -> None:
         if stack:
             stack[-1][0] += count
         if expanded > ALIAS_EXPANSION * nodes + ALIAS_SLACK:
-            raise _file_error(path, event.start_mark.line + 1,
-                              "its aliases expand it to more than %d times its own size (%d nodes from %d): "
-                              "write the entries out" % (ALIAS_EXPANSION, expanded, nodes))
+            raise _file_error(
+                path,
+                event.start_mark.line + 1,
+                "its aliases expand it to more than %d times its own size (%d nodes from %d): write the entries out" % (ALIAS_EXPANSION, expanded, nodes),
+            )
 
 
 def load_file(path: str, fmt: str = "auto"):
@@ -279,8 +279,7 @@ def load_file(path: str, fmt: str = "auto"):
         except RecursionError:
             raise _file_error(path, None, "nested too deeply to read")
         except ValueError as exc:
-            raise _file_error(path, getattr(exc, "lineno", None), "not valid JSON: %s"
-                              % short(getattr(exc, "msg", str(exc))))
+            raise _file_error(path, getattr(exc, "lineno", None), "not valid JSON: %s" % short(getattr(exc, "msg", str(exc))))
     try:
         import yaml  # pylint: disable=import-outside-toplevel
     except ImportError:
@@ -300,6 +299,7 @@ def load_file(path: str, fmt: str = "auto"):
 
 
 # ---------------------------------------------------------------- current contents and the plan
+
 
 class Reader(threading.Thread):
     """Reads the map's current contents in the background (the syscalls release the GIL), so that
@@ -324,8 +324,7 @@ class Reader(threading.Thread):
         self.join()
         if self.error is not None:
             raise self.error
-        if mode == "sync" and desired is not None and self.codec.map_type not in UNDELETABLE_MAPS \
-                and same_as(self.codec, self.raw, desired):
+        if mode == "sync" and desired is not None and self.codec.map_type not in UNDELETABLE_MAPS and same_as(self.codec, self.raw, desired):
             return None
         return current_from_raw(self.codec, *self.raw)
 
@@ -338,22 +337,22 @@ def same_as(codec: MapCodec, raw, desired: dict) -> bool:
     if not count:
         return True
     ks, vs = codec.key_size, codec.value_buf_size
-    key_list = [keys[i:i + ks] for i in range(0, ks * count, ks)]
+    key_list = [keys[i : i + ks] for i in range(0, ks * count, ks)]
     uniform = _uniform(desired)
     if uniform is not None:
         if values != uniform * count:
             return False
         return all(map(desired.__contains__, key_list))
-    value_list = [values[i:i + vs] for i in range(0, vs * count, vs)]
+    value_list = [values[i : i + vs] for i in range(0, vs * count, vs)]
     return all(map(operator.eq, map(desired.get, key_list), value_list))
 
 
 @dataclass
 class Plan:
-    write: list = field(default_factory=list)      # keys to add or change
+    write: list = field(default_factory=list)  # keys to add or change
     added: list = field(default_factory=list)
     changed: list = field(default_factory=list)
-    removed: list = field(default_factory=list)    # keys to delete (or zero, for arrays)
+    removed: list = field(default_factory=list)  # keys to delete (or zero, for arrays)
     desired: dict = field(default_factory=dict)
     current: dict = field(default_factory=dict)
 
@@ -369,8 +368,7 @@ def read_current(fd: int, codec: MapCodec) -> dict:
 
 def current_from_raw(codec: MapCodec, keys: bytes, values: bytes, count: int) -> dict:
     ks, vs = codec.key_size, codec.value_buf_size
-    current = dict(zip([keys[i:i + ks] for i in range(0, ks * count, ks)],
-                       [values[i:i + vs] for i in range(0, vs * count, vs)]))
+    current = dict(zip([keys[i : i + ks] for i in range(0, ks * count, ks)], [values[i : i + vs] for i in range(0, vs * count, vs)]))
     if codec.map_type in UNDELETABLE_MAPS:
         zero = codec.zero_value
         current = {k: v for k, v in current.items() if v != zero}
@@ -394,8 +392,10 @@ def plan(current: dict, desired: dict, mode: str, absent: bytes = None) -> Plan:
     if absent is None:
         get = current.get
     else:
+
         def get(key, _get=current.get):
             return _get(key, absent)
+
     result.write = [k for k, v in desired.items() if get(k) != v]
     if result.write:
         result.added = [k for k in result.write if k not in current]
@@ -420,19 +420,22 @@ def check_capacity(codec: MapCodec, the_plan: Plan, after: int) -> None:
     (LRU maps evict instead, arrays are checked per index)."""
     limit = codec.info["max_entries"]
     if codec.info.get("inner_of_outer") and codec.map_type in GROWABLE_INNER_MAPS:
-        return   # a new inner map is made as large as the set (inner_capacity)
+        return  # a new inner map is made as large as the set (inner_capacity)
     if codec.map_type in map_types.LRU or codec.map_type in map_types.ARRAY or after <= limit:
         return
-    raise CodecError("entries", "the %s map holds at most %d elements; these entries would leave %d in it "
-                                "(%d added, %d removed)" % (codec.map_type, limit, after, len(the_plan.added),
-                                                            len(the_plan.removed)))
+    raise CodecError(
+        "entries",
+        "the %s map holds at most %d elements; these entries would leave %d in it "
+        "(%d added, %d removed)" % (codec.map_type, limit, after, len(the_plan.added), len(the_plan.removed)),
+    )
 
 
 # ---------------------------------------------------------------- applying
 
+
 def _chunks(seq: list, size: int):
     for start in range(0, len(seq), size):
-        yield seq[start:start + size]
+        yield seq[start : start + size]
 
 
 def apply(fd: int, codec: MapCodec, the_plan: Plan, progs: ProgRefs = None, chunk: int = CHUNK) -> int:
@@ -462,8 +465,10 @@ def apply(fd: int, codec: MapCodec, the_plan: Plan, progs: ProgRefs = None, chun
                 applied += _update(fd, map_type, part, values)
     except libbpf.BpfError as exc:
         applied += getattr(exc, "applied", 0) or 0
-        raise SyncError("%s after %d of %d elements were applied; a re-run continues from the map's state"
-                        % (exc, applied, len(the_plan.removed) + len(the_plan.write)), applied)
+        raise SyncError(
+            "%s after %d of %d elements were applied; a re-run continues from the map's state" % (exc, applied, len(the_plan.removed) + len(the_plan.write)),
+            applied,
+        )
     return applied
 
 
@@ -489,13 +494,13 @@ def _update(fd: int, map_type: str, keys: list, values: list) -> int:
 
 # ---------------------------------------------------------------- maps of maps
 
+
 def inner_map_fd(outer_fd: int, outer_info: dict) -> int:
     """The map in slot 0 of a one-slot outer map."""
     slot = b"\0" * outer_info["key_size"]
     inner_id = libbpf.map_lookup(outer_fd, slot, 4)
     if inner_id is None:
-        raise SyncError("outer map %s has no inner map in slot 0: the deployment must install the first one"
-                        % outer_info["name"])
+        raise SyncError("outer map %s has no inner map in slot 0: the deployment must install the first one" % outer_info["name"])
     return libbpf.map_fd_by_id(int.from_bytes(inner_id, "little"))
 
 
@@ -522,9 +527,14 @@ def create_like(info: dict, max_entries: int = 0) -> int:
         opts.btf_key_type_id = info["btf_key_type_id"]
         opts.btf_value_type_id = info["btf_value_type_id"]
     try:
-        ret = libbpf.lib().bpf_map_create(libbpf.MAP_TYPE_IDS[info["type"]], info["name"].encode()[:15],
-                                          info["key_size"], info["value_size"], max_entries or info["max_entries"],
-                                          ctypes.byref(opts))
+        ret = libbpf.lib().bpf_map_create(
+            libbpf.MAP_TYPE_IDS[info["type"]],
+            info["name"].encode()[:15],
+            info["key_size"],
+            info["value_size"],
+            max_entries or info["max_entries"],
+            ctypes.byref(opts),
+        )
         if ret < 0:
             raise libbpf.BpfError("bpf_map_create", -ret, info["name"])
         return ret

@@ -23,8 +23,7 @@ PERCPU = libbpf.PERCPU_MAP_TYPES
 FD_VALUE = frozenset({"prog_array", "array_of_maps", "hash_of_maps", "perf_event_array", "cgroup_array"})
 DEVICE = frozenset({"devmap", "devmap_hash"})
 # keys are indexes 0 .. max_entries - 1
-ARRAY = frozenset({"array", "percpu_array", "prog_array", "perf_event_array", "cgroup_array",
-                   "array_of_maps", "devmap", "cpumap", "xskmap"})
+ARRAY = frozenset({"array", "percpu_array", "prog_array", "perf_event_array", "cgroup_array", "array_of_maps", "devmap", "cpumap", "xskmap"})
 # elements exist from creation on and cannot be deleted: "absent" means all-zero there
 UNDELETABLE = frozenset({"array", "percpu_array"})
 OUTER = frozenset({"array_of_maps", "hash_of_maps"})
@@ -36,8 +35,22 @@ BATCH_DELETE = frozenset({"hash", "lru_hash", "percpu_hash", "lru_percpu_hash", 
 # no key/value contents to read (streams, program tables, maps of maps as a whole)
 NO_DATA = frozenset({"prog_array", "perf_event_array", "ringbuf", "user_ringbuf", "array_of_maps", "hash_of_maps"})
 # what bpf_map can manage
-MANAGED = frozenset({"hash", "lru_hash", "percpu_hash", "lru_percpu_hash", "array", "percpu_array",
-                     "lpm_trie", "prog_array", "devmap", "devmap_hash", "array_of_maps", "hash_of_maps"})
+MANAGED = frozenset(
+    {
+        "hash",
+        "lru_hash",
+        "percpu_hash",
+        "lru_percpu_hash",
+        "array",
+        "percpu_array",
+        "lpm_trie",
+        "prog_array",
+        "devmap",
+        "devmap_hash",
+        "array_of_maps",
+        "hash_of_maps",
+    }
+)
 
 
 def per_cpu_stride(value_size: int) -> int:
@@ -85,19 +98,20 @@ def read_array_range(map_fd: int, first: int, count: int, value_size: int) -> by
         want = ctypes.c_uint32(count - got)
         token_in = ctypes.c_uint64(cursor)  # an array's cursor is a key: room for any key size
         token_out = ctypes.c_uint64(0)
-        ret = libbpf.lib().bpf_map_lookup_batch(map_fd, None if cursor < 0 else ctypes.byref(token_in),
-                                                ctypes.byref(token_out), keys, values, ctypes.byref(want),
-                                                ctypes.byref(opts))
+        ret = libbpf.lib().bpf_map_lookup_batch(
+            map_fd, None if cursor < 0 else ctypes.byref(token_in), ctypes.byref(token_out), keys, values, ctypes.byref(want), ctypes.byref(opts)
+        )
         if ret < 0 and ret != -errno.ENOENT:
             raise libbpf.BpfError("batch lookup of keys %d..%d" % (first, first + count - 1), -ret)
         n = want.value
-        parts.append(values.raw[:value_size * n])
+        parts.append(values.raw[: value_size * n])
         got += n
         cursor += n
         if ret == -errno.ENOENT or not n:
             break
     data = b"".join(parts)
     if len(data) != value_size * count:
-        raise libbpf.BpfError("batch lookup of keys %d..%d" % (first, first + count - 1), errno.ERANGE,
-                              "the array holds only %d of them" % (len(data) // value_size))
+        raise libbpf.BpfError(
+            "batch lookup of keys %d..%d" % (first, first + count - 1), errno.ERANGE, "the array holds only %d of them" % (len(data) // value_size)
+        )
     return data

@@ -39,10 +39,10 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 
-from ansible_collections.ebpf.fleet.plugins.module_utils.programs import clang
+from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError
 from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
 from ansible_collections.ebpf.fleet.plugins.module_utils.maps import map_types
-from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError
+from ansible_collections.ebpf.fleet.plugins.module_utils.programs import clang
 
 SYSTEM_PYTHONS = ["/usr/bin/python3", "/usr/libexec/platform-python", "/usr/bin/python"]
 BCC_PACKAGE = "bcc (Debian: python3-bpfcc, for the system Python)"
@@ -76,22 +76,22 @@ def digest(src: str, flags: list, function: str, hook: str) -> str:
     sha = hashlib.sha256()
     with open(src, "rb") as handle:
         sha.update(handle.read())
-    sha.update(json.dumps({"cflags": flags, "function": function, "type": PROG_TYPE_FOR_HOOK[hook]},
-                          sort_keys=True).encode())
+    sha.update(json.dumps({"cflags": flags, "function": function, "type": PROG_TYPE_FOR_HOOK[hook]}, sort_keys=True).encode())
     return sha.hexdigest()
 
 
 @dataclass
 class Loaded:
     """A program bcc (or an earlier run) loaded: its fd, identity and the data maps it uses."""
+
     prog_fd: int
     prog_id: int
     tag: str
     name: str
-    maps: dict = field(default_factory=dict)      # map name -> fd
+    maps: dict = field(default_factory=dict)  # map name -> fd
 
     @classmethod
-    def from_fd(cls, prog_fd: int, with_maps: bool = True) -> "Loaded":
+    def from_fd(cls, prog_fd: int, with_maps: bool = True) -> Loaded:
         info = libbpf.prog_info(prog_fd)
         loaded = cls(prog_fd=prog_fd, prog_id=info["id"], tag=info["tag"], name=info["name"])
         if with_maps:
@@ -135,8 +135,9 @@ def load(src: str, function: str, hook: str, flags: list) -> Loaded:
             attach_type = libbpf.ATTACH_XDP if hook == "xdp" else -1
             fn = bpf.load_func(function, getattr(BPF, PROG_TYPE_FOR_HOOK[hook]), attach_type=attach_type)
         except Exception as exc:  # a verifier failure or a missing function; the verifier log went to fd 2
-            raise BccError("loading function %r of src=%s with bcc failed: %s\nverifier log (end):\n%s" % (
-                function, src, exc, _tail(captured())), _tail(captured()))
+            raise BccError(
+                "loading function %r of src=%s with bcc failed: %s\nverifier log (end):\n%s" % (function, src, exc, _tail(captured())), _tail(captured())
+            )
     return Loaded.from_fd(os.dup(fn.fd))
 
 
@@ -154,6 +155,7 @@ def _stderr_captured():
         def read() -> str:
             tmp.seek(0)
             return tmp.read().decode(errors="replace")
+
         try:
             yield read
         finally:

@@ -35,8 +35,7 @@ def copy_entries(src_fd: int, dst_fd: int) -> int:
     keys, values, count = map_types.read_all(src_fd, info)
     key_size, value_size = info["key_size"], map_types.value_buf_size(info["type"], info["value_size"])
     for idx in range(count):
-        libbpf.map_update(dst_fd, keys[idx * key_size:(idx + 1) * key_size],
-                          values[idx * value_size:(idx + 1) * value_size])
+        libbpf.map_update(dst_fd, keys[idx * key_size : (idx + 1) * key_size], values[idx * value_size : (idx + 1) * value_size])
     return count
 
 
@@ -53,8 +52,10 @@ def carry_over(old_maps: dict, new_maps: dict, replace_incompatible: bool) -> di
             diffs = ["%s %s != %s" % (key, old[key], new[key]) for key in old if old[key] != new[key]]
             report["incompatible"].append({"map": name, "differences": diffs})
             if not replace_incompatible:
-                raise BccError("maps are incompatible with the new program: %s (%s); set replace_incompatible_maps: "
-                               "true to replace it (its contents are lost)" % (name, ", ".join(diffs)))
+                raise BccError(
+                    "maps are incompatible with the new program: %s (%s); set replace_incompatible_maps: "
+                    "true to replace it (its contents are lost)" % (name, ", ".join(diffs))
+                )
             continue
         if old_fd != new_fd:
             copy_entries(old_fd, new_fd)

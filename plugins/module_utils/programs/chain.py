@@ -27,12 +27,10 @@ import errno
 import os
 from dataclasses import dataclass, field
 
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import attach
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import bpffs
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
-from ansible_collections.ebpf.fleet.plugins.module_utils.programs import loader
-from ansible_collections.ebpf.fleet.plugins.module_utils.host import records
 from ansible_collections.ebpf.fleet.plugins.module_utils.errors import converting
+from ansible_collections.ebpf.fleet.plugins.module_utils.host import records
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import attach, bpffs, libbpf
+from ansible_collections.ebpf.fleet.plugins.module_utils.programs import loader
 
 
 @dataclass
@@ -45,14 +43,25 @@ class Entry:
     tag: str = ""
 
     def as_dict(self) -> dict:
-        return {"deployment": self.deployment, "priority": self.priority, "program": self.program,
-                "sha256": self.sha256, "prog_id": self.prog_id, "tag": self.tag}
+        return {
+            "deployment": self.deployment,
+            "priority": self.priority,
+            "program": self.program,
+            "sha256": self.sha256,
+            "prog_id": self.prog_id,
+            "tag": self.tag,
+        }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Entry":
-        return cls(deployment=data["deployment"], priority=int(data.get("priority", 0)),
-                   program=data.get("program", ""), sha256=data.get("sha256", ""),
-                   prog_id=int(data.get("prog_id", 0)), tag=data.get("tag", ""))
+    def from_dict(cls, data: dict) -> Entry:
+        return cls(
+            deployment=data["deployment"],
+            priority=int(data.get("priority", 0)),
+            program=data.get("program", ""),
+            sha256=data.get("sha256", ""),
+            prog_id=int(data.get("prog_id", 0)),
+            tag=data.get("tag", ""),
+        )
 
 
 @dataclass
@@ -61,8 +70,8 @@ class HookState:
     ifname: str
     ifindex: int
     entries: list = field(default_factory=list)
-    mode: str = ""            # xdp: native/generic/offload
-    method: str = ""          # link (xdp/tcx) or clsact
+    mode: str = ""  # xdp: native/generic/offload
+    method: str = ""  # link (xdp/tcx) or clsact
     qdisc_created: bool = False
     live_ids: list = field(default_factory=list)
 
@@ -76,9 +85,16 @@ class HookState:
         return [e.prog_id for e in self.entries] == self.live_ids
 
     def record(self, pin_root: str) -> dict:
-        return {"hook": self.hook, "ifname": self.ifname, "ifindex": self.ifindex, "mode": self.mode,
-                "method": self.method, "qdisc_created": self.qdisc_created, "pin_root": pin_root,
-                "entries": [e.as_dict() for e in self.entries]}
+        return {
+            "hook": self.hook,
+            "ifname": self.ifname,
+            "ifindex": self.ifindex,
+            "mode": self.mode,
+            "method": self.method,
+            "qdisc_created": self.qdisc_created,
+            "pin_root": pin_root,
+            "entries": [e.as_dict() for e in self.entries],
+        }
 
 
 def hook_paths(pin_root: str, hook: str, ifname: str) -> dict:
@@ -129,14 +145,15 @@ def order(entries: list) -> list:
 
 # ---------------------------------------------------------------- generations
 
+
 class MapSet:
     """Data maps per deployment for this run: fds from pins, plus maps created by this run's loads."""
 
     def __init__(self, pin_root: str):
         self.pin_root = pin_root
-        self.fds = {}          # deployment -> {map: fd}
-        self.new = {}          # deployment -> {map: fd} created in this run (pinned after the swap)
-        self.skip = {}         # deployment -> set of pinned maps NOT to reuse (incompatible, replaced)
+        self.fds = {}  # deployment -> {map: fd}
+        self.new = {}  # deployment -> {map: fd} created in this run (pinned after the swap)
+        self.skip = {}  # deployment -> set of pinned maps NOT to reuse (incompatible, replaced)
 
     def for_deployment(self, name: str) -> dict:
         if name not in self.fds:
@@ -171,8 +188,8 @@ class MapSet:
 @dataclass
 class Generation:
     hook: HookState
-    entries: list                     # Entry, in order, prog ids and tags filled
-    instances: list                   # loader.Instance per entry
+    entries: list  # Entry, in order, prog ids and tags filled
+    instances: list  # loader.Instance per entry
     chain_fd: int = -1
 
     def close(self) -> None:
@@ -193,8 +210,8 @@ def build_generation(hook: HookState, entries: list, infos: dict, maps: MapSet, 
         if not infos[entry.deployment].has_chain:
             raise loader.LoadError(
                 "deployment %r (object without the fleet_chain map of fleet/chain.h) can only run alone or "
-                "last on %s, but it would be at position %d of %d" % (entry.deployment, hook.hook_id, pos + 1,
-                                                                      len(entries)))
+                "last on %s, but it would be at position %d of %d" % (entry.deployment, hook.hook_id, pos + 1, len(entries))
+            )
     size = max([loader.CHAIN_MAX_DEFAULT] + [infos[e.deployment].chain_max for e in entries if infos[e.deployment].has_chain])
     if len(entries) > size:
         raise loader.LoadError("%d programs on %s, more than the chain holds (%d)" % (len(entries), hook.hook_id, size))
@@ -204,14 +221,14 @@ def build_generation(hook: HookState, entries: list, infos: dict, maps: MapSet, 
         for slot, entry in enumerate(entries):
             info = infos[entry.deployment]
             next_slot = slot + 1 if slot + 1 < len(entries) else 0
-            inst = loader.load_instance(info, slot, chain_fd, maps.for_deployment(entry.deployment),
-                                        ifindex=offload_ifindex, next_slot=next_slot)
+            inst = loader.load_instance(info, slot, chain_fd, maps.for_deployment(entry.deployment), ifindex=offload_ifindex, next_slot=next_slot)
             if inst.new_maps:
                 maps.add_new(entry.deployment, inst.new_maps)
                 inst.new_maps = {}
             gen.instances.append(inst)
-            gen.entries.append(Entry(deployment=entry.deployment, priority=entry.priority, program=info.program,
-                                     sha256=info.sha256, prog_id=inst.prog_id, tag=inst.tag))
+            gen.entries.append(
+                Entry(deployment=entry.deployment, priority=entry.priority, program=info.program, sha256=info.sha256, prog_id=inst.prog_id, tag=inst.tag)
+            )
             if slot:
                 libbpf.map_update(chain_fd, slot.to_bytes(4, "little"), inst.prog_fd.to_bytes(4, "little"))
     except BaseException:
@@ -228,8 +245,11 @@ def swap(gen: Generation, pin_root: str, mode: str, method: str, allow_fallback:
     result = {"reattached": False, "fallback": False, "mode": mode, "method": method}
     same_attachment = hook.method == method and (hook.hook != "xdp" or hook.mode == mode) and hook.live_ids
     what = "attaching program %s to %s (%s%s)" % (
-        gen.entries[0].program or gen.entries[0].deployment, hook.hook_id,
-        "clsact filter" if method == "clsact" else "bpf_link", ", mode %s" % mode if hook.hook == "xdp" else "")
+        gen.entries[0].program or gen.entries[0].deployment,
+        hook.hook_id,
+        "clsact filter" if method == "clsact" else "bpf_link",
+        ", mode %s" % mode if hook.hook == "xdp" else "",
+    )
     with converting(what, hint=_attach_hints(hook, method)):
         result.update(_attach(hook, paths, first_fd, mode, method, same_attachment, allow_fallback, pin_root))
     with converting("pinning the chain map of %s" % hook.hook_id):
@@ -240,17 +260,19 @@ def swap(gen: Generation, pin_root: str, mode: str, method: str, allow_fallback:
 def _attach_hints(hook: HookState, method: str) -> dict:
     """What to do when the kernel refuses to attach, by errno."""
     if method == "clsact":
-        direction = hook.hook[len("tc_"):]
-        return {errno.EEXIST: "a tc filter that ebpf.fleet did not create holds priority %d handle %d on %s %s; "
-                              "remove it (tc filter del dev %s %s prio %d) or use attach: tcx" % (
-                                  attach.CLSACT_PRIO, attach.CLSACT_HANDLE, hook.ifname, direction, hook.ifname,
-                                  direction, attach.CLSACT_PRIO),
-                errno.EBUSY: "another tool holds the clsact qdisc of %s; remove its filters first" % hook.ifname}
+        direction = hook.hook[len("tc_") :]
+        return {
+            errno.EEXIST: "a tc filter that ebpf.fleet did not create holds priority %d handle %d on %s %s; "
+            "remove it (tc filter del dev %s %s prio %d) or use attach: tcx"
+            % (attach.CLSACT_PRIO, attach.CLSACT_HANDLE, hook.ifname, direction, hook.ifname, direction, attach.CLSACT_PRIO),
+            errno.EBUSY: "another tool holds the clsact qdisc of %s; remove its filters first" % hook.ifname,
+        }
     if hook.hook == "xdp":
-        return {errno.EBUSY: "%s already runs an XDP program that ebpf.fleet did not attach (see `ip link show %s`); "
-                             "detach it first (ip link set dev %s xdp off)" % (hook.ifname, hook.ifname, hook.ifname),
-                errno.EEXIST: "%s already has an XDP program attached; detach it first (ip link set dev %s xdp off)"
-                              % (hook.ifname, hook.ifname)}
+        return {
+            errno.EBUSY: "%s already runs an XDP program that ebpf.fleet did not attach (see `ip link show %s`); "
+            "detach it first (ip link set dev %s xdp off)" % (hook.ifname, hook.ifname, hook.ifname),
+            errno.EEXIST: "%s already has an XDP program attached; detach it first (ip link set dev %s xdp off)" % (hook.ifname, hook.ifname),
+        }
     return {}
 
 
@@ -277,8 +299,10 @@ def _attach(hook, paths, first_fd, mode, method, same_attachment, allow_fallback
                 if not allow_fallback:
                     raise attach.NoNativeXdp(
                         "interfaces: %s has no native XDP support (%s): expected an interface whose driver runs XDP "
-                        "natively; use mode: generic, or mode: auto with allow_generic_fallback: true"
-                        % (hook.ifname, exc), field="interfaces", value=hook.ifname) from exc
+                        "natively; use mode: generic, or mode: auto with allow_generic_fallback: true" % (hook.ifname, exc),
+                        field="interfaces",
+                        value=hook.ifname,
+                    ) from exc
                 link_fd = attach.link_attach(hook.hook, hook.ifindex, first_fd, "generic")
                 result["mode"] = "generic"
                 result["fallback"] = True

@@ -33,21 +33,20 @@ def define_flags(defines: dict) -> list:
     flags = []
     for key, value in sorted((defines or {}).items(), key=lambda item: str(item[0])):
         if not isinstance(key, str) or not MACRO_NAME.match(key):
-            raise ValueError("defines: %r is not a C macro name (letters, digits and '_', not starting "
-                             "with a digit)" % (key,))
+            raise ValueError("defines: %r is not a C macro name (letters, digits and '_', not starting with a digit)" % (key,))
         if value is None or value is True:
             flags.append("-D%s" % key)
             continue
         if isinstance(value, (dict, list, tuple, set)):
-            raise ValueError("defines: %s=%r: expected a string, a number, true or null, got a %s" % (
-                key, value, type(value).__name__))
+            raise ValueError("defines: %s=%r: expected a string, a number, true or null, got a %s" % (key, value, type(value).__name__))
         text = str(value)
         bad = _BAD_VALUE_CHARS.search(text)
         if bad or text.endswith("\\"):
             what = "a trailing backslash" if not bad else "the control character %r" % bad.group(0)
-            raise ValueError("defines: %s=%r holds %s, which clang would not keep in the definition (it would "
-                             "cut the value or join it with the next line); expected a value on one line" % (
-                                 key, text[:80], what))
+            raise ValueError(
+                "defines: %s=%r holds %s, which clang would not keep in the definition (it would "
+                "cut the value or join it with the next line); expected a value on one line" % (key, text[:80], what)
+            )
         flags.append("-D%s=%s" % (key, text))
     return flags
 
@@ -81,8 +80,7 @@ def stable_names(src: str, include_dirs: list, named: dict = None) -> dict:
     return paths
 
 
-def command(clang: str, src: str, out: str, defines: dict, include_dirs: list, arch: str,
-            named_dirs: dict = None) -> list:
+def command(clang: str, src: str, out: str, defines: dict, include_dirs: list, arch: str, named_dirs: dict = None) -> list:
     """clang's argument list for a BPF object from src; the same on the controller and on the host.
 
     src is passed by its file name: run the command with cwd= the source's folder (see cwd()).

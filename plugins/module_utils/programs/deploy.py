@@ -14,18 +14,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import attach
-from ansible_collections.ebpf.fleet.plugins.module_utils.programs import bcc_load, bcc_pins
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import bpffs
-from ansible_collections.ebpf.fleet.plugins.module_utils.programs import chain
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import ethtool
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
-from ansible_collections.ebpf.fleet.plugins.module_utils.programs import loader
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import netdev_genl
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import netlink
-from ansible_collections.ebpf.fleet.plugins.module_utils.host import records
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import xdp_drivers
 from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError
+from ansible_collections.ebpf.fleet.plugins.module_utils.host import records
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import attach, bpffs, ethtool, libbpf, netdev_genl, netlink, xdp_drivers
+from ansible_collections.ebpf.fleet.plugins.module_utils.programs import bcc_load, bcc_pins, chain, loader
 
 
 class DeployError(FleetError, RuntimeError):
@@ -37,13 +29,13 @@ class DeployError(FleetError, RuntimeError):
 @dataclass
 class Request:
     name: str
-    hook: str                       # xdp, tc_ingress, tc_egress
+    hook: str  # xdp, tc_ingress, tc_egress
     state: str = "present"
     interfaces: list = field(default_factory=list)
     program: str = ""
     priority: int = 50
-    mode: str = "native"            # xdp: native/generic/offload/auto; tc: unused
-    tc_attach: str = "auto"         # tc: auto, tcx or clsact (the method is resolved per hook by plan)
+    mode: str = "native"  # xdp: native/generic/offload/auto; tc: unused
+    tc_attach: str = "auto"  # tc: auto, tcx or clsact (the method is resolved per hook by plan)
     allow_generic_fallback: bool = False
     replace_incompatible_maps: bool = False
     pin_root: str = bpffs.PIN_ROOT_DEFAULT
@@ -55,7 +47,7 @@ class HookPlan:
     state: chain.HookState
     before: list
     after: list
-    action: str                     # none, attach, update, detach, repair
+    action: str  # none, attach, update, detach, repair
     mode: str = ""
     method: str = ""
 
@@ -63,8 +55,14 @@ class HookPlan:
 def _line(pos: int, entry: chain.Entry, mode: str, new: bool = False) -> str:
     tag = entry.tag or ("object %s" % entry.sha256[:12] if entry.sha256 else "?")
     return "%d. %s (deployment %s, priority %d) tag %s%s%s" % (
-        pos + 1, entry.program or "?", entry.deployment, entry.priority, tag,
-        " mode %s" % mode if mode else "", " (to be loaded)" if new else "")
+        pos + 1,
+        entry.program or "?",
+        entry.deployment,
+        entry.priority,
+        tag,
+        " mode %s" % mode if mode else "",
+        " (to be loaded)" if new else "",
+    )
 
 
 def describe(entries: list, mode: str, pending: str = "") -> list:
@@ -122,23 +120,28 @@ def plan(req: Request, info) -> list:
         mine = [e for e in before if e.deployment == req.name]
         after = list(others)
         if req.state == "present" and ifname in req.interfaces:
-            after.append(chain.Entry(deployment=req.name, priority=req.priority, program=info.program,
-                                     sha256=info.sha256))
+            after.append(chain.Entry(deployment=req.name, priority=req.priority, program=info.program, sha256=info.sha256))
         after = chain.order(after)
         method = _resolve_method(req, ifindex, state.method) if after else state.method
         mode = state.mode
         if req.hook == "xdp" and after:
             if others and state.mode:
                 if not _mode_matches(req, state.mode):
-                    raise DeployError("mode=%s conflicts with the %s mode of the other programs on %s (%s)" % (
-                        req.mode, state.mode, ifname, ", ".join(e.deployment for e in others)))
+                    raise DeployError(
+                        "mode=%s conflicts with the %s mode of the other programs on %s (%s)"
+                        % (req.mode, state.mode, ifname, ", ".join(e.deployment for e in others))
+                    )
             elif req.mode == "auto":
                 mode = state.mode if state.mode and _mode_matches(req, state.mode) else "auto"
             else:
                 mode = req.mode
-        same = ([(e.deployment, e.priority) for e in before] == [(e.deployment, e.priority) for e in after]
-                and state.consistent and all(m.sha256 == info.sha256 and m.program == info.program for m in mine)
-                and (not mine or _mode_matches(req, state.mode)) and (not after or method == state.method))
+        same = (
+            [(e.deployment, e.priority) for e in before] == [(e.deployment, e.priority) for e in after]
+            and state.consistent
+            and all(m.sha256 == info.sha256 and m.program == info.program for m in mine)
+            and (not mine or _mode_matches(req, state.mode))
+            and (not after or method == state.method)
+        )
         if same:
             action = "none"
         elif not after:
@@ -164,18 +167,23 @@ def check_offload(ifname: str, ifindex: int) -> None:
     driver = ethtool.drvinfo(ifname)["driver"]
     decision = xdp_drivers.decide_offload(xdp_drivers.lookup(driver), driver, os.uname().release, flags)
     if decision["supported"] == xdp_drivers.NO:
-        raise DeployError("mode=offload: interface %s (driver %s) cannot run XDP programs on the NIC: %s; use mode: "
-                          "native, generic or auto" % (ifname, driver or "unknown", decision["reason"]))
+        raise DeployError(
+            "mode=offload: interface %s (driver %s) cannot run XDP programs on the NIC: %s; use mode: "
+            "native, generic or auto" % (ifname, driver or "unknown", decision["reason"])
+        )
 
 
 def _check_foreign_xdp(ifname: str, ifindex: int) -> None:
     if attach.ext_supported() and attach.libxdp_dispatcher(ifindex):
-        raise DeployError("interface %s is managed by libxdp's multi-program dispatcher (pins under /sys/fs/bpf/xdp); "
-                          "ebpf.fleet will not replace it: unload it with xdp-loader first" % ifname)
+        raise DeployError(
+            "interface %s is managed by libxdp's multi-program dispatcher (pins under /sys/fs/bpf/xdp); "
+            "ebpf.fleet will not replace it: unload it with xdp-loader first" % ifname
+        )
     xdp = netlink.xdp_state(ifname)
     if xdp.get("prog_id"):
-        raise DeployError("interface %s already runs XDP program id %d (mode %s) that ebpf.fleet did not attach; "
-                          "detach it first" % (ifname, xdp["prog_id"], xdp.get("mode")))
+        raise DeployError(
+            "interface %s already runs XDP program id %d (mode %s) that ebpf.fleet did not attach; detach it first" % (ifname, xdp["prog_id"], xdp.get("mode"))
+        )
 
 
 def check_maps(req: Request, info) -> dict:
@@ -215,8 +223,10 @@ def _infos_for(req: Request, info, plans: list) -> dict:
                 continue
             path = records.object_path(req.state_dir, entry.deployment)
             if not rec or not os.path.isfile(path):
-                raise DeployError("deployment %r shares %s but has no record with its object in %s: cannot reload it "
-                                  "for the new chain" % (entry.deployment, hp.state.hook_id, req.state_dir))
+                raise DeployError(
+                    "deployment %r shares %s but has no record with its object in %s: cannot reload it "
+                    "for the new chain" % (entry.deployment, hp.state.hook_id, req.state_dir)
+                )
             infos[entry.deployment] = loader.inspect(path, rec.get("program", ""), req.hook)
     return infos
 
@@ -225,10 +235,12 @@ def _pinned_bcc(req: Request, entry, hp: HookPlan, rec: dict):
     """Another deployment's bcc program, reused from its pin on this hook (bcc cannot reload it for a slot)."""
     loaded = bcc_pins.pinned(bpffs.prog_pin(req.pin_root, entry.deployment, hp.state.hook, hp.state.ifname))
     if loaded is None:
-        raise DeployError("deployment %r (compiled with bcc) shares %s but its program is not pinned any more: "
-                          "re-run its task first" % (entry.deployment, hp.state.hook_id))
-    return loader.ObjectInfo(path="", sha256=rec.get("object_sha256", ""), program=rec.get("program", ""),
-                             section="", prog_type=loaded.name, compiler="bcc", preloaded=loaded)
+        raise DeployError(
+            "deployment %r (compiled with bcc) shares %s but its program is not pinned any more: re-run its task first" % (entry.deployment, hp.state.hook_id)
+        )
+    return loader.ObjectInfo(
+        path="", sha256=rec.get("object_sha256", ""), program=rec.get("program", ""), section="", prog_type=loaded.name, compiler="bcc", preloaded=loaded
+    )
 
 
 def _load_bcc(req: Request, info, changing: list, mapset, maps_report: dict) -> None:
@@ -237,8 +249,7 @@ def _load_bcc(req: Request, info, changing: list, mapset, maps_report: dict) -> 
         return
     loaded = bcc_load.load(info.path, info.program, req.hook, info.cflags)
     info.preloaded = loaded
-    maps_report.update(bcc_pins.carry_over(mapset.for_deployment(req.name), loaded.maps,
-                                           req.replace_incompatible_maps))
+    maps_report.update(bcc_pins.carry_over(mapset.for_deployment(req.name), loaded.maps, req.replace_incompatible_maps))
     mapset.add_new(req.name, {name: os.dup(fd) for name, fd in loaded.maps.items()})
 
 
@@ -271,12 +282,17 @@ def apply(req: Request, info, plans: list, maps_report: dict) -> dict:
                 results[hp.state.hook_id] = {"action": "detach"}
                 continue
             mode = hp.mode if hp.mode != "auto" else "native"
-            res = chain.swap(gen, req.pin_root, mode, hp.method, allow_fallback=req.allow_generic_fallback
-                             and req.mode == "auto")
+            res = chain.swap(gen, req.pin_root, mode, hp.method, allow_fallback=req.allow_generic_fallback and req.mode == "auto")
             hp.mode = res["mode"] if req.hook == "xdp" else ""
-            new_state = chain.HookState(hook=hp.state.hook, ifname=hp.state.ifname, ifindex=hp.state.ifindex,
-                                        entries=gen.entries, mode=hp.mode, method=hp.method,
-                                        qdisc_created=res.get("qdisc_created", hp.state.qdisc_created))
+            new_state = chain.HookState(
+                hook=hp.state.hook,
+                ifname=hp.state.ifname,
+                ifindex=hp.state.ifindex,
+                entries=gen.entries,
+                mode=hp.mode,
+                method=hp.method,
+                qdisc_created=res.get("qdisc_created", hp.state.qdisc_created),
+            )
             for entry, inst in zip(gen.entries, gen.instances):
                 bpffs.pin(inst.prog_fd, bpffs.prog_pin(req.pin_root, entry.deployment, hp.state.hook, hp.state.ifname))
             for gone in {e.deployment for e in hp.before} - {e.deployment for e in gen.entries}:

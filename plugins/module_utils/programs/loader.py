@@ -16,9 +16,8 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import btf
 from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import btf, libbpf
 
 CHAIN_MAP = "fleet_chain"
 SLOT_VAR = "fleet_chain_slot"
@@ -38,6 +37,7 @@ PROG_TYPES_FOR_HOOK = {
 
 class LoadError(FleetError, RuntimeError):
     """A load that failed; ``log`` holds the end of the verifier's log."""
+
     RESULT_ATTRS = {"verifier_log": "log"}
 
     def __init__(self, message: str, log: str = ""):
@@ -66,13 +66,13 @@ class ObjectInfo:
     program: str
     section: str
     prog_type: str
-    maps: dict = field(default_factory=dict)     # data maps: name -> layout
+    maps: dict = field(default_factory=dict)  # data maps: name -> layout
     has_chain: bool = False
     has_slot: bool = False
     chain_max: int = CHAIN_MAX_DEFAULT
-    compiler: str = "libbpf"                     # libbpf (an ELF object) or bcc (bcc_load.py)
+    compiler: str = "libbpf"  # libbpf (an ELF object) or bcc (bcc_load.py)
     cflags: list = field(default_factory=list)  # bcc: the flags it compiles with
-    preloaded: object = None                     # a program loaded already (bcc_load.Loaded)
+    preloaded: object = None  # a program loaded already (bcc_load.Loaded)
 
 
 def _pick_program(obj, program: str, path: str):
@@ -86,11 +86,9 @@ def _pick_program(obj, program: str, path: str):
         for prog in progs:
             if prog.section == program:
                 return prog
-        raise LoadError("program=%r is not in %s; programs there: %s" % (
-            program, path, ", ".join("%s (section %s)" % (p.name, p.section) for p in progs)))
+        raise LoadError("program=%r is not in %s; programs there: %s" % (program, path, ", ".join("%s (section %s)" % (p.name, p.section) for p in progs)))
     if len(progs) > 1:
-        raise LoadError("object %s holds several programs (%s): set program to one of them" % (
-            path, ", ".join(p.name for p in progs)))
+        raise LoadError("object %s holds several programs (%s): set program to one of them" % (path, ", ".join(p.name for p in progs)))
     return progs[0]
 
 
@@ -104,11 +102,12 @@ def inspect(path: str, program: str = "", hook: str = "") -> ObjectInfo:
         raise LoadError("cannot open %s as a BPF ELF object: %s" % (path, exc), exc.log)
     try:
         prog = _pick_program(obj, program, path)
-        info = ObjectInfo(path=path, sha256=sha256_file(path), program=prog.name, section=prog.section,
-                          prog_type=prog.type)
+        info = ObjectInfo(path=path, sha256=sha256_file(path), program=prog.name, section=prog.section, prog_type=prog.type)
         if hook and prog.type not in PROG_TYPES_FOR_HOOK[hook]:
-            raise LoadError("program %r in %s has type %s (section %r); hook %s expects %s" % (
-                prog.name, path, prog.type, prog.section, hook, " or ".join(PROG_TYPES_FOR_HOOK[hook])))
+            raise LoadError(
+                "program %r in %s has type %s (section %r); hook %s expects %s"
+                % (prog.name, path, prog.type, prog.section, hook, " or ".join(PROG_TYPES_FOR_HOOK[hook]))
+            )
         for item in obj.maps():
             if item.internal:
                 continue
@@ -137,8 +136,10 @@ def created_max_entries(name: str, declared: int, map_flags: int, ncpus: int = 0
         return declared
     total = declared * (ncpus or libbpf.num_possible_cpus())
     if total > U32_MAX:
-        raise LoadError("map %s: %d entries per CPU x %d possible CPUs = %d is more than a map can hold (%d); "
-                        "declare fewer entries per CPU" % (name, declared, total // declared, total, U32_MAX))
+        raise LoadError(
+            "map %s: %d entries per CPU x %d possible CPUs = %d is more than a map can hold (%d); "
+            "declare fewer entries per CPU" % (name, declared, total // declared, total, U32_MAX)
+        )
     return total
 
 
@@ -154,7 +155,7 @@ def size_per_cpu_maps(obj) -> None:
 
 
 # Flags the kernel adds on its own when it creates a map of this type (devmaps are read-only to programs).
-KERNEL_ADDED_FLAGS = {"devmap": 0x80, "devmap_hash": 0x80}   # BPF_F_RDONLY_PROG
+KERNEL_ADDED_FLAGS = {"devmap": 0x80, "devmap_hash": 0x80}  # BPF_F_RDONLY_PROG
 
 
 def incompatible(layout: dict, live: dict) -> list:
@@ -163,8 +164,7 @@ def incompatible(layout: dict, live: dict) -> list:
     added = KERNEL_ADDED_FLAGS.get(live.get("type"), 0)
     if added and isinstance(live.get("map_flags"), int):
         live["map_flags"] &= ~added | (layout.get("map_flags") or 0)
-    return ["%s %s != %s" % (key, live.get(key), layout.get(key))
-            for key in LAYOUT_KEYS if live.get(key) != layout.get(key)]
+    return ["%s %s != %s" % (key, live.get(key), layout.get(key)) for key in LAYOUT_KEYS if live.get(key) != layout.get(key)]
 
 
 def rodata_vars(obj) -> dict:
@@ -197,7 +197,7 @@ class Instance:
     prog_id: int
     tag: str
     name: str
-    new_maps: dict = field(default_factory=dict)   # map name -> fd of maps created by this load
+    new_maps: dict = field(default_factory=dict)  # map name -> fd of maps created by this load
 
     def close(self) -> None:
         for fd in [self.prog_fd] + list(self.new_maps.values()):
@@ -208,8 +208,7 @@ class Instance:
         self.new_maps = {}
 
 
-def load_instance(info: ObjectInfo, slot: int, chain_fd: int, map_fds: dict, ifindex: int = 0,
-                  next_slot: int = 0) -> Instance:
+def load_instance(info: ObjectInfo, slot: int, chain_fd: int, map_fds: dict, ifindex: int = 0, next_slot: int = 0) -> Instance:
     """Load info.program for chain position ``slot`` (``next_slot``: the following program's, 0 when last);
     map_fds (name -> fd) are reused.
 
@@ -242,8 +241,7 @@ def load_instance(info: ObjectInfo, slot: int, chain_fd: int, map_fds: dict, ifi
             obj.load()
         except libbpf.BpfError as exc:
             tail = log_tail(exc.log or "\n".join(obj.messages()))
-            raise LoadError("loading program %r of %s failed: %s\nverifier log (end):\n%s" % (
-                prog.name, os.path.basename(info.path), exc, tail), tail)
+            raise LoadError("loading program %r of %s failed: %s\nverifier log (end):\n%s" % (prog.name, os.path.basename(info.path), exc, tail), tail)
         prog_fd = os.dup(prog.fd)
         pinfo = libbpf.prog_info(prog_fd)
         new_maps = {}
@@ -251,7 +249,6 @@ def load_instance(info: ObjectInfo, slot: int, chain_fd: int, map_fds: dict, ifi
             if item.internal or item.name == CHAIN_MAP or item.name in map_fds:
                 continue
             new_maps[item.name] = os.dup(item.fd)
-        return Instance(prog_fd=prog_fd, prog_id=pinfo["id"], tag=pinfo["tag"], name=pinfo["name"],
-                        new_maps=new_maps)
+        return Instance(prog_fd=prog_fd, prog_id=pinfo["id"], tag=pinfo["tag"], name=pinfo["name"], new_maps=new_maps)
     finally:
         obj.close()

@@ -13,17 +13,11 @@ from dataclasses import dataclass, field
 from ansible.module_utils.basic import missing_required_lib
 from ansible.module_utils.common import respawn
 
-from ansible_collections.ebpf.fleet.plugins.module_utils.programs import bcc_load
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import bpffs
-from ansible_collections.ebpf.fleet.plugins.module_utils.programs import clang
-from ansible_collections.ebpf.fleet.plugins.module_utils.programs import deploy
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
-from ansible_collections.ebpf.fleet.plugins.module_utils.programs import loader
-from ansible_collections.ebpf.fleet.plugins.module_utils.maps import map_records
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import netlink
+from ansible_collections.ebpf.fleet.plugins.module_utils import shared_options, validate
 from ansible_collections.ebpf.fleet.plugins.module_utils.host import records
-from ansible_collections.ebpf.fleet.plugins.module_utils import shared_options
-from ansible_collections.ebpf.fleet.plugins.module_utils import validate
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import bpffs, libbpf, netlink
+from ansible_collections.ebpf.fleet.plugins.module_utils.maps import map_records
+from ansible_collections.ebpf.fleet.plugins.module_utils.programs import bcc_load, clang, deploy, loader
 
 COMPILERS = ["controller", "host", "bcc"]
 
@@ -41,7 +35,7 @@ def common_argument_spec() -> dict:
         include_dirs=dict(type="list", elements="path", default=[]),
         priority=dict(type="int", default=50),
         replace_incompatible_maps=dict(type="bool", default=False),
-        **shared_options.argument_spec()
+        **shared_options.argument_spec(),
     )
 
 
@@ -49,8 +43,7 @@ def compile_on_host(module, src: str, workdir: str) -> str:
     clang_bin = module.get_bin_path("clang", required=True)
     out = os.path.join(workdir, os.path.splitext(os.path.basename(src))[0] + ".o")
     try:
-        cmd = clang.command(clang_bin, src, out, module.params["defines"], module.params["include_dirs"],
-                            os.uname().machine)
+        cmd = clang.command(clang_bin, src, out, module.params["defines"], module.params["include_dirs"], os.uname().machine)
     except ValueError as exc:
         module.fail_json(msg=str(exc))
     rc, _stdout, stderr = module.run_command(cmd, environ_update={"LC_ALL": "C"}, cwd=clang.cwd(src))
@@ -68,12 +61,12 @@ def _validate(module, hook: str) -> None:
             module.fail_json(msg="interfaces: state=present needs at least one interface")
         compiled_by_action = params["object"] and params["src"] and params["compiler"] == "controller"
         if bool(params["object"]) == bool(params["src"]) and not compiled_by_action:
-            module.fail_json(msg="exactly one of object or src is required with state=present (got %s)" % (
-                "both" if params["object"] else "neither"))
+            module.fail_json(msg="exactly one of object or src is required with state=present (got %s)" % ("both" if params["object"] else "neither"))
         if params["src"] and params["compiler"] == "controller" and not params["object"]:
-            module.fail_json(msg="src with compiler=controller is compiled by the action plugin ebpf.fleet.%s; "
-                                 "run the module through Ansible, or set compiler: host" % (
-                                     "xdp_program" if hook == "xdp" else "tc_program"))
+            module.fail_json(
+                msg="src with compiler=controller is compiled by the action plugin ebpf.fleet.%s; "
+                "run the module through Ansible, or set compiler: host" % ("xdp_program" if hook == "xdp" else "tc_program")
+            )
         try:
             clang.define_flags(params["defines"])
         except ValueError as exc:
@@ -105,15 +98,20 @@ def bcc_info(module, hook: str):
     if not params["program"]:
         module.fail_json(msg="program: compiler=bcc needs the name of the C function to load")
     if not os.path.isfile(params["src"]):
-        module.fail_json(msg="src=%s: no such file on the host (with compiler=bcc the source is read on the host)"
-                             % params["src"])
+        module.fail_json(msg="src=%s: no such file on the host (with compiler=bcc the source is read on the host)" % params["src"])
     try:
         flags = bcc_load.cflags(params["defines"], params["include_dirs"])
     except ValueError as exc:
         module.fail_json(msg=str(exc))
-    return loader.ObjectInfo(path=params["src"], sha256=bcc_load.digest(params["src"], flags, params["program"], hook),
-                             program=params["program"], section="", prog_type=bcc_load.PROG_TYPE_FOR_HOOK[hook].lower(),
-                             compiler="bcc", cflags=flags)
+    return loader.ObjectInfo(
+        path=params["src"],
+        sha256=bcc_load.digest(params["src"], flags, params["program"], hook),
+        program=params["program"],
+        section="",
+        prog_type=bcc_load.PROG_TYPE_FOR_HOOK[hook].lower(),
+        compiler="bcc",
+        cflags=flags,
+    )
 
 
 def ensure_bcc(module) -> None:
@@ -130,37 +128,57 @@ def ensure_bcc(module) -> None:
 def _record(params: dict, req, hook: str, mode: str, tc_attach: str, allow_fallback: bool, info) -> dict:
     """The options a deployment's record keeps (records.differs says which of them decide a change)."""
     src = params["src"]
-    return dict(interfaces=req.interfaces, hook=hook, mode=mode or None, priority=req.priority, program=info.program,
-                pin_root=req.pin_root, defines=params["defines"], source=src,
-                source_sha256=loader.sha256_file(src) if src and params["compiler"] != "controller"
-                and os.path.isfile(src) else None,
-                tc_attach=tc_attach if hook != "xdp" else None, allow_generic_fallback=allow_fallback,
-                compiler=params["compiler"] if src else None, include_dirs=params["include_dirs"])
+    return dict(
+        interfaces=req.interfaces,
+        hook=hook,
+        mode=mode or None,
+        priority=req.priority,
+        program=info.program,
+        pin_root=req.pin_root,
+        defines=params["defines"],
+        source=src,
+        source_sha256=loader.sha256_file(src) if src and params["compiler"] != "controller" and os.path.isfile(src) else None,
+        tc_attach=tc_attach if hook != "xdp" else None,
+        allow_generic_fallback=allow_fallback,
+        compiler=params["compiler"] if src else None,
+        include_dirs=params["include_dirs"],
+    )
 
 
 @dataclass
 class Current:
     """read: what the host holds for this deployment before the run."""
-    hook: str                       # the hook the run acts on (a tc deployment's direction comes from its record)
-    record: dict = None             # the deployment's record, None when it was never deployed
+
+    hook: str  # the hook the run acts on (a tc deployment's direction comes from its record)
+    record: dict = None  # the deployment's record, None when it was never deployed
 
 
 @dataclass
 class Plan:
     """plan: what apply would do, and what the result and diff report."""
-    hooks: list                     # deploy.HookPlan per interface
-    maps: dict                      # deploy.check_maps' report (reused, created, incompatible, obsolete)
-    record: dict = None             # the record to write (state=present)
+
+    hooks: list  # deploy.HookPlan per interface
+    maps: dict  # deploy.check_maps' report (reused, created, incompatible, obsolete)
+    record: dict = None  # the record to write (state=present)
     changed_options: list = field(default_factory=list)
     changed: bool = False
 
 
 def request_of(params: dict, hook: str, mode: str, tc_attach: str, allow_fallback: bool) -> deploy.Request:
-    return deploy.Request(name=params["name"], hook=hook, state=params["state"], interfaces=params["interfaces"],
-                          program=params["program"], priority=params["priority"], mode=mode or "",
-                          tc_attach=tc_attach, allow_generic_fallback=allow_fallback,
-                          replace_incompatible_maps=params["replace_incompatible_maps"],
-                          pin_root=params["pin_root"], state_dir=params["state_dir"])
+    return deploy.Request(
+        name=params["name"],
+        hook=hook,
+        state=params["state"],
+        interfaces=params["interfaces"],
+        program=params["program"],
+        priority=params["priority"],
+        mode=mode or "",
+        tc_attach=tc_attach,
+        allow_generic_fallback=allow_fallback,
+        replace_incompatible_maps=params["replace_incompatible_maps"],
+        pin_root=params["pin_root"],
+        state_dir=params["state_dir"],
+    )
 
 
 def _uses_bcc(params: dict) -> bool:
@@ -171,8 +189,7 @@ def read_current(module, req: deploy.Request) -> Current:
     """read: the deployment's record; an absent tc deployment takes its direction from it."""
     old = records.read_deployment(req.state_dir, req.name)
     hook = req.hook
-    if old and old.get("hook") and old.get("hook") != hook and req.state == "absent" and \
-            hook.startswith("tc_") and old["hook"].startswith("tc_"):
+    if old and old.get("hook") and old.get("hook") != hook and req.state == "absent" and hook.startswith("tc_") and old["hook"].startswith("tc_"):
         # absent needs no direction: the record knows it
         hook = req.hook = old["hook"]
     if old and old.get("hook") and old.get("hook") != hook:
@@ -196,8 +213,7 @@ def desired(module, req: deploy.Request, workdir: str):
         module.fail_json(msg="object: %s" % exc, verifier_log=exc.log)
 
 
-def make_plan(module, req: deploy.Request, current: Current, info, mode: str, tc_attach: str,
-              allow_fallback: bool) -> Plan:
+def make_plan(module, req: deploy.Request, current: Current, info, mode: str, tc_attach: str, allow_fallback: bool) -> Plan:
     """plan: per hook (deploy.plan), the maps, and the record; nothing is changed."""
     params = module.params
     try:
@@ -207,11 +223,12 @@ def make_plan(module, req: deploy.Request, current: Current, info, mode: str, tc
     # bcc creates its maps when it loads: they are compared (and carried over) in deploy.apply
     maps_report = deploy.check_maps(req, info) if info is not None and not _uses_bcc(params) else {}
     if maps_report.get("incompatible") and not req.replace_incompatible_maps:
-        module.fail_json(msg="maps of deployment %s are incompatible with the new object: %s; set "
-                             "replace_incompatible_maps: true to replace them (their contents are lost)" % (
-                                 req.name, "; ".join("%s (%s)" % (m["map"], ", ".join(m["differences"]))
-                                                     for m in maps_report["incompatible"])),
-                         maps=maps_report)
+        module.fail_json(
+            msg="maps of deployment %s are incompatible with the new object: %s; set "
+            "replace_incompatible_maps: true to replace them (their contents are lost)"
+            % (req.name, "; ".join("%s (%s)" % (m["map"], ", ".join(m["differences"])) for m in maps_report["incompatible"])),
+            maps=maps_report,
+        )
     result = Plan(hooks=hooks, maps=maps_report)
     old = current.record
     if req.state == "present":
@@ -230,8 +247,9 @@ def apply(req: deploy.Request, info, plan: Plan, bcc: bool) -> dict:
     A failure (FleetError, or a kernel error) ends in the module's errors.failing translator."""
     out = {"applied": deploy.apply(req, info, plan.hooks, plan.maps)}
     if req.state == "present":
-        out["record"] = records.write_deployment(req.state_dir, req.name, plan.record, info.path, info.sha256,
-                                                 object_file="source.c" if bcc else records.OBJECT_FILE)
+        out["record"] = records.write_deployment(
+            req.state_dir, req.name, plan.record, info.path, info.sha256, object_file="source.c" if bcc else records.OBJECT_FILE
+        )
         # a map replaced (incompatible) or dropped by the new object starts empty: its recorded
         # declaration no longer describes it
         for gone in [m["map"] for m in plan.maps.get("incompatible", [])] + plan.maps.get("obsolete", []):
@@ -277,8 +295,7 @@ def _run(module, hook, mode, tc_attach, allow_fallback, workdir):
         current = read_current(module, req)
         info = desired(module, req, workdir)
         plan = make_plan(module, req, current, info, mode, tc_attach, allow_fallback)
-        result = {"changed": plan.changed, "name": req.name, "hook": req.hook, "state": req.state,
-                  "attachments": {}, "maps": plan.maps}
+        result = {"changed": plan.changed, "name": req.name, "hook": req.hook, "state": req.state, "attachments": {}, "maps": plan.maps}
         diff = _diff(req, current, plan)
         warnings = []
         if plan.changed and not module.check_mode:
@@ -288,8 +305,12 @@ def _run(module, hook, mode, tc_attach, allow_fallback, workdir):
                 diff["after"][hp.state.hook_id] = deploy.describe(hp.after, hp.mode)
         for hp in plan.hooks:
             result["attachments"][hp.state.ifname] = {
-                "hook": hp.state.hook, "mode": hp.mode or None, "method": hp.method or None, "action": hp.action,
-                "chain": [dict(e.as_dict(), position=i + 1) for i, e in enumerate(hp.after)]}
+                "hook": hp.state.hook,
+                "mode": hp.mode or None,
+                "method": hp.method or None,
+                "action": hp.action,
+                "chain": [dict(e.as_dict(), position=i + 1) for i, e in enumerate(hp.after)],
+            }
         if module._diff:
             result["diff"] = diff
         for warning in warnings:

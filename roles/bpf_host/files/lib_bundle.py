@@ -10,6 +10,7 @@ so Python imports them straight from the zip on PYTHONPATH. Names are sorted and
 entry has the same timestamp and mode, so the same sources always give the same bytes: the copy to the hosts
 is then idempotent by checksum, however often the collection is reinstalled. DEST_ZIP is replaced atomically.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,9 +30,13 @@ def _entry(name: str, mode: int) -> zipfile.ZipInfo:
 
 def bundle(src: str, dest: str) -> int:
     """Write the zip; returns the number of modules in it."""
-    names = sorted(os.path.relpath(os.path.join(top, name), src).replace(os.sep, "/")
-                   for top, dirs, files in os.walk(src) if "__pycache__" not in top.split(os.sep)
-                   for name in files if name.endswith(".py"))
+    names = sorted(
+        os.path.relpath(os.path.join(top, name), src).replace(os.sep, "/")
+        for top, dirs, files in os.walk(src)
+        if "__pycache__" not in top.split(os.sep)
+        for name in files
+        if name.endswith(".py")
+    )
     if not names:
         raise SystemExit("lib_bundle: no *.py in %s (expected the collection's plugins/module_utils)" % src)
     tmp = "%s.%d.tmp" % (dest, os.getpid())

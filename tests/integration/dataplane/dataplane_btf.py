@@ -41,7 +41,7 @@ class ObjectBtf:
         if item is None:
             raise KeyError(name)
         prefix = _common_prefix([m.name for m in item.members])
-        return {m.name[len(prefix):].lower(): m.value for m in item.members}
+        return {m.name[len(prefix) :].lower(): m.value for m in item.members}
 
     def const(self, enum_name: str, short: str) -> int:
         return self.enum(enum_name)[short]
@@ -54,9 +54,8 @@ class ObjectBtf:
 
     def _pack_into(self, buf, off, tid, value):
         item = self.btf.type(self.btf.resolve(tid))
-        if isinstance(value, (bytes, bytearray)) and item.kind in (btf_mod.KIND_STRUCT, btf_mod.KIND_UNION,
-                                                                   btf_mod.KIND_ARRAY):
-            buf[off:off + len(value)] = value
+        if isinstance(value, (bytes, bytearray)) and item.kind in (btf_mod.KIND_STRUCT, btf_mod.KIND_UNION, btf_mod.KIND_ARRAY):
+            buf[off : off + len(value)] = value
         elif item.kind in (btf_mod.KIND_STRUCT, btf_mod.KIND_UNION):
             members = {m.name: m for m in item.members}
             for key, val in value.items():
@@ -70,16 +69,16 @@ class ObjectBtf:
                 value = self.enum(item.name)[value]
             struct.pack_into("<i", buf, off, value)
         elif isinstance(value, (bytes, bytearray)):
-            buf[off:off + item.size] = value
+            buf[off : off + item.size] = value
         else:
-            buf[off:off + item.size] = int(value).to_bytes(item.size, "little", signed=value < 0)
+            buf[off : off + item.size] = int(value).to_bytes(item.size, "little", signed=value < 0)
 
     def unpack(self, name: str, data: bytes) -> dict:
         item = self.btf.type(self.btf.resolve(self._find(name)))
         out = {}
         for member in item.members:
             start = member.bit_offset // 8
-            out[member.name] = int.from_bytes(data[start:start + self.size(member.type_id)], "little")
+            out[member.name] = int.from_bytes(data[start : start + self.size(member.type_id)], "little")
         return out
 
 

@@ -14,8 +14,9 @@ import socket
 import threading
 import time
 
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
 from harness.progtest import xdp_md
+
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
 
 CLONE_NEWNET = 0x40000000
 ETH_P_ALL = 0x0003
@@ -48,8 +49,7 @@ def attach(ns, prog_fd: int, ifname: str, attach_type: int) -> int:
     """A BPF link (XDP native or TCX) on ifname inside ns; close the fd to detach."""
     with entered(ns):
         ifindex = socket.if_nametoindex(ifname)
-        return libbpf.link_create(prog_fd, ifindex, attach_type,
-                                  flags=libbpf.XDP_FLAGS_DRV_MODE if attach_type == libbpf.ATTACH_XDP else 0)
+        return libbpf.link_create(prog_fd, ifindex, attach_type, flags=libbpf.XDP_FLAGS_DRV_MODE if attach_type == libbpf.ATTACH_XDP else 0)
 
 
 def send_live_frames(ns, tx_prog_fd: int, ifname: str, frame: bytes, count: int) -> float:
@@ -90,7 +90,7 @@ def drain(sock: socket.socket, wait: float = 0.3) -> list:
     while True:
         try:
             out.append(sock.recv(65535))
-        except (socket.timeout, BlockingIOError):
+        except (TimeoutError, BlockingIOError):
             return out
 
 
@@ -110,7 +110,7 @@ class Counter(threading.Thread):
         while not self.stop.is_set():
             try:
                 data = recv(2048)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             self.seen += 1
             self.last = time.perf_counter()

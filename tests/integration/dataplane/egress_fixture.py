@@ -3,23 +3,22 @@
 import functools
 import struct
 
+from dataplane_btf import ObjectBtf, lpm, port
 from harness import paths
 from harness.progtest import LoadedProgram
 
 from ansible_collections.ebpf.fleet.plugins.module_utils.dataplane import tc_egress_tables
 from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
 
-from dataplane_btf import ObjectBtf, lpm, port
-
 # class id -> class fields
 CLASSES = {
     0: {"action": "pass"},
-    1: {"action": "pass", "set_dscp": 1, "dscp": 46, "priority": 6},   # EF
+    1: {"action": "pass", "set_dscp": 1, "dscp": 46, "priority": 6},  # EF
     2: {"action": "drop"},
-    3: {"action": "pass", "set_dscp": 1, "dscp": 10},                  # AF11
+    3: {"action": "pass", "set_dscp": 1, "dscp": 10},  # AF11
     4: {"action": "pass", "limit": "drop", "rate_bps": 1000, "burst_bytes": 150},
     5: {"action": "pass", "limit": "pace", "rate_bps": 1_000_000, "horizon_ns": 1_000_000},
-    6: {"action": "pass", "set_dscp": 1, "dscp": 34},                  # AF41
+    6: {"action": "pass", "set_dscp": 1, "dscp": 34},  # AF41
     7: {"action": "pass", "set_dscp": 1, "dscp": 0},
 }
 DST_V4 = {"198.51.100.0/24": (2, 0, 0), "198.51.100.128/25": (1, 0, 0), "203.0.113.0/24": (1, "udp", 5060)}
@@ -72,16 +71,14 @@ class Egress(LoadedProgram):
             self.set_class(class_id, **fields)
         self.load_dst_v4(DST_V4)
         for cidr, (class_id, proto, num) in DST_V6.items():
-            self.update("egress_dst_v6", lpm(cidr), self.btf.pack("fleet_egress_rule", class_id=class_id, proto=proto,
-                                                                  port=port(num)))
+            self.update("egress_dst_v6", lpm(cidr), self.btf.pack("fleet_egress_rule", class_id=class_id, proto=proto, port=port(num)))
         self.set_ports(PORTS)
         self.set_marks(MARKS)
 
     def set_marks(self, marks: dict):
         direct, wide = tc_egress_tables.mark_entries(marks)
         for mark, fields in direct.items():
-            self.update("egress_mark_classes", struct.pack("<I", mark), self.btf.pack("fleet_egress_mark_slot",
-                                                                                      **fields))
+            self.update("egress_mark_classes", struct.pack("<I", mark), self.btf.pack("fleet_egress_mark_slot", **fields))
         for mark, fields in wide.items():
             self.update("egress_marks", struct.pack("<I", mark), self.btf.pack("fleet_egress_class_ref", **fields))
 
@@ -104,8 +101,7 @@ class Egress(LoadedProgram):
 
         def rule_bytes(rule):
             if rule not in rules_cache:
-                rules_cache[rule] = bytes(12) if rule is None else self.btf.pack(
-                    "fleet_egress_rule", class_id=rule[0], proto=rule[1], port=port(rule[2]))
+                rules_cache[rule] = bytes(12) if rule is None else self.btf.pack("fleet_egress_rule", class_id=rule[0], proto=rule[1], port=port(rule[2]))
             return rules_cache[rule]
 
         def flag_bits(flags):
@@ -116,12 +112,14 @@ class Egress(LoadedProgram):
 
         level16, level24, level32 = tc_egress_tables.expand_v4(rules)
         return {
-            "egress_dst_v4_16": {struct.pack("<I", index): self.btf.pack(
-                "fleet_egress_stride_entry", rule=rule_bytes(rule), flags=flag_bits(flags))
-                for index, (rule, flags) in level16.items()},
-            "egress_dst_v4_24": {network.to_bytes(4, "big"): self.btf.pack(
-                "fleet_egress_stride24", rule=rule_bytes(rule), flags=flag_bits(flags), hosts=hosts)
-                for network, (rule, flags, hosts) in level24.items()},
+            "egress_dst_v4_16": {
+                struct.pack("<I", index): self.btf.pack("fleet_egress_stride_entry", rule=rule_bytes(rule), flags=flag_bits(flags))
+                for index, (rule, flags) in level16.items()
+            },
+            "egress_dst_v4_24": {
+                network.to_bytes(4, "big"): self.btf.pack("fleet_egress_stride24", rule=rule_bytes(rule), flags=flag_bits(flags), hosts=hosts)
+                for network, (rule, flags, hosts) in level24.items()
+            },
             "egress_dst_v4_32": {address.to_bytes(4, "big"): rule_bytes(rule) for address, rule in level32.items()},
         }
 

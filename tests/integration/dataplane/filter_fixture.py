@@ -7,23 +7,27 @@ counter must move; everything about layouts comes from the object's BTF.
 import os
 import struct
 
+from dataplane_btf import ObjectBtf, ipv4, ipv6, lpm
 from harness import paths
 from harness.progtest import LoadedProgram
 
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
-
 from ansible_collections.ebpf.fleet.plugins.module_utils.dataplane import xdp_filter_tables
-
-from dataplane_btf import ObjectBtf, ipv4, ipv6, lpm
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
 
 # source -> (action, rule id, redirect slot)
 EXACT_V4 = {"192.0.2.66": ("drop", 1), "192.0.2.77": ("pass", 2), "192.0.2.21": ("drop", 16)}
 EXACT_V6 = {"2001:db8::66": ("drop", 3), "2001:db8::77": ("pass", 4)}
 PREFIX_V4 = {"198.51.100.0/24": ("drop", 5), "198.51.100.128/25": ("pass", 6), "203.0.113.0/24": ("redirect", 7, 1)}
 PREFIX_V6 = {"2001:db8:bad::/48": ("drop", 8), "2001:db8:bad:1::/64": ("pass", 9)}
-PORTS = {("tcp", 80): ("pass", 10), ("udp", 53): ("drop", 11), ("tcp", 443): ("pass", 12),
-         ("icmp", 8): ("drop", 13), ("icmpv6", 128): ("pass", 14), ("icmp", 0): ("pass", 15),
-         ("tcp", 8080): ("redirect", 17, 2)}
+PORTS = {
+    ("tcp", 80): ("pass", 10),
+    ("udp", 53): ("drop", 11),
+    ("tcp", 443): ("pass", 12),
+    ("icmp", 8): ("drop", 13),
+    ("icmpv6", 128): ("pass", 14),
+    ("icmp", 0): ("pass", 15),
+    ("tcp", 8080): ("redirect", 17, 2),
+}
 MGMT_V4 = ["192.0.2.16/28"]
 MGMT_V6 = ["2001:db8:9::/48"]
 MGMT_PORTS = [22]
@@ -48,8 +52,9 @@ class Filter(LoadedProgram):
         flag_bits = self.btf.enum("fleet_stride_flags")
         out = {}
         for (level, block), (rule, flags) in xdp_filter_tables.expand_v4_raw(rules).items():
-            value = self.btf.pack("fleet_stride_entry", rule=self.rule(*rule) if rule else bytes(self.btf.size("fleet_filter_rule")),
-                                  flags=sum(flag_bits[f] for f in flags))
+            value = self.btf.pack(
+                "fleet_stride_entry", rule=self.rule(*rule) if rule else bytes(self.btf.size("fleet_filter_rule")), flags=sum(flag_bits[f] for f in flags)
+            )
             out[struct.pack("<I", level) + block.to_bytes(4, "big")] = value
         return out
 
@@ -64,8 +69,7 @@ class Filter(LoadedProgram):
             os.close(fd)
 
     def rule(self, action, rule_id, redirect_slot=0, mark=0) -> bytes:
-        return self.btf.pack("fleet_filter_rule", action=action, rule_id=rule_id, redirect_slot=redirect_slot,
-                             mark=mark)
+        return self.btf.pack("fleet_filter_rule", action=action, rule_id=rule_id, redirect_slot=redirect_slot, mark=mark)
 
     def port_entries(self, rules: dict) -> dict:
         """filter_ports keys and values for {(proto, port or ICMP type): rule tuple}."""
@@ -87,8 +91,12 @@ class Filter(LoadedProgram):
         v4 = dict(EXACT_V4)
         v4.update(PREFIX_V4)
         self.fill("filter_v4", self.stride_entries(v4))
-        for outer, table, keyf in (("filter_src_v4", EXACT_V4, ipv4), ("filter_src_v6", EXACT_V6, ipv6),
-                                   ("filter_pfx_v4", PREFIX_V4, lpm), ("filter_pfx_v6", PREFIX_V6, lpm)):
+        for outer, table, keyf in (
+            ("filter_src_v4", EXACT_V4, ipv4),
+            ("filter_src_v6", EXACT_V6, ipv6),
+            ("filter_pfx_v4", PREFIX_V4, lpm),
+            ("filter_pfx_v6", PREFIX_V6, lpm),
+        ):
             fd = self.inner_fd(outer)
             try:
                 for addr, rule in table.items():
@@ -112,8 +120,7 @@ class Filter(LoadedProgram):
             os.close(cur)
         if info["type"] == "array":  # arrays in one outer map must have the same size
             max_entries = info["max_entries"]
-        fd = libbpf.map_create(info["type"], "swap", info["key_size"], info["value_size"], max_entries,
-                               map_flags=info["map_flags"])
+        fd = libbpf.map_create(info["type"], "swap", info["key_size"], info["value_size"], max_entries, map_flags=info["map_flags"])
         for key, value in entries.items():
             libbpf.map_update(fd, key, value)
         return fd
@@ -139,5 +146,4 @@ class Filter(LoadedProgram):
 
 
 def delta(before: dict, after: dict) -> dict:
-    return {k: (after[k][0] - before[k][0], after[k][1] - before[k][1])
-            for k in after if after[k] != before.get(k)}
+    return {k: (after[k][0] - before[k][0], after[k][1] - before[k][1]) for k in after if after[k] != before.get(k)}

@@ -17,8 +17,7 @@ from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
 PROTO = {"tcp": 6, "udp": 17}
 MODE = {"dsr": 0, "ipip": 1}
 FAMILY = {"ipv4": 4, "ipv6": 6}
-STATS = ["pass_non_vip", "pass_unparsed", "pass_fragment", "ct_hit", "ct_miss", "syn", "rst",
-         "udp_expired", "drop_no_backend", "drop_encap", "tx"]
+STATS = ["pass_non_vip", "pass_unparsed", "pass_fragment", "ct_hit", "ct_miss", "syn", "rst", "udp_expired", "drop_no_backend", "drop_encap", "tx"]
 LB_MAC = "02:00:00:00:ff:01"
 TUNNEL_V4 = "203.0.113.0/24"
 TUNNEL_V6 = "2001:db8:7e::/96"
@@ -36,14 +35,25 @@ def vip_key(vip, port, proto):
 def config_value(ring_size, udp_timeout_ms=0, lb_mac=LB_MAC, tunnel_v4=TUNNEL_V4, tunnel_v6=TUNNEL_V6):
     n4 = ipaddress.ip_network(tunnel_v4) if tunnel_v4 else None
     n6 = ipaddress.ip_network(tunnel_v6) if tunnel_v6 else None
-    return (struct.pack("<II", ring_size, udp_timeout_ms) + mac_bytes(lb_mac) + b"\0\0"
-            + struct.pack("<I", n4.prefixlen if n4 else 0) + (n4.network_address.packed if n4 else bytes(4))
-            + struct.pack("<I", n6.prefixlen if n6 else 0) + (n6.network_address.packed if n6 else bytes(16)))
+    return (
+        struct.pack("<II", ring_size, udp_timeout_ms)
+        + mac_bytes(lb_mac)
+        + b"\0\0"
+        + struct.pack("<I", n4.prefixlen if n4 else 0)
+        + (n4.network_address.packed if n4 else bytes(4))
+        + struct.pack("<I", n6.prefixlen if n6 else 0)
+        + (n6.network_address.packed if n6 else bytes(16))
+    )
 
 
 def backend_value(value):
-    return (struct.pack("<I", FAMILY[value["family"]]) + mac_bytes(value["mac"]) + b"\0\0"
-            + ipaddress.IPv4Address(value["addr4"]).packed + ipaddress.IPv6Address(value["addr6"]).packed)
+    return (
+        struct.pack("<I", FAMILY[value["family"]])
+        + mac_bytes(value["mac"])
+        + b"\0\0"
+        + ipaddress.IPv4Address(value["addr4"]).packed
+        + ipaddress.IPv6Address(value["addr6"]).packed
+    )
 
 
 class LB:
@@ -54,8 +64,7 @@ class LB:
         self.ring_size = ring_size
         sizes = {"lb_ring": rows * ring_size, "lb_backends": max_backends, "lb_backend_stats": max_backends}
         # chained: the next program sits in slot 1 of fleet_chain, as the loader would set it
-        self.prog = LoadedProgram(obj or paths.bpf_object("xdp_lb"), "xdp_lb", max_entries=sizes,
-                                  rodata={"fleet_chain_next": 1})
+        self.prog = LoadedProgram(obj or paths.bpf_object("xdp_lb"), "xdp_lb", max_entries=sizes, rodata={"fleet_chain_next": 1})
         self.config(**config)
         self.entries = None
         self.apply(vips)
@@ -77,9 +86,11 @@ class LB:
         prev = self.entries or {}
         self.entries = xdp_lb_entries.lb_entries(vips, self.ring_size, prev.get("backend_ids"), prev.get("vip_ids"))
         for key, value in self.entries["lb_vips_v4"] + self.entries["lb_vips_v6"]:
-            self.prog.update("lb_vips_v%d" % ipaddress.ip_address(key["vip"]).version,
-                             vip_key(key["vip"], key["port"], key["proto"]),
-                             struct.pack("<III", value["id"], value["ring"], MODE[value["mode"]]))
+            self.prog.update(
+                "lb_vips_v%d" % ipaddress.ip_address(key["vip"]).version,
+                vip_key(key["vip"], key["port"], key["proto"]),
+                struct.pack("<III", value["id"], value["ring"], MODE[value["mode"]]),
+            )
         for bid, value in self.entries["lb_backends"]:
             self.prog.update("lb_backends", struct.pack("<I", bid), backend_value(value))
         for row, ids in self.entries["lb_ring"].items():

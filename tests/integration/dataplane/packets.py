@@ -1,8 +1,7 @@
 """Test packets for the data-plane tables, built with scapy."""
 
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption_RR  # noqa: F401
-from scapy.layers.inet6 import (ICMPv6EchoRequest, ICMPv6ND_NS, IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment,
-                                IPv6ExtHdrHopByHop, IPv6ExtHdrRouting)
+from scapy.layers.inet6 import ICMPv6EchoRequest, ICMPv6ND_NS, IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop, IPv6ExtHdrRouting
 from scapy.layers.ipsec import AH
 from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from scapy.packet import Raw, raw
@@ -74,10 +73,8 @@ def frag6(src, proto_layer, offset=0, more=True):
 
 
 def opts4(src, dport=80):
-    return raw(eth() / IP(src=src, dst=DST4, options=[IPOption_RR(routers=["198.51.100.254"])]) /
-               TCP(sport=40000, dport=dport, flags="S") / PAYLOAD)
+    return raw(eth() / IP(src=src, dst=DST4, options=[IPOption_RR(routers=["198.51.100.254"])]) / TCP(sport=40000, dport=dport, flags="S") / PAYLOAD)
 
 
 HBH, DSTOPT, ROUTING = IPv6ExtHdrHopByHop, IPv6ExtHdrDestOpt, IPv6ExtHdrRouting
-__all__ = ["IPOption_RR", "AH", "ARP", "Dot1Q", "Ether", "HBH", "DSTOPT", "ROUTING", "ICMP", "IP", "IPv6", "TCP", "UDP",
-           "Raw", "raw", "eth"]
+__all__ = ["IPOption_RR", "AH", "ARP", "Dot1Q", "Ether", "HBH", "DSTOPT", "ROUTING", "ICMP", "IP", "IPv6", "TCP", "UDP", "Raw", "raw", "eth"]

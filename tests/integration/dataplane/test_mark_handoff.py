@@ -10,21 +10,24 @@ tc_ingress_mark: without metadata (what a test run of a TC program gives) skb->m
 import struct
 
 import pytest
-
-from harness import paths
-from harness.progtest import TC_ACT_OK, XDP_DROP, XDP_PASS, XDP_REDIRECT, LoadedProgram, xdp_md
-
 from dataplane_btf import ObjectBtf
 from egress_fixture import skb_ctx, skb_field
 from filter_fixture import Filter
+from harness import paths
+from harness.progtest import TC_ACT_OK, XDP_DROP, XDP_PASS, XDP_REDIRECT, LoadedProgram, xdp_md
 from packets import raw, tcp4, udp4
 
 pytestmark = pytest.mark.kernel
 
 MAGIC = 0x666C6D6B  # FLEET_XDP_META_MAGIC, checked against the object's BTF-described layout below
 # source -> rule (action, rule id, redirect slot, mark)
-SOURCES = {"192.0.2.10": ("pass", 1, 0, 0x10), "192.0.2.11": ("pass", 2, 0, 0), "192.0.2.12": ("drop", 3, 0, 0x30),
-           "192.0.2.13": ("redirect", 4, 5, 65536), "192.0.2.17": ("drop", 5, 0, 0x50)}
+SOURCES = {
+    "192.0.2.10": ("pass", 1, 0, 0x10),
+    "192.0.2.11": ("pass", 2, 0, 0),
+    "192.0.2.12": ("drop", 3, 0, 0x30),
+    "192.0.2.13": ("redirect", 4, 5, 65536),
+    "192.0.2.17": ("drop", 5, 0, 0x50),
+}
 PORTS = {("udp", 5004): ("pass", 6, 0, 0x20)}
 
 

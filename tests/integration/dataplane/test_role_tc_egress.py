@@ -11,16 +11,14 @@ import socket
 import subprocess
 
 import pytest
-
+from dataplane_lab import drain, entered, packet_socket, udp_socket
 from harness import paths
 from harness.runner import run_playbook
+from packets import IP, UDP
+from scapy.layers.l2 import Ether
 
 from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
 from ansible_collections.ebpf.fleet.plugins.module_utils.maps import map_codec
-
-from dataplane_lab import drain, entered, packet_socket, udp_socket
-from packets import IP, UDP
-from scapy.layers.l2 import Ether
 
 pytestmark = [pytest.mark.kernel, pytest.mark.playbook]
 
@@ -46,8 +44,7 @@ RULES = [
     {"proto": "udp", "port": 5001, "class": "voice"},
     {"mark": "0x10", "class": "bulk"},
 ]
-POLICY = {"tc_egress_interfaces": ["va"], "tc_egress_classes": CLASSES, "tc_egress_rules": RULES,
-          "tc_egress_default_class": "best_effort"}
+POLICY = {"tc_egress_interfaces": ["va"], "tc_egress_classes": CLASSES, "tc_egress_rules": RULES, "tc_egress_default_class": "best_effort"}
 
 
 def _no_warning(proc):
@@ -62,12 +59,12 @@ class Lab:
         self.ns, self.pin_root, self.state_dir, self.tmp = ns, pin_root, state_dir, tmp_path
         (tmp_path / "inventory.ini").write_text(
             "[lab]\nlabhost ansible_connection=ebpf.fleet.netns ansible_netns=%s ebpf_fleet_pin_root=%s "
-            "ebpf_fleet_state_dir=%s\n" % (ns.name, pin_root, state_dir))
+            "ebpf_fleet_state_dir=%s\n" % (ns.name, pin_root, state_dir)
+        )
         (tmp_path / "play.yml").write_text(playbook)
 
     def play(self, check=False, **variables):
-        proc = run_playbook(str(self.tmp / "play.yml"), inventory=str(self.tmp / "inventory.ini"),
-                            extra_vars=variables, check=check, diff=check)
+        proc = run_playbook(str(self.tmp / "play.yml"), inventory=str(self.tmp / "inventory.ini"), extra_vars=variables, check=check, diff=check)
         _no_warning(proc)
         return proc
 
@@ -76,21 +73,20 @@ class Lab:
         return int(dict(RECAP.findall(proc.stdout))["labhost"])
 
     def sh(self, *argv) -> str:
-        return subprocess.run(["nsenter", "--net=/run/netns/%s" % self.ns.name] + list(argv), capture_output=True,
-                              text=True, check=True).stdout
+        return subprocess.run(["nsenter", "--net=/run/netns/%s" % self.ns.name] + list(argv), capture_output=True, text=True, check=True).stdout
 
     def left(self) -> dict:
         """What the collection holds for this host: pins (files on bpffs, the hooks' links among them) and
         records (files), by path; empty folders are not counted."""
-        return {kind: sorted(os.path.relpath(os.path.join(top, name), root)
-                             for top, _dirs, files in os.walk(root) for name in files)
-                for kind, root in (("pins", self.pin_root), ("records", self.state_dir))}
+        return {
+            kind: sorted(os.path.relpath(os.path.join(top, name), root) for top, _dirs, files in os.walk(root) for name in files)
+            for kind, root in (("pins", self.pin_root), ("records", self.state_dir))
+        }
 
     def counters(self, deployment: str, map_name: str) -> dict:
         fd = libbpf.obj_get(os.path.join(self.pin_root, deployment, "maps", map_name))
         try:
-            return {tuple(e["key"].values()) if isinstance(e["key"], dict) else e["key"]: e["value"]["packets"]
-                    for e in map_codec.read_entries(fd)}
+            return {tuple(e["key"].values()) if isinstance(e["key"], dict) else e["key"]: e["value"]["packets"] for e in map_codec.read_entries(fd)}
         finally:
             os.close(fd)
 
@@ -160,8 +156,7 @@ def test_present_marks_and_drops_traffic_rerun_unchanged_check_mode_changes_noth
     assert check.returncode == 0 and lab.changed(check) == 0, check.stdout
 
     # a changed declaration: the blocked rule gone (sync removes it), the voice class re-marked
-    fewer = dict(POLICY, tc_egress_rules=RULES[1:],
-                 tc_egress_classes=[dict(CLASSES[1], dscp="af11") if c["name"] == "voice" else c for c in CLASSES])
+    fewer = dict(POLICY, tc_egress_rules=RULES[1:], tc_egress_classes=[dict(CLASSES[1], dscp="af11") if c["name"] == "voice" else c for c in CLASSES])
     changed = lab.play(**fewer)
     assert changed.returncode == 0 and lab.changed(changed) > 0, changed.stdout
     got, udp = _send(lab)
@@ -180,12 +175,15 @@ def test_present_marks_and_drops_traffic_rerun_unchanged_check_mode_changes_noth
     assert again.returncode == 0 and lab.changed(again) == 0, again.stdout
 
 
-@pytest.mark.parametrize("variables, message", [
-    (dict(POLICY, tc_egress_interfaces={"va": 1}), "argument 'tc_egress_interfaces' is of type dict"),
-    (dict(POLICY, tc_egress_classes={"name": "voice"}), "argument 'tc_egress_classes' is of type dict"),
-    (dict(POLICY, tc_egress_priority="first"), "argument 'tc_egress_priority' is of type str"),
-    (dict(POLICY, tc_egress_state="gone"), "value of tc_egress_state must be one of: present, absent, got: gone"),
-])
+@pytest.mark.parametrize(
+    "variables, message",
+    [
+        (dict(POLICY, tc_egress_interfaces={"va": 1}), "argument 'tc_egress_interfaces' is of type dict"),
+        (dict(POLICY, tc_egress_classes={"name": "voice"}), "argument 'tc_egress_classes' is of type dict"),
+        (dict(POLICY, tc_egress_priority="first"), "argument 'tc_egress_priority' is of type str"),
+        (dict(POLICY, tc_egress_state="gone"), "value of tc_egress_state must be one of: present, absent, got: gone"),
+    ],
+)
 def test_wrong_variable_types_fail_with_the_argument_spec_message(lab, variables, message):
     proc = lab.play(**variables)
     assert proc.returncode != 0
@@ -193,20 +191,22 @@ def test_wrong_variable_types_fail_with_the_argument_spec_message(lab, variables
     assert lab.left() == EMPTY
 
 
-@pytest.mark.parametrize("variables, message", [
-    (dict(POLICY, tc_egress_interfaces=[]), "tc_egress_interfaces []: expected at least one interface"),
-    (dict(POLICY, tc_egress_interfaces=["va", "nope0"]),
-     "tc_egress_interfaces[1] \"nope0\": expected an interface of labhost (it has lo, va)"),
-    (dict(POLICY, tc_egress_ingress_interfaces=["va", "in0"]),
-     "tc_egress_ingress_interfaces[1] \"in0\": expected an interface of labhost"),
-    (dict(POLICY, tc_egress_classes=CLASSES + [{"name": "x", "dscp": "af51"}]),
-     "classes[4].dscp 'af51': expected an integer 0..63 or a name"),
-    (dict(POLICY, tc_egress_rules=RULES + [{"cidr": "198.51.100.1/24", "class": "voice"}]),
-     "rules[3].cidr '198.51.100.1/24': expected the network address, 198.51.100.0/24"),
-    (dict(POLICY, tc_egress_rules=[{"mark": 16, "class": "Voice"}]), "(did you mean voice?)"),
-    (dict(POLICY, tc_egress_default_class="nobody"), "default_class 'nobody': expected the name of a declared class"),
-    (dict(POLICY, tc_egress_mark_name="egress"), "tc_egress_mark_name \"egress\": expected a name other than"),
-])
+@pytest.mark.parametrize(
+    "variables, message",
+    [
+        (dict(POLICY, tc_egress_interfaces=[]), "tc_egress_interfaces []: expected at least one interface"),
+        (dict(POLICY, tc_egress_interfaces=["va", "nope0"]), "tc_egress_interfaces[1] \"nope0\": expected an interface of labhost (it has lo, va)"),
+        (dict(POLICY, tc_egress_ingress_interfaces=["va", "in0"]), "tc_egress_ingress_interfaces[1] \"in0\": expected an interface of labhost"),
+        (dict(POLICY, tc_egress_classes=CLASSES + [{"name": "x", "dscp": "af51"}]), "classes[4].dscp 'af51': expected an integer 0..63 or a name"),
+        (
+            dict(POLICY, tc_egress_rules=RULES + [{"cidr": "198.51.100.1/24", "class": "voice"}]),
+            "rules[3].cidr '198.51.100.1/24': expected the network address, 198.51.100.0/24",
+        ),
+        (dict(POLICY, tc_egress_rules=[{"mark": 16, "class": "Voice"}]), "(did you mean voice?)"),
+        (dict(POLICY, tc_egress_default_class="nobody"), "default_class 'nobody': expected the name of a declared class"),
+        (dict(POLICY, tc_egress_mark_name="egress"), "tc_egress_mark_name \"egress\": expected a name other than"),
+    ],
+)
 def test_bad_values_fail_naming_variable_value_and_expected_before_any_change(lab, variables, message):
     proc = lab.play(**variables)
     assert proc.returncode != 0 and message in proc.stdout, proc.stdout
@@ -266,8 +266,7 @@ MARKED = {
 
 
 @pytest.mark.parametrize("xdp_mode", ["native", "generic"])
-def test_a_mark_set_by_the_xdp_filter_on_ingress_classifies_routed_packets_on_egress(
-        netns, pin_root, state_dir, tmp_path, xdp_mode):
+def test_a_mark_set_by_the_xdp_filter_on_ingress_classifies_routed_packets_on_egress(netns, pin_root, state_dir, tmp_path, xdp_mode):
     """client (192.0.2.1 and .2) -> ri [router: xdp_filter + tc_ingress_mark] ro -> server (198.51.100.1).
     From .1 (source rule, mark 0x10): voice, EF on the wire. From .2 to UDP 6000 (port rule, mark 0x20):
     blocked, dropped by egress. From .2 to another port: no rule, no mark, default class, DSCP untouched."""

@@ -10,15 +10,13 @@ import os
 import random
 
 import pytest
-
-from harness.progtest import TC_ACT_OK, TC_ACT_SHOT
-
-from ansible_collections.ebpf.fleet.plugins.module_utils.dataplane import tc_egress_tables
-
 from egress_fixture import CLASSES, Egress, skb_ctx, skb_field
 from filter_fixture import delta
+from harness.progtest import TC_ACT_OK, TC_ACT_SHOT
 from packets import DSTOPT, HBH, ICMP, IP, TCP, UDP, IPOption_RR, IPv6, Raw, arp, eth, raw
 from scapy.layers.l2 import Ether
+
+from ansible_collections.ebpf.fleet.plugins.module_utils.dataplane import tc_egress_tables
 
 pytestmark = pytest.mark.kernel
 
@@ -58,20 +56,18 @@ CASES = [
     ("acl-drop-port-smtp-v6", v6("2001:db8::99", TCP(dport=25)), 0, TC_ACT_SHOT, 2, "drop", None),
     ("longest-prefix-ef", v4("198.51.100.200", UDP(dport=9)), 0, TC_ACT_OK, 1, "pass", 46),
     ("ef-keeps-ecn-ce", v4("198.51.100.200", UDP(dport=9), tos=0x03), 0, TC_ACT_OK, 1, "pass", 46),
-    ("ef-keeps-ecn-ect0", v4("198.51.100.200", UDP(dport=9), tos=0x2a), 0, TC_ACT_OK, 1, "pass", 46),
-    ("ef-already-set-untouched", v4("198.51.100.200", UDP(dport=9), tos=0xb9), 0, TC_ACT_OK, 1, "pass", 46),
+    ("ef-keeps-ecn-ect0", v4("198.51.100.200", UDP(dport=9), tos=0x2A), 0, TC_ACT_OK, 1, "pass", 46),
+    ("ef-already-set-untouched", v4("198.51.100.200", UDP(dport=9), tos=0xB9), 0, TC_ACT_OK, 1, "pass", 46),
     ("prefix-with-port-match", v4("203.0.113.7", UDP(dport=5060)), 0, TC_ACT_OK, 1, "pass", 46),
     ("prefix-with-port-other-port", v4("203.0.113.7", UDP(dport=5061)), 0, TC_ACT_OK, 0, "pass", None),
     ("prefix-with-port-other-proto", v4("203.0.113.7", TCP(dport=5060)), 0, TC_ACT_OK, 0, "pass", None),
     ("prefix-with-port-falls-to-port-rule", v4("203.0.113.7", TCP(dport=443)), 0, TC_ACT_OK, 3, "pass", 10),
     ("port-class-af11-v4", v4("192.0.2.99", TCP(dport=443)), 0, TC_ACT_OK, 3, "pass", 10),
     ("port-class-af11-v6", v6("2001:db8::99", TCP(dport=443)), 0, TC_ACT_OK, 3, "pass", 10),
-    ("v6-prefix-class-keeps-flow-label-ecn", v6("2001:db8:beef::1", UDP(dport=9), tc=0x02, fl=0x12345), 0,
-     TC_ACT_OK, 3, "pass", 10),
-    ("v6-traffic-class-all-ones", v6("2001:db8:beef::1", UDP(dport=9), tc=0xff, fl=0xfffff), 0, TC_ACT_OK, 3,
-     "pass", 10),
-    ("clear-dscp-keep-ecn", v4("192.0.2.99", UDP(dport=53), tos=0xb9), 0, TC_ACT_OK, 7, "pass", 0),
-    ("clear-dscp-v6", v6("2001:db8::99", UDP(dport=53), tc=0xb9), 0, TC_ACT_OK, 7, "pass", 0),
+    ("v6-prefix-class-keeps-flow-label-ecn", v6("2001:db8:beef::1", UDP(dport=9), tc=0x02, fl=0x12345), 0, TC_ACT_OK, 3, "pass", 10),
+    ("v6-traffic-class-all-ones", v6("2001:db8:beef::1", UDP(dport=9), tc=0xFF, fl=0xFFFFF), 0, TC_ACT_OK, 3, "pass", 10),
+    ("clear-dscp-keep-ecn", v4("192.0.2.99", UDP(dport=53), tos=0xB9), 0, TC_ACT_OK, 7, "pass", 0),
+    ("clear-dscp-v6", v6("2001:db8::99", UDP(dport=53), tc=0xB9), 0, TC_ACT_OK, 7, "pass", 0),
     ("mark-beats-prefix-drop", v4("198.51.100.5", UDP(dport=9)), 0x10, TC_ACT_OK, 6, "pass", 34),
     ("mark-drops", v4("192.0.2.99", UDP(dport=9)), 0x20, TC_ACT_SHOT, 2, "drop", None),
     ("mark-v6", v6("2001:db8::99", UDP(dport=9)), 0x10, TC_ACT_OK, 6, "pass", 34),
@@ -81,14 +77,10 @@ CASES = [
     ("unknown-mark-above-direct-array", v4("198.51.100.200", UDP(dport=9)), 0x20000, TC_ACT_OK, 1, "pass", 46),
     ("vlan1-rewrite", v4("192.0.2.99", TCP(dport=443), vlans=1), 0, TC_ACT_OK, 3, "pass", 10),
     ("vlan2-rewrite-v6", v6("2001:db8::99", TCP(dport=443), vlans=2), 0, TC_ACT_OK, 3, "pass", 10),
-    ("ip-options-rewrite", eth() / IP(src=SRC4, dst="192.0.2.99", options=[IPOption_RR()]) / TCP(dport=443), 0,
-     TC_ACT_OK, 3, "pass", 10),
-    ("v6-ext-headers-port-class", v6("2001:db8::99", TCP(dport=443), ext=(HBH(), DSTOPT())), 0, TC_ACT_OK, 3,
-     "pass", 10),
-    ("later-fragment-prefix-class", eth() / IP(src=SRC4, dst="198.51.100.200", frag=10, proto=17) / PAYLOAD, 0,
-     TC_ACT_OK, 1, "pass", 46),
-    ("later-fragment-no-port-class", eth() / IP(src=SRC4, dst="192.0.2.99", frag=10, proto=6) / PAYLOAD, 0,
-     TC_ACT_OK, 0, "pass", None),
+    ("ip-options-rewrite", eth() / IP(src=SRC4, dst="192.0.2.99", options=[IPOption_RR()]) / TCP(dport=443), 0, TC_ACT_OK, 3, "pass", 10),
+    ("v6-ext-headers-port-class", v6("2001:db8::99", TCP(dport=443), ext=(HBH(), DSTOPT())), 0, TC_ACT_OK, 3, "pass", 10),
+    ("later-fragment-prefix-class", eth() / IP(src=SRC4, dst="198.51.100.200", frag=10, proto=17) / PAYLOAD, 0, TC_ACT_OK, 1, "pass", 46),
+    ("later-fragment-no-port-class", eth() / IP(src=SRC4, dst="192.0.2.99", frag=10, proto=6) / PAYLOAD, 0, TC_ACT_OK, 0, "pass", None),
     ("icmp-prefix-class", v4("198.51.100.200", ICMP()), 0, TC_ACT_OK, 1, "pass", 46),
     ("arp-untouched", Ether(arp()), 0, TC_ACT_OK, 0, "pass", None),
     ("truncated-untouched", Ether(raw(v4("198.51.100.200", UDP(dport=9)))[:38]), 0, TC_ACT_OK, 0, "pass", None),
@@ -100,8 +92,11 @@ def _random_checksum_cases(count):
     out = []
     for i in range(count):
         src = rng.choice(["192.0.2.%d", "198.51.100.%d", "203.0.113.%d"]) % rng.randrange(256)
-        pkt = eth() / IP(src=src, dst="192.0.2.%d" % rng.randrange(1, 255), tos=rng.randrange(256),
-                         ttl=rng.randrange(1, 256), id=rng.randrange(65536)) / TCP(dport=443)
+        pkt = (
+            eth()
+            / IP(src=src, dst="192.0.2.%d" % rng.randrange(1, 255), tos=rng.randrange(256), ttl=rng.randrange(1, 256), id=rng.randrange(65536))
+            / TCP(dport=443)
+        )
         out.append(("checksum-random-%d" % i, pkt, 0, TC_ACT_OK, 3, "pass", 10))
     return out
 
@@ -147,9 +142,17 @@ def test_egress_rate_limit_drop_over_simulated_time(egress):
     frame = raw(v4("192.0.2.99", UDP(dport=9)))  # 60 bytes; class 4: 1000 B/s, burst 150
     assert len(frame) == 60
     egress.reset_bucket(4)
-    steps = [(0, TC_ACT_OK), (0, TC_ACT_OK), (0, TC_ACT_SHOT), (SEC // 100, TC_ACT_SHOT),
-             (3 * SEC // 100, TC_ACT_OK), (3 * SEC // 100, TC_ACT_SHOT), (SEC, TC_ACT_OK), (SEC, TC_ACT_OK),
-             (SEC, TC_ACT_SHOT)]
+    steps = [
+        (0, TC_ACT_OK),
+        (0, TC_ACT_OK),
+        (0, TC_ACT_SHOT),
+        (SEC // 100, TC_ACT_SHOT),
+        (3 * SEC // 100, TC_ACT_OK),
+        (3 * SEC // 100, TC_ACT_SHOT),
+        (SEC, TC_ACT_OK),
+        (SEC, TC_ACT_OK),
+        (SEC, TC_ACT_SHOT),
+    ]
     before = egress.counters()
     got = []
     for offset, _want in steps:
@@ -226,13 +229,15 @@ def test_egress_truncated_at_every_byte_passes_untouched(egress, kind):
 
 # ---------------------------------------------------------------- end to end on veth
 
+
 def test_egress_on_veth_marks_dscp_and_drops_real_traffic(netns):
     """A TCX egress link on the sender's veth: the receiver sees DSCP EF (ECN kept, checksum valid) on
     UDP/5001, untouched UDP/5002, and nothing for the blocked destination."""
     import socket  # pylint: disable=import-outside-toplevel
 
-    from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf  # pylint: disable=import-outside-toplevel
     from dataplane_lab import attach, drain, entered, packet_socket, udp_socket  # pylint: disable=import-outside-toplevel
+
+    from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf  # pylint: disable=import-outside-toplevel
 
     ns_a, ns_b = netns("ea"), netns("eb")
     ns_a.veth("va", "vb", peer_ns=ns_b, addr_a="192.0.2.1/24", addr_b="192.0.2.2/24")

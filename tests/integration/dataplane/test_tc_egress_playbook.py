@@ -6,16 +6,14 @@ import os
 import socket
 
 import pytest
-
+from dataplane_lab import drain, entered, packet_socket, udp_socket
 from harness import paths
 from harness.runner import run_playbook
+from packets import IP, UDP
+from scapy.layers.l2 import Ether
 
 from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
 from ansible_collections.ebpf.fleet.plugins.module_utils.maps import map_codec
-
-from dataplane_lab import drain, entered, packet_socket, udp_socket
-from packets import IP, UDP
-from scapy.layers.l2 import Ether
 
 pytestmark = [pytest.mark.kernel, pytest.mark.playbook]
 
@@ -77,8 +75,7 @@ def _changed(proc) -> int:
     return int(line.split("changed=")[1].split()[0])
 
 
-def test_playbook_deploys_egress_classes_idempotently_and_real_packets_are_marked_and_dropped(
-        netns, pin_root, state_dir, tmp_path):
+def test_playbook_deploys_egress_classes_idempotently_and_real_packets_are_marked_and_dropped(netns, pin_root, state_dir, tmp_path):
     ns_a, ns_b = netns("epa"), netns("epb")
     ns_a.veth("va", "vb", peer_ns=ns_b, addr_a="192.0.2.1/24", addr_b="192.0.2.2/24")
     ns_b.ip("addr", "add", "192.0.2.3/24", "dev", "vb")
@@ -86,18 +83,24 @@ def test_playbook_deploys_egress_classes_idempotently_and_real_packets_are_marke
     inventory.write_text("[lab]\nlabhost ansible_connection=ebpf.fleet.netns ansible_netns=%s\n" % ns_a.name)
     playbook = tmp_path / "egress.yml"
     playbook.write_text(PLAYBOOK)
-    extra = {"pin_root": pin_root, "state_dir": state_dir, "egress_policy": POLICY,
-             "egress_src": os.path.join(paths.REPO, "bpf", "tc_egress.c")}
+    extra = {"pin_root": pin_root, "state_dir": state_dir, "egress_policy": POLICY, "egress_src": os.path.join(paths.REPO, "bpf", "tc_egress.c")}
 
     first = run_playbook(str(playbook), inventory=str(inventory), extra_vars=extra)
     assert first.returncode == 0, first.stdout + first.stderr
     _no_warning(first)
     assert _changed(first) == 2  # the program, and the maps' task
-    written = {ln.split("(item=")[1].rstrip(")") for ln in first.stdout.splitlines() if ln.startswith("changed:")
-               and "(item=" in ln}
+    written = {ln.split("(item=")[1].rstrip(")") for ln in first.stdout.splitlines() if ln.startswith("changed:") and "(item=" in ln}
     # egress_config {default_class: 0} is all zero, what the new array already holds: declared, not changed
-    assert written == {"egress_classes", "egress_mark_classes", "egress_marks", "egress_dst_v4_16",
-                       "egress_dst_v4_24", "egress_dst_v4_32", "egress_dst_v6", "egress_ports"}, first.stdout
+    assert written == {
+        "egress_classes",
+        "egress_mark_classes",
+        "egress_marks",
+        "egress_dst_v4_16",
+        "egress_dst_v4_24",
+        "egress_dst_v4_32",
+        "egress_dst_v6",
+        "egress_ports",
+    }, first.stdout
     second = run_playbook(str(playbook), inventory=str(inventory), extra_vars=extra)
     assert second.returncode == 0, second.stdout + second.stderr
     _no_warning(second)
@@ -132,8 +135,7 @@ def test_playbook_deploys_egress_classes_idempotently_and_real_packets_are_marke
     # the counters, decoded from the pinned egress_stats as {class_id, outcome}
     fd = libbpf.obj_get(os.path.join(pin_root, "egress", "maps", "egress_stats"))
     try:
-        counts = {(e["key"]["class_id"], e["key"]["outcome"]): e["value"]["packets"]
-                  for e in map_codec.read_entries(fd)}
+        counts = {(e["key"]["class_id"], e["key"]["outcome"]): e["value"]["packets"] for e in map_codec.read_entries(fd)}
     finally:
         os.close(fd)
     assert counts[(1, "pass")] == 10 and counts[(2, "drop")] == 10

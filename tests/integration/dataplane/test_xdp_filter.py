@@ -10,15 +10,36 @@ import os
 import struct
 
 import pytest
-
-from harness.progtest import XDP_DROP, XDP_PASS, XDP_REDIRECT
-
-from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
-
 from dataplane_btf import ipv4, lpm
 from filter_fixture import Filter, delta
-from packets import (AH, DSTOPT, HBH, IP, IPOption_RR, ROUTING, TCP, UDP, IPv6, Raw, arp, eth, frag4, frag6,
-                     icmp4, icmp6_echo, icmp6_ns, opts4, raw, tcp4, tcp6, udp4, udp6)
+from harness.progtest import XDP_DROP, XDP_PASS, XDP_REDIRECT
+from packets import (
+    AH,
+    DSTOPT,
+    HBH,
+    IP,
+    ROUTING,
+    TCP,
+    UDP,
+    IPOption_RR,
+    IPv6,
+    Raw,
+    arp,
+    eth,
+    frag4,
+    frag6,
+    icmp4,
+    icmp6_echo,
+    icmp6_ns,
+    opts4,
+    raw,
+    tcp4,
+    tcp6,
+    udp4,
+    udp6,
+)
+
+from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
 
 pytestmark = pytest.mark.kernel
 
@@ -63,9 +84,15 @@ CASES = [
     ("udp-80-not-tcp-rule", DENY, udp4(NOBODY4, 80), XDP_DROP, "drop", "default", None),
     ("tcp-443-v6", DENY, tcp6(NOBODY6, 443), XDP_PASS, "pass", "port", 12),
     ("udp-53-v6", ALLOW, udp6(NOBODY6, 53), XDP_DROP, "drop", "port", 11),
-    ("tcp-with-options-80", DENY, raw(eth() / IP(src=NOBODY4, dst="192.0.2.1") /
-                                      TCP(dport=80, options=[("MSS", 1460), ("WScale", 7), ("NOP", None)])),
-     XDP_PASS, "pass", "port", 10),
+    (
+        "tcp-with-options-80",
+        DENY,
+        raw(eth() / IP(src=NOBODY4, dst="192.0.2.1") / TCP(dport=80, options=[("MSS", 1460), ("WScale", 7), ("NOP", None)])),
+        XDP_PASS,
+        "pass",
+        "port",
+        10,
+    ),
     ("tcp-rst-80", DENY, tcp4(NOBODY4, 80, flags="R"), XDP_PASS, "pass", "port", 10),
     # ICMP
     ("icmp-echo-request-dropped", ALLOW, icmp4(NOBODY4, 8), XDP_DROP, "drop", "port", 13),
@@ -78,8 +105,7 @@ CASES = [
     # management list
     ("mgmt-ssh-in-default-deny", DENY, tcp4("192.0.2.17", 22), XDP_PASS, "pass", "mgmt", None),
     ("mgmt-wins-over-exact-deny", DENY, tcp4("192.0.2.21", 22), XDP_PASS, "pass", "mgmt", None),
-    ("mgmt-wins-over-rate-limit", cfg(DENY, rate_pps=1, burst_packets=0, clock_ns=1),
-     tcp4("192.0.2.18", 22), XDP_PASS, "pass", "mgmt", None),
+    ("mgmt-wins-over-rate-limit", cfg(DENY, rate_pps=1, burst_packets=0, clock_ns=1), tcp4("192.0.2.18", 22), XDP_PASS, "pass", "mgmt", None),
     ("mgmt-source-other-port-not-mgmt", DENY, tcp4("192.0.2.17", 23), XDP_DROP, "drop", "default", None),
     ("mgmt-denied-host-other-port", ALLOW, tcp4("192.0.2.21", 23), XDP_DROP, "drop", "source", 16),
     ("mgmt-port-from-outsider", DENY, tcp4(NOBODY4, 22), XDP_DROP, "drop", "default", None),
@@ -87,37 +113,34 @@ CASES = [
     ("mgmt-v6", DENY, tcp6("2001:db8:9::1", 22), XDP_PASS, "pass", "mgmt", None),
     ("mgmt-v6-outsider", DENY, tcp6("2001:db8:a::1", 22), XDP_DROP, "drop", "default", None),
     ("mgmt-match-any", cfg(DENY, mgmt_match="any"), udp4("192.0.2.17", 5000), XDP_PASS, "pass", "mgmt", None),
-    ("mgmt-match-any-outsider", cfg(DENY, mgmt_match="any"), udp4(NOBODY4, 5000), XDP_DROP, "drop", "default",
-     None),
-    ("mgmt-wins-over-ip-options-drop", cfg(DENY, ip_options="drop"),
-     raw(eth() / IP(src="192.0.2.17", dst="192.0.2.1", options=[IPOption_RR()]) / TCP(dport=22)),
-     XDP_PASS, "pass", "mgmt", None),
+    ("mgmt-match-any-outsider", cfg(DENY, mgmt_match="any"), udp4(NOBODY4, 5000), XDP_DROP, "drop", "default", None),
+    (
+        "mgmt-wins-over-ip-options-drop",
+        cfg(DENY, ip_options="drop"),
+        raw(eth() / IP(src="192.0.2.17", dst="192.0.2.1", options=[IPOption_RR()]) / TCP(dport=22)),
+        XDP_PASS,
+        "pass",
+        "mgmt",
+        None,
+    ),
     # VLAN
     ("vlan1-port-rule", ALLOW, udp4(NOBODY4, 53, vlans=1), XDP_DROP, "drop", "port", 11),
     ("vlan2-port-rule", DENY, tcp4(NOBODY4, 80, vlans=2), XDP_PASS, "pass", "port", 10),
-    ("vlan2-qinq-88a8", DENY, raw(eth(2, qinq=True) / IP(src=NOBODY4, dst="192.0.2.1") / TCP(dport=80)),
-     XDP_PASS, "pass", "port", 10),
+    ("vlan2-qinq-88a8", DENY, raw(eth(2, qinq=True) / IP(src=NOBODY4, dst="192.0.2.1") / TCP(dport=80)), XDP_PASS, "pass", "port", 10),
     ("vlan1-source-deny-v6", ALLOW, udp6("2001:db8::66", vlans=1), XDP_DROP, "drop", "source", 3),
     ("vlan3-too-deep-dropped", ALLOW, udp4(NOBODY4, vlans=3), XDP_DROP, "drop", "too_deep", None),
-    ("vlan3-too-deep-rules-default", cfg(ALLOW, malformed="rules"), udp4(NOBODY4, vlans=3), XDP_PASS, "pass",
-     "too_deep", None),
+    ("vlan3-too-deep-rules-default", cfg(ALLOW, malformed="rules"), udp4(NOBODY4, vlans=3), XDP_PASS, "pass", "too_deep", None),
     ("arp-passes", DENY, arp(), XDP_PASS, "pass", "non_ip", None),
     ("arp-in-vlan-passes", DENY, arp(1), XDP_PASS, "pass", "non_ip", None),
     ("arp-dropped-when-told", cfg(ALLOW, non_ip="drop"), arp(), XDP_DROP, "drop", "non_ip", None),
     # IPv6 extension headers
     ("v6-hbh-dstopt-reach-port", DENY, tcp6(NOBODY6, 80, ext=(HBH(), DSTOPT())), XDP_PASS, "pass", "port", 10),
-    ("v6-routing-reach-port", ALLOW, udp6(NOBODY6, 53, ext=(ROUTING(addresses=["2001:db8::9"]),)), XDP_DROP,
-     "drop", "port", 11),
-    ("v6-ah-reach-port", DENY, tcp6(NOBODY6, 80, ext=(AH(nh=6, payloadlen=4, spi=1, icv=b"\0" * 12),)),
-     XDP_PASS, "pass", "port", 10),
-    ("v6-six-ext-headers", DENY, tcp6(NOBODY6, 80, ext=(HBH(), DSTOPT(), ROUTING()) + (DSTOPT(),) * 3),
-     XDP_PASS, "pass", "port", 10),
-    ("v6-seven-ext-headers-too-deep", ALLOW, tcp6(NOBODY6, 80, ext=(HBH(),) + (DSTOPT(),) * 6), XDP_DROP,
-     "drop", "too_deep", None),
-    ("v6-ext-headers-policy-drop", cfg(ALLOW, ip_options="drop"), tcp6(NOBODY6, 80, ext=(HBH(),)), XDP_DROP,
-     "drop", "ip_options", None),
-    ("v6-ext-headers-policy-pass", cfg(DENY, ip_options="pass"), udp6(NOBODY6, 9, ext=(DSTOPT(),)), XDP_PASS,
-     "pass", "ip_options", None),
+    ("v6-routing-reach-port", ALLOW, udp6(NOBODY6, 53, ext=(ROUTING(addresses=["2001:db8::9"]),)), XDP_DROP, "drop", "port", 11),
+    ("v6-ah-reach-port", DENY, tcp6(NOBODY6, 80, ext=(AH(nh=6, payloadlen=4, spi=1, icv=b"\0" * 12),)), XDP_PASS, "pass", "port", 10),
+    ("v6-six-ext-headers", DENY, tcp6(NOBODY6, 80, ext=(HBH(), DSTOPT(), ROUTING()) + (DSTOPT(),) * 3), XDP_PASS, "pass", "port", 10),
+    ("v6-seven-ext-headers-too-deep", ALLOW, tcp6(NOBODY6, 80, ext=(HBH(),) + (DSTOPT(),) * 6), XDP_DROP, "drop", "too_deep", None),
+    ("v6-ext-headers-policy-drop", cfg(ALLOW, ip_options="drop"), tcp6(NOBODY6, 80, ext=(HBH(),)), XDP_DROP, "drop", "ip_options", None),
+    ("v6-ext-headers-policy-pass", cfg(DENY, ip_options="pass"), udp6(NOBODY6, 9, ext=(DSTOPT(),)), XDP_PASS, "pass", "ip_options", None),
     # IPv4 options
     ("v4-options-rules", DENY, opts4(NOBODY4, 80), XDP_PASS, "pass", "port", 10),
     ("v4-options-drop", cfg(ALLOW, ip_options="drop"), opts4(NOBODY4, 80), XDP_DROP, "drop", "ip_options", None),
@@ -125,49 +148,32 @@ CASES = [
     # fragments
     ("v4-first-fragment-port-rule", ALLOW, frag4(NOBODY4, UDP(dport=53)), XDP_DROP, "drop", "port", 11),
     ("v4-first-fragment-tcp80", DENY, frag4(NOBODY4, TCP(dport=80)), XDP_PASS, "pass", "port", 10),
-    ("v4-later-fragment-drop", cfg(ALLOW, fragments="drop"), frag4(NOBODY4, None, 3), XDP_DROP, "drop",
-     "fragment", None),
-    ("v4-last-fragment-drop", cfg(ALLOW, fragments="drop"), frag4(NOBODY4, None, 3, more=False), XDP_DROP, "drop",
-     "fragment", None),
-    ("v4-later-fragment-pass", cfg(DENY, fragments="pass"), frag4(NOBODY4, None, 3), XDP_PASS, "pass",
-     "fragment", None),
+    ("v4-later-fragment-drop", cfg(ALLOW, fragments="drop"), frag4(NOBODY4, None, 3), XDP_DROP, "drop", "fragment", None),
+    ("v4-last-fragment-drop", cfg(ALLOW, fragments="drop"), frag4(NOBODY4, None, 3, more=False), XDP_DROP, "drop", "fragment", None),
+    ("v4-later-fragment-pass", cfg(DENY, fragments="pass"), frag4(NOBODY4, None, 3), XDP_PASS, "pass", "fragment", None),
     ("v4-later-fragment-rules-default", ALLOW, frag4(NOBODY4, None, 3), XDP_PASS, "pass", "default", None),
     ("v4-later-fragment-rules-source", ALLOW, frag4("192.0.2.66", None, 3), XDP_DROP, "drop", "source", 1),
     ("v6-first-fragment-port-rule", ALLOW, frag6(NOBODY6, UDP(dport=53)), XDP_DROP, "drop", "port", 11),
-    ("v6-later-fragment-drop", cfg(ALLOW, fragments="drop"), frag6(NOBODY6, None, 5), XDP_DROP, "drop",
-     "fragment", None),
-    ("v6-later-fragment-pass", cfg(DENY, fragments="pass"), frag6(NOBODY6, None, 5), XDP_PASS, "pass",
-     "fragment", None),
+    ("v6-later-fragment-drop", cfg(ALLOW, fragments="drop"), frag6(NOBODY6, None, 5), XDP_DROP, "drop", "fragment", None),
+    ("v6-later-fragment-pass", cfg(DENY, fragments="pass"), frag6(NOBODY6, None, 5), XDP_PASS, "pass", "fragment", None),
     ("v6-later-fragment-rules-source", DENY, frag6("2001:db8::77", None, 5), XDP_PASS, "pass", "source", 4),
     # malformed
-    ("v4-ihl-4", ALLOW, raw(eth() / IP(src=NOBODY4, dst="192.0.2.1", ihl=4) / UDP()), XDP_DROP, "drop",
-     "malformed", None),
-    ("v4-version-5", ALLOW, raw(eth() / IP(src=NOBODY4, dst="192.0.2.1", version=5) / UDP()), XDP_DROP, "drop",
-     "malformed", None),
-    ("v4-total-length-below-header", ALLOW, raw(eth() / IP(src=NOBODY4, dst="192.0.2.1", len=10) / UDP()),
-     XDP_DROP, "drop", "malformed", None),
-    ("v4-total-length-past-frame", ALLOW, raw(eth() / IP(src=NOBODY4, dst="192.0.2.1", len=400) / UDP()),
-     XDP_DROP, "drop", "truncated", None),
-    ("tcp-doff-4", ALLOW, raw(eth() / IP(src=NOBODY4, dst="192.0.2.1") / TCP(dataofs=4)), XDP_DROP, "drop",
-     "malformed", None),
-    ("udp-length-4", ALLOW, raw(eth() / IP(src=NOBODY4, dst="192.0.2.1") / UDP(len=4)), XDP_DROP, "drop",
-     "malformed", None),
-    ("v6-version-4", ALLOW, raw(eth() / IPv6(src=NOBODY6, dst="2001:db8::1", version=4) / UDP()), XDP_DROP, "drop",
-     "malformed", None),
-    ("v6-payload-length-past-frame", ALLOW, raw(eth() / IPv6(src=NOBODY6, dst="2001:db8::1", plen=900) / UDP()),
-     XDP_DROP, "drop", "truncated", None),
-    ("malformed-policy-pass", cfg(DENY, malformed="pass"), raw(eth() / IP(src=NOBODY4, ihl=4) / UDP()), XDP_PASS,
-     "pass", "malformed", None),
-    ("malformed-policy-rules-deny", cfg(DENY, malformed="rules"), raw(eth() / IP(src=NOBODY4, ihl=4) / UDP()),
-     XDP_DROP, "drop", "malformed", None),
-    ("ethernet-padding-ok", DENY, raw(eth() / IP(src=NOBODY4, dst="192.0.2.1") / TCP(dport=80) / Raw(b"\0" * 30)),
-     XDP_PASS, "pass", "port", 10),
+    ("v4-ihl-4", ALLOW, raw(eth() / IP(src=NOBODY4, dst="192.0.2.1", ihl=4) / UDP()), XDP_DROP, "drop", "malformed", None),
+    ("v4-version-5", ALLOW, raw(eth() / IP(src=NOBODY4, dst="192.0.2.1", version=5) / UDP()), XDP_DROP, "drop", "malformed", None),
+    ("v4-total-length-below-header", ALLOW, raw(eth() / IP(src=NOBODY4, dst="192.0.2.1", len=10) / UDP()), XDP_DROP, "drop", "malformed", None),
+    ("v4-total-length-past-frame", ALLOW, raw(eth() / IP(src=NOBODY4, dst="192.0.2.1", len=400) / UDP()), XDP_DROP, "drop", "truncated", None),
+    ("tcp-doff-4", ALLOW, raw(eth() / IP(src=NOBODY4, dst="192.0.2.1") / TCP(dataofs=4)), XDP_DROP, "drop", "malformed", None),
+    ("udp-length-4", ALLOW, raw(eth() / IP(src=NOBODY4, dst="192.0.2.1") / UDP(len=4)), XDP_DROP, "drop", "malformed", None),
+    ("v6-version-4", ALLOW, raw(eth() / IPv6(src=NOBODY6, dst="2001:db8::1", version=4) / UDP()), XDP_DROP, "drop", "malformed", None),
+    ("v6-payload-length-past-frame", ALLOW, raw(eth() / IPv6(src=NOBODY6, dst="2001:db8::1", plen=900) / UDP()), XDP_DROP, "drop", "truncated", None),
+    ("malformed-policy-pass", cfg(DENY, malformed="pass"), raw(eth() / IP(src=NOBODY4, ihl=4) / UDP()), XDP_PASS, "pass", "malformed", None),
+    ("malformed-policy-rules-deny", cfg(DENY, malformed="rules"), raw(eth() / IP(src=NOBODY4, ihl=4) / UDP()), XDP_DROP, "drop", "malformed", None),
+    ("ethernet-padding-ok", DENY, raw(eth() / IP(src=NOBODY4, dst="192.0.2.1") / TCP(dport=80) / Raw(b"\0" * 30)), XDP_PASS, "pass", "port", 10),
     ("ethernet-header-only", ALLOW, raw(eth())[:12] + b"\x08\x00", XDP_DROP, "drop", "truncated", None),
     # redirect (empty devmap slot: the fallback is XDP_PASS)
     ("redirect-source-prefix", ALLOW, udp4("203.0.113.9"), XDP_PASS, "redirect", "source", 7),
     ("redirect-port", ALLOW, tcp4(NOBODY4, 8080), XDP_PASS, "redirect", "port", 17),
-    ("redirect-default", cfg(ALLOW, default_verdict="redirect", redirect_slot=3), udp4(NOBODY4), XDP_PASS,
-     "redirect", "default", None),
+    ("redirect-default", cfg(ALLOW, default_verdict="redirect", redirect_slot=3), udp4(NOBODY4), XDP_PASS, "redirect", "default", None),
 ]
 
 
@@ -248,6 +254,7 @@ def test_filter_truncated_follows_malformed_policy(flt):
 
 # ---------------------------------------------------------------- the classic policy
 
+
 def test_classic_policy_pass_tcp80_drop_udp53_drop_rest_counted_per_cpu():
     """'pass TCP to port 80, drop UDP to port 53, drop everything else, count passes and drops per CPU'."""
     prog = Filter()
@@ -276,6 +283,7 @@ def test_classic_policy_pass_tcp80_drop_udp53_drop_rest_counted_per_cpu():
 
 
 # ---------------------------------------------------------------- atomic rule-set swap
+
 
 def test_rule_set_swap_replaces_the_whole_source_list_in_one_update(flt):
     flt.configure(**ALLOW)
@@ -344,9 +352,20 @@ def fresh():
 
 
 def test_rate_limit_packets_burst_then_refill(fresh):
-    steps = [(0, XDP_PASS), (0, XDP_PASS), (0, XDP_PASS), (0, XDP_DROP), (SEC // 4, XDP_DROP),
-             (SEC // 2, XDP_PASS), (SEC // 2, XDP_DROP), (SEC, XDP_PASS), (10 * SEC, XDP_PASS),
-             (10 * SEC, XDP_PASS), (10 * SEC, XDP_PASS), (10 * SEC, XDP_DROP)]
+    steps = [
+        (0, XDP_PASS),
+        (0, XDP_PASS),
+        (0, XDP_PASS),
+        (0, XDP_DROP),
+        (SEC // 4, XDP_DROP),
+        (SEC // 2, XDP_PASS),
+        (SEC // 2, XDP_DROP),
+        (SEC, XDP_PASS),
+        (10 * SEC, XDP_PASS),
+        (10 * SEC, XDP_PASS),
+        (10 * SEC, XDP_PASS),
+        (10 * SEC, XDP_DROP),
+    ]
     got = []
     for offset, _want in steps:
         fresh.configure(default_verdict="pass", rate_pps=2, burst_packets=3, clock_ns=T0 + offset)
@@ -367,8 +386,7 @@ def test_rate_limit_slow_rate_checked_often_loses_no_fraction(fresh):
 def test_rate_limit_bytes_per_second(fresh):
     frame = udp4("192.0.2.152")  # 60 bytes
     assert len(frame) == 60
-    steps = [(0, XDP_PASS), (0, XDP_PASS), (0, XDP_DROP), (SEC // 100, XDP_DROP), (3 * SEC // 100, XDP_PASS),
-             (3 * SEC // 100, XDP_DROP)]
+    steps = [(0, XDP_PASS), (0, XDP_PASS), (0, XDP_DROP), (SEC // 100, XDP_DROP), (3 * SEC // 100, XDP_PASS), (3 * SEC // 100, XDP_DROP)]
     got = []
     for offset, _want in steps:
         fresh.configure(default_verdict="pass", rate_bps=1000, burst_bytes=150, clock_ns=T0 + offset)
@@ -387,11 +405,13 @@ def test_rate_limit_is_per_source_and_skips_allowed_sources(fresh):
 
 # ---------------------------------------------------------------- end to end on veth
 
+
 def test_filter_on_veth_drops_and_passes_real_traffic(netns):
     """Namespace A sends real UDP and TCP to B, whose veth runs the filter natively: only what the rules
     allow arrives, the management port stays reachable, and the counters match what was sent."""
-    from dataplane_lab import attach, drain, entered, udp_socket  # pylint: disable=import-outside-toplevel
     import socket  # pylint: disable=import-outside-toplevel
+
+    from dataplane_lab import attach, drain, entered, udp_socket  # pylint: disable=import-outside-toplevel
 
     ns_a, ns_b = netns("fa"), netns("fb")
     ns_a.veth("va", "vb", peer_ns=ns_b, addr_a="192.0.2.1/24", addr_b="192.0.2.2/24")
@@ -400,8 +420,7 @@ def test_filter_on_veth_drops_and_passes_real_traffic(netns):
     link = None
     try:
         prog.configure(default_verdict="drop", malformed="drop")
-        prog.fill("filter_ports", prog.port_entries({("udp", 5000): ("pass", 1), ("udp", 5300): ("drop", 2),
-                                                     ("tcp", 80): ("pass", 3)}))
+        prog.fill("filter_ports", prog.port_entries({("udp", 5000): ("pass", 1), ("udp", 5300): ("drop", 2), ("tcp", 80): ("pass", 3)}))
         prog.fill("filter_v4", prog.stride_entries({"192.0.2.9": ("drop", 4)}))
         prog.update("filter_mgmt_v4", lpm("192.0.2.0/24"), struct.pack("<I", 1))
         prog.update("filter_mgmt_ports", struct.pack("<I", 22), struct.pack("<I", 1))

@@ -13,17 +13,16 @@ import time
 
 import pytest
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption_RR
-from scapy.layers.inet6 import (IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop,
-                                IPv6ExtHdrRouting)
+from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop, IPv6ExtHdrRouting
 from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from scapy.packet import Raw, raw
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import lb_helpers  # noqa: E402
 from harness import bpfbuild, paths  # noqa: E402
 from harness.cpus import cpus  # noqa: E402
 from harness.progtest import XDP_DROP, XDP_PASS, XDP_TX, LoadedProgram  # noqa: E402
-import lb_helpers  # noqa: E402
 from lb_helpers import LB, LB_MAC  # noqa: E402
 
 from ansible_collections.ebpf.fleet.plugins.module_utils.dataplane import maglev  # noqa: E402
@@ -42,23 +41,44 @@ def be(address, mac, weight=1):
 
 
 VIPS = [
-    {"vip": "192.0.2.10", "port": 80, "proto": "tcp", "mode": "dsr",
-     "backends": [be("198.51.100.1", "02:00:00:00:01:01"), be("198.51.100.2", "02:00:00:00:01:02"),
-                  be("198.51.100.3", "02:00:00:00:01:03", 2)]},
-    {"vip": "192.0.2.10", "port": 53, "proto": "udp", "mode": "dsr",
-     "backends": [be("198.51.100.1", "02:00:00:00:01:01"), be("198.51.100.2", "02:00:00:00:01:02")]},
-    {"vip": "192.0.2.20", "port": 80, "proto": "tcp", "mode": "ipip",
-     "backends": [be("198.51.100.11", "02:00:00:00:02:01"), be("198.51.100.12", "02:00:00:00:02:02")]},
-    {"vip": "2001:db8::10", "port": 80, "proto": "tcp", "mode": "dsr",
-     "backends": [be("2001:db8:1::1", "02:00:00:00:03:01"), be("2001:db8:1::2", "02:00:00:00:03:02")]},
-    {"vip": "2001:db8::20", "port": 443, "proto": "tcp", "mode": "ipip",
-     "backends": [be("2001:db8:2::1", "02:00:00:00:04:01"), be("2001:db8:2::2", "02:00:00:00:04:02")]},
-    {"vip": "2001:db8::20", "port": 53, "proto": "udp", "mode": "ipip",
-     "backends": [be("2001:db8:2::1", "02:00:00:00:04:01")]},
-    {"vip": "192.0.2.30", "port": 80, "proto": "tcp", "mode": "ipip",
-     "backends": [be("2001:db8:3::1", "02:00:00:00:05:01")]},
-    {"vip": "192.0.2.40", "port": 80, "proto": "tcp", "mode": "dsr",
-     "backends": [be("198.51.100.9", "02:00:00:00:06:01", 0)]},
+    {
+        "vip": "192.0.2.10",
+        "port": 80,
+        "proto": "tcp",
+        "mode": "dsr",
+        "backends": [be("198.51.100.1", "02:00:00:00:01:01"), be("198.51.100.2", "02:00:00:00:01:02"), be("198.51.100.3", "02:00:00:00:01:03", 2)],
+    },
+    {
+        "vip": "192.0.2.10",
+        "port": 53,
+        "proto": "udp",
+        "mode": "dsr",
+        "backends": [be("198.51.100.1", "02:00:00:00:01:01"), be("198.51.100.2", "02:00:00:00:01:02")],
+    },
+    {
+        "vip": "192.0.2.20",
+        "port": 80,
+        "proto": "tcp",
+        "mode": "ipip",
+        "backends": [be("198.51.100.11", "02:00:00:00:02:01"), be("198.51.100.12", "02:00:00:00:02:02")],
+    },
+    {
+        "vip": "2001:db8::10",
+        "port": 80,
+        "proto": "tcp",
+        "mode": "dsr",
+        "backends": [be("2001:db8:1::1", "02:00:00:00:03:01"), be("2001:db8:1::2", "02:00:00:00:03:02")],
+    },
+    {
+        "vip": "2001:db8::20",
+        "port": 443,
+        "proto": "tcp",
+        "mode": "ipip",
+        "backends": [be("2001:db8:2::1", "02:00:00:00:04:01"), be("2001:db8:2::2", "02:00:00:00:04:02")],
+    },
+    {"vip": "2001:db8::20", "port": 53, "proto": "udp", "mode": "ipip", "backends": [be("2001:db8:2::1", "02:00:00:00:04:01")]},
+    {"vip": "192.0.2.30", "port": 80, "proto": "tcp", "mode": "ipip", "backends": [be("2001:db8:3::1", "02:00:00:00:05:01")]},
+    {"vip": "192.0.2.40", "port": 80, "proto": "tcp", "mode": "dsr", "backends": [be("198.51.100.9", "02:00:00:00:06:01", 0)]},
 ]
 
 
@@ -92,6 +112,7 @@ def fresh_lb():
     def make(vips=None, **kwargs):
         made.append(LB(vips or VIPS, **kwargs))
         return made[-1]
+
     yield make
     for item in made:
         item.close()
@@ -135,7 +156,7 @@ def frames_with_sports(pkt, sports):
     data = raw(pkt)
     l4 = pkt[TCP] if TCP in pkt else pkt[UDP]
     off = len(data) - len(raw(l4))
-    return {sport: data[:off] + struct.pack(">H", sport) + data[off + 2:] for sport in sports}
+    return {sport: data[:off] + struct.pack(">H", sport) + data[off + 2 :] for sport in sports}
 
 
 def expected_frame(lb, data, backend_id, mode, l2len):
@@ -156,17 +177,15 @@ def expected_frame(lb, data, backend_id, mode, l2len):
         net = ipaddress.ip_network(lb_helpers.TUNNEL_V4)
         hostmask = (1 << (32 - net.prefixlen)) - 1
         outer_src = str(ipaddress.IPv4Address(int(net.network_address) | (h & hostmask)))
-        outer = raw(IP(src=outer_src, dst=backend["addr4"], proto=nh, tos=tos, ttl=64, id=0, flags=0,
-                       len=inner_len + 20))
+        outer = raw(IP(src=outer_src, dst=backend["addr4"], proto=nh, tos=tos, ttl=64, id=0, flags=0, len=inner_len + 20))
         etype = b"\x08\x00"
     else:
         net = ipaddress.ip_network(lb_helpers.TUNNEL_V6)
         hostmask = (1 << min(32, 128 - net.prefixlen)) - 1
         outer_src = str(ipaddress.IPv6Address(int(net.network_address) | (h & hostmask)))
-        outer = raw(IPv6(src=outer_src, dst=backend["addr6"], nh=nh, tc=tos, fl=h & 0xFFFFF, hlim=64,
-                         plen=inner_len))
+        outer = raw(IPv6(src=outer_src, dst=backend["addr6"], nh=nh, tc=tos, fl=h & 0xFFFFF, hlim=64, plen=inner_len))
         etype = b"\x86\xdd"
-    return mac + data[12:l2len - 2] + etype + outer + inner
+    return mac + data[12 : l2len - 2] + etype + outer + inner
 
 
 def assert_checksums_valid(frame):
@@ -214,22 +233,18 @@ FORWARD = [
     ("v4-vlan-dsr", lambda: tcp4(vlans=(100,)), "dsr", 18, "syn"),
     ("v4-qinq-dsr", lambda: tcp4(vlans=(100, 200)), "dsr", 22, "syn"),
     ("v4-ip-options-dsr", lambda: tcp4(options=[IPOption_RR(routers=["198.51.100.254"])]), "dsr", 14, "syn"),
-    ("v4-padded-60-byte-frame-dsr",
-     lambda: Ether(raw(eth() / IP(src=C4, dst="192.0.2.10") / TCP(sport=7, dport=80, flags="S")) + b"\0" * 6),
-     "dsr", 14, "syn"),
+    ("v4-padded-60-byte-frame-dsr", lambda: Ether(raw(eth() / IP(src=C4, dst="192.0.2.10") / TCP(sport=7, dport=80, flags="S")) + b"\0" * 6), "dsr", 14, "syn"),
     ("v4-tcp-ipip", lambda: tcp4(dst="192.0.2.20", tos=0xB8), "ipip", 14, "syn"),
     ("v4-tcp-ipip-ack", lambda: tcp4(dst="192.0.2.20", flags="A", sport=999), "ipip", 14, "ct_miss"),
     ("v4-tcp-ipip-vlan", lambda: tcp4(dst="192.0.2.20", vlans=(7,)), "ipip", 18, "syn"),
     ("v4-tcp-ipip-qinq", lambda: tcp4(dst="192.0.2.20", vlans=(7, 8)), "ipip", 22, "syn"),
-    ("v4-tcp-ipip-options", lambda: tcp4(dst="192.0.2.20", options=[IPOption_RR(routers=["198.51.100.254"])]),
-     "ipip", 14, "syn"),
+    ("v4-tcp-ipip-options", lambda: tcp4(dst="192.0.2.20", options=[IPOption_RR(routers=["198.51.100.254"])]), "ipip", 14, "syn"),
     ("v4-in-v6-ipip", lambda: tcp4(dst="192.0.2.30", tos=0x20), "ipip", 14, "syn"),
     ("v6-tcp-syn-dsr", tcp6, "dsr", 14, "syn"),
     ("v6-tcp-ack-dsr", lambda: tcp6(flags="A", sport=3), "dsr", 14, "ct_miss"),
     ("v6-vlan-dsr", lambda: tcp6(vlans=(42,)), "dsr", 18, "syn"),
     ("v6-hbh-dsr", lambda: tcp6(ext=[IPv6ExtHdrHopByHop()]), "dsr", 14, "syn"),
-    ("v6-hbh-dstopt-routing-dsr",
-     lambda: tcp6(ext=[IPv6ExtHdrHopByHop(), IPv6ExtHdrDestOpt(), IPv6ExtHdrRouting()]), "dsr", 14, "syn"),
+    ("v6-hbh-dstopt-routing-dsr", lambda: tcp6(ext=[IPv6ExtHdrHopByHop(), IPv6ExtHdrDestOpt(), IPv6ExtHdrRouting()]), "dsr", 14, "syn"),
     ("v6-tcp-ip6ip6", lambda: tcp6(dst="2001:db8::20", dport=443, tc=0x28, fl=0x12345), "ipip", 14, "syn"),
     ("v6-tcp-ip6ip6-ext", lambda: tcp6(dst="2001:db8::20", dport=443, ext=[IPv6ExtHdrDestOpt()]), "ipip", 14, "syn"),
     ("v6-tcp-ip6ip6-qinq", lambda: tcp6(dst="2001:db8::20", dport=443, vlans=(1, 2)), "ipip", 22, "syn"),
@@ -238,8 +253,7 @@ FORWARD = [
 
 
 @pytest.mark.parametrize("name, build, mode, l2len, path", FORWARD, ids=[c[0] for c in FORWARD])
-def test_vip_packet_is_forwarded_to_the_maglev_backend_with_correct_bytes_and_counters(
-        lb, name, build, mode, l2len, path):
+def test_vip_packet_is_forwarded_to_the_maglev_backend_with_correct_bytes_and_counters(lb, name, build, mode, l2len, path):
     pkt = build()
     data = raw(pkt)
     src, dst, sport, dport, proto = flow_of(pkt)
@@ -270,27 +284,19 @@ PASS = [
     ("v6-not-a-vip", lambda: tcp6(dst="2001:db8::99"), "pass_non_vip"),
     ("v6-vip-wrong-port", lambda: tcp6(dport=8080), "pass_non_vip"),
     ("v6-vip-v4-address-port-pair", lambda: tcp6(dst="::ffff:192.0.2.10"), "pass_non_vip"),
-    ("v4-first-fragment", lambda: eth() / IP(src=C4, dst="192.0.2.10", flags="MF") / TCP(sport=1, dport=80)
-     / Raw(b"z" * 16), "pass_fragment"),
-    ("v4-later-fragment", lambda: eth() / IP(src=C4, dst="192.0.2.10", frag=3, proto=6) / Raw(b"z" * 16),
-     "pass_fragment"),
+    ("v4-first-fragment", lambda: eth() / IP(src=C4, dst="192.0.2.10", flags="MF") / TCP(sport=1, dport=80) / Raw(b"z" * 16), "pass_fragment"),
+    ("v4-later-fragment", lambda: eth() / IP(src=C4, dst="192.0.2.10", frag=3, proto=6) / Raw(b"z" * 16), "pass_fragment"),
     ("v6-first-fragment", lambda: tcp6(ext=[IPv6ExtHdrFragment(m=1, offset=0)]), "pass_fragment"),
-    ("v6-later-fragment",
-     lambda: eth() / IPv6(src=C6, dst="2001:db8::10") / IPv6ExtHdrFragment(nh=6, offset=8) / Raw(b"z" * 16),
-     "pass_fragment"),
-    ("three-vlan-tags", lambda: eth() / Dot1AD(vlan=1) / Dot1Q(vlan=2) / Dot1Q(vlan=3) / IP(src=C4, dst="192.0.2.10")
-     / TCP(dport=80), "pass_unparsed"),
+    ("v6-later-fragment", lambda: eth() / IPv6(src=C6, dst="2001:db8::10") / IPv6ExtHdrFragment(nh=6, offset=8) / Raw(b"z" * 16), "pass_fragment"),
+    ("three-vlan-tags", lambda: eth() / Dot1AD(vlan=1) / Dot1Q(vlan=2) / Dot1Q(vlan=3) / IP(src=C4, dst="192.0.2.10") / TCP(dport=80), "pass_unparsed"),
     ("v6-too-many-ext-headers", lambda: tcp6(ext=[IPv6ExtHdrDestOpt() for dummy in range(7)]), "pass_unparsed"),
     ("v4-ihl-below-5", lambda: Ether(raw(tcp4())[:14] + bytes([0x44]) + raw(tcp4())[15:]), "pass_unparsed"),
-    ("v4-version-6-in-v4-ethertype", lambda: Ether(raw(tcp4())[:14] + bytes([0x65]) + raw(tcp4())[15:]),
-     "pass_unparsed"),
+    ("v4-version-6-in-v4-ethertype", lambda: Ether(raw(tcp4())[:14] + bytes([0x65]) + raw(tcp4())[15:]), "pass_unparsed"),
     ("v4-total-length-below-header", lambda: tcp4(len=12), "pass_unparsed"),
     ("v4-tcp-doff-below-5", lambda: eth() / IP(src=C4, dst="192.0.2.10") / TCP(dport=80, dataofs=4), "pass_unparsed"),
-    ("v4-tcp-doff-past-end", lambda: eth() / IP(src=C4, dst="192.0.2.10") / TCP(dport=80, dataofs=15),
-     "pass_unparsed"),
+    ("v4-tcp-doff-past-end", lambda: eth() / IP(src=C4, dst="192.0.2.10") / TCP(dport=80, dataofs=15), "pass_unparsed"),
     ("v4-udp-length-below-8", lambda: eth() / IP(src=C4, dst="192.0.2.10") / UDP(dport=53, len=4), "pass_unparsed"),
-    ("v6-version-4-in-v6-ethertype",
-     lambda: Ether(raw(tcp6())[:14] + bytes([0x45]) + raw(tcp6())[15:]), "pass_unparsed"),
+    ("v6-version-4-in-v6-ethertype", lambda: Ether(raw(tcp6())[:14] + bytes([0x45]) + raw(tcp6())[15:]), "pass_unparsed"),
 ]
 
 
@@ -324,9 +330,14 @@ def _boundaries(pkt):
     return data, sorted(cuts)
 
 
-TRUNCATE = [("v4-tcp", lambda: tcp4(flags="A")), ("v4-udp", udp4), ("v6-tcp", tcp6),
-            ("v4-qinq-tcp", lambda: tcp4(vlans=(1, 2))), ("v6-ext-tcp", lambda: tcp6(ext=[IPv6ExtHdrHopByHop()])),
-            ("v4-options-tcp", lambda: tcp4(options=[IPOption_RR(routers=["198.51.100.254"])]))]
+TRUNCATE = [
+    ("v4-tcp", lambda: tcp4(flags="A")),
+    ("v4-udp", udp4),
+    ("v6-tcp", tcp6),
+    ("v4-qinq-tcp", lambda: tcp4(vlans=(1, 2))),
+    ("v6-ext-tcp", lambda: tcp6(ext=[IPv6ExtHdrHopByHop()])),
+    ("v4-options-tcp", lambda: tcp4(options=[IPOption_RR(routers=["198.51.100.254"])])),
+]
 
 
 def _truncation_cases():
@@ -371,6 +382,7 @@ def test_source_mac_defaults_to_the_frames_destination_when_no_lb_mac_is_configu
 
 # ------------------------------------------------------------ connection table
 
+
 def chosen_backend(lb, result):
     mac = ":".join("%02x" % b for b in result.data[:6])
     return [bid for bid, value in lb.entries["lb_backends"] if value["mac"] == mac][0]
@@ -385,8 +397,7 @@ def other_backend(lb, first, names=("198.51.100.1", "198.51.100.2")):
 
 
 @pytest.mark.parametrize("start", CPUS, ids=["cpu%d" % c for c in CPUS])
-def test_established_flow_keeps_its_backend_on_every_cpu_when_the_maglev_table_changes_but_a_syn_repicks(
-        fresh_lb, start):
+def test_established_flow_keeps_its_backend_on_every_cpu_when_the_maglev_table_changes_but_a_syn_repicks(fresh_lb, start):
     lb = fresh_lb()
     ack = raw(tcp4(flags="A", sport=1234))
     first = chosen_backend(lb, lb.run(ack, cpu=start))
@@ -445,8 +456,9 @@ def test_draining_backend_keeps_established_flows_on_every_cpu_and_gets_no_new_o
     on_drained = [s for s, b in flows.items() if b == drained]
     assert on_drained
     vips = [dict(v) for v in VIPS]
-    vips[0] = dict(vips[0], backends=[be("198.51.100.1", "02:00:00:00:01:01"), be("198.51.100.2", "02:00:00:00:01:02"),
-                                      be("198.51.100.3", "02:00:00:00:01:03", 0)])
+    vips[0] = dict(
+        vips[0], backends=[be("198.51.100.1", "02:00:00:00:01:01"), be("198.51.100.2", "02:00:00:00:01:02"), be("198.51.100.3", "02:00:00:00:01:03", 0)]
+    )
     lb.apply(vips)
     for n, sport in enumerate(on_drained):
         assert chosen_backend(lb, lb.run(acks[sport], cpu=CPUS[n % len(CPUS)])) == drained
@@ -468,8 +480,14 @@ def test_flow_of_a_removed_backend_is_picked_again_from_the_ring_on_every_cpu(fr
 
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])
 def test_c_and_python_flow_hashes_pick_the_same_backend_on_a_full_size_ring(fresh_lb, family):
-    vips = [{"vip": "192.0.2.10" if family == "ipv4" else "2001:db8::10", "port": 80, "proto": "tcp",
-             "backends": [be("198.51.100.%d" % (100 + i), "02:00:00:09:00:%02x" % i) for i in range(1, 41)]}]
+    vips = [
+        {
+            "vip": "192.0.2.10" if family == "ipv4" else "2001:db8::10",
+            "port": 80,
+            "proto": "tcp",
+            "backends": [be("198.51.100.%d" % (100 + i), "02:00:00:09:00:%02x" % i) for i in range(1, 41)],
+        }
+    ]
     lb = fresh_lb(vips, ring_size=maglev.DEFAULT_RING_SIZE, rows=1)
     rng = random.Random(11)
     for _packet in range(300):
@@ -503,18 +521,14 @@ def test_ipip_outer_source_and_flow_label_spread_flows_within_the_tunnel_prefixe
         sources6.add(out6[IPv6].src)
         labels.add(out6[IPv6].fl)
     # the IPv4 tunnel prefix is a /24: 64 flows over 256 sources land on ~57 distinct ones when uniform
-    assert len(sources4) >= 48 and all(ipaddress.ip_address(s) in ipaddress.ip_network("203.0.113.0/24")
-                                       for s in sources4)
-    assert len(sources6) >= 60 and all(ipaddress.ip_address(s) in ipaddress.ip_network("2001:db8:7e::/96")
-                                       for s in sources6)
+    assert len(sources4) >= 48 and all(ipaddress.ip_address(s) in ipaddress.ip_network("203.0.113.0/24") for s in sources4)
+    assert len(sources6) >= 60 and all(ipaddress.ip_address(s) in ipaddress.ip_network("2001:db8:7e::/96") for s in sources6)
     assert len(labels) >= 60
 
 
 @pytest.mark.parametrize("start", CPUS, ids=["cpu%d" % c for c in CPUS])
-@pytest.mark.parametrize("build, vip, port", [(tcp6, "2001:db8::10", 80), (udp6, "2001:db8::20", 53)],
-                         ids=["v6-tcp", "v6-udp"])
-def test_ipv6_established_flow_keeps_its_backend_on_every_cpu_when_the_ring_changes(
-        fresh_lb, build, vip, port, start):
+@pytest.mark.parametrize("build, vip, port", [(tcp6, "2001:db8::10", 80), (udp6, "2001:db8::20", 53)], ids=["v6-tcp", "v6-udp"])
+def test_ipv6_established_flow_keeps_its_backend_on_every_cpu_when_the_ring_changes(fresh_lb, build, vip, port, start):
     lb = fresh_lb()
     kwargs = {"flags": "A"} if build is tcp6 else {}
     pkt = raw(build(sport=777, **kwargs))
@@ -541,21 +555,29 @@ def test_non_vip_packets_continue_the_xdp_chain_and_vip_packets_do_not(lb):
 
 # ------------------------------------------------------------ connection table across CPUs, capacity
 
+
 def many_vips():
     """8 VIPs (TCP and UDP, IPv4 and IPv6), each with 3 backends of its own (disjoint addresses and MACs)."""
     out = []
     for v in range(8):
         v6 = v >= 5
-        out.append({"vip": "2001:db8::1%02x" % v if v6 else "192.0.2.%d" % (100 + v), "port": 80,
-                    "proto": "udp" if v in (4, 7) else "tcp", "mode": "dsr",
-                    "backends": [be("2001:db8:%x::%d" % (v + 1, b) if v6 else "198.51.100.%d" % (16 * (v + 1) + b),
-                                    "02:00:00:%02x:00:%02x" % (v + 1, b)) for b in range(1, 4)]})
+        out.append(
+            {
+                "vip": "2001:db8::1%02x" % v if v6 else "192.0.2.%d" % (100 + v),
+                "port": 80,
+                "proto": "udp" if v in (4, 7) else "tcp",
+                "mode": "dsr",
+                "backends": [
+                    be("2001:db8:%x::%d" % (v + 1, b) if v6 else "198.51.100.%d" % (16 * (v + 1) + b), "02:00:00:%02x:00:%02x" % (v + 1, b))
+                    for b in range(1, 4)
+                ],
+            }
+        )
     return out
 
 
 def vip_packet(vip, sport, flags):
-    build = {(4, "tcp"): tcp4, (4, "udp"): udp4, (6, "tcp"): tcp6, (6, "udp"): udp6}[
-        (ipaddress.ip_address(vip["vip"]).version, vip["proto"])]
+    build = {(4, "tcp"): tcp4, (4, "udp"): udp4, (6, "tcp"): tcp6, (6, "udp"): udp6}[(ipaddress.ip_address(vip["vip"]).version, vip["proto"])]
     kwargs = {"flags": flags} if vip["proto"] == "tcp" else {}
     return build(dst=vip["vip"], dport=vip["port"], sport=sport, **kwargs)
 
@@ -569,20 +591,22 @@ def test_flows_moved_to_another_cpu_keep_the_backend_chosen_for_them_never_anoth
     flows = []
     for n, vip in enumerate(vips):
         sports = range(41000 + 10 * n, 41010 + 10 * n)
-        syns, acks = frames_with_sports(vip_packet(vip, 1, "S"), sports), frames_with_sports(vip_packet(vip, 1, "A"),
-                                                                                             sports)
+        syns, acks = frames_with_sports(vip_packet(vip, 1, "S"), sports), frames_with_sports(vip_packet(vip, 1, "A"), sports)
         for sport in sports:
             want = lb.maglev_backend(C6 if ":" in vip["vip"] else C4, vip["vip"], sport, vip["port"], vip["proto"])
             assert chosen_backend(lb, lb.run(syns[sport], cpu=start)) == want
             flows.append((vip, sport, acks[sport], want))
-    own = {lb.vip_id(v["vip"], v["port"], v["proto"]): {lb.backend_id(b["address"]) for b in v["backends"]}
-           for v in vips}
+    own = {lb.vip_id(v["vip"], v["port"], v["proto"]): {lb.backend_id(b["address"]) for b in v["backends"]} for v in vips}
     for cpu in [c for c in CPUS if c != start] + [start]:
         before = lb.stats()
         for vip, sport, ack, want in flows:
             got = chosen_backend(lb, lb.run(ack, cpu=cpu))
-            assert got in own[lb.vip_id(vip["vip"], vip["port"], vip["proto"])], \
-                "flow %s:%d sent to another VIP's backend %d on cpu %d" % (vip["vip"], sport, got, cpu)
+            assert got in own[lb.vip_id(vip["vip"], vip["port"], vip["proto"])], "flow %s:%d sent to another VIP's backend %d on cpu %d" % (
+                vip["vip"],
+                sport,
+                got,
+                cpu,
+            )
             assert got == want, "cpu %d" % cpu
         deltas = _deltas(before, lb.stats())
         assert deltas["ct_hit"][0] == len(flows) and "ct_miss" not in deltas and "udp_expired" not in deltas
@@ -611,8 +635,7 @@ def small_table_object(tmp_path_factory):
 
 
 @pytest.mark.parametrize("per_cpu", [None, SMALL_PER_CPU], ids=["default", "defined-64"])
-def test_connection_table_capacity_is_the_declared_per_cpu_size_times_the_possible_cpus(
-        per_cpu, small_table_object, tmp_path):
+def test_connection_table_capacity_is_the_declared_per_cpu_size_times_the_possible_cpus(per_cpu, small_table_object, tmp_path):
     path = small_table_object if per_cpu else paths.bpf_object("xdp_lb")
     per_cpu = per_cpu or 65536
     ncpus = libbpf.num_possible_cpus()
@@ -628,8 +651,7 @@ def test_connection_table_capacity_is_the_declared_per_cpu_size_times_the_possib
             assert live["max_entries"] == per_cpu * ncpus
             assert loader.incompatible(info.maps[name], live) == []
         # the same object loaded again with the first load's maps reused: accepted, the same maps
-        again = loader.load_instance(info, 0, -1, {name: inst.new_maps[name]
-                                                   for name in ("lb_conntrack_v4", "lb_conntrack_v6")})
+        again = loader.load_instance(info, 0, -1, {name: inst.new_maps[name] for name in ("lb_conntrack_v4", "lb_conntrack_v6")})
         again.close()
     finally:
         inst.close()
@@ -650,8 +672,7 @@ def test_the_old_total_size_define_is_refused_with_a_message_naming_the_per_cpu_
     assert proc.returncode != 0 and "FLEET_LB_CONNTRACK_PER_CPU" in proc.stderr
 
 
-def test_a_full_connection_table_still_balances_new_flows_to_the_maglev_backend_on_every_cpu(
-        fresh_lb, small_table_object):
+def test_a_full_connection_table_still_balances_new_flows_to_the_maglev_backend_on_every_cpu(fresh_lb, small_table_object):
     lb = fresh_lb(obj=small_table_object)
     capacity = SMALL_PER_CPU * libbpf.num_possible_cpus()
     for n, cpu in enumerate(CPUS):

@@ -28,8 +28,7 @@ pytestmark = pytest.mark.kernel
 VIP = "192.0.2.10"
 CLIENT = "198.51.100.100"
 LB_IP = "198.51.100.1"
-BACKENDS = {"b1": ("198.51.100.11", "02:00:00:50:00:11"), "b2": ("198.51.100.12", "02:00:00:50:00:12"),
-            "b3": ("198.51.100.13", "02:00:00:50:00:13")}
+BACKENDS = {"b1": ("198.51.100.11", "02:00:00:50:00:11"), "b2": ("198.51.100.12", "02:00:00:50:00:12"), "b3": ("198.51.100.13", "02:00:00:50:00:13")}
 LB_MAC = "02:00:00:50:00:01"
 
 SERVER = """
@@ -82,19 +81,31 @@ def lab(netns, pin_root):
         ns = netns(name)
         plug(ns, "e0", mac, addr, "p" + name)
         ns.ip("addr", "add", VIP + "/32", "dev", "lo")
-        sysctl(ns, "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0",
-               "net.ipv4.conf.e0.rp_filter=0", "net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2")
+        sysctl(
+            ns,
+            "net.ipv4.conf.all.rp_filter=0",
+            "net.ipv4.conf.default.rp_filter=0",
+            "net.ipv4.conf.e0.rp_filter=0",
+            "net.ipv4.conf.all.arp_ignore=1",
+            "net.ipv4.conf.all.arp_announce=2",
+        )
         # IPIP: this kernel has no ipip device (CONFIG_NET_IPIP off): an XDP fixture decapsulates
         ns.run(["ip", "link", "set", "dev", "e0", "xdpdrv", "obj", paths.bpf_object("lb_decap"), "sec", "xdp"])
-        proc = subprocess.Popen(["nsenter", "--net=%s" % ns.path, sys.executable, "-c", SERVER, name],
-                                stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(["nsenter", "--net=%s" % ns.path, sys.executable, "-c", SERVER, name], stdout=subprocess.PIPE, text=True)
         servers.append(proc)
         assert proc.stdout.readline().strip() == "ready"
         backends[name] = ns
 
     def start_lb(mode):
-        vips = [{"vip": VIP, "port": 80, "proto": "tcp", "mode": mode,
-                 "backends": [{"address": addr, "mac": mac, "name": name} for name, (addr, mac) in BACKENDS.items()]}]
+        vips = [
+            {
+                "vip": VIP,
+                "port": 80,
+                "proto": "tcp",
+                "mode": mode,
+                "backends": [{"address": addr, "mac": mac, "name": name} for name, (addr, mac) in BACKENDS.items()],
+            }
+        ]
         lb = LB(vips, ring_size=1009, rows=1, lb_mac=LB_MAC)
         lbs.append(lb)
         pin = os.path.join(pin_root, "xdp_lb_%s" % mode)
@@ -142,8 +153,7 @@ def lb_object(tmp_path, name, *flags, **defines):
     return out
 
 
-def test_xdp_program_sizes_the_connection_tables_per_cpu_and_an_upgrade_reuses_them(
-        netns, pin_root, state_dir, run_module, tmp_path):
+def test_xdp_program_sizes_the_connection_tables_per_cpu_and_an_upgrade_reuses_them(netns, pin_root, state_dir, run_module, tmp_path):
     ns = netns("lbd")
     ns.veth("va", "vb")
     per_cpu = 64
