@@ -228,7 +228,7 @@ def test_the_remove_template_needs_its_hosts_and_then_cleans_them(controller):
     with pytest.raises(Exception, match="ebpf_fleet_remove_hosts"):
         awx_job.job_launch(controller.config, "ebpf.fleet remove", {})  # no default on purpose
     launch = awx_job.job_launch(controller.config, "ebpf.fleet remove", {"ebpf_fleet_remove_hosts": "edges"})
-    runner, _, stdout = controller.run(launch)
+    runner, _artifacts, stdout = controller.run(launch)
     assert runner.status == "successful", stdout
     for host in EDGES:
         assert not os.path.exists(controller.lab.state_dir(host)), host

@@ -26,8 +26,8 @@ DEBIAN_PACKAGES = {"clang", "llvm", "libbpf-dev", "linux-libc-dev"}
 RHEL_PACKAGES = {"clang", "llvm", "libbpf-devel", "kernel-headers"}
 
 
-def run(*cmd, cwd=None):
-    proc = subprocess.run(list(cmd), capture_output=True, text=True, cwd=cwd, check=False, timeout=120)
+def run(*cmd, cwd=None, env=None):
+    proc = subprocess.run(list(cmd), capture_output=True, text=True, cwd=cwd, env=env, check=False, timeout=120)
     assert proc.returncode == 0, "%s failed (rc %d): %s" % (" ".join(cmd), proc.returncode, proc.stdout + proc.stderr)
     return proc.stdout
 
@@ -115,7 +115,16 @@ def test_ansible_builder_create_makes_a_context_that_installs_the_collection_and
     assert {"meta/execution-environment.yml", "meta/ee-requirements.txt", "meta/ee-bindep.txt"} <= members
     assert "execution-environment.yml" not in members, "the EE definition builds from a checkout: it stays there"
     installed = tmp_path / "collections"
-    run(os.path.join(BIN, "ansible-galaxy"), "collection", "install", "-p", str(installed), str(build / "collections" / TARBALL))
+    # only the target path counts: a copy of the collection in ~/.ansible/collections would make it "already installed"
+    run(
+        os.path.join(BIN, "ansible-galaxy"),
+        "collection",
+        "install",
+        "-p",
+        str(installed),
+        str(build / "collections" / TARBALL),
+        env=dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(installed)),
+    )
     pip_out, bindep_out = tmp_path / "requirements.txt", tmp_path / "bindep.txt"
     run(paths.PYTHON, str(build / "scripts" / "introspect.py"), "introspect", "--write-pip", str(pip_out), "--write-bindep", str(bindep_out), str(installed))
     assert names(pip_out.read_text().splitlines()) - {""} == PYTHON_DEPS
