@@ -120,10 +120,10 @@ class Bench:
         return row
 
     def plot(self, file: str, title: str, xlabel: str, ylabel: str, series: dict, logx: bool = False,
-             hline=None):
+             hline=None, logy: bool = False):
         """A line plot the report draws: series {label: [(x, y), ...]}; hline (value, label) for a target."""
         self.data["plots"].append({"file": file, "title": title, "xlabel": xlabel, "ylabel": ylabel,
-                                   "logx": logx, "hline": list(hline) if hline else None,
+                                   "logx": logx, "logy": logy, "hline": list(hline) if hline else None,
                                    "series": {k: [list(p) for p in v] for k, v in series.items()}})
 
     def note(self, text: str):
