@@ -13,7 +13,9 @@ builds a fresh lab (lab.sh down + up, about 2 s for 50 edges, not timed), so a f
 had the collection. Sizes: 1, 50, 10 and 25 edges in that order (BENCH_QUICK=1: 1 host, one round). The 50-host
 rows carry the targets (re-run <= 3x the ping round, first deploy <= 10x); the large sizes get one round, the naive
 way runs at 1 and 10 hosts, and 10 and 25 hosts are dropped (and listed as not measured) when the 50-host run
-projects them past BENCH_FLEET_BUDGET seconds (default 480) for this benchmark.
+projects them past BENCH_FLEET_BUDGET seconds (default 480) for this benchmark. BENCH_FLEET_SIZES=1,10 (or
+--sizes) runs only those sizes: the 50-host round alone took 20 minutes (first deploy 691 s, re-run 494 s) at load
+7-15 on the 2-CPU development VM.
 
     .venv/bin/python tests/bench/bench_fleet_rollout.py [--quick]     (BENCH_QUICK=1 as --quick)
 """
@@ -165,7 +167,8 @@ def measure_size(workdir: str, hosts: int, rounds: int, naive: bool, playbooks: 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="as BENCH_QUICK=1: 1 host, one round")
-    parser.add_argument("--sizes", help="only these host counts of the plan, comma-separated (e.g. 50)")
+    parser.add_argument("--sizes", default=os.environ.get("BENCH_FLEET_SIZES", ""),
+                        help="only these host counts, comma-separated (e.g. 1,10); default $BENCH_FLEET_SIZES or the plan")
     args = parser.parse_args()
     quick = args.quick or benchlib.QUICK
     if os.geteuid() != 0:
