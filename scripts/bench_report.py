@@ -18,23 +18,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPECTED = [
     ("dataplane_filter", "Data plane: xdp_filter and tc_egress", "tests/bench/bench_dataplane_filter.py"),
     ("dataplane_lb", "Data plane: xdp_lb", "tests/bench/bench_dataplane_lb.py"),
-    (
-        "real_frames",
-        "Real frames: CPU time per dropped frame for the XDP filter, nftables (netdev ingress and "
-        "prerouting) and a user-space packet-socket filter, with the raw drop rates",
-        "issue 13, point 3: being "
-        "written separately; `tests/bench/bench_dataplane_filter.py --live` prints the older drop-rate comparison, "
-        "whose figures the generator bounds",
-    ),
+    ("real_frames", "Real frames: CPU time per dropped frame", "tests/bench/bench_real_frames.py"),
     ("maps", "Map sync: ebpf.fleet.bpf_map", "tests/bench/bench_maps.py"),
     ("map_records", "Map sync: deployment records", "tests/bench/bench_map_records.py"),
     ("lb_deploy", "Deploy: ebpf.fleet.lb_tables", "tests/bench/bench_lb_deploy.py"),
-    (
-        "fleet_rollout",
-        "Fleet rollout: deploy_xdp.yml first deploy and changed=0 re-run on 1, 10, 25 and 50 lab hosts "
-        "beside an ansible.builtin.ping round and the naive shell way",
-        "issue 13, point 5: needs the fleet roles, being written separately",
-    ),
+    ("fleet_rollout", "Fleet rollout: deploy_xdp.yml on lab hosts", "tests/bench/bench_fleet_rollout.py"),
 ]
 ROW_KEYS = ("name", "includes", "params", "unit", "samples", "median", "min", "max", "rounds", "targets")
 
@@ -214,7 +202,7 @@ def report(results: dict, outpath: str, notes=()) -> str:
                     where = ", ".join(
                         "%s %s" % (col, num(row["params"][col]))
                         for col in table.get("columns", [])
-                        if col in row["params"] and not col.startswith(("repeat", "CPU s", "peak"))
+                        if col in row["params"] and not col.startswith(("repeat", "CPU s", "peak", "/proc/stat", "dropped share"))
                     )
                     targets.append((name, row["name"] + (" (%s)" % where if where else ""), item))
     if targets:

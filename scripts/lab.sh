@@ -9,7 +9,7 @@
 #
 #   <prefix>client   br0 198.51.100.1 (management station), .33 (ordinary client), .66 (a source the filter denies);
 #                    route to the VIP 203.0.113.10 via the load balancer
-#   <prefix>edge1..N lab0 198.51.100.11.. (groups edges, xdp_filter)
+#   <prefix>edge1..N lab0 198.51.100.11..19, then .110.. from edge10 on (groups edges, xdp_filter)
 #   <prefix>lb1      lab0 198.51.100.20   (groups lbs, xdp_lb): the XDP load balancer of VIP 203.0.113.10:80
 #   <prefix>backend1 lab0 198.51.100.21   (groups backends, lb_backend, tc_egress): a web server on port 80
 #   <prefix>backend2 lab0 198.51.100.22     that answers its own name (scripts/lab_server.py)
@@ -28,7 +28,7 @@
 #   EBFLAB_PREFIX    namespace name prefix (default "ebflab-"; letters, digits, '-', '_')
 #   EBFLAB_DIR       inventory and per-host state dirs (default <repo>/build/lab)
 #   EBFLAB_PIN_ROOT  bpffs folder holding each host's pin root (default /sys/fs/bpf/ebflab)
-#   EBFLAB_EDGES     number of edge hosts, 1..9 (default 2)
+#   EBFLAB_EDGES     number of edge hosts, 1..99 (default 2; edge10 and up get 198.51.100.1NN: the fleet benchmark)
 #   EBFLAB_PYTHON    the modules' interpreter on the lab hosts (default <repo>/.venv/bin/python when it exists,
 #                    else python3: it needs the collection's requirements, requirements/controller.txt)
 #   EBFLAB_SSH       1: the SSH lab below; default 0: every host reached through the ebpf.fleet.netns connection
@@ -76,7 +76,7 @@ die() { printf '[lab] error: %s\n' "$*" >&2; exit 1; }
 
 check_config() {
     [[ "$PREFIX" =~ ^[A-Za-z0-9_-]{1,40}$ ]] || die "EBFLAB_PREFIX='$PREFIX': expected 1-40 letters, digits, '-' or '_'"
-    [[ "$EDGES" =~ ^[1-9]$ ]] || die "EBFLAB_EDGES='$EDGES': expected a number 1..9"
+    [[ "$EDGES" =~ ^[1-9][0-9]?$ ]] || die "EBFLAB_EDGES='$EDGES': expected a number 1..99"
     [[ "$SSH_LAB" =~ ^[01]$ ]] || die "EBFLAB_SSH='$SSH_LAB': expected 0 or 1"
     [[ "$PIN_BASE" == /sys/fs/bpf/?* && "$PIN_BASE" != *..* ]] ||
         die "EBFLAB_PIN_ROOT='$PIN_BASE': expected a folder under /sys/fs/bpf/"
@@ -106,7 +106,8 @@ ssh_hosts() { hosts | grep -vx client; }
 host_addr() {
     case "$1" in
         ctl) echo "$CTL_ADDR" ;;
-        edge*) echo "$SUBNET_PREFIX.$((10 + ${1#edge}))" ;;
+        edge?) echo "$SUBNET_PREFIX.$((10 + ${1#edge}))" ;;
+        edge*) echo "$SUBNET_PREFIX.$((100 + ${1#edge}))" ;;
         lb1) echo "$LB_ADDR" ;;
         backend*) echo "$SUBNET_PREFIX.$((20 + ${1#backend}))" ;;
     esac

@@ -10,23 +10,20 @@
    table size (1k .. 1M prefixes plus as many exact addresses), IPv4 (stride
    table, and the LPM trie for comparison) and IPv6, beside Debian's xdp-filter
    holding the same exact addresses where its maps can.
-3. (--live, printed only) real frames on veth: drop rates of the XDP filter,
-   nftables and a user-space filter.
+(Real frames, CPU time per dropped frame beside nftables and user space: tests/bench/bench_real_frames.py.)
 Rounds alternate over the allowed CPUs, so every row runs on more than one CPU.
 
-    .venv/bin/python tests/bench/bench_dataplane_filter.py [--quick] [--live]     (BENCH_QUICK=1 as --quick)
+    .venv/bin/python tests/bench/bench_dataplane_filter.py [--quick]     (BENCH_QUICK=1 as --quick)
 """
 
 import argparse
 import ctypes
 import ipaddress
-import json
 import os
 import random
 import socket
 import statistics
 import struct
-import subprocess
 import sys
 import time
 
@@ -46,11 +43,10 @@ if paths.COLLECTIONS not in sys.path:
 from dataplane_btf import lpm  # noqa: E402
 from egress_fixture import Egress, skb_ctx  # noqa: E402
 from filter_fixture import Filter  # noqa: E402
-from harness.netns import NetnsFactory  # noqa: E402
 from harness.progtest import LoadedProgram  # noqa: E402
 from packets import IP, TCP, UDP, eth, raw, tcp4, udp4, udp6  # noqa: E402
 
-from ansible_collections.ebpf.fleet.plugins.module_utils.dataplane import xdp_filter_tables  # noqa: E402
+from ansible_collections.ebpf.fleet.plugins.module_utils.dataplane import xdp_filter_tables as filter_tables  # noqa: E402
 from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf  # noqa: E402
 
 RNG = random.Random(20261122)
@@ -90,7 +86,7 @@ class Tables:
     def stride(self, rules: dict) -> dict:
         bits = self.flt.btf.enum("fleet_stride_flags")
         cache, out = {}, {}
-        for (level, block), (rule, flags) in xdp_filter_tables.expand_v4_raw(rules).items():
+        for (level, block), (rule, flags) in filter_tables.expand_v4_raw(rules).items():
             ck = (rule, tuple(sorted(flags)))
             if ck not in cache:
                 cache[ck] = self.flt.btf.pack(
@@ -147,14 +143,6 @@ def time_calls(prog, frame: bytes, calls: int, ctx: bytes = b"") -> float:
     which drops the calls that another process interrupted."""
     runs = sorted(prog.run(frame, ctx=ctx).duration_ns for _round in range(calls))
     return statistics.mean(runs[: len(runs) // 2])
-
-
-def table(title, header, rows):
-    print("\n### " + title + "\n")
-    print("| " + " | ".join(header) + " |")
-    print("|" + "|".join([" --- "] * len(header)) + "|")
-    for row in rows:
-        print("| " + " | ".join(str(c) for c in row) + " |")
 
 
 # ---------------------------------------------------------------- shared timing
@@ -515,203 +503,9 @@ def bench_scaling(args, bench):
         )
 
 
-# ---------------------------------------------------------------- 3. real frames
-
-
-def _nft(ns, *args, stdin=None):
-    return subprocess.run(["nsenter", "--net=%s" % ns.path, "nft"] + list(args), input=stdin, text=True, capture_output=True, check=True).stdout
-
-
-def _nft_drop_source(ns, saddr: str, ifname: str = "vb"):
-    """The equivalent nftables rule set: netdev ingress on ifname, counting and dropping one source."""
-    _nft(
-        ns,
-        "-f",
-        "-",
-        stdin=(
-            "table netdev bench {\n chain ingress {\n  type filter hook ingress device %s "
-            "priority 0; policy accept;\n  ip saddr %s counter drop\n }\n}\n" % (ifname, saddr)
-        ),
-    )
-
-
-def _nft_dropped(ns) -> int:
-    """Packets the rule of _nft_drop_source has counted."""
-    ruleset = json.loads(_nft(ns, "-j", "list", "table", "netdev", "bench"))
-    exprs = [item["rule"]["expr"] for item in ruleset["nftables"] if "rule" in item][0]
-    return [expr["counter"]["packets"] for expr in exprs if "counter" in expr][0]
-
-
-def bench_live(args):
-    from dataplane_lab import Counter, attach, packet_socket, send_live_frames  # pylint: disable=import-outside-toplevel
-
-    factory = NetnsFactory()
-    rows = []
-    try:
-        ns_a, ns_b = factory("ba"), factory("bb")
-        ns_a.veth("va", "vb", peer_ns=ns_b, addr_a="192.0.2.1/24", addr_b="192.0.2.2/24")
-        ns_b.run(["ethtool", "-K", "vb", "gro", "on"], check=False)
-        mac_b = [item for item in ns_b.links() if item["ifname"] == "vb"][0]["address"]
-        from scapy.layers.l2 import Ether  # pylint: disable=import-outside-toplevel
-
-        frame = raw(Ether(dst=mac_b) / IP(src="192.0.2.66", dst="192.0.2.2") / UDP(sport=1234, dport=9)).ljust(60, b"\0")
-        gen = LoadedProgram(paths.bpf_object("floor_xdp_tx"), "floor_xdp_tx")
-        pass_prog = LoadedProgram(paths.bpf_object("floor_xdp_pass"), "floor_xdp_pass")
-        count, rounds = args.frames, args.live_rounds
-        per_frame = {}
-
-        # (0) the generator's own cost: an XDP_DROP program on vb
-        drop_prog = LoadedProgram(paths.bpf_object("floor_xdp_drop"), "floor_xdp_drop")
-        link = attach(ns_b, drop_prog.prog_fd, "vb", libbpf.ATTACH_XDP)
-        secs = min(send_live_frames(ns_a, gen.prog_fd, "va", frame, count) for _round in range(rounds))
-        os.close(link)
-        drop_prog.close()
-        per_frame["floor"] = secs / count
-        rows.append(["XDP_DROP floor (generator + veth cost)", count, "%.2f" % (count / secs / 1e6), count, "-", "-"])
-
-        # (a) the XDP filter on vb, dropping the source
-        flt = Filter()
-        flt.configure(default_verdict="pass")
-        flt.fill("filter_v4", flt.stride_entries({"192.0.2.66": ("drop", 1)}))
-        link = attach(ns_b, flt.prog_fd, "vb", libbpf.ATTACH_XDP)
-        secs = min(send_live_frames(ns_a, gen.prog_fd, "va", frame, count) for _round in range(rounds))
-        time.sleep(0.2)
-        dropped = flt.percpu_u64_sums("filter_rule_stats", struct.pack("<I", 1))[0] // rounds
-        os.close(link)
-        flt.close()
-        per_frame["xdp"] = secs / dropped
-
-        # (b) nftables, netdev ingress on vb (frames reach the stack through an XDP_PASS program)
-        link = attach(ns_b, pass_prog.prog_fd, "vb", libbpf.ATTACH_XDP)
-        _nft_drop_source(ns_b, "192.0.2.66")
-        secs_nft = min(send_live_frames(ns_a, gen.prog_fd, "va", frame, count) for _round in range(rounds))
-        time.sleep(0.2)
-        dropped_nft = _nft_dropped(ns_b) // rounds
-        _nft(ns_b, "delete", "table", "netdev", "bench")
-        per_frame["nft"] = secs_nft / dropped_nft
-
-        # (c) user space: a packet socket read by Python, matching the source address
-        sock = packet_socket(ns_b, "vb")
-        needle = bytes([192, 0, 2, 66])
-        counter = Counter(sock, lambda data: data[26:30] == needle)
-        counter.start()
-        secs_user = send_live_frames(ns_a, gen.prog_fd, "va", frame, count)
-        time.sleep(0.5)
-        counter.stop.set()
-        counter.join()
-        sock.close()
-        os.close(link)
-        user_secs = max(counter.last - counter.first, 1e-9)
-        gen.close()
-        pass_prog.close()
-
-        def row(name, sent_secs, handled, secs_handled, net_ns):
-            rows.append([name, count, "%.2f" % (count / sent_secs / 1e6), handled, "%.2f" % (handled / secs_handled / 1e6), "%.0f" % net_ns])
-
-        floor_ns = per_frame["floor"] * 1e9
-        xdp_ns = per_frame["xdp"] * 1e9 - floor_ns
-        nft_ns = per_frame["nft"] * 1e9 - floor_ns
-        user_ns = user_secs / max(counter.matched, 1) * 1e9
-        row("XDP filter (native, stride table)", secs, dropped, secs, xdp_ns)
-        row("nftables netdev ingress (behind XDP_PASS)", secs_nft, dropped_nft, secs_nft, nft_ns)
-        row("user space (AF_PACKET socket + Python)", secs_user, counter.matched, user_secs, user_ns)
-    finally:
-        factory.delete_all()
-    table(
-        "real frames on veth: drop rate of the same traffic (live-frames XDP_TX generator, 60-byte UDP; best of %d sends for the kernel paths)" % rounds,
-        ["filter", "frames sent", "offered Mpps", "frames dropped", "drop rate Mpps", "ns per frame beyond the generator"],
-        rows,
-    )
-    print(
-        "\nThe generator and the receiver share one CPU (veth runs the peer's NAPI in the sender's softirq), so"
-        " the raw rates include the generator's cost. Raw drop-rate ratios: XDP/nftables %.1fx, XDP/user space"
-        " %.1fx. Per-frame cost beyond the generator: nftables/XDP %.1fx (target >= 4), user space/XDP %.1fx"
-        " (target >= 20)."
-        % (per_frame["nft"] / per_frame["xdp"], (1 / per_frame["xdp"]) / (counter.matched / user_secs), nft_ns / max(xdp_ns, 1), user_ns / max(xdp_ns, 1))
-    )
-
-
-def _napi_threads() -> set:
-    out = subprocess.run(["ps", "-eo", "pid,comm"], capture_output=True, text=True, check=True).stdout
-    return {int(line.split()[0]) for line in out.splitlines()[1:] if "napi/" in line}
-
-
-def bench_live_threaded(args):
-    """The same drops with the receiver on a CPU of its own: threaded NAPI on the receiving veth, its thread
-    pinned to CPU 1, the generator to CPU 0. Each filter's drop rate is then what one CPU sustains behind the
-    veth driver (whose own per-frame work bounds every filter here)."""
-    from dataplane_lab import attach, send_live_frames  # pylint: disable=import-outside-toplevel
-    from scapy.layers.l2 import Ether  # pylint: disable=import-outside-toplevel
-
-    if len(os.sched_getaffinity(0)) < 2:
-        print("\n(threaded-NAPI comparison skipped: needs 2 CPUs)")
-        return
-    factory = NetnsFactory()
-    saved_affinity = os.sched_getaffinity(0)
-    results = {}
-    try:
-        ns_a, ns_b = factory("ta"), factory("tb")
-        ns_a.veth("va", "vb", peer_ns=ns_b, addr_a="198.51.100.1/24", addr_b="198.51.100.2/24")
-        ns_b.run(["ethtool", "-K", "vb", "gro", "on"], check=False)
-        mac_b = [item for item in ns_b.links() if item["ifname"] == "vb"][0]["address"]
-        frame = raw(Ether(dst=mac_b) / IP(src="198.51.100.66", dst="198.51.100.2") / UDP(sport=1234, dport=9)).ljust(60, b"\0")
-        gen = LoadedProgram(paths.bpf_object("floor_xdp_tx"), "floor_xdp_tx")
-        pass_prog = LoadedProgram(paths.bpf_object("floor_xdp_pass"), "floor_xdp_pass")
-        before = _napi_threads()
-        link = attach(ns_b, pass_prog.prog_fd, "vb", libbpf.ATTACH_XDP)
-        # `ip netns exec` remounts /sys for the namespace: right for its sysfs, and no bpffs is needed here
-        subprocess.run(["ip", "netns", "exec", ns_b.name, "sh", "-c", "echo 1 > /sys/class/net/vb/threaded"], check=True, capture_output=True)
-        os.close(link)
-        os.sched_setaffinity(0, {0})
-        count = args.frames
-
-        def pin_napi():
-            for pid in _napi_threads() - before:
-                subprocess.run(["taskset", "-p", "2", str(pid)], check=False, capture_output=True)
-
-        def best_rate(counted):
-            rates = []
-            for _round in range(args.live_rounds):
-                start = counted()
-                secs = send_live_frames(ns_a, gen.prog_fd, "va", frame, count)
-                time.sleep(0.3)
-                rates.append((counted() - start) / secs / 1e6)
-            return max(rates)
-
-        flt = Filter()
-        flt.configure(default_verdict="pass")
-        flt.fill("filter_v4", flt.stride_entries({"198.51.100.66": ("drop", 1)}))
-        link = attach(ns_b, flt.prog_fd, "vb", libbpf.ATTACH_XDP)
-        pin_napi()
-        results["xdp"] = best_rate(lambda: flt.percpu_u64_sums("filter_rule_stats", struct.pack("<I", 1))[0])
-        os.close(link)
-        flt.close()
-
-        link = attach(ns_b, pass_prog.prog_fd, "vb", libbpf.ATTACH_XDP)
-        pin_napi()
-        _nft_drop_source(ns_b, "198.51.100.66")
-        results["nft"] = best_rate(lambda: _nft_dropped(ns_b))
-        os.close(link)
-        gen.close()
-        pass_prog.close()
-    finally:
-        os.sched_setaffinity(0, saved_affinity)
-        factory.delete_all()
-    table(
-        "real frames, receiver on its own CPU (threaded NAPI on vb pinned to CPU 1, generator on CPU 0; "
-        "best of %d sends of %d frames)" % (args.live_rounds, args.frames),
-        ["filter", "drop rate Mpps", "ratio to nftables"],
-        [
-            ["XDP filter (native, stride table)", "%.2f" % results["xdp"], "%.1fx" % (results["xdp"] / results["nft"])],
-            ["nftables netdev ingress (behind XDP_PASS)", "%.2f" % results["nft"], "1.0x"],
-        ],
-    )
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="as BENCH_QUICK=1: small tables, few rounds")
-    parser.add_argument("--live", action="store_true", help="also run the real-frame comparison (printed only)")
     args = parser.parse_args()
     quick = args.quick or benchlib.QUICK
     args.repeat = 20_000 if quick else 100_000
@@ -719,8 +513,6 @@ def main():
     args.calls = 1_000 if quick else 10_000
     args.class_size = 1_000 if quick else 10_000
     args.sizes = [1_000] if quick else [1_000, 10_000, 100_000, 1_000_000]
-    args.frames = 500_000 if quick else 2_000_000
-    args.live_rounds = 2 if quick else 3
     if os.geteuid() != 0:
         sys.exit("needs root (BPF, namespaces)")
     bench = benchlib.Bench(
@@ -733,9 +525,6 @@ def main():
     bench_scaling(args, bench)
     if not os.path.exists(XDP_FILTER_OBJ):
         bench.not_measured("Debian xdp-filter beside xdp_filter", "%s is missing (Debian package xdp-tools)" % XDP_FILTER_OBJ)
-    if args.live:
-        bench_live(args)
-        bench_live_threaded(args)
     bench.write()
 
 

@@ -141,7 +141,7 @@ class Bench:
         self.tables[table]["rows"].append(row)
         return row
 
-    def plot(self, file: str, title: str, xlabel: str, ylabel: str, series: dict, logx: bool = False, hline=None):
+    def plot(self, file: str, title: str, xlabel: str, ylabel: str, series: dict, logx: bool = False, hline=None, logy: bool = False):
         """A line plot the report draws: series {label: [(x, y), ...]}; hline (value, label) for a target."""
         self.data["plots"].append(
             {
@@ -150,6 +150,7 @@ class Bench:
                 "xlabel": xlabel,
                 "ylabel": ylabel,
                 "logx": logx,
+                "logy": logy,
                 "hline": list(hline) if hline else None,
                 "series": {k: [list(p) for p in v] for k, v in series.items()},
             }

@@ -32,7 +32,8 @@ def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     env = dict(os.environ, BENCH_QUICK="1", BENCH_OUT=str(out))
     for bench in BENCHES:
-        proc = subprocess.run([sys.executable, bench], env=env, cwd=paths.REPO, capture_output=True, text=True, timeout=300, check=False)
+        # generous: the fleet rollout's quick form runs deploy_xdp.yml twice, minutes on a loaded machine
+        proc = subprocess.run([sys.executable, bench], env=env, cwd=paths.REPO, capture_output=True, text=True, timeout=900, check=False)
         assert proc.returncode == 0, "%s failed:\n%s\n%s" % (bench, proc.stdout[-3000:], proc.stderr[-3000:])
     report = out / "performance.md"
     proc = subprocess.run(
@@ -45,7 +46,7 @@ def quick_run(tmp_path_factory):
 def test_every_benchmark_writes_well_formed_json(quick_run):
     out, _report = quick_run
     names = {os.path.splitext(os.path.basename(path))[0] for path in glob.glob(str(out / "*.json"))}
-    assert names == {"dataplane_filter", "dataplane_lb", "maps", "map_records", "lb_deploy"}
+    assert names == {"dataplane_filter", "dataplane_lb", "real_frames", "maps", "map_records", "lb_deploy", "fleet_rollout"}
     bench_report = _load_report_module()
     for path in glob.glob(str(out / "*.json")):
         with open(path) as handle:
@@ -87,6 +88,33 @@ def test_data_plane_rows_carry_floors_and_targets(quick_run):
     assert all(isinstance(t["met"], bool) for row in scaling for t in row["targets"])
 
 
+def test_real_frames_and_fleet_rows_carry_their_comparisons(quick_run):
+    out, _report = quick_run
+    with open(out / "real_frames.json") as handle:
+        frames = {table["key"]: table["rows"] for table in json.load(handle)["tables"]}
+    if not frames:
+        pytest.skip("one CPU allowed: the real-frame benchmark needs two")
+    cost = {row["name"].split(" (")[0].split(",")[0]: row for row in frames["real_frames_cpu"]}
+    assert set(cost) == {"XDP_DROP floor", "XDP filter", "nftables", "user space"} and len(frames["real_frames_cpu"]) == 5
+    for row in frames["real_frames_cpu"]:
+        assert row["unit"] == "ns" and row["median"] > 0, row["name"]
+        if not row["name"].startswith("XDP"):
+            assert row["floor"]["name"] == "XDP filter" and [t["op"] for t in row["targets"]] == [">="]
+            assert isinstance(row["targets"][0]["met"], bool)
+    assert len(frames["real_frames_rate"]) == 5
+    with open(out / "fleet_rollout.json") as handle:
+        fleet = {table["key"]: table["rows"] for table in json.load(handle)["tables"]}
+    names = [row["name"] for row in fleet["fleet_rollout"]]
+    assert names == [
+        "ansible.builtin.ping round",
+        "deploy_xdp.yml, first deploy",
+        "deploy_xdp.yml, changed=0 re-run",
+        "naive way (ip link + one bpftool call per entry)",
+    ]
+    assert all(row["floor"]["name"] == "ping round" for row in fleet["fleet_rollout"][1:])
+    assert [row["params"]["hosts"] for row in fleet["fleet_per_host"]] == [1, 1]
+
+
 def test_report_is_generated_with_environment_targets_and_plots(quick_run):
     _out, report = quick_run
     text = report.read_text()
@@ -98,7 +126,9 @@ def test_report_is_generated_with_environment_targets_and_plots(quick_run):
         "## Not measured yet",
         "## Data plane: xdp_filter and tc_egress",
         "## Data plane: xdp_lb",
+        "## Real frames: CPU time per dropped frame",
         "## Map sync: ebpf.fleet.bpf_map",
+        "## Fleet rollout: deploy_xdp.yml on lab hosts",
     ):
         assert heading in text, heading
     assert "load average at start" in text and "load average at end" in text
