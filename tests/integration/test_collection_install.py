@@ -28,8 +28,8 @@ NOT_SHIPPED = re.compile(
 )
 
 
-def galaxy(*args, cwd=None):
-    return subprocess.run([os.path.join(BIN, "ansible-galaxy")] + list(args), capture_output=True, text=True, cwd=cwd or paths.REPO, check=False)
+def galaxy(*args, cwd=None, env=None):
+    return subprocess.run([os.path.join(BIN, "ansible-galaxy")] + list(args), capture_output=True, text=True, cwd=cwd or paths.REPO, env=env, check=False)
 
 
 def assert_no_warning(proc):
@@ -50,7 +50,9 @@ def tarball(tmp_path_factory):
 @pytest.fixture
 def installed(tarball, tmp_path):
     target = tmp_path / "collections"
-    result = galaxy("collection", "install", "-p", str(target), str(tarball))
+    # the target is the only collections path: a copy in ~/.ansible/collections (molecule's prerun makes one)
+    # would make ansible-galaxy say "already installed" and install nothing
+    result = galaxy("collection", "install", "-p", str(target), str(tarball), env=dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(target)))
     assert result.returncode == 0, result.stdout + result.stderr
     return target
 
