@@ -33,7 +33,7 @@ def test_every_family_names_each_package_group(family):
 def test_ubuntu_uses_debians_names_but_for_bpftool_which_comes_with_the_kernels_tools():
     debian, ubuntu = names("Debian"), names("Ubuntu")
     assert {k: v for k, v in ubuntu.items() if k != "bpf_host__packages_bpftool"} == {k: v for k, v in debian.items() if k != "bpf_host__packages_bpftool"}
-    assert debian["bpf_host__packages_base"] == ["libbpf1", "python3", "python3-pyroute2", "iproute2", "ethtool"]
+    assert debian["bpf_host__packages_base"] == ["libbpf1", "python3", "python3-pyroute2", "python3-jmespath", "iproute2", "ethtool"]
     assert debian["bpf_host__packages_bpftool"] == ["bpftool"]
     assert ubuntu["bpf_host__packages_bpftool"] == ["linux-tools-common", "linux-tools-6.8.0-31-generic"]
     assert "clang" in debian["bpf_host__packages_compile"] and "libbpf-dev" in debian["bpf_host__packages_compile"]
@@ -41,7 +41,7 @@ def test_ubuntu_uses_debians_names_but_for_bpftool_which_comes_with_the_kernels_
 
 def test_the_redhat_family_maps_each_debian_package_to_its_own_name():
     redhat = names("RedHat")
-    assert redhat["bpf_host__packages_base"] == ["libbpf", "python3", "python3-pyroute2", "iproute", "ethtool"]
+    assert redhat["bpf_host__packages_base"] == ["libbpf", "python3", "python3-pyroute2", "python3-jmespath", "iproute", "ethtool"]
     assert redhat["bpf_host__packages_compile"] == ["clang", "llvm", "libbpf-devel", "kernel-headers"]
     assert redhat["bpf_host__packages_bcc"] == ["python3-bcc"]
 

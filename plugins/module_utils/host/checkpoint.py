@@ -48,7 +48,7 @@ ACTIVITY = records.CHECKPOINT_ACTIVITY
 SNAPSHOT = "snapshot"
 LIB = "lib.zip"
 STARTED = "watching"
-START_WAIT = 10.0
+START_WAIT = 30.0  # a slow host (an emulated VM) takes seconds to start Python from the module's zip
 REVERTED = ".reverted.json"
 HISTORY = ".history"
 ABSENT = "absent"
@@ -242,8 +242,8 @@ def _launch(state_dir: str, token: str, pythonpath: str) -> dict:
 
 
 def start_watchdog(state_dir: str) -> None:
-    """The change took its first step (records.locked, as a module run ends): start the armed checkpoint's
-    watchdog unless it runs. The caller holds the records lock."""
+    """The change takes its first step (records.locked, as a module run takes the lock): start the armed
+    checkpoint's watchdog unless it runs. The caller holds the records lock."""
     pending = read_pending(state_dir)
     if not pending or pending.get("state") != "armed" or pending.get("launcher"):
         return
@@ -267,9 +267,22 @@ def _wait_started(state_dir: str, pending: dict) -> None:
             break
         time.sleep(0.05)
     log = ""
+    if pending.get("launcher") == "systemd":  # its output went to the journal
+        with contextlib.suppress(OSError):
+            log = (
+                subprocess.run(
+                    ["journalctl", "--unit", pending.get("unit", ""), "--lines", "20", "--no-pager", "--output", "cat"],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                    timeout=10,
+                )
+                .stdout[-600:]
+                .strip()
+            )
     with contextlib.suppress(OSError):
         with open(os.path.join(folder(state_dir), "watch.log"), "rb") as handle:
-            log = handle.read()[-600:].decode("utf-8", "replace").strip()
+            log = log or handle.read()[-600:].decode("utf-8", "replace").strip()
     raise CheckpointError(
         "the revert watchdog (%s) did not start within %ds, so the change is not armed: %s"
         % (pending.get("unit") or "pid %s" % pending.get("pid"), START_WAIT, log or "no output")
@@ -342,7 +355,7 @@ def watch(state_dir: str, token: str, poll: float = 0.5) -> int:
 
 def arm(state_dir: str, timeout: int, reason: str = "") -> dict:
     """Take a checkpoint of every deployment; returns the pending record. The watchdog starts with the change:
-    when the first module run under the records lock ends (start_watchdog). Until then nothing changed, nothing
+    when the first module run takes the records lock (start_watchdog). Until then nothing changed, nothing
     can cut the controller off, and a controller that dies leaves no process behind.
 
     A checkpoint left armed by an earlier run (its controller died) is reverted first; one left confirmed (the

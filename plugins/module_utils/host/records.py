@@ -194,7 +194,10 @@ def locked(state_dir: str, create: bool = True, activity: bool = True):
     With create=False a missing state_dir is not created: there are no records to protect, and the run
     proceeds unlocked (check mode, state=absent). With activity, the end of the run starts (again) the confirm
     window of an armed checkpoint (checkpoint.py): a change is confirmed within the window after its last step.
-    The checkpoint's own operations pass activity=False."""
+    The checkpoint's own operations pass activity=False. The first such run of an armed change starts the
+    checkpoint's watchdog as it takes the lock, before it changes anything: a watchdog that cannot start fails the
+    run there (never after the module reported its result), and a step longer than the window is safe, since the
+    watchdog takes this lock before it reverts and the end of the run moves the window."""
     if create:
         os.makedirs(state_dir, mode=0o700, exist_ok=True)
     try:
@@ -206,6 +209,11 @@ def locked(state_dir: str, create: bool = True, activity: bool = True):
         return
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
+        if activity and os.path.isdir(os.path.join(state_dir, CHECKPOINT_DIR)):
+            # imported here: checkpoint builds on this module
+            from ansible_collections.ebpf.fleet.plugins.module_utils.host import checkpoint  # pylint: disable=import-outside-toplevel
+
+            checkpoint.start_watchdog(state_dir)
         yield
     finally:
         if activity:
@@ -218,10 +226,6 @@ def _mark_activity(state_dir: str) -> None:
     path = os.path.join(state_dir, CHECKPOINT_DIR, CHECKPOINT_ACTIVITY)
     try:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        os.utime(path)
     except OSError:
         return  # no checkpoint folder: nothing is armed
-    os.utime(path)
-    # imported here: checkpoint builds on this module
-    from ansible_collections.ebpf.fleet.plugins.module_utils.host import checkpoint  # pylint: disable=import-outside-toplevel
-
-    checkpoint.start_watchdog(state_dir)
