@@ -130,18 +130,25 @@ mount_bpffs() {
     fi
 }
 
-create_venv() {
-    local stamp="$VENV/.requirements.sha256"
+# A virtualenv installed from one pinned requirements file, rebuilt only when that file changes:
+#   venv_from_requirements <venv> <requirements> <what it is, for the log>
+venv_from_requirements() {
+    local venv="$1" requirements="$2" what="$3"
+    local stamp="$venv/.requirements.sha256"
     local want
-    want="$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)"
+    want="$(sha256sum "$requirements" | cut -d' ' -f1)"
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-        log "virtualenv $VENV up to date"
+        log "$what $venv up to date"
         return
     fi
-    log "creating virtualenv $VENV from $REQUIREMENTS"
-    /usr/bin/python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q --disable-pip-version-check -r "$REQUIREMENTS" 2> >(grep -v "Location 'file" >&2)
+    log "creating $what $venv from $requirements"
+    /usr/bin/python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check -r "$requirements" 2> >(grep -v "Location 'file" >&2)
     echo "$want" > "$stamp"
+}
+
+create_venv() {
+    venv_from_requirements "$VENV" "$REQUIREMENTS" virtualenv
 }
 
 # ansible-test sanity runs in a venv of its own with the requirements that
@@ -169,18 +176,7 @@ create_sanity_venv() {
 # galaxy-importer (make galaxy-check) pins dependencies that clash with the controller's (attrs): a venv of its own
 # from requirements/galaxy-importer.txt, rebuilt only when that file changes.
 create_importer_venv() {
-    local requirements="$ROOT/requirements/galaxy-importer.txt"
-    local stamp="$IMPORTER_VENV/.requirements.sha256"
-    local want
-    want="$(sha256sum "$requirements" | cut -d' ' -f1)"
-    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-        log "galaxy-importer virtualenv $IMPORTER_VENV up to date"
-        return
-    fi
-    log "creating galaxy-importer virtualenv $IMPORTER_VENV from $requirements"
-    /usr/bin/python3 -m venv "$IMPORTER_VENV"
-    "$IMPORTER_VENV/bin/pip" install -q --disable-pip-version-check -r "$requirements" 2> >(grep -v "Location 'file" >&2)
-    echo "$want" > "$stamp"
+    venv_from_requirements "$IMPORTER_VENV" "$ROOT/requirements/galaxy-importer.txt" "galaxy-importer virtualenv"
 }
 
 install_pip_bootstrap() {
