@@ -87,7 +87,7 @@ unit: setup collection-link bpf
 
 integration: setup collection-link bpf
 	@mkdir -p $(REPORTS)
-	$(PYTEST) -q tests/integration --junitxml=$(REPORTS)/integration.xml
+	$(PYTEST) -q --durations=30 tests/integration --junitxml=$(REPORTS)/integration.xml
 
 test: setup
 	@rm -rf $(REPORTS)

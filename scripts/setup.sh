@@ -14,10 +14,10 @@ REQUIREMENTS="$ROOT/requirements/controller.txt"
 # openssh-server and sudo for the lab's SSH variant (EBFLAB_SSH=1, docs/lab.md),
 # which runs one sshd per lab namespace, never one on the machine itself.
 DEB_PACKAGES=(
-    clang llvm libbpf-dev libbpf1 bpftool gcc-multilib
+    clang llvm libbpf-dev linux-libc-dev libbpf1 bpftool gcc-multilib
     iproute2 ethtool nftables xdp-tools tcpdump iputils-ping
-    python3-bpfcc linux-headers-amd64 python3-pyroute2
-    python3-venv python3-dev rsync make git shellcheck clang-format
+    python3-bpfcc linux-headers-amd64 python3-pyroute2 python3-jmespath
+    python3 python3-venv python3-dev rsync make git shellcheck clang-format
     openssh-server sudo
 )
 POLICY_RC=/usr/sbin/policy-rc.d

@@ -63,3 +63,14 @@ def test_the_wrapper_has_a_default_for_each_setting_the_role_writes_into_it():
     assert sorted(replaced) == ["EBPF_FLEET_LIB", "EBPF_FLEET_PYTHON", "EBPF_FLEET_STATE_DIR", "EBPF_FLEET_TEXTFILE_DIR"]
     for name in replaced:
         assert re.search(r'^%s="\$\{%s:-[^}]+\}"$' % (name, name), wrapper, re.M), name
+
+
+def test_setup_installs_every_debian_package_the_role_installs_so_the_lab_host_is_already_prepared():
+    # tests/integration/test_role_bpf_host.py runs the role on this machine and expects its package task to be
+    # "ok": whatever the role would install on Debian, scripts/setup.sh installs on a fresh machine first
+    with open(os.path.join(paths.REPO, "scripts", "setup.sh"), encoding="utf-8") as handle:
+        block = re.search(r"^DEB_PACKAGES=\(\n(.*?)^\)", handle.read(), re.M | re.S)
+    assert block, "scripts/setup.sh has no DEB_PACKAGES=( ... ) block"
+    installed = set(block.group(1).split())
+    role = {name for group in names("Debian").values() for name in group}
+    assert role - installed == set(), "add these to DEB_PACKAGES in scripts/setup.sh"
