@@ -17,6 +17,8 @@ COLL_LINK   := $(COLLECTIONS)/ansible_collections/ebpf/fleet
 SANITY_COPY := $(BUILD)/sanity/ansible_collections/ebpf/fleet
 REPORTS     := $(BUILD)/reports
 PYTEST      := $(PY) -m pytest -p no:cacheprovider --timeout=600
+# integration test files run side by side in this many processes (most of their time is spent waiting)
+TEST_WORKERS ?= 3
 BPF_CFLAGS  := -O2 -g -target bpf -Wall -Werror -I$(ROOT)/bpf/include -I/usr/include/$(shell uname -m)-linux-gnu
 BPF_SRCS    := $(wildcard bpf/*.c)
 TEST_BPF    := $(wildcard tests/bpf/*.c)
@@ -87,7 +89,7 @@ unit: setup collection-link bpf
 
 integration: setup collection-link bpf
 	@mkdir -p $(REPORTS)
-	$(PYTEST) -q --durations=30 tests/integration --junitxml=$(REPORTS)/integration.xml
+	$(PYTEST) -q -n $(TEST_WORKERS) --dist loadfile --durations=30 tests/integration --junitxml=$(REPORTS)/integration.xml
 
 test: setup
 	@rm -rf $(REPORTS)

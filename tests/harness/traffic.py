@@ -49,12 +49,19 @@ print(sent, flush=True)
 """
 
 
+def _sigint_default():
+    # stop() ends the sender and the receiver with SIGINT; a parent that ignores it (a pytest-xdist worker, a
+    # shell's background job) would pass the ignoring on, and Python keeps an ignored SIGINT ignored
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _popen(netns, code, *args):
     return subprocess.Popen(
         ["nsenter", "--net=/run/netns/%s" % netns.name, sys.executable, "-c", code] + [str(a) for a in args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_sigint_default,
     )
 
 

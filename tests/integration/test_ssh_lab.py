@@ -75,9 +75,10 @@ def wait_for(predicate, timeout: float, what: str):
 
 
 @pytest.fixture
-def ssh_lab(tmp_path):
-    """An SSH lab with two edges, up; down at the end, pass or fail."""
-    with SshLab(tmp_path, edges=2) as lab:
+def ssh_lab(tmp_path_factory):
+    """An SSH lab with two edges, up; down at the end, pass or fail. Its folder is a short one (ssh's control socket
+    paths are limited; a test's own tmp_path is long, longer still under pytest-xdist)."""
+    with SshLab(tmp_path_factory.mktemp("ssh"), edges=2) as lab:
         yield lab
 
 
