@@ -429,14 +429,15 @@ def test_rst_is_forwarded_but_not_inserted(fresh_lb, start):
 
 @pytest.mark.parametrize("start", CPUS, ids=["cpu%d" % c for c in CPUS])
 def test_udp_entry_expires_after_the_configured_timeout_on_every_cpu(fresh_lb, start):
-    lb = fresh_lb(udp_timeout_ms=150)
+    # a timeout long enough that the refresh runs below fit in it on a loaded machine (150 ms did not at a load of 11)
+    lb = fresh_lb(udp_timeout_ms=1000)
     pkt = raw(udp4(sport=4444))
     first = chosen_backend(lb, lb.run(pkt, cpu=start))
     other = other_backend(lb, first)
     point_ring_at(lb, "192.0.2.10", 53, "udp", other)
     for cpu in CPUS:
         assert chosen_backend(lb, lb.run(pkt, cpu=cpu)) == first  # refreshed: still within the timeout
-    time.sleep(0.3)
+    time.sleep(1.2)
     before = lb.stats()
     assert chosen_backend(lb, lb.run(pkt, cpu=next_cpu(start))) == other
     assert "udp_expired" in _deltas(before, lb.stats())
