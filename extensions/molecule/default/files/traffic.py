@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Send the scenario's test traffic to the VM's data NIC from inside its network namespace; print what got through.
 
 Run in the namespace (ip netns exec ebfm... python3 traffic.py TARGET SOURCE BLOCKED_SOURCE): ICMP echo from SOURCE
@@ -25,7 +24,7 @@ def udp_reached(target: str, source: str, port: int) -> bool:
         sock.bind((source, 0))
         sock.connect((target, port))
         sock.settimeout(1.0)
-        for _ in range(3):
+        for _attempt in range(3):
             try:
                 sock.send(b"ebpf.fleet molecule")
                 sock.recv(64)
