@@ -18,6 +18,8 @@ import pytest
 from harness import paths
 
 STEP = re.compile(r"\[default > ([a-z_]+)\] (?:Executing$|Executed: (\w+))")
+# molecule colours its failed steps even with NO_COLOR ("\x1b[31mExecuted: Failed\x1b[0m")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 STEPS_FILE = os.path.join(paths.BUILD, "molecule", "steps.json")
 # molecule's own log lines ("WARNING  [default > ...]") are not Ansible's; these are
 ANSIBLE_WARNING = re.compile(r"\[(?:DEPRECATION )?WARNING\]")
@@ -33,6 +35,7 @@ def run_make_molecule() -> tuple[int, list[str], dict]:
     assert proc.stdout is not None
     for line in proc.stdout:
         sys.stdout.write(line)
+        line = ANSI.sub("", line)
         lines.append(line.rstrip("\n"))
         match = STEP.search(line.strip())
         if not match:
