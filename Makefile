@@ -28,7 +28,7 @@ BPF_OBJS    := $(patsubst bpf/%.c,$(BUILD)/bpf/%.o,$(BPF_SRCS)) $(patsubst tests
 ANSIBLE_ENV := ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS) PATH=$(VENV)/bin:$$PATH
 
 .PHONY: help setup collection-link bpf sanity lint style format unit integration test demo lab lab-clean bench build-collection clean requirements
-.PHONY: docs docs-check changelog galaxy-check
+.PHONY: docs docs-check changelog galaxy-check molecule vm-image
 
 help:
 	@echo "make demo    run the main job on the built-in network-namespace lab"
@@ -39,6 +39,7 @@ help:
 	@echo "make changelog  what CHANGELOG.md would say if the fragments were released now (build/changelog)"
 	@echo "make setup   install what the others need (Debian packages, .venv)"
 	@echo "make format  rewrite the Python (ruff) and the C (clang-format) in the project's style"
+	@echo "make molecule  the molecule scenario: deploy_xdp.yml on a Debian 12 VM under qemu (docs/molecule.md)"
 
 setup:
 	@VENV=$(VENV) SANITY_VENV=$(SANITY_VENV) IMPORTER_VENV=$(IMPORTER_VENV) bash scripts/setup.sh
@@ -140,6 +141,20 @@ bench: setup collection-link bpf
 	$(PY) scripts/bench_report.py --in $$out --out $$report; \
 	echo "== make bench took $$(( $$(date +%s) - start )) s"; \
 	if [ -n "$$failed" ]; then echo "== FAILED:$$failed"; exit 1; fi
+
+# The molecule scenario (extensions/molecule/default, docs/molecule.md): the Debian 12 VM image first
+# (scripts/vm_image.sh, cached in /var/cache/ebpf-fleet-vm/<recipe hash>/), then `molecule test` from extensions/
+# with the collection from build/collections; the whole output also goes to build/molecule/molecule.log.
+# tests/integration/test_molecule.py runs this target and checks its output.
+MOLECULE_LOG := $(BUILD)/molecule/molecule.log
+vm-image: setup
+	@start=$$(date +%s); bash scripts/vm_image.sh >/dev/null; echo "== VM image ready in $$(( $$(date +%s) - start )) s"
+
+molecule: setup collection-link vm-image
+	@mkdir -p $(dir $(MOLECULE_LOG)); start=$$(date +%s); \
+	cd extensions && PATH=$(VENV)/bin:$$PATH ANSIBLE_NOCOLOR=1 NO_COLOR=1 ANSIBLE_FORCE_COLOR=0 \
+	  $(VENV)/bin/molecule test -s default 2>&1 | tee $(MOLECULE_LOG); \
+	echo "== molecule test took $$(( $$(date +%s) - start )) s (log: $(MOLECULE_LOG))"
 
 build-collection: setup
 	@mkdir -p $(BUILD)/dist

@@ -12,13 +12,15 @@ REQUIREMENTS="$ROOT/requirements/controller.txt"
 # Debian packages: the BPF toolchain (and clang-format for make style), the kernel-facing tools, bcc and the
 # system Python's bindings that modules reach through Ansible's respawn;
 # openssh-server and sudo for the lab's SSH variant (EBFLAB_SSH=1, docs/lab.md),
-# which runs one sshd per lab namespace, never one on the machine itself.
+# which runs one sshd per lab namespace, never one on the machine itself;
+# qemu and mmdebstrap for the molecule scenario's VM (scripts/vm_image.sh, docs/molecule.md).
 DEB_PACKAGES=(
     clang llvm libbpf-dev linux-libc-dev libbpf1 bpftool gcc-multilib
     iproute2 ethtool nftables xdp-tools tcpdump iputils-ping
     python3-bpfcc linux-headers-amd64 python3-pyroute2 python3-jmespath
     python3 python3-venv python3-dev rsync make git shellcheck clang-format
     openssh-server sudo
+    qemu-system-x86 qemu-utils mmdebstrap
 )
 POLICY_RC=/usr/sbin/policy-rc.d
 POLICY_RC_OURS=0
