@@ -145,7 +145,7 @@ bench: setup collection-link bpf
 # The molecule scenario (extensions/molecule/default, docs/molecule.md): the Debian 12 VM image first
 # (scripts/vm_image.sh, cached in /var/cache/ebpf-fleet-vm/<recipe hash>/), then `molecule test` from extensions/
 # with the collection from build/collections; the whole output also goes to build/molecule/molecule.log.
-# tests/integration/test_molecule.py runs this target and checks its output.
+# tests/vm/test_molecule.py runs this target and checks its output; make test does not run it yet (docs/molecule.md).
 MOLECULE_LOG := $(BUILD)/molecule/molecule.log
 vm-image: setup
 	@start=$$(date +%s); bash scripts/vm_image.sh >/dev/null; echo "== VM image ready in $$(( $$(date +%s) - start )) s"
