@@ -18,6 +18,10 @@ description:
   - On request, whether each deployment's kernel state drifted from its records (O(check_records)) and its counters
     (O(counters)).
   - An optional JMESPath O(query) reduces the result.
+  - While a commit-confirmed change (M(ebpf.fleet.bpf_checkpoint)) is armed on the host and has taken its first step, a
+    run outside check mode starts the change's confirm window again, as the change's own steps do, since the
+    controller is still working on the host (a role's checks between two steps on a slow host). It never confirms a
+    change.
 version_added: "0.1.0"
 author: ebpf.fleet contributors (@ebpf-fleet)
 extends_documentation_fragment:
@@ -26,7 +30,7 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    details: The module changes nothing and runs the same in check mode.
+    details: The module changes nothing; in check mode it does not move an armed change's confirm window either.
   diff_mode:
     support: none
   platform:
@@ -276,6 +280,8 @@ def run(module: AnsibleModule) -> None:
             item["drift"] = drift.check(params["state_dir"], name, params["pin_root"])
         if params["counters"]:
             item["counters"] = bpf_inventory.counters(params["pin_root"], params["state_dir"], name)
+    if not module.check_mode:
+        records.note_contact(params["state_dir"])  # an armed change's confirm window starts again (checkpoint.py)
     if compiled is not None:
         module.exit_json(changed=False, query_result=compiled.search(facts))
     module.exit_json(changed=False, **facts)

@@ -159,6 +159,27 @@ def test_each_module_run_restarts_the_window_and_a_confirm_in_time_keeps_the_cha
     assert again.failed and "no checkpoint %s is armed" % armed["token"] in again["msg"]
 
 
+def test_a_read_on_the_host_restarts_the_window_of_a_started_change_but_never_confirms_it(host):
+    # a role's checks between two roles' steps read the host with bpf_info; on a slow host they alone outlasted
+    # the window (the molecule VM under TCG): once the change has started, a read starts the window again
+    activity = os.path.join(host["state_dir"], ".checkpoint", records.CHECKPOINT_ACTIVITY)
+    armed = ok(host["run"]("bpf_checkpoint", {"state": "armed", "timeout": 30}))
+    ok(host["run"]("bpf_info", {}))
+    assert not os.path.exists(activity)  # not started: a read does not start it
+    declare(host, ["192.0.2.0/24"])  # the first step
+    long_ago = time.time() - 20
+    os.utime(activity, (long_ago, long_ago))
+    ok(host["run"]("bpf_info", {}, check_mode=True))
+    assert os.stat(activity).st_mtime == pytest.approx(long_ago, abs=0.01)  # check mode moves nothing
+    before = time.time()
+    ok(host["run"]("bpf_info", {"query": "keys(deployments)"}))
+    assert os.stat(activity).st_mtime >= before - 1
+    pending = json.loads(open(os.path.join(host["state_dir"], ".checkpoint", "pending.json"), encoding="utf-8").read())
+    assert pending["token"] == armed["token"] and pending["state"] == "armed"  # still armed: a read confirms nothing
+    ok(host["run"]("bpf_checkpoint", {"state": "committed", "token": armed["token"]}))
+    assert leftovers(host) == []
+
+
 def test_an_explicit_revert_and_check_mode(host):
     before = state(host)
     assert ok(host["run"]("bpf_checkpoint", {"state": "armed"}, check_mode=True))["token"] == ""

@@ -221,6 +221,15 @@ def locked(state_dir: str, create: bool = True, activity: bool = True):
         os.close(fd)
 
 
+def note_contact(state_dir: str) -> None:
+    """A read-only run (bpf_info) reached the host while an armed change is under way: the controller is still
+    working on it, so its confirm window starts again, as after a step. Only a change that took its first step is
+    moved (the activity file exists); this never confirms anything: the confirm still needs a fresh connection."""
+    path = os.path.join(state_dir, CHECKPOINT_DIR, CHECKPOINT_ACTIVITY)
+    with contextlib.suppress(OSError):
+        os.utime(path)
+
+
 def _mark_activity(state_dir: str) -> None:
     """A run that held the lock ended: while a checkpoint is armed, its change moved (checkpoint.py)."""
     path = os.path.join(state_dir, CHECKPOINT_DIR, CHECKPOINT_ACTIVITY)
