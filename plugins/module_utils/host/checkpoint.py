@@ -48,7 +48,9 @@ ACTIVITY = records.CHECKPOINT_ACTIVITY
 SNAPSHOT = "snapshot"
 LIB = "lib.zip"
 STARTED = "watching"
-START_WAIT = 30.0  # a slow host (an emulated VM) takes seconds to start Python from the module's zip
+# a slow host takes seconds to start Python from the module's zip (an emulated VM under load once took over 30 s);
+# a watchdog that died ends the wait at once, so only a slow start waits this long
+START_WAIT = 90.0
 REVERTED = ".reverted.json"
 HISTORY = ".history"
 ABSENT = "absent"
