@@ -220,6 +220,7 @@ def main():
             results[hosts] = measure_size(workdir, hosts, rounds, naive, playbooks)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+        bpffs.remove_all()  # this process's pin base on bpffs (each lab removes its own folder in it)
     bench.data["params"] = {"forks": FORKS, "budget_s": budget, "seconds": time.perf_counter() - started}
 
     key = "fleet_rollout"
