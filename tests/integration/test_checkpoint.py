@@ -16,7 +16,7 @@ from harness import paths
 from harness.traffic import udp_count
 
 from ansible_collections.ebpf.fleet.plugins.filter.xdp_filter_v4_entries import xdp_filter_v4_entries
-from ansible_collections.ebpf.fleet.plugins.module_utils.host import records
+from ansible_collections.ebpf.fleet.plugins.module_utils.host import checkpoint, records
 from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import bpffs, libbpf
 from ansible_collections.ebpf.fleet.plugins.module_utils.maps import map_records, map_sync
 from ansible_collections.ebpf.fleet.plugins.module_utils.maps.map_codec import read_entries
@@ -174,7 +174,7 @@ def test_a_read_on_the_host_restarts_the_window_of_a_started_change_but_never_co
     before = time.time()
     ok(host["run"]("bpf_info", {"query": "keys(deployments)"}))
     assert os.stat(activity).st_mtime >= before - 1
-    pending = json.loads(open(os.path.join(host["state_dir"], ".checkpoint", "pending.json"), encoding="utf-8").read())
+    pending = checkpoint.read_pending(host["state_dir"])
     assert pending["token"] == armed["token"] and pending["state"] == "armed"  # still armed: a read confirms nothing
     ok(host["run"]("bpf_checkpoint", {"state": "committed", "token": armed["token"]}))
     assert leftovers(host) == []

@@ -2,7 +2,7 @@
 under qemu, converged with playbooks/deploy_xdp.yml and checked by its verify.yml (native XDP on virtio_net,
 traffic verdicts and counters, the egress program, metrics, a real reboot, a lockout the host reverts by itself).
 
-Not part of `make test` (about half an hour under TCG): run it with
+Not part of `make test` yet (11 min under TCG on a quiet 2-core machine, half an hour beside other work): run it with
     .venv/bin/python -m pytest -q -s tests/vm/test_molecule.py
 Each step's duration is printed and written to build/molecule/steps.json.
 """

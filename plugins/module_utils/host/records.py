@@ -221,18 +221,21 @@ def locked(state_dir: str, create: bool = True, activity: bool = True):
         os.close(fd)
 
 
+def _activity_path(state_dir: str) -> str:
+    return os.path.join(state_dir, CHECKPOINT_DIR, CHECKPOINT_ACTIVITY)
+
+
 def note_contact(state_dir: str) -> None:
     """A read-only run (bpf_info) reached the host while an armed change is under way: the controller is still
     working on it, so its confirm window starts again, as after a step. Only a change that took its first step is
     moved (the activity file exists); this never confirms anything: the confirm still needs a fresh connection."""
-    path = os.path.join(state_dir, CHECKPOINT_DIR, CHECKPOINT_ACTIVITY)
     with contextlib.suppress(OSError):
-        os.utime(path)
+        os.utime(_activity_path(state_dir))
 
 
 def _mark_activity(state_dir: str) -> None:
     """A run that held the lock ended: while a checkpoint is armed, its change moved (checkpoint.py)."""
-    path = os.path.join(state_dir, CHECKPOINT_DIR, CHECKPOINT_ACTIVITY)
+    path = _activity_path(state_dir)
     try:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         os.utime(path)
