@@ -28,18 +28,18 @@ BPF_OBJS    := $(patsubst bpf/%.c,$(BUILD)/bpf/%.o,$(BPF_SRCS)) $(patsubst tests
 ANSIBLE_ENV := ANSIBLE_COLLECTIONS_PATH=$(COLLECTIONS) PATH=$(VENV)/bin:$$PATH
 
 .PHONY: help setup collection-link bpf sanity lint style format unit integration test demo lab lab-clean bench build-collection clean requirements
-.PHONY: docs docs-check changelog galaxy-check molecule vm-image
+.PHONY: docs docs-check changelog galaxy-check molecule vm-image vm
 
 help:
 	@echo "make demo    run the main job on the built-in network-namespace lab"
-	@echo "make test    run every test (style, sanity, lint, unit, BPF build, real-kernel integration)"
+	@echo "make test    run every test (style, sanity, lint, unit, BPF build, real-kernel integration, molecule in VMs)"
 	@echo "make lab     keep the lab up for exploring (make lab-clean removes it)"
 	@echo "make bench   run the benchmarks, write build/bench/*.json and docs/performance.md"
 	@echo "make docs    generate the reference (docs/reference/rst) from the code and build the site in build/docs"
 	@echo "make changelog  what CHANGELOG.md would say if the fragments were released now (build/changelog)"
 	@echo "make setup   install what the others need (Debian packages, .venv)"
 	@echo "make format  rewrite the Python (ruff) and the C (clang-format) in the project's style"
-	@echo "make molecule  the molecule scenario: deploy_xdp.yml on a Debian 12 VM under qemu (docs/molecule.md)"
+	@echo "make molecule  the molecule scenarios (default: one VM; fleet: a load balancer and two backends) in qemu VMs (docs/molecule.md)"
 
 setup:
 	@VENV=$(VENV) SANITY_VENV=$(SANITY_VENV) IMPORTER_VENV=$(IMPORTER_VENV) bash scripts/setup.sh
@@ -102,8 +102,9 @@ test: setup
 	$(MAKE) --no-print-directory bpf
 	$(MAKE) --no-print-directory unit
 	$(MAKE) --no-print-directory integration
+	$(MAKE) --no-print-directory vm
 	@echo "== summary of every pytest run =="
-	@$(PY) scripts/summary.py $(REPORTS)/unit.xml $(REPORTS)/integration.xml
+	@$(PY) scripts/summary.py $(REPORTS)/unit.xml $(REPORTS)/integration.xml $(REPORTS)/vm.xml
 
 # The lab (scripts/lab.sh, docs/lab.md) is always torn down, pass or fail; run 2 must report changed=0.
 DEMO_PLAY := $(ANSIBLE_ENV) $(VENV)/bin/ansible-playbook -i $(BUILD)/lab/inventory.ini playbooks/demo.yml -e demo_output_dir=$(BUILD)/demo
@@ -142,19 +143,31 @@ bench: setup collection-link bpf
 	echo "== make bench took $$(( $$(date +%s) - start )) s"; \
 	if [ -n "$$failed" ]; then echo "== FAILED:$$failed"; exit 1; fi
 
-# The molecule scenario (extensions/molecule/default, docs/molecule.md): the Debian 12 VM image first
-# (scripts/vm_image.sh, cached in /var/cache/ebpf-fleet-vm/<recipe hash>/), then `molecule test` from extensions/
-# with the collection from build/collections; the whole output also goes to build/molecule/molecule.log.
-# tests/vm/test_molecule.py runs this target and checks its output; make test does not run it yet (docs/molecule.md).
-MOLECULE_LOG := $(BUILD)/molecule/molecule.log
+# The molecule scenarios (extensions/molecule/{default,fleet}, docs/molecule.md): the Debian 12 VM image first
+# (scripts/vm_image.sh, cached in /var/cache/ebpf-fleet-vm/<recipe hash>/), then `molecule test -s <scenario>` from
+# extensions/ for each of MOLECULE_SCENARIOS, one after the other, with the collection from build/collections; each
+# scenario's output also goes to build/molecule/<scenario>.log. make test runs them through tests/vm (pytest, one
+# test per scenario, VM_WORKERS at a time: 1, as two scenarios side by side are no faster on 2 cores) after the
+# integration tests.
+MOLECULE_SCENARIOS ?= default fleet
+VM_WORKERS ?= 1
 vm-image: setup
 	@start=$$(date +%s); bash scripts/vm_image.sh >/dev/null; echo "== VM image ready in $$(( $$(date +%s) - start )) s"
 
-molecule: setup collection-link vm-image
-	@mkdir -p $(dir $(MOLECULE_LOG)); start=$$(date +%s); \
-	cd extensions && PATH=$(VENV)/bin:$$PATH ANSIBLE_NOCOLOR=1 NO_COLOR=1 ANSIBLE_FORCE_COLOR=0 \
-	  $(VENV)/bin/molecule test -s default 2>&1 | tee $(MOLECULE_LOG); \
-	echo "== molecule test took $$(( $$(date +%s) - start )) s (log: $(MOLECULE_LOG))"
+molecule: setup collection-link bpf vm-image
+	@mkdir -p $(BUILD)/molecule; rc=0; for s in $(MOLECULE_SCENARIOS); do \
+	  start=$$(date +%s); \
+	  (cd extensions && PATH=$(VENV)/bin:$$PATH ANSIBLE_NOCOLOR=1 NO_COLOR=1 ANSIBLE_FORCE_COLOR=0 \
+	    $(VENV)/bin/molecule test -s $$s 2>&1 | tee $(BUILD)/molecule/$$s.log; exit $${PIPESTATUS[0]}) || rc=1; \
+	  echo "== molecule test -s $$s took $$(( $$(date +%s) - start )) s (log: $(BUILD)/molecule/$$s.log)"; \
+	done; exit $$rc
+
+vm: setup collection-link bpf vm-image
+	@mkdir -p $(REPORTS) $(BUILD)/molecule; rm -f $(BUILD)/molecule/*.steps.json; rc=0; \
+	$(PYTEST) -q -n $(VM_WORKERS) tests/vm --junitxml=$(REPORTS)/vm.xml || rc=$$?; \
+	for f in $(BUILD)/molecule/*.steps.json; do [ -f "$$f" ] || continue; $(PY) -c 'import json, sys; \
+	  print("== molecule %s (s): %s" % (sys.argv[1].split("/")[-1].split(".")[0], ", ".join("%s %s" % (k, "+".join(str(r["seconds"]) for r in v)) \
+	  for k, v in json.load(open(sys.argv[1])).items())))' "$$f"; done; exit $$rc
 
 build-collection: setup
 	@mkdir -p $(BUILD)/dist

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build (or reuse) the Debian 12 VM image of the molecule scenario (extensions/molecule/default, docs/molecule.md).
+# Build (or reuse) the Debian 12 VM image of the molecule scenarios (extensions/molecule/, docs/molecule.md).
 #   bash scripts/vm_image.sh          prints the image folder (the last line of its output)
 # The folder, /var/cache/ebpf-fleet-vm/<recipe hash>/, holds:
 #   rootfs.img    ext4 root file system (root=/dev/vda), made by `mke2fs -d` from an mmdebstrap tree: no loop mounts
@@ -14,15 +14,17 @@ set -euo pipefail
 SELF="$(readlink -f "${BASH_SOURCE[0]}")"
 CACHE="${VM_IMAGE_CACHE:-/var/cache/ebpf-fleet-vm}"
 SUITE=bookworm
-IMAGE_SIZE=2G
+IMAGE_SIZE=3G
 
 # What the VM runs: the distribution kernel, systemd as PID 1 (real units, timers and reboots), sshd and Python for
 # Ansible, dbus (shutdown and ansible.builtin.reboot ask logind), python3-apt for the package module (with no network inside, it must not try to install it), and what
-# roles/bpf_host/vars/Debian.yml installs (base + bpftool) so its package task finds everything in place. No clang:
-# the scenario compiles on the controller.
+# roles/bpf_host/vars/Debian.yml installs (base + bpftool, and bcc with the kernel's headers for the fleet
+# scenario's compiler=bcc host) so its package task finds everything in place; xdp-tools (xdp-loader, xdp-filter)
+# for the libxdp dispatcher checks; ping for the checks inside a VM. No clang: the scenarios compile on the controller.
 VM_PACKAGES=(
     linux-image-amd64 systemd-sysv udev dbus openssh-server python3 python3-apt
     libbpf1 python3-pyroute2 python3-jmespath iproute2 ethtool bpftool
+    python3-bpfcc linux-headers-amd64 xdp-tools iputils-ping
 )
 # Kernel modules the VM never loads (it has virtio devices only), left out to keep the image small.
 PRUNE_MODULES=(
@@ -68,8 +70,9 @@ build() {
     mkdir -p "$tree"
     # - initramfs-tools builds a small initrd (virtio and ext4 only: MODULES=list) instead of the generic one
     # - no documentation, man pages or translations
-    # - networkd configures the NICs by MAC (the scenario's create.yml gives them these addresses): mgmt0 by DHCP
-    #   from qemu's user-mode network, data0 statically in 198.51.100.0/24
+    # - udev names the NICs by their PCI slot (create.yml puts them there): mgmt0 (networkd, DHCP from qemu's
+    #   user-mode network) and data0, whose address and the host name come from the kernel command line
+    #   (ip=, systemd.hostname=; systemd-network-generator writes the .network), so one image serves every VM
     # - the timers and services a test VM does not need are masked (apt's daily runs, e2scrub, fstrim)
     # shellcheck disable=SC2016 # the hooks are shell code that mmdebstrap runs with the tree as $1
     nice -n 10 mmdebstrap --variant=apt --mode=root --format=directory --quiet \
@@ -104,15 +107,11 @@ customize() {
     printf 'UseDNS no\nGSSAPIAuthentication no\nPermitRootLogin prohibit-password\n' \
         >"$root/etc/ssh/sshd_config.d/ebpf-fleet-vm.conf"
     mkdir -p "$root/etc/systemd/network"
-    printf '[Match]\nPermanentMACAddress=52:54:00:eb:f0:01\n[Link]\nName=mgmt0\n' \
-        >"$root/etc/systemd/network/10-mgmt0.link"
-    printf '[Match]\nPermanentMACAddress=52:54:00:eb:f0:02\n[Link]\nName=data0\n' \
-        >"$root/etc/systemd/network/10-data0.link"
+    printf '[Match]\nPath=pci-0000:00:05.0\n[Link]\nName=mgmt0\n' >"$root/etc/systemd/network/10-mgmt0.link"
+    printf '[Match]\nPath=pci-0000:00:06.0\n[Link]\nName=data0\n' >"$root/etc/systemd/network/10-data0.link"
     printf '[Match]\nName=mgmt0\n[Network]\nDHCP=ipv4\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n' \
         >"$root/etc/systemd/network/20-mgmt0.network"
-    printf '[Match]\nName=data0\n[Network]\nAddress=198.51.100.2/24\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n' \
-        >"$root/etc/systemd/network/20-data0.network"
-    chroot "$root" systemctl enable -q systemd-networkd.service
+    chroot "$root" systemctl enable -q systemd-networkd.service systemd-network-generator.service
     chroot "$root" systemctl mask -q apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer \
         e2scrub_reap.service systemd-networkd-wait-online.service
     # serial console only, no waiting for a boot menu

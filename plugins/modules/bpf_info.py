@@ -283,7 +283,11 @@ def run(module: AnsibleModule) -> None:
     if not module.check_mode:
         records.note_contact(params["state_dir"])  # an armed change's confirm window starts again (checkpoint.py)
     if compiled is not None:
-        module.exit_json(changed=False, query_result=compiled.search(facts))
+        try:
+            result = compiled.search(facts)
+        except jmespath.exceptions.JMESPathError as exc:  # a function given the wrong type (null for a missing key)
+            module.fail_json(msg="query=%r cannot be evaluated on this host's data: %s" % (params["query"], exc))
+        module.exit_json(changed=False, query_result=result)
     module.exit_json(changed=False, **facts)
 
 

@@ -89,6 +89,11 @@ def test_query_reduces_the_result(lab, run_module):
 def test_bad_query_and_unknown_interface_fail_clearly(lab, run_module):
     res = run_module("bpf_info", dict(lab.base, query="interfaces[?"), netns=lab.rx)
     assert res.failed and "query=" in res["msg"] and "JMESPath" in res["msg"]
+    # valid, but a function meets null where it wants an object (a deployment this host does not run)
+    res = run_module("bpf_info", dict(lab.base, query="values(deployments.nosuch.counters)"), netns=lab.rx)
+    assert res.failed and "bug" not in res["msg"], res["msg"]
+    expected = "query='values(deployments.nosuch.counters)' cannot be evaluated on this host's data: In function values(), invalid type for value: None"
+    assert res["msg"].startswith(expected), res["msg"]
     res = run_module("bpf_info", dict(lab.base, interfaces=["nope0"]), netns=lab.rx)
     assert res.failed and "nope0" in res["msg"] and "vb" in res["msg"]
 

@@ -205,7 +205,10 @@ def test_the_installed_units_restore_and_write_metrics_and_absent_is_refused_whi
     """After a deployment exists and a reboot wiped pins and attachments, each installed unit's ExecStart (read
     from the installed file, its environment from its Environment= and EnvironmentFile= lines: the role's
     /etc/default file) brings the program back and writes metrics that Prometheus's parser reads."""
-    assert host.play().returncode == 0
+    assert host.play(bpf_host_metrics_interval=60).returncode == 0
+    timer = open(os.path.join(paths.REPO, "extras", "host", "systemd", UNITS[2]), encoding="utf-8").read()
+    assert "OnUnitActiveSec=15s\n" in timer
+    assert (host.unit_dir / UNITS[2]).read_text() == timer.replace("OnUnitActiveSec=15s\n", "OnUnitActiveSec=60s\n")
     host.ns.veth("va", "vb")
     deployment = {
         "name": "counter",
@@ -281,13 +284,14 @@ def test_an_interface_that_cannot_be_used_fails_naming_host_interface_and_reason
         ({"bpf_host_state": "gone"}, "value of bpf_host_state must be one of: present, absent, got: gone"),
         ({"bpf_host_fstab_file": "etc/fstab"}, 'bpf_host_fstab_file "etc/fstab": expected an absolute path'),
         ({"bpf_host_lib_dir": "/usr/local/../lib"}, 'bpf_host_lib_dir "/usr/local/../lib": expected an absolute path'),
+        ({"bpf_host_metrics_interval": 0}, "bpf_host_metrics_interval 0: expected a number of seconds, at least 1"),
     ],
 )
 def test_wrong_variables_fail_with_the_argument_spec_or_a_named_message_before_any_change(host, variables, message):
     fresh = host.snapshot()
     proc = host.play(**variables)
     assert proc.returncode != 0 and message in proc.stdout, proc.stdout
-    if not {"bpf_host_fstab_file", "bpf_host_lib_dir"} & set(variables):
+    if not {"bpf_host_fstab_file", "bpf_host_lib_dir", "bpf_host_metrics_interval"} & set(variables):
         assert "Validation of arguments failed" in proc.stdout
     assert host.snapshot() == fresh and not host.is_mounted()
 

@@ -5,10 +5,13 @@ Mocked: systemd cannot run on this machine (PID 1 is not systemd), so these test
 tests/integration/test_checkpoint.py and test_rollouts.py; the systemd one runs for real in the VM scenarios.
 """
 
+import os
 import subprocess
 import sys
+import zipfile
 
 import pytest
+from harness import paths
 
 from ansible_collections.ebpf.fleet.plugins.module_utils.host import checkpoint
 
@@ -44,10 +47,12 @@ def test_the_watchdog_is_a_transient_unit_named_by_the_token(systemd, tmp_path):
             "--collect",
             "--quiet",
             "--service-type=exec",
-            "--setenv=PYTHONPATH=/var/lib/ebpf_fleet/.checkpoint/lib.zip",
             "--",
             sys.executable,
-            "-m",
+            "-I",
+            "-c",
+            checkpoint._WATCHDOG_BOOT,
+            "/var/lib/ebpf_fleet/.checkpoint/lib.zip",
             "ansible_collections.ebpf.fleet.plugins.module_utils.host.checkpoint",
             "watch",
             "--state-dir",
@@ -80,3 +85,24 @@ def test_a_unit_is_alive_while_systemctl_says_active_and_is_stopped_when_it_ling
     assert systemd.calls[-1] == ["systemctl", "stop", "ebpf-fleet-checkpoint-t1"]
     systemd.codes["systemctl"] = 3  # inactive
     assert not checkpoint.watchdog_alive(pending)
+
+
+def test_the_watchdog_runs_from_its_library_zip_without_running_a_sitecustomize_in_it(monkeypatch, tmp_path):
+    # for real (no systemd: the detached-process launcher): the library is a zip like the one an arm copies from
+    # a module's AnsiballZ payload, which holds a sitecustomize.py of ansible-core's; on PYTHONPATH, Python would
+    # import it at startup
+    lib = tmp_path / "lib.zip"
+    bundle = os.path.join(paths.REPO, "roles", "bpf_host", "files", "lib_bundle.py")
+    subprocess.run([sys.executable, bundle, os.path.join(paths.REPO, "plugins", "module_utils"), str(lib)], check=True)
+    marker = tmp_path / "sitecustomize-ran"
+    with zipfile.ZipFile(lib, "a") as payload:
+        payload.writestr("sitecustomize.py", "open(%r, 'w').close()\n" % str(marker))
+    state_dir = tmp_path / "state"
+    os.makedirs(checkpoint.folder(str(state_dir)))
+    monkeypatch.setattr(checkpoint, "_has_systemd", lambda: False)
+    monkeypatch.setenv("PYTHONPATH", str(lib))  # the arming module's own environment must not leak either
+    started = checkpoint._launch(str(state_dir), "t0ken", str(lib))
+    os.waitpid(started["pid"], 0)  # nothing is armed: the watchdog notes its start and exits
+    with open(os.path.join(checkpoint.folder(str(state_dir)), checkpoint.STARTED), encoding="utf-8") as handle:
+        assert handle.read() == "t0ken"
+    assert not marker.exists()

@@ -218,12 +218,19 @@ def _has_systemd() -> bool:
     return os.path.isdir("/run/systemd/system") and shutil.which("systemd-run") is not None
 
 
+# The watchdog puts its library on sys.path once Python has started (-I: no PYTHONPATH, no user site), then runs
+# this module. On PYTHONPATH, a module's AnsiballZ payload zip (the library an arm copies) would have its
+# sitecustomize.py imported at startup: ansible-core's wrapper writes one there that is not meant to run again.
+_WATCHDOG_BOOT = "import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); runpy.run_module(sys.argv.pop(1), run_name='__main__', alter_sys=True)"
+_WATCHDOG_MODULE = "ansible_collections.ebpf.fleet.plugins.module_utils.host.checkpoint"
+
+
 def _launch(state_dir: str, token: str, pythonpath: str) -> dict:
-    cmd = [sys.executable, "-m", "ansible_collections.ebpf.fleet.plugins.module_utils.host.checkpoint", "watch", "--state-dir", state_dir, "--token", token]
+    cmd = [sys.executable, "-I", "-c", _WATCHDOG_BOOT, pythonpath, _WATCHDOG_MODULE, "watch", "--state-dir", state_dir, "--token", token]
     if _has_systemd():
         unit = UNIT_PREFIX + token
         proc = subprocess.run(
-            ["systemd-run", "--unit", unit, "--collect", "--quiet", "--service-type=exec", "--setenv=PYTHONPATH=%s" % pythonpath, "--"] + cmd,
+            ["systemd-run", "--unit", unit, "--collect", "--quiet", "--service-type=exec", "--"] + cmd,
             capture_output=True,
             text=True,
             check=False,
@@ -231,7 +238,7 @@ def _launch(state_dir: str, token: str, pythonpath: str) -> dict:
         if proc.returncode != 0:
             raise CheckpointError("systemd-run could not start the revert watchdog %s: %s" % (unit, proc.stderr.strip() or proc.returncode))
         return {"launcher": "systemd", "unit": unit}
-    env = dict(os.environ, PYTHONPATH=pythonpath)
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     log = open(os.path.join(folder(state_dir), "watch.log"), "ab")  # pylint: disable=consider-using-with
     try:
         # its own session: the SSH session that armed it ends without taking it along

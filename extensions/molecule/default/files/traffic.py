@@ -7,32 +7,18 @@ object, {check: true when the traffic reached the VM}.
 """
 
 import json
-import socket
+import os
 import subprocess
 import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "files"))
+from probes import udp_reached  # noqa: E402 pylint: disable=wrong-import-position
 
 
 def ping(target: str, source: str) -> bool:
     """True when an echo request from source got its reply."""
     done = subprocess.run(["ping", "-n", "-q", "-c", "3", "-i", "0.3", "-W", "2", "-I", source, target], capture_output=True, check=False)
     return done.returncode == 0
-
-
-def udp_reached(target: str, source: str, port: int) -> bool:
-    """True when the VM's kernel saw the datagram (it refuses it: nothing listens), False when nothing came back."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((source, 0))
-        sock.connect((target, port))
-        sock.settimeout(1.0)
-        for _attempt in range(3):
-            try:
-                sock.send(b"ebpf.fleet molecule")
-                sock.recv(64)
-            except ConnectionRefusedError:
-                return True
-            except TimeoutError:
-                continue
-    return False
 
 
 def main() -> None:
