@@ -238,12 +238,11 @@ def _launch(state_dir: str, token: str, pythonpath: str) -> dict:
         if proc.returncode != 0:
             raise CheckpointError("systemd-run could not start the revert watchdog %s: %s" % (unit, proc.stderr.strip() or proc.returncode))
         return {"launcher": "systemd", "unit": unit}
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     log = open(os.path.join(folder(state_dir), "watch.log"), "ab")  # pylint: disable=consider-using-with
     try:
         # its own session: the SSH session that armed it ends without taking it along
         proc = subprocess.Popen(  # pylint: disable=consider-using-with
-            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/", env=env, close_fds=True, start_new_session=True
+            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/", close_fds=True, start_new_session=True
         )
     finally:
         log.close()
