@@ -109,6 +109,7 @@ def test_real_frames_and_fleet_rows_carry_their_comparisons(quick_run):
         "ansible.builtin.ping round",
         "deploy_xdp.yml, first deploy",
         "deploy_xdp.yml, changed=0 re-run",
+        "deploy_xdp.yml, changed=0 re-run, every role (deploy_xdp_fast_rerun=false)",
         "naive way (ip link + one bpftool call per entry)",
     ]
     assert all(row["floor"]["name"] == "ping round" for row in fleet["fleet_rollout"][1:])

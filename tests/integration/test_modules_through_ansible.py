@@ -59,6 +59,14 @@ GROUP_PLAYBOOK = """
         state: committed
         token: "{{ checkpoint.token }}"
       register: committed
+    - name: Record the host's fingerprint (bookkeeping, never a change)
+      ebpf.fleet.bpf_fingerprint:
+        state: recorded
+        digest: 0123456789abcdef
+    - name: The host is as the fingerprint says
+      ebpf.fleet.bpf_fingerprint:
+        digest: 0123456789abcdef
+      register: fingerprint
     - name: What is deployed
       ebpf.fleet.bpf_info:
         interfaces: [vb]
@@ -71,6 +79,7 @@ GROUP_PLAYBOOK = """
           - not xdp.changed or xdp.applied['xdp@vb'].action == 'attach'
           - (checkpoint.token | length > 0) != ansible_check_mode
           - committed.deployments == (['count', 'guard'] if xdp.changed and not ansible_check_mode else [])
+          - fingerprint.matches and fingerprint.reasons == []
         quiet: true
 """
 

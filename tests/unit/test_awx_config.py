@@ -130,6 +130,9 @@ def test_deploy_survey_defaults_and_bounds_pass_the_playbooks_own_checks(name):
         "(deploy_xdp_serial_items | map('string') | map('trim') | reject('match', '^[0-9]+%?$') | list) == []"
     ]
     assert failing_plan_checks({"deploy_xdp_confirm_timeout": 0}) == ["deploy_xdp_confirm_timeout | default(60) | string is match('^[1-9][0-9]{0,4}$')"]
+    assert failing_plan_checks({"deploy_xdp_fast_rerun": "sometimes"}) == [
+        "deploy_xdp_fast_rerun | default(true) | string | lower in ['true', 'false', 'yes', 'no']"
+    ]
 
 
 @pytest.mark.parametrize("variable,template", [("deploy_xdp_serial", "ebpf.fleet deploy"), ("rollback_serial", "ebpf.fleet rollback")])
