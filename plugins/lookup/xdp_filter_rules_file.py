@@ -233,7 +233,12 @@ class Converter:
         if self.family == "v4":
             parsed = [(prefixlen, base, rule) for (prefixlen, base), (_where, rule) in self.rules.items()]
             table = xdp_filter_tables.expand_v4_parsed(parsed)
-            maps = {"filter_v4": [self._stride_line(level, block, rule, flags) for (level, block), (rule, flags) in sorted(table.items())]}
+            masks = xdp_filter_tables.masks_v4(table)
+            lines = [
+                self._stride_line(level, block, rule, flags, masks.get(block) if level == 16 else None)
+                for (level, block), (rule, flags) in sorted(table.items())
+            ]
+            maps = {"filter_v4": lines}
         else:
             exact, prefixes = [], []
             for (prefixlen, base), (_where, rule) in sorted(self.rules.items(), key=lambda item: (item[0][1], item[0][0])):
@@ -250,9 +255,12 @@ class Converter:
             out[name] = (paths[name], len(lines))
         return out
 
-    def _stride_line(self, level: int, block: int, rule, flags) -> str:
+    def _stride_line(self, level: int, block: int, rule, flags, masks=None) -> str:
+        """One filter_v4 entry; masks: [hosts, blocks] of a /16 entry with "deeper"."""
         key = "%s/%d" % (socket.inet_ntop(socket.AF_INET, block.to_bytes(4, "big")), level)
         flags_json = FLAGS_JSON[(xdp_filter_tables.FLAG_DEEPER in flags, xdp_filter_tables.FLAG_MATCH in flags)]
+        if masks:
+            flags_json += ', "hosts": %d, "blocks": %d' % (masks[0], masks[1])
         if rule is None:
             return '{"key": "%s", "value": {"flags": %s}}' % (key, flags_json)
         rule_json = self._rule_json.get(id(rule))

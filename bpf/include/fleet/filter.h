@@ -12,8 +12,9 @@
  *   3. source rule, the longest match: action pass (allow list), drop (deny
  *      list) or redirect. IPv4, config.v4_lookup "table" (the default): the
  *      stride table filter_v4 (one hash map, keys /16, /24 and /32, see
- *      plugins/module_utils/dataplane/xdp_filter_tables.py), at most three lookups and
- *      usually one; "lpm": the exact hash filter_src_v4, then the LPM trie
+ *      plugins/module_utils/dataplane/xdp_filter_tables.py): the /16 entry,
+ *      then, as its masks say, the /32 entry and/or the /24 entry; usually
+ *      one lookup, at most three; "lpm": the exact hash filter_src_v4, then the LPM trie
  *      filter_pfx_v4. IPv6: the exact hash filter_src_v6, then the LPM trie
  *      filter_pfx_v6.
  *   4. per-source token bucket (config.rate_*), when enabled -> drop
@@ -118,10 +119,19 @@ struct fleet_filter_rule {
 	__u32 mark;	     /* not 0: handed to TC as skb->mark (fleet/meta.h) when the packet passes */
 };
 
-/* Value of filter_v4 (key: struct fleet_lpm_v4 with prefixlen 16, 24 or 32). */
+/* Value of filter_v4 (key: struct fleet_lpm_v4 with prefixlen 16, 24 or 32).
+ * hosts and blocks are set on /16 entries only (0 elsewhere): bit n stands for
+ * the /24 blocks 4n .. 4n+3 under the /16 (n = third octet / 4). hosts: some
+ * of them hold /32 entries; blocks: some of them have a /24 entry with
+ * "match". They let a lookup go from the /16 entry straight to the one level
+ * that can hold the answer (an exact address: /16 then /32, two lookups
+ * instead of three). A bit set in excess only costs a lookup that misses; a
+ * /16 entry with "deeper" and neither mask is walked level by level. */
 struct fleet_stride_entry {
 	struct fleet_filter_rule rule;
 	enum fleet_stride_flags flags;
+	__u64 hosts;
+	__u64 blocks;
 };
 
 /* Key of port-keyed hash maps (tc_egress). */
