@@ -232,7 +232,7 @@ def bench_filter_classes(args, bench):
     classes = [
         ("allow: default policy, UDP", udp4(ALLOW_SRC, 9999), "pass", {}),
         ("allow: port rule TCP/80", tcp4(ALLOW_SRC, 80), "pass", {}),
-        ("allow: source /16 and /24 populated (3 lookups)", udp4(POPULATED_SRC, 9999), "pass", {}),
+        ("allow: source /16 and /24 populated (exact addresses beside it)", udp4(POPULATED_SRC, 9999), "pass", {}),
         ("allow: IPv6 (exact hash + LPM)", udp6("2001:db8:ffff::1", 9999), "pass", {}),
         ("deny: exact source", udp4(EXACT_SRC, 9999), "drop", {}),
         ("deny: source prefix", udp4(PREFIX_SRC, 9999), "drop", {}),
