@@ -194,9 +194,8 @@ static __always_inline void fleet_stride_copy(const struct fleet_stride_entry *e
 	out->mark = e->rule.mark;
 }
 
-/* The walk of a table without masks: the /24 entry, then the /32 entry,
- * while "deeper" says there is more; the last "match" on the way is the
- * longest prefix. */
+/* One step of the level walk: the last "match" on the way is the longest
+ * prefix; returns whether "deeper" says there is more. */
 static __always_inline int fleet_stride_step(void *table, struct fleet_lpm_v4 *k, struct fleet_filter_rule *best, int *found)
 {
 	struct fleet_stride_entry *e = bpf_map_lookup_elem(table, k);
@@ -223,15 +222,16 @@ static __always_inline int fleet_stride_match(void *table, struct fleet_lpm_v4 *
 	return 1;
 }
 
-/* The /16 entry; below it, the /32 entry first (a /32 entry is the longest
- * match there is), then the /24 entry, each only when the /16 entry's masks
- * say the address's /24 block may have one. */
+/* The /16 entry; below it, when its flags say only /32 entries ("hosts") or
+ * only /24 entries with a rule ("blocks") exist there, that one level;
+ * otherwise the /24 entry, then the /32 entry, while "deeper" says there is
+ * more. The longest match wins: the /32 entry, else the /24's rule, else the
+ * /16's. */
 static __always_inline int fleet_stride_v4(__be32 addr, struct fleet_filter_rule *out)
 {
 	struct fleet_lpm_v4 k = { .prefixlen = 16, .addr = addr & bpf_htonl(0xffff0000) };
 	struct fleet_stride_entry *e;
-	__u64 bit, hosts, blocks;
-	__u32 zero = 0, flags;
+	__u32 zero = 0, flags, below;
 	int found = 0;
 	void *table;
 
@@ -248,23 +248,16 @@ static __always_inline int fleet_stride_v4(__be32 addr, struct fleet_filter_rule
 	}
 	if (!(flags & FLEET_STRIDE_DEEPER))
 		return found;
-	hosts = e->hosts;
-	blocks = e->blocks;
-	if (hosts | blocks) {
-		bit = 1ULL << ((bpf_ntohl(addr) >> 10) & 63);
-		if (hosts & bit) {
-			k.prefixlen = 32;
-			k.addr = addr;
-			if (fleet_stride_match(table, &k, out))
-				return 1;
-		}
-		if (blocks & bit) {
-			k.prefixlen = 24;
-			k.addr = addr & bpf_htonl(0xffffff00);
-			if (fleet_stride_match(table, &k, out))
-				return 1;
-		}
-		return found;
+	below = flags & (FLEET_STRIDE_HOSTS | FLEET_STRIDE_BLOCKS);
+	if (below == FLEET_STRIDE_HOSTS) {
+		k.prefixlen = 32;
+		k.addr = addr;
+		return fleet_stride_match(table, &k, out) || found;
+	}
+	if (below == FLEET_STRIDE_BLOCKS) {
+		k.prefixlen = 24;
+		k.addr = addr & bpf_htonl(0xffffff00);
+		return fleet_stride_match(table, &k, out) || found;
 	}
 	k.prefixlen = 24;
 	k.addr = addr & bpf_htonl(0xffffff00);

@@ -113,7 +113,7 @@ VERSION = "1"  # part of the digest: a change of the output format changes the f
 ACTIONS = ("pass", "drop")
 FIELDS = ("cidr", "action", "rule_id", "redirect_slot")
 # a stride entry's flags as JSON, by (deeper, match)
-FLAGS_JSON = {(True, True): '["deeper", "match"]', (True, False): '["deeper"]', (False, True): '["match"]'}
+FLAGS_JSON = {}  # frozenset of flag names -> their JSON list (a handful of combinations over millions of lines)
 
 
 def _parse_v4(text: str):
@@ -233,11 +233,10 @@ class Converter:
         if self.family == "v4":
             parsed = [(prefixlen, base, rule) for (prefixlen, base), (_where, rule) in self.rules.items()]
             table = xdp_filter_tables.expand_v4_parsed(parsed)
-            masks = xdp_filter_tables.masks_v4(table)
-            lines = [
-                self._stride_line(level, block, rule, flags, masks.get(block) if level == 16 else None)
-                for (level, block), (rule, flags) in sorted(table.items())
-            ]
+            below = xdp_filter_tables.below_flags_v4(table)  # a /16 entry's "hosts" and "blocks"
+            lines = []
+            for (level, block), (rule, flags) in sorted(table.items()):
+                lines.append(self._stride_line(level, block, rule, flags | below.get(block, set()) if level == 16 else flags))
             maps = {"filter_v4": lines}
         else:
             exact, prefixes = [], []
@@ -255,12 +254,11 @@ class Converter:
             out[name] = (paths[name], len(lines))
         return out
 
-    def _stride_line(self, level: int, block: int, rule, flags, masks=None) -> str:
-        """One filter_v4 entry; masks: [hosts, blocks] of a /16 entry with "deeper"."""
+    def _stride_line(self, level: int, block: int, rule, flags) -> str:
         key = "%s/%d" % (socket.inet_ntop(socket.AF_INET, block.to_bytes(4, "big")), level)
-        flags_json = FLAGS_JSON[(xdp_filter_tables.FLAG_DEEPER in flags, xdp_filter_tables.FLAG_MATCH in flags)]
-        if masks:
-            flags_json += ', "hosts": %d, "blocks": %d' % (masks[0], masks[1])
+        flags_json = FLAGS_JSON.get(frozenset(flags))
+        if flags_json is None:
+            flags_json = FLAGS_JSON[frozenset(flags)] = json.dumps(sorted(flags))
         if rule is None:
             return '{"key": "%s", "value": {"flags": %s}}' % (key, flags_json)
         rule_json = self._rule_json.get(id(rule))

@@ -87,17 +87,14 @@ class Tables:
         bits = self.flt.btf.enum("fleet_stride_flags")
         cache, out = {}, {}
         table = filter_tables.expand_v4_raw(rules)
-        masks = filter_tables.masks_v4(table)
+        below = filter_tables.below_flags_v4(table)
         for (level, block), (rule, flags) in table.items():
-            hosts, blocks = masks.get(block, (0, 0)) if level == 16 else (0, 0)
-            ck = (rule, tuple(sorted(flags)), hosts, blocks)
+            if level == 16:
+                flags = flags | below.get(block, set())
+            ck = (rule, tuple(sorted(flags)))
             if ck not in cache:
                 cache[ck] = self.flt.btf.pack(
-                    "fleet_stride_entry",
-                    rule=self._rule(rule) if rule else bytes(self.flt.btf.size("fleet_filter_rule")),
-                    flags=sum(bits[f] for f in flags),
-                    hosts=hosts,
-                    blocks=blocks,
+                    "fleet_stride_entry", rule=self._rule(rule) if rule else bytes(self.flt.btf.size("fleet_filter_rule")), flags=sum(bits[f] for f in flags)
                 )
             out[struct.pack("<I", level) + block.to_bytes(4, "big")] = cache[ck]
         return out

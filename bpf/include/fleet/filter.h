@@ -13,8 +13,8 @@
  *      list) or redirect. IPv4, config.v4_lookup "table" (the default): the
  *      stride table filter_v4 (one hash map, keys /16, /24 and /32, see
  *      plugins/module_utils/dataplane/xdp_filter_tables.py): the /16 entry,
- *      then, as its masks say, the /32 entry and/or the /24 entry; usually
- *      one lookup, at most three; "lpm": the exact hash filter_src_v4, then the LPM trie
+ *      then the /24 and /32 entries its flags point to; usually one lookup,
+ *      at most three; "lpm": the exact hash filter_src_v4, then the LPM trie
  *      filter_pfx_v4. IPv6: the exact hash filter_src_v6, then the LPM trie
  *      filter_pfx_v6.
  *   4. per-source token bucket (config.rate_*), when enabled -> drop
@@ -66,10 +66,16 @@ enum fleet_v4_lookup {
 };
 
 /* A filter_v4 entry: "match": rule covers the whole block; "deeper": entries
- * for longer blocks exist below this one. */
+ * for longer blocks exist below this one. On a /16 entry with "deeper",
+ * "hosts": /32 entries exist below it, "blocks": /24 entries with a rule
+ * exist below it; with only one of the two the lookup goes straight to that
+ * level (an exact address: /16 then /32, two lookups instead of three), with
+ * both (or neither: a table written without them) it walks /24 then /32. */
 enum fleet_stride_flags {
 	FLEET_STRIDE_MATCH = 1,
 	FLEET_STRIDE_DEEPER = 2,
+	FLEET_STRIDE_HOSTS = 4,
+	FLEET_STRIDE_BLOCKS = 8,
 };
 
 /* Which packets from a management source always pass. */
@@ -119,19 +125,10 @@ struct fleet_filter_rule {
 	__u32 mark;	     /* not 0: handed to TC as skb->mark (fleet/meta.h) when the packet passes */
 };
 
-/* Value of filter_v4 (key: struct fleet_lpm_v4 with prefixlen 16, 24 or 32).
- * hosts and blocks are set on /16 entries only (0 elsewhere): bit n stands for
- * the /24 blocks 4n .. 4n+3 under the /16 (n = third octet / 4). hosts: some
- * of them hold /32 entries; blocks: some of them have a /24 entry with
- * "match". They let a lookup go from the /16 entry straight to the one level
- * that can hold the answer (an exact address: /16 then /32, two lookups
- * instead of three). A bit set in excess only costs a lookup that misses; a
- * /16 entry with "deeper" and neither mask is walked level by level. */
+/* Value of filter_v4 (key: struct fleet_lpm_v4 with prefixlen 16, 24 or 32). */
 struct fleet_stride_entry {
 	struct fleet_filter_rule rule;
 	enum fleet_stride_flags flags;
-	__u64 hosts;
-	__u64 blocks;
 };
 
 /* Key of port-keyed hash maps (tc_egress). */
