@@ -184,9 +184,18 @@ static __always_inline int fleet_is_mgmt(const struct fleet_filter_config *cfg, 
 	}
 }
 
-/* The stride table: the /16 block, then /24, then /32, while "deeper" says
- * there is more; the last "match" on the way is the longest prefix. Rules
- * are copied out (the verifier refuses selects between map pointers). */
+/* The stride table. Rules are copied out (the verifier refuses selects
+ * between map pointers). */
+static __always_inline void fleet_stride_copy(const struct fleet_stride_entry *e, struct fleet_filter_rule *out)
+{
+	out->action = e->rule.action;
+	out->rule_id = e->rule.rule_id;
+	out->redirect_slot = e->rule.redirect_slot;
+	out->mark = e->rule.mark;
+}
+
+/* One step of the level walk: the last "match" on the way is the longest
+ * prefix; returns whether "deeper" says there is more. */
 static __always_inline int fleet_stride_step(void *table, struct fleet_lpm_v4 *k, struct fleet_filter_rule *best, int *found)
 {
 	struct fleet_stride_entry *e = bpf_map_lookup_elem(table, k);
@@ -196,27 +205,60 @@ static __always_inline int fleet_stride_step(void *table, struct fleet_lpm_v4 *k
 		return 0;
 	flags = e->flags;
 	if (flags & FLEET_STRIDE_MATCH) {
-		best->action = e->rule.action;
-		best->rule_id = e->rule.rule_id;
-		best->redirect_slot = e->rule.redirect_slot;
-		best->mark = e->rule.mark;
+		fleet_stride_copy(e, best);
 		*found = 1;
 	}
 	return flags & FLEET_STRIDE_DEEPER;
 }
 
+/* One level's entry, when it holds a rule: the longest match (1). */
+static __always_inline int fleet_stride_match(void *table, struct fleet_lpm_v4 *k, struct fleet_filter_rule *out)
+{
+	struct fleet_stride_entry *e = bpf_map_lookup_elem(table, k);
+
+	if (!e || !(e->flags & FLEET_STRIDE_MATCH))
+		return 0;
+	fleet_stride_copy(e, out);
+	return 1;
+}
+
+/* The /16 entry; below it, when its flags say only /32 entries ("hosts") or
+ * only /24 entries with a rule ("blocks") exist there, that one level;
+ * otherwise the /24 entry, then the /32 entry, while "deeper" says there is
+ * more. The longest match wins: the /32 entry, else the /24's rule, else the
+ * /16's. */
 static __always_inline int fleet_stride_v4(__be32 addr, struct fleet_filter_rule *out)
 {
 	struct fleet_lpm_v4 k = { .prefixlen = 16, .addr = addr & bpf_htonl(0xffff0000) };
-	__u32 zero = 0;
+	struct fleet_stride_entry *e;
+	__u32 zero = 0, flags, below;
 	int found = 0;
 	void *table;
 
 	table = bpf_map_lookup_elem(&filter_v4, &zero);
 	if (!table)
 		return 0;
-	if (!fleet_stride_step(table, &k, out, &found))
+	e = bpf_map_lookup_elem(table, &k);
+	if (!e)
+		return 0;
+	flags = e->flags;
+	if (flags & FLEET_STRIDE_MATCH) {
+		fleet_stride_copy(e, out);
+		found = 1;
+	}
+	if (!(flags & FLEET_STRIDE_DEEPER))
 		return found;
+	below = flags & (FLEET_STRIDE_HOSTS | FLEET_STRIDE_BLOCKS);
+	if (below == FLEET_STRIDE_HOSTS) {
+		k.prefixlen = 32;
+		k.addr = addr;
+		return fleet_stride_match(table, &k, out) || found;
+	}
+	if (below == FLEET_STRIDE_BLOCKS) {
+		k.prefixlen = 24;
+		k.addr = addr & bpf_htonl(0xffffff00);
+		return fleet_stride_match(table, &k, out) || found;
+	}
 	k.prefixlen = 24;
 	k.addr = addr & bpf_htonl(0xffffff00);
 	if (!fleet_stride_step(table, &k, out, &found))

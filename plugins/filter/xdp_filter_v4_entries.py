@@ -47,7 +47,7 @@ EXAMPLES = r"""
       - {cidr: 198.51.100.128/25, action: pass, rule_id: 8}
       - {cidr: 203.0.113.0/24, action: pass, rule_id: 9, mark: 0x10}  # egress class of mark 0x10 (tc_egress)
 
-# [{"key": "198.51.0.0/16", "value": {"flags": ["deeper"]}},
+# [{"key": "198.51.0.0/16", "value": {"flags": ["blocks", "deeper", "hosts"]}},
 #  {"key": "198.51.100.0/24", "value": {"rule": {"action": "drop", "rule_id": 7, "redirect_slot": 0},
 #   "flags": ["deeper", "match"]}}, 198.51.100.128/32 ... 198.51.100.255/32 with rule 8 and flags [match]]
 """
@@ -59,6 +59,9 @@ _value:
       rule_id, redirect_slot}, flags: [match, deeper]}}), sorted by level and address; the rule of an item with a
       C(mark) also holds C(mark) (a number)."
     - A block that only leads to longer blocks has no C(rule) (all zero) and the flag C(deeper) alone.
+    - "A /16 block with C(deeper) also has the flag C(hosts) when /32 entries are below it and C(blocks) when /24
+      entries with a rule are; with only one of the two the filter goes straight to that level (an exact address:
+      two lookups instead of three)."
   type: list
   elements: dict
 """

@@ -113,7 +113,7 @@ VERSION = "1"  # part of the digest: a change of the output format changes the f
 ACTIONS = ("pass", "drop")
 FIELDS = ("cidr", "action", "rule_id", "redirect_slot")
 # a stride entry's flags as JSON, by (deeper, match)
-FLAGS_JSON = {(True, True): '["deeper", "match"]', (True, False): '["deeper"]', (False, True): '["match"]'}
+FLAGS_JSON = {}  # frozenset of flag names -> their JSON list (a handful of combinations over millions of lines)
 
 
 def _parse_v4(text: str):
@@ -233,7 +233,11 @@ class Converter:
         if self.family == "v4":
             parsed = [(prefixlen, base, rule) for (prefixlen, base), (_where, rule) in self.rules.items()]
             table = xdp_filter_tables.expand_v4_parsed(parsed)
-            maps = {"filter_v4": [self._stride_line(level, block, rule, flags) for (level, block), (rule, flags) in sorted(table.items())]}
+            below = xdp_filter_tables.below_flags_v4(table)  # a /16 entry's "hosts" and "blocks"
+            lines = []
+            for (level, block), (rule, flags) in sorted(table.items()):
+                lines.append(self._stride_line(level, block, rule, flags | below.get(block, set()) if level == 16 else flags))
+            maps = {"filter_v4": lines}
         else:
             exact, prefixes = [], []
             for (prefixlen, base), (_where, rule) in sorted(self.rules.items(), key=lambda item: (item[0][1], item[0][0])):
@@ -252,7 +256,9 @@ class Converter:
 
     def _stride_line(self, level: int, block: int, rule, flags) -> str:
         key = "%s/%d" % (socket.inet_ntop(socket.AF_INET, block.to_bytes(4, "big")), level)
-        flags_json = FLAGS_JSON[(xdp_filter_tables.FLAG_DEEPER in flags, xdp_filter_tables.FLAG_MATCH in flags)]
+        flags_json = FLAGS_JSON.get(frozenset(flags))
+        if flags_json is None:
+            flags_json = FLAGS_JSON[frozenset(flags)] = json.dumps(sorted(flags))
         if rule is None:
             return '{"key": "%s", "value": {"flags": %s}}' % (key, flags_json)
         rule_json = self._rule_json.get(id(rule))

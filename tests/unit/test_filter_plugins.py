@@ -34,7 +34,7 @@ def test_v4_rules_become_the_stride_table_of_filter_tables():
     assert got == want
     by_key = {entry["key"]: entry["value"] for entry in got}
     assert len([key for key in by_key if key.endswith("/16")]) == 65536
-    assert by_key["198.51.0.0/16"] == {"rule": DROP7, "flags": ["deeper", "match"]}
+    assert by_key["198.51.0.0/16"] == {"rule": DROP7, "flags": ["deeper", "hosts", "match"]}
     # the /24 only leads to the /32: no rule of its own (bpf_map writes the missing member as zero)
     assert by_key["198.51.100.0/24"] == {"flags": ["deeper"]}
     assert by_key["198.51.100.3/32"] == {"rule": PASS8, "flags": ["match"]}
@@ -43,7 +43,10 @@ def test_v4_rules_become_the_stride_table_of_filter_tables():
 def test_v4_redirect_rule_keeps_its_slot_and_an_empty_list_is_an_empty_table():
     got = v4_entries([{"cidr": "192.0.2.0/24", "action": "redirect", "rule_id": 3, "redirect_slot": 5}])
     redirect = {"action": "redirect", "rule_id": 3, "redirect_slot": 5}
-    assert got == [{"key": "192.0.0.0/16", "value": {"flags": ["deeper"]}}, {"key": "192.0.2.0/24", "value": {"rule": redirect, "flags": ["match"]}}]
+    assert got == [
+        {"key": "192.0.0.0/16", "value": {"flags": ["blocks", "deeper"]}},
+        {"key": "192.0.2.0/24", "value": {"rule": redirect, "flags": ["match"]}},
+    ]
     assert v4_entries([]) == []
 
 
@@ -316,7 +319,10 @@ def test_filters_load_by_their_fqcn_in_a_template_and_errors_reach_the_operator(
     assert proc.returncode == 0, proc.stdout + proc.stderr
     got = json.loads(json.loads(proc.stdout[proc.stdout.index("{") :])["msg"])
     drop1 = {"action": "drop", "rule_id": 1, "redirect_slot": 0}
-    assert got["v4"] == [{"key": "192.0.0.0/16", "value": {"flags": ["deeper"]}}, {"key": "192.0.2.0/24", "value": {"rule": drop1, "flags": ["match"]}}]
+    assert got["v4"] == [
+        {"key": "192.0.0.0/16", "value": {"flags": ["blocks", "deeper"]}},
+        {"key": "192.0.2.0/24", "value": {"rule": drop1, "flags": ["match"]}},
+    ]
     assert got["ports"][0]["key"] == 53 and got["lb"] == 101
     bad = "{{ [{'cidr': '192.0.2.0/33', 'action': 'drop'}] | ebpf.fleet.xdp_filter_v4_entries }}"
     proc = subprocess.run(

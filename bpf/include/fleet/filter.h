@@ -12,8 +12,9 @@
  *   3. source rule, the longest match: action pass (allow list), drop (deny
  *      list) or redirect. IPv4, config.v4_lookup "table" (the default): the
  *      stride table filter_v4 (one hash map, keys /16, /24 and /32, see
- *      plugins/module_utils/dataplane/xdp_filter_tables.py), at most three lookups and
- *      usually one; "lpm": the exact hash filter_src_v4, then the LPM trie
+ *      plugins/module_utils/dataplane/xdp_filter_tables.py): the /16 entry,
+ *      then the /24 and /32 entries its flags point to; usually one lookup,
+ *      at most three; "lpm": the exact hash filter_src_v4, then the LPM trie
  *      filter_pfx_v4. IPv6: the exact hash filter_src_v6, then the LPM trie
  *      filter_pfx_v6.
  *   4. per-source token bucket (config.rate_*), when enabled -> drop
@@ -65,10 +66,16 @@ enum fleet_v4_lookup {
 };
 
 /* A filter_v4 entry: "match": rule covers the whole block; "deeper": entries
- * for longer blocks exist below this one. */
+ * for longer blocks exist below this one. On a /16 entry with "deeper",
+ * "hosts": /32 entries exist below it, "blocks": /24 entries with a rule
+ * exist below it; with only one of the two the lookup goes straight to that
+ * level (an exact address: /16 then /32, two lookups instead of three), with
+ * both (or neither: a table written without them) it walks /24 then /32. */
 enum fleet_stride_flags {
 	FLEET_STRIDE_MATCH = 1,
 	FLEET_STRIDE_DEEPER = 2,
+	FLEET_STRIDE_HOSTS = 4,
+	FLEET_STRIDE_BLOCKS = 8,
 };
 
 /* Which packets from a management source always pass. */

@@ -10,11 +10,15 @@ level at or below its prefix length (a /12 becomes sixteen /16 entries, a /20
 sixteen /24 entries, a /27 thirty-two /32 entries), the longest prefix winning
 where expansions overlap. An entry carries the rule that covers its whole
 block (flag ``match``) and says whether longer entries exist below it (flag
-``deeper``), so a lookup stops at the first level with nothing below.
+``deeper``), so a lookup stops at the first level with nothing below. A /16
+entry with ``deeper`` also says what is below it: ``hosts`` (/32 entries),
+``blocks`` (/24 entries with a rule). With only one of the two the filter goes
+from the /16 entry straight to that level, so an exact address under a /16
+without /24 rules costs two lookups, not three.
 
 Keys are written as CIDRs (``fleet_lpm_v4``), values as
-``{"rule": <the rule>, "flags": ["match", "deeper"]}``, which is the notation
-the bpf_map module writes through the map's BTF.
+``{"rule": <the rule>, "flags": ["match", "deeper", "hosts", "blocks"]}``,
+which is the notation the bpf_map module writes through the map's BTF.
 
     entries = expand_v4({"198.51.100.0/24": {"action": "drop", "rule_id": 1},
                          "198.51.100.3": {"action": "pass", "rule_id": 2}})
@@ -29,6 +33,8 @@ from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetErro
 LEVELS = (16, 24, 32)
 FLAG_MATCH = "match"
 FLAG_DEEPER = "deeper"
+FLAG_HOSTS = "hosts"  # on a /16 entry: /32 entries below
+FLAG_BLOCKS = "blocks"  # on a /16 entry: /24 entries with a rule below
 
 
 class FilterTableError(FleetError, ValueError):
@@ -75,19 +81,49 @@ def expand_v4_parsed(parsed: list) -> dict:
     return table
 
 
+def below_flags_v4(table: dict) -> dict:
+    """{int /16 network: {"hosts", "blocks"} or part} for an expand_v4_raw() table: what its /16 entries say is
+    below them (/32 entries; /24 entries with a rule)."""
+    below = {}
+    for (level, block), (_rule, flags) in table.items():
+        if level == 32:
+            below.setdefault(block & 0xFFFF0000, set()).add(FLAG_HOSTS)
+        elif level == 24 and FLAG_MATCH in flags:
+            below.setdefault(block & 0xFFFF0000, set()).add(FLAG_BLOCKS)
+    return below
+
+
 def expand_v4(rules: dict) -> list:
-    """The table as bpf_map entries: [{"key": "198.51.0.0/16", "value": {"rule": ..., "flags": [...]}}]."""
+    """The table as bpf_map entries: [{"key": "198.51.0.0/16", "value": {"rule": ..., "flags": [...]}}], a /16
+    entry's flags with what is below it (below_flags_v4)."""
+    table = expand_v4_raw(rules)
+    below = below_flags_v4(table)
     out = []
-    for (level, block), (rule, flags) in sorted(expand_v4_raw(rules).items()):
+    for (level, block), (rule, flags) in sorted(table.items()):
+        if level == 16:
+            flags = flags | below.get(block, set())
         out.append({"key": "%s/%d" % (ipaddress.IPv4Address(block), level), "value": {"rule": rule, "flags": sorted(flags)}})
     return out
 
 
-def lookup_v4(table: dict, address: str):
-    """What xdp_filter finds for address in an expand_v4_raw() table (for tests and dry runs)."""
+def lookup_v4(table: dict, address: str, below: dict = None):
+    """What xdp_filter finds for address in an expand_v4_raw() table, walked as the program walks it (for tests and
+    dry runs); below: the /16 entries' extra flags (below_flags_v4(table) when not given; {}: a table without them)."""
+    if below is None:
+        below = below_flags_v4(table)
     addr = int(ipaddress.IPv4Address(address))
-    best = None
-    for level in LEVELS:
+    top = table.get((16, addr & 0xFFFF0000))
+    if top is None:
+        return None
+    best = top[0] if FLAG_MATCH in top[1] else None
+    if FLAG_DEEPER not in top[1]:
+        return best
+    only = below.get(addr & 0xFFFF0000, set())
+    levels = {frozenset({FLAG_HOSTS}): (32,), frozenset({FLAG_BLOCKS}): (24,)}.get(frozenset(only))
+    if levels is not None:  # straight to the one level below that can hold the answer
+        entry = table.get((levels[0], addr & ((0xFFFFFFFF << (32 - levels[0])) & 0xFFFFFFFF)))
+        return entry[0] if entry is not None and FLAG_MATCH in entry[1] else best
+    for level in (24, 32):
         entry = table.get((level, addr & ((0xFFFFFFFF << (32 - level)) & 0xFFFFFFFF)))
         if entry is None:
             break

@@ -47,11 +47,16 @@ class Filter(LoadedProgram):
         fields.setdefault("v4_lookup", self.v4_lookup)
         self.update("filter_config", struct.pack("<I", 0), self.btf.pack("fleet_filter_config", **fields))
 
-    def stride_entries(self, rules: dict) -> dict:
-        """filter_v4 keys and values (bytes) for {address or CIDR: rule tuple}, through xdp_filter_tables."""
+    def stride_entries(self, rules: dict, below: bool = True) -> dict:
+        """filter_v4 keys and values (bytes) for {address or CIDR: rule tuple}, through xdp_filter_tables; below=False:
+        the /16 entries without the flags that say what is below them ("hosts", "blocks")."""
         flag_bits = self.btf.enum("fleet_stride_flags")
         out = {}
-        for (level, block), (rule, flags) in xdp_filter_tables.expand_v4_raw(rules).items():
+        table = xdp_filter_tables.expand_v4_raw(rules)
+        extra = xdp_filter_tables.below_flags_v4(table) if below else {}
+        for (level, block), (rule, flags) in table.items():
+            if level == 16:
+                flags = flags | extra.get(block, set())
             value = self.btf.pack(
                 "fleet_stride_entry", rule=self.rule(*rule) if rule else bytes(self.btf.size("fleet_filter_rule")), flags=sum(flag_bits[f] for f in flags)
             )

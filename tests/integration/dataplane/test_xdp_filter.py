@@ -338,6 +338,48 @@ def test_rule_set_swap_of_prefixes_and_ports(flt):
             os.close(fd)
 
 
+# ---------------------------------------------------------------- the stride table's /16 flags "hosts" and "blocks"
+
+STRIDE_RULES = {
+    "192.0.2.66": ("drop", 1),
+    "192.0.2.160/27": ("pass", 2),
+    "192.0.2.0/24": ("drop", 3),
+    "192.0.9.0/24": ("redirect", 4),
+    "192.0.0.0/16": ("pass", 5),
+    "198.51.100.7": ("drop", 6),
+    "203.0.113.0/24": ("drop", 7),
+}
+# (source, verdict, rule id): under 192.0/16 exact addresses, a /27 and /24s (walked level by level); under 198.51/16
+# only an exact address (/16 then /32); under 203.0/16 only a /24 rule (/16 then /24)
+STRIDE_PROBES = [
+    ("192.0.2.66", XDP_DROP, 1),
+    ("192.0.2.170", XDP_PASS, 2),
+    ("192.0.2.5", XDP_DROP, 3),
+    ("192.0.1.5", XDP_PASS, 5),
+    ("192.0.9.1", XDP_PASS, 4),  # redirect to an empty slot: pass
+    ("192.0.200.1", XDP_PASS, 5),
+    ("198.51.100.7", XDP_DROP, 6),
+    ("198.51.100.8", XDP_PASS, None),  # same /24 as an exact address, no rule of its own
+    ("198.51.101.7", XDP_PASS, None),
+    ("203.0.113.1", XDP_DROP, 7),
+    ("203.0.112.1", XDP_PASS, None),
+]
+
+
+@pytest.mark.parametrize("below", ["with", "without"])
+def test_stride_table_answers_the_same_with_and_without_the_16_flags_hosts_and_blocks(fresh, below):
+    """The filter takes a /16 entry's "hosts" or "blocks" to skip a level; a table written without them (as before
+    they existed) is walked level by level: the same verdict and rule counter either way."""
+    fresh.fill("filter_v4", fresh.stride_entries(STRIDE_RULES, below=below == "with"))
+    fresh.configure(default_verdict="pass")
+    for source, retval, rule in STRIDE_PROBES:
+        before = fresh.counters()
+        assert fresh.run(udp4(source)).retval == retval, source
+        moved = delta(before, fresh.counters())
+        rules = {key[1] for key in moved if key[0] == "rule"}
+        assert rules == ({rule} if rule else set()), source
+
+
 # ---------------------------------------------------------------- token buckets over simulated time
 
 SEC = 1_000_000_000
