@@ -40,6 +40,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
+from itertools import repeat
 
 from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError, short_repr
 from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import btf as btf_mod
@@ -260,7 +261,7 @@ class AddressCodec(Codec):
 
     def encode_many(self, values, where):
         pton, family = socket.inet_pton, self.family
-        return _bulk(self, lambda vals: [pton(family, v) for v in vals], values, where)
+        return _bulk(self, lambda vals: list(map(pton, repeat(family, len(vals)), vals)), values, where)
 
 
 class MacCodec(Codec):
