@@ -129,6 +129,11 @@ def test_plan_from_the_bytes_read_of_a_sync_from_empty_and_of_a_no_op():
     plan = _same_plan(codec, {}, desired, "sync")
     assert plan.added == plan.write == [b"a", b"b", b"c"] and not plan.removed
     assert _same_plan(codec, {b"c": b"1", b"a": b"1", b"b": b"1"}, desired, "sync").empty
+    # read back in the declared order (a trie and a sorted file): the same keys, the values still compared
+    assert _same_plan(codec, dict(desired), desired, "sync").empty
+    assert _same_plan(codec, {b"a": b"1", b"b": b"2", b"c": b"3"}, {b"a": b"1", b"b": b"2", b"c": b"3"}, "sync").empty
+    plan = _same_plan(codec, {b"a": b"1", b"b": b"2", b"c": b"3"}, {b"a": b"1", b"b": b"9", b"c": b"3"}, "merge")
+    assert plan.changed == plan.write == [b"b"] and plan.current[b"b"] == b"2"
 
 
 @pytest.mark.parametrize("values", [b"1231", b"1111"])

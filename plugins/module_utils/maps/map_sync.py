@@ -409,10 +409,16 @@ def plan_raw(codec: MapCodec, raw, desired: dict, mode: str) -> Plan:
     ks, vs = codec.key_size, codec.value_buf_size
     uniform = _uniform(desired)
     same_values = uniform is not None and values.count(uniform) == count  # every element holds it
+    declared_keys = b"".join(desired)
+    if keys == declared_keys and (same_values or values == b"".join(desired.values())):
+        # the declared entries, read back in the declared order (a trie gives its prefixes back sorted, as a
+        # sorted file declares them): nothing to do, found without looking at a single key
+        return Plan(desired=desired, current={})
     if same_values and ks in _INT_TYPECODES:
-        result = _plan_sorted(keys, ks, count, desired, values[:vs], mode)
+        result = _plan_sorted(keys, declared_keys, ks, count, desired, values[:vs], mode)
         if result is not None:
             return result
+    del declared_keys
 
     def key_at(i):
         return keys[i * ks : i * ks + ks]
@@ -466,13 +472,14 @@ def _int_keys(data: bytes, size: int) -> list:
     return ints.tolist()
 
 
-def _plan_sorted(keys: bytes, size: int, count: int, desired: dict, value: bytes, mode: str):
+def _plan_sorted(keys: bytes, declared_keys: bytes, size: int, count: int, desired: dict, value: bytes, mode: str):
     """plan_raw() for keys of 1, 2, 4 or 8 bytes where every element and every declared entry holds the
     same value: only keys can differ. Sorted integer lists are compared in order (memory read in
-    sequence, not at random); None when the map gave a key twice (it changed while it was read)."""
+    sequence, not at random); None when the map gave a key twice (it changed while it was read).
+    declared_keys: the keys of desired, joined."""
     current_ints = _int_keys(keys, size)  # in the kernel's order
     current_sorted = sorted(current_ints)
-    desired_ints = _int_keys(b"".join(desired), size)  # in the declared order
+    desired_ints = _int_keys(declared_keys, size)  # in the declared order
     desired_sorted = sorted(desired_ints)
     result = Plan(desired=desired, current={})
     if current_sorted == desired_sorted:  # desired has no key twice: neither has the map
