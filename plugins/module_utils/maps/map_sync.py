@@ -494,7 +494,8 @@ def _plan_sorted(keys: bytes, declared_keys: bytes, size: int, count: int, desir
         result.write = list(result.added)
     if gone and mode != "merge":
         gone = frozenset(gone)
-        result.removed = list(compress(_pieces(keys, size, count), map(gone.__contains__, current_ints)))
+        at = compress(range(0, size * count, size), map(gone.__contains__, current_ints))
+        result.removed = [keys[i : i + size] for i in at]
         result.current = dict.fromkeys(result.removed, value)
     return result
 
