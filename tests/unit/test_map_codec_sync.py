@@ -89,7 +89,7 @@ def test_plan_from_the_bytes_read_equals_the_plan_from_the_current_dict(map_type
     rng = random.Random("%s %s %s" % (map_type, mode, uniform))
     keys = [bytes([i, 0]) for i in range(24)]
     values = [bytes([i]) * size for i in range(3)]
-    for _ in range(200):
+    for _round in range(200):
         current = {key: rng.choice(values) for key in rng.sample(keys, rng.randint(0, 16))}
         declared = rng.sample(keys, rng.randint(0, 16))
         if mode == "absent":
@@ -114,7 +114,7 @@ def test_plan_from_the_bytes_read_of_a_plain_list_equals_the_plan_from_the_curre
     rng = random.Random("%d %s" % (key_size, mode))
     value = b"\1\0\0\0"
     for size, share in [(200, 0.0), (200, 0.01), (3000, 0.01), (3000, 0.3), (3000, 1.0)]:
-        keys = list({rng.getrandbits(8 * key_size).to_bytes(key_size, "big") for _ in range(2 * size)})
+        keys = list({rng.getrandbits(8 * key_size).to_bytes(key_size, "big") for _draw in range(2 * size)})
         current = rng.sample(keys, len(keys) // 2)
         declared = [key for key in current if rng.random() >= share] + rng.sample(keys, int(len(keys) * share / 2))
         declared = list(dict.fromkeys(declared))
