@@ -27,18 +27,21 @@ import contextlib
 import errno
 import os
 import reprlib
+import sys
 
-try:
-    from pyroute2.netlink.exceptions import NetlinkError
-
-    NETLINK_ERRORS = (NetlinkError,)
-except ImportError:  # pragma: no cover - reported by the modules through missing_required_lib
-    NETLINK_ERRORS = ()
+NETLINK_EXCEPTIONS_MODULE = "pyroute2.netlink.exceptions"
 
 # Longest value (repr) and message an error carries: a hostile value (a huge string, a deep structure) must not
 # make the module's answer, or its memory, grow with it.
 VALUE_MAX = 200
 MESSAGE_MAX = 4000
+
+
+def netlink_errors() -> tuple:
+    """pyroute2's NetlinkError once pyroute2 is loaded (only it raises one), else (): importing pyroute2 here
+    would cost every module's start, those that never speak netlink too."""
+    module = sys.modules.get(NETLINK_EXCEPTIONS_MODULE)
+    return (module.NetlinkError,) if module is not None else ()
 
 
 def short_repr(value, limit: int = VALUE_MAX) -> str:
@@ -167,7 +170,7 @@ def converting(what: str, hint="", **details):
         if not isinstance(exc, OSError) or isinstance(exc, KernelError):
             raise
         raise _kernel_error(what, exc, hint, details) from exc
-    except (OSError,) + NETLINK_ERRORS as exc:
+    except (OSError,) + netlink_errors() as exc:
         raise _kernel_error(what, exc, hint, details) from exc
 
 
@@ -188,7 +191,7 @@ def _kernel_error(what: str, exc: BaseException, hint: str, details: dict) -> Ke
 def unexpected(exc: BaseException) -> dict:
     """The failed result for an exception no code turned into a FleetError: short, with the exception's type."""
     kind = type(exc).__name__
-    if isinstance(exc, OSError) or (NETLINK_ERRORS and isinstance(exc, NETLINK_ERRORS)):
+    if isinstance(exc, (OSError,) + netlink_errors()):
         where = getattr(exc, "filename", None)
         msg = "the kernel or the file system refused an operation%s: %s (%s)" % (" on %s" % where if where else "", describe_os_error(exc), kind)
         hint = HINTS.get(error_number(exc))

@@ -601,15 +601,15 @@ def _plan(current: dict, desired: dict, mode: str, absent, outer: bool):
     return map_sync.plan(current, target, "sync")
 
 
-def _counts(the_plan, current: dict, desired: dict, mode: str, absent) -> dict:
+def _counts(the_plan, before: int, desired: dict, mode: str, absent, current: dict = None) -> dict:
     counts = {
         "added": len(the_plan.added),
         "changed": len(the_plan.changed),
         "removed": len(the_plan.removed),
         "desired": len(desired),
-        "before": len(current),
+        "before": before,
     }
-    counts["unchanged"] = len(current) - counts["changed"] - counts["removed"]
+    counts["unchanged"] = before - counts["changed"] - counts["removed"]
     if absent is not None and mode not in ("absent", "clear"):
         # declared elements that hold the all-zero value an array element has when nothing was written
         counts["unchanged"] += sum(1 for k in desired if k not in current) - counts["added"]
@@ -649,17 +649,21 @@ def _run_fd(module: AnsibleModule, fd: int, path: str, mode: str) -> dict:
         except CodecError as exc:
             module.fail_json(msg="invalid entry, nothing was written: %s" % _entry_message(params, exc), applied=0)
         try:
-            current = reader.result(desired, "sync" if mode == "sync" and not outer else "")
+            raw = reader.result()
         except libbpf.BpfError as exc:
             module.fail_json(msg="cannot read %s: %s" % (path, exc), applied=0)
-        if current is None:
-            # a sync that changes nothing, found by comparing the bytes read with the desired ones
-            current = desired
         absent = map_sync.absent_value(codec) if not outer else None
-        the_plan = _plan(current, desired, mode, absent, outer)
-        counts = _counts(the_plan, current, desired, mode, absent)
+        if outer or absent is not None:
+            current = map_sync.current_from_raw(codec, *raw)
+            the_plan = _plan(current, desired, mode, absent, outer)
+            counts = _counts(the_plan, len(current), desired, mode, absent, current)
+        else:
+            # compared as the bytes read, without a dict of the current contents
+            the_plan = map_sync.plan_raw(codec, raw, desired, mode)
+            counts = _counts(the_plan, raw[2], desired, mode, absent)
+        del raw
         try:
-            after = len(the_plan.desired) if outer else len(current) + counts["added"] - counts["removed"]
+            after = len(the_plan.desired) if outer else counts["before"] + counts["added"] - counts["removed"]
             if not outer or info["type"] not in map_sync.GROWABLE_INNER_MAPS:
                 map_sync.check_capacity(codec, the_plan, after)
         except CodecError as exc:

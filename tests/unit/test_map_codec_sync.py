@@ -1,5 +1,7 @@
 """The plan (what to add, change, delete) and the plain-list reader, on bytes only (no kernel)."""
 
+import random
+
 import pytest
 
 from ansible_collections.ebpf.fleet.plugins.module_utils.maps import map_sync
@@ -60,6 +62,88 @@ def test_plan_of_an_array_counts_a_declared_zero_element_as_unchanged():
     assert plan.empty
     plan = map_sync.plan(dict(current), {b"0": zero, b"1": zero, b"2": b"\2\0"}, "sync", zero)
     assert plan.added == [b"2"] and plan.changed == [b"1"] and plan.removed == []
+
+
+def _raw(current: dict):
+    """current as read_raw gives it: (keys, values, count)."""
+    return b"".join(current), b"".join(current.values()), len(current)
+
+
+def _same_plan(codec, current: dict, desired: dict, mode: str):
+    """plan_raw on the bytes read gives what plan gives on the dict of the current contents."""
+    raw = _raw(current)
+    want = map_sync.plan(map_sync.current_from_raw(codec, *raw), desired, mode, map_sync.absent_value(codec))
+    got = map_sync.plan_raw(codec, raw, desired, mode)
+    assert (got.write, got.added, got.changed, got.removed) == (want.write, want.added, want.changed, want.removed)
+    for key in got.changed + got.removed:
+        assert got.current[key] == want.current[key]
+    return got
+
+
+@pytest.mark.parametrize("map_type", ["hash", "lpm_trie", "percpu_hash", "lru_hash", "array"])
+@pytest.mark.parametrize("mode", ["sync", "merge", "clear", "absent"])
+@pytest.mark.parametrize("uniform", [True, False])
+def test_plan_from_the_bytes_read_equals_the_plan_from_the_current_dict(map_type, mode, uniform):
+    codec = MapCodec.build({"type": map_type, "key_size": 2, "value_size": 2, "max_entries": 64}, ncpus=2)
+    size = codec.value_buf_size
+    rng = random.Random("%s %s %s" % (map_type, mode, uniform))
+    keys = [bytes([i, 0]) for i in range(24)]
+    values = [bytes([i]) * size for i in range(3)]
+    for _round in range(200):
+        current = {key: rng.choice(values) for key in rng.sample(keys, rng.randint(0, 16))}
+        declared = rng.sample(keys, rng.randint(0, 16))
+        if mode == "absent":
+            desired = dict.fromkeys(declared)
+        elif mode == "clear":
+            desired = {}
+        elif uniform:
+            desired = dict.fromkeys(declared, bytes(rng.choice(values)))  # one object, as a plain list gives
+        else:
+            desired = {key: rng.choice(values) for key in declared}
+        if codec.map_type == "array":
+            current = {k: v for k, v in current.items() if v != codec.zero_value}
+        _same_plan(codec, current, desired, mode)
+
+
+@pytest.mark.parametrize("key_size", [1, 2, 4, 8, 16])
+@pytest.mark.parametrize("mode", ["sync", "merge"])
+def test_plan_from_the_bytes_read_of_a_plain_list_equals_the_plan_from_the_current_dict(key_size, mode):
+    # one value for every entry, as a plain list gives: keys of 1, 2, 4 and 8 bytes are compared as sorted
+    # integers; the lists, their order and the values reported must still be those of the dict path
+    codec = MapCodec.build({"type": "hash", "key_size": key_size, "value_size": 4, "max_entries": 1 << 16})
+    rng = random.Random("%d %s" % (key_size, mode))
+    value = b"\1\0\0\0"
+    for size, share in [(200, 0.0), (200, 0.01), (3000, 0.01), (3000, 0.3), (3000, 1.0)]:
+        keys = list({rng.getrandbits(8 * key_size).to_bytes(key_size, "big") for _draw in range(2 * size)})
+        current = rng.sample(keys, len(keys) // 2)
+        declared = [key for key in current if rng.random() >= share] + rng.sample(keys, int(len(keys) * share / 2))
+        declared = list(dict.fromkeys(declared))
+        if rng.random() < 0.5:
+            declared.sort()  # a sorted file
+        _same_plan(codec, dict.fromkeys(current, value), dict.fromkeys(declared, bytes(value)), mode)
+
+
+def test_plan_from_the_bytes_read_of_a_sync_from_empty_and_of_a_no_op():
+    codec = MapCodec.build({"type": "hash", "key_size": 1, "value_size": 1, "max_entries": 8})
+    desired = dict.fromkeys([b"a", b"b", b"c"], b"1")
+    plan = _same_plan(codec, {}, desired, "sync")
+    assert plan.added == plan.write == [b"a", b"b", b"c"] and not plan.removed
+    assert _same_plan(codec, {b"c": b"1", b"a": b"1", b"b": b"1"}, desired, "sync").empty
+    # read back in the declared order (a trie and a sorted file): the same keys, the values still compared
+    assert _same_plan(codec, dict(desired), desired, "sync").empty
+    assert _same_plan(codec, {b"a": b"1", b"b": b"2", b"c": b"3"}, {b"a": b"1", b"b": b"2", b"c": b"3"}, "sync").empty
+    plan = _same_plan(codec, {b"a": b"1", b"b": b"2", b"c": b"3"}, {b"a": b"1", b"b": b"9", b"c": b"3"}, "merge")
+    assert plan.changed == plan.write == [b"b"] and plan.current[b"b"] == b"2"
+
+
+@pytest.mark.parametrize("values", [b"1231", b"1111"])
+def test_plan_from_the_bytes_read_with_a_key_read_twice_counts_it_once(values):
+    # a map changed while it was read can give a key twice; the plan is the one of the dict path
+    codec = MapCodec.build({"type": "lpm_trie", "key_size": 1, "value_size": 1, "max_entries": 8})
+    raw = (b"abca", values, 4)
+    desired = dict.fromkeys([b"a", b"d"], b"1")
+    plan = map_sync.plan_raw(codec, raw, desired, "sync")
+    assert plan.added == [b"d"] and plan.removed == [b"b", b"c"] and plan.changed == []
 
 
 # ---------------------------------------------------------------- hostile files

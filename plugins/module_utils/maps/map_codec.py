@@ -40,6 +40,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
+from itertools import repeat
 
 from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError, short_repr
 from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import btf as btf_mod
@@ -260,7 +261,7 @@ class AddressCodec(Codec):
 
     def encode_many(self, values, where):
         pton, family = socket.inet_pton, self.family
-        return _bulk(self, lambda vals: [pton(family, v) for v in vals], values, where)
+        return _bulk(self, lambda vals: list(map(pton, repeat(family, len(vals)), vals)), values, where)
 
 
 class MacCodec(Codec):
@@ -567,27 +568,34 @@ class LpmCodec(Codec):
         return _bulk(self, self._fast, values, where)
 
     def _fast(self, values: list) -> list:
-        # the same checks as encode(), in one tight loop over plain strings
-        max_len = self.max_len
-        heads = [self._head.pack(n) for n in range(max_len + 1)]
-        masks = [(1 << (max_len - n)) - 1 for n in range(max_len + 1)]
+        # the same checks as encode(), in one tight loop over plain strings; a prefix length is checked once
+        # and kept with its packed head and host mask (keyed None when there is no "/": the full length)
         pton, family, from_bytes = socket.inet_pton, self.family, int.from_bytes
         pad = b"\0" * self._pad
+        specs = {}
         out = []
         append = out.append
         for value in values:
             addr, sep, plen = value.partition("/")
+            spec = specs.get(plen if sep else None)
+            if spec is None:
+                spec = specs[plen if sep else None] = self._prefix_spec(sep, plen)
             packed = pton(family, addr)
-            if sep:
-                if not (plen.isascii() and plen.isdigit()):
-                    raise ValueError(value)
-                length = int(plen)
-                if length > max_len or from_bytes(packed, "big") & masks[length]:
-                    raise ValueError(value)
-            else:
-                length = max_len
-            append(heads[length] + packed + pad if pad else heads[length] + packed)
+            if spec[1] and from_bytes(packed, "big") & spec[1]:
+                raise ValueError(value)
+            append(spec[0] + packed + pad)
         return out
+
+    def _prefix_spec(self, sep: str, plen: str):
+        """(packed prefix length, host bit mask) of a prefix length as written after the "/" (none: the full
+        length); ValueError when it is not 0..max_len."""
+        if not sep:
+            length = self.max_len
+        elif plen.isascii() and plen.isdigit() and int(plen) <= self.max_len:
+            length = int(plen)
+        else:
+            raise ValueError(plen)
+        return self._head.pack(length), (1 << (self.max_len - length)) - 1
 
     def decode(self, data):
         length = self._head.unpack_from(data)[0]

@@ -27,8 +27,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import operator
 import os
 from dataclasses import dataclass, field
+from itertools import repeat
 
 from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError
 from ansible_collections.ebpf.fleet.plugins.module_utils.host import records
@@ -83,7 +85,8 @@ def _uniform(entries: dict):
     if not entries:
         return None
     first = next(iter(entries.values()))
-    if all(v is first for v in entries.values()) or all(v == first for v in entries.values()):
+    values = entries.values()
+    if all(map(operator.is_, values, repeat(first))) or all(map(operator.eq, values, repeat(first))):
         return first
     return None
 

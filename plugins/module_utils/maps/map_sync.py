@@ -24,13 +24,16 @@ import ctypes
 import json
 import operator
 import os
+import sys
 import threading
+from array import array
 from dataclasses import dataclass, field
+from itertools import compress, filterfalse, islice, repeat
 
 from ansible_collections.ebpf.fleet.plugins.module_utils.errors import FleetError
 from ansible_collections.ebpf.fleet.plugins.module_utils.kernel import libbpf
 from ansible_collections.ebpf.fleet.plugins.module_utils.maps import map_types
-from ansible_collections.ebpf.fleet.plugins.module_utils.maps.map_codec import BATCH_DELETE_MAPS, UNDELETABLE_MAPS, CodecError, MapCodec, read_raw, short
+from ansible_collections.ebpf.fleet.plugins.module_utils.maps.map_codec import BATCH_DELETE_MAPS, UNDELETABLE_MAPS, CodecError, MapCodec, read_raw, short, split
 
 CHUNK = 65536
 MODES = ("merge", "sync", "absent", "clear")
@@ -167,10 +170,12 @@ def encode_entries(codec: MapCodec, entries, where: str = "entries", default_val
 def read_lines(path: str):
     """(line numbers, keys) of a plain list: one key per line, blank lines and # comments skipped."""
     text = _read_text(path)
+    has_comments = "#" in text
     lines = text.splitlines()
-    if "#" in text:
+    del text
+    if has_comments:
         lines = [line.split("#", 1)[0] for line in lines]
-    lines = [line.strip() for line in lines]
+    lines = list(map(str.strip, lines))
     if "" not in lines:
         return None, lines
     numbers = [num for num, line in enumerate(lines, 1) if line]
@@ -318,33 +323,13 @@ class Reader(threading.Thread):
         except Exception as exc:  # pylint: disable=broad-except  # re-raised in result()
             self.error = exc
 
-    def result(self, desired: dict = None, mode: str = "") -> dict:
-        """The current contents; None when a sync to desired would change nothing (checked without
-        building the dict of the current contents, the costly part for a million entries)."""
+    def result(self):
+        """The current contents as read_raw gives them: (keys, values, count); handed over, not kept."""
         self.join()
         if self.error is not None:
             raise self.error
-        if mode == "sync" and desired is not None and self.codec.map_type not in UNDELETABLE_MAPS and same_as(self.codec, self.raw, desired):
-            return None
-        return current_from_raw(self.codec, *self.raw)
-
-
-def same_as(codec: MapCodec, raw, desired: dict) -> bool:
-    """True when the raw (keys, values, count) read from the kernel hold exactly desired."""
-    keys, values, count = raw
-    if count != len(desired):
-        return False
-    if not count:
-        return True
-    ks, vs = codec.key_size, codec.value_buf_size
-    key_list = [keys[i : i + ks] for i in range(0, ks * count, ks)]
-    uniform = _uniform(desired)
-    if uniform is not None:
-        if values != uniform * count:
-            return False
-        return all(map(desired.__contains__, key_list))
-    value_list = [values[i : i + vs] for i in range(0, vs * count, vs)]
-    return all(map(operator.eq, map(desired.get, key_list), value_list))
+        raw, self.raw = self.raw, None
+        return raw
 
 
 @dataclass
@@ -354,6 +339,8 @@ class Plan:
     changed: list = field(default_factory=list)
     removed: list = field(default_factory=list)  # keys to delete (or zero, for arrays)
     desired: dict = field(default_factory=dict)
+    # the current values of (at least) the changed and removed keys: plan() keeps the whole current
+    # contents, plan_raw() only these
     current: dict = field(default_factory=dict)
 
     @property
@@ -368,7 +355,11 @@ def read_current(fd: int, codec: MapCodec) -> dict:
 
 def current_from_raw(codec: MapCodec, keys: bytes, values: bytes, count: int) -> dict:
     ks, vs = codec.key_size, codec.value_buf_size
-    current = dict(zip([keys[i : i + ks] for i in range(0, ks * count, ks)], [values[i : i + vs] for i in range(0, vs * count, vs)]))
+    if count and values.count(values[:vs]) == count:
+        # every element holds the same value (a plain list's): one bytes object for all of them
+        current = dict.fromkeys(split(keys, ks, count), values[:vs])
+    else:
+        current = dict(zip(split(keys, ks, count), split(values, vs, count)))
     if codec.map_type in UNDELETABLE_MAPS:
         zero = codec.zero_value
         current = {k: v for k, v in current.items() if v != zero}
@@ -382,27 +373,168 @@ def plan(current: dict, desired: dict, mode: str, absent: bytes = None) -> Plan:
     holds (all zero bytes); a declared element with that value then matches, so an all-zero declaration
     is unchanged, not added on every run."""
     result = Plan(desired=desired, current=current)
-    # nothing to do: decided by comparisons that run in C
+    # nothing to do: decided by comparisons that run in C (as are the loops below: map, filter, compress)
     if mode == "absent":
         if not current.keys().isdisjoint(desired.keys()):
-            result.removed = [k for k in desired if k in current]
+            result.removed = list(filter(current.__contains__, desired))
         return result
     if (mode in ("sync", "clear") and current == desired) or (mode == "merge" and desired.items() <= current.items()):
         return result
-    if absent is None:
-        get = current.get
-    else:
-
-        def get(key, _get=current.get):
-            return _get(key, absent)
-
-    result.write = [k for k, v in desired.items() if get(k) != v]
+    result.write = list(compress(desired, map(operator.ne, map(current.get, desired, repeat(absent)), desired.values())))
     if result.write:
-        result.added = [k for k in result.write if k not in current]
-        result.changed = [k for k in result.write if k in current] if len(result.added) != len(result.write) else []
+        result.added = list(filterfalse(current.__contains__, result.write))
+        result.changed = list(filter(current.__contains__, result.write)) if len(result.added) != len(result.write) else []
     if mode in ("sync", "clear"):
-        result.removed = [k for k in current if k not in desired]
+        result.removed = list(filterfalse(desired.__contains__, current))
     return result
+
+
+def plan_raw(codec: MapCodec, raw, desired: dict, mode: str) -> Plan:
+    """plan() straight from what read_raw gave, for maps whose elements can be deleted (not arrays): the
+    same lists in the same order, without a dict of the current contents (the costly part for a million
+    entries).
+
+    Looking a million keys up in a dict of a million others reads memory all over the place; two ways
+    avoid most of it. Where every element holds the one declared value (a plain list) and keys are 1, 2,
+    4 or 8 bytes, the keys become integers, both sides are sorted and compared as lists, and only the
+    differences are looked up (_plan_sorted). Otherwise one pass over the elements read takes each from a
+    copy of desired: what is left there is added, what is not found there is removed, and values are
+    compared where both sides have the key."""
+    if codec.map_type in UNDELETABLE_MAPS or mode not in ("sync", "merge", "clear"):
+        return plan(current_from_raw(codec, *raw), desired, mode, absent_value(codec))
+    keys, values, count = raw
+    if not count:
+        added = list(desired)
+        return Plan(write=list(added), added=added, desired=desired, current={})
+    ks, vs = codec.key_size, codec.value_buf_size
+    uniform = _uniform(desired)
+    same_values = uniform is not None and values.count(uniform) == count  # every element holds it
+    declared_keys = b"".join(desired)
+    if keys == declared_keys and (same_values or values == b"".join(desired.values())):
+        # the declared entries, read back in the declared order (a trie gives its prefixes back sorted, as a
+        # sorted file declares them): nothing to do, found without looking at a single key
+        return Plan(desired=desired, current={})
+    if same_values and ks in _INT_TYPECODES:
+        result = _plan_sorted(keys, declared_keys, ks, count, desired, values[:vs], mode)
+        if result is not None:
+            return result
+    del declared_keys
+
+    def key_at(i):
+        return keys[i * ks : i * ks + ks]
+
+    def value_at(i):
+        return values[i * vs : i * vs + vs]
+
+    rest = dict(desired)
+    # the desired value of every element read, in the kernel's order (_MISSING: not declared)
+    wanted = list(map(rest.pop, _pieces(keys, ks, count), repeat(_MISSING, count)))
+    added = list(rest)
+    del rest
+    gone, removed = [], []
+    if mode != "merge":
+        gone = list(compress(range(count), map(operator.is_, wanted, repeat(_MISSING, count))))
+        removed = list(map(key_at, gone))
+        if len(frozenset(removed)) != len(removed) or not desired.keys().isdisjoint(removed):
+            # a key read twice (the map changed while it was read): decide on the contents as a dict
+            return plan(current_from_raw(codec, *raw), desired, mode)
+    if same_values:
+        differ = []
+    else:
+        declared = map(operator.is_not, wanted, repeat(_MISSING, count))
+        differ = list(compress(range(count), map(operator.and_, declared, map(operator.ne, wanted, _pieces(values, vs, count)))))
+    del wanted
+    result = Plan(added=added, removed=removed, desired=desired, current=dict(zip(removed, map(value_at, gone))))
+    if not differ:
+        result.write = list(added)
+        return result
+    changed = list(map(key_at, differ))
+    result.current.update(zip(changed, map(value_at, differ)))
+    # in the declared order, as plan() gives them
+    changed_set = frozenset(changed)
+    result.changed = list(filter(changed_set.__contains__, desired))
+    write_set = changed_set.union(added) if added else changed_set
+    result.write = list(filter(write_set.__contains__, desired))
+    return result
+
+
+_MISSING = object()
+# array typecodes of unsigned integers by size in bytes (keys of these sizes are compared as integers)
+_INT_TYPECODES = {array(code).itemsize: code for code in "QLIHB"}
+
+
+def _int_keys(data: bytes, size: int) -> list:
+    """The keys in data (size bytes each) as integers, read big-endian: keys in byte order are then in
+    numeric order (a file of sorted addresses or prefixes gives a sorted list, which sorts in one pass)."""
+    ints = array(_INT_TYPECODES[size], data)
+    if sys.byteorder == "little" and size > 1:
+        ints.byteswap()
+    return ints.tolist()
+
+
+def _plan_sorted(keys: bytes, declared_keys: bytes, size: int, count: int, desired: dict, value: bytes, mode: str):
+    """plan_raw() for keys of 1, 2, 4 or 8 bytes where every element and every declared entry holds the
+    same value: only keys can differ. Sorted integer lists are compared in order (memory read in
+    sequence, not at random); None when the map gave a key twice (it changed while it was read).
+    declared_keys: the keys of desired, joined."""
+    current_ints = _int_keys(keys, size)  # in the kernel's order
+    current_sorted = sorted(current_ints)
+    desired_ints = _int_keys(declared_keys, size)  # in the declared order
+    desired_sorted = sorted(desired_ints)
+    result = Plan(desired=desired, current={})
+    if current_sorted == desired_sorted:  # desired has no key twice: neither has the map
+        return result
+    if any(map(operator.eq, current_sorted, islice(current_sorted, 1, None))):
+        return None
+    gone, new = _sorted_difference(current_sorted, desired_sorted)
+    del current_sorted, desired_sorted
+    if new:
+        new = frozenset(new)
+        result.added = list(compress(desired, map(new.__contains__, desired_ints)))
+        result.write = list(result.added)
+    if gone and mode != "merge":
+        gone = frozenset(gone)
+        at = compress(range(0, size * count, size), map(gone.__contains__, current_ints))
+        result.removed = [keys[i : i + size] for i in at]
+        result.current = dict.fromkeys(result.removed, value)
+    return result
+
+
+def _sorted_difference(first: list, second: list):
+    """(items only in first, items only in second) of two sorted lists without repeated items. Equal
+    runs are skipped by comparing slices, whose length doubles while they match and halves when not."""
+    only_first, only_second = [], []
+    i = j = 0
+    end_first, end_second = len(first), len(second)
+    step = 1
+    while i < end_first and j < end_second:
+        if step > 1:
+            if first[i : i + step] == second[j : j + step]:
+                i += step
+                j += step
+                step *= 2
+            else:
+                step //= 2
+            continue
+        a, b = first[i], second[j]
+        if a == b:
+            i += 1
+            j += 1
+            step = 2
+        elif a < b:
+            only_first.append(a)
+            i += 1
+        else:
+            only_second.append(b)
+            j += 1
+    only_first.extend(first[i:])
+    only_second.extend(second[j:])
+    return only_first, only_second
+
+
+def _pieces(data: bytes, size: int, count: int):
+    """The count pieces of size bytes of data, one at a time (split() without the list)."""
+    return map(data.__getitem__, map(slice, range(0, size * count, size), range(size, size * count + size, size)))
 
 
 def plan_for(codec: MapCodec, current: dict, desired: dict, mode: str) -> Plan:
@@ -477,9 +609,8 @@ def _uniform(desired: dict):
     if not desired:
         return None
     first = next(iter(desired.values()))
-    values = desired.values()
-    # identity first: encode_lines gives every key the same object
-    if all(v is first for v in values):
+    # by identity: encode_lines gives every key the same object
+    if all(map(operator.is_, desired.values(), repeat(first))):
         return first
     return None
 
