@@ -193,7 +193,19 @@ def parts_cases(full_rows):
         prog = LoadedProgram(bpfbuild.compile_fixture("lb_newflow_parts", **defines), "lb_newflow_parts", max_entries=sizes)
         if defines["LB_PART"] == 1:
             fill_conntrack(prog, "192.0.2.1", False, CT_PER_CPU + 1024 if full else CT_PER_CPU // 4)
-        out.append({"name": name, "prog": prog, "packets": NewFlows("192.0.2.1"), "cursor": [0], "prog_ns": [], "floor_ns": [], "cpus": set()})
+        out.append(
+            {
+                "name": name,
+                "prog": prog,
+                "driver": driver(prog.prog_fd),
+                "packets": NewFlows("192.0.2.1"),
+                "cursor": [0],
+                "prog_ns": [],
+                "floor_ns": [],
+                "rep": [],
+                "cpus": set(),
+            }
+        )
     return out
 
 
@@ -291,7 +303,9 @@ def main():
         "Each part alone in a small XDP program (tests/bpf/lb_newflow_parts.c) fed a new IPv4 5-tuple on every call, "
         "timed like the rows above (one call per packet, beside the XDP_TX floor, in the same passes): where a new "
         "flow's time goes. The connection table has xdp_lb's key, value and size (%d entries per CPU), a quarter "
-        "filled, or full so every insert evicts." % CT_PER_CPU,
+        "filled, or full so every insert evicts. The back-to-back column: %d new flows per call through the driver "
+        "in front of the part and of the floor." % (CT_PER_CPU, NEW_FLOW_REPEAT),
+        columns=["back to back: above floor"],
     )
     parts = parts_cases(not QUICK or any(c[4] for c in configs))
     for npass in range(PASSES):
@@ -301,6 +315,9 @@ def main():
                 with on_cpu(cpu):
                     part["floor_ns"].append(mean_ns(floor_tx.prog_fd, part["packets"], [0]))
                     part["prog_ns"].append(mean_ns(part["prog"].prog_fd, part["packets"], part["cursor"]))
+                    pkt = part["packets"][0]
+                    base = libbpf.prog_test_run(floor_driver.prog_fd, pkt, repeat=NEW_FLOW_REPEAT).duration_ns
+                    part["rep"].append(libbpf.prog_test_run(part["driver"].prog_fd, pkt, repeat=NEW_FLOW_REPEAT).duration_ns - base)
                     part["cpus"].add(cpu)
         for case in cases:
             fd, floor_fd = case["lb"].prog.prog_fd, floors[case["floor"]].prog_fd
@@ -372,10 +389,11 @@ def main():
                 "path": "one part of the new-flow path, alone",
                 "encapsulation": "none",
             },
-            {"cpus": sorted(part["cpus"])},
+            {"cpus": sorted(part["cpus"]), "back to back: above floor": statistics.median(part["rep"])},
             floor=part["floor_ns"],
             floor_name="XDP_TX floor",
         )
+        part["driver"].close()
         part["prog"].close()
     for prog in drivers_all:
         prog.close()
