@@ -10,7 +10,15 @@ Rows: established flow (connection-table hit), SYN (Maglev choice, entry rewritt
 on every packet: a real connection-table insert; table partly filled, and full so every insert evicts),
 non-VIP (pass); DSR and IPIP; 1 VIP with 10, 100 and 1000 backends; 100 VIPs of 100 backends (IPv4 DSR, IPv4
 IPIP, IPv6 DSR). The rows that stay on one path when fed their own output (DSR hits and SYNs, non-VIP) are
-also timed with repeat (a column). BENCH_QUICK=1: 1 VIP of 10 backends, few calls.
+also timed with repeat (a column). So are the new-flow rows, through a driver (tests/bpf/lb_newflow_driver.c)
+that gives each iteration a new 5-tuple and undoes the previous one's encapsulation before it tail-calls xdp_lb,
+or the XDP_TX floor (the driver's work is on both sides): packets back to back, as a busy core sees them, where
+one call per packet runs Python and a system call between two packets, which evicts the tables' cache lines.
+BENCH_QUICK=1: 1 VIP of 10 backends, few calls.
+
+A second table times the parts of the new-flow path alone (tests/bpf/lb_newflow_parts.c), in the same passes:
+the connection-table lookup and insert (xdp_lb's key, value and flags; and the same table with the common LRU
+list, which xdp_lb does not use, for comparison), and the flow hash with the read of a Maglev ring slot.
 """
 
 import os
@@ -25,7 +33,7 @@ sys.path.insert(0, TESTS)
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(TESTS, "integration", "dataplane"))
 
-from harness import paths  # noqa: E402
+from harness import bpfbuild, paths  # noqa: E402
 
 sys.path.insert(0, paths.COLLECTIONS)
 
@@ -46,6 +54,7 @@ CALLS = int(os.environ.get("BENCH_CALLS", benchlib.pick(300, 3000)))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", benchlib.pick(2, 2)))
 PASSES = int(os.environ.get("BENCH_PASSES", benchlib.pick(1, 3)))  # whole-set passes
 REPEAT = benchlib.pick(10000, 100000)
+NEW_FLOW_REPEAT = benchlib.pick(1024, 4096)  # new flows per driver call: the partly filled table stays partly filled
 CT_PER_CPU = 65536  # FLEET_LB_CONNTRACK_PER_CPU: the connection table's capacity per CPU
 TARGETS = {"established": 100, "new flow": 240, "non-VIP": 40}  # ns above the floor (issue 13)
 
@@ -131,13 +140,15 @@ def vips(count, backends, v6=False, mode="dsr"):
 
 
 def fill_conntrack(lb, target, v6, per_cpu):
-    """per_cpu new flows inserted by the program on each CPU (each CPU has its own LRU list)."""
+    """per_cpu new flows inserted by the program on each CPU (each CPU has its own LRU list); lb: an LB or a
+    LoadedProgram."""
+    fd = getattr(lb, "prog", lb).prog_fd
     flows = NewFlows(target, v6)
     flows.next = 1 << 24  # apart from the measured flows
     for cpu in cpus():
         with on_cpu(cpu):
             for _flow in range(per_cpu):
-                libbpf.prog_test_run(lb.prog.prog_fd, flows[0])
+                libbpf.prog_test_run(fd, flows[0])
 
 
 def classes(lb, target, v6=False, full=False):
@@ -160,6 +171,44 @@ def classes(lb, target, v6=False, full=False):
     return out
 
 
+def driver(target_fd):
+    """tests/bpf/lb_newflow_driver.c loaded with target_fd (xdp_lb or the floor) in its slot 0."""
+    prog = LoadedProgram(paths.bpf_object("lb_newflow_driver"), "lb_newflow_driver")
+    prog.update("driver_next", struct.pack("<I", 0), struct.pack("<I", target_fd))
+    return prog
+
+
+def parts_cases(full_rows):
+    """The new-flow path's parts, each a fixture program fed new flows (tests/bpf/lb_newflow_parts.c)."""
+    ncpus = libbpf.num_possible_cpus()
+    specs = [("lookup miss + insert, one LRU list per CPU (as xdp_lb)", {"LB_PART": 1}, None, False)]
+    specs.append(("lookup miss + insert, common LRU list (not used: global lock)", {"LB_PART": 1, "LB_CT_FLAGS": 0}, CT_PER_CPU * ncpus, False))
+    if full_rows:
+        specs.append(("lookup miss + insert, one LRU list per CPU, table full", {"LB_PART": 1}, None, True))
+        specs.append(("lookup miss + insert, common LRU list, table full", {"LB_PART": 1, "LB_CT_FLAGS": 0}, CT_PER_CPU * ncpus, True))
+    specs.append(("flow hash + Maglev ring slot read (65537 slots)", {"LB_PART": 2}, None, False))
+    out = []
+    for name, defines, total, full in specs:
+        sizes = {"parts_conntrack": total} if total else None
+        prog = LoadedProgram(bpfbuild.compile_fixture("lb_newflow_parts", **defines), "lb_newflow_parts", max_entries=sizes)
+        if defines["LB_PART"] == 1:
+            fill_conntrack(prog, "192.0.2.1", False, CT_PER_CPU + 1024 if full else CT_PER_CPU // 4)
+        out.append(
+            {
+                "name": name,
+                "prog": prog,
+                "driver": driver(prog.prog_fd),
+                "packets": NewFlows("192.0.2.1"),
+                "cursor": [0],
+                "prog_ns": [],
+                "floor_ns": [],
+                "rep": [],
+                "cpus": set(),
+            }
+        )
+    return out
+
+
 def main():
     floor_pass = LoadedProgram(paths.bpf_object("lb_floor_pass"), "lb_floor_pass")
     floor_tx = LoadedProgram(paths.bpf_object("lb_floor_tx"), "lb_floor_tx")
@@ -178,8 +227,9 @@ def main():
         "interleaved, %d rounds alternating over the CPUs in each of %d passes over every row. The "
         "connection table holds %d entries per CPU; 'partly filled' starts at a quarter, 'full' is filled "
         "past capacity first so every insert evicts. The repeat column times the same packet with repeat "
-        "%d where the program's output takes the same path again. Katran on this machine (measured the "
-        "same way earlier): +126 ns established, +147 ns SYN, +49 ns non-VIP." % (CALLS, ROUNDS, PASSES, CT_PER_CPU, REPEAT),
+        "%d where the program's output takes the same path again; for the new-flow rows, %d new flows per call made "
+        "by a driver program in front of xdp_lb and of the floor. Katran on this machine (measured the "
+        "same way earlier): +126 ns established, +147 ns SYN, +49 ns non-VIP." % (CALLS, ROUNDS, PASSES, CT_PER_CPU, REPEAT, NEW_FLOW_REPEAT),
         columns=["VIPs x backends", "encapsulation", "repeat: above floor"],
     )
     configs = []  # (family, mode, vip count, backends, full)
@@ -197,6 +247,8 @@ def main():
             ("IPv6", "dsr", 100, 100, False),
         ]
     cases, lbs = [], []
+    floor_driver = driver(floor_tx.prog_fd)
+    drivers_all = [floor_driver]
     for family, mode, nvips, nbackends, full in configs:
         v6 = family == "IPv6"
         print("building %s %s: %d VIPs x %d backends%s ..." % (family, mode, nvips, nbackends, ", table full" if full else ""), flush=True)
@@ -219,6 +271,10 @@ def main():
             want = 2 if floor == "pass" else 3
             assert result.retval == want, (family, mode, path, result.retval)
             repeat = mode == "dsr" and path in ("established", "SYN", "non-VIP")
+            drivers = None
+            if path.startswith("new flow"):
+                drivers = (driver(lb.prog.prog_fd), floor_driver)
+                drivers_all.append(drivers[0])
             cases.append(
                 {
                     "path": path,
@@ -232,6 +288,7 @@ def main():
                     "packets": packets,
                     "floor": floor,
                     "repeat": repeat,
+                    "drivers": drivers,
                     "cursor": [0],
                     "prog_ns": [],
                     "floor_ns": [],
@@ -239,8 +296,29 @@ def main():
                     "cpus": set(),
                 }
             )
+    parts_key = "lb_parts"
+    bench.table(
+        parts_key,
+        "xdp_lb's new-flow path, part by part",
+        "Each part alone in a small XDP program (tests/bpf/lb_newflow_parts.c) fed a new IPv4 5-tuple on every call, "
+        "timed like the rows above (one call per packet, beside the XDP_TX floor, in the same passes): where a new "
+        "flow's time goes. The connection table has xdp_lb's key, value and size (%d entries per CPU), a quarter "
+        "filled, or full so every insert evicts. The back-to-back column: %d new flows per call through the driver "
+        "in front of the part and of the floor." % (CT_PER_CPU, NEW_FLOW_REPEAT),
+        columns=["back to back: above floor"],
+    )
+    parts = parts_cases(not QUICK or any(c[4] for c in configs))
     for npass in range(PASSES):
         print("pass %d/%d ..." % (npass + 1, PASSES), flush=True)
+        for part in parts:
+            for cpu in benchlib.round_cpus(ROUNDS):
+                with on_cpu(cpu):
+                    part["floor_ns"].append(mean_ns(floor_tx.prog_fd, part["packets"], [0]))
+                    part["prog_ns"].append(mean_ns(part["prog"].prog_fd, part["packets"], part["cursor"]))
+                    pkt = part["packets"][0]
+                    base = libbpf.prog_test_run(floor_driver.prog_fd, pkt, repeat=NEW_FLOW_REPEAT).duration_ns
+                    part["rep"].append(libbpf.prog_test_run(part["driver"].prog_fd, pkt, repeat=NEW_FLOW_REPEAT).duration_ns - base)
+                    part["cpus"].add(cpu)
         for case in cases:
             fd, floor_fd = case["lb"].prog.prog_fd, floors[case["floor"]].prog_fd
             for cpu in benchlib.round_cpus(ROUNDS):
@@ -252,6 +330,13 @@ def main():
                         pkt = case["packets"][0]
                         base = libbpf.prog_test_run(floor_fd, pkt, repeat=REPEAT).duration_ns
                         case["rep"].append(libbpf.prog_test_run(fd, pkt, repeat=REPEAT).duration_ns - base)
+                    if case["drivers"]:
+                        lb_driver, base_driver = case["drivers"]
+                        pkt = case["packets"][0]
+                        base = libbpf.prog_test_run(base_driver.prog_fd, pkt, repeat=NEW_FLOW_REPEAT).duration_ns
+                        result = libbpf.prog_test_run(lb_driver.prog_fd, pkt, repeat=NEW_FLOW_REPEAT)
+                        assert result.retval == 3, (case["family"], case["mode"], case["path"], result.retval)  # XDP_TX
+                        case["rep"].append(result.duration_ns - base)
     for case in cases:
         path = case["path"]
         limit = [v for k, v in TARGETS.items() if path.startswith(k)]
@@ -292,12 +377,33 @@ def main():
         )
         if limit and case["rep"]:  # the method the Katran anchors were measured with
             benchlib.add_target(row, "<= %d ns above the floor, repeat method" % limit[0], "repeat: above floor", limit[0], params["repeat: above floor"])
+    for part in parts:
+        bench.row(
+            parts_key,
+            "new-flow part: " + part["name"],
+            part["prog_ns"],
+            "ns",
+            {
+                "method": "BPF_PROG_TEST_RUN, one call per packet, mean of the fastest 90 %% of %d" % CALLS,
+                "packet": "IPv4 TCP ACK, 74 bytes, a new 5-tuple on every call",
+                "path": "one part of the new-flow path, alone",
+                "encapsulation": "none",
+            },
+            {"cpus": sorted(part["cpus"]), "back to back: above floor": statistics.median(part["rep"])},
+            floor=part["floor_ns"],
+            floor_name="XDP_TX floor",
+        )
+        part["driver"].close()
+        part["prog"].close()
+    for prog in drivers_all:
+        prog.close()
     for lb in lbs:
         lb.close()
     floor_pass.close()
     floor_tx.close()
     rows = bench.tables[key]["rows"]
     benchlib.print_table(rows, key)
+    benchlib.print_table(bench.tables[parts_key]["rows"], parts_key)
     series = {}
     for row in rows:
         p = row["params"]
