@@ -48,6 +48,8 @@ options:
     description:
       - The controller's digest of the host's declaration, a hexadecimal string of 16 to 128 digits (what
         P(ebpf.fleet.declaration_digest#filter) returns). Required with V(checked) and V(recorded).
+      - With V(checked), an empty string never matches (the filter returns one when it could not read a file the
+        declaration names); V(recorded) refuses it.
     type: str
   files:
     description:
@@ -106,6 +108,11 @@ reasons:
   type: list
   elements: str
   sample: ["filter: xdp@eth0 is not attached (another program runs there)"]
+digest:
+  description: O(digest), as given (a later V(recorded) task can take it from the registered V(checked) result).
+  returned: always
+  type: str
+  sample: 3f0c5bd3a8a4e2f0c1d9b7e6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e1d0c9b8a7f6
 fingerprint:
   description: The fingerprint file.
   returned: always
@@ -150,7 +157,7 @@ def _check(module: AnsibleModule) -> None:
     params = module.params
     validate.check_params({"state_dir": params["state_dir"], "pin_root": params["pin_root"]})
     digest = params["digest"]
-    if digest is not None and not _DIGEST.match(digest):
+    if digest is not None and not _DIGEST.match(digest) and not (digest == "" and params["state"] == "checked"):
         module.fail_json(msg="digest=%s: expected 16 to 128 lowercase hexadecimal digits (ebpf.fleet.declaration_digest)" % errors.short_repr(digest))
     for name in params["files"]:
         if not name.startswith("/"):
@@ -165,17 +172,22 @@ def run(module: AnsibleModule) -> None:
     params = module.params
     state, state_dir = params["state"], params["state_dir"]
     where = fingerprint.path(state_dir)
+    result = dict(changed=False, matches=False, reasons=[], fingerprint=where, digest=params["digest"] or "")
     if state == "checked":
-        reasons = fingerprint.check(state_dir, params["pin_root"], params["digest"], checkpoint.read_pending(state_dir))
-        module.exit_json(changed=False, matches=not reasons, reasons=reasons, fingerprint=where)
+        if not params["digest"]:
+            result["reasons"] = ["no digest: the controller could not read a file the declaration names"]
+        else:
+            result["reasons"] = fingerprint.check(state_dir, params["pin_root"], params["digest"], checkpoint.read_pending(state_dir))
+            result["matches"] = not result["reasons"]
+        module.exit_json(**result)
     if module.check_mode:
-        module.exit_json(changed=False, matches=False, reasons=[], fingerprint=where)
+        module.exit_json(**result)
     with records.locked(state_dir, create=state == "recorded", activity=False):
         if state == "recorded":
             fingerprint.write(state_dir, fingerprint.build(state_dir, params["digest"], params["files"], params["units"]))
         else:
             fingerprint.remove(state_dir)
-    module.exit_json(changed=False, matches=False, reasons=[], fingerprint=where)
+    module.exit_json(**result)
 
 
 if __name__ == "__main__":

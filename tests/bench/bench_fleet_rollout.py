@@ -15,7 +15,7 @@ builds a fresh lab (lab.sh down + up, about 2 s for 50 edges, not timed), so a f
 had the collection. Sizes: 1, 50, 10 and 25 edges in that order (BENCH_QUICK=1: 1 host, one round). The 50-host
 rows carry the targets (re-run <= 3x the ping round, first deploy <= 10x); the large sizes get one round, the naive
 way runs at 1 and 10 hosts, and 10 and 25 hosts are dropped (and listed as not measured) when the 50-host run
-projects them past BENCH_FLEET_BUDGET seconds (default 600) for this benchmark. BENCH_FLEET_SIZES=1,10 (or
+projects them past BENCH_FLEET_BUDGET seconds (default 800) for this benchmark. BENCH_FLEET_SIZES=1,10 (or
 --sizes) runs only those sizes. Before the fingerprint check, the 50-host round alone took 20 minutes (first deploy
 691 s, re-run 494 s) at load 7-15 on the 2-CPU development VM.
 
@@ -194,7 +194,7 @@ def main():
         wanted = [int(size) for size in args.sizes.split(",")]
         rounds_of = {hosts: (rounds, naive) for hosts, rounds, naive in plan}
         plan = [(hosts,) + rounds_of.get(hosts, (1, False)) for hosts in wanted]
-    budget = float(os.environ.get("BENCH_FLEET_BUDGET", "600"))
+    budget = float(os.environ.get("BENCH_FLEET_BUDGET", "800"))
     bench = benchlib.Bench(
         "fleet_rollout",
         "Fleet rollout: deploy_xdp.yml on lab hosts",

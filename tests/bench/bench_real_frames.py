@@ -140,8 +140,17 @@ class Meter:
         self.wall0 = time.perf_counter()
 
     def stop(self) -> dict:
-        threads = sum(on_cpu_ns(pid) - t for pid, t in self.t0.items())
+        """The figures of the window; ThreadGone when a thread measured ended during it (a NAPI kthread that the
+        kernel restarted late after an attach): its time is lost, so the window must be measured again."""
+        try:
+            threads = sum(on_cpu_ns(pid) - t for pid, t in self.t0.items())
+        except FileNotFoundError as exc:
+            raise ThreadGone(exc.filename) from exc
         return {"threads_ns": threads, "busy_ns": cpu_busy_ns(self.cpu) - self.busy0, "wall_s": time.perf_counter() - self.wall0}
+
+
+class ThreadGone(RuntimeError):
+    """A thread a Meter measured ended during its window."""
 
 
 # ---------------------------------------------------------------- the rig
@@ -307,14 +316,20 @@ def one_round(rig: Rig, order: list, args) -> dict:
     out["idle"] = idle.stop()
     for kind in order:
         with Variant(rig, kind) as var:
-            napi = rig.pin()  # (an XDP attach may restart NAPI: pin again, measure what runs now)
-            meter = Meter(napi + var.extra_pids, rig.rx_cpu)
-            before = var.dropped()  # nothing in flight: the previous variant's frames were all handled
-            meter.start()
-            sent = rig.paced(args.rate, args.window)
-            # the window ends when the receiver has handled what was sent (the user-space filter's queue)
-            after = var.settle(0.05)
-            figures = meter.stop()
+            for attempt in range(3):
+                napi = rig.pin()  # (an XDP attach may restart NAPI: pin again, measure what runs now)
+                meter = Meter(napi + var.extra_pids, rig.rx_cpu)
+                before = var.dropped()  # nothing in flight: the previous variant's frames were all handled
+                meter.start()
+                sent = rig.paced(args.rate, args.window)
+                # the window ends when the receiver has handled what was sent (the user-space filter's queue)
+                after = var.settle(0.05)
+                try:
+                    figures = meter.stop()
+                    break
+                except ThreadGone:
+                    if attempt == 2:
+                        raise
             figures.update(sent=sent, dropped=after - before)
             before = after
             secs = rig.blast(args.blast)

@@ -14,6 +14,7 @@ FILES = sorted(
     glob.glob(os.path.join(paths.REPO, "roles", "*", "tasks", "*.yml"))
     + glob.glob(os.path.join(paths.REPO, "roles", "*", "handlers", "*.yml"))
     + glob.glob(os.path.join(paths.REPO, "playbooks", "*.yml"))
+    + glob.glob(os.path.join(paths.REPO, "playbooks", "tasks", "*.yml"))
     + glob.glob(os.path.join(paths.REPO, "extensions", "molecule", "*", "*.yml"))
 )
 
@@ -36,7 +37,7 @@ def conditions(node, where="") -> list:
 
 def test_the_files_are_found():
     names = [os.path.relpath(path, paths.REPO) for path in FILES]
-    assert "playbooks/deploy_xdp.yml" in names and "extensions/molecule/fleet/verify.yml" in names
+    assert "playbooks/deploy_xdp.yml" in names and "playbooks/tasks/deploy_host.yml" in names and "extensions/molecule/fleet/verify.yml" in names
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda path: os.path.relpath(path, paths.REPO))
