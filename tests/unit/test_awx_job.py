@@ -32,6 +32,7 @@ def test_a_deploy_launch_with_its_defaults_is_ansible_playbook_with_the_survey_a
         "deploy_xdp_max_fail_percentage": 0,
         "deploy_xdp_confirm_timeout": 60,
         "deploy_xdp_gate_window": 30,
+        "deploy_xdp_fast_rerun": "true",
     }
     assert os.path.isfile(tmp_path / "pdd" / "project" / launch.playbook)
 
@@ -78,6 +79,7 @@ def test_the_canary_node_runs_deploy_on_the_canary_group_with_the_workflow_surve
         "deploy_xdp_max_fail_percentage": 0,
         "deploy_xdp_confirm_timeout": 60,
         "deploy_xdp_gate_window": 120,
+        "deploy_xdp_fast_rerun": "true",
         "from_an_earlier_node": True,
     }
 
